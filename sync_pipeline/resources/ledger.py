@@ -1,0 +1,368 @@
+"""The sync ledger, the webhook inbox, the exceptions table and cursors, on SQLAlchemy.
+
+SQLite by default (one file beside Dagster's storage), PostgreSQL in production
+(`SYNC_DATABASE_URL=postgresql+psycopg2://...`). The ledger is layer 2 of the idempotency design:
+a record whose content hash is unchanged is not written again, and it is written only after the
+target accepted the upsert, so a crash in between costs one harmless repeat upsert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+metadata = sa.MetaData()
+
+sync_ledger = sa.Table(
+    "sync_ledger",
+    metadata,
+    sa.Column("target", sa.String(32), primary_key=True),
+    sa.Column("record_type", sa.String(64), primary_key=True),
+    sa.Column("external_id", sa.String(255), primary_key=True),
+    sa.Column("internal_id", sa.String(64), nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("source_id", sa.String(255)),
+    sa.Column("partition_key", sa.String(32)),
+    sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+)
+
+sync_exceptions = sa.Table(
+    "sync_exceptions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("record_type", sa.String(64), nullable=False),
+    sa.Column("external_id", sa.String(255), nullable=False),
+    sa.Column("source_id", sa.String(255)),
+    sa.Column("partition_key", sa.String(32)),
+    sa.Column("field", sa.String(128), nullable=False, server_default=""),
+    sa.Column("value", sa.Text),
+    sa.Column("error_code", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("fix", sa.Text, nullable=False),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("occurrences", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    # One open row per problem: a record failing the same way on every run is one exception, counted.
+    sa.UniqueConstraint("target", "record_type", "external_id", "error_code", "field", name="uq_sync_exception"),
+)
+
+webhook_inbox = sa.Table(
+    "webhook_inbox",
+    metadata,
+    sa.Column("event_id", sa.String(255), primary_key=True),
+    sa.Column("event_type", sa.String(128), nullable=False),
+    sa.Column("event_created", sa.BigInteger, nullable=False),
+    sa.Column("object_id", sa.String(255)),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("processed_at", sa.DateTime(timezone=True)),
+    sa.Column("run_key", sa.String(255)),
+    sa.Index("ix_webhook_inbox_unprocessed", "processed_at", "event_created"),
+)
+
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Decimal):
+        # Exact text, so 1.50 and 1.5 hash alike and no float rounding ever enters.
+        return {"$decimal": format(value.normalize(), "f")}
+    if isinstance(value, float):
+        raise TypeError("floats are not allowed in synced records; use Decimal or integer minor units")
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+def content_hash(body: Any) -> str:
+    """A stable hash of what would be sent: key order and Decimal spelling do not matter."""
+    text = json.dumps(_canonical(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    target: str
+    record_type: str
+    external_id: str
+    internal_id: str
+    content_hash: str
+    source_id: str | None = None
+    partition_key: str | None = None
+    run_id: str | None = None
+    synced_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExceptionRow:
+    """What the exceptions table holds of one problem (the catalogue in errors.py produces these)."""
+
+    target: str
+    record_type: str
+    external_id: str
+    error_code: str
+    message: str
+    fix: str
+    field: str = ""
+    value: str | None = None
+    source_id: str | None = None
+
+
+@dataclass(frozen=True)
+class InboxStatus:
+    depth: int
+    oldest_unprocessed: dict | None
+    last_processed: dict | None
+
+
+class Ledger:
+    """All reads and writes of the pipeline's own tables."""
+
+    def __init__(self, url: str, *, create: bool = True, engine: sa.Engine | None = None):
+        self.url = url
+        self.engine = engine or create_ledger_engine(url)
+        if create:
+            metadata.create_all(self.engine)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _insert(self, table: sa.Table):
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # -- the ledger ----------------------------------------------------------------------------
+    def lookup(self, target: str, record_type: str, external_ids: Iterable[str]) -> dict[str, LedgerEntry]:
+        ids = list(dict.fromkeys(external_ids))
+        found: dict[str, LedgerEntry] = {}
+        with self.engine.connect() as conn:
+            # Chunked: SQLite caps bound parameters, and partitions can hold tens of thousands.
+            for start in range(0, len(ids), 900):
+                rows = conn.execute(
+                    sa.select(sync_ledger).where(
+                        sync_ledger.c.target == target,
+                        sync_ledger.c.record_type == record_type,
+                        sync_ledger.c.external_id.in_(ids[start : start + 900]),
+                    )
+                )
+                for row in rows.mappings():
+                    found[row["external_id"]] = LedgerEntry(**row)
+        return found
+
+    def record_synced(self, entries: Sequence[LedgerEntry]) -> None:
+        if not entries:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "target": e.target,
+                "record_type": e.record_type,
+                "external_id": e.external_id,
+                "internal_id": e.internal_id,
+                "content_hash": e.content_hash,
+                "source_id": e.source_id,
+                "partition_key": e.partition_key,
+                "run_id": e.run_id,
+                "synced_at": e.synced_at or now,
+            }
+            for e in entries
+        ]
+        stmt = self._insert(sync_ledger)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["target", "record_type", "external_id"],
+            set_={c: stmt.excluded[c] for c in ("internal_id", "content_hash", "source_id", "partition_key",
+                                                   "run_id", "synced_at")},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+        # A record that synced is no longer an exception: a fixed record needs no manual step.
+        by_type: dict[tuple[str, str], list[str]] = {}
+        for e in entries:
+            by_type.setdefault((e.target, e.record_type), []).append(e.external_id)
+        for (target, record_type), ids in by_type.items():
+            self.resolve_exceptions(target, record_type, ids)
+
+    def entries(self, target: str | None = None, partition_key: str | None = None) -> list[LedgerEntry]:
+        query = sa.select(sync_ledger)
+        if target:
+            query = query.where(sync_ledger.c.target == target)
+        if partition_key:
+            query = query.where(sync_ledger.c.partition_key == partition_key)
+        with self.engine.connect() as conn:
+            return [LedgerEntry(**row) for row in conn.execute(query).mappings()]
+
+    # -- exceptions ----------------------------------------------------------------------------
+    def record_exceptions(self, rows: Sequence[ExceptionRow], partition_key: str | None = None,
+                          run_id: str | None = None) -> None:
+        if not rows:
+            return
+        now = utcnow()
+        values = [
+            {
+                "target": r.target, "record_type": r.record_type, "external_id": r.external_id,
+                "source_id": r.source_id, "partition_key": partition_key, "field": r.field or "",
+                "value": r.value, "error_code": r.error_code, "message": r.message, "fix": r.fix,
+                "first_seen_at": now, "last_seen_at": now, "occurrences": 1, "run_id": run_id,
+                "resolved_at": None,
+            }
+            for r in rows
+        ]
+        stmt = self._insert(sync_exceptions)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["target", "record_type", "external_id", "error_code", "field"],
+            set_={
+                "value": stmt.excluded.value, "message": stmt.excluded.message, "fix": stmt.excluded.fix,
+                "last_seen_at": stmt.excluded.last_seen_at, "run_id": stmt.excluded.run_id,
+                "partition_key": stmt.excluded.partition_key, "resolved_at": None,
+                "occurrences": sync_exceptions.c.occurrences + 1,
+            },
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, values)
+
+    def resolve_exceptions(self, target: str, record_type: str, external_ids: Sequence[str]) -> int:
+        resolved = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(external_ids), 900):
+                result = conn.execute(
+                    sa.update(sync_exceptions)
+                    .where(
+                        sync_exceptions.c.target == target,
+                        sync_exceptions.c.record_type == record_type,
+                        sync_exceptions.c.external_id.in_(list(external_ids[start : start + 900])),
+                        sync_exceptions.c.resolved_at.is_(None),
+                    )
+                    .values(resolved_at=utcnow())
+                )
+                resolved += result.rowcount
+        return resolved
+
+    def open_exceptions(self, partition_key: str | None = None, target: str | None = None) -> list[dict]:
+        query = sa.select(sync_exceptions).where(sync_exceptions.c.resolved_at.is_(None))
+        if partition_key:
+            query = query.where(sync_exceptions.c.partition_key == partition_key)
+        if target:
+            query = query.where(sync_exceptions.c.target == target)
+        query = query.order_by(sync_exceptions.c.last_seen_at.desc(), sync_exceptions.c.id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    # -- webhook inbox (layer 3: the Stripe event id is the primary key) ----------------------
+    def add_event(self, event: dict, payload: str | None = None) -> bool:
+        """Store a Stripe event once; returns False when it was already in the inbox."""
+        obj = (event.get("data") or {}).get("object") or {}
+        stmt = self._insert(webhook_inbox).values(
+            event_id=event["id"], event_type=event["type"], event_created=int(event["created"]),
+            object_id=obj.get("id"), payload=payload if payload is not None else json.dumps(event),
+            received_at=utcnow(),
+        ).on_conflict_do_nothing(index_elements=["event_id"])
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def unprocessed_events(self, limit: int = 1000) -> list[dict]:
+        query = (
+            sa.select(webhook_inbox)
+            .where(webhook_inbox.c.processed_at.is_(None))
+            .order_by(webhook_inbox.c.event_created, webhook_inbox.c.event_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def mark_processed(self, event_ids: Sequence[str], run_key: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            for start in range(0, len(event_ids), 900):
+                conn.execute(
+                    sa.update(webhook_inbox)
+                    .where(webhook_inbox.c.event_id.in_(list(event_ids[start : start + 900])))
+                    .values(processed_at=utcnow(), run_key=run_key)
+                )
+
+    def inbox_status(self) -> InboxStatus:
+        cols = (webhook_inbox.c.event_id, webhook_inbox.c.event_type, webhook_inbox.c.event_created,
+                webhook_inbox.c.received_at, webhook_inbox.c.processed_at)
+        with self.engine.connect() as conn:
+            depth = conn.execute(
+                sa.select(sa.func.count()).select_from(webhook_inbox).where(webhook_inbox.c.processed_at.is_(None))
+            ).scalar_one()
+            oldest = conn.execute(
+                sa.select(*cols).where(webhook_inbox.c.processed_at.is_(None))
+                .order_by(webhook_inbox.c.event_created).limit(1)
+            ).mappings().first()
+            last = conn.execute(
+                sa.select(*cols).where(webhook_inbox.c.processed_at.is_not(None))
+                .order_by(webhook_inbox.c.processed_at.desc()).limit(1)
+            ).mappings().first()
+        return InboxStatus(depth, dict(oldest) if oldest else None, dict(last) if last else None)
+
+    # -- cursors (high-water marks) ------------------------------------------------------------
+    def get_cursor(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sync_cursors.c.value).where(sync_cursors.c.name == name)).scalar()
+
+    def set_cursor(self, name: str, value: str) -> None:
+        stmt = self._insert(sync_cursors).values(name=name, value=value, updated_at=utcnow())
+        stmt = stmt.on_conflict_do_update(index_elements=["name"],
+                                          set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+
+def create_ledger_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+            # WAL lets the webhook receiver write while a run reads; busy_timeout rides out short locks.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class LedgerResource(dg.ConfigurableResource):
+    """The ledger database. `database_url` comes from SYNC_DATABASE_URL (a SQLite file by default)."""
+
+    database_url: str
+
+    def get_ledger(self) -> Ledger:
+        return _ledger_for(self.database_url)
+
+
+_LEDGERS: dict[str, Ledger] = {}
+
+
+def _ledger_for(url: str) -> Ledger:
+    # One engine (and one create_all) per process and URL, not per asset.
+    if url not in _LEDGERS:
+        _LEDGERS[url] = Ledger(url)
+    return _LEDGERS[url]
