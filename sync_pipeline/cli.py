@@ -1,0 +1,110 @@
+"""`sync-pipeline`: the command line of the project (check-config, dev, demo, sandbox, webhooks, reconcile)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sync_pipeline import settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"sync-pipeline: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    require = tuple(p for p in (args.require or "").split(",") if p)
+    unknown = [p for p in require if p not in settings.REQUIRED_FOR]
+    if unknown:
+        return _fail(f"--require takes {', '.join(settings.REQUIRED_FOR)}; got {', '.join(unknown)}")
+    problems = settings.check_environment(require=require)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print("configuration OK" + (f" for {', '.join(require)}" if require else ""))
+    return 2 if problems else 0
+
+
+def run_in_own_process_group(command: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Run a long-lived command (dagster dev) and end its whole process group on Ctrl-C or SIGTERM.
+
+    `dagster dev` started as a shell background job ignores SIGINT/SIGTERM and leaves its webserver,
+    daemon and code server running; owning the group is the only reliable way to stop all of them.
+    """
+    proc = subprocess.Popen(list(command), env=env, start_new_session=True)
+
+    def _forward(signum, _frame):
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, _forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                _forward(signal.SIGINT, None)
+    finally:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _dagster_executable() -> str:
+    candidate = Path(sys.executable).with_name("dagster")
+    return str(candidate) if candidate.exists() else (shutil.which("dagster") or "dagster")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    problems = settings.check_environment()
+    if problems:
+        return _fail(problems[0])
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(settings.dagster_home().resolve()))
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    command = [_dagster_executable(), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+               "--host", args.host, "--port", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it.")
+    return run_in_own_process_group(command, env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sync-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check-config", help="check the environment variables; one line per problem")
+    check.add_argument("--require", help="comma-separated parts that must be fully configured: "
+                                         + ",".join(settings.REQUIRED_FOR))
+    check.set_defaults(func=cmd_check_config)
+
+    dev = sub.add_parser("dev", help="the Dagster UI and daemon on a persistent DAGSTER_HOME")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except settings.ConfigError as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
