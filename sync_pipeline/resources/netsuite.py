@@ -1,0 +1,562 @@
+"""NetSuite SuiteTalk REST client: record upserts by external id, gets, deletes and SuiteQL.
+
+Every write is `PUT /record/v1/<type>/eid:<externalId>`, never a bare POST, so any write can be
+retried — after a 429, a 5xx, a timeout, or a response lost after NetSuite committed — without
+creating a duplicate. NetSuite's throughput ceiling is its per-account concurrency limit, so
+every request passes one client-side semaphore of that size: with one client per run step, the
+step's threads can never exceed it (and a Dagster pool keeps steps and runs from stacking up).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import dagster as dg
+import requests
+import requests.adapters
+from pydantic import Field, PrivateAttr
+from requests_oauthlib import OAuth1
+
+from sync_pipeline.resources import jsonbody
+from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry, parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+RECORD_API_PATH = "/services/rest/record/v1"
+SUITEQL_PATH = "/services/rest/query/v1/suiteql"
+OAUTH2_TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
+SUITEQL_MAX_PAGE_SIZE = 1000
+CONCURRENCY_LIMIT_EXCEEDED = "CONCURRENCY_LIMIT_EXCEEDED"
+# Our own code for a request that never got an HTTP answer (after retries).
+CONNECTION_ERROR = "CONNECTION_ERROR"
+EXTERNAL_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+_WRITE_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
+# A bearer token is replaced this long before NetSuite says it expires.
+OAUTH2_REFRESH_MARGIN_SECONDS = 300.0
+OAUTH2_ASSERTION_LIFETIME_SECONDS = 300
+
+
+class _DropDebugRecords(logging.Filter):
+    """oauthlib logs signature base strings and the Authorization header at DEBUG: never keep them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+for _name in ("requests_oauthlib.oauth1_auth", "oauthlib.oauth1.rfc5849", "oauthlib.oauth1.rfc5849.signature"):
+    logging.getLogger(_name).addFilter(_DropDebugRecords())
+
+
+def account_host_slug(account_id: str) -> str:
+    """The account id as NetSuite spells it in host names: `123456_SB1` -> `123456-sb1`."""
+    return account_id.strip().lower().replace("_", "-")
+
+
+def default_base_url(account_id: str) -> str:
+    return f"https://{account_host_slug(account_id)}.suitetalk.api.netsuite.com"
+
+
+def eid(external_id: str) -> str:
+    """The `eid:` reference NetSuite accepts wherever an internal id goes."""
+    if not EXTERNAL_ID_PATTERN.fullmatch(external_id):
+        raise ValueError(f"NetSuite external ids allow only letters, digits, '_' and '-': {external_id!r}")
+    return f"eid:{external_id}"
+
+
+class NetSuiteError(Exception):
+    """An error NetSuite answered with (or, with status None, a request that got no answer).
+
+    `code`, `detail` and `path` come from the first `o:errorDetails` entry (`path` is the field,
+    `o:errorPath`, when NetSuite names one); `details` has them all; `request` is "METHOD /path".
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        detail: str,
+        path: str | None = None,
+        body: Any = None,
+        *,
+        request: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.path = path
+        self.body = body
+        self.request = request
+        self.retry_after = retry_after
+        super().__init__(status, code, detail, path)
+
+    @property
+    def details(self) -> list[dict[str, Any]]:
+        if isinstance(self.body, Mapping) and isinstance(self.body.get("o:errorDetails"), list):
+            return [d for d in self.body["o:errorDetails"] if isinstance(d, Mapping)]
+        return []
+
+    @property
+    def codes(self) -> set[str]:
+        return {self.code} | {str(d.get("o:errorCode")) for d in self.details if d.get("o:errorCode")}
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.status}" if self.status is not None else "no response"
+        where = f" (field {self.path})" if self.path else ""
+        request = f" [{self.request}]" if self.request else ""
+        return f"NetSuite {status} {self.code}{where}: {self.detail}{request}"
+
+    def __repr__(self) -> str:
+        return f"NetSuiteError({self.status!r}, {self.code!r}, {self.detail!r}, {self.path!r}, request={self.request!r})"
+
+    @classmethod
+    def from_response(cls, response: requests.Response, request: str) -> NetSuiteError:
+        try:
+            body: Any = jsonbody.loads(response.content)
+        except ValueError:
+            body = response.text[:2000]
+        first: Mapping[str, Any] = {}
+        title = None
+        if isinstance(body, Mapping):
+            details = body.get("o:errorDetails")
+            if isinstance(details, list) and details and isinstance(details[0], Mapping):
+                first = details[0]
+            title = body.get("title")
+        detail = first.get("detail") or title or (body if isinstance(body, str) else "") or response.reason or ""
+        return cls(
+            response.status_code,
+            str(first.get("o:errorCode") or f"HTTP_{response.status_code}"),
+            str(detail),
+            first.get("o:errorPath"),
+            body,
+            request=request,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+
+def is_retryable(error: BaseException) -> bool:
+    """429, 5xx, CONCURRENCY_LIMIT_EXCEEDED (seen as 429 and as 400), timeouts and broken connections."""
+    if isinstance(error, NetSuiteError):
+        if error.status is None:
+            return False
+        return error.status == 429 or error.status >= 500 or CONCURRENCY_LIMIT_EXCEEDED in error.codes
+    # ChunkedEncodingError is a response that broke off mid-body: the write may have committed,
+    # which is harmless for an eid: upsert.
+    return isinstance(
+        error,
+        (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ),
+    )
+
+
+def _retry_after(error: BaseException) -> float | None:
+    return error.retry_after if isinstance(error, NetSuiteError) else None
+
+
+@dataclass(frozen=True)
+class OAuth1Credentials:
+    """Token-based authentication (OAuth 1.0a, HMAC-SHA256)."""
+
+    consumer_key: str = field(repr=False)
+    consumer_secret: str = field(repr=False)
+    token_id: str = field(repr=False)
+    token_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class OAuth2M2MCredentials:
+    """OAuth 2.0 client credentials (machine to machine), TBA's successor from 2027.1.
+
+    `private_key_pem` is the key of the certificate uploaded to NetSuite (RSA -> PS256, EC -> ES256).
+    """
+
+    client_id: str = field(repr=False)
+    certificate_id: str
+    private_key_pem: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NetSuiteCounters:
+    """What this client has done so far (HTTP attempts, including retried ones)."""
+
+    requests: int
+    writes: int
+    retries: int
+    peak_in_flight: int
+    in_flight: int
+
+
+class _ConcurrencyLimiter:
+    """A bounded semaphore every request passes, with an in-flight gauge and its peak."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"NetSuite concurrency must be at least 1, got {limit}")
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.peak = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._slots:
+            with self._lock:
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+
+class _OAuth2BearerAuth(requests.auth.AuthBase):
+    """Bearer token from the client-credentials flow, fetched with a signed JWT and renewed before expiry."""
+
+    def __init__(self, credentials: OAuth2M2MCredentials, token_url: str, timeout: float, policy: RetryPolicy) -> None:
+        self._credentials = credentials
+        self._token_url = token_url
+        self._timeout = timeout
+        self._policy = policy
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self.tokens_fetched = 0
+
+    def __repr__(self) -> str:
+        return f"<NetSuite OAuth 2.0 M2M auth, certificate {self._credentials.certificate_id}>"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        return request
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None or time.time() >= self._expires_at - OAUTH2_REFRESH_MARGIN_SECONDS:
+                self._token, lifetime = call_with_retry(
+                    self._fetch, is_retryable, retry_after=_retry_after, policy=self._policy,
+                    description=f"POST {OAUTH2_TOKEN_PATH}",
+                )
+                self._expires_at = time.time() + lifetime
+                self.tokens_fetched += 1
+            return self._token
+
+    def _fetch(self) -> tuple[str, float]:
+        response = requests.post(
+            self._token_url,
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": self._assertion(),
+            },
+            timeout=self._timeout,
+        )
+        if response.status_code != 200:
+            raise NetSuiteError.from_response(response, f"POST {OAUTH2_TOKEN_PATH}")
+        payload = response.json()
+        return str(payload["access_token"]), float(payload.get("expires_in") or 3600)
+
+    def _assertion(self) -> str:
+        import jwt  # PyJWT (with cryptography): only needed for M2M
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        key = load_pem_private_key(self._credentials.private_key_pem.encode(), password=None)
+        algorithm = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "PS256"
+        now = int(time.time())
+        claims = {
+            "iss": self._credentials.client_id,
+            "scope": "rest_webservices",
+            "aud": self._token_url,
+            "iat": now,
+            "exp": now + OAUTH2_ASSERTION_LIFETIME_SECONDS,
+        }
+        return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": self._credentials.certificate_id})
+
+
+class NetSuiteClient:
+    """A thread-safe NetSuite REST client; share one per run step so its limiter covers every thread."""
+
+    def __init__(
+        self,
+        account_id: str,
+        *,
+        oauth1: OAuth1Credentials | None = None,
+        oauth2: OAuth2M2MCredentials | None = None,
+        base_url: str | None = None,
+        concurrency: int = 5,
+        timeout_seconds: float = 120.0,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    ) -> None:
+        if oauth1 is None and oauth2 is None:
+            raise ValueError("NetSuiteClient needs OAuth 1.0a (TBA) or OAuth 2.0 M2M credentials")
+        self.account_id = account_id
+        self.base_url = (base_url or default_base_url(account_id)).rstrip("/")
+        self._timeout = timeout_seconds
+        self._retry_policy = retry_policy
+        self._limiter = _ConcurrencyLimiter(concurrency)
+        self._counter_lock = threading.Lock()
+        self._requests = 0
+        self._writes = 0
+        self._retries = 0
+        self._session = requests.Session()
+        # One pooled connection per permitted in-flight request; our own retries replace urllib3's.
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(concurrency, 10), max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        if oauth2 is not None:
+            self.auth_method = "oauth2-m2m"
+            token_url = self.base_url + OAUTH2_TOKEN_PATH
+            self._session.auth = _OAuth2BearerAuth(oauth2, token_url, timeout_seconds, retry_policy)
+        else:
+            assert oauth1 is not None
+            self.auth_method = "oauth1-tba"
+            # The realm is the raw account id (123456_SB1), not the host slug.
+            self._session.auth = OAuth1(
+                oauth1.consumer_key,
+                oauth1.consumer_secret,
+                oauth1.token_id,
+                oauth1.token_secret,
+                realm=account_id,
+                signature_method="HMAC-SHA256",
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"NetSuiteClient(account_id={self.account_id!r}, base_url={self.base_url!r}, "
+            f"auth={self.auth_method!r}, concurrency={self.concurrency})"
+        )
+
+    def __enter__(self) -> NetSuiteClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    @property
+    def concurrency(self) -> int:
+        return self._limiter.limit
+
+    @property
+    def counters(self) -> NetSuiteCounters:
+        with self._counter_lock:
+            return NetSuiteCounters(
+                requests=self._requests,
+                writes=self._writes,
+                retries=self._retries,
+                peak_in_flight=self._limiter.peak,
+                in_flight=self._limiter.in_flight,
+            )
+
+    # -- record API -------------------------------------------------------------------------
+
+    def upsert(self, record_type: str, external_id: str, body: Mapping[str, Any]) -> str:
+        """Create or update the record with this external id; returns its internal id.
+
+        `body` may hold Decimals (sent digit for digit). Safe to repeat: it is the same upsert.
+        """
+        path = f"{RECORD_API_PATH}/{record_type}/{eid(external_id)}"
+        response = self._request("PUT", path, body=body)
+        internal_id = _internal_id_from_location(response.headers.get("Location"))
+        if internal_id is None:
+            # Tolerate a success without a usable Location: ask for the record by external id.
+            internal_id = str(self.get(record_type, eid(external_id))["id"])
+        return internal_id
+
+    def get(self, record_type: str, id_or_eid: str, expand_sub_resources: bool = False) -> dict[str, Any]:
+        """The record by internal id (`"107"`) or external id (`"eid:stripe-in_1"`); numbers as Decimal."""
+        params = {"expandSubResources": "true"} if expand_sub_resources else None
+        response = self._request("GET", f"{RECORD_API_PATH}/{record_type}/{_record_key(id_or_eid)}", params=params)
+        return jsonbody.loads(response.content)
+
+    def delete(self, record_type: str, id_or_eid: str, missing_ok: bool = False) -> None:
+        try:
+            self._request("DELETE", f"{RECORD_API_PATH}/{record_type}/{_record_key(id_or_eid)}")
+        except NetSuiteError as error:
+            if not (missing_ok and error.status == 404):
+                raise
+
+    def suiteql(self, query: str, page_size: int = SUITEQL_MAX_PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Rows of a SuiteQL query, page after page (`hasMore`); column names come back lower-case.
+
+        NetSuite stops at 100,000 rows a query: narrow the WHERE clause for more.
+        """
+        if not 1 <= page_size <= SUITEQL_MAX_PAGE_SIZE:
+            raise ValueError(f"SuiteQL page size must be 1..{SUITEQL_MAX_PAGE_SIZE}, got {page_size}")
+        offset = 0
+        while True:
+            response = self._request(
+                "POST",
+                SUITEQL_PATH,
+                params={"limit": page_size, "offset": offset},
+                body={"q": query},
+                headers={"Prefer": "transient"},
+                is_write=False,
+            )
+            page = jsonbody.loads(response.content)
+            items = page.get("items") or []
+            for item in items:
+                yield {key: value for key, value in item.items() if key != "links"}
+            if not page.get("hasMore") or not items:
+                return
+            offset += len(items)
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        is_write: bool | None = None,
+    ) -> requests.Response:
+        description = f"{method} {path}"
+        request_headers = {"Accept": "application/json", **(headers or {})}
+        data = None
+        if body is not None:
+            data = jsonbody.dumps(body).encode("utf-8")
+            request_headers["Content-Type"] = "application/json"
+        counts_as_write = method in _WRITE_METHODS if is_write is None else is_write
+
+        def attempt() -> requests.Response:
+            return self._send_once(method, path, params, data, request_headers, counts_as_write)
+
+        try:
+            return call_with_retry(
+                attempt,
+                is_retryable,
+                retry_after=_retry_after,
+                policy=self._retry_policy,
+                on_retry=self._count_retry,
+                description=description,
+            )
+        except requests.RequestException as error:
+            raise NetSuiteError(
+                None, CONNECTION_ERROR, f"{type(error).__name__}: {error}", request=description
+            ) from error
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        is_write: bool,
+    ) -> requests.Response:
+        with self._limiter.slot():
+            with self._counter_lock:
+                self._requests += 1
+                self._writes += int(is_write)
+            # Not streamed: the whole body is read inside the slot, so a response that breaks off
+            # mid-body fails here, as part of this attempt.
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=(min(10.0, self._timeout), self._timeout),
+            )
+        if response.status_code >= 400:
+            raise NetSuiteError.from_response(response, f"{method} {path}")
+        return response
+
+    def _count_retry(self, error: BaseException, seconds: float) -> None:
+        with self._counter_lock:
+            self._retries += 1
+
+
+def _record_key(id_or_eid: str) -> str:
+    if id_or_eid.startswith("eid:"):
+        return eid(id_or_eid[4:])
+    if not EXTERNAL_ID_PATTERN.fullmatch(id_or_eid):
+        raise ValueError(f"not a NetSuite internal id or eid: reference: {id_or_eid!r}")
+    return id_or_eid
+
+
+def _internal_id_from_location(location: str | None) -> str | None:
+    """`.../record/v1/customer/647` -> "647" (absolute or relative URL)."""
+    if not location:
+        return None
+    last = urlparse(location).path.rstrip("/").rsplit("/", 1)[-1]
+    return last if last and not last.startswith("eid:") else None
+
+
+class NetSuiteResource(dg.ConfigurableResource):
+    """NetSuite SuiteTalk REST, authenticated with TBA (OAuth 1.0a) or OAuth 2.0 M2M.
+
+    Wire each field with `dg.EnvVar("NETSUITE_...")`. Set either the four TBA fields or the three
+    `oauth2_*` fields (M2M wins when both are complete). `concurrency` is the account's
+    governance limit; `get_client()` returns one client per resource instance (per step), so all
+    threads of a step share that limit.
+    """
+
+    account_id: str = Field(description="NetSuite account id, e.g. 123456 or 123456_SB1")
+    consumer_key: str | None = Field(default=None, repr=False, description="TBA consumer key")
+    consumer_secret: str | None = Field(default=None, repr=False, description="TBA consumer secret")
+    token_id: str | None = Field(default=None, repr=False, description="TBA token id")
+    token_secret: str | None = Field(default=None, repr=False, description="TBA token secret")
+    oauth2_client_id: str | None = Field(default=None, repr=False, description="M2M integration client id")
+    oauth2_certificate_id: str | None = Field(default=None, description="M2M certificate id (JWT kid)")
+    oauth2_private_key: str | None = Field(default=None, repr=False, description="M2M private key, PEM")
+    base_url: str | None = Field(default=None, description="override of https://<account>.suitetalk.api.netsuite.com")
+    concurrency: int = Field(default=5, description="the account's concurrent-request limit")
+    timeout_seconds: float = Field(default=120.0, description="per-request timeout")
+
+    _client: NetSuiteClient | None = PrivateAttr(default=None)
+    _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def get_client(self) -> NetSuiteClient:
+        with self._client_lock:
+            if self._client is None:
+                oauth1, oauth2 = self._oauth1(), self._oauth2()
+                if oauth1 is None and oauth2 is None:
+                    raise ValueError(
+                        "NetSuite credentials are incomplete: set NETSUITE_CONSUMER_KEY, NETSUITE_CONSUMER_SECRET,"
+                        " NETSUITE_TOKEN_ID and NETSUITE_TOKEN_SECRET (or the three OAuth 2.0 M2M settings)"
+                    )
+                self._client = NetSuiteClient(
+                    self.account_id,
+                    oauth1=oauth1,
+                    oauth2=oauth2,
+                    base_url=self.base_url or None,
+                    concurrency=self.concurrency,
+                    timeout_seconds=self.timeout_seconds,
+                )
+            return self._client
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def _oauth1(self) -> OAuth1Credentials | None:
+        values = (self.consumer_key, self.consumer_secret, self.token_id, self.token_secret)
+        if not all(values):
+            return None
+        return OAuth1Credentials(*values)  # type: ignore[arg-type]
+
+    def _oauth2(self) -> OAuth2M2MCredentials | None:
+        values = (self.oauth2_client_id, self.oauth2_certificate_id, self.oauth2_private_key)
+        if not all(values):
+            return None
+        return OAuth2M2MCredentials(*values)  # type: ignore[arg-type]
