@@ -1,0 +1,305 @@
+"""Stripe: the official SDK with one pinned API version, the shared retry policy, plain-dict results.
+
+The SDK's own retries are off (`max_network_retries=0`) so that one policy, ours, decides; every
+write carries an explicit `Idempotency-Key`, which makes retrying a POST safe. Stripe objects
+from SDK 16 are not dicts, so every method returns `.to_dict()` copies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import dagster as dg
+import stripe
+from pydantic import Field, PrivateAttr
+
+from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry, parse_retry_after
+
+# The one place the project pins Stripe's API version (what stripe-python 16.1 sends by default).
+STRIPE_API_VERSION = "2026-10-28.endive"
+STRIPE_PAGE_SIZE = 100
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+T = TypeVar("T")
+Timestamp = int | dt.datetime
+
+
+def is_retryable(error: BaseException) -> bool:
+    """429s, broken connections, 5xx and 409 lock conflicts; Stripe's own `Stripe-Should-Retry` wins."""
+    if isinstance(error, stripe.IdempotencyError) or not isinstance(error, stripe.StripeError):
+        return False
+    should_retry = _header(error, "Stripe-Should-Retry")
+    if should_retry in ("true", "false"):
+        return should_retry == "true"
+    if isinstance(error, (stripe.RateLimitError, stripe.APIConnectionError)):
+        return True
+    status = error.http_status or 0
+    return status >= 500 or status == 409
+
+
+def _retry_after(error: BaseException) -> float | None:
+    return parse_retry_after(_header(error, "Retry-After")) if isinstance(error, stripe.StripeError) else None
+
+
+def _header(error: stripe.StripeError, name: str) -> str | None:
+    headers = error.headers or {}
+    value = headers.get(name) or headers.get(name.lower())
+    return str(value) if value is not None else None
+
+
+def unix_seconds(value: Timestamp) -> int:
+    """Stripe's `created` filters take Unix seconds; naive datetimes are taken as UTC."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return int(value.timestamp())
+    return int(value)
+
+
+def _created_filter(gte: Timestamp | None, lt: Timestamp | None, name: str = "created") -> dict[str, Any]:
+    window: dict[str, int] = {}
+    if gte is not None:
+        window["gte"] = unix_seconds(gte)
+    if lt is not None:
+        window["lt"] = unix_seconds(lt)
+    return {name: window} if window else {}
+
+
+def _without_none(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if value is not None and value != []}
+
+
+def _check_idempotency_key(key: str) -> str:
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValueError(f"an Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {len(key)}")
+    return key
+
+
+class StripeResource(dg.ConfigurableResource):
+    """Stripe's API at the pinned version. Wire with `dg.EnvVar("STRIPE_API_KEY")` etc."""
+
+    api_key: str = Field(repr=False, description="secret or restricted key (sk_... / rk_...)")
+    api_base: str | None = Field(default=None, description="override of https://api.stripe.com (sandbox or proxy)")
+    webhook_secret: str | None = Field(default=None, repr=False, description="webhook signing secret (whsec_...)")
+    timeout_seconds: float = Field(default=80.0, description="per-request timeout")
+
+    _client: stripe.StripeClient | None = PrivateAttr(default=None)
+    _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _retry_policy: RetryPolicy = PrivateAttr(default=DEFAULT_RETRY_POLICY)
+
+    def get_client(self) -> stripe.StripeClient:
+        """The underlying SDK client (pinned version, no SDK retries) for anything not wrapped here."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = stripe.StripeClient(
+                    self.api_key,
+                    stripe_version=STRIPE_API_VERSION,
+                    base_addresses={"api": self.api_base.rstrip("/")} if self.api_base else None,
+                    max_network_retries=0,
+                    http_client=stripe.RequestsClient(timeout=self.timeout_seconds),
+                )
+            return self._client
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def list_invoices(
+        self,
+        created_gte: Timestamp | None = None,
+        created_lt: Timestamp | None = None,
+        expand: Sequence[str] = (),
+        customer: str | None = None,
+        status: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Invoices created in [created_gte, created_lt), newest first, across all pages."""
+        params = {**_created_filter(created_gte, created_lt), "expand": list(expand), "customer": customer,
+                  "status": status}
+        return self._paginate(self.get_client().v1.invoices.list, params, "/v1/invoices")
+
+    def list_charges(
+        self,
+        created_gte: Timestamp | None = None,
+        created_lt: Timestamp | None = None,
+        expand: Sequence[str] = ("data.refunds",),
+        customer: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Charges created in [created_gte, created_lt); refunds are expanded because Stripe omits them."""
+        params = {**_created_filter(created_gte, created_lt), "expand": list(expand), "customer": customer}
+        return self._paginate(self.get_client().v1.charges.list, params, "/v1/charges")
+
+    def list_refunds(
+        self,
+        charge: str | None = None,
+        created_gte: Timestamp | None = None,
+        created_lt: Timestamp | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        return self._list_for_charge(self.get_client().v1.refunds.list, "/v1/refunds", charge, created_gte, created_lt)
+
+    def list_invoice_payments(self, invoice: str, expand: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+        """An invoice's payments (since 2025-03-31.basil they are InvoicePayment objects, not `invoice.charge`)."""
+        params = {"invoice": invoice, "expand": list(expand)}
+        return self._paginate(self.get_client().v1.invoice_payments.list, params, "/v1/invoice_payments")
+
+    def list_disputes(
+        self,
+        charge: str | None = None,
+        created_gte: Timestamp | None = None,
+        created_lt: Timestamp | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        disputes = self.get_client().v1.disputes
+        return self._list_for_charge(disputes.list, "/v1/disputes", charge, created_gte, created_lt)
+
+    def list_credit_notes(self, invoice: str | None = None, customer: str | None = None) -> Iterator[dict[str, Any]]:
+        params = {"invoice": invoice, "customer": customer}
+        return self._paginate(self.get_client().v1.credit_notes.list, params, "/v1/credit_notes")
+
+    def list_payouts(
+        self, arrival_date_gte: Timestamp | None = None, arrival_date_lt: Timestamp | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Payouts arriving in [arrival_date_gte, arrival_date_lt) (payouts are partitioned by arrival)."""
+        params = _created_filter(arrival_date_gte, arrival_date_lt, name="arrival_date")
+        return self._paginate(self.get_client().v1.payouts.list, params, "/v1/payouts")
+
+    def list_balance_transactions(
+        self, payout: str | None = None, expand: Sequence[str] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """A payout's balance transactions: the payments, refunds and fees it settles."""
+        params = {"payout": payout, "expand": list(expand)}
+        return self._paginate(self.get_client().v1.balance_transactions.list, params, "/v1/balance_transactions")
+
+    def list_events(
+        self,
+        created_gte: Timestamp | None = None,
+        starting_after: str | None = None,
+        types: Sequence[str] | None = None,
+        ending_before: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Events (kept 30 days by Stripe), `types` up to 20 with wildcards.
+
+        Newest first, and `starting_after` walks towards older events. With `ending_before` (a
+        sensor's cursor: the newest event already handled) the events *newer* than it are returned,
+        oldest first.
+        """
+        if types is not None and len(types) > 20:
+            raise ValueError(f"Stripe accepts at most 20 event types, got {len(types)}")
+        params = {**_created_filter(created_gte, None), "starting_after": starting_after,
+                  "ending_before": ending_before, "types": list(types or [])}
+        return self._paginate(self.get_client().v1.events.list, params, "/v1/events")
+
+    def search_customers(self, query: str) -> Iterator[dict[str, Any]]:
+        """Customers matching a search query, e.g. `metadata['salesforce_account_id']:'001...'`."""
+        search = self.get_client().v1.customers.search
+        params: dict[str, Any] = {"query": query, "limit": STRIPE_PAGE_SIZE}
+        while True:
+            page = self._call(lambda: search(dict(params)), "GET /v1/customers/search")
+            yield from (item.to_dict() for item in page.data)
+            if not page.has_more or not page.next_page:
+                return
+            params["page"] = page.next_page
+
+    def retrieve_customer(self, customer_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
+        return self._retrieve(self.get_client().v1.customers.retrieve, customer_id, expand, "customers")
+
+    def retrieve_charge(self, charge_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
+        return self._retrieve(self.get_client().v1.charges.retrieve, charge_id, expand, "charges")
+
+    def retrieve_invoice(self, invoice_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
+        return self._retrieve(self.get_client().v1.invoices.retrieve, invoice_id, expand, "invoices")
+
+    # -- writes (each with an explicit Idempotency-Key) -------------------------------------
+
+    def create_customer(self, params: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        return self._write(self.get_client().v1.customers.create, params, idempotency_key, "POST /v1/customers")
+
+    def create_subscription(self, params: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        subscriptions = self.get_client().v1.subscriptions
+        return self._write(subscriptions.create, params, idempotency_key, "POST /v1/subscriptions")
+
+    def create_invoice(self, params: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        return self._write(self.get_client().v1.invoices.create, params, idempotency_key, "POST /v1/invoices")
+
+    def create_invoice_item(self, params: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        invoice_items = self.get_client().v1.invoice_items
+        return self._write(invoice_items.create, params, idempotency_key, "POST /v1/invoiceitems")
+
+    def finalize_invoice(
+        self, invoice_id: str, *, idempotency_key: str, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        finalize = self.get_client().v1.invoices.finalize_invoice
+        options = {"idempotency_key": _check_idempotency_key(idempotency_key)}
+        invoice = self._call(
+            lambda: finalize(invoice_id, dict(params or {}), options),  # type: ignore[arg-type]
+            f"POST /v1/invoices/{invoice_id}/finalize",
+        )
+        return invoice.to_dict()
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def verify_webhook(self, payload: bytes, sig_header: str, tolerance: int = 300) -> dict[str, Any]:
+        """The event in a webhook delivery, after checking its `Stripe-Signature`.
+
+        Raises `stripe.SignatureVerificationError` for a bad or stale signature (older than
+        `tolerance` seconds).
+        """
+        if not self.webhook_secret:
+            raise ValueError("STRIPE_WEBHOOK_SECRET is not set: webhook deliveries cannot be verified")
+        event = stripe.Webhook.construct_event(
+            payload, sig_header, self.webhook_secret, tolerance=tolerance, api_key=self.api_key
+        )
+        return event.to_dict()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _call(self, call: Callable[[], T], description: str) -> T:
+        return call_with_retry(
+            call, is_retryable, retry_after=_retry_after, policy=self._retry_policy, description=description
+        )
+
+    def _retrieve(
+        self, retrieve: Callable[..., Any], object_id: str, expand: Sequence[str], collection: str
+    ) -> dict[str, Any]:
+        params = {"expand": list(expand)} if expand else {}
+        found = self._call(lambda: retrieve(object_id, params), f"GET /v1/{collection}/{object_id}")
+        return found.to_dict()
+
+    def _write(
+        self, create: Callable[..., Any], params: Mapping[str, Any], idempotency_key: str, description: str
+    ) -> dict[str, Any]:
+        options = {"idempotency_key": _check_idempotency_key(idempotency_key)}
+        # The same key on every attempt: a retried POST returns the first result, not a second object.
+        created = self._call(lambda: create(dict(params), options), description)
+        return created.to_dict()
+
+    def _list_for_charge(
+        self,
+        list_page: Callable[..., Any],
+        path: str,
+        charge: str | None,
+        created_gte: Timestamp | None,
+        created_lt: Timestamp | None,
+    ) -> Iterator[dict[str, Any]]:
+        params = {**_created_filter(created_gte, created_lt), "charge": charge}
+        return self._paginate(list_page, params, path)
+
+    def _paginate(
+        self, list_page: Callable[..., Any], params: Mapping[str, Any], path: str
+    ) -> Iterator[dict[str, Any]]:
+        """Every object of a list endpoint, each page fetched under the retry policy.
+
+        Cursors follow the direction asked for: `starting_after` (the default) pages towards older
+        objects; `ending_before` pages towards newer ones and yields them oldest first.
+        """
+        query = {**_without_none(params), "limit": STRIPE_PAGE_SIZE}
+        backwards = "ending_before" in query
+        while True:
+            page = self._call(lambda: list_page(dict(query)), f"GET {path}")
+            items: Iterable[Any] = reversed(page.data) if backwards else page.data
+            yield from (item.to_dict() for item in items)
+            if not page.has_more or not page.data:
+                return
+            if backwards:
+                query["ending_before"] = page.data[0].id
+            else:
+                query["starting_after"] = page.data[-1].id
