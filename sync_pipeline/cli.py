@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
+
+    # --- sandbox commands (owned by sync_pipeline/sandbox/cli.py) ---
+    from sync_pipeline.sandbox.cli import add_sandbox_commands
+
+    add_sandbox_commands(sub)
+    # --- end sandbox commands ---
     return parser
 
 

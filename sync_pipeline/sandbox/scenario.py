@@ -1,0 +1,937 @@
+"""Scenario generator: a realistic, seeded month of contract-to-cash activity, made through the APIs.
+
+`seed_scenario(env, ScenarioOptions(days=30, invoices=300, seed=42))` drives the three stand-ins the
+way real users and systems would — NetSuite customers over OAuth 1.0a, Salesforce accounts and
+opportunities through simple-salesforce, Stripe customers, subscriptions, invoices, payments,
+refunds, disputes and payouts through the stripe SDK — so every object, event and webhook the
+pipeline later reads was produced by the stand-ins' own logic.
+
+It works in two stages:
+1. `build_plan(options)` is pure: from the seed alone it decides every customer, document, amount
+   and the instant each step happens. Same seed, same plan.
+2. `seed_scenario` executes the plan in time order, freezing the Stripe stand-in's clock at each
+   step's instant (so `created` timestamps spread realistically over the window), then returns the
+   clock to real time and reports a `ScenarioSummary` built from what the APIs answered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+import random
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+if TYPE_CHECKING:
+    import stripe
+    from simple_salesforce import Salesforce
+
+STRIPE_API_VERSION = "2026-10-28.endive"
+SALESFORCE_API_VERSION = "59.0"
+SALESFORCE_BATCH = 200  # records per sObject Collections request (the API's maximum)
+
+# Minor-unit exponent of each currency the scenario bills in.
+CURRENCY_EXPONENT = {"usd": 2, "eur": 2, "jpy": 0, "kwd": 3}
+# Most customers pay in USD; the other three exercise the currency edge cases.
+CURRENCY_WEIGHTS = {"usd": 0.6, "eur": 0.2, "jpy": 0.1, "kwd": 0.1}
+# Smallest step a generated amount moves in, in minor units: whole dollars/euros, 100 yen, and
+# 0.1 KWD — Stripe requires the third KWD decimal to be 0, and coarser steps keep percentage
+# discounts of KWD amounts on that grid too.
+AMOUNT_STEP = {"usd": 100, "eur": 100, "jpy": 100, "kwd": 100}
+# Rough units of each currency per US dollar, to give every currency comparable amounts.
+UNITS_PER_USD = {"usd": Decimal(1), "eur": Decimal("0.92"), "jpy": Decimal(150), "kwd": Decimal("0.31")}
+
+# The NetSuite sandbox account's reference data (see SANDBOX_COMMON: subsidiary per base currency).
+NETSUITE_CURRENCY_ID = {"usd": "1", "eur": "2", "jpy": "3", "kwd": "4"}
+NETSUITE_SUBSIDIARY_ID = {"usd": "1", "eur": "2", "jpy": "3", "kwd": "4"}
+COUNTRY = {"usd": "United States", "eur": "Germany", "jpy": "Japan", "kwd": "Kuwait"}
+
+# The Salesforce Account field the pipeline reads to know an account is already billed in Stripe.
+ACCOUNT_STRIPE_CUSTOMER_FIELD = "Stripe_Customer_Id__c"
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    code: str
+    name: str
+    netsuite_item_id: str
+    recurring: bool
+    # Unit price per currency, in minor units.
+    unit_amounts: Mapping[str, int]
+
+
+CATALOG: dict[str, CatalogItem] = {
+    "pro": CatalogItem("PRO", "Pro plan", "101", True, {"usd": 4_900, "eur": 4_500, "jpy": 7_000, "kwd": 15_000}),
+    "enterprise": CatalogItem("ENT", "Enterprise plan", "102", True,
+                              {"usd": 49_900, "eur": 45_900, "jpy": 75_000, "kwd": 155_000}),
+    "onboarding": CatalogItem("ONB", "Onboarding", "103", False,
+                              {"usd": 150_000, "eur": 140_000, "jpy": 220_000, "kwd": 465_000}),
+}
+# Percent-off coupons apply in every currency; amount-off ones are per currency.
+COUPONS = {"welcome10": ("Welcome 10% off", 10), "annual20": ("Loyalty 20% off", 20)}
+# Exclusive tax rates by customer currency (Kuwait levies no VAT, so KWD invoices carry none).
+TAX_RATES = {"usd": ("Sales tax", "US", Decimal("8.25")), "eur": ("VAT", "DE", Decimal("19")),
+             "jpy": ("JCT", "JP", Decimal("10"))}
+
+FIRST_NAMES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Tyrell",
+               "Cyberdyne", "Soylent", "Wonka", "Gringotts", "Aperture", "Oscorp", "Nakatomi", "Monarch",
+               "Blue Sun", "Pied Piper", "Dunder", "Sterling", "Prestige", "Bluth", "Massive", "Zorg")
+LAST_NAMES = ("Analytics", "Logistics", "Robotics", "Foods", "Media", "Labs", "Systems", "Health",
+              "Energy", "Studios", "Holdings", "Partners", "Networks", "Retail", "Capital")
+CONTACT_NAMES = (("Ada", "Lovelace"), ("Grace", "Hopper"), ("Alan", "Turing"), ("Kenji", "Sato"),
+                 ("Fatima", "Al-Sabah"), ("Lena", "Fischer"), ("Omar", "Haddad"), ("Yuki", "Tanaka"),
+                 ("Maria", "Garcia"), ("John", "Smith"), ("Chen", "Wei"), ("Sofia", "Rossi"))
+OPEN_STAGES = ("Prospecting", "Qualification", "Proposal/Price Quote", "Negotiation/Review")
+
+DAY = 86_400
+HOUR = 3_600
+
+
+# ---------------------------------------------------------------------------------------------
+# Options, plan and summary
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScenarioOptions:
+    days: int = 30
+    invoices: int = 300  # approximate: the plan lands within a few percent
+    seed: int = 42
+    end_date: dt.date | None = None  # last day of the window (UTC); default yesterday
+    # Client threads. Steps that fall on the same clock instant and belong to different customers
+    # run concurrently; with 1 thread everything runs in plan order (and stand-in ids come out in
+    # the same order every time).
+    threads: int = 1
+    # Step instants are rounded to this many seconds; coarser rounding puts more steps on one
+    # instant, which is what lets threads overlap. 0 = automatic (1 s for up to 1,000 invoices).
+    resolution_seconds: int = 0
+
+    def window(self) -> tuple[int, int]:
+        """First and last second (unix, UTC) of the scenario window, both inclusive."""
+        end_date = self.end_date or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+        start_date = end_date - dt.timedelta(days=self.days - 1)
+        start = int(dt.datetime.combine(start_date, dt.time(), dt.UTC).timestamp())
+        end = int(dt.datetime.combine(end_date, dt.time(23, 59, 59), dt.UTC).timestamp())
+        return start, end
+
+    def effective_resolution(self) -> int:
+        if self.resolution_seconds > 0:
+            return self.resolution_seconds
+        return 1 if self.invoices <= 1_000 else 600
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing that happens at one instant; steps of one actor run in order, never concurrently."""
+
+    at: int
+    order: int
+    actor: str
+    kind: str
+    ref: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CustomerPlan:
+    ref: str
+    name: str
+    email: str
+    currency: str
+    created_at: int
+    netsuite_external_id: str | None = None
+    salesforce_account_ref: str | None = None
+
+
+@dataclass
+class SalesforcePlan:
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+    opportunities: list[dict[str, Any]] = field(default_factory=list)
+    line_items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    options: ScenarioOptions
+    window: tuple[int, int]
+    customers: list[CustomerPlan]
+    steps: list[Step]
+    salesforce: SalesforcePlan
+
+    def invoice_count(self) -> int:
+        return sum(1 for s in self.steps if s.kind in ("subscribe", "upgrade", "renew", "invoice"))
+
+
+def minor_to_decimal(amount: int, currency: str) -> Decimal:
+    """Minor units as a Decimal with the currency's exponent (JPY 7000, KWD 15.000, USD 49.00)."""
+    exponent = CURRENCY_EXPONENT[currency]
+    return Decimal(amount).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))
+
+
+@dataclass
+class ScenarioSummary:
+    """What the seeding made: counts per object type and currency, and money totals per currency."""
+
+    window: tuple[str, str]
+    seed: int
+    counts: dict[str, dict[str, int]]  # object type -> currency ("all" when it has none) -> count
+    totals: dict[str, dict[str, Decimal]]  # measure -> currency -> amount
+    ids_digest: str  # hash of every id the stand-ins returned, in plan order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": list(self.window),
+            "seed": self.seed,
+            "counts": self.counts,
+            "totals": {m: {c: str(v) for c, v in per.items()} for m, per in self.totals.items()},
+            "ids_digest": self.ids_digest,
+        }
+
+    def to_text(self) -> str:
+        currencies = sorted({c for per in self.counts.values() for c in per} | {"all"} - {"all"}) + ["all"]
+        width = max(len(k) for k in [*self.counts, *self.totals, "object"]) + 2
+        lines = [f"Sandbox scenario {self.window[0]} .. {self.window[1]} (seed {self.seed})",
+                 "object".ljust(width) + "".join(c.upper().rjust(9) for c in currencies)]
+        for name, per in sorted(self.counts.items()):
+            lines.append(name.ljust(width) + "".join(str(per.get(c, "")).rjust(9) for c in currencies))
+        lines.append("")
+        lines.append("totals".ljust(width) + "".join(c.upper().rjust(16) for c in currencies[:-1]))
+        for name, per in sorted(self.totals.items()):
+            lines.append(name.ljust(width) + "".join(str(per.get(c, "")).rjust(16) for c in currencies[:-1]))
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: the plan (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Planner:
+    """Turns options into a `Plan`; every random choice comes from one seeded generator, in order."""
+
+    def __init__(self, options: ScenarioOptions) -> None:
+        if options.days < 1 or options.invoices < 1:
+            raise ValueError("days and invoices must be at least 1")
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.start, self.end = options.window()
+        self.resolution = options.effective_resolution()
+        self.steps: list[Step] = []
+        self.salesforce = SalesforcePlan()
+        self._order = itertools.count()
+
+    # -- helpers --------------------------------------------------------------------------------
+    def at(self, when: float) -> int:
+        """An instant inside the window, rounded to the plan's resolution."""
+        clamped = min(max(int(when), self.start + HOUR), self.end - HOUR)
+        return clamped - (clamped - self.start) % self.resolution
+
+    def add(self, when: float, actor: str, kind: str, ref: str, **args: Any) -> int:
+        at = self.at(when)
+        self.steps.append(Step(at, next(self._order), actor, kind, ref, args))
+        return at
+
+    def amount(self, currency: str, low_usd: int, high_usd: int) -> int:
+        """A random amount between two dollar figures, converted and put on the currency's grid."""
+        usd = self.rng.randint(low_usd, high_usd)
+        minor = int(usd * UNITS_PER_USD[currency] * 10 ** CURRENCY_EXPONENT[currency])
+        step = AMOUNT_STEP[currency]
+        return max(step, minor - minor % step)
+
+    @staticmethod
+    def take(pool: list[str], share: float, of: int) -> list[str]:
+        """Take round(share * of) refs (at least one, while any are left) off the front of `pool`."""
+        count = min(len(pool), max(1, round(share * of)))
+        taken, pool[:] = pool[:count], pool[count:]
+        return taken
+
+    # -- the plan -------------------------------------------------------------------------------
+    def build(self) -> Plan:
+        customers = self._customers()
+        self.add(self.start, "catalog", "catalog", "catalog")
+        invoice_times: dict[str, tuple[str, int, int]] = {}  # invoice ref -> (actor, paid at, amount)
+        subscription_invoices = self._subscriptions(customers, invoice_times)
+        one_off_budget = max(0, self.options.invoices - subscription_invoices)
+        self._one_off_invoices(customers, one_off_budget, invoice_times)
+        charges = self._invoiceless_charges(customers, invoice_times)
+        self._after_payment(invoice_times, charges)
+        self._payouts()
+        self._salesforce(customers)
+        steps = sorted(self.steps, key=lambda s: (s.at, s.order))
+        return Plan(self.options, (self.start, self.end), customers, steps, self.salesforce)
+
+    def _customers(self) -> list[CustomerPlan]:
+        count = max(4, round(self.options.invoices * 40 / 300))
+        currencies = list(CURRENCY_WEIGHTS)
+        # The first four cover every currency whatever the seed; the rest follow the weights.
+        chosen = currencies + self.rng.choices(currencies, weights=list(CURRENCY_WEIGHTS.values()), k=count - 4)
+        names = [f"{a} {b}" for a in FIRST_NAMES for b in LAST_NAMES]
+        self.rng.shuffle(names)
+        window = self.end - self.start
+        customers = []
+        for index, currency in enumerate(chosen):
+            name = names[index % len(names)] + ("" if index < len(names) else f" {index // len(names) + 1}")
+            slug = "".join(ch for ch in name.lower() if ch.isalnum())
+            created = self.at(self.start + HOUR + self.rng.random() * window * 0.4)
+            customer = CustomerPlan(f"cus{index}", name, f"billing@{slug}.example", currency, created)
+            if self.rng.random() < 0.3 or index == 0:
+                customer.netsuite_external_id = f"crm-cust-{index:05d}"
+            if self.rng.random() < 0.5 or index == 1:
+                customer.salesforce_account_ref = f"acct{index}"
+            self.add(created, customer.ref, "customer", customer.ref, customer=customer)
+            customers.append(customer)
+        return customers
+
+    def _subscriptions(self, customers: list[CustomerPlan], invoices: dict) -> int:
+        made = 0
+        for customer in customers:
+            if self.rng.random() >= 0.6 and customer.ref != "cus0":
+                continue
+            sub = f"sub{customer.ref[3:]}"
+            plan = "enterprise" if self.rng.random() < 0.3 else "pro"
+            quantity = self.rng.randint(1, 5) if plan == "pro" else self.rng.randint(1, 2)
+            start = self.at(customer.created_at + self.rng.randint(10 * 60, 6 * HOUR))
+            coupon = "welcome10" if self.rng.random() < 0.15 else None
+            taxed = customer.currency in TAX_RATES and self.rng.random() < 0.3
+            self.add(start, customer.ref, "subscribe", sub, customer=customer.ref, plan=plan, quantity=quantity,
+                     coupon=coupon, taxed=taxed, opportunity=customer.salesforce_account_ref and f"opp-{sub}")
+            invoices[f"{sub}:0"] = (customer.ref, start, CATALOG[plan].unit_amounts[customer.currency] * quantity)
+            made += 1
+            upgrade_at = start + self.rng.randint(5 * DAY, 20 * DAY)
+            if plan == "pro" and self.rng.random() < 0.3 and upgrade_at < self.end - DAY:
+                self.add(upgrade_at, customer.ref, "upgrade", sub, to_plan="enterprise")
+                invoices[f"{sub}:upgrade"] = (customer.ref, self.at(upgrade_at), 0)
+                made += 1
+            renewal, period = start, 1
+            while (renewal := renewal + 30 * DAY) < self.end - HOUR:
+                self.add(renewal, customer.ref, "renew", sub, period=period)
+                invoices[f"{sub}:{period}"] = (customer.ref, self.at(renewal), 0)
+                period += 1
+                made += 1
+        return made
+
+    def _one_off_invoices(self, customers: list[CustomerPlan], budget: int, invoices: dict) -> None:
+        # Bigger customers get more invoices: a weight per customer, drawn once.
+        weights = [self.rng.uniform(0.3, 3.0) for _ in customers]
+        owners = self.rng.choices(customers, weights=weights, k=budget)
+        refs = [f"inv{n}" for n in range(budget)]
+        outcome_pool = list(refs)
+        self.rng.shuffle(outcome_pool)
+        outcomes: dict[str, str] = {}
+        for outcome, share in (("failed_then_paid", 0.05), ("past_due", 0.04), ("void", 0.02),
+                               ("uncollectible", 0.02)):
+            for ref in self.take(outcome_pool, share, budget):
+                outcomes[ref] = outcome
+        for ref, customer in zip(refs, owners):
+            created = self.at(self.rng.uniform(customer.created_at + HOUR, self.end - 2 * HOUR))
+            items = self._invoice_items(customer.currency, first=ref == refs[0])
+            outcome = outcomes.get(ref, "paid")
+            coupon = self.rng.choice(list(COUPONS)) if self.rng.random() < 0.1 else None
+            taxed = customer.currency in TAX_RATES and self.rng.random() < 0.25
+            self.add(created, customer.ref, "invoice", ref, customer=customer.ref, items=items,
+                     coupon=coupon, taxed=taxed, outcome=outcome)
+            later = created + self.rng.randint(2 * DAY, 6 * DAY)
+            if outcome == "failed_then_paid":
+                self.add(later, customer.ref, "retry", ref)
+                invoices[ref] = (customer.ref, self.at(later), 0)
+            elif outcome == "void":
+                self.add(later, customer.ref, "void", ref)
+            elif outcome == "uncollectible":
+                self.add(later + 5 * DAY, customer.ref, "uncollectible", ref)
+            elif outcome == "paid":
+                invoices[ref] = (customer.ref, created, 0)
+
+    def _invoice_items(self, currency: str, first: bool) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        if first or self.rng.random() < 0.15:
+            items.append({"catalog": "onboarding", "quantity": 1})
+        for _ in range(self.rng.randint(0 if items else 1, 2)):
+            description = self.rng.choice(("Professional services", "Usage overage", "Training workshop",
+                                           "Premium support"))
+            items.append({"description": description, "amount": self.amount(currency, 80, 4_000)})
+        return items
+
+    def _invoiceless_charges(self, customers: list[CustomerPlan], invoices: dict) -> list[str]:
+        refs = []
+        for n in range(max(3, self.options.invoices // 10)):
+            customer = self.rng.choice(customers)
+            ref = f"pi{n}"
+            at = self.add(self.rng.uniform(customer.created_at + HOUR, self.end - 2 * HOUR), customer.ref,
+                          "charge", ref, customer=customer.ref, amount=self.amount(customer.currency, 20, 900),
+                          description=self.rng.choice(("Add-on credits", "Extra seats", "Data export")))
+            invoices[ref] = (customer.ref, at, 0)
+            refs.append(ref)
+        return refs
+
+    def _after_payment(self, paid: dict[str, tuple[str, int, int]], charges: list[str]) -> None:
+        """Refunds and disputes on paid documents: fixed quotas, so small scenarios still have each kind."""
+        pool = sorted(paid)
+        self.rng.shuffle(pool)
+        # Disputes need time to be opened and decided inside the window.
+        early = [r for r in pool if paid[r][1] < self.end - 12 * DAY]
+        lost = self.take(early, 0.01, len(paid))
+        won = self.take(early, 0.01, len(paid))
+        pool = [r for r in pool if r not in lost and r not in won]
+        full = self.take(pool, 0.03, len(paid))
+        partial = self.take(pool, 0.05, len(paid))
+        for ref in full + partial:
+            actor, paid_at, _ = paid[ref]
+            # Mostly within days; one in five weeks later (the "40-day refund" of real life).
+            delay = self.rng.randint(HOUR, 5 * DAY) if self.rng.random() < 0.8 else self.rng.randint(20, 40) * DAY
+            self.add(paid_at + delay, actor, "refund", ref, share=None if ref in full else
+                     self.rng.choice((Decimal("0.1"), Decimal("0.25"), Decimal("0.5"))))
+        for ref, outcome in [(r, "lost") for r in lost] + [(r, "won") for r in won]:
+            actor, paid_at, _ = paid[ref]
+            opened = paid_at + self.rng.randint(2 * DAY, 5 * DAY)
+            self.add(opened, actor, "dispute", ref)
+            self.add(opened + self.rng.randint(4 * DAY, 6 * DAY), actor, "dispute_close", ref, outcome=outcome)
+        # An open dispute still awaiting evidence at the end of the window, when there is room.
+        late = [r for r in pool if paid[r][1] < self.end - 3 * DAY]
+        if late and self.options.invoices >= 100:
+            actor, paid_at, _ = paid[late[0]]
+            self.add(paid_at + 2 * DAY, actor, "dispute", late[0])
+
+    def _payouts(self) -> None:
+        # Every few days at 06:00 UTC, like a standard payout schedule, and once at the very end.
+        day = self.start + 3 * DAY + 6 * HOUR
+        n = 0
+        while day < self.end:
+            self.add(day, "payouts", "payout", f"payout{n}")
+            day += self.rng.choice((2, 3, 4)) * DAY
+            n += 1
+
+    def _salesforce(self, customers: list[CustomerPlan]) -> None:
+        sf = self.salesforce
+        subscribed = {s.args["customer"]: s for s in self.steps if s.kind == "subscribe"}
+        for customer in customers:
+            if customer.salesforce_account_ref:
+                self._account(customer.salesforce_account_ref, customer.name, customer.currency, customer.ref)
+                sub = subscribed.get(customer.ref)
+                if sub is not None:
+                    self._opportunity(f"opp-{sub.ref}", customer.salesforce_account_ref, customer.currency,
+                                      "Closed Won", customer.created_at, billed=True,
+                                      lines=[(sub.args["plan"], sub.args["quantity"])])
+        prospects = max(3, len(customers) // 3)
+        names = [f"{a} {b}" for a in FIRST_NAMES for b in ("Group", "Ventures", "Industries", "Co")]
+        self.rng.shuffle(names)
+        for n in range(prospects):
+            currency = self.rng.choices(list(CURRENCY_WEIGHTS), weights=list(CURRENCY_WEIGHTS.values()))[0]
+            ref = f"prospect{n}"
+            self._account(ref, names[n % len(names)] + (f" {n}" if n >= len(names) else ""), currency, None)
+            # The first two always close: unbilled Closed-Won deals the pipeline must pick up.
+            stage = "Closed Won" if n < 2 or self.rng.random() < 0.35 else self.rng.choice(
+                OPEN_STAGES + ("Closed Lost",))
+            plan = self.rng.choice(("pro", "enterprise"))
+            lines = [(plan, self.rng.randint(1, 10))] + ([("onboarding", 1)] if self.rng.random() < 0.5 else [])
+            close = self.start + self.rng.randint(0, self.end - self.start)
+            self._opportunity(f"opp-{ref}", ref, currency, stage, close, billed=False, lines=lines)
+
+    def _account(self, ref: str, name: str, currency: str, customer_ref: str | None) -> None:
+        self.salesforce.accounts.append({"ref": ref, "customer_ref": customer_ref, "fields": {
+            "Name": name, "BillingCountry": COUNTRY[currency], "CurrencyIsoCode": currency.upper(),
+            "Industry": self.rng.choice(("Technology", "Retail", "Manufacturing", "Finance", "Healthcare")),
+        }})
+        first, last = self.rng.choice(CONTACT_NAMES)
+        domain = "".join(ch for ch in name.lower() if ch.isalnum())
+        self.salesforce.contacts.append({"ref": f"contact-{ref}", "account_ref": ref, "fields": {
+            "FirstName": first, "LastName": last, "Email": f"{first.lower()}@{domain}.example",
+        }})
+
+    def _opportunity(self, ref: str, account_ref: str, currency: str, stage: str, close_at: int, billed: bool,
+                     lines: list[tuple[str, int]]) -> None:
+        amount = sum(CATALOG[code].unit_amounts[currency] * qty for code, qty in lines)
+        close_date = dt.datetime.fromtimestamp(close_at, dt.UTC).date().isoformat()
+        self.salesforce.opportunities.append({"ref": ref, "account_ref": account_ref, "billed": billed, "fields": {
+            "Name": f"{CATALOG[lines[0][0]].name} x{lines[0][1]}", "StageName": stage, "CloseDate": close_date,
+            "CurrencyIsoCode": currency.upper(), "Amount": minor_to_decimal(amount, currency),
+        }})
+        for code, quantity in lines:
+            self.salesforce.line_items.append({"opportunity_ref": ref, "catalog": code, "fields": {
+                "Quantity": quantity, "UnitPrice": minor_to_decimal(CATALOG[code].unit_amounts[currency], currency),
+            }})
+
+
+def build_plan(options: ScenarioOptions) -> Plan:
+    """Every customer, document, amount and instant of the scenario, decided from the seed alone."""
+    return _Planner(options).build()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: executing the plan through the APIs
+# ---------------------------------------------------------------------------------------------
+
+
+class ScenarioError(RuntimeError):
+    """A step of the plan failed; the message names the step."""
+
+
+def _json_text(value: Any) -> str:
+    """JSON with Decimals written digit for digit (Salesforce currency fields), never through float."""
+    marks: dict[str, str] = {}
+
+    def mark(obj: Any) -> str:
+        if isinstance(obj, Decimal):
+            key = f"\u0000{len(marks)}\u0000"
+            marks[key] = format(obj, "f")
+            return key
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+    text = json.dumps(value, default=mark)
+    for key, digits in marks.items():
+        text = text.replace(json.dumps(key), digits)
+    return text
+
+
+@dataclass
+class SandboxClients:
+    """The real client libraries, pointed at the stand-ins by the pipeline's environment variables."""
+
+    stripe: stripe.StripeClient
+    stripe_base: str
+    control: requests.Session  # the stand-ins' /_sandbox/ control endpoints (no auth)
+    netsuite: requests.Session  # OAuth 1.0a (TBA) signed
+    netsuite_base: str
+    salesforce: Salesforce
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "SandboxClients":
+        # Imported here, not at the top: every `sync-pipeline` command imports this module.
+        import stripe
+        from requests_oauthlib import OAuth1
+        from simple_salesforce import Salesforce
+
+        stripe_base = env["STRIPE_API_BASE"].rstrip("/")
+        stripe_client = stripe.StripeClient(
+            env["STRIPE_API_KEY"], base_addresses={"api": stripe_base}, stripe_version=STRIPE_API_VERSION,
+            max_network_retries=2, http_client=stripe.RequestsClient(timeout=60),
+        )
+        netsuite = requests.Session()
+        netsuite.auth = OAuth1(env["NETSUITE_CONSUMER_KEY"], env["NETSUITE_CONSUMER_SECRET"], env["NETSUITE_TOKEN_ID"],
+                               env["NETSUITE_TOKEN_SECRET"], realm=env["NETSUITE_ACCOUNT_ID"],
+                               signature_method="HMAC-SHA256")
+        sf_session = requests.Session()
+        sf_session.verify = env.get("SALESFORCE_CA_BUNDLE") or True
+        if env.get("SALESFORCE_SESSION_ID"):
+            salesforce = Salesforce(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
+                                    session=sf_session, version=SALESFORCE_API_VERSION)
+        else:
+            salesforce = Salesforce(username=env["SALESFORCE_USERNAME"], password=env["SALESFORCE_PASSWORD"],
+                                    security_token=env.get("SALESFORCE_SECURITY_TOKEN", ""),
+                                    instance_url=env["SALESFORCE_INSTANCE_URL"], session=sf_session,
+                                    version=SALESFORCE_API_VERSION)
+        return cls(stripe_client, stripe_base, requests.Session(), netsuite, env["NETSUITE_BASE_URL"].rstrip("/"),
+                   salesforce)
+
+    def stripe_control(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = self.control.post(f"{self.stripe_base}/_sandbox/{path}", json=body, timeout=60)
+        if response.status_code >= 400:
+            raise ScenarioError(f"Stripe sandbox control {path} answered {response.status_code}: {response.text[:300]}")
+        return response.json() if response.content else {}
+
+    def close(self) -> None:
+        self.control.close()
+        self.netsuite.close()
+        self.salesforce.session.close()
+
+
+@dataclass
+class _DocumentFacts:
+    """What the APIs last said about one invoice or invoice-less payment (for the summary)."""
+
+    kind: str  # "invoice" or "charge"
+    currency: str
+    status: str
+    total: int
+    amount_paid: int
+    discounted: bool = False
+    taxed: bool = False
+    failed_attempts: int = 0
+
+
+class _Seeder:
+    """Runs a plan's steps against the stand-ins and remembers what they answered."""
+
+    def __init__(self, plan: Plan, clients: SandboxClients) -> None:
+        self.plan = plan
+        self.clients = clients
+        self.stripe = clients.stripe.v1
+        self.ids: dict[str, str] = {}
+        self.documents: dict[str, _DocumentFacts] = {}
+        self.refunds: list[tuple[str, int, bool]] = []  # (currency, amount, full)
+        self.disputes: dict[str, tuple[str, int, str]] = {}  # ref -> (currency, amount, status)
+        self.payouts: list[tuple[str, int, int]] = []  # (currency, amount, fees inside it)
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+        self.currency_of = {c.ref: c.currency for c in plan.customers}
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def remember(self, ref: str, object_id: str) -> None:
+        with self.lock:
+            self.ids[ref] = object_id
+
+    def count(self, name: str, currency: str = "all", n: int = 1) -> None:
+        with self.lock:
+            self.counts[(name, currency)] += n
+
+    def record_invoice(self, ref: str, invoice: Any, **flags: Any) -> None:
+        with self.lock:
+            previous = self.documents.get(ref)
+            facts = _DocumentFacts("invoice", invoice.currency, invoice.status, invoice.total, invoice.amount_paid,
+                                   discounted=bool(invoice.discounts), taxed=bool(invoice.total_taxes),
+                                   failed_attempts=previous.failed_attempts if previous else 0)
+            for name, value in flags.items():
+                setattr(facts, name, value)
+            self.documents[ref] = facts
+            self.ids[ref] = invoice.id
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.netsuite_customers()
+        self.salesforce_records()
+        try:
+            self.timeline()
+        finally:
+            self.clients.stripe_control("clock", {"real": True})
+        self.salesforce_billed_accounts()
+
+    def timeline(self) -> None:
+        threads = max(1, self.plan.options.threads)
+        with ThreadPoolExecutor(threads, thread_name_prefix="seed") as pool:
+            for at, group in itertools.groupby(self.plan.steps, key=lambda s: s.at):
+                self.clients.stripe_control("clock", {"now": at})
+                steps = list(group)
+                # Payouts read the balance, so they wait for everything else at that instant.
+                exclusive = [s for s in steps if s.kind == "payout"]
+                chains: dict[str, list[Step]] = defaultdict(list)
+                for step in steps:
+                    if step.kind != "payout":
+                        chains[step.actor].append(step)
+                if threads == 1 or len(chains) == 1:
+                    for chain in chains.values():
+                        self.run_chain(chain)
+                else:
+                    list(pool.map(self.run_chain, chains.values()))
+                self.run_chain(exclusive)
+
+    def run_chain(self, steps: list[Step]) -> None:
+        for step in steps:
+            try:
+                getattr(self, f"step_{step.kind}")(step)
+            except ScenarioError:
+                raise
+            except Exception as exc:
+                when = dt.datetime.fromtimestamp(step.at, dt.UTC).isoformat()
+                raise ScenarioError(f"step {step.kind} {step.ref} at {when} failed: {exc!r}") from exc
+
+    # -- NetSuite ------------------------------------------------------------------------------
+    def netsuite_customers(self) -> None:
+        """Customers that already exist in the books; Stripe customers link to them by metadata."""
+        for customer in self.plan.customers:
+            if not customer.netsuite_external_id:
+                continue
+            body = {"companyName": customer.name, "email": customer.email, "isPerson": False,
+                    "subsidiary": {"id": NETSUITE_SUBSIDIARY_ID[customer.currency]},
+                    "currency": {"id": NETSUITE_CURRENCY_ID[customer.currency]}}
+            url = (f"{self.clients.netsuite_base}/services/rest/record/v1/customer/"
+                   f"eid:{customer.netsuite_external_id}")
+            response = self.clients.netsuite.put(url, json=body, timeout=60)
+            if response.status_code != 204:
+                raise ScenarioError(f"NetSuite customer {customer.netsuite_external_id}: "
+                                    f"{response.status_code} {response.text[:300]}")
+            self.remember(f"ns:{customer.ref}", response.headers["Location"].rstrip("/").rsplit("/", 1)[-1])
+            self.count("netsuite_customers", customer.currency)
+
+    # -- Salesforce ----------------------------------------------------------------------------
+    def sf_collection(self, method: str, records: list[dict[str, Any]]) -> list[str]:
+        ids: list[str] = []
+        for offset in range(0, len(records), SALESFORCE_BATCH):
+            batch = records[offset:offset + SALESFORCE_BATCH]
+            results = self.clients.salesforce.restful(
+                "composite/sobjects", method=method, data=_json_text({"allOrNone": True, "records": batch}))
+            failed = [r for r in results if not r.get("success")]
+            if failed:
+                raise ScenarioError(f"Salesforce {method} composite/sobjects failed: {failed[:3]}")
+            ids.extend(r["id"] for r in results)
+        return ids
+
+    def sf_create(self, sobject: str, rows: list[dict[str, Any]], fields: Callable[[dict[str, Any]], dict]) -> None:
+        records = [{"attributes": {"type": sobject}, **fields(row)} for row in rows]
+        for row, new_id in zip(rows, self.sf_collection("POST", records)):
+            if "ref" in row:
+                self.remember(f"sf:{row['ref']}", new_id)
+        self.count(f"salesforce_{sobject.lower()}s", n=len(rows))
+
+    def salesforce_records(self) -> None:
+        sf = self.plan.salesforce
+        products = [{"ref": code, "fields": {"Name": item.name, "ProductCode": item.code, "IsActive": True}}
+                    for code, item in CATALOG.items()]
+        self.sf_create("Product2", products, lambda r: r["fields"])
+        self.sf_create("Account", sf.accounts, lambda r: r["fields"])
+        self.sf_create("Contact", sf.contacts, lambda r: {**r["fields"], "AccountId": self.ids[f"sf:{r['account_ref']}"]})
+        self.sf_create("Opportunity", sf.opportunities,
+                       lambda r: {**r["fields"], "AccountId": self.ids[f"sf:{r['account_ref']}"]})
+        self.sf_create("OpportunityLineItem", sf.line_items, lambda r: {
+            **r["fields"], "OpportunityId": self.ids[f"sf:{r['opportunity_ref']}"],
+            "Product2Id": self.ids[f"sf:{r['catalog']}"]})
+        for opportunity in sf.opportunities:
+            stage = opportunity["fields"]["StageName"]
+            detail = ("_billed" if opportunity["billed"] else "_unbilled") if stage == "Closed Won" else ""
+            self.count(f"salesforce_opportunities_{stage.lower().replace(' ', '_').replace('/', '_')}{detail}")
+
+    def salesforce_billed_accounts(self) -> None:
+        """Accounts whose customer is already in Stripe carry its id, as the pipeline's write-back would."""
+        records = [{"attributes": {"type": "Account"}, "id": self.ids[f"sf:{a['ref']}"],
+                    ACCOUNT_STRIPE_CUSTOMER_FIELD: self.ids[a["customer_ref"]]}
+                   for a in self.plan.salesforce.accounts if a["customer_ref"]]
+        self.sf_collection("PATCH", records)
+
+    # -- Stripe steps --------------------------------------------------------------------------
+    def step_catalog(self, step: Step) -> None:
+        for code, item in CATALOG.items():
+            product = self.stripe.products.create({"name": item.name, "metadata": {
+                "sku": item.code, "netsuite_item_id": item.netsuite_item_id}})
+            self.remember(f"product:{code}", product.id)
+            for currency, amount in item.unit_amounts.items():
+                params: dict[str, Any] = {"product": product.id, "currency": currency, "unit_amount": amount,
+                                          "lookup_key": f"{code}_{currency}"}
+                if item.recurring:
+                    params["recurring"] = {"interval": "month"}
+                self.remember(f"price:{code}:{currency}", self.stripe.prices.create(params).id)
+                self.count("prices", currency)
+        for code, (name, percent) in COUPONS.items():
+            coupon = self.stripe.coupons.create({"name": name, "percent_off": percent, "duration": "once"})
+            self.remember(f"coupon:{code}", coupon.id)
+        for currency, (name, country, percentage) in TAX_RATES.items():
+            rate = self.stripe.tax_rates.create({"display_name": name, "country": country, "inclusive": False,
+                                                 "percentage": str(percentage)})
+            self.remember(f"tax:{currency}", rate.id)
+        self.count("products", n=len(CATALOG))
+
+    def step_customer(self, step: Step) -> None:
+        customer: CustomerPlan = step.args["customer"]
+        metadata = {"sandbox_ref": customer.ref}
+        if customer.netsuite_external_id:
+            metadata["netsuite_customer_id"] = self.ids[f"ns:{customer.ref}"]
+        if customer.salesforce_account_ref:
+            metadata["salesforce_account_id"] = self.ids[f"sf:{customer.salesforce_account_ref}"]
+        created = self.stripe.customers.create({
+            "name": customer.name, "email": customer.email, "metadata": metadata,
+            "address": {"country": {"usd": "US", "eur": "DE", "jpy": "JP", "kwd": "KW"}[customer.currency]}})
+        self.remember(customer.ref, created.id)
+        card = self.stripe.payment_methods.attach("pm_card_visa", {"customer": created.id})
+        self.stripe.customers.update(created.id, {"invoice_settings": {"default_payment_method": card.id}})
+        self.remember(f"{customer.ref}:card", card.id)
+        self.count("customers", customer.currency)
+
+    def failing_card(self, customer_ref: str) -> str:
+        """A second card on file that attaches fine but declines every charge."""
+        key = f"{customer_ref}:failing_card"
+        if key not in self.ids:
+            card = self.stripe.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": self.ids[customer_ref]})
+            self.remember(key, card.id)
+        return self.ids[key]
+
+    def discounts_and_taxes(self, args: Mapping[str, Any], currency: str) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if args.get("coupon"):
+            params["discounts"] = [{"coupon": self.ids[f"coupon:{args['coupon']}"]}]
+        if args.get("taxed"):
+            params["default_tax_rates"] = [self.ids[f"tax:{currency}"]]
+        return params
+
+    def step_subscribe(self, step: Step) -> None:
+        currency = self.currency_of[step.actor]
+        metadata = {"sandbox_ref": step.ref}
+        if step.args.get("opportunity"):
+            metadata["salesforce_opportunity_id"] = self.ids[f"sf:{step.args['opportunity']}"]
+        subscription = self.stripe.subscriptions.create({
+            "customer": self.ids[step.actor], "metadata": metadata, "expand": ["latest_invoice"],
+            "items": [{"price": self.ids[f"price:{step.args['plan']}:{currency}"], "quantity": step.args["quantity"]}],
+            **self.discounts_and_taxes(step.args, currency)})
+        self.remember(step.ref, subscription.id)
+        self.remember(f"{step.ref}:item", subscription["items"].data[0].id)
+        self.record_invoice(f"{step.ref}:0", subscription.latest_invoice)
+        self.count("subscriptions", currency)
+
+    def step_upgrade(self, step: Step) -> None:
+        currency = self.currency_of[step.actor]
+        subscription = self.stripe.subscriptions.update(self.ids[step.ref], {
+            "items": [{"id": self.ids[f"{step.ref}:item"], "price": self.ids[f"price:{step.args['to_plan']}:{currency}"]}],
+            "proration_behavior": "always_invoice", "expand": ["latest_invoice"]})
+        self.record_invoice(f"{step.ref}:upgrade", subscription.latest_invoice)
+        self.count("subscription_upgrades", currency)
+
+    def step_renew(self, step: Step) -> None:
+        self.clients.stripe_control(f"subscriptions/{self.ids[step.ref]}/advance", {})
+        subscription = self.stripe.subscriptions.retrieve(self.ids[step.ref], {"expand": ["latest_invoice"]})
+        self.record_invoice(f"{step.ref}:{step.args['period']}", subscription.latest_invoice)
+        self.count("subscription_renewals", self.currency_of[step.actor])
+
+    def step_invoice(self, step: Step) -> None:
+        currency = self.currency_of[step.actor]
+        customer = self.ids[step.actor]
+        draft = self.stripe.invoices.create({
+            "customer": customer, "currency": currency, "collection_method": "charge_automatically",
+            "auto_advance": False, "pending_invoice_items_behavior": "exclude", "metadata": {"sandbox_ref": step.ref},
+            **self.discounts_and_taxes(step.args, currency)})
+        for item in step.args["items"]:
+            params: dict[str, Any] = {"customer": customer, "invoice": draft.id}
+            if "catalog" in item:
+                params.update(pricing={"price": self.ids[f"price:{item['catalog']}:{currency}"]},
+                              quantity=item["quantity"])
+            else:
+                params.update(amount=item["amount"], currency=currency, description=item["description"])
+            self.stripe.invoice_items.create(params)
+        invoice = self.stripe.invoices.finalize_invoice(draft.id, {"auto_advance": False})
+        outcome = step.args["outcome"]
+        if outcome == "paid":
+            invoice = self.stripe.invoices.pay(invoice.id)
+        elif outcome in ("failed_then_paid", "past_due", "uncollectible"):
+            invoice = self.failed_payment(step.actor, invoice.id)
+        self.record_invoice(step.ref, invoice, failed_attempts=1 if outcome not in ("paid", "void") else 0)
+
+    def failed_payment(self, customer_ref: str, invoice_id: str) -> Any:
+        import stripe
+
+        try:
+            self.stripe.invoices.pay(invoice_id, {"payment_method": self.failing_card(customer_ref)})
+        except stripe.CardError:
+            return self.stripe.invoices.retrieve(invoice_id)
+        raise ScenarioError(f"the declining card paid invoice {invoice_id}")
+
+    def step_retry(self, step: Step) -> None:
+        self.record_invoice(step.ref, self.stripe.invoices.pay(self.ids[step.ref]))
+
+    def step_void(self, step: Step) -> None:
+        self.record_invoice(step.ref, self.stripe.invoices.void_invoice(self.ids[step.ref]))
+
+    def step_uncollectible(self, step: Step) -> None:
+        self.record_invoice(step.ref, self.stripe.invoices.mark_uncollectible(self.ids[step.ref]))
+
+    def step_charge(self, step: Step) -> None:
+        currency = self.currency_of[step.actor]
+        intent = self.stripe.payment_intents.create({
+            "amount": step.args["amount"], "currency": currency, "customer": self.ids[step.actor],
+            "payment_method": self.ids[f"{step.actor}:card"], "payment_method_types": ["card"], "confirm": True,
+            "off_session": True, "description": step.args["description"], "metadata": {"sandbox_ref": step.ref}})
+        self.remember(step.ref, intent.id)
+        with self.lock:
+            self.documents[step.ref] = _DocumentFacts("charge", currency, intent.status, intent.amount,
+                                                      intent.amount_received)
+
+    def payment_intent_of(self, ref: str) -> str:
+        if self.documents[ref].kind == "charge":
+            return self.ids[ref]
+        payments = self.stripe.invoice_payments.list({"invoice": self.ids[ref], "status": "paid"})
+        return payments.data[0].payment.payment_intent
+
+    def step_refund(self, step: Step) -> None:
+        facts = self.documents[step.ref]
+        if facts.amount_paid <= 0:
+            return  # nothing was collected (e.g. a 100%-discounted invoice)
+        params: dict[str, Any] = {"payment_intent": self.payment_intent_of(step.ref), "reason": "requested_by_customer"}
+        amount = facts.amount_paid
+        if step.args["share"] is not None:
+            grid = 10 if facts.currency == "kwd" else 1
+            amount = max(grid, int(facts.amount_paid * step.args["share"]) // grid * grid)
+            params["amount"] = amount
+        refund = self.stripe.refunds.create(params)
+        with self.lock:
+            self.refunds.append((facts.currency, refund.amount, step.args["share"] is None))
+
+    def step_dispute(self, step: Step) -> None:
+        intent = self.stripe.payment_intents.retrieve(self.payment_intent_of(step.ref))
+        dispute = self.clients.stripe_control("disputes", {"charge": intent.latest_charge})
+        self.remember(f"{step.ref}:dispute", dispute["id"])
+        with self.lock:
+            self.disputes[step.ref] = (intent.currency, dispute["amount"], dispute["status"])
+
+    def step_dispute_close(self, step: Step) -> None:
+        dispute_id = self.ids[f"{step.ref}:dispute"]
+        if step.args["outcome"] == "won":
+            self.stripe.disputes.update(dispute_id, {"evidence": {"uncategorized_text": "winning_evidence"},
+                                                     "submit": True})
+        else:
+            self.stripe.disputes.close(dispute_id)
+        dispute = self.stripe.disputes.retrieve(dispute_id)
+        with self.lock:
+            self.disputes[step.ref] = (dispute.currency, dispute.amount, dispute.status)
+
+    def step_payout(self, step: Step) -> None:
+        balance = self.stripe.balance.retrieve()
+        for funds in sorted(balance.available, key=lambda f: f.currency):
+            if funds.amount <= 0:
+                continue
+            payout = self.stripe.payouts.create({"amount": funds.amount, "currency": funds.currency,
+                                                 "statement_descriptor": "SANDBOX PAYOUT"})
+            fees = sum(bt.fee for bt in self.stripe.balance_transactions.list(
+                {"payout": payout.id, "limit": 100}).auto_paging_iter())
+            self.remember(f"{step.ref}:{funds.currency}", payout.id)
+            with self.lock:
+                self.payouts.append((funds.currency, payout.amount, fees))
+
+    # -- the summary ---------------------------------------------------------------------------
+    def summary(self) -> ScenarioSummary:
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        for (name, currency), n in sorted(self.counts.items()):
+            counts[name][currency] = n
+        totals: dict[str, dict[str, Decimal]] = defaultdict(dict)
+
+        def add(measure: str, currency: str, amount: int, n: int = 1, count_name: str | None = None) -> None:
+            totals[measure][currency] = totals[measure].get(currency, minor_to_decimal(0, currency)) + \
+                minor_to_decimal(amount, currency)
+            if count_name:
+                counts[count_name][currency] = counts[count_name].get(currency, 0) + n
+
+        for facts in self.documents.values():
+            if facts.kind == "invoice":
+                add("invoiced", facts.currency, facts.total, count_name="invoices")
+                counts[f"invoices_{facts.status}"][facts.currency] = counts[f"invoices_{facts.status}"].get(
+                    facts.currency, 0) + 1
+                for flag in ("discounted", "taxed"):
+                    if getattr(facts, flag):
+                        counts[f"invoices_{flag}"][facts.currency] = counts[f"invoices_{flag}"].get(facts.currency, 0) + 1
+                if facts.failed_attempts and facts.status == "paid":
+                    counts["invoices_failed_then_paid"][facts.currency] = counts["invoices_failed_then_paid"].get(
+                        facts.currency, 0) + 1
+            else:
+                add("invoiceless_charges", facts.currency, facts.amount_paid, count_name="charges_without_invoice")
+            add("collected", facts.currency, facts.amount_paid)
+        for currency, amount, full in self.refunds:
+            add("refunded", currency, amount, count_name="refunds_full" if full else "refunds_partial")
+        for currency, amount, status in self.disputes.values():
+            counts[f"disputes_{status}"][currency] = counts[f"disputes_{status}"].get(currency, 0) + 1
+            if status == "lost":
+                add("disputes_lost", currency, amount)
+        for currency, amount, fees in self.payouts:
+            add("payouts", currency, amount, count_name="payouts")
+            add("payout_fees", currency, fees)
+        digest = hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(self.ids.items())).encode()).hexdigest()
+        start, end = self.plan.window
+        day = lambda ts: dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()  # noqa: E731
+        return ScenarioSummary((day(start), day(end)), self.plan.options.seed,
+                               {k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
+                               {k: dict(sorted(v.items())) for k, v in sorted(totals.items())}, digest[:16])
+
+
+def seed_scenario(env: Mapping[str, str], options: ScenarioOptions | None = None) -> ScenarioSummary:
+    """Make the scenario of `options` in the stand-ins named by `env` (the pipeline's variables)."""
+    plan = build_plan(options or ScenarioOptions())
+    clients = SandboxClients.from_env(env)
+    try:
+        seeder = _Seeder(plan, clients)
+        seeder.run()
+        return seeder.summary()
+    finally:
+        clients.close()
