@@ -1,0 +1,392 @@
+"""The user-owned field-mapping config (`field_mapping.yaml`): loading, checking, and looking things up.
+
+The file says what the Stripe data cannot: which NetSuite subsidiary books a currency, which item a
+Stripe price is, which department an invoice carries, which accounts payments and refunds use.
+`FieldMapping.load(path)` reads and checks the whole file at once and raises `FieldMappingError`
+listing every problem as `key.path: what is wrong. Fix: what to write`, so a finance user can
+correct the file in one pass. Pure module: no HTTP, no Dagster.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sync_pipeline.mapping.money import MoneyError, normalize_currency
+
+RECORD_TYPES = ("customer", "invoice", "creditMemo", "customerPayment", "customerRefund", "deposit")
+CUSTOMER_MODES = ("per_customer", "global")
+VOID_INVOICE_MODES = ("credit_memo", "none")
+DEFAULT_LINK_METADATA_KEY = "netsuite_customer_id"
+
+# Header fields that hold a reference to another NetSuite record: a default `department: 3` is sent
+# as {"id": "3"}. Other fields are sent as written; `{id: "7"}` forces a reference (custom lists).
+REFERENCE_FIELDS = frozenset({
+    "subsidiary", "department", "class", "location", "account", "currency", "terms", "entity", "customer",
+    "item", "salesRep", "partner", "arAcct", "paymentMethod", "taxItem", "taxCode", "postingPeriod",
+    "customForm", "leadSource", "category", "priceLevel", "territory", "nexus", "creditCardProcessor",
+})
+# Fields the mapping sets from the Stripe data itself; a default for them would be misleading.
+MAPPED_FIELDS = frozenset({"externalId", "entity", "customer", "currency", "tranDate", "dueDate", "item",
+                           "apply", "createdFrom", "payment", "memo", "companyName", "email"})
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOP_LEVEL_KEYS = ("version", "customers", "currencies", "subsidiaries", "defaults", "required_fields", "items",
+                   "accounts", "void_invoices", "salesforce")
+
+
+class FieldMappingError(ValueError):
+    """The field-mapping file is unusable; `problems` lists each one as `key: what. Fix: how`."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in the field mapping:\n{lines}")
+
+
+@dataclass(frozen=True)
+class CurrencyMapping:
+    code: str  # ISO, upper case
+    netsuite_id: str
+    subsidiary: str | None
+
+
+@dataclass(frozen=True)
+class SubsidiaryConfig:
+    id: str
+    name: str = ""
+    currencies: tuple[str, ...] | None = None  # the currencies NetSuite allows it, when listed
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "all" or record type -> fields
+
+
+@dataclass(frozen=True)
+class CustomerConfig:
+    mode: Literal["per_customer", "global"] = "per_customer"
+    global_customer_id: str | None = None
+    link_metadata_key: str = DEFAULT_LINK_METADATA_KEY
+    guest_customer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemConfig:
+    default: str | None = None
+    discount: str | None = None
+    tax: str | None = None
+    proration: str | None = None
+    refund: str | None = None
+    by_price: Mapping[str, str] = field(default_factory=dict)
+    by_product: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    payments: str | None = None  # customer payments land here (Undeposited Funds)
+    refunds: str | None = None  # customer refunds are paid from here
+    stripe_fees: str | None = None  # expense lines of deposits
+    bank: str | None = None  # the bank account Stripe payouts arrive in
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    customers: CustomerConfig = CustomerConfig()
+    currencies: Mapping[str, CurrencyMapping] = field(default_factory=dict)
+    subsidiaries: Mapping[str, SubsidiaryConfig] = field(default_factory=dict)
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # record type -> field -> body value
+    required_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    items: ItemConfig = ItemConfig()
+    accounts: AccountConfig = AccountConfig()
+    void_invoices: Literal["credit_memo", "none"] = "credit_memo"
+    salesforce: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "<field mapping>"
+
+    # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> FieldMapping:
+        """Read and check `path`; raises FieldMappingError naming every problem and its fix."""
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FieldMappingError(source, [f"cannot read the file ({exc.strerror or exc}). Fix: set "
+                                             "SYNC_FIELD_MAPPING to the path of your field_mapping.yaml"]) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+            raise FieldMappingError(source, [f"not valid YAML at {where} ({getattr(exc, 'problem', exc)}). "
+                                             "Fix: check indentation and quoting there"]) from None
+        return cls.from_dict(data if data is not None else {}, source=source)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<field mapping>") -> FieldMapping:
+        """Build from already-parsed YAML; same checks as `load`."""
+        return _Parser(source).parse(data)
+
+    # -- look-ups the mapping uses ---------------------------------------------------------------
+    def currency(self, code: str) -> CurrencyMapping | None:
+        return self.currencies.get(code.upper()) if isinstance(code, str) else None
+
+    def subsidiary_for_currency(self, code: str) -> str | None:
+        mapping = self.currency(code)
+        return mapping.subsidiary if mapping else None
+
+    def defaults_for(self, record_type: str, subsidiary: str | None) -> dict[str, Any]:
+        """Field defaults for a record, most specific winning: subsidiary+type > subsidiary `all` > type."""
+        merged: dict[str, Any] = dict(self.defaults.get(record_type, {}))
+        sub = self.subsidiaries.get(subsidiary) if subsidiary is not None else None
+        if sub is not None:
+            merged.update(sub.defaults.get("all", {}))
+            merged.update(sub.defaults.get(record_type, {}))
+        return merged
+
+    def required_fields_for(self, record_type: str) -> tuple[str, ...]:
+        return self.required_fields.get(record_type, ())
+
+    def item_for(self, price_id: str | None, product_id: str | None) -> str | None:
+        """The NetSuite item for a Stripe price or product, else the default item (None if neither)."""
+        if price_id and price_id in self.items.by_price:
+            return self.items.by_price[price_id]
+        if product_id and product_id in self.items.by_product:
+            return self.items.by_product[product_id]
+        return self.items.default
+
+
+def reference(value: str) -> dict[str, str]:
+    """A NetSuite reference to a record by internal id, as the record API takes it."""
+    return {"id": str(value)}
+
+
+class _Parser:
+    """Checks the parsed YAML section by section, collecting every problem before raising."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, path: str, what: str, fix: str) -> None:
+        self.problems.append(f"{path}: {what}. Fix: {fix}")
+
+    # -- generic readers -------------------------------------------------------------------------
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...] | None = None) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.problem(path, f"expected a section of `key: value` lines, got {type(value).__name__} {value!r}",
+                         f"write `{path.rsplit('.', 1)[-1]}:` followed by indented `key: value` lines")
+            return {}
+        if allowed is not None:
+            for key in value:
+                if key not in allowed:
+                    self.problem(f"{path}.{key}" if path else str(key), "unknown key",
+                                 f"use one of: {', '.join(allowed)} (check the spelling)")
+        return {str(k): v for k, v in value.items()}
+
+    def netsuite_id(self, value: Any, path: str, required: bool = False) -> str | None:
+        if value is None or value == "":
+            if required:
+                self.problem(path, "missing", "write the NetSuite internal id (the number in the record's URL, id=...)")
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
+            self.problem(path, f"expected a NetSuite internal id, got {value!r}",
+                         "write the internal id as a number or quoted string, e.g. \"3\"")
+            return None
+        return str(value).strip()
+
+    def choice(self, value: Any, path: str, choices: tuple[str, ...], default: str) -> str:
+        if value is None:
+            return default
+        if value not in choices:
+            self.problem(path, f"{value!r} is not a valid choice", f"use one of: {', '.join(choices)}")
+            return default
+        return value
+
+    def record_type(self, key: str, path: str, extra: tuple[str, ...] = ()) -> bool:
+        if key in RECORD_TYPES or key in extra:
+            return True
+        self.problem(path, f"{key!r} is not a NetSuite record type this pipeline writes",
+                     f"use one of: {', '.join(extra + RECORD_TYPES)} (names are case-sensitive)")
+        return False
+
+    def field_values(self, value: Any, path: str) -> dict[str, Any]:
+        """A `field: value` block of defaults -> body values ({"id": ...} for references)."""
+        out: dict[str, Any] = {}
+        for name, raw in self.mapping(value, path).items():
+            where = f"{path}.{name}"
+            if not _FIELD_NAME.fullmatch(name):
+                self.problem(where, "not a NetSuite field id", "use the field's script id, e.g. department or "
+                                                               "custbody_region")
+                continue
+            if name in MAPPED_FIELDS:
+                self.problem(where, "this field is filled from the Stripe data and cannot have a default",
+                             "remove it")
+                continue
+            body_value = self.body_value(name, raw, where)
+            if body_value is not None:
+                out[name] = body_value
+        return out
+
+    def body_value(self, name: str, raw: Any, where: str) -> Any:
+        if isinstance(raw, Mapping):
+            keys = set(raw)
+            if keys == {"id"}:
+                ref_id = self.netsuite_id(raw["id"], f"{where}.id", required=True)
+                return reference(ref_id) if ref_id else None
+            self.problem(where, f"unexpected block {dict(raw)!r}", "write a plain value, or {id: \"<internal id>\"}"
+                                                                   " for a reference")
+            return None
+        if name in REFERENCE_FIELDS:
+            ref_id = self.netsuite_id(raw, where, required=True)
+            return reference(ref_id) if ref_id else None
+        if isinstance(raw, float):
+            self.problem(where, f"decimal number {raw!r} would be read as a float",
+                         f"quote it: {name}: \"{raw}\"")
+            return None
+        if isinstance(raw, (str, int, bool)):
+            return raw
+        self.problem(where, f"unsupported value {raw!r}", "write a text, a number or true/false")
+        return None
+
+    # -- sections ----------------------------------------------------------------------------------
+    def parse(self, data: Any) -> FieldMapping:
+        if not isinstance(data, Mapping):
+            raise FieldMappingError(self.source, ["the file is not a YAML mapping of sections. Fix: start from the "
+                                                  "example field_mapping.yaml at the repository root"])
+        top = self.mapping(data, "", allowed=_TOP_LEVEL_KEYS)
+        version = top.get("version", 1)
+        if version != 1:
+            self.problem("version", f"version {version!r} is not supported", "write `version: 1`")
+        subsidiaries = self.subsidiaries(top.get("subsidiaries"))
+        currencies = self.currencies(top.get("currencies"), subsidiaries)
+        result = FieldMapping(
+            customers=self.customers(top.get("customers")),
+            currencies=currencies,
+            subsidiaries=subsidiaries,
+            defaults=self.defaults(top.get("defaults")),
+            required_fields=self.required_fields(top.get("required_fields")),
+            items=self.items(top.get("items")),
+            accounts=self.accounts(top.get("accounts")),
+            void_invoices=self.choice(top.get("void_invoices"), "void_invoices", VOID_INVOICE_MODES, "credit_memo"),
+            salesforce=self.mapping(top.get("salesforce"), "salesforce"),
+            source=self.source,
+        )
+        if self.problems:
+            raise FieldMappingError(self.source, self.problems)
+        return result
+
+    def customers(self, value: Any) -> CustomerConfig:
+        section = self.mapping(value, "customers",
+                               allowed=("mode", "global_customer_id", "link_metadata_key", "guest_customer_id"))
+        mode = self.choice(section.get("mode"), "customers.mode", CUSTOMER_MODES, "per_customer")
+        global_id = self.netsuite_id(section.get("global_customer_id"), "customers.global_customer_id",
+                                     required=(mode == "global"))
+        link_key = section.get("link_metadata_key", DEFAULT_LINK_METADATA_KEY)
+        if link_key is not None and (not isinstance(link_key, str) or not link_key):
+            self.problem("customers.link_metadata_key", f"expected a Stripe metadata key, got {link_key!r}",
+                         f"write `link_metadata_key: {DEFAULT_LINK_METADATA_KEY}`, or null to never link")
+            link_key = DEFAULT_LINK_METADATA_KEY
+        return CustomerConfig(mode=mode, global_customer_id=global_id, link_metadata_key=link_key or "",
+                              guest_customer_id=self.netsuite_id(section.get("guest_customer_id"),
+                                                                 "customers.guest_customer_id"))
+
+    def currency_code(self, code: Any, path: str) -> str | None:
+        try:
+            return normalize_currency(code)
+        except MoneyError:
+            self.problem(path, f"{code!r} is not a three-letter currency code", "write codes like USD, EUR, JPY")
+            return None
+
+    def subsidiaries(self, value: Any) -> dict[str, SubsidiaryConfig]:
+        out: dict[str, SubsidiaryConfig] = {}
+        for key, raw in self.mapping(value, "subsidiaries").items():
+            path = f"subsidiaries.{key}"
+            sub_id = self.netsuite_id(key, path)
+            section = self.mapping(raw, path, allowed=("name", "currencies", "defaults"))
+            currencies = None
+            if section.get("currencies") is not None:
+                listed = section["currencies"]
+                if not isinstance(listed, list):
+                    self.problem(f"{path}.currencies", "expected a list", "write e.g. `currencies: [USD, EUR]`")
+                else:
+                    codes = [self.currency_code(c, f"{path}.currencies") for c in listed]
+                    currencies = tuple(c for c in codes if c)
+            defaults: dict[str, dict[str, Any]] = {}
+            for record_type, fields in self.mapping(section.get("defaults"), f"{path}.defaults").items():
+                if self.record_type(record_type, f"{path}.defaults.{record_type}", extra=("all",)):
+                    defaults[record_type] = self.field_values(fields, f"{path}.defaults.{record_type}")
+            if sub_id:
+                out[sub_id] = SubsidiaryConfig(id=sub_id, name=str(section.get("name") or ""),
+                                               currencies=currencies, defaults=defaults)
+        return out
+
+    def currencies(self, value: Any, subsidiaries: Mapping[str, SubsidiaryConfig]) -> dict[str, CurrencyMapping]:
+        out: dict[str, CurrencyMapping] = {}
+        for key, raw in self.mapping(value, "currencies").items():
+            path = f"currencies.{key}"
+            code = self.currency_code(key, path)
+            section = self.mapping(raw, path, allowed=("netsuite_id", "subsidiary"))
+            netsuite_id = self.netsuite_id(section.get("netsuite_id"), f"{path}.netsuite_id", required=True)
+            subsidiary = self.netsuite_id(section.get("subsidiary"), f"{path}.subsidiary")
+            if subsidiary and subsidiaries and subsidiary not in subsidiaries:
+                self.problem(f"{path}.subsidiary", f"subsidiary {subsidiary} is not listed under `subsidiaries:`",
+                             f"add subsidiary \"{subsidiary}\" under `subsidiaries:` or correct the id")
+            allowed = subsidiaries.get(subsidiary).currencies if subsidiary in subsidiaries else None
+            if code and allowed is not None and code not in allowed:
+                self.problem(f"{path}.subsidiary", f"subsidiary {subsidiary} does not allow {code} "
+                             f"(it allows {', '.join(allowed)})",
+                             f"map {code} to a subsidiary that allows it, or add {code} to "
+                             f"subsidiaries.{subsidiary}.currencies once NetSuite allows it")
+            if code and netsuite_id:
+                out[code] = CurrencyMapping(code=code, netsuite_id=netsuite_id, subsidiary=subsidiary)
+        return out
+
+    def defaults(self, value: Any) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for record_type, fields in self.mapping(value, "defaults").items():
+            if self.record_type(record_type, f"defaults.{record_type}"):
+                out[record_type] = self.field_values(fields, f"defaults.{record_type}")
+        return out
+
+    def required_fields(self, value: Any) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for record_type, names in self.mapping(value, "required_fields").items():
+            path = f"required_fields.{record_type}"
+            if not self.record_type(record_type, path):
+                continue
+            if not isinstance(names, list) or not all(isinstance(n, str) and _FIELD_NAME.fullmatch(n) for n in names):
+                self.problem(path, f"expected a list of NetSuite field ids, got {names!r}",
+                             "write e.g. `invoice: [department, class]`")
+                continue
+            out[record_type] = tuple(names)
+        return out
+
+    def items(self, value: Any) -> ItemConfig:
+        section = self.mapping(value, "items", allowed=("default", "discount", "tax", "proration", "refund",
+                                                        "by_price", "by_product"))
+        single = {name: self.netsuite_id(section.get(name), f"items.{name}")
+                  for name in ("default", "discount", "tax", "proration", "refund")}
+        return ItemConfig(**single, by_price=self.stripe_id_table(section.get("by_price"), "items.by_price", "price_"),
+                          by_product=self.stripe_id_table(section.get("by_product"), "items.by_product", "prod_"))
+
+    def stripe_id_table(self, value: Any, path: str, prefix: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for stripe_id, item in self.mapping(value, path).items():
+            where = f"{path}.{stripe_id}"
+            if not stripe_id.startswith(prefix):
+                self.problem(where, f"{stripe_id!r} is not a Stripe id starting with {prefix}",
+                             f"copy the id ({prefix}...) from the Stripe dashboard")
+                continue
+            item_id = self.netsuite_id(item, where, required=True)
+            if item_id:
+                out[stripe_id] = item_id
+        return out
+
+    def accounts(self, value: Any) -> AccountConfig:
+        section = self.mapping(value, "accounts", allowed=("payments", "refunds", "stripe_fees", "bank"))
+        return AccountConfig(**{name: self.netsuite_id(section.get(name), f"accounts.{name}")
+                                for name in ("payments", "refunds", "stripe_fees", "bank")})
