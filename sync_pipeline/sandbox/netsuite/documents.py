@@ -1,0 +1,350 @@
+"""NetSuite's accounting rules per record type: totals from lines, what a document may apply to,
+and the amounts remaining/unapplied that follow.
+
+Each `derive_*` validates a merged record (the stored one with the request's changes) WITHOUT
+changing the state and returns what to commit: its total, the amounts it applies to other
+documents, and the payments a deposit gathers. Re-saving a document therefore recomputes its
+applications (they replace the old ones) instead of adding to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Callable
+
+from .config import AccountRules
+from .errors import (
+    INVALID_KEY_OR_REF,
+    LINE_ITEM_REQUIRED_DETAIL,
+    OUT_OF_BALANCE_DETAIL,
+    bad_request,
+    invalid_reference,
+    missing_values,
+)
+from .schema import (
+    CREDIT_FULLY_APPLIED,
+    CREDIT_OPEN,
+    INVOICE_OPEN,
+    INVOICE_PAID,
+    PAYMENT_DEPOSITED,
+    PAYMENT_NOT_DEPOSITED,
+    quantize,
+)
+
+if TYPE_CHECKING:
+    from .state import NetSuiteState
+
+ZERO = Decimal(0)
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Derived:
+    total: Decimal | None = None
+    outgoing: dict[str, Decimal] = field(default_factory=dict)
+    deposits: frozenset[str] = frozenset()
+
+
+def derive(state: "NetSuiteState", record_type: str, record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    return _DERIVERS[record_type](state, record, rid, rules)
+
+
+# ---- checks shared by the record types ----------------------------------------------------------
+def _check_currency_allowed(state: "NetSuiteState", subsidiary_id: str | None, currency_id: str | None) -> None:
+    if not subsidiary_id or not currency_id:
+        return
+    subsidiary = state.reference["subsidiary"][subsidiary_id]
+    allowed = [str(c) for c in subsidiary.get("allowedCurrencies", [subsidiary.get("currency")])]
+    if currency_id not in allowed:
+        names = ", ".join(state.ref_name("currency", c) for c in allowed)
+        raise bad_request(
+            f"Invalid Field Value {currency_id} for the following field: currency. "
+            f"Currency {state.ref_name('currency', currency_id)} is not allowed for subsidiary {subsidiary_id} "
+            f"({subsidiary['name']}); allowed: {names}.",
+            INVALID_KEY_OR_REF,
+        )
+
+
+def _check_customer_context(state: "NetSuiteState", record: Record, customer_field: str, rules: AccountRules) -> None:
+    """The transaction's subsidiary is its customer's, and its currency is allowed there."""
+    customer = state.get("customer", record.get(customer_field) or "") or {}
+    subsidiary = record.get("subsidiary") or customer.get("subsidiary")
+    if (
+        rules.transaction_subsidiary_must_match_customer
+        and record.get("subsidiary") and customer.get("subsidiary")
+        and record["subsidiary"] != customer["subsidiary"]
+    ):
+        raise bad_request(
+            f"Invalid Field Value {record['subsidiary']} for the following field: subsidiary. "
+            f"The customer {state.ref_name('customer', customer['id'])} belongs to subsidiary "
+            f"{customer['subsidiary']} ({state.ref_name('subsidiary', customer['subsidiary'])}).",
+            INVALID_KEY_OR_REF,
+        )
+    _check_currency_allowed(state, subsidiary, record.get("currency"))
+
+
+def _check_same_party(state: "NetSuiteState", record: Record, customer_field: str, doc_id: str) -> Record:
+    """A document this record applies to must belong to the same customer and be in the same currency."""
+    doc_type = state.type_of[doc_id]
+    doc = state.records[doc_type][doc_id]
+    doc_name = state.ref_name(doc_type, doc_id)
+    if (doc.get("entity") or doc.get("customer")) != record.get(customer_field):
+        raise bad_request(f"{doc_name} belongs to another customer than this transaction's.", INVALID_KEY_OR_REF)
+    if record.get("currency") and doc.get("currency") != record.get("currency"):
+        raise bad_request(
+            f"{doc_name} is in {state.ref_name('currency', doc.get('currency', ''))}, this transaction in "
+            f"{state.ref_name('currency', record['currency'])}.",
+        )
+    return doc
+
+
+def _base_currency(state: "NetSuiteState", subsidiary_id: str | None) -> str:
+    return str(state.reference["subsidiary"].get(subsidiary_id or "1", {}).get("currency", "1"))
+
+
+# ---- amounts remaining ------------------------------------------------------------------------
+def invoice_remaining(state: "NetSuiteState", invoice_id: str, excluding: str | None = None) -> Decimal:
+    return state.records["invoice"][invoice_id]["total"] - state.applied_to(invoice_id, excluding)
+
+
+def credit_unapplied(state: "NetSuiteState", doc_id: str, excluding: str | None = None) -> Decimal:
+    """What is left of a credit memo or payment after its applications and refunds."""
+    doc = state.records[state.type_of[doc_id]][doc_id]
+    return doc["total"] - state.applied_from(doc_id) - state.applied_to(doc_id, excluding)
+
+
+def _item_total(state: "NetSuiteState", record: Record) -> Decimal:
+    """Sum of item lines; a line without amount is quantity x rate, rounded to the currency's precision."""
+    precision = state.precision(record.get("currency"))
+    total = ZERO
+    for line in record.get("item", []):
+        if not line.get("item"):
+            raise missing_values(["Item"])
+        amount = line.get("amount")
+        if amount is None:
+            if line.get("rate") is None:
+                raise missing_values(["Amount"])
+            amount = line.get("quantity", Decimal(1)) * line["rate"]
+        line["amount"] = quantize(amount, precision)
+        total += line["amount"]
+    if total < 0:
+        raise bad_request("The total of this transaction cannot be negative.")
+    return total
+
+
+def _apply_lines(
+    state: "NetSuiteState",
+    record: Record,
+    rid: str | None,
+    customer_field: str,
+    remaining_of: Callable[["NetSuiteState", str, str | None], Decimal],
+    budget: Decimal | None,
+) -> dict[str, Decimal]:
+    """The `apply` sublist -> {document id: amount}; each amount within the document's remaining.
+
+    A line without amount takes what the document has remaining (bounded by what is left of `budget`).
+    """
+    precision = state.precision(record.get("currency"))
+    applied: dict[str, Decimal] = {}
+    for line in record.get("apply", []):
+        if line.get("apply") is False:
+            continue
+        doc_id = line.get("doc")
+        if not doc_id:
+            raise missing_values(["Applied To"])
+        _check_same_party(state, record, customer_field, doc_id)
+        remaining = remaining_of(state, doc_id, rid) - applied.get(doc_id, ZERO)
+        if line.get("amount") is None:
+            left = None if budget is None else budget - sum(applied.values(), ZERO)
+            amount = remaining if left is None else min(remaining, left)
+        else:
+            amount = quantize(line["amount"], precision)
+        if amount < 0:
+            raise bad_request("An applied amount cannot be negative.")
+        if amount > remaining:
+            raise bad_request(
+                f"You cannot apply {amount} to {state.ref_name(state.type_of[doc_id], doc_id)}: "
+                f"its amount remaining is {remaining}."
+            )
+        line["amount"] = amount
+        if amount:
+            applied[doc_id] = applied.get(doc_id, ZERO) + amount
+    return applied
+
+
+# ---- per record type --------------------------------------------------------------------------
+def derive_customer(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    _check_currency_allowed(state, record.get("subsidiary"), record.get("currency"))
+    return Derived()
+
+
+def derive_invoice(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    _check_customer_context(state, record, "entity", rules)
+    total = _item_total(state, record)
+    applied = state.applied_to(rid) if rid else ZERO
+    if total < applied:
+        raise bad_request(f"The total {total} is less than the amount already applied to this invoice ({applied}).")
+    return Derived(total=total)
+
+
+def derive_credit_memo(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    """Applies to its `createdFrom` invoice while that is open; on a paid invoice it stays unapplied credit."""
+    _check_customer_context(state, record, "entity", rules)
+    total = _item_total(state, record)
+    refunded = state.applied_to(rid) if rid else ZERO
+    if total < refunded:
+        raise bad_request(f"The total {total} is less than the amount already refunded from this credit ({refunded}).")
+    outgoing: dict[str, Decimal] = {}
+    invoice_id = record.get("createdFrom")
+    if invoice_id:
+        _check_same_party(state, record, "entity", invoice_id)
+        amount = min(total - refunded, invoice_remaining(state, invoice_id, rid))
+        if amount > 0:
+            outgoing[invoice_id] = amount
+    return Derived(total=total, outgoing=outgoing)
+
+
+def derive_customer_payment(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    _check_customer_context(state, record, "customer", rules)
+    payment = quantize(record["payment"], state.precision(record.get("currency")))
+    if payment < 0:
+        raise bad_request("The payment amount cannot be negative.")
+    record["payment"] = payment
+    outgoing = _apply_lines(state, record, rid, "customer", invoice_remaining, budget=payment)
+    applied = sum(outgoing.values(), ZERO)
+    if applied > payment:
+        raise bad_request(f"The total applied ({applied}) exceeds the payment amount ({payment}).")
+    refunded = state.applied_to(rid) if rid else ZERO
+    if applied + refunded > payment:
+        raise bad_request(f"The payment amount {payment} is less than what is applied ({applied}) and refunded ({refunded}).")
+    return Derived(total=payment, outgoing=outgoing)
+
+
+def derive_customer_refund(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    """Pays back a credit memo's or payment's unapplied money; cannot take more than is unapplied."""
+    _check_customer_context(state, record, "customer", rules)
+    outgoing = _apply_lines(state, record, rid, "customer", credit_unapplied, budget=None)
+    if not outgoing:
+        raise bad_request(LINE_ITEM_REQUIRED_DETAIL)
+    return Derived(total=sum(outgoing.values(), ZERO), outgoing=outgoing)
+
+
+def derive_deposit(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    """Customer payments (each in one deposit only) + other lines (fees are negative) - cash back."""
+    account_id = record.get("account")
+    if account_id and state.reference["account"][account_id].get("acctType") != "Bank":
+        raise invalid_reference("account", account_id)
+    payment_ids = _deposited_payments(state, record, rid)
+    currency = record.get("currency") or (
+        state.records["customerPayment"][payment_ids[0]]["currency"] if payment_ids
+        else _base_currency(state, record.get("subsidiary"))
+    )
+    _check_currency_allowed(state, record.get("subsidiary"), currency)
+    total = ZERO
+    for payment_id in payment_ids:
+        payment = state.records["customerPayment"][payment_id]
+        if payment.get("currency") != currency:
+            raise bad_request(f"{state.ref_name('customerPayment', payment_id)} is not in this deposit's currency.")
+        total += payment["total"]
+    precision = state.precision(currency)
+    total += _account_lines_total(record.get("other", []), precision, allow_negative=True)
+    total -= _account_lines_total(record.get("cashBack", []), precision, allow_negative=False)
+    if not (payment_ids or record.get("other") or record.get("cashBack")):
+        raise bad_request(LINE_ITEM_REQUIRED_DETAIL)
+    return Derived(total=total, deposits=frozenset(payment_ids))
+
+
+def _deposited_payments(state: "NetSuiteState", record: Record, rid: str | None) -> list[str]:
+    payment_ids: list[str] = []
+    for line in record.get("payment", []):
+        if line.get("deposit") is False:
+            continue
+        payment_id = line.get("doc")
+        if not payment_id:
+            raise missing_values(["Payment"])
+        holder = state.deposited_in.get(payment_id)
+        if holder not in (None, rid) or payment_id in payment_ids:
+            raise bad_request(f"{state.ref_name('customerPayment', payment_id)} has already been deposited.")
+        line["amount"] = state.records["customerPayment"][payment_id]["total"]
+        payment_ids.append(payment_id)
+    return payment_ids
+
+
+def _account_lines_total(lines: list[Record], precision: int, allow_negative: bool) -> Decimal:
+    total = ZERO
+    for line in lines:
+        if not line.get("account"):
+            raise missing_values(["Account"])
+        if line.get("amount") is None:
+            raise missing_values(["Amount"])
+        line["amount"] = quantize(line["amount"], precision)
+        if line["amount"] < 0 and not allow_negative:
+            raise bad_request("A cash back amount cannot be negative.")
+        total += line["amount"]
+    return total
+
+
+def derive_journal_entry(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    currency = record.get("currency") or _base_currency(state, record.get("subsidiary"))
+    _check_currency_allowed(state, record.get("subsidiary"), currency)
+    precision = state.precision(currency)
+    debits = credits = ZERO
+    for line in record.get("line", []):
+        if not line.get("account"):
+            raise missing_values(["Account"])
+        for side in ("debit", "credit"):
+            if line.get(side) is not None:
+                line[side] = quantize(line[side], precision)
+                if line[side] < 0:
+                    raise bad_request(f"A journal line's {side} cannot be negative.")
+        debits += line.get("debit", ZERO)
+        credits += line.get("credit", ZERO)
+    if debits != credits:
+        raise bad_request(OUT_OF_BALANCE_DETAIL)
+    return Derived(total=debits)
+
+
+_DERIVERS: dict[str, Callable[["NetSuiteState", Record, str | None, AccountRules], Derived]] = {
+    "customer": derive_customer,
+    "invoice": derive_invoice,
+    "creditMemo": derive_credit_memo,
+    "customerPayment": derive_customer_payment,
+    "customerRefund": derive_customer_refund,
+    "deposit": derive_deposit,
+    "journalEntry": derive_journal_entry,
+}
+
+
+# ---- read side ---------------------------------------------------------------------------------
+def status_of(state: "NetSuiteState", record_type: str, rid: str) -> tuple[str, str] | None:
+    if record_type == "invoice":
+        return INVOICE_OPEN if invoice_remaining(state, rid) > 0 else INVOICE_PAID
+    if record_type == "creditMemo":
+        return CREDIT_OPEN if credit_unapplied(state, rid) > 0 else CREDIT_FULLY_APPLIED
+    if record_type == "customerPayment":
+        return PAYMENT_DEPOSITED if rid in state.deposited_in else PAYMENT_NOT_DEPOSITED
+    return None
+
+
+def amount_remaining(state: "NetSuiteState", record_type: str, rid: str) -> Decimal | None:
+    """SuiteQL's foreignamountremaining: open balance of an invoice, unapplied credit of a memo or payment."""
+    if record_type == "invoice":
+        return invoice_remaining(state, rid)
+    if record_type in ("creditMemo", "customerPayment"):
+        return credit_unapplied(state, rid)
+    return None
+
+
+def derived_fields(state: "NetSuiteState", record_type: str, rid: str) -> dict[str, Any]:
+    """Read-only fields a GET shows: amounts remaining/applied and the status."""
+    status = status_of(state, record_type, rid)
+    fields: dict[str, Any] = {}
+    if record_type == "invoice":
+        remaining = invoice_remaining(state, rid)
+        fields = {"amountRemaining": remaining, "amountPaid": state.records["invoice"][rid]["total"] - remaining}
+    elif record_type in ("creditMemo", "customerPayment"):
+        fields = {"applied": state.applied_from(rid), "unapplied": credit_unapplied(state, rid)}
+    if status:
+        fields["status"] = {"id": status[0], "refName": status[1]}
+    return fields

@@ -1,0 +1,419 @@
+"""A SuiteQL subset over the `customer` and `transaction` tables.
+
+Supported: `SELECT * | col [AS alias], ... | COUNT(*) [AS alias] FROM customer|transaction [alias]
+[WHERE ...] [ORDER BY col [ASC|DESC], ...]`, where conditions combine with AND / OR / NOT and
+parentheses: `col = | <> | != | < | <= | > | >= value`, `col [NOT] IN (v, ...)`,
+`col [NOT] LIKE 'x%'`, `col IS [NOT] NULL`; values are 'strings', numbers or
+TO_DATE('2026-11-02', 'YYYY-MM-DD'). Anything else is refused with NetSuite's 400.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import documents
+from .errors import INVALID_PARAMETER, SUITEQL_ERROR_PREFIX, bad_request
+from .schema import TRANSACTION_TYPE_CODES, TRANSACTION_TYPES
+
+if TYPE_CHECKING:
+    from .state import NetSuiteState
+
+# How items carry values (NetSuite's SuiteQL sends every value as a string and leaves out null
+# columns; numbers lose trailing zeros: 100.00 -> "100"). Dates are ISO 'YYYY-MM-DD' here (NetSuite
+# uses the account's date format preference).
+SUITEQL_VALUES_AS_STRINGS = True
+SUITEQL_OMITS_NULL_COLUMNS = True
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 1000
+# NetSuite refuses an offset that is not a multiple of the limit (pages follow the `next` links).
+OFFSET_MUST_BE_MULTIPLE_OF_LIMIT = True
+SUITEQL_PATH = "/services/rest/query/v1/suiteql"
+
+Row = dict[str, Any]
+Predicate = Callable[[Row], bool]
+
+# ---- tables -------------------------------------------------------------------------------------
+TRANSACTION_COLUMNS = (
+    "id", "externalid", "tranid", "type", "recordtype", "entity", "currency", "subsidiary", "trandate", "duedate",
+    "foreigntotal", "foreignamountremaining", "status", "createdfrom", "memo", "department", "class", "location",
+    "account", "createddate", "lastmodifieddate",
+)
+CUSTOMER_COLUMNS = (
+    "id", "externalid", "entityid", "companyname", "firstname", "lastname", "email", "subsidiary", "currency",
+    "isperson", "isinactive", "datecreated", "lastmodifieddate",
+)
+TABLE_COLUMNS = {"transaction": TRANSACTION_COLUMNS, "customer": CUSTOMER_COLUMNS}
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value not in (None, "") and str(value).isdigit() else None
+
+
+def _flag(value: Any) -> str:
+    return "T" if value is True else "F"
+
+
+def transaction_rows(state: "NetSuiteState") -> list[Row]:
+    rows = []
+    for record_type in TRANSACTION_TYPES:
+        for record in state.iter_records(record_type):
+            rid = record["id"]
+            customer_id = record.get("entity") or record.get("customer")
+            customer = state.get("customer", customer_id or "") or {}
+            status = documents.status_of(state, record_type, rid)
+            rows.append({
+                "id": int(rid), "externalid": record.get("externalId"), "tranid": record.get("tranId"),
+                "type": TRANSACTION_TYPE_CODES[record_type], "recordtype": record_type.lower(),
+                "entity": _int_or_none(customer_id), "currency": _int_or_none(record.get("currency")),
+                "subsidiary": _int_or_none(record.get("subsidiary") or customer.get("subsidiary")),
+                "trandate": record.get("tranDate"), "duedate": record.get("dueDate"),
+                "foreigntotal": record.get("total"),
+                "foreignamountremaining": documents.amount_remaining(state, record_type, rid),
+                "status": status[0] if status else None, "createdfrom": _int_or_none(record.get("createdFrom")),
+                "memo": record.get("memo"), "department": _int_or_none(record.get("department")),
+                "class": _int_or_none(record.get("class")), "location": _int_or_none(record.get("location")),
+                "account": _int_or_none(record.get("account")), "createddate": record.get("createdDate"),
+                "lastmodifieddate": record.get("lastModifiedDate"),
+            })
+    return rows
+
+
+def customer_rows(state: "NetSuiteState") -> list[Row]:
+    return [
+        {
+            "id": int(record["id"]), "externalid": record.get("externalId"), "entityid": record.get("entityId"),
+            "companyname": record.get("companyName"), "firstname": record.get("firstName"),
+            "lastname": record.get("lastName"), "email": record.get("email"),
+            "subsidiary": _int_or_none(record.get("subsidiary")), "currency": _int_or_none(record.get("currency")),
+            "isperson": _flag(record.get("isPerson")), "isinactive": _flag(record.get("isInactive")),
+            "datecreated": record.get("createdDate"), "lastmodifieddate": record.get("lastModifiedDate"),
+        }
+        for record in state.iter_records("customer")
+    ]
+
+
+TABLE_ROWS: dict[str, Callable[["NetSuiteState"], list[Row]]] = {"transaction": transaction_rows, "customer": customer_rows}
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+def query_error(message: str):
+    return bad_request(SUITEQL_ERROR_PREFIX + message, INVALID_PARAMETER)
+
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+(?:\.\d+)?)|(?P<op><=|>=|<>|!=|=|<|>)"
+    r"|(?P<punct>[(),*])|(?P<word>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?))"
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str
+    text: str
+
+    @property
+    def upper(self) -> str:
+        return self.text.upper()
+
+
+def tokenize(sql: str) -> list[Token]:
+    tokens, position, text = [], 0, sql.strip().rstrip(";")
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            raise query_error(f"Unsupported SuiteQL near '{text[position:position + 20].strip()}'.")
+        kind = match.lastgroup or ""
+        tokens.append(Token(kind, match.group(kind)))
+        position = match.end()
+        while position < len(text) and text[position].isspace():
+            position += 1
+    return tokens
+
+
+@dataclass
+class Query:
+    table: str
+    columns: list[tuple[str, str]]  # (column, output name)
+    count_alias: str | None
+    where: Predicate | None
+    order: list[tuple[str, bool]]  # (column, descending)
+
+
+class _Parser:
+    """Recursive descent over the tokens; column names are checked against the table."""
+
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+        self.position = 0
+        self.table = ""
+
+    # token helpers
+    def peek(self, offset: int = 0) -> Token | None:
+        index = self.position + offset
+        return self.tokens[index] if index < len(self.tokens) else None
+
+    def take(self) -> Token:
+        token = self.peek()
+        if token is None:
+            raise query_error("Unexpected end of the query.")
+        self.position += 1
+        return token
+
+    def accept(self, *words: str) -> bool:
+        token = self.peek()
+        if token is not None and token.upper in words:
+            self.position += 1
+            return True
+        return False
+
+    def expect(self, word: str) -> None:
+        token = self.peek()
+        if not self.accept(word):
+            raise query_error(f"Expected {word} near '{token.text if token else 'end of query'}'.")
+
+    # grammar
+    def parse(self) -> Query:
+        self.expect("SELECT")
+        select_start = self.position
+        while self.peek() is not None and self.peek().upper != "FROM":  # type: ignore[union-attr]
+            self.position += 1
+        select_end = self.position
+        self.expect("FROM")
+        self.table = self.take().text.lower()
+        if self.table not in TABLE_COLUMNS:
+            raise query_error(f"Record '{self.table}' was not found.")
+        if self.peek() is not None and self.peek().kind == "word" and self.peek().upper not in ("WHERE", "ORDER"):  # type: ignore[union-attr]
+            self.position += 1  # table alias
+        after_from = self.position
+        self.position = select_start
+        columns, count_alias = self.select_list(select_end)
+        self.position = after_from
+        where = self.condition() if self.accept("WHERE") else None
+        order = self.order_by() if self.accept("ORDER") else []
+        if self.peek() is not None:
+            raise query_error(f"Unsupported SuiteQL near '{self.peek().text}'.")  # type: ignore[union-attr]
+        return Query(self.table, columns, count_alias, where, order)
+
+    def column(self) -> str:
+        token = self.take()
+        if token.kind != "word":
+            raise query_error(f"Expected a column near '{token.text}'.")
+        name = token.text.split(".")[-1].lower()
+        if name not in TABLE_COLUMNS[self.table]:
+            raise query_error(f"Field '{name}' for record '{self.table}' was not found.")
+        return name
+
+    def alias(self, default: str) -> str:
+        if self.accept("AS"):
+            return self.take().text.lower()
+        return default
+
+    def select_list(self, end: int) -> tuple[list[tuple[str, str]], str | None]:
+        if self.accept("*"):
+            return [(c, c) for c in TABLE_COLUMNS[self.table]], None
+        if self.peek() is not None and self.peek().upper == "COUNT":  # type: ignore[union-attr]
+            self.position += 1
+            for symbol in ("(", "*", ")"):
+                self.expect(symbol)
+            alias = self.alias("expr1")
+            if self.position != end:
+                raise query_error("COUNT(*) cannot be combined with other columns (no GROUP BY in this subset).")
+            return [], alias
+        columns = []
+        while True:
+            name = self.column()
+            columns.append((name, self.alias(name)))
+            if self.position >= end or not self.accept(","):
+                break
+        if self.position != end:
+            raise query_error(f"Unsupported select list near '{self.peek().text}'.")  # type: ignore[union-attr]
+        return columns, None
+
+    def order_by(self) -> list[tuple[str, bool]]:
+        self.expect("BY")
+        order = []
+        while True:
+            name = self.column()
+            descending = self.accept("DESC")
+            if not descending:
+                self.accept("ASC")
+            order.append((name, descending))
+            if not self.accept(","):
+                return order
+
+    def condition(self) -> Predicate:
+        parts = [self.conjunction()]
+        while self.accept("OR"):
+            parts.append(self.conjunction())
+        return parts[0] if len(parts) == 1 else (lambda row: any(p(row) for p in parts))
+
+    def conjunction(self) -> Predicate:
+        parts = [self.unary()]
+        while self.accept("AND"):
+            parts.append(self.unary())
+        return parts[0] if len(parts) == 1 else (lambda row: all(p(row) for p in parts))
+
+    def unary(self) -> Predicate:
+        if self.accept("NOT"):
+            inner = self.unary()
+            return lambda row: not inner(row)
+        if self.accept("("):
+            inner = self.condition()
+            self.expect(")")
+            return inner
+        return self.predicate()
+
+    def predicate(self) -> Predicate:
+        name = self.column()
+        negate = self.accept("NOT")
+        if self.accept("IN"):
+            values = self.value_list()
+            return lambda row: (row[name] is not None and any(_compare(row[name], v) == 0 for v in values)) != negate
+        if self.accept("LIKE"):
+            pattern = _like_pattern(self.literal())
+            return lambda row: (row[name] is not None and bool(pattern.fullmatch(str(row[name])))) != negate
+        if negate:
+            raise query_error("NOT must be followed by IN or LIKE here.")
+        if self.accept("IS"):
+            is_not = self.accept("NOT")
+            self.expect("NULL")
+            return lambda row: (row[name] is None) != is_not
+        token = self.take()
+        if token.kind != "op":
+            raise query_error(f"Unsupported operator near '{token.text}'.")
+        value = self.literal()
+        test = _OPERATORS[token.text]
+        return lambda row: (c := _compare(row[name], value)) is not None and test(c)
+
+    def value_list(self) -> list[Any]:
+        self.expect("(")
+        values = [self.literal()]
+        while self.accept(","):
+            values.append(self.literal())
+        self.expect(")")
+        return values
+
+    def literal(self) -> Any:
+        token = self.take()
+        if token.kind == "string":
+            return token.text[1:-1].replace("''", "'")
+        if token.kind == "number":
+            return Decimal(token.text)
+        if token.upper == "TO_DATE":
+            self.expect("(")
+            text = self.literal()
+            if self.accept(","):
+                if str(self.literal()).upper() != "YYYY-MM-DD":
+                    raise query_error("TO_DATE supports only the format 'YYYY-MM-DD'.")
+            self.expect(")")
+            return str(text)
+        raise query_error(f"Expected a value near '{token.text}'.")
+
+
+_OPERATORS: dict[str, Callable[[int], bool]] = {
+    "=": lambda c: c == 0, "<>": lambda c: c != 0, "!=": lambda c: c != 0,
+    "<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0,
+}
+
+
+def _compare(value: Any, literal: Any) -> int | None:
+    """-1/0/1, numerically for number columns, as text otherwise; None when either side is null."""
+    if value is None or literal is None:
+        return None
+    if isinstance(value, (int, Decimal)):
+        try:
+            left, right = Decimal(value), Decimal(str(literal))
+        except InvalidOperation:
+            return None
+    else:
+        left, right = str(value), str(literal)  # type: ignore[assignment]
+    return (left > right) - (left < right)
+
+
+def _like_pattern(text: Any) -> re.Pattern[str]:
+    parts = ("." if ch == "_" else ".*" if ch == "%" else re.escape(ch) for ch in str(text))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def parse(sql: str) -> Query:
+    return _Parser(tokenize(sql)).parse()
+
+
+# ---- execution ----------------------------------------------------------------------------------
+def _format(value: Any) -> Any:
+    if not SUITEQL_VALUES_AS_STRINGS:
+        return value
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
+
+
+def _item(row: Row, columns: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "links": [],
+        **{out: _format(row[col]) for col, out in columns if not (SUITEQL_OMITS_NULL_COLUMNS and row[col] is None)},
+    }
+
+
+def _sorted(rows: list[Row], order: list[tuple[str, bool]]) -> list[Row]:
+    rows = sorted(rows, key=lambda row: row["id"])
+    for name, descending in reversed(order):
+        present = [r for r in rows if r[name] is not None]
+        missing = [r for r in rows if r[name] is None]
+        present.sort(key=lambda row: row[name], reverse=descending)
+        # Oracle puts nulls last ascending and first descending.
+        rows = missing + present if descending else present + missing
+    return rows
+
+
+def check_paging(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise bad_request(f"Invalid 'limit' parameter value. The value must be between 1 and {MAX_PAGE_SIZE}.",
+                          INVALID_PARAMETER)
+    if offset < 0 or (OFFSET_MUST_BE_MULTIPLE_OF_LIMIT and offset % limit):
+        raise bad_request("Invalid 'offset' parameter value. The offset must be a non-negative multiple of limit.",
+                          INVALID_PARAMETER)
+
+
+def execute(state: "NetSuiteState", sql: str, limit: int, offset: int, base_url: str) -> dict[str, Any]:
+    """Run a query and return NetSuite's page: links, count, hasMore, offset, totalResults, items."""
+    check_paging(limit, offset)
+    query = parse(sql)
+    with state.lock:
+        rows = TABLE_ROWS[query.table](state)
+    if query.where is not None:
+        rows = [row for row in rows if query.where(row)]
+    if query.count_alias is not None:
+        total = 1
+        items = [{"links": [], query.count_alias: _format(len(rows))}][offset:offset + limit]
+    else:
+        total = len(rows)
+        items = [_item(row, query.columns) for row in _sorted(rows, query.order)[offset:offset + limit]]
+    has_more = offset + len(items) < total
+    return {
+        "links": _page_links(base_url, limit, offset, total, has_more),
+        "count": len(items),
+        "hasMore": has_more,
+        "offset": offset,
+        "totalResults": total,
+        "items": items,
+    }
+
+
+def _page_links(base_url: str, limit: int, offset: int, total: int, has_more: bool) -> list[dict[str, str]]:
+    def href(at: int) -> str:
+        return f"{base_url}{SUITEQL_PATH}?limit={limit}&offset={at}"
+
+    last = max(0, (total - 1) // limit * limit)
+    links = []
+    if offset > 0:
+        links.append({"rel": "previous", "href": href(max(0, offset - limit))})
+    links.append({"rel": "first", "href": href(0)})
+    if has_more:
+        links.append({"rel": "next", "href": href(offset + limit)})
+    links.append({"rel": "last", "href": href(last)})
+    links.append({"rel": "self", "href": href(offset)})
+    return links
