@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .config import AccountRules
 from .errors import (
@@ -133,6 +133,16 @@ def _item_total(state: "NetSuiteState", record: Record) -> Decimal:
     return total
 
 
+def _selected_docs(lines: list[Record], flag: str, label: str) -> Iterator[tuple[Record, str]]:
+    """Lines not switched off by `flag` (apply / deposit: false), each with the document it names in `doc`."""
+    for line in lines:
+        if line.get(flag) is False:
+            continue
+        if not line.get("doc"):
+            raise missing_values([label])
+        yield line, line["doc"]
+
+
 def _apply_lines(
     state: "NetSuiteState",
     record: Record,
@@ -147,12 +157,7 @@ def _apply_lines(
     """
     precision = state.precision(record.get("currency"))
     applied: dict[str, Decimal] = {}
-    for line in record.get("apply", []):
-        if line.get("apply") is False:
-            continue
-        doc_id = line.get("doc")
-        if not doc_id:
-            raise missing_values(["Applied To"])
+    for line, doc_id in _selected_docs(record.get("apply", []), "apply", "Applied To"):
         _check_same_party(state, record, customer_field, doc_id)
         remaining = remaining_of(state, doc_id, rid) - applied.get(doc_id, ZERO)
         if line.get("amount") is None:
@@ -257,12 +262,7 @@ def derive_deposit(state: "NetSuiteState", record: Record, rid: str | None, rule
 
 def _deposited_payments(state: "NetSuiteState", record: Record, rid: str | None) -> list[str]:
     payment_ids: list[str] = []
-    for line in record.get("payment", []):
-        if line.get("deposit") is False:
-            continue
-        payment_id = line.get("doc")
-        if not payment_id:
-            raise missing_values(["Payment"])
+    for line, payment_id in _selected_docs(record.get("payment", []), "deposit", "Payment"):
         holder = state.deposited_in.get(payment_id)
         if holder not in (None, rid) or payment_id in payment_ids:
             raise bad_request(f"{state.ref_name('customerPayment', payment_id)} has already been deposited.")

@@ -301,11 +301,9 @@ class NetSuiteState:
         sublists = SUBLISTS.get(record_type, ())
         fields: dict[str, Any] = {}
         for name, value in body.items():
-            if name in READ_ONLY_FIELDS:
-                continue
-            if name in sublists:
+            if name in sublists:  # before the read-only check: journalEntry's sublist is called `line`
                 fields[name] = self._normalize_sublist(record_type, name, value)
-            else:
+            elif name not in READ_ONLY_FIELDS:
                 fields[name] = self._normalize_value(record_type, name, value)
         return fields
 
