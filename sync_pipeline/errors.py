@@ -91,7 +91,7 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
               "{record_label} {external_id}: Stripe field `{field}` is {value!s}, expected {expected}",
               "check the Stripe object {source_id} (API version 2026-10-28.endive shapes expected)"),
     ErrorKind("CURRENCY_NOT_ALLOWED",
-              "{record_label} {external_id}: currency {currency} is not allowed for subsidiary {subsidiary}",
+              "{record_label} {external_id}: {currency} is not allowed for subsidiary {subsidiary}",
               "map {currency} to a subsidiary that allows it under `currencies:` in field_mapping.yaml, "
               "or enable the currency for subsidiary {subsidiary} in NetSuite"),
     ErrorKind("VALIDATION_FAILED",
@@ -217,8 +217,11 @@ _PLEASE_ENTER_ONE = re.compile(r"Please enter a value for \[(?P<field>[^\]]+)\]"
 _INVALID_VALUE = re.compile(r"Invalid Field Value (?P<value>.*?) for the following field:\s*(?P<field>[\w.\[\]]+)",
                             re.IGNORECASE)
 _ALREADY_EXISTS = re.compile(r"already exists", re.IGNORECASE)
-_CURRENCY_SUBSIDIARY = re.compile(r"currency.*subsidiar|subsidiar.*currency", re.IGNORECASE)
-_OVER_APPLIED = re.compile(r"(appl\w*).*(exceed|more than|greater than)|(exceed|more than).*(due|remaining)",
+_CURRENCY_SUBSIDIARY = re.compile(r"currency\b.*\bnot allowed for (the )?subsidiary", re.IGNORECASE)
+_OVER_APPLIED = re.compile(r"cannot apply|appl\w*.*(exceed|more than|greater than)|(exceed|more than).*(due|remaining)",
+                           re.IGNORECASE)
+_APPLY_DETAIL = re.compile(r"apply (?P<applied>-?\d[\d,]*(?:\.\d+)?) to (?P<doc>.+?): its amount remaining is "
+                           r"(?P<available>-?\d[\d,]*(?:\.\d+)?)",
                            re.IGNORECASE)
 _NONEXISTENT_FIELD = re.compile(r"field[^\w]+(?P<field>\w+)[^\w]*(does not exist|is not valid|unknown)",
                                 re.IGNORECASE)
@@ -312,6 +315,10 @@ def _classify_detail(item: Mapping, body_sent: Mapping | None, common: dict) -> 
         field = _field_for_label(field, record_type) if field and not path else field
         return make_issue("MISSING_REQUIRED_FIELD", **common, field=field,
                           how=missing_field_fix(record_type, field, subsidiary))
+    if _CURRENCY_SUBSIDIARY.search(text):
+        ref = _ref_in(body_sent, "currency") or {}
+        return make_issue("CURRENCY_NOT_ALLOWED", **common, field="currency", value=ref.get("id"),
+                          currency=f"currency id {ref.get('id', '?')}", subsidiary=subsidiary or "?")
     if match := _INVALID_VALUE.search(text):
         return _reference_issue(path or match["field"], match["value"].strip(), text, body_sent, common)
     if code in REFERENCE_CODES:
@@ -324,12 +331,12 @@ def _classify_detail(item: Mapping, body_sent: Mapping | None, common: dict) -> 
     if code == "NONEXISTENT_FIELD" or (match := _NONEXISTENT_FIELD.search(text)):
         field = path or (match["field"] if match else "?")
         return make_issue("NONEXISTENT_FIELD", **common, field=field, detail=text)
-    if _CURRENCY_SUBSIDIARY.search(text):
-        ref = _ref_in(body_sent, "currency") or {}
-        return make_issue("CURRENCY_NOT_ALLOWED", **common, field="currency", value=ref.get("id"),
-                          currency=f"currency {ref.get('id', '?')}", subsidiary=subsidiary or "?")
     if _OVER_APPLIED.search(text):
-        return make_issue("OVER_APPLIED", **common, field="apply", applied="more", doc="the document",
+        parts = _APPLY_DETAIL.search(text)
+        if parts:
+            return make_issue("OVER_APPLIED", **common, field="apply", value=parts["applied"],
+                              applied=parts["applied"], doc=parts["doc"], available=parts["available"])
+        return make_issue("OVER_APPLIED", **common, field="apply", applied="more", doc="a document",
                           available=f"what remains open (NetSuite: {text})")
     return None
 
