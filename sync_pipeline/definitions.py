@@ -1,15 +1,20 @@
 """The code location `sync_pipeline`: assets, checks, jobs, schedules, sensors and resources."""
 
-from __future__ import annotations
-
 import os
 
 import dagster as dg
 
 from sync_pipeline import settings
+from sync_pipeline.assets import netsuite as netsuite_assets
 from sync_pipeline.assets import quality
+from sync_pipeline.assets import stripe as stripe_assets
 from sync_pipeline.io_managers import ParquetIOManager
+from sync_pipeline.partitions import daily_partitions
+from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
+from sync_pipeline.resources.netsuite import NetSuiteResource
+from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.schedules import build_daily_sync_schedule
 
 # Malformed settings stop the code location from loading with one line naming the variable.
 # Missing ones are reported when a run needs them (`sync-pipeline check-config` lists all).
@@ -23,12 +28,35 @@ def _env_or_default(name: str, default: str) -> str | dg.EnvVar:
 
 def build_resources() -> dict[str, object]:
     return {
+        "stripe": StripeResource(
+            api_key=dg.EnvVar("STRIPE_API_KEY"),
+            api_base=dg.EnvVar("STRIPE_API_BASE") if os.environ.get("STRIPE_API_BASE") else None,
+            webhook_secret=dg.EnvVar("STRIPE_WEBHOOK_SECRET") if os.environ.get("STRIPE_WEBHOOK_SECRET") else None,
+        ),
+        "netsuite": NetSuiteResource(
+            account_id=dg.EnvVar("NETSUITE_ACCOUNT_ID"),
+            consumer_key=dg.EnvVar("NETSUITE_CONSUMER_KEY"),
+            consumer_secret=dg.EnvVar("NETSUITE_CONSUMER_SECRET"),
+            token_id=dg.EnvVar("NETSUITE_TOKEN_ID"),
+            token_secret=dg.EnvVar("NETSUITE_TOKEN_SECRET"),
+            base_url=dg.EnvVar("NETSUITE_BASE_URL") if os.environ.get("NETSUITE_BASE_URL") else None,
+            concurrency=dg.EnvVar.int("NETSUITE_CONCURRENCY") if os.environ.get("NETSUITE_CONCURRENCY") else 5,
+        ),
         "ledger": LedgerResource(database_url=_env_or_default("SYNC_DATABASE_URL", settings.default_database_url())),
-        "io_manager": ParquetIOManager(base_dir=str(settings.dagster_home() / "snapshots")),
+        "field_mapping": FieldMappingResource(path=os.path.abspath(settings.get("SYNC_FIELD_MAPPING") or "")),
+        "io_manager": ParquetIOManager(base_dir=str(settings.dagster_home().resolve() / "snapshots")),
     }
 
 
+stripe_to_netsuite = dg.define_asset_job(
+    "stripe_to_netsuite",
+    selection=dg.AssetSelection.groups("stripe", "netsuite", "quality"),
+    description="One day of Stripe activity into NetSuite: extract, map, validate, upsert, report exceptions.",
+)
+
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([quality]),
+    assets=dg.load_assets_from_modules([stripe_assets, netsuite_assets, quality]),
+    jobs=[stripe_to_netsuite],
+    schedules=[build_daily_sync_schedule(stripe_to_netsuite, daily_partitions.start.date().isoformat())],
     resources=build_resources(),
 )

@@ -52,6 +52,8 @@ def _materialize_exceptions_report(instance: dg.DagsterInstance, ledger_url: str
         [sync_exceptions],
         instance=instance,
         resources={"ledger": ledger, "io_manager": ParquetIOManager(base_dir=str(snapshot_dir))},
+        partition_key="2026-11-02",
+        selection=[sync_exceptions.key],
     )
 
 

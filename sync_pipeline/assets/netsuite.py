@@ -1,0 +1,312 @@
+"""Sync assets: map a day of Stripe documents to NetSuite records, validate them, upsert them in order.
+
+`netsuite_sync_plan` maps and validates (nothing is written there; invalid records go to
+`sync_exceptions`), its blocking `required_fields` check guards every write, and one asset per record
+type writes in NetSuite's dependency order: customer → invoice → payment → credit memo → refund.
+"""
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+
+import dagster as dg
+import pandas as pd
+
+from sync_pipeline import sync
+from sync_pipeline.mapping import netsuite as ns
+from sync_pipeline.mapping.external_ids import netsuite_external_id
+from sync_pipeline.mapping.field_mapping import FieldMapping
+from sync_pipeline.mapping.money import to_decimal
+from sync_pipeline.partitions import daily_partitions
+from sync_pipeline.resources import jsonbody
+from sync_pipeline.resources.field_mapping import FieldMappingResource
+from sync_pipeline.resources.ledger import LedgerResource
+from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
+from sync_pipeline.schemas.netsuite import validate_records
+
+NETSUITE_POOL = "netsuite_api"
+REQUIRED_FIELDS_CHECK = "required_fields"
+NO_DUPLICATES_CHECK = "no_duplicate_external_ids"
+TOTALS_CHECK = "totals_match_stripe"
+
+VALID, QUARANTINED, SKIPPED = "valid", "quarantined", "skipped"
+PLAN_COLUMNS = ["record_type", "external_id", "source_id", "status", "depends_on", "currency", "amount_minor", "body",
+                "error_code", "field", "value", "message", "fix"]
+
+# NetSuite's SuiteQL `transaction.type` per record type we write.
+TRANSACTION_TYPES = {ns.INVOICE: "CustInvc", ns.CUSTOMER_PAYMENT: "CustPymt", ns.CREDIT_MEMO: "CustCred",
+                     ns.CUSTOMER_REFUND: "CustRfnd"}
+SYNC_ORDER = (ns.CUSTOMER, ns.INVOICE, ns.CUSTOMER_PAYMENT, ns.CREDIT_MEMO, ns.CUSTOMER_REFUND)
+SUITEQL_IN_CHUNK = 500
+
+
+# -- the plan: pure mapping + validation over the partition's documents ------------------------------
+
+def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], fm: FieldMapping) -> ns.MappingResult:
+    result = ns.MappingResult()
+    for tree in invoice_trees:
+        result.extend(ns.map_invoice_tree(tree["invoice"], fm, customer=tree.get("customer"),
+                                          invoice_payments=tree.get("invoice_payments") or (),
+                                          charges=tree.get("charges") or (), refunds=tree.get("refunds") or ()))
+    for tree in charge_trees:
+        charge, customer = tree["charge"], tree.get("customer")
+        if isinstance(customer, dict):
+            result.extend(ns.map_customer(customer, fm, currency=charge.get("currency")))
+        result.extend(ns.map_charge_payment(charge, fm, customer=customer))
+        for refund in tree.get("refunds") or ():
+            result.extend(ns.map_refund(refund, charge, None, fm, customer=customer))
+    return result
+
+
+def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequence[ns.Skip]) -> pd.DataFrame:
+    rows = [{"record_type": r.record_type, "external_id": r.external_id, "source_id": r.source_id, "status": VALID,
+             "depends_on": json.dumps(r.depends_on), "currency": r.currency, "amount_minor": r.amount_minor,
+             "body": jsonbody.dumps(r.body)} for r in valid]
+    rows += [{"record_type": i.record_type, "external_id": i.external_id, "source_id": i.source_id,
+              "status": QUARANTINED, "error_code": i.error_code, "field": i.field, "value": i.value,
+              "message": i.message, "fix": i.fix} for i in issues]
+    rows += [{"record_type": s.record_type, "external_id": s.external_id, "source_id": s.source_id, "status": SKIPPED,
+              "message": s.reason} for s in skips]
+    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    frame["amount_minor"] = frame["amount_minor"].fillna(0).astype("int64")
+    return frame
+
+
+def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteRecord]:
+    rows = plan[(plan["record_type"] == record_type) & (plan["status"] == VALID)]
+    return [ns.NetSuiteRecord(record_type=row.record_type, external_id=row.external_id, body=jsonbody.loads(row.body),
+                              source_id=row.source_id, depends_on=tuple(tuple(d) for d in json.loads(row.depends_on)),
+                              amount_minor=int(row.amount_minor), currency=row.currency)
+            for row in rows.itertuples(index=False)]
+
+
+def _trees(frame: pd.DataFrame) -> Iterator[dict]:
+    return (json.loads(t) for t in frame["tree"])
+
+
+def required_fields_check(plan: pd.DataFrame, fm: FieldMapping) -> dg.AssetCheckResult:
+    """Blocking: every record about to be written has what NetSuite requires.
+
+    Records quarantined by validation are reported as a WARN (the rest still syncs); a record in the
+    write set that fails validation would be an ERROR and stops every write of the partition.
+    """
+    write_set = [r for t in SYNC_ORDER for r in records_from_plan(plan, t)]
+    slipped = validate_records(write_set, fm, hold_dependents=False).issues
+    quarantined = plan[plan["status"] == QUARANTINED]
+    by_code = {k: int(v) for k, v in quarantined.groupby("error_code").size().items()} if len(quarantined) else {}
+    metadata = {"records_to_write": len(write_set), "quarantined": len(quarantined),
+                "quarantined_by_error": dg.MetadataValue.json(by_code),
+                "first_quarantined": dg.MetadataValue.md(_issues_markdown(quarantined))}
+    if slipped:
+        return dg.AssetCheckResult(check_name=REQUIRED_FIELDS_CHECK, passed=False,
+                                   severity=dg.AssetCheckSeverity.ERROR,
+                                   metadata={**metadata, "invalid_in_write_set": len(slipped)},
+                                   description=slipped[0].message)
+    return dg.AssetCheckResult(check_name=REQUIRED_FIELDS_CHECK, passed=quarantined.empty,
+                               severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
+                               description=None if quarantined.empty else
+                               f"{len(quarantined)} record(s) held back; see sync_exceptions for the fixes")
+
+
+def _issues_markdown(frame: pd.DataFrame, limit: int = 10) -> str:
+    if frame.empty:
+        return "None."
+    table = frame.head(limit)[["record_type", "external_id", "error_code", "field", "fix"]].to_markdown(index=False)
+    return table + (f"\n\n…and {len(frame) - limit} more in `sync_exceptions`." if len(frame) > limit else "")
+
+
+@dg.asset(
+    group_name="netsuite",
+    partitions_def=daily_partitions,
+    check_specs=[dg.AssetCheckSpec(REQUIRED_FIELDS_CHECK, asset="netsuite_sync_plan", blocking=True,
+                                   description="Every record to write has NetSuite's required fields; "
+                                               "held-back records warn.")],
+    description="The partition's Stripe documents mapped to NetSuite records and validated; nothing is written here.",
+)
+def netsuite_sync_plan(context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame, stripe_charges: pd.DataFrame,
+                       field_mapping: FieldMappingResource, ledger: LedgerResource):
+    fm = field_mapping.load()
+    mapped = map_partition(_trees(stripe_invoices), _trees(stripe_charges), fm)
+    outcome = validate_records(mapped.records, fm)
+    issues = [*mapped.issues, *outcome.issues]
+    sync.quarantine(issues, ledger.get_ledger(), context.partition_key, context.run_id)
+    plan = plan_frame(outcome.valid, issues, mapped.skips)
+    counts = plan.groupby(["record_type", "status"]).size()
+    yield dg.Output(plan, metadata={
+        "to_write": dg.MetadataValue.json({t: int(counts.get((t, VALID), 0)) for t in SYNC_ORDER}),
+        "quarantined": len(issues),
+        "skipped": len(mapped.skips),
+        "skipped_reasons": dg.MetadataValue.json(
+            {k: int(v) for k, v in pd.Series([s.reason.split(":")[0] for s in mapped.skips]).value_counts().items()}
+        ),
+    })
+    yield required_fields_check(plan, fm)
+
+
+# -- the writers ---------------------------------------------------------------------------------------
+
+def _suiteql_rows(client: NetSuiteClient, record_type: str, external_ids: Sequence[str],
+                  columns: str = "id, externalid") -> list[dict]:
+    rows: list[dict] = []
+    for start in range(0, len(external_ids), SUITEQL_IN_CHUNK):
+        quoted = ", ".join(f"'{e}'" for e in external_ids[start:start + SUITEQL_IN_CHUNK])  # ids are [A-Za-z0-9_-]
+        if record_type == ns.CUSTOMER:
+            query = f"SELECT {columns} FROM customer WHERE externalid IN ({quoted})"
+        else:
+            query = (f"SELECT {columns} FROM transaction WHERE type = '{TRANSACTION_TYPES[record_type]}' "
+                     f"AND externalid IN ({quoted})")
+        rows.extend(client.suiteql(query))
+    return rows
+
+
+def duplicates_check(client: NetSuiteClient, record_type: str, outcomes: pd.DataFrame) -> dg.AssetCheckResult:
+    """Each external id the partition wrote is in NetSuite exactly once (SuiteQL)."""
+    in_netsuite = outcomes[outcomes["action"].isin([sync.CREATED, sync.UPDATED, sync.UNCHANGED])]
+    expected = list(in_netsuite["external_id"])
+    rows = _suiteql_rows(client, record_type, expected)
+    seen: dict[str, int] = defaultdict(int)
+    for row in rows:
+        seen[str(row.get("externalid"))] += 1
+    duplicates = sorted(e for e, n in seen.items() if n > 1)
+    missing = sorted(set(expected) - set(seen))
+    return dg.AssetCheckResult(
+        check_name=NO_DUPLICATES_CHECK, passed=not duplicates and not missing,
+        metadata={"checked": len(expected), "duplicates": dg.MetadataValue.json(duplicates[:50]),
+                  "missing_in_netsuite": dg.MetadataValue.json(missing[:50])},
+        description=(f"{len(duplicates)} external id(s) twice in NetSuite, {len(missing)} missing "
+                     "(deleted by hand?)") if duplicates or missing else None,
+    )
+
+
+def _currency_codes(fm: FieldMapping) -> dict[str, str]:
+    return {c.netsuite_id: code for code, c in fm.currencies.items()}
+
+
+def totals_check(client: NetSuiteClient, fm: FieldMapping, record_type: str,
+                 stripe_amounts: dict[str, tuple[str, int]]) -> dg.AssetCheckResult:
+    """Stripe's amounts per currency equal NetSuite's, to the cent (exact Decimals)."""
+    stripe_totals: dict[str, Decimal] = defaultdict(Decimal)
+    for currency, amount_minor in stripe_amounts.values():
+        stripe_totals[currency] += to_decimal(amount_minor, currency)
+    rows = _suiteql_rows(client, record_type, list(stripe_amounts), "id, externalid, currency, foreigntotal")
+    codes = _currency_codes(fm)
+    netsuite_totals: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        code = codes.get(str(row.get("currency")), f"currency {row.get('currency')}")
+        netsuite_totals[code] += abs(Decimal(str(row.get("foreigntotal") or "0")))
+    table = []
+    for currency in sorted(set(stripe_totals) | set(netsuite_totals)):
+        s, n = stripe_totals.get(currency, Decimal(0)), netsuite_totals.get(currency, Decimal(0))
+        table.append({"currency": currency, "stripe": str(s), "netsuite": str(n), "difference": str(s - n)})
+    mismatched = [t for t in table if Decimal(t["difference"]) != 0]
+    return dg.AssetCheckResult(
+        check_name=TOTALS_CHECK, passed=not mismatched,
+        metadata={"by_currency": dg.MetadataValue.md(pd.DataFrame(table, columns=["currency", "stripe", "netsuite",
+                                                                                  "difference"]).to_markdown(index=False)
+                                                     if table else "Nothing to reconcile."),
+                  "documents_in_stripe": len(stripe_amounts), "documents_in_netsuite": len(rows)},
+        description=", ".join(f"{t['currency']} off by {t['difference']}" for t in mismatched) or None,
+    )
+
+
+def stripe_invoice_amounts(stripe_invoices: pd.DataFrame) -> dict[str, tuple[str, int]]:
+    """external id -> (currency, total) of every finalized invoice of the partition: what NetSuite must hold."""
+    finalized = stripe_invoices[stripe_invoices["status"].isin(ns.FINALIZED_INVOICE_STATUSES)]
+    return {netsuite_external_id(row.id): (row.currency, int(row.amount_minor))
+            for row in finalized.itertuples(index=False)}
+
+
+def stripe_payment_amounts(plan: pd.DataFrame) -> dict[str, tuple[str, int]]:
+    payments = plan[plan["record_type"] == ns.CUSTOMER_PAYMENT]
+    return {row.external_id: (row.currency, int(row.amount_minor)) for row in payments.itertuples(index=False)
+            if row.currency}
+
+
+def _sync_metadata(report: sync.SyncReport, client: NetSuiteClient, outcomes: pd.DataFrame) -> dict:
+    counters = client.counters
+    return {
+        **report.counts(),
+        "amounts_by_currency": dg.MetadataValue.json(report.amounts_by_currency()),
+        "writes": report.writes,
+        "writes_per_second": report.write_rate(),
+        "seconds": round(report.elapsed_seconds, 2),
+        "netsuite_requests": counters.requests,
+        "netsuite_retries": counters.retries,
+        "netsuite_peak_in_flight": counters.peak_in_flight,
+        "first_exceptions": dg.MetadataValue.md(sync.exceptions_markdown(outcomes)),
+    }
+
+
+def run_sync_step(context: dg.AssetExecutionContext, record_type: str, plan: pd.DataFrame,
+                  netsuite: NetSuiteResource, ledger: LedgerResource) -> tuple[sync.SyncReport, pd.DataFrame,
+                                                                                NetSuiteClient]:
+    client = netsuite.get_client()
+    report = sync.upsert_records(records_from_plan(plan, record_type), client=client, ledger=ledger.get_ledger(),
+                                 partition_key=context.partition_key, run_id=context.run_id, record_type=record_type,
+                                 log=context.log.info)
+    # Records held back by the plan count as quarantined here, so each asset's figures are complete.
+    held = plan[(plan["record_type"] == record_type) & (plan["status"] == QUARANTINED)]
+    for row in held.itertuples(index=False):
+        report.outcomes.append({"record_type": record_type, "external_id": row.external_id, "source_id": row.source_id,
+                                "action": sync.QUARANTINED, "internal_id": None, "error_code": row.error_code,
+                                "field": row.field, "message": row.message, "fix": row.fix, "currency": row.currency,
+                                "amount_minor": 0})
+    return report, report.frame(), client
+
+
+def _fail_if_transient_failures(report: sync.SyncReport) -> None:
+    failed = report.counts()[sync.FAILED]
+    if failed:
+        # Data problems never fail a run; NetSuite being unreachable does, so the run shows red and the next
+        # schedule or sensor tick retries (the ledger already holds everything that did land).
+        raise dg.Failure(description=f"{failed} {report.record_type} write(s) failed after retries "
+                                     f"(NetSuite unavailable); {report.counts()}")
+
+
+def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_checks: Sequence[str] = ()):
+    check_specs = [dg.AssetCheckSpec(NO_DUPLICATES_CHECK, asset=name,
+                                     description="Every synced external id is in NetSuite exactly once (SuiteQL).")]
+    check_specs += [dg.AssetCheckSpec(c, asset=name, description="Stripe and NetSuite totals per currency are equal "
+                                                                 "to the cent.") for c in extra_checks]
+
+    def _body(context: dg.AssetExecutionContext, plan: pd.DataFrame, stripe_invoices: pd.DataFrame | None,
+              netsuite: NetSuiteResource, ledger: LedgerResource, field_mapping: FieldMappingResource):
+        report, outcomes, client = run_sync_step(context, record_type, plan, netsuite, ledger)
+        _fail_if_transient_failures(report)
+        yield dg.Output(outcomes, metadata=_sync_metadata(report, client, outcomes))
+        yield duplicates_check(client, record_type, outcomes)
+        if TOTALS_CHECK in extra_checks:
+            amounts = (stripe_invoice_amounts(stripe_invoices) if stripe_invoices is not None
+                       else stripe_payment_amounts(plan))
+            yield totals_check(client, field_mapping.load(), record_type, amounts)
+
+    # Dagster reads inputs from the signature: only the invoice writer needs Stripe's own invoice totals.
+    if record_type == ns.INVOICE:
+        def _sync_asset(context: dg.AssetExecutionContext, netsuite_sync_plan: pd.DataFrame,
+                        stripe_invoices: pd.DataFrame, netsuite: NetSuiteResource, ledger: LedgerResource,
+                        field_mapping: FieldMappingResource):
+            yield from _body(context, netsuite_sync_plan, stripe_invoices, netsuite, ledger, field_mapping)
+    else:
+        def _sync_asset(context: dg.AssetExecutionContext, netsuite_sync_plan: pd.DataFrame,
+                        netsuite: NetSuiteResource, ledger: LedgerResource, field_mapping: FieldMappingResource):
+            yield from _body(context, netsuite_sync_plan, None, netsuite, ledger, field_mapping)
+
+    return dg.asset(
+        name=name,
+        group_name="netsuite",
+        partitions_def=daily_partitions,
+        pool=NETSUITE_POOL,
+        deps=[upstream] if upstream else [],
+        check_specs=check_specs,
+        description=f"NetSuite {record_type} records upserted by external id for the partition; "
+                    "outcome per record.",
+    )(_sync_asset)
+
+
+netsuite_customers = build_sync_asset(ns.CUSTOMER, "netsuite_customers", None)
+netsuite_invoices = build_sync_asset(ns.INVOICE, "netsuite_invoices", "netsuite_customers", [TOTALS_CHECK])
+netsuite_customer_payments = build_sync_asset(ns.CUSTOMER_PAYMENT, "netsuite_customer_payments", "netsuite_invoices",
+                                              [TOTALS_CHECK])
+netsuite_credit_memos = build_sync_asset(ns.CREDIT_MEMO, "netsuite_credit_memos", "netsuite_customer_payments")
+netsuite_customer_refunds = build_sync_asset(ns.CUSTOMER_REFUND, "netsuite_customer_refunds", "netsuite_credit_memos")

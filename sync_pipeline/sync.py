@@ -1,0 +1,213 @@
+"""Writing validated NetSuite records: ledger check, reference resolution, upsert, outcome per record.
+
+The I/O half of the sync (the pure half is `mapping/` and `schemas/`). It takes its client and ledger as
+arguments, so it runs the same under Dagster, in a benchmark or in a test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from sync_pipeline.errors import SyncIssue, classify_netsuite_error, make_issue
+from sync_pipeline.mapping.money import to_decimal
+from sync_pipeline.mapping.netsuite import NetSuiteRecord
+from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry, content_hash
+from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError
+
+TARGET = "netsuite"
+CREATED, UPDATED, UNCHANGED, QUARANTINED, FAILED = "created", "updated", "unchanged", "quarantined", "failed"
+ACTIONS = (CREATED, UPDATED, UNCHANGED, QUARANTINED, FAILED)
+# Ledger rows are written in small batches as upserts complete, so a run killed midway loses at
+# most one batch of bookkeeping (the next run repeats those upserts harmlessly).
+LEDGER_BATCH = 50
+
+OUTCOME_COLUMNS = ["record_type", "external_id", "source_id", "action", "internal_id", "error_code", "field",
+                   "message", "fix", "currency", "amount_minor"]
+
+
+@dataclass
+class SyncReport:
+    record_type: str
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    writes: int = 0
+    elapsed_seconds: float = 0.0
+
+    def add(self, record_type: str, external_id: str, source_id: str | None, action: str, *,
+            internal_id: str | None = None, issue: SyncIssue | None = None, currency: str = "",
+            amount_minor: int = 0) -> None:
+        self.outcomes.append({
+            "record_type": record_type, "external_id": external_id, "source_id": source_id, "action": action,
+            "internal_id": internal_id, "error_code": issue.error_code if issue else None,
+            "field": issue.field if issue else None, "message": issue.message if issue else None,
+            "fix": issue.fix if issue else None, "currency": currency, "amount_minor": amount_minor,
+        })
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.outcomes, columns=OUTCOME_COLUMNS)
+
+    def counts(self) -> dict[str, int]:
+        counted = Counter(o["action"] for o in self.outcomes)
+        return {action: counted.get(action, 0) for action in ACTIONS}
+
+    def amounts_by_currency(self) -> dict[str, str]:
+        """What is in NetSuite after this run (created, updated or unchanged), per currency, exact."""
+        totals: dict[str, int] = defaultdict(int)
+        for o in self.outcomes:
+            if o["action"] in (CREATED, UPDATED, UNCHANGED) and o["currency"]:
+                totals[o["currency"]] += int(o["amount_minor"])
+        return {cur: str(to_decimal(minor, cur)) for cur, minor in sorted(totals.items())}
+
+    def write_rate(self) -> float:
+        return round(self.writes / self.elapsed_seconds, 1) if self.elapsed_seconds > 0 else 0.0
+
+
+def issue_to_exception(issue: SyncIssue) -> ExceptionRow:
+    return ExceptionRow(target=TARGET, **issue.exception_fields())
+
+
+class _Unresolved(Exception):
+    def __init__(self, record_type: str, external_id: str):
+        self.record_type, self.external_id = record_type, external_id
+
+
+def resolve_references(body: Any, internal_ids: Mapping[str, str], owner: NetSuiteRecord) -> Any:
+    """Replace `{"externalId": X}` references to records we synced by `{"id": <internal id>}`."""
+    if isinstance(body, dict):
+        if set(body) == {"externalId"} and isinstance(body["externalId"], str):
+            target = body["externalId"]
+            if target not in internal_ids:
+                dependency = next((d for d in owner.depends_on if d[1] == target), ("record", target))
+                raise _Unresolved(*dependency)
+            return {"id": internal_ids[target]}
+        return {k: resolve_references(v, internal_ids, owner) for k, v in body.items()}
+    if isinstance(body, list):
+        return [resolve_references(v, internal_ids, owner) for v in body]
+    return body
+
+
+def _dependency_internal_ids(records: Sequence[NetSuiteRecord], ledger: Ledger) -> dict[str, str]:
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        for dep_type, dep_id in record.depends_on:
+            wanted[dep_type].add(dep_id)
+    resolved: dict[str, str] = {}
+    for dep_type, ids in wanted.items():
+        resolved.update({ext: e.internal_id for ext, e in ledger.lookup(TARGET, dep_type, ids).items()})
+    return resolved
+
+
+def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient, ledger: Ledger,
+                   partition_key: str | None, run_id: str | None, record_type: str,
+                   log: Callable[[str], None] = lambda _msg: None) -> SyncReport:
+    """Upsert every record whose content changed since the ledger last saw it; never raises per record."""
+    report = SyncReport(record_type)
+    started = time.perf_counter()
+    existing = ledger.lookup(TARGET, record_type, [r.external_id for r in records])
+    internal_ids = _dependency_internal_ids(records, ledger)
+    exceptions: list[ExceptionRow] = []
+    to_send: list[tuple[NetSuiteRecord, dict, str]] = []
+
+    for record in records:
+        try:
+            body = resolve_references(record.body, internal_ids, record)
+        except _Unresolved as missing:
+            issue = make_issue("DEPENDENCY_NOT_SYNCED", record_type=record.record_type, external_id=record.external_id,
+                               source_id=record.source_id, field=f"{missing.record_type} reference",
+                               value=missing.external_id)
+            exceptions.append(issue_to_exception(issue))
+            report.add(record.record_type, record.external_id, record.source_id, QUARANTINED, issue=issue,
+                       currency=record.currency, amount_minor=record.amount_minor)
+            continue
+        digest = content_hash(body)
+        known = existing.get(record.external_id)
+        if known is not None and known.content_hash == digest:
+            report.add(record.record_type, record.external_id, record.source_id, UNCHANGED,
+                       internal_id=known.internal_id, currency=record.currency, amount_minor=record.amount_minor)
+            continue
+        to_send.append((record, body, digest))
+
+    pending_ledger: list[LedgerEntry] = []
+
+    def flush() -> None:
+        ledger.record_synced(pending_ledger)
+        pending_ledger.clear()
+
+    # Threads only wait on HTTP; the client's limiter caps requests in flight at NETSUITE_CONCURRENCY.
+    with ThreadPoolExecutor(max_workers=max(1, client.concurrency), thread_name_prefix="netsuite") as pool:
+        futures: dict[Future, tuple[NetSuiteRecord, dict, str]] = {}
+        queue = iter(to_send)
+        # Bounded submission keeps memory flat for partitions of tens of thousands of records.
+        window = client.concurrency * 4
+
+        def submit_next() -> bool:
+            item = next(queue, None)
+            if item is None:
+                return False
+            futures[pool.submit(client.upsert, item[0].record_type, item[0].external_id, item[1])] = item
+            return True
+
+        while len(futures) < window and submit_next():
+            pass
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                record, body, digest = futures.pop(future)
+                try:
+                    internal_id = future.result()
+                except NetSuiteError as error:
+                    issue = classify_netsuite_error(error.status, error.body, record.record_type, record.external_id,
+                                                    body)
+                    action = FAILED if issue.retryable else QUARANTINED
+                    exceptions.append(issue_to_exception(issue))
+                    report.add(record.record_type, record.external_id, record.source_id, action, issue=issue,
+                               currency=record.currency, amount_minor=record.amount_minor)
+                except Exception as error:  # network gave up after retries: the record is not lost, it is retried next run
+                    issue = make_issue("NETSUITE_UNAVAILABLE", record_type=record.record_type,
+                                       external_id=record.external_id, source_id=record.source_id,
+                                       status="(no response)", detail=type(error).__name__)
+                    exceptions.append(issue_to_exception(issue))
+                    report.add(record.record_type, record.external_id, record.source_id, FAILED, issue=issue,
+                               currency=record.currency, amount_minor=record.amount_minor)
+                else:
+                    report.writes += 1
+                    action = UPDATED if record.external_id in existing else CREATED
+                    report.add(record.record_type, record.external_id, record.source_id, action,
+                               internal_id=internal_id, currency=record.currency, amount_minor=record.amount_minor)
+                    pending_ledger.append(LedgerEntry(TARGET, record.record_type, record.external_id, internal_id,
+                                                      digest, source_id=record.source_id,
+                                                      partition_key=partition_key, run_id=run_id))
+                    if len(pending_ledger) >= LEDGER_BATCH:
+                        flush()
+                submit_next()
+    flush()
+    ledger.record_exceptions(exceptions, partition_key=partition_key, run_id=run_id)
+    report.elapsed_seconds = time.perf_counter() - started
+    log(f"{record_type}: {report.counts()} in {report.elapsed_seconds:.1f}s ({report.write_rate()} writes/s)")
+    return report
+
+
+def quarantine(issues: Iterable[SyncIssue], ledger: Ledger, partition_key: str | None, run_id: str | None) -> int:
+    rows = [issue_to_exception(i) for i in issues]
+    ledger.record_exceptions(rows, partition_key=partition_key, run_id=run_id)
+    return len(rows)
+
+
+def exceptions_markdown(outcomes: pd.DataFrame, limit: int = 10) -> str:
+    problems = outcomes[outcomes["action"].isin([QUARANTINED, FAILED])]
+    if problems.empty:
+        return "No exceptions."
+    table = problems.head(limit)[["external_id", "error_code", "field", "fix"]]
+    more = f"\n\n…and {len(problems) - limit} more in `sync_exceptions`." if len(problems) > limit else ""
+    return table.to_markdown(index=False) + more
+
+
+def decimal_totals(amounts: Mapping[str, int]) -> dict[str, Decimal]:
+    return {cur: to_decimal(minor, cur) for cur, minor in amounts.items()}
