@@ -231,7 +231,8 @@ _LABEL_TO_FIELD = {
     "department": "department", "class": "class", "location": "location", "subsidiary": "subsidiary",
     "currency": "currency", "date": "tranDate", "due date": "dueDate", "account": "account", "item": "item",
     "terms": "terms", "company name": "companyName", "email": "email", "a/r account": "arAcct",
-    "payment": "payment", "memo": "memo", "payment method": "paymentMethod",
+    "payment": "payment", "payment amount": "payment", "memo": "memo", "payment method": "paymentMethod",
+    "items": "item", "lines": "line", "applied to": "apply", "external id": "externalId",
 }
 
 
@@ -320,7 +321,7 @@ def _classify_detail(item: Mapping, body_sent: Mapping | None, common: dict) -> 
         return make_issue("CURRENCY_NOT_ALLOWED", **common, field="currency", value=ref.get("id"),
                           currency=f"currency id {ref.get('id', '?')}", subsidiary=subsidiary or "?")
     if match := _INVALID_VALUE.search(text):
-        return _reference_issue(path or match["field"], match["value"].strip(), text, body_sent, common)
+        return _reference_issue(path or match["field"].rstrip("."), match["value"].strip(), text, body_sent, common)
     if code in REFERENCE_CODES:
         field = path or "?"
         ref = _ref_in(body_sent, field) or {}
@@ -346,6 +347,13 @@ def _reference_issue(field: str, value: str, detail: str, body_sent: Mapping | N
     if ref is not None and ref.get("externalId"):
         # A reference by external id to a record we sync: it is missing because it did not sync yet.
         return make_issue("DEPENDENCY_NOT_SYNCED", **common, field=field, value=ref["externalId"])
-    how = (f"the NetSuite id {value} for `{field}` does not exist or is inactive: replace it in "
-           f"{FIELD_MAPPING_FILE} (search for `{field}` with value {value}) with an active internal id")
+    if field == "subsidiary":
+        # The subsidiary comes from the currency; NetSuite also refuses it when the customer belongs elsewhere.
+        how = (f"subsidiary {value} comes from `currencies:` in {FIELD_MAPPING_FILE}: check that it exists and is "
+               "active, and that the customer belongs to it (a NetSuite customer has one subsidiary: map the "
+               "customer's currencies to that subsidiary, or link the Stripe customer to another NetSuite customer "
+               "through metadata.netsuite_customer_id)")
+    else:
+        how = (f"the NetSuite id {value} for `{field}` does not exist or is inactive: replace it in "
+               f"{FIELD_MAPPING_FILE} (search for `{field}` with value {value}) with an active internal id")
     return make_issue("INVALID_REFERENCE", **common, field=field, value=value, detail=detail, how=how)

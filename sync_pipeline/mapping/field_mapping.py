@@ -148,6 +148,21 @@ class FieldMapping:
     def required_fields_for(self, record_type: str) -> tuple[str, ...]:
         return self.required_fields.get(record_type, ())
 
+    def missing_required_defaults(self) -> list[str]:
+        """Required fields no default covers, per record type and subsidiary (for `check-config`).
+
+        Such records are held back by validation unless the Stripe data fills the field.
+        """
+        gaps = []
+        subsidiaries = sorted(set(self.subsidiaries) | {c.subsidiary for c in self.currencies.values() if c.subsidiary})
+        for record_type, fields in self.required_fields.items():
+            for subsidiary in subsidiaries:
+                defaults = self.defaults_for(record_type, subsidiary)
+                for name in fields:
+                    if name not in defaults and name not in MAPPED_FIELDS and name != "subsidiary":
+                        gaps.append(f"{record_type} of subsidiary {subsidiary}: no default `{name}`")
+        return gaps
+
     def item_for(self, price_id: str | None, product_id: str | None) -> str | None:
         """The NetSuite item for a Stripe price or product, else the default item (None if neither)."""
         if price_id and price_id in self.items.by_price:

@@ -436,9 +436,11 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
         out.append(_Line(ctx.item_line_item(line), line["amount"] - inclusive, description, _quantity(line)))
 
     discount_amounts = invoice.get("total_discount_amounts")
-    discounts = ([( _id_of(d.get("discount")) or "", d["amount"], d.get("discount")) for d in discount_amounts]
-                 if isinstance(discount_amounts, list) else
-                 [(key, amount, key) for key, amount in line_discounts.items()])
+    # Invoice-level totals when Stripe gives them, else the sum of the lines' discount amounts.
+    if isinstance(discount_amounts, list):
+        discounts = [(_id_of(d.get("discount")) or "", d["amount"], d.get("discount")) for d in discount_amounts]
+    else:
+        discounts = [(key, amount, key) for key, amount in line_discounts.items()]
     for discount_id, amount, discount in discounts:
         if amount:
             item_id = ctx.configured_item("discount", "discounts")
@@ -710,7 +712,7 @@ def map_refund(refund: Mapping, charge: Mapping | None, invoice: Mapping | None,
         applies_to = (CREDIT_MEMO, credit_memo.external_id)
         memo = f"Stripe refund {refund_id} of charge {charge_id} ({_invoice_memo(invoice)})"
     else:
-        applies_to = (CUSTOMER_PAYMENT, _external_id(CUSTOMER_REFUND, charge_id))
+        applies_to = (CUSTOMER_PAYMENT, _external_id(CUSTOMER_REFUND, charge_id))  # the charge's payment
         memo = f"Stripe refund {refund_id} of charge {charge_id}"
     body = _header(money, "customer", party, tran_date, memo)
     body["apply"] = {"items": [{"doc": {"externalId": applies_to[1]}, "apply": True, "amount": money.amount(amount)}]}

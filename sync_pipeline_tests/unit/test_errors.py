@@ -141,3 +141,15 @@ def test_issue_becomes_a_ledger_exception_row():
     row = ExceptionRow(target="netsuite", **issue.exception_fields())
     assert (row.error_code, row.field, row.value) == ("UNMAPPED_CURRENCY", "currency", "CHF")
     assert "add CHF under `currencies:`" in row.fix
+
+
+def test_subsidiary_refused_for_the_customer_explains_both_causes():
+    issue = rejected("Invalid Field Value 2 for the following field: subsidiary. The customer Acme belongs to "
+                     "subsidiary 1 (Parent Company (US)).", code="INVALID_KEY_OR_REF")
+    assert (issue.error_code, issue.field, issue.value) == ("INVALID_REFERENCE", "subsidiary", "2")
+    assert "`currencies:`" in issue.fix and "metadata.netsuite_customer_id" in issue.fix
+
+
+def test_labels_of_the_record_api_become_field_ids():
+    issue = rejected("Please enter value(s) for: Payment Amount, Items.", record_type="customerPayment")
+    assert issue.field == "payment, item"

@@ -181,6 +181,15 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path):
     assert len(raised.value.problems) == 5
 
 
+def test_required_fields_without_a_default_are_listed_per_subsidiary(fm):
+    assert fm.missing_required_defaults() == []
+    assert without_department_for_subsidiary_2().missing_required_defaults() == [
+        "invoice of subsidiary 2: no default `department`",
+        "invoice of subsidiary 3: no default `department`",
+        "invoice of subsidiary 4: no default `department`",
+    ]
+
+
 def test_global_mode_needs_the_customer_id():
     with pytest.raises(FieldMappingError, match="customers.global_customer_id: missing"):
         mapping_with(customers__mode="global")
