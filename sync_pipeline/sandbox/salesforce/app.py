@@ -87,7 +87,9 @@ class SalesforceStats:
     lost_responses: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {key: dict(value) if isinstance(value, Counter) else value for key, value in asdict(self).items()}
+        # Not dataclasses.asdict: it rebuilds a Counter from (key, count) pairs, counting the pairs.
+        values = {knob.name: getattr(self, knob.name) for knob in fields(self)}
+        return {key: dict(value) if isinstance(value, Counter) else value for key, value in values.items()}
 
 
 class RollingUsage:
