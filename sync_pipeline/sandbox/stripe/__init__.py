@@ -1,0 +1,85 @@
+"""A Stripe stand-in that the real `stripe` SDK talks to unchanged (API version `2026-10-28.endive`).
+
+    with start_stripe() as sandbox:
+        client = stripe.StripeClient(sandbox.api_key, base_addresses={"api": sandbox.url})
+        client.v1.customers.create(params={"email": "a@example.com"})
+
+Control endpoints (no auth) live under `/_sandbox/`: stats, config, records, reset, clock,
+disputes, subscription renewal, automatic payouts, bulk seeding, webhook deliveries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync_pipeline.sandbox.server import ServerHandle, serve_in_thread
+from sync_pipeline.sandbox.stripe.app import StripeApp, create_stripe_app
+from sync_pipeline.sandbox.stripe.config import API_VERSION, DEFAULT_API_KEY, StripeConfig
+from sync_pipeline.sandbox.stripe.seeding import seed_paid_invoices
+from sync_pipeline.sandbox.stripe.state import StripeState
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_API_KEY",
+    "StripeConfig",
+    "StripeSandbox",
+    "StripeState",
+    "create_stripe_app",
+    "seed_paid_invoices",
+    "start_stripe",
+]
+
+
+@dataclass
+class StripeSandbox:
+    """A running stand-in: where it listens, its state and config, and how to stop it."""
+
+    url: str
+    state: StripeState
+    config: StripeConfig
+    app: Any = field(repr=False)
+    handle: ServerHandle = field(repr=False)
+    api_key: str = DEFAULT_API_KEY
+
+    @property
+    def stand_in(self) -> StripeApp:
+        return self.app.state.stand_in
+
+    def webhook_secret(self) -> str:
+        """The configured secret, else the newest enabled endpoint's, else ""."""
+        if self.config.webhook_secret:
+            return self.config.webhook_secret
+        endpoints = self.state.collections["webhook_endpoint"]
+        for endpoint in endpoints.newest_first():
+            if endpoint["status"] == "enabled":
+                return endpoint["secret"]
+        return ""
+
+    def env(self) -> dict[str, str]:
+        return {
+            "STRIPE_API_KEY": self.api_key,
+            "STRIPE_API_BASE": self.url,
+            "STRIPE_WEBHOOK_SECRET": self.webhook_secret(),
+        }
+
+    def stop(self) -> None:
+        self.handle.stop()
+
+    def __enter__(self) -> "StripeSandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_stripe(
+    config: StripeConfig | None = None, state: StripeState | None = None, port: int = 0, **overrides: Any
+) -> StripeSandbox:
+    """Serve the stand-in on 127.0.0.1 from a thread; `overrides` set Config fields (`latency_ms=5`)."""
+    config = dataclasses.replace(config or StripeConfig(), **overrides)
+    state = state if state is not None else StripeState(seed=config.seed)
+    app = create_stripe_app(state, config)
+    handle = serve_in_thread(app, port=port)
+    return StripeSandbox(url=handle.url, state=state, config=config, app=app, handle=handle)

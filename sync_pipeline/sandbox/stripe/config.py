@@ -1,0 +1,67 @@
+"""Behaviour knobs of the Stripe stand-in, and the API version it serves."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# The version whose shapes the stand-in serves (invoices paid through InvoicePayment objects,
+# subscription under `parent`, `Discount.source.coupon`). The pipeline pins the same value on
+# its own side; the sandbox must not import it from there.
+API_VERSION = "2026-10-28.endive"
+
+TEST_KEY_PREFIX = "sk_test_"
+DEFAULT_API_KEY = "sk_test_sandbox"
+DEFAULT_WEBHOOK_SECRET = "whsec_sandbox_default"
+
+
+@dataclass
+class StripeConfig:
+    """Everything defaults to "off" or to Stripe's own behaviour."""
+
+    latency_ms: float = 0
+    seed: int = 0
+    # Keys accepted as `Authorization: Bearer <key>`: any key with this prefix.
+    api_key_prefix: str = TEST_KEY_PREFIX
+    # 400 when a client sends another Stripe-Version; Stripe itself would render that version.
+    strict_api_version: bool = False
+    event_retention_days: int = 30
+    idempotency_ttl_seconds: int = 24 * 3600
+    # Funds of a charge become available (and can be paid out) this many days after it.
+    balance_available_days: int = 2
+    payout_arrival_days: int = 2
+    # Webhook delivery: at least once, optionally duplicated and shuffled like the real thing.
+    # Every endpoint gets this secret when set (so it can be known before the endpoint exists);
+    # empty: a deterministic `whsec_` per endpoint, returned once by `POST /v1/webhook_endpoints`.
+    webhook_secret: str = ""
+    webhook_max_attempts: int = 4
+    webhook_retry_base_seconds: float = 0.05
+    webhook_timeout_seconds: float = 5.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_shuffle: bool = False
+    webhook_shuffle_window: int = 5
+    # Faults: a 500 `api_error` before the request runs (replayed under its Idempotency-Key, as
+    # Stripe does), 429 `rate_limit` above `rate_limit_per_second` (0 = unlimited), and a write
+    # that commits but whose response is lost on the wire.
+    error_rate: float = 0.0
+    rate_limit_per_second: float = 0.0
+    lost_response_rate: float = 0.0
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply a JSON body of knob changes (the `/_sandbox/config` endpoint); unknown names raise."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise KeyError(name)
+            current = getattr(self, name)
+            if isinstance(current, bool):
+                value = bool(value)
+            elif isinstance(current, int) and not isinstance(value, bool):
+                value = int(value)
+            elif isinstance(current, float):
+                value = float(value)
+            setattr(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,1158 @@
+"""Invoice items, invoices (draft -> open -> paid/void/uncollectible), invoice payments, credit notes.
+
+Shapes follow API version 2025-03-31.basil and later: an invoice carries no charge or payment
+intent; each payment is an InvoicePayment (`inpay_...`) pointing at a PaymentIntent, lines use
+`pricing`/`parent`/`taxes`, and the subscription sits under `parent.subscription_details`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sync_pipeline.sandbox.stripe.catalog import discounts_param, price_for, resolve_payment_method, tax_rate_ids
+from sync_pipeline.sandbox.stripe.common import apply_update, metadata_change, retrieve_route, string_changes, update_route
+from sync_pipeline.sandbox.stripe.errors import StripeApiError, invalid_param, invalid_state, missing_param
+from sync_pipeline.sandbox.stripe.listing import list_filtered, list_object, search
+from sync_pipeline.sandbox.stripe.money import check_amount, check_currency, round_half_up
+from sync_pipeline.sandbox.stripe.params import (
+    get_bool,
+    get_choice,
+    get_dict,
+    get_int,
+    get_list,
+    get_str,
+    merge_metadata,
+)
+from sync_pipeline.sandbox.stripe.payments import (
+    _maybe_dispute,
+    confirm_payment_intent,
+    decline_error,
+    new_payment_intent,
+    refund_charge,
+)
+from sync_pipeline.sandbox.stripe.routing import route
+from sync_pipeline.sandbox.stripe.state import Ctx, StripeState
+
+DAY = 86400
+EMBEDDED_LINES = 10
+ACCOUNT_NAME = "Sandbox Inc."
+FINALIZED = ("open", "paid", "uncollectible", "void")
+# Fields Stripe still lets you change once an invoice is finalized.
+MUTABLE_AFTER_FINALIZE = {"metadata", "description", "footer", "due_date", "auto_advance", "expand"}
+# Smart Retries' first retry, for invoices that collect automatically.
+RETRY_DELAY = 3 * DAY
+
+# --- invoice items --------------------------------------------------------------------------------
+
+
+def _pricing(price: dict[str, Any] | None, unit_amount: int) -> dict[str, Any]:
+    return {
+        "price_details": {"price": price["id"], "product": price["product"]} if price else None,
+        "type": "price_details",
+        "unit_amount_decimal": str(unit_amount),
+    }
+
+
+def new_invoice_item(
+    ctx: Ctx,
+    *,
+    customer: str,
+    currency: str,
+    unit_amount: int,
+    quantity: int,
+    description: str | None,
+    price: dict[str, Any] | None = None,
+    invoice: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
+    discountable: bool = True,
+    tax_rates: list[dict[str, Any]] | None = None,
+    period: dict[str, int] | None = None,
+    proration: bool = False,
+    subscription: str | None = None,
+    subscription_item: str | None = None,
+    amount: int | None = None,
+) -> dict[str, Any]:
+    amount = unit_amount * quantity if amount is None else amount
+    item = {
+        "id": ctx.state.new_id("ii"),
+        "object": "invoiceitem",
+        "amount": amount,
+        "currency": currency,
+        "customer": customer,
+        "date": ctx.now,
+        "description": description,
+        "discountable": discountable and not proration,
+        "discounts": [],
+        "invoice": None,
+        "livemode": False,
+        "metadata": dict(metadata or {}),
+        "period": period or {"end": ctx.now, "start": ctx.now},
+        "proration": proration,
+        "quantity": quantity,
+        "tax_rates": tax_rates or [],
+        "test_clock": None,
+        "parent": (
+            {"subscription_details": {"subscription": subscription, "subscription_item": subscription_item},
+             "type": "subscription_details"}
+            if subscription
+            else None
+        ),
+        "pricing": _pricing(price, unit_amount),
+        "net_amount": amount,
+        "customer_account": None,
+        "quantity_decimal": str(quantity),
+    }
+    ctx.state.insert("invoiceitem", item)
+    if invoice is not None:
+        attach_item(ctx.state, invoice, item)
+    ctx.state.emit(ctx, "invoiceitem.created", item)
+    return item
+
+
+def attach_item(state: StripeState, invoice: dict[str, Any], item: dict[str, Any]) -> None:
+    coll = state.collections["invoiceitem"]
+    item["invoice"] = invoice["id"]
+    coll.add_to_secondary("invoice", invoice["id"], coll.entries[item["id"]])
+    subscription = ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    if subscription:
+        parent = {
+            "invoice_item_details": None,
+            "subscription_item_details": {
+                "invoice_item": item["id"],
+                "proration": item["proration"],
+                "proration_details": {"credited_items": None},
+                "subscription": subscription,
+                "subscription_item": item["parent"]["subscription_details"]["subscription_item"],
+            },
+            "type": "subscription_item_details",
+        }
+    else:
+        parent = {
+            "invoice_item_details": {
+                "invoice_item": item["id"],
+                "proration": item["proration"],
+                "proration_details": {"credited_items": None},
+                "subscription": None,
+            },
+            "subscription_item_details": None,
+            "type": "invoice_item_details",
+        }
+    add_line(state, invoice, amount=item["amount"], description=item["description"], discountable=item["discountable"],
+             metadata=item["metadata"], period=item["period"], quantity=item["quantity"], subscription=subscription,
+             parent=parent, pricing=item["pricing"])
+
+
+def _item_amounts(ctx: Ctx, params: dict, current: dict[str, Any] | None, currency: str | None):
+    """(price, unit_amount, quantity, amount, currency) from `amount` | `price`/`pricing[price]` | `unit_amount`."""
+    quantity = get_int(params, "quantity", current["quantity"] if current else 1)
+    if quantity is None or quantity < 0:
+        raise invalid_param("quantity must be a non-negative integer.", "quantity")
+    price_id = get_str(params, "price") or get_dict(params, "pricing").get("price")
+    if price_id:
+        price = price_for(ctx, price_id)
+        unit_amount = price["unit_amount"]
+        return price, unit_amount, quantity, unit_amount * quantity, price["currency"]
+    currency = check_currency(get_str(params, "currency") or currency or (current or {}).get("currency") or "", "currency")
+    if params.get("amount") is not None:
+        amount = get_int(params, "amount")
+        check_amount(amount, currency, allow_negative=True)
+        return None, amount, 1, amount, currency
+    unit_amount = get_int(params, "unit_amount")
+    if unit_amount is None and params.get("unit_amount_decimal") is not None:
+        unit_amount = int(Decimal(str(params["unit_amount_decimal"])))
+    if unit_amount is None:
+        if current is None:
+            raise missing_param("amount")
+        unit_amount = int(current["pricing"]["unit_amount_decimal"])
+        price = ctx.state.find((current["pricing"].get("price_details") or {}).get("price") or "")
+        return price, unit_amount, quantity, unit_amount * quantity, currency
+    check_amount(unit_amount, currency, "unit_amount", allow_negative=True)
+    return None, unit_amount, quantity, unit_amount * quantity, currency
+
+
+def _full_tax_rates(ctx: Ctx, params: dict, name: str) -> list[dict[str, Any]]:
+    return [ctx.state.get("tax_rate", rate_id) for rate_id in tax_rate_ids(ctx, params, name)]
+
+
+def _period(params: dict, default: dict[str, int] | None, now: int) -> dict[str, int]:
+    raw = get_dict(params, "period")
+    if not raw:
+        return default or {"end": now, "start": now}
+    return {"end": get_int(raw, "end", now, param="period[end]"), "start": get_int(raw, "start", now, param="period[start]")}
+
+
+@route("POST", "/v1/invoiceitems")
+def create_invoice_item(ctx: Ctx, params: dict) -> dict:
+    customer = ctx.state.get("customer", get_str(params, "customer", required=True), "customer")
+    invoice = None
+    if params.get("invoice"):
+        invoice = ctx.state.get("invoice", params["invoice"], "invoice")
+        _require_draft(invoice, "invoice")
+        if invoice["customer"] != customer["id"]:
+            raise invalid_param("The invoice belongs to another customer.", "invoice")
+    price, unit_amount, quantity, amount, currency = _item_amounts(
+        ctx, params, None, invoice["currency"] if invoice else customer["currency"] or "usd"
+    )
+    if invoice is not None and currency != invoice["currency"]:
+        raise invalid_param(f"The currency ({currency}) must match the invoice's ({invoice['currency']}).", "currency")
+    item = new_invoice_item(
+        ctx, customer=customer["id"], currency=currency, unit_amount=unit_amount, quantity=quantity, amount=amount,
+        description=get_str(params, "description") or _price_description(ctx, price), price=price, invoice=invoice,
+        metadata=merge_metadata({}, params), discountable=get_bool(params, "discountable", True),
+        tax_rates=_full_tax_rates(ctx, params, "tax_rates"), period=_period(params, None, ctx.now),
+    )
+    if invoice is not None:
+        recompute_totals(ctx.state, invoice)
+    return item
+
+
+def _price_description(ctx: Ctx, price: dict[str, Any] | None) -> str | None:
+    if price is None:
+        return None
+    product = ctx.state.find(price["product"])
+    return product["name"] if product else None
+
+
+def _item_invoice(ctx: Ctx, item: dict[str, Any]) -> dict[str, Any] | None:
+    if not item["invoice"]:
+        return None
+    invoice = ctx.state.get("invoice", item["invoice"])
+    if invoice["status"] != "draft":
+        raise invalid_state(
+            f"The invoice item {item['id']} is on a finalized invoice and can no longer be changed.", "invoice_not_editable"
+        )
+    return invoice
+
+
+@route("POST", "/v1/invoiceitems/{id}")
+def update_invoice_item(ctx: Ctx, params: dict, item_id: str) -> dict:
+    item = ctx.state.get("invoiceitem", item_id)
+    invoice = _item_invoice(ctx, item)
+    changes = {**metadata_change(item, params), **string_changes(params, ("description",))}
+    if {"amount", "price", "pricing", "quantity", "unit_amount", "unit_amount_decimal"} & params.keys():
+        price, unit_amount, quantity, amount, _ = _item_amounts(ctx, params, item, item["currency"])
+        changes.update(amount=amount, quantity=quantity, net_amount=amount, quantity_decimal=str(quantity),
+                       pricing=_pricing(price, unit_amount))
+    if "discountable" in params:
+        changes["discountable"] = get_bool(params, "discountable")
+    if "tax_rates" in params:
+        changes["tax_rates"] = _full_tax_rates(ctx, params, "tax_rates")
+    if "period" in params:
+        changes["period"] = _period(params, item["period"], ctx.now)
+    apply_update(ctx, item, changes, "invoiceitem.updated")
+    if invoice is not None:
+        line = _line_of_item(ctx.state, invoice, item_id)
+        line.update(amount=item["amount"], subtotal=item["amount"], quantity=item["quantity"],
+                    quantity_decimal=str(item["quantity"]), description=item["description"], metadata=item["metadata"],
+                    discountable=item["discountable"], period=item["period"], pricing=item["pricing"])
+        recompute_totals(ctx.state, invoice)
+    return item
+
+
+def _line_of_item(state: StripeState, invoice: dict[str, Any], item_id: str) -> dict[str, Any]:
+    for line in state.lines.get(invoice["id"], []):
+        details = line["parent"].get("invoice_item_details") or line["parent"].get("subscription_item_details") or {}
+        if details.get("invoice_item") == item_id:
+            return line
+    raise KeyError(item_id)
+
+
+@route("DELETE", "/v1/invoiceitems/{id}")
+def delete_invoice_item(ctx: Ctx, params: dict, item_id: str) -> dict:
+    item = ctx.state.get("invoiceitem", item_id)
+    invoice = _item_invoice(ctx, item)
+    if invoice is not None:
+        line = _line_of_item(ctx.state, invoice, item_id)
+        ctx.state.lines[invoice["id"]].remove(line)
+        recompute_totals(ctx.state, invoice)
+    stub = ctx.state.remove("invoiceitem", item_id)
+    ctx.state.emit(ctx, "invoiceitem.deleted", item)
+    return stub
+
+
+retrieve_route("invoiceitem", "/v1/invoiceitems/{id}")
+
+
+@route("GET", "/v1/invoiceitems")
+def list_invoice_items(ctx: Ctx, params: dict) -> dict:
+    filters = {"customer": get_str(params, "customer"), "invoice": get_str(params, "invoice")}
+    pending = get_bool(params, "pending")
+    predicate = None
+    if pending is not None:
+        predicate = lambda item: (item["invoice"] is None) == pending  # noqa: E731
+    return list_filtered(ctx.state.collections["invoiceitem"], params, "/v1/invoiceitems", filters, predicate)
+
+
+# --- lines and totals -----------------------------------------------------------------------------
+
+
+def add_line(
+    state: StripeState,
+    invoice: dict[str, Any],
+    *,
+    amount: int,
+    description: str | None,
+    discountable: bool,
+    metadata: dict[str, str],
+    period: dict[str, int],
+    quantity: int,
+    subscription: str | None,
+    parent: dict[str, Any],
+    pricing: dict[str, Any],
+) -> dict[str, Any]:
+    line = {
+        "id": state.new_id("il"),
+        "object": "line_item",
+        "amount": amount,
+        "currency": invoice["currency"],
+        "description": description,
+        "discount_amounts": [],
+        "discountable": discountable,
+        "discounts": [],
+        "invoice": invoice["id"],
+        "livemode": False,
+        "metadata": dict(metadata),
+        "period": dict(period),
+        "quantity": quantity,
+        "subscription": subscription,
+        "pretax_credit_amounts": [],
+        "taxes": [],
+        "parent": parent,
+        "pricing": pricing,
+        "subtotal": amount,
+        "quantity_decimal": str(quantity),
+    }
+    state.lines.setdefault(invoice["id"], []).append(line)
+    state.register("line_item", line)
+    state.line_owner[line["id"]] = invoice["id"]
+    return line
+
+
+def refresh_invoice_lines(state: StripeState, invoice: dict[str, Any]) -> None:
+    lines = state.lines.get(invoice["id"], [])
+    invoice["lines"] = list_object(lines[:EMBEDDED_LINES], f"/v1/invoices/{invoice['id']}/lines", len(lines) > EMBEDDED_LINES)
+
+
+def _line_tax_rates(state: StripeState, invoice: dict[str, Any], line: dict[str, Any]) -> list[dict[str, Any]]:
+    parent = line["parent"]
+    details = parent.get("invoice_item_details") or parent.get("subscription_item_details") or {}
+    own: list[dict[str, Any]] = []
+    if details.get("invoice_item"):
+        item = state.find(details["invoice_item"])
+        own = (item or {}).get("tax_rates") or []
+    elif details.get("subscription_item"):
+        sub_item = state.find(details["subscription_item"])
+        own = (sub_item or {}).get("tax_rates") or []
+    return own or invoice["default_tax_rates"]
+
+
+def _line_discounts(lines: list[dict[str, Any]], discounts: list[dict[str, Any]], coupons: dict[str, dict]) -> dict[str, list[int]]:
+    """Per discount id, the amount taken off each line (same order as `lines`)."""
+    result: dict[str, list[int]] = {}
+    remaining = [line["amount"] if line["discountable"] and line["amount"] > 0 else 0 for line in lines]
+    for discount in discounts:
+        coupon = coupons[discount["id"]]
+        if coupon["percent_off"] is not None:
+            percent = Decimal(str(coupon["percent_off"]))
+            shares = [min(rest, round_half_up(Decimal(rest) * percent / 100)) for rest in remaining]
+        else:
+            base = sum(remaining)
+            off = min(coupon["amount_off"], base)
+            shares = [off * rest // base if base else 0 for rest in remaining]
+            # Largest lines absorb the rounding remainder, so the shares sum to the coupon.
+            for position in sorted(range(len(shares)), key=lambda i: -remaining[i])[: off - sum(shares)]:
+                shares[position] += 1
+        result[discount["id"]] = shares
+        remaining = [rest - share for rest, share in zip(remaining, shares)]
+    return result
+
+
+def _tax(base: int, rate: dict[str, Any]) -> tuple[int, int]:
+    """(tax, taxable amount) of a line amount for one rate."""
+    percent = Decimal(str(rate["percentage"]))
+    if rate["inclusive"]:
+        net = round_half_up(Decimal(base) * 100 / (100 + percent))
+        return base - net, net
+    return round_half_up(Decimal(base) * percent / 100), base
+
+
+def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
+    """Subtotal, discounts, taxes and total from the lines (drafts only; finalized totals are fixed)."""
+    lines = state.lines.get(invoice["id"], [])
+    discounts = [state.find(discount_id) for discount_id in invoice["discounts"]]
+    discounts = [d for d in discounts if d]
+    coupons = {d["id"]: state.find(d["source"]["coupon"]) or {"percent_off": 0, "amount_off": None} for d in discounts}
+    shares = _line_discounts(lines, discounts, coupons)
+    tax_totals: dict[str, dict[str, Any]] = {}
+    inclusive_tax = exclusive_tax = 0
+    for position, line in enumerate(lines):
+        line_discounts = [{"amount": shares[d["id"]][position], "discount": d["id"]} for d in discounts if line["discountable"]]
+        line["discount_amounts"] = line_discounts
+        line["discounts"] = [d["discount"] for d in line_discounts] if line_discounts else []
+        line["pretax_credit_amounts"] = [
+            {"amount": d["amount"], "credit_balance_transaction": None, "discount": d["discount"], "type": "discount"}
+            for d in line_discounts
+        ]
+        base = line["amount"] - sum(d["amount"] for d in line_discounts)
+        taxes = []
+        for rate in _line_tax_rates(state, invoice, line):
+            tax, taxable = _tax(base, rate)
+            behavior = "inclusive" if rate["inclusive"] else "exclusive"
+            taxes.append({"amount": tax, "tax_behavior": behavior, "tax_rate_details": {"tax_rate": rate["id"]},
+                          "taxability_reason": "standard_rated", "taxable_amount": taxable, "type": "tax_rate_details"})
+            total = tax_totals.setdefault(rate["id"], {"amount": 0, "tax_behavior": behavior, "tax_rate_details": {"tax_rate": rate["id"]},
+                                                       "taxability_reason": "standard_rated", "taxable_amount": 0, "type": "tax_rate_details"})
+            total["amount"] += tax
+            total["taxable_amount"] += taxable
+            if rate["inclusive"]:
+                inclusive_tax += tax
+            else:
+                exclusive_tax += tax
+        line["taxes"] = taxes
+    subtotal = sum(line["amount"] for line in lines)
+    discount_total = sum(sum(values) for values in shares.values())
+    total = subtotal - discount_total + exclusive_tax
+    invoice.update(
+        subtotal=subtotal,
+        subtotal_excluding_tax=subtotal - inclusive_tax,
+        total_discount_amounts=[{"amount": sum(shares[d["id"]]), "discount": d["id"]} for d in discounts],
+        total_pretax_credit_amounts=[
+            {"amount": sum(shares[d["id"]]), "credit_balance_transaction": None, "discount": d["id"], "type": "discount"}
+            for d in discounts
+        ],
+        total_taxes=list(tax_totals.values()),
+        total=total,
+        total_excluding_tax=total - exclusive_tax - inclusive_tax,
+        amount_due=max(total, 0),
+        amount_remaining=max(total, 0),
+    )
+    refresh_invoice_lines(state, invoice)
+
+
+# --- invoices -------------------------------------------------------------------------------------
+
+
+def new_invoice(
+    ctx: Ctx,
+    customer: dict[str, Any],
+    *,
+    currency: str,
+    billing_reason: str = "manual",
+    collection_method: str = "charge_automatically",
+    auto_advance: bool = False,
+    days_until_due: int | None = None,
+    due_date: int | None = None,
+    description: str | None = None,
+    footer: str | None = None,
+    metadata: dict[str, str] | None = None,
+    default_payment_method: str | None = None,
+    default_tax_rates: list[dict[str, Any]] | None = None,
+    subscription: dict[str, Any] | None = None,
+    period: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    invoice_id = ctx.state.new_id("in")
+    invoice = {
+        "id": invoice_id,
+        "object": "invoice",
+        "account_country": "US",
+        "account_name": ACCOUNT_NAME,
+        "account_tax_ids": None,
+        "amount_due": 0,
+        "amount_paid": 0,
+        "amount_remaining": 0,
+        "amount_shipping": 0,
+        "application": None,
+        "attempt_count": 0,
+        "attempted": False,
+        "auto_advance": auto_advance,
+        "automatic_tax": {"enabled": False, "liability": None, "status": None, "disabled_reason": None, "provider": None},
+        "billing_reason": billing_reason,
+        "collection_method": collection_method,
+        "created": ctx.now,
+        "currency": currency,
+        "custom_fields": None,
+        "customer": customer["id"],
+        "customer_address": customer["address"],
+        "customer_email": customer["email"],
+        "customer_name": customer["name"],
+        "customer_phone": customer["phone"],
+        "customer_shipping": customer["shipping"],
+        "customer_tax_exempt": customer["tax_exempt"],
+        "customer_tax_ids": [],
+        "default_payment_method": default_payment_method,
+        "default_source": None,
+        "default_tax_rates": default_tax_rates or [],
+        "description": description,
+        "discounts": [],
+        "due_date": due_date,
+        "effective_at": None,
+        "ending_balance": None,
+        "footer": footer,
+        "from_invoice": None,
+        "hosted_invoice_url": None,
+        "invoice_pdf": None,
+        "issuer": {"type": "self"},
+        "last_finalization_error": None,
+        "latest_revision": None,
+        "lines": None,
+        "livemode": False,
+        "metadata": dict(metadata or {}),
+        "next_payment_attempt": None,
+        "number": None,
+        "on_behalf_of": None,
+        "payment_settings": {"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
+        "period_end": period[1] if period else ctx.now,
+        "period_start": period[0] if period else ctx.now,
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "receipt_number": None,
+        "rendering": {"amount_tax_display": None, "pdf": {"page_size": "auto"}, "template": None, "template_version": None},
+        "shipping_cost": None,
+        "shipping_details": None,
+        "starting_balance": 0,
+        "statement_descriptor": None,
+        "status": "draft",
+        "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None},
+        "subscription": None,
+        "subtotal": 0,
+        "subtotal_excluding_tax": 0,
+        "test_clock": None,
+        "total": 0,
+        "total_discount_amounts": [],
+        "total_excluding_tax": 0,
+        "webhooks_delivered_at": ctx.now,
+        "automatically_finalizes_at": ctx.now + 3600 if auto_advance else None,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
+        "amount_overpaid": 0,
+        "parent": (
+            {"quote_details": None,
+             "subscription_details": {"metadata": dict(subscription["metadata"]), "subscription": subscription["id"]},
+             "type": "subscription_details"}
+            if subscription
+            else None
+        ),
+        "customer_account": None,
+    }
+    if collection_method == "send_invoice" and due_date is None:
+        invoice["due_date"] = ctx.now + (days_until_due if days_until_due is not None else 30) * DAY
+    ctx.state.lines.setdefault(invoice_id, [])
+    ctx.state.insert("invoice", invoice)
+    refresh_invoice_lines(ctx.state, invoice)
+    return invoice
+
+
+def _require_draft(invoice: dict[str, Any], param: str | None = None) -> None:
+    if invoice["status"] != "draft":
+        raise invalid_state(
+            f"You can only modify draft invoices; invoice {invoice['id']} is {invoice['status']}.",
+            "invoice_not_editable", param,
+        )
+
+
+@route("POST", "/v1/invoices")
+def create_invoice(ctx: Ctx, params: dict) -> dict:
+    customer = ctx.state.get("customer", get_str(params, "customer", required=True), "customer")
+    behaviour = get_choice(params, "pending_invoice_items_behavior", ("exclude", "include"), "exclude")
+    coll = ctx.state.collections["invoiceitem"]
+    pending = [
+        item for item in coll.newest_first(coll.index_for("customer", customer["id"]))
+        if item["invoice"] is None and not item["proration"]
+    ] if behaviour == "include" else []
+    currency = get_str(params, "currency") or (pending[0]["currency"] if pending else None) or customer["currency"] or "usd"
+    currency = check_currency(currency)
+    collection_method = get_choice(params, "collection_method", ("charge_automatically", "send_invoice"), "charge_automatically")
+    days_until_due = get_int(params, "days_until_due")
+    due_date = get_int(params, "due_date")
+    if collection_method == "send_invoice" and days_until_due is None and due_date is None:
+        raise invalid_param("Missing required param: days_until_due or due_date (for send_invoice).", "days_until_due")
+    pm_id = None
+    if params.get("default_payment_method"):
+        pm_id = resolve_payment_method(ctx, params["default_payment_method"], customer["id"], "default_payment_method")["id"]
+    invoice = new_invoice(
+        ctx, customer, currency=currency, collection_method=collection_method,
+        auto_advance=get_bool(params, "auto_advance", False), days_until_due=days_until_due, due_date=due_date,
+        description=get_str(params, "description"), footer=get_str(params, "footer"),
+        metadata=merge_metadata({}, params), default_payment_method=pm_id,
+        default_tax_rates=_full_tax_rates(ctx, params, "default_tax_rates"),
+    )
+    invoice["discounts"] = discounts_param(ctx, params, currency, customer=customer["id"], invoice=invoice["id"])
+    for item in reversed(pending):
+        if item["currency"] == currency:
+            attach_item(ctx.state, invoice, item)
+    recompute_totals(ctx.state, invoice)
+    ctx.state.emit(ctx, "invoice.created", invoice)
+    return invoice
+
+
+retrieve_route("invoice", "/v1/invoices/{id}", show_deleted=True)
+
+
+@route("POST", "/v1/invoices/{id}")
+def update_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    invoice = ctx.state.get("invoice", invoice_id)
+    if invoice["status"] != "draft":
+        if invoice["status"] == "void":
+            raise invalid_state("You can't update a voided invoice.", "invoice_not_editable")
+        forbidden = sorted(set(params) - MUTABLE_AFTER_FINALIZE)
+        if forbidden:
+            raise invalid_state(
+                f"Finalized invoices can't be updated in this way ({forbidden[0]}).", "invoice_not_editable", forbidden[0]
+            )
+    changes = {**metadata_change(invoice, params), **string_changes(params, ("description", "footer"))}
+    if "due_date" in params:
+        if invoice["collection_method"] != "send_invoice":
+            raise invalid_param("due_date is only for invoices with collection_method=send_invoice.", "due_date")
+        changes["due_date"] = get_int(params, "due_date")
+    if "auto_advance" in params:
+        changes["auto_advance"] = get_bool(params, "auto_advance")
+    if invoice["status"] == "draft":
+        _draft_changes(ctx, invoice, params, changes)
+    watched = {*changes, "subtotal", "total", "amount_due", "amount_remaining", "total_discount_amounts", "total_taxes"}
+    before = {key: invoice.get(key) for key in watched}
+    invoice.update(changes)
+    if invoice["status"] == "draft":
+        recompute_totals(ctx.state, invoice)
+    previous = {key: value for key, value in before.items() if invoice.get(key) != value}
+    if previous:
+        ctx.state.emit(ctx, "invoice.updated", invoice, previous)
+    return invoice
+
+
+def _draft_changes(ctx: Ctx, invoice: dict[str, Any], params: dict, changes: dict[str, Any]) -> None:
+    if "collection_method" in params:
+        changes["collection_method"] = get_choice(params, "collection_method", ("charge_automatically", "send_invoice"))
+    if "days_until_due" in params:
+        changes["due_date"] = ctx.now + get_int(params, "days_until_due") * DAY
+    if "default_payment_method" in params:
+        value = params["default_payment_method"]
+        changes["default_payment_method"] = (
+            resolve_payment_method(ctx, value, invoice["customer"], "default_payment_method")["id"] if value else None
+        )
+    if "default_tax_rates" in params:
+        changes["default_tax_rates"] = _full_tax_rates(ctx, params, "default_tax_rates")
+    if "discounts" in params or "coupon" in params:
+        changes["discounts"] = discounts_param(ctx, params, invoice["currency"], customer=invoice["customer"], invoice=invoice["id"])
+
+
+@route("DELETE", "/v1/invoices/{id}")
+def delete_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    invoice = ctx.state.get("invoice", invoice_id)
+    if invoice["status"] != "draft":
+        raise invalid_state("You can only delete draft invoices.", "invoice_not_editable")
+    for line in ctx.state.lines.get(invoice_id, []):
+        details = line["parent"].get("invoice_item_details") or line["parent"].get("subscription_item_details") or {}
+        item = ctx.state.find(details.get("invoice_item") or "")
+        if item is not None:
+            item["invoice"] = None  # back to pending, as Stripe does
+    stub = ctx.state.remove("invoice", invoice_id)
+    ctx.state.emit(ctx, "invoice.deleted", invoice)
+    return stub
+
+
+def finalize(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
+    _require_draft(invoice)
+    customer = ctx.state.get("customer", invoice["customer"], "customer")
+    recompute_totals(ctx.state, invoice)
+    starting_balance = customer["balance"]
+    applied = invoice["total"] + starting_balance
+    number = f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
+    customer["next_invoice_sequence"] += 1
+    if customer["currency"] is None:
+        customer["currency"] = invoice["currency"]
+    if starting_balance or applied < 0:
+        apply_update(ctx, customer, {"balance": min(applied, 0)}, "customer.updated")
+    changes = {
+        "status": "open",
+        "number": number,
+        "starting_balance": starting_balance,
+        "ending_balance": min(applied, 0),
+        "amount_due": max(applied, 0),
+        "amount_remaining": max(applied, 0),
+        "effective_at": ctx.now,
+        "automatically_finalizes_at": None,
+        "hosted_invoice_url": f"https://invoice.stripe.com/i/sandbox/{invoice['id']}",
+        "invoice_pdf": f"https://pay.stripe.com/invoice/sandbox/{invoice['id']}/pdf",
+        "status_transitions": {**invoice["status_transitions"], "finalized_at": ctx.now},
+        "customer_address": customer["address"],
+        "customer_email": customer["email"],
+        "customer_name": customer["name"],
+        "customer_phone": customer["phone"],
+        "next_payment_attempt": (
+            ctx.now + 3600 if invoice["auto_advance"] and invoice["collection_method"] == "charge_automatically" else None
+        ),
+    }
+    apply_update(ctx, invoice, changes)
+    ctx.state.emit(ctx, "invoice.finalized", invoice)
+    if invoice["amount_due"] == 0:
+        _mark_paid(ctx, invoice, 0)
+    return invoice
+
+
+def _mark_paid(ctx: Ctx, invoice: dict[str, Any], amount: int) -> None:
+    changes = {
+        "status": "paid",
+        "amount_paid": invoice["amount_paid"] + amount,
+        "amount_remaining": 0,
+        "next_payment_attempt": None,
+        "status_transitions": {**invoice["status_transitions"], "paid_at": ctx.now},
+    }
+    if amount:
+        changes.update(attempted=True, attempt_count=invoice["attempt_count"] + 1)
+    apply_update(ctx, invoice, changes)
+    ctx.state.emit(ctx, "invoice.paid", invoice)
+    ctx.state.emit(ctx, "invoice.payment_succeeded", invoice)
+
+
+def _invoice_payment_method(ctx: Ctx, invoice: dict[str, Any], requested: str | None) -> dict[str, Any]:
+    if requested:
+        return resolve_payment_method(ctx, requested, invoice["customer"])
+    candidates = [invoice["default_payment_method"]]
+    subscription_id = ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    if subscription_id:
+        candidates.append((ctx.state.find(subscription_id) or {}).get("default_payment_method"))
+    customer = ctx.state.get("customer", invoice["customer"], "customer")
+    candidates.append((customer.get("invoice_settings") or {}).get("default_payment_method"))
+    for pm_id in candidates:
+        if pm_id:
+            return ctx.state.get("payment_method", pm_id, "payment_method")
+    raise StripeApiError(
+        400, "invalid_request_error",
+        f"This customer has no attached payment source or default payment method. Please consider adding a default "
+        f"payment method (customer {customer['id']}).", code="parameter_missing", param="payment_method",
+    )
+
+
+def _default_invoice_payment(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
+    """The invoice's open InvoicePayment and its PaymentIntent, reused across attempts as Stripe does."""
+    coll = ctx.state.collections["invoice_payment"]
+    for payment in coll.newest_first(coll.index_for("invoice", invoice["id"])):
+        if payment["status"] == "open" and payment["is_default"]:
+            intent = ctx.state.get("payment_intent", payment["payment"]["payment_intent"])
+            if intent["amount"] == invoice["amount_remaining"]:
+                return payment
+            apply_update(ctx, payment, {"status": "canceled", "is_default": False,
+                                        "status_transitions": {**payment["status_transitions"], "canceled_at": ctx.now}})
+    intent = new_payment_intent(
+        ctx, amount=invoice["amount_remaining"], currency=invoice["currency"], customer=invoice["customer"],
+        description=f"Payment for Invoice {invoice['number']}", metadata={},
+    )
+    payment = {
+        "id": ctx.state.new_id("inpay"),
+        "object": "invoice_payment",
+        "amount_paid": None,
+        "amount_requested": invoice["amount_remaining"],
+        "created": ctx.now,
+        "currency": invoice["currency"],
+        "invoice": invoice["id"],
+        "is_default": True,
+        "livemode": False,
+        "payment": {"payment_intent": intent["id"], "type": "payment_intent"},
+        "status": "open",
+        "status_transitions": {"canceled_at": None, "paid_at": None},
+    }
+    return ctx.state.insert("invoice_payment", payment)
+
+
+def attempt_payment(ctx: Ctx, invoice: dict[str, Any], requested_pm: str | None = None) -> dict[str, Any] | None:
+    """Charge the invoice's amount remaining. Returns the failed charge on a decline, else None."""
+    pm = _invoice_payment_method(ctx, invoice, requested_pm)
+    payment = _default_invoice_payment(ctx, invoice)
+    intent = ctx.state.get("payment_intent", payment["payment"]["payment_intent"])
+    charge = confirm_payment_intent(ctx, intent, pm)
+    if charge["status"] == "succeeded":
+        apply_update(ctx, payment, {"status": "paid", "amount_paid": charge["amount"],
+                                    "status_transitions": {**payment["status_transitions"], "paid_at": ctx.now}})
+        ctx.state.emit(ctx, "invoice_payment.paid", payment)
+        _mark_paid(ctx, invoice, charge["amount"])
+        _maybe_dispute(ctx, charge, pm)
+        return None
+    changes = {
+        "attempted": True,
+        "attempt_count": invoice["attempt_count"] + 1,
+        "next_payment_attempt": ctx.now + RETRY_DELAY if invoice["auto_advance"] else None,
+    }
+    previous = {key: invoice[key] for key in changes}
+    apply_update(ctx, invoice, changes)
+    ctx.state.emit(ctx, "invoice.payment_failed", invoice)
+    ctx.state.emit(ctx, "invoice.updated", invoice, previous)
+    return charge
+
+
+@route("POST", "/v1/invoices/{id}/finalize")
+def finalize_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    invoice = ctx.state.get("invoice", invoice_id)
+    if invoice["status"] != "draft":
+        raise invalid_state(f"This invoice is already finalized; its status is {invoice['status']}.", "invoice_not_editable")
+    if get_bool(params, "auto_advance") is not None:
+        invoice["auto_advance"] = get_bool(params, "auto_advance")
+    return finalize(ctx, invoice)
+
+
+@route("POST", "/v1/invoices/{id}/pay")
+def pay_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    invoice = ctx.state.get("invoice", invoice_id)
+    if invoice["status"] == "draft":
+        finalize(ctx, invoice)
+    if invoice["status"] == "paid":
+        raise invalid_state("Invoice is already paid.", "invoice_unexpected_state")
+    if invoice["status"] == "void":
+        raise invalid_state("You cannot pay a void invoice.", "invoice_unexpected_state")
+    if get_bool(params, "paid_out_of_band", False):
+        _mark_paid(ctx, invoice, invoice["amount_remaining"])
+        return invoice
+    failed = attempt_payment(ctx, invoice, get_str(params, "payment_method"))
+    if failed is not None:
+        raise decline_error(failed)
+    return invoice
+
+
+@route("POST", "/v1/invoices/{id}/void")
+def void_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    invoice = ctx.state.get("invoice", invoice_id)
+    if invoice["status"] not in ("open", "uncollectible"):
+        raise invalid_state(f"You can only void open or uncollectible invoices; this one is {invoice['status']}.", "invoice_not_editable")
+    _cancel_open_payments(ctx, invoice)
+    previous = {"status": invoice["status"]}
+    apply_update(ctx, invoice, {"status": "void", "next_payment_attempt": None,
+                                "status_transitions": {**invoice["status_transitions"], "voided_at": ctx.now}})
+    ctx.state.emit(ctx, "invoice.voided", invoice)
+    ctx.state.emit(ctx, "invoice.updated", invoice, previous)
+    return invoice
+
+
+def _cancel_open_payments(ctx: Ctx, invoice: dict[str, Any]) -> None:
+    coll = ctx.state.collections["invoice_payment"]
+    for payment in coll.newest_first(coll.index_for("invoice", invoice["id"])):
+        if payment["status"] == "open":
+            apply_update(ctx, payment, {"status": "canceled", "status_transitions": {**payment["status_transitions"], "canceled_at": ctx.now}})
+            intent = ctx.state.get("payment_intent", payment["payment"]["payment_intent"])
+            if intent["status"] not in ("succeeded", "canceled"):
+                apply_update(ctx, intent, {"status": "canceled", "canceled_at": ctx.now, "cancellation_reason": "void_invoice"})
+                ctx.state.emit(ctx, "payment_intent.canceled", intent)
+
+
+@route("POST", "/v1/invoices/{id}/mark_uncollectible")
+def mark_uncollectible(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    invoice = ctx.state.get("invoice", invoice_id)
+    if invoice["status"] != "open":
+        raise invalid_state(f"You can only mark open invoices uncollectible; this one is {invoice['status']}.", "invoice_not_editable")
+    previous = {"status": invoice["status"]}
+    apply_update(ctx, invoice, {"status": "uncollectible", "next_payment_attempt": None,
+                                "status_transitions": {**invoice["status_transitions"], "marked_uncollectible_at": ctx.now}})
+    ctx.state.emit(ctx, "invoice.marked_uncollectible", invoice)
+    ctx.state.emit(ctx, "invoice.updated", invoice, previous)
+    return invoice
+
+
+@route("POST", "/v1/invoices/{id}/send")
+def send_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    invoice = ctx.state.get("invoice", invoice_id)
+    if invoice["collection_method"] != "send_invoice":
+        raise invalid_state("You can only manually send an invoice if its collection method is 'send_invoice'.", "invoice_not_editable")
+    if invoice["status"] == "draft":
+        finalize(ctx, invoice)
+    if invoice["status"] != "open":
+        raise invalid_state(f"You can only send open invoices; this one is {invoice['status']}.", "invoice_not_editable")
+    ctx.state.emit(ctx, "invoice.sent", invoice)
+    return invoice
+
+
+@route("GET", "/v1/invoices/{id}/lines")
+def list_invoice_lines(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    ctx.state.get("invoice", invoice_id)
+    lines = ctx.state.lines.get(invoice_id, [])
+    limit = get_int(params, "limit", 10)
+    if not 1 <= limit <= 100:
+        raise invalid_param("Invalid limit: must be between 1 and 100", "limit")
+    start = 0
+    if params.get("starting_after"):
+        ids = [line["id"] for line in lines]
+        if params["starting_after"] not in ids:
+            raise invalid_param(f"No such line item: '{params['starting_after']}'", "starting_after")
+        start = ids.index(params["starting_after"]) + 1
+    page = lines[start:start + limit]
+    return list_object(page, f"/v1/invoices/{invoice_id}/lines", start + limit < len(lines))
+
+
+def _invoice_subscription(invoice: dict[str, Any]) -> str | None:
+    return ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+
+
+@route("GET", "/v1/invoices")
+def list_invoices(ctx: Ctx, params: dict) -> dict:
+    filters = {
+        "customer": get_str(params, "customer"),
+        "subscription": get_str(params, "subscription"),
+        "status": get_choice(params, "status", ("draft", "open", "paid", "uncollectible", "void")),
+        "collection_method": get_str(params, "collection_method"),
+    }
+    return list_filtered(ctx.state.collections["invoice"], params, "/v1/invoices", filters)
+
+
+def _invoice_search_field(invoice: dict[str, Any], name: str) -> Any:
+    if name == "subscription":
+        return _invoice_subscription(invoice)
+    return invoice.get(name)
+
+
+@route("GET", "/v1/invoices/search")
+def search_invoices(ctx: Ctx, params: dict) -> dict:
+    return search(ctx.state.collections["invoice"], params, "/v1/invoices/search", _invoice_search_field)
+
+
+# --- invoice payments -----------------------------------------------------------------------------
+
+
+retrieve_route("invoice_payment", "/v1/invoice_payments/{id}")
+
+
+@route("GET", "/v1/invoice_payments")
+def list_invoice_payments(ctx: Ctx, params: dict) -> dict:
+    payment = get_dict(params, "payment")
+    filters = {
+        "invoice": get_str(params, "invoice"),
+        "payment_intent": payment.get("payment_intent"),
+        "status": get_choice(params, "status", ("canceled", "open", "paid")),
+    }
+    payment_type = payment.get("type")
+    predicate = (lambda p: p["payment"]["type"] == payment_type) if payment_type else None
+    return list_filtered(ctx.state.collections["invoice_payment"], params, "/v1/invoice_payments", filters, predicate)
+
+
+# --- credit notes ---------------------------------------------------------------------------------
+
+
+def refresh_credit_note_lines(state: StripeState, note: dict[str, Any]) -> None:
+    lines = state.credit_note_lines.get(note["id"], [])
+    note["lines"] = list_object(lines[:EMBEDDED_LINES], f"/v1/credit_notes/{note['id']}/lines", len(lines) > EMBEDDED_LINES)
+
+
+def _scaled(value: int, numerator: int, denominator: int) -> int:
+    return round_half_up(Decimal(value) * numerator / denominator) if denominator else 0
+
+
+def _credit_line(ctx: Ctx, invoice: dict[str, Any], raw: dict[str, Any], position: int) -> dict[str, Any]:
+    param = f"lines[{position}]"
+    line_type = get_choice(raw, "type", ("invoice_line_item", "custom_line_item"))
+    if line_type is None:
+        raise missing_param(f"{param}[type]")
+    base = {"id": ctx.state.new_id("cnli"), "object": "credit_note_line_item", "livemode": False,
+            "description": get_str(raw, "description"), "metadata": None}
+    if line_type == "custom_line_item":
+        quantity = get_int(raw, "quantity", 1, param=f"{param}[quantity]")
+        unit_amount = get_int(raw, "unit_amount", required=True, param=f"{param}[unit_amount]")
+        amount = check_amount(unit_amount * quantity, invoice["currency"], f"{param}[unit_amount]")
+        return {**base, "amount": amount, "discount_amount": 0, "discount_amounts": [], "invoice_line_item": None,
+                "quantity": quantity, "tax_rates": [], "type": line_type, "unit_amount": unit_amount,
+                "unit_amount_decimal": str(unit_amount), "pretax_credit_amounts": [], "taxes": []}
+    line_id = get_str(raw, "invoice_line_item", required=True)
+    line = ctx.state.find_line(line_id)
+    if line is None or line["invoice"] != invoice["id"]:
+        raise invalid_param(f"No such line item on invoice {invoice['id']}: '{line_id}'", f"{param}[invoice_line_item]")
+    if raw.get("amount") is not None:
+        amount = get_int(raw, "amount", param=f"{param}[amount]")
+        quantity = line["quantity"]
+    else:
+        quantity = get_int(raw, "quantity", line["quantity"], param=f"{param}[quantity]")
+        if not 0 < quantity <= line["quantity"]:
+            raise invalid_param(f"quantity must be between 1 and {line['quantity']}.", f"{param}[quantity]")
+        amount = _scaled(line["amount"], quantity, line["quantity"])
+    if not 0 < amount <= line["amount"]:
+        raise invalid_param(f"The credit amount must be between 1 and the line amount ({line['amount']}).", f"{param}[amount]")
+    discounts = [{"amount": _scaled(d["amount"], amount, line["amount"]), "discount": d["discount"]} for d in line["discount_amounts"]]
+    taxes = [{**tax, "amount": _scaled(tax["amount"], amount, line["amount"]),
+              "taxable_amount": _scaled(tax["taxable_amount"], amount, line["amount"])} for tax in line["taxes"]]
+    rates = [ctx.state.find(tax["tax_rate_details"]["tax_rate"]) for tax in line["taxes"]]
+    return {**base, "description": base["description"] or line["description"], "amount": amount,
+            "discount_amount": sum(d["amount"] for d in discounts), "discount_amounts": discounts,
+            "invoice_line_item": line_id, "quantity": quantity, "tax_rates": [r for r in rates if r],
+            "type": line_type, "unit_amount": None, "unit_amount_decimal": None,
+            "pretax_credit_amounts": [{"amount": d["amount"], "credit_balance_transaction": None, "discount": d["discount"],
+                                       "type": "discount"} for d in discounts],
+            "taxes": taxes}
+
+
+def _credit_totals(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    subtotal = sum(line["amount"] for line in lines)
+    discount = sum(line["discount_amount"] for line in lines)
+    exclusive = sum(t["amount"] for line in lines for t in line["taxes"] if t["tax_behavior"] == "exclusive")
+    inclusive = sum(t["amount"] for line in lines for t in line["taxes"] if t["tax_behavior"] == "inclusive")
+    by_rate: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        for tax in line["taxes"]:
+            row = by_rate.setdefault(tax["tax_rate_details"]["tax_rate"], {**tax, "amount": 0, "taxable_amount": 0})
+            row["amount"] += tax["amount"]
+            row["taxable_amount"] += tax["taxable_amount"]
+    total = subtotal - discount + exclusive
+    discounts: dict[str, int] = {}
+    for line in lines:
+        for d in line["discount_amounts"]:
+            discounts[d["discount"]] = discounts.get(d["discount"], 0) + d["amount"]
+    return {
+        "subtotal": subtotal,
+        "subtotal_excluding_tax": subtotal - inclusive,
+        "discount_amount": discount,
+        "discount_amounts": [{"amount": a, "discount": d} for d, a in discounts.items()],
+        "pretax_credit_amounts": [{"amount": a, "credit_balance_transaction": None, "discount": d, "type": "discount"}
+                                  for d, a in discounts.items()],
+        "total": total,
+        "total_excluding_tax": total - exclusive - inclusive,
+        "total_taxes": list(by_rate.values()),
+        "amount": total,
+    }
+
+
+def _paid_charge(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any] | None:
+    coll = ctx.state.collections["invoice_payment"]
+    for payment in coll.newest_first(coll.index_for("invoice", invoice["id"])):
+        if payment["status"] == "paid" and payment["payment"].get("payment_intent"):
+            intent = ctx.state.get("payment_intent", payment["payment"]["payment_intent"])
+            return ctx.state.find(intent["latest_charge"] or "")
+    return None
+
+
+@route("POST", "/v1/credit_notes")
+def create_credit_note(ctx: Ctx, params: dict) -> dict:
+    invoice = ctx.state.get("invoice", get_str(params, "invoice", required=True), "invoice")
+    if invoice["status"] not in ("open", "paid"):
+        raise invalid_state(
+            f"Credit notes can only be issued for open or paid invoices; this one is {invoice['status']}.",
+            "invoice_not_editable", "invoice",
+        )
+    raw_lines = get_list(params, "lines")
+    if raw_lines:
+        lines = [_credit_line(ctx, invoice, raw, position) for position, raw in enumerate(raw_lines)]
+    elif params.get("amount") is not None:
+        lines = [_credit_line(ctx, invoice, {"type": "custom_line_item", "unit_amount": params["amount"], "quantity": "1",
+                                             "description": get_str(params, "memo") or "Credit"}, 0)]
+    else:
+        raise missing_param("lines")
+    totals = _credit_totals(lines)
+    total = totals["total"]
+    credited = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
+    if total <= 0 or total + credited > invoice["total"]:
+        raise invalid_param(
+            f"The credit note total ({total}) must be positive and at most what is left to credit on the invoice "
+            f"({invoice['total'] - credited}).", "lines", code="credit_note_amount_too_large" if total > 0 else "parameter_invalid",
+        )
+    note_type = "post_payment" if invoice["status"] == "paid" else "pre_payment"
+    refund_amount = get_int(params, "refund_amount", 0)
+    out_of_band = get_int(params, "out_of_band_amount", 0)
+    credit_amount = get_int(params, "credit_amount")
+    if note_type == "pre_payment":
+        if refund_amount or out_of_band or credit_amount:
+            raise invalid_param("An open invoice's credit note reduces its amount due; it cannot refund.", "refund_amount")
+        if total > invoice["amount_remaining"]:
+            raise invalid_param(
+                f"The credit note total ({total}) exceeds the invoice's amount remaining ({invoice['amount_remaining']}).",
+                "lines", code="credit_note_amount_too_large",
+            )
+    else:
+        if credit_amount is None:
+            credit_amount = total - refund_amount - out_of_band
+        if refund_amount + out_of_band + credit_amount != total or min(refund_amount, out_of_band, credit_amount) < 0:
+            raise invalid_param(
+                "refund_amount + credit_amount + out_of_band_amount must equal the credit note total.", "refund_amount"
+            )
+    refunds = []
+    if refund_amount:
+        charge = _paid_charge(ctx, invoice)
+        if charge is None:
+            raise invalid_param("The invoice has no payment to refund.", "refund_amount")
+        refund = refund_charge(ctx, charge, refund_amount, "requested_by_customer", param="refund_amount")
+        refunds.append({"amount_refunded": refund["amount"], "refund": refund["id"], "payment_record_refund": None, "type": "refund"})
+    coll = ctx.state.collections["credit_note"]
+    sequence = len(coll.index_for("invoice", invoice["id"])) + 1
+    note = {
+        "id": ctx.state.new_id("cn"),
+        "object": "credit_note",
+        "amount_shipping": 0,
+        "created": ctx.now,
+        "currency": invoice["currency"],
+        "customer": invoice["customer"],
+        "customer_balance_transaction": None,
+        "effective_at": ctx.now,
+        "invoice": invoice["id"],
+        "lines": None,
+        "livemode": False,
+        "memo": get_str(params, "memo"),
+        "metadata": merge_metadata({}, params),
+        "number": f"{invoice['number']}-CN-{sequence:02d}",
+        "out_of_band_amount": out_of_band or None,
+        "pdf": "https://pay.stripe.com/credit_notes/sandbox/pdf",
+        "shipping_cost": None,
+        "status": "issued",
+        "type": note_type,
+        "voided_at": None,
+        "refunds": refunds,
+        "post_payment_amount": total if note_type == "post_payment" else 0,
+        "pre_payment_amount": total if note_type == "pre_payment" else 0,
+        "reason": get_choice(params, "reason", ("duplicate", "fraudulent", "order_change", "product_unsatisfactory")),
+        "customer_account": None,
+        **totals,
+    }
+    ctx.state.insert("credit_note", note)
+    ctx.state.credit_note_lines[note["id"]] = lines
+    refresh_credit_note_lines(ctx.state, note)
+    _apply_credit(ctx, invoice, note, credit_amount or 0, sign=1)
+    ctx.state.emit(ctx, "credit_note.created", note)
+    return note
+
+
+def _apply_credit(ctx: Ctx, invoice: dict[str, Any], note: dict[str, Any], credit_amount: int, sign: int) -> None:
+    total = note["total"] * sign
+    previous = {key: invoice[key] for key in ("pre_payment_credit_notes_amount", "post_payment_credit_notes_amount",
+                                              "amount_remaining", "amount_due", "status")}
+    if note["type"] == "pre_payment":
+        changes: dict[str, Any] = {
+            "pre_payment_credit_notes_amount": invoice["pre_payment_credit_notes_amount"] + total,
+            "amount_remaining": invoice["amount_remaining"] - total,
+            "amount_due": invoice["amount_due"] - total,
+        }
+    else:
+        changes = {"post_payment_credit_notes_amount": invoice["post_payment_credit_notes_amount"] + total}
+    apply_update(ctx, invoice, changes)
+    if credit_amount:
+        customer = ctx.state.get("customer", invoice["customer"])
+        apply_update(ctx, customer, {"balance": customer["balance"] - credit_amount * sign}, "customer.updated")
+    if note["type"] == "pre_payment" and invoice["status"] == "open" and invoice["amount_remaining"] == 0:
+        _cancel_open_payments(ctx, invoice)
+        _mark_paid(ctx, invoice, 0)
+    ctx.state.emit(ctx, "invoice.updated", invoice, {k: v for k, v in previous.items() if invoice[k] != v})
+
+
+@route("POST", "/v1/credit_notes/{id}/void")
+def void_credit_note(ctx: Ctx, params: dict, note_id: str) -> dict:
+    note = ctx.state.get("credit_note", note_id)
+    if note["status"] == "void":
+        raise invalid_state("This credit note is already void.")
+    if note["refunds"] or note["type"] == "post_payment":
+        raise invalid_state("Only credit notes that reduced an open invoice's amount due can be voided.")
+    invoice = ctx.state.get("invoice", note["invoice"])
+    if invoice["status"] != "open":
+        raise invalid_state(f"The invoice is {invoice['status']}; its credit notes can no longer be voided.")
+    apply_update(ctx, note, {"status": "void", "voided_at": ctx.now})
+    _apply_credit(ctx, invoice, note, 0, sign=-1)
+    ctx.state.emit(ctx, "credit_note.voided", note)
+    return note
+
+
+retrieve_route("credit_note", "/v1/credit_notes/{id}")
+
+
+update_route("credit_note", "/v1/credit_notes/{id}", ("memo",), "credit_note.updated")
+
+
+@route("GET", "/v1/credit_notes/{id}/lines")
+def list_credit_note_lines(ctx: Ctx, params: dict, note_id: str) -> dict:
+    ctx.state.get("credit_note", note_id)
+    lines = ctx.state.credit_note_lines.get(note_id, [])
+    return list_object(lines[:100], f"/v1/credit_notes/{note_id}/lines", len(lines) > 100)
+
+
+@route("GET", "/v1/credit_notes")
+def list_credit_notes(ctx: Ctx, params: dict) -> dict:
+    filters = {"invoice": get_str(params, "invoice"), "customer": get_str(params, "customer")}
+    return list_filtered(ctx.state.collections["credit_note"], params, "/v1/credit_notes", filters)

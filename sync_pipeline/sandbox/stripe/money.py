@@ -1,0 +1,71 @@
+"""Currencies, rounding and Stripe's fees, all in integer minor units."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from sync_pipeline.sandbox.stripe.errors import invalid_param
+
+# Stripe's zero-decimal and three-decimal currency lists (docs.stripe.com/currencies).
+ZERO_DECIMAL = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+)
+THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+
+# Processing fee: percentage in basis points plus a fixed part in minor units.
+FEE_BASIS_POINTS = {"jpy": 360}
+DEFAULT_FEE_BASIS_POINTS = 290
+FIXED_FEE = {"usd": 30, "eur": 25, "gbp": 20, "jpy": 0, "kwd": 100, "bhd": 100, "jod": 100, "omr": 100, "tnd": 300}
+# Charged when a dispute opens; returned when it is won.
+DISPUTE_FEE = {"usd": 1500, "eur": 2000, "gbp": 2000, "jpy": 2000, "kwd": 5000}
+
+
+def exponent(currency: str) -> int:
+    if currency in ZERO_DECIMAL:
+        return 0
+    if currency in THREE_DECIMAL:
+        return 3
+    return 2
+
+
+def to_decimal(amount: int, currency: str) -> Decimal:
+    return Decimal(amount).scaleb(-exponent(currency))
+
+
+def round_half_up(value: Decimal) -> int:
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _round_for_currency(amount: int, currency: str) -> int:
+    # Stripe requires three-decimal amounts to end in 0.
+    if exponent(currency) == 3:
+        return (amount + 5) // 10 * 10
+    return amount
+
+
+def processing_fee(amount: int, currency: str) -> int:
+    basis_points = FEE_BASIS_POINTS.get(currency, DEFAULT_FEE_BASIS_POINTS)
+    variable = (amount * basis_points + 5000) // 10000
+    fixed = FIXED_FEE.get(currency, 30 * 10 ** max(exponent(currency) - 2, 0) if exponent(currency) else 0)
+    return _round_for_currency(variable + fixed, currency)
+
+
+def dispute_fee(currency: str) -> int:
+    return DISPUTE_FEE.get(currency, 15 * 10 ** exponent(currency))
+
+
+def check_currency(currency: object, param: str = "currency") -> str:
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        raise invalid_param(f"Invalid currency: {currency}.", param)
+    return currency.lower()
+
+
+def check_amount(amount: int, currency: str, param: str = "amount", allow_negative: bool = False) -> int:
+    if amount < 0 and not allow_negative:
+        raise invalid_param("This value must be greater than or equal to 0.", param)
+    if exponent(currency) == 3 and amount % 10:
+        raise invalid_param(
+            f"Amounts in {currency.upper()} must be a multiple of 10 (the last digit must be 0).", param,
+            code="invalid_amount",
+        )
+    return amount

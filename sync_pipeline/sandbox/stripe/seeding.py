@@ -1,0 +1,56 @@
+"""A bulk path for benchmarks and demos: many paid invoices in-process, through the same billing
+logic the API uses, with `created` times spread into the past."""
+
+from __future__ import annotations
+
+from sync_pipeline.sandbox.stripe.catalog import create_customer, create_price, create_product
+from sync_pipeline.sandbox.stripe.config import StripeConfig
+from sync_pipeline.sandbox.stripe.invoicing import attempt_payment, finalize, new_invoice, new_invoice_item, recompute_totals
+from sync_pipeline.sandbox.stripe.state import Ctx, StripeState
+
+
+def seed_paid_invoices(
+    state: StripeState,
+    config: StripeConfig,
+    count: int,
+    *,
+    currency: str = "usd",
+    unit_amount: int = 1000,
+    customers: int = 100,
+    start: int | None = None,
+    spacing_seconds: int = 60,
+    record_events: bool = False,
+) -> list[str]:
+    """`count` one-line invoices, finalized and paid by card, the i-th created at start + i*spacing.
+
+    Events are off by default: 10,000 invoices would otherwise keep ~100,000 event snapshots.
+    """
+    with state.lock:
+        now = state.clock.now()
+        first = start if start is not None else now - count * spacing_seconds
+        ctx = Ctx(state, config, first)
+        previous_recording = state.record_events
+        state.record_events = record_events
+        try:
+            product = create_product(ctx, {"name": "Seeded plan"})
+            price = create_price(ctx, {"product": product["id"], "currency": currency, "unit_amount": str(unit_amount)})
+            customer_ids = [
+                create_customer(ctx, {"email": f"seed{n}@example.com", "name": f"Seed customer {n}",
+                                      "payment_method": "pm_card_visa",
+                                      "invoice_settings": {"default_payment_method": "pm_card_visa"}})["id"]
+                for n in range(max(1, min(customers, count)))
+            ]
+            invoice_ids = []
+            for n in range(count):
+                ctx.now = first + n * spacing_seconds
+                customer = state.collections["customer"].objects[customer_ids[n % len(customer_ids)]]
+                invoice = new_invoice(ctx, customer, currency=currency, metadata={"seed": str(n)})
+                new_invoice_item(ctx, customer=customer["id"], currency=currency, unit_amount=unit_amount, quantity=1,
+                                 description="Seeded plan", price=price, invoice=invoice)
+                recompute_totals(state, invoice)
+                finalize(ctx, invoice)
+                attempt_payment(ctx, invoice)
+                invoice_ids.append(invoice["id"])
+            return invoice_ids
+        finally:
+            state.record_events = previous_recording
