@@ -357,6 +357,40 @@ def test_soql_filters_in_null_numbers_booleans_and_or(sf, sandbox):
     assert sf.query("SELECT COUNT() FROM Opportunity WHERE AccountId = '" + acme[:15] + "'")["totalSize"] == 2
 
 
+def test_soql_child_relationship_subquery_returns_line_items(sf, sandbox):
+    state = sandbox.state
+    account = state.insert("Account", {"Name": "Parent Co"})
+    product = state.insert("Product2", {"Name": "Pro plan", "ProductCode": "PRO"})
+    with_lines = state.insert("Opportunity", {"Name": "With lines", "AccountId": account, "StageName": "Closed Won",
+                                              "CloseDate": "2026-11-04"})
+    state.insert("Opportunity", {"Name": "Without", "AccountId": account, "StageName": "Closed Won",
+                                 "CloseDate": "2026-11-04"})
+    for quantity, price in ((2, "50.00"), (1, "7.50")):
+        state.insert("OpportunityLineItem", {"OpportunityId": with_lines, "Product2Id": product,
+                                             "Quantity": quantity, "UnitPrice": price})
+    rows = sf.query_all(
+        "SELECT Name, (SELECT Quantity, TotalPrice, Product2.ProductCode FROM OpportunityLineItems "
+        "ORDER BY TotalPrice DESC) FROM Opportunity ORDER BY Name"
+    )["records"]
+    assert [row["Name"] for row in rows] == ["With lines", "Without"]
+    lines = rows[0]["OpportunityLineItems"]
+    assert (lines["totalSize"], lines["done"]) == (2, True)
+    assert [(line["Quantity"], line["TotalPrice"], line["Product2"]["ProductCode"]) for line in lines["records"]] == [
+        (Decimal("2"), Decimal("100"), "PRO"), (Decimal("1"), Decimal("7.5"), "PRO")]
+    assert rows[1]["OpportunityLineItems"] is None
+
+
+def test_an_org_without_unique_external_ids_accepts_duplicates_then_upsert_is_300(sandbox):
+    control(sandbox, "config", {"unique_external_ids": False})
+    sf = connect(sandbox)
+    for name in ("First", "Second"):
+        sf.Account.create({"Name": name, "NetSuite_Customer_Id__c": "ns-7"})
+    with pytest.raises(SalesforceMoreThanOneRecord):
+        sf.Account.upsert("NetSuite_Customer_Id__c/ns-7", {"Name": "Ambiguous"})
+    with pytest.raises(SalesforceMoreThanOneRecord):
+        sf.Account.get_by_custom_id("NetSuite_Customer_Id__c", "ns-7")
+
+
 @pytest.mark.parametrize(
     ("soql", "code"),
     [
@@ -366,6 +400,7 @@ def test_soql_filters_in_null_numbers_booleans_and_or(sf, sandbox):
         ("SELECT Id, FROM Opportunity", "MALFORMED_QUERY"),
         ("SELECT Nonsense__c FROM Opportunity", "INVALID_FIELD"),
         ("SELECT Id FROM Invoice__c", "INVALID_TYPE"),
+        ("SELECT Id, (SELECT Id FROM Invoices__r) FROM Account", "INVALID_TYPE"),
     ],
 )
 def test_bad_soql_is_refused(sf, soql, code):

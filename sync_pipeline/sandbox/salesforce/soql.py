@@ -1,7 +1,7 @@
 """A SOQL subset: parse, check against the schema, run over the state's records.
 
-Supported: ``SELECT f, Parent.f, COUNT() FROM Obj [WHERE ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], ...]
-[LIMIT n] [OFFSET n]``. Conditions: ``= != <> < <= > >= LIKE IN NOT IN``, ``AND``/``OR``/``NOT`` with
+Supported: ``SELECT f, Parent.f, (SELECT f FROM ChildRelationship [WHERE] [ORDER BY] [LIMIT]) | COUNT()
+FROM Obj [WHERE ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], ...] [LIMIT n] [OFFSET n]``. Conditions: ``= != <> < <= > >= LIKE IN NOT IN``, ``AND``/``OR``/``NOT`` with
 parentheses (mixing AND and OR without parentheses is an error, as in Salesforce); literals: 'strings',
 numbers, true/false, null, dates (2026-11-01) and datetimes (2026-11-01T00:00:00Z), unquoted.
 Field and object names are case-insensitive; text comparisons too (except case-sensitive external ids).
@@ -21,6 +21,7 @@ from .schema import (
     ObjectSpec,
     SalesforceApiError,
     bad_request,
+    child_relationships,
     find_object,
     normalize_id,
     parse_date,
@@ -130,9 +131,18 @@ class Ordering:
 
 
 @dataclass(frozen=True)
+class SubQuery:
+    """`(SELECT ... FROM OpportunityLineItems)`: a parent's children through a child relationship."""
+
+    relationship: str
+    reference_field: str
+    query: "Query"
+
+
+@dataclass(frozen=True)
 class Query:
     sobject: ObjectSpec
-    fields: tuple[FieldPath, ...]
+    fields: tuple[FieldPath | SubQuery, ...]
     count_only: bool
     where: Comparison | Junction | None
     order_by: tuple[Ordering, ...]
@@ -206,21 +216,63 @@ class _Parser:
             raise self.unexpected()
         return Query(sobject, fields, count_only, where, order_by, limit, offset)
 
-    def select_list(self) -> tuple[tuple[FieldPath, ...], bool]:
+    def select_list(self) -> tuple[tuple[FieldPath | SubQuery, ...], bool]:
         if self.current.is_keyword("count"):
             self.advance()
             self.expect_punct("(")
             self.expect_punct(")")
             self.expect_keyword("from")
             return (), True
-        fields: list[FieldPath] = []
+        fields: list[FieldPath | SubQuery] = []
         while True:
-            fields.append(self.field_path(self.advance()))
+            if self.current.kind == "punct" and self.current.text == "(":
+                fields.append(self.subquery())
+            else:
+                fields.append(self.field_path(self.advance()))
             if self.current.kind == "punct" and self.current.text == ",":
                 self.advance()
                 continue
             self.expect_keyword("from")
             return tuple(fields), False
+
+    def subquery(self) -> SubQuery:
+        self.expect_punct("(")
+        self.expect_keyword("select")
+        select_start = self.index
+        while not self.current.is_keyword("from"):
+            if self.current.kind == "end" or (self.current.kind == "punct" and self.current.text == "("):
+                raise self.unexpected()
+            self.advance()
+        self.advance()
+        name = self.advance()
+        parent = self.sobject
+        assert parent is not None
+        found = [(child, spec) for child, spec, relationship in child_relationships(parent.name)
+                 if relationship.lower() == name.text.lower()]
+        if not found:
+            raise bad_request(
+                "INVALID_TYPE",
+                f"Didn't understand relationship '{name.text}' in FROM part of query call. If you are attempting to "
+                "use a custom relationship, be sure to append the '__r' after the custom relationship name. Please "
+                "reference your WSDL or the describe call for the appropriate names.",
+            )
+        child, reference = found[0]
+        after_from = self.index
+        self.sobject, self.index = child, select_start
+        fields, count_only = self.select_list()
+        if count_only:
+            raise malformed("COUNT() is not allowed in a relationship query")
+        self.index = after_from
+        where = None
+        if self.current.is_keyword("where"):
+            self.advance()
+            where = self.condition()
+        order_by = self.order_by() if self.current.is_keyword("order") else ()
+        limit = self.integer_clause("limit")
+        self.expect_punct(")")
+        self.sobject = parent
+        relationship = next(rel for kid, spec, rel in child_relationships(parent.name) if kid is child and spec is reference)
+        return SubQuery(relationship, reference.name, Query(child, fields, False, where, order_by, limit, 0))
 
     def field_path(self, token: Token) -> FieldPath:
         if token.kind != "ident" or token.text.lower() in _KEYWORDS:
@@ -464,30 +516,45 @@ def _sort_key(ordering: Ordering, row: Record, resolve: Resolver) -> tuple[int, 
     return (1, _comparable(ordering.path.field, value))
 
 
-def project(query: Query, row: Record, resolve: Resolver, version: str) -> Record:
+def project(query: Query, row: Record, state: "SalesforceState", version: str) -> Record:
     """One result row as the REST API sends it: attributes, then the selected fields in order."""
     output: Record = {"attributes": {"type": query.sobject.name, "url": query.sobject.url(version, row["Id"])}}
-    for path in query.fields:
-        target = output
-        current: Record | None = row
-        spec = query.sobject
-        for relationship in path.relationships:
-            parent_spec = find_object(relationship.reference_to or "")
-            assert parent_spec is not None
-            parent = resolve(current[relationship.name]) if current else None
-            name = relationship.relationship_name or ""
-            if parent is None:
-                target[name] = None
-                current = None
-                break
-            nested = target.get(name)
-            if nested is None:
-                nested = {"attributes": {"type": parent_spec.name, "url": parent_spec.url(version, parent["Id"])}}
-                target[name] = nested
-            target, current, spec = nested, parent, parent_spec
-        if current is not None:
-            target[path.field.name] = to_json_value(current.get(path.field.name))
+    for item in query.fields:
+        if isinstance(item, SubQuery):
+            output[item.relationship] = _children(item, row, state, version)
+        else:
+            _project_path(output, item, row, state.resolve, version)
     return output
+
+
+def _project_path(output: Record, path: FieldPath, row: Record, resolve: Resolver, version: str) -> None:
+    target = output
+    current: Record | None = row
+    for relationship in path.relationships:
+        parent_spec = find_object(relationship.reference_to or "")
+        assert parent_spec is not None
+        parent = resolve(current[relationship.name]) if current else None
+        name = relationship.relationship_name or ""
+        if parent is None:
+            target[name] = None
+            return
+        nested = target.get(name)
+        if nested is None:
+            nested = {"attributes": {"type": parent_spec.name, "url": parent_spec.url(version, parent["Id"])}}
+            target[name] = nested
+        target, current = nested, parent
+    target[path.field.name] = to_json_value(current.get(path.field.name) if current else None)
+
+
+def _children(item: SubQuery, row: Record, state: "SalesforceState", version: str) -> Record | None:
+    """A child relationship's records, as a nested query result; null when there are none."""
+    table = state.live_table(item.query.sobject.name)
+    rows = [table[child_id] for child_id in state.children(item.query.sobject.name, item.reference_field, row["Id"])]
+    matched = run(item.query, rows, state.resolve)
+    if not matched:
+        return None
+    records = [project(item.query, child, state, version) for child in matched]
+    return {"totalSize": len(records), "done": True, "records": records}
 
 
 def execute(state: "SalesforceState", query: Query, include_deleted: bool, version: str) -> list[Record]:
@@ -507,4 +574,4 @@ def execute(state: "SalesforceState", query: Query, include_deleted: bool, versi
         matched = run(query, rows, state.resolve)
         if query.count_only:
             return matched
-        return [project(query, row, state.resolve, version) for row in matched]
+        return [project(query, row, state, version) for row in matched]
