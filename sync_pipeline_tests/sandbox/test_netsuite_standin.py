@@ -259,6 +259,37 @@ def test_a_replayed_request_is_refused(netsuite):
         assert http.send(prepared, timeout=10).status_code == 401
 
 
+@pytest.mark.parametrize("url, body", [
+    ("http://127.0.0.1:8080/services/rest/record/v1/customer/eid:stripe-cus_1?expandSubResources=true", None),
+    ("HTTP://LocalHost:80/a%20b/c?q=%C3%BC&q=a%2Bb&empty=&z=~x", None),
+    ("https://123456-sb1.suitetalk.api.netsuite.com:443/services/rest/query/v1/suiteql?limit=2&offset=4", None),
+    ("http://127.0.0.1:9/services/rest/auth/oauth2/v1/token", "grant_type=client_credentials&scope=a+b%21"),
+])
+def test_local_signature_base_string_equals_oauthlibs(url, body):
+    from urllib.parse import urlsplit
+
+    from oauthlib.oauth1 import Client
+    from oauthlib.oauth1.rfc5849 import signature
+
+    from sync_pipeline.sandbox.netsuite.auth import base_uri_prefix, parse_oauth_header, signature_base_string
+
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+    client = Client("ck/+ü", client_secret="cs", resource_owner_key="tk=1", resource_owner_secret="ts",
+                    signature_method="HMAC-SHA256", realm="123456_SB1")
+    _, signed_headers, _ = client.sign(url, "POST", body=body, headers=headers)
+    authorization = signed_headers["Authorization"]
+    parts = urlsplit(url)
+    expected_params = signature.collect_parameters(uri_query=parts.query, body=body or [],
+                                                   headers={"Authorization": authorization})
+    expected = signature.signature_base_string(
+        "POST", signature.base_string_uri(url), signature.normalize_parameters(expected_params))
+    header = [(k, v) for k, v in parse_oauth_header(authorization) if k not in ("realm", "oauth_signature")]
+    request_params = signature.collect_parameters(uri_query=parts.query, body=body or [])
+    local = signature_base_string("POST", base_uri_prefix(parts.scheme.lower(), parts.netloc) + parts.path,
+                                  header + request_params)
+    assert local == expected
+
+
 def client_assertion(private_pem: str, algorithm: str, kid: str, token_url: str, **changes: Any) -> str:
     now = int(time.time())
     claims = {"iss": "sandbox-m2m-client-id", "scope": "rest_webservices", "aud": token_url, "iat": now,
@@ -504,7 +535,7 @@ def test_suiteql_external_id_in_pages_through_results(api):
     assert [r["id"] for r in rows] == ids and [r["externalid"] for r in rows] == external_ids
     assert rows[0]["foreigntotal"] == "1.5"
     assert any(link["rel"] == "next" for link in pages[0]["links"])
-    count = api.suiteql(f"SELECT COUNT(*) AS n FROM transaction WHERE externalid LIKE 'stripe-in_%'").json()
+    count = api.suiteql("SELECT COUNT(*) AS n FROM transaction WHERE externalid LIKE 'stripe-in_%'").json()
     assert count["items"][0]["n"] == "6"
 
 

@@ -160,8 +160,11 @@ class NetSuiteApp:
         if scheme == "bearer":
             self.tokens.verify(authorization[7:].strip())
         elif scheme == "oauth":
+            scope = request.scope
             self.oauth1.verify(
-                self.config, request.method, _request_url(request), request.url.query, authorization,
+                self.config, request.method, scope["scheme"], _base_url(request).split("://", 1)[1],
+                (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+                scope.get("query_string", b"").decode("latin-1"), authorization,
                 await request.body(), request.headers.get("content-type", ""),
             )
         else:
@@ -321,13 +324,10 @@ class NetSuiteApp:
 
 
 def _base_url(request: Request) -> str:
-    return f"{request.url.scheme}://{request.url.netloc}"
-
-
-def _request_url(request: Request) -> str:
-    """The URL as the client signed it: scheme, Host header and the raw (still percent-encoded) path."""
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    return f"{_base_url(request)}{raw_path.decode('latin-1')}"
+    """scheme://host[:port] as the client addressed us (Location headers and links are absolute)."""
+    scope = request.scope
+    host = request.headers.get("host") or "{}:{}".format(*scope["server"])
+    return f"{scope['scheme']}://{host}"
 
 
 async def _json_body(request: Request) -> Any:
