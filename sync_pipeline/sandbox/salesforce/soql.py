@@ -200,9 +200,15 @@ class _Parser:
                 "to append the '__c' after the entity name. Please reference your WSDL or the describe call for the "
                 "appropriate names.",
             )
-        self.sobject = sobject
-        after_from = self.index
-        self.index = select_start
+        fields, count_only, where, order_by, limit = self.clauses(sobject, select_start, self.index)
+        offset = self.integer_clause("offset") or 0
+        if self.current.kind != "end":
+            raise self.unexpected()
+        return Query(sobject, fields, count_only, where, order_by, limit, offset)
+
+    def clauses(self, sobject: ObjectSpec, select_start: int, after_from: int) -> tuple[Any, ...]:
+        """The select list (checked against `sobject`), then WHERE, ORDER BY and LIMIT after FROM."""
+        self.sobject, self.index = sobject, select_start
         fields, count_only = self.select_list()
         self.index = after_from
         where = None
@@ -210,11 +216,7 @@ class _Parser:
             self.advance()
             where = self.condition()
         order_by = self.order_by() if self.current.is_keyword("order") else ()
-        limit = self.integer_clause("limit")
-        offset = self.integer_clause("offset") or 0
-        if self.current.kind != "end":
-            raise self.unexpected()
-        return Query(sobject, fields, count_only, where, order_by, limit, offset)
+        return fields, count_only, where, order_by, self.integer_clause("limit")
 
     def select_list(self) -> tuple[tuple[FieldPath | SubQuery, ...], bool]:
         if self.current.is_keyword("count"):
@@ -257,18 +259,9 @@ class _Parser:
                 "reference your WSDL or the describe call for the appropriate names.",
             )
         child, reference = found[0]
-        after_from = self.index
-        self.sobject, self.index = child, select_start
-        fields, count_only = self.select_list()
+        fields, count_only, where, order_by, limit = self.clauses(child, select_start, self.index)
         if count_only:
             raise malformed("COUNT() is not allowed in a relationship query")
-        self.index = after_from
-        where = None
-        if self.current.is_keyword("where"):
-            self.advance()
-            where = self.condition()
-        order_by = self.order_by() if self.current.is_keyword("order") else ()
-        limit = self.integer_clause("limit")
         self.expect_punct(")")
         self.sobject = parent
         relationship = next(rel for kid, spec, rel in child_relationships(parent.name) if kid is child and spec is reference)
