@@ -471,7 +471,7 @@ def test_collection_update_retrieve_and_delete(sf, sandbox):
     results = sf.restful("composite/sobjects", method="PATCH", json={"records": updates})
     assert [result["id"] for result in results] == ids and all(result["success"] for result in results)
 
-    fetched = sf.restful(f"composite/sobjects/Account", params={"ids": ",".join(ids + ["0015g00000zzzzzAAA"]),
+    fetched = sf.restful("composite/sobjects/Account", params={"ids": ",".join(ids + ["0015g00000zzzzzAAA"]),
                                                                "fields": "Id,NetSuite_Customer_Id__c"})
     assert [row and row["NetSuite_Customer_Id__c"] for row in fetched] == ["ns-0", "ns-1", "ns-2", None]
 
