@@ -28,12 +28,19 @@ Timestamp = int | dt.datetime
 
 
 def is_retryable(error: BaseException) -> bool:
-    """429s, broken connections, 5xx and 409 lock conflicts; Stripe's own `Stripe-Should-Retry` wins."""
+    """429s, broken connections, 5xx and 409 lock conflicts; Stripe's own `Stripe-Should-Retry` wins.
+
+    A replayed answer (`Idempotent-Replayed: true`) is final: Stripe stores the first result of a
+    key, even a 500, so asking again with the same key cannot change it. The caller's look-up
+    before the next write finds out whether that first attempt created anything.
+    """
     if isinstance(error, stripe.IdempotencyError) or not isinstance(error, stripe.StripeError):
         return False
     should_retry = _header(error, "Stripe-Should-Retry")
     if should_retry in ("true", "false"):
         return should_retry == "true"
+    if _header(error, "Idempotent-Replayed") == "true":
+        return False
     if isinstance(error, (stripe.RateLimitError, stripe.APIConnectionError)):
         return True
     status = error.http_status or 0
