@@ -220,6 +220,26 @@ def test_references_by_external_id(api):
     assert api.get("invoice", invoice_id).json()["entity"]["refName"] == "Company stripe-cus_E"
 
 
+def test_transform_invoice_into_credit_memo_and_read_a_sublist(api):
+    customer_id = api.customer()
+    invoice_id = api.invoice("stripe-in_T", customer_id, "70.00")
+    response = api.send("POST", f"invoice/{invoice_id}/!transform/creditMemo", {"externalId": "stripe-cn_T"})
+    assert response.status_code == 204
+    memo = decimal_json(api.get("creditMemo", response.headers["Location"].rsplit("/", 1)[1]))
+    assert memo["externalId"] == "stripe-cn_T" and memo["createdFrom"]["id"] == invoice_id
+    assert memo["total"] == Decimal("70.00") and memo["applied"] == Decimal("70.00")
+    lines = api.get("creditMemo", "eid:stripe-cn_T/item").json()
+    assert [line["item"]["id"] for line in lines["items"]] == ["101"]
+    assert api.get("invoice", invoice_id).json()["status"]["refName"] == "Paid In Full"
+
+
+def test_opaque_list_fields_survive_a_second_upsert(api):
+    body = {"companyName": "Tags", "subsidiary": {"id": "1"}, "customTags": ["a", "b"]}
+    api.upserted_id("customer", "stripe-cus_T", body)
+    customer_id = api.upserted_id("customer", "stripe-cus_T", {"email": "t@tags.test"})
+    assert api.get("customer", customer_id).json()["customTags"] == ["a", "b"]
+
+
 # ---- authentication ------------------------------------------------------------------------------
 @pytest.mark.parametrize("change", [
     {"client_secret": "not-the-consumer-secret"},

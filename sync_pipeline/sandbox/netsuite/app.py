@@ -1,4 +1,26 @@
-"""The Starlette app: NetSuite's REST paths behind governance, faults and auth, plus /_sandbox control."""
+"""The Starlette app: NetSuite's REST paths behind governance, faults and auth, plus /_sandbox control.
+
+REST (OAuth 1.0a or Bearer; governed: concurrency limit, latency, faults):
+    GET|POST            /services/rest/record/v1/{type}
+    GET|PATCH|PUT|DELETE /services/rest/record/v1/{type}/{id | eid:X}   (PUT only with eid:)
+    GET                 /services/rest/record/v1/{type}/{id}/{sublist}
+    POST                /services/rest/record/v1/invoice/{id}/!transform/creditMemo
+    POST                /services/rest/query/v1/suiteql?limit=&offset=  (Prefer: transient)
+    POST                /services/rest/auth/oauth2/v1/token             (governed, no auth)
+
+Control (no auth, never governed or faulted):
+    GET  /_sandbox/stats          -> Stats.to_json(): {"requests", "by_method": {"GET": {"200": n}},
+                                     "by_status": {"200": n}, "by_record_type": {"invoice": {"PUT": {"204": n}}},
+                                     "writes_applied", "writes_by_record_type", "suiteql_queries", "tokens_issued",
+                                     "auth_failures", "concurrency_rejections",
+                                     "faults": {"error", "timeout", "lost_response"}, "in_flight", "peak_concurrency"}
+                                     (a lost response counts under status "lost")
+    POST /_sandbox/stats/reset    -> {"ok": true}
+    GET|POST /_sandbox/config     -> the NetSuiteConfig as JSON (POST body: fields to change; 400 on unknown ones)
+    GET  /_sandbox/records/{type} -> {"type", "count", "records": [record as GET ?expandSubResources=true shows it]}
+    POST /_sandbox/records/{type} -> 201 + the record: create one directly (no auth/governance; same rules)
+    POST /_sandbox/reset          -> empty every writable type, forget nonces and bearer tokens
+"""
 
 from __future__ import annotations
 
@@ -301,6 +323,7 @@ class NetSuiteApp:
         return DecimalJSONResponse({"type": record_type, "count": len(records), "records": records})
 
     async def reset_state(self, request: Request) -> Response:
+        self.state.account_file = self.config.account_file  # reference lists reload from the configured file
         self.state.reset()
         self.oauth1 = OAuth1Verifier()
         self.tokens = BearerTokens()

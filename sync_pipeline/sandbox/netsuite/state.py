@@ -59,7 +59,11 @@ def _blank(value: Any) -> bool:
 
 
 def _copy_record(record: dict[str, Any]) -> dict[str, Any]:
-    return {key: [dict(line) for line in value] if isinstance(value, list) else value for key, value in record.items()}
+    """A copy whose sublist lines can be changed (amounts are quantized in place) without touching the stored one."""
+    return {
+        key: [dict(item) if isinstance(item, dict) else item for item in value] if isinstance(value, list) else value
+        for key, value in record.items()
+    }
 
 
 class NetSuiteState:
