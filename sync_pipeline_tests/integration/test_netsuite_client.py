@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -21,16 +22,9 @@ SUBSIDIARY_FOR_CURRENCY = {"1": "1", "3": "3", "4": "4"}  # USD -> parent, JPY -
 
 @pytest.fixture
 def start_sandbox() -> Iterator[Callable[..., NetSuiteSandbox]]:
-    started: list[NetSuiteSandbox] = []
-
-    def start(**config: Any) -> NetSuiteSandbox:
-        sandbox = start_netsuite(NetSuiteConfig(**config))
-        started.append(sandbox)
-        return sandbox
-
-    yield start
-    for sandbox in started:
-        sandbox.stop()
+    """Starts stand-ins with config knobs; each is stopped when the test ends."""
+    with ExitStack() as running:
+        yield lambda **config: running.enter_context(start_netsuite(NetSuiteConfig(**config)))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from decimal import Decimal
 from typing import Any
 
@@ -25,16 +26,9 @@ FAST_RETRIES = RetryPolicy(initial_wait=0.02, max_wait=0.5, max_attempts=12, max
 
 @pytest.fixture
 def start_sandbox() -> Iterator[Callable[..., SalesforceSandbox]]:
-    started: list[SalesforceSandbox] = []
-
-    def start(**config: Any) -> SalesforceSandbox:
-        sandbox = start_salesforce(**config)
-        started.append(sandbox)
-        return sandbox
-
-    yield start
-    for sandbox in started:
-        sandbox.stop()
+    """Starts stand-ins with config knobs; each is stopped when the test ends."""
+    with ExitStack() as running:
+        yield lambda **config: running.enter_context(start_salesforce(**config))
 
 
 @pytest.fixture
