@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 import requests
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from simple_salesforce import Salesforce, SalesforceLogin
 from simple_salesforce.exceptions import (
@@ -150,6 +150,9 @@ def test_line_items_derive_total_price_and_roll_up_into_the_opportunity_amount(s
                       f"WHERE Id = '{opportunity}'")["records"]
     assert (deal["Amount"], deal["IsWon"], deal["IsClosed"], deal["HasOpportunityLineItem"]) == (
         Decimal("60.02"), True, True, True)
+    with pytest.raises(SalesforceMalformedRequest) as currency_change:
+        sf.Opportunity.update(opportunity, {"CurrencyIsoCode": "USD"})
+    assert error_code(currency_change.value) == "FIELD_INTEGRITY_EXCEPTION"
     assert sf.Opportunity.update(opportunity, {"StageName": "Closed Lost"}) == 204
     lost = sf.Opportunity.get(opportunity)
     assert (lost["IsWon"], lost["IsClosed"], lost["Probability"]) == (False, True, 0)
@@ -223,6 +226,11 @@ def test_unknown_field_read_only_field_and_unknown_object(sf):
     with pytest.raises(SalesforceResourceNotFound) as unknown_object:
         sf.Invoice__c.create({"Name": "X"})
     assert error_code(unknown_object.value) == "NOT_FOUND"
+    with pytest.raises(SalesforceResourceNotFound):
+        sf.restful("no-such-resource")
+    with pytest.raises(SalesforceGeneralError) as wrong_method:
+        sf.restful(f"sobjects/Account/{sf.Account.create({'Name': 'Y'})['id']}", method="PUT", json={})
+    assert (wrong_method.value.status, error_code(wrong_method.value)) == (405, "METHOD_NOT_ALLOWED")
 
 
 def test_bad_values_are_refused_with_salesforce_codes(sf):
@@ -389,6 +397,42 @@ def test_an_org_without_unique_external_ids_accepts_duplicates_then_upsert_is_30
         sf.Account.upsert("NetSuite_Customer_Id__c/ns-7", {"Name": "Ambiguous"})
     with pytest.raises(SalesforceMoreThanOneRecord):
         sf.Account.get_by_custom_id("NetSuite_Customer_Id__c", "ns-7")
+
+
+STAGES = ("Prospecting", "Negotiation/Review", "Closed Won", "Closed Lost")
+opportunity_rows = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.decimals(min_value=0, max_value=10**6, places=2)),
+        st.sampled_from(STAGES),
+        st.dates(min_value=datetime(2026, 10, 1).date(), max_value=datetime(2026, 12, 31).date()),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=opportunity_rows,
+    threshold=st.decimals(min_value=0, max_value=10**6, places=2),
+    stages=st.sets(st.sampled_from(STAGES), min_size=1),
+    close_after=st.dates(min_value=datetime(2026, 10, 1).date(), max_value=datetime(2026, 12, 31).date()),
+)
+def test_soql_filters_and_ordering_match_a_plain_python_reading(sf, sandbox, rows, threshold, stages, close_after):
+    state = sandbox.state
+    state.reset()
+    account = state.insert("Account", {"Name": "Property"})
+    expected = []
+    for n, (amount, stage, close_date) in enumerate(rows):
+        name = f"Deal {n:02d}"
+        state.insert("Opportunity", {"Name": name, "AccountId": account, "StageName": stage,
+                                     "CloseDate": close_date.isoformat(), "Amount": amount})
+        if amount is not None and amount >= threshold and stage in stages and close_date > close_after:
+            expected.append((-amount, name))
+    stage_list = ", ".join(f"'{stage}'" for stage in sorted(stages))
+    soql = (f"SELECT Name, Amount FROM Opportunity WHERE Amount >= {threshold} AND StageName IN ({stage_list}) "
+            f"AND CloseDate > {close_after.isoformat()} ORDER BY Amount DESC NULLS LAST, Name")
+    result = sf.query_all(soql)["records"]
+    assert [row["Name"] for row in result] == [name for _, name in sorted(expected)]
 
 
 @pytest.mark.parametrize(

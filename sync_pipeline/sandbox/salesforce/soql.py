@@ -467,14 +467,14 @@ def parse(soql: str) -> Query:
 
 
 def candidate_ids(query: Query, lookup: Callable[[FieldSpec, Any], list[str]]) -> set[str] | None:
-    """Ids from an index when the filter pins Id or an external id (field = x / IN), else None (scan)."""
+    """Ids from an index when the filter pins Id, an external id or a lookup (field = x / IN), else None (scan)."""
     where = query.where
     conjuncts = where.parts if isinstance(where, Junction) and where.operator == "and" else (where,)
     for part in conjuncts:
         if not isinstance(part, Comparison) or part.path.relationships:
             continue
         field = part.path.field
-        if part.operator not in ("=", "in") or not (field.name == "Id" or field.indexed):
+        if part.operator not in ("=", "in") or not (field.name == "Id" or field.indexed or field.type == "reference"):
             continue
         values = part.operand if part.operator == "in" else (part.operand,)
         if any(value is None for value in values):

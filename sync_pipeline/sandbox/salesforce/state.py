@@ -136,6 +136,8 @@ class SalesforceState:
         if field_spec.name == "Id":
             rid = normalize_id(value)
             return [rid] if rid and rid in self._live[spec.name] else []
+        if field_spec.type == "reference":
+            return self.children(spec.name, field_spec.name, normalize_id(value) or "")
         if not field_spec.indexed:
             raise AssertionError(f"{spec.name}.{field_spec.name} is not indexed")
         found = self._index.get((spec.name, field_spec.name), {}).get(field_spec.index_key(value), ())
@@ -527,6 +529,11 @@ def _no_derivation(state: SalesforceState, record: Record, values: Record, creat
 
 
 def _derive_opportunity(state: SalesforceState, record: Record, values: Record, creating: bool) -> None:
+    if not creating and "CurrencyIsoCode" in values:
+        before = state.live_table("Opportunity")[record["Id"]]["CurrencyIsoCode"]
+        if values["CurrencyIsoCode"] != before and state.children("OpportunityLineItem", "OpportunityId", record["Id"]):
+            raise _field_integrity("CurrencyIsoCode (cannot change the currency of an opportunity with products)",
+                                   "CurrencyIsoCode")
     probability, forecast, closed, won = OPPORTUNITY_STAGES[record["StageName"]]
     record.update(IsClosed=closed, IsWon=won, ForecastCategoryName=forecast)
     if "StageName" in values and "Probability" not in values:
