@@ -1,11 +1,14 @@
 """A Salesforce stand-in that simple-salesforce uses unchanged: REST over TLS, SOQL, SOAP login.
 
     with start_salesforce(query_batch_size=5) as sandbox:
-        session = requests.Session(); session.verify = sandbox.ca_bundle
+        session = requests.Session()
+        session.verify = sandbox.ca_bundle
+        session.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, silently replaces `verify`
         sf = Salesforce(instance_url=sandbox.url, session_id=sandbox.session_id, session=session)
 
 The certificate comes from a throw-away CA (simple-salesforce hard-codes https://);
 `.env()` hands the pipeline the instance URL, a session, the login and the CA bundle.
+Seed data in Python with `sandbox.state.insert("Account", {...})` (same validation as the API).
 """
 
 from __future__ import annotations

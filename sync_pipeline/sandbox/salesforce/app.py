@@ -187,7 +187,7 @@ class Call:
         return self.org.config.unique_external_ids
 
 
-Handler = Callable[[Call], "tuple[int, Any] | Response"]
+Handler = Callable[[Call], tuple[int, Any]]
 
 
 def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -216,7 +216,7 @@ def api_endpoint(operation: str, handlers: dict[str, Handler], writes: bool = Fa
         stats.peak_concurrency = max(stats.peak_concurrency, stats.in_flight)
         response: Response
         try:
-            response = await _answer(request, org, operation, handlers, writes, authenticated)
+            response = await _answer(request, org, handlers, writes, authenticated)
         finally:
             stats.in_flight -= 1
         stats.by_status["lost" if isinstance(response, ResponseLostResponse) else str(response.status_code)] += 1
@@ -226,7 +226,7 @@ def api_endpoint(operation: str, handlers: dict[str, Handler], writes: bool = Fa
 
 
 async def _answer(
-    request: Request, org: _Org, operation: str, handlers: dict[str, Handler], writes: bool, authenticated: bool
+    request: Request, org: _Org, handlers: dict[str, Handler], writes: bool, authenticated: bool
 ) -> Response:
     try:
         handler = handlers.get(request.method)
@@ -248,16 +248,13 @@ async def _answer(
                 f"{org.random.randrange(10**9)}-{org.random.randrange(10**5)} (-{org.random.randrange(10**9)})",
             )
         body = await request.body() if request.method in ("POST", "PATCH", "PUT") else b""
-        outcome = handler(Call(request, org, body))
+        status, payload = handler(Call(request, org, body))
         if writes and request.method != "GET":
             org.stats.writes += 1
             if org.config.lost_response_rate > 0 and org.random.random() < org.config.lost_response_rate:
+                # Applied, but the client never hears so: it must retry idempotently.
                 org.stats.lost_responses += 1
                 return ResponseLostResponse()
-        if isinstance(outcome, Response):
-            outcome.headers.update(org.limit_header())
-            return outcome
-        status, payload = outcome
         return _json_response(status, payload, org.limit_header())
     except MultipleMatches as error:
         urls = [OBJECTS[error.sobject].url(request.path_params.get("version", DEFAULT_API_VERSION), rid)
@@ -830,7 +827,7 @@ def _api_routes() -> list[Route]:
         *_routes(data, api_endpoint("resources", {"GET": list_resources})),
         *_routes(data + "/limits", api_endpoint("limits", {"GET": get_limits})),
         *_routes(data + "/sobjects", api_endpoint("describe_global", {"GET": describe_global})),
-        *_routes(sobject, api_endpoint("create", {"GET": object_info, "POST": create_record}, writes=True)),
+        *_routes(sobject, api_endpoint("sobject", {"GET": object_info, "POST": create_record}, writes=True)),
         *_routes(sobject + "/describe", api_endpoint("describe", {"GET": describe_object})),
         _route(
             sobject + "/{record_id}",
