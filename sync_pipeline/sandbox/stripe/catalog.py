@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any
 
-from sync_pipeline.sandbox.stripe.common import address, apply_update, metadata_change, number, retrieve_route, string_changes
+from sync_pipeline.sandbox.stripe.common import add_interval, address, apply_update, metadata_change, number, retrieve_route, string_changes
 from sync_pipeline.sandbox.stripe.errors import invalid_param, invalid_state, missing_param, resource_missing
 from sync_pipeline.sandbox.stripe.listing import list_filtered, search
 from sync_pipeline.sandbox.stripe.money import check_amount, check_currency
@@ -170,7 +171,8 @@ retrieve_route("payment_method", "/v1/payment_methods/{id}")
 
 @route("POST", "/v1/payment_methods/{id}/attach")
 def attach_payment_method_endpoint(ctx: Ctx, params: dict, pm_id: str) -> dict:
-    pm = ctx.state.get("payment_method", pm_id)
+    # `pm_card_visa` and friends work here too: each attach makes a new card, as in test mode.
+    pm = resolve_payment_method(ctx, pm_id, None, "payment_method")
     customer = ctx.state.get("customer", get_str(params, "customer", required=True), "customer")
     attach_payment_method(ctx, pm, customer["id"])
     return pm
@@ -536,7 +538,11 @@ def redeem_coupon(ctx: Ctx, coupon_id: str, param: str, currency: str, **attache
         "object": "discount",
         "checkout_session": None,
         "customer": attached_to.get("customer"),
-        "end": None,
+        "end": (
+            add_interval(ctx.now, "month", coupon["duration_in_months"], datetime.fromtimestamp(ctx.now, timezone.utc).day)
+            if coupon["duration"] == "repeating" and coupon["duration_in_months"]
+            else None
+        ),
         "invoice": attached_to.get("invoice"),
         "invoice_item": None,
         "promotion_code": None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import calendar
+from datetime import datetime, timezone
 from typing import Any
 
 from sync_pipeline.sandbox.stripe.errors import invalid_param
@@ -9,6 +11,7 @@ from sync_pipeline.sandbox.stripe.params import get_dict, get_str, merge_metadat
 from sync_pipeline.sandbox.stripe.routing import route
 from sync_pipeline.sandbox.stripe.state import Ctx
 
+DAY = 86400
 ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 
 
@@ -75,3 +78,17 @@ def update_route(kind: str, pattern: str, strings: tuple[str, ...] = (), event: 
         return apply_update(ctx, obj, {**metadata_change(obj, params), **string_changes(params, strings)}, event)
 
     route("POST", pattern)(update)
+
+
+def add_interval(timestamp: int, interval: str, count: int, anchor_day: int) -> int:
+    """The next period boundary; months keep the anchor's day, clamped to the month's last day."""
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    if interval == "day":
+        return timestamp + count * DAY
+    if interval == "week":
+        return timestamp + count * 7 * DAY
+    months = count * (12 if interval == "year" else 1)
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    day = min(anchor_day, calendar.monthrange(year, month)[1])
+    return int(moment.replace(year=year, month=month, day=day).timestamp())

@@ -75,9 +75,15 @@ def _resolve(state: StripeState, parent: dict[str, Any], name: str) -> Any:
     if name not in parent:
         raise invalid_param(f"This property cannot be expanded ({name}).", "expand")
     child = parent[name]
+    if isinstance(child, list):
+        return [_lookup(state, item, name) if isinstance(item, str) else item for item in child]
     if isinstance(child, str):
-        found = state.find(child) or state.deleted.get(child)
-        if found is None:
-            raise invalid_param(f"This property cannot be expanded ({name}).", "expand")
-        return found
+        return _lookup(state, child, name)
     return child
+
+
+def _lookup(state: StripeState, object_id: str, name: str) -> dict[str, Any]:
+    found = state.find(object_id) or state.deleted.get(object_id)
+    if found is None:
+        raise invalid_param(f"This property cannot be expanded ({name}).", "expand")
+    return found

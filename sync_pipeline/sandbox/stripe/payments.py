@@ -645,6 +645,7 @@ DISPUTE_REASONS = (
     "fraudulent", "general", "incorrect_account_details", "insufficient_funds", "product_not_received",
     "product_unacceptable", "subscription_canceled", "unrecognized",
 )
+TEST_EVIDENCE_OUTCOMES = {"winning_evidence": "won", "losing_evidence": "lost"}
 NETWORK_REASON_CODES = {"fraudulent": "10.4", "duplicate": "12.6.1", "product_not_received": "13.1"}
 
 
@@ -733,11 +734,17 @@ def update_dispute(ctx: Ctx, params: dict, dispute_id: str) -> dict:
             raise invalid_param(f"Received unknown parameter: evidence[{sorted(unknown)[0]}]", "evidence")
         changes["evidence"] = {**dispute["evidence"], **evidence}
         changes["evidence_details"] = {**dispute["evidence_details"], "has_evidence": True}
-    if get_bool(params, "submit", False) and dispute["status"] in ("needs_response", "warning_needs_response"):
+    submitted = get_bool(params, "submit", False) and dispute["status"] in ("needs_response", "warning_needs_response")
+    if submitted:
         changes["status"] = "under_review"
         details = changes.get("evidence_details", dispute["evidence_details"])
         changes["evidence_details"] = {**details, "submission_count": details["submission_count"] + 1}
-    return apply_update(ctx, dispute, changes, "charge.dispute.updated")
+    apply_update(ctx, dispute, changes, "charge.dispute.updated")
+    # Test mode's magic evidence decides the dispute on submission.
+    outcome = TEST_EVIDENCE_OUTCOMES.get(dispute["evidence"].get("uncategorized_text") or "")
+    if submitted and outcome:
+        close_dispute(ctx, dispute, outcome)
+    return dispute
 
 
 @route("POST", "/v1/disputes/{id}/close")
@@ -778,6 +785,7 @@ def create_payout(
     description: str | None = None,
     metadata: dict[str, str] | None = None,
     automatic: bool = False,
+    statement_descriptor: str | None = None,
 ) -> dict[str, Any]:
     """Pay out the available balance. The full balance links every transaction it contains
     (`GET /v1/balance_transactions?payout=`); a partial amount is a manual payout, which Stripe
@@ -824,7 +832,7 @@ def create_payout(
         "reconciliation_status": "in_progress" if linked else "not_applicable",
         "reversed_by": None,
         "source_type": "card",
-        "statement_descriptor": None,
+        "statement_descriptor": statement_descriptor,
         "status": "pending",
         "type": "bank_account",
         "trace_id": {"status": "pending", "value": None},
@@ -844,7 +852,8 @@ def create_payout(
 def create_payout_endpoint(ctx: Ctx, params: dict) -> dict:
     currency = check_currency(get_str(params, "currency", "usd"))
     return create_payout(
-        ctx, currency, get_int(params, "amount"), get_str(params, "description"), merge_metadata({}, params)
+        ctx, currency, get_int(params, "amount"), get_str(params, "description"), merge_metadata({}, params),
+        statement_descriptor=get_str(params, "statement_descriptor"),
     )
 
 

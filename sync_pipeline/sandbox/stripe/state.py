@@ -170,7 +170,7 @@ class StripeState:
         previous_attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         now = ctx.now if ctx else self.clock.now()
-        data: dict[str, Any] = {"object": obj}
+        data: dict[str, Any] = {"object": event_view(self, obj)}
         if previous_attributes is not None:
             data["previous_attributes"] = previous_attributes
         event = {
@@ -275,6 +275,15 @@ class StripeState:
             self.outbox.clear()
             self.webhook_deliveries.clear()
             self.clock.real()
+
+
+def event_view(state: StripeState, obj: dict[str, Any]) -> dict[str, Any]:
+    """Events show a charge with its refunds (the list an API call gets with `expand[]=refunds`)."""
+    if obj.get("object") != "charge":
+        return obj
+    from sync_pipeline.sandbox.stripe.expand import INCLUDABLE
+
+    return {**obj, "refunds": INCLUDABLE["charge"]["refunds"](state, obj)}
 
 
 def relink_shared_objects(state: StripeState) -> None:

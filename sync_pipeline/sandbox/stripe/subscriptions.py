@@ -6,7 +6,6 @@ Since API version 2025-03-31.basil the billing period lives on each subscription
 
 from __future__ import annotations
 
-import calendar
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -18,7 +17,7 @@ from sync_pipeline.sandbox.stripe.catalog import (
     resolve_payment_method,
     tax_rate_ids,
 )
-from sync_pipeline.sandbox.stripe.common import apply_update, metadata_change, retrieve_route, string_changes
+from sync_pipeline.sandbox.stripe.common import add_interval, apply_update, metadata_change, retrieve_route, string_changes
 from sync_pipeline.sandbox.stripe.errors import invalid_param, invalid_state, missing_param
 from sync_pipeline.sandbox.stripe.invoicing import (
     _pricing,
@@ -41,20 +40,6 @@ from sync_pipeline.sandbox.stripe.state import Ctx, StripeState, snapshot
 DAY = 86400
 ACTIVE_STATUSES = ("active", "past_due", "trialing", "incomplete", "unpaid")
 PRORATION_BEHAVIORS = ("create_prorations", "none", "always_invoice")
-
-
-def add_interval(timestamp: int, interval: str, count: int, anchor_day: int) -> int:
-    """The next period boundary; months keep the anchor's day, clamped to the month's last day."""
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
-    if interval == "day":
-        return timestamp + count * DAY
-    if interval == "week":
-        return timestamp + count * 7 * DAY
-    months = count * (12 if interval == "year" else 1)
-    month_index = moment.month - 1 + months
-    year, month = moment.year + month_index // 12, month_index % 12 + 1
-    day = min(anchor_day, calendar.monthrange(year, month)[1])
-    return int(moment.replace(year=year, month=month, day=day).timestamp())
 
 
 def _plan(price: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +158,7 @@ def _subscription_invoice(
         default_payment_method=subscription["default_payment_method"],
         default_tax_rates=subscription["default_tax_rates"], subscription=subscription, period=invoice_period,
     )
-    invoice["discounts"] = list(subscription["discounts"])
+    invoice["discounts"] = _use_discounts(ctx, subscription)
     for item in _pending_items(ctx, subscription):
         attach_item(ctx.state, invoice, item)
     if item_period is not None:
@@ -183,6 +168,23 @@ def _subscription_invoice(
     ctx.state.emit(ctx, "invoice.created", invoice)
     finalize(ctx, invoice)
     return invoice
+
+
+def _use_discounts(ctx: Ctx, subscription: dict[str, Any]) -> list[str]:
+    """The discounts this invoice gets; a `once` coupon is used up, a `repeating` one runs out."""
+    applied, kept = [], []
+    for discount_id in subscription["discounts"]:
+        discount = ctx.state.find(discount_id)
+        if discount is None or (discount["end"] is not None and ctx.now >= discount["end"]):
+            continue
+        applied.append(discount_id)
+        coupon = ctx.state.find(discount["source"]["coupon"]) or {}
+        if coupon.get("duration") == "once":
+            discount["end"] = ctx.now
+        else:
+            kept.append(discount_id)
+    subscription["discounts"] = kept
+    return applied
 
 
 def _collect(ctx: Ctx, subscription: dict[str, Any], invoice: dict[str, Any]) -> dict[str, Any] | None:

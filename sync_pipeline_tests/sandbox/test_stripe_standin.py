@@ -1,0 +1,422 @@
+"""The Stripe stand-in over real HTTP with the real `stripe` SDK (and plain `requests` where the raw
+JSON or the headers are the point)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import threading
+import time
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import stripe
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sync_pipeline.sandbox.server import serve_in_thread
+from sync_pipeline.sandbox.stripe import API_VERSION, StripeConfig, StripeSandbox, StripeState, start_stripe
+
+FIXTURES = Path("/work/shared/specs/stripe-fixtures3.json")
+DAY = 86400
+
+
+# ---- fixtures and helpers -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server() -> Iterator[StripeSandbox]:
+    with start_stripe(StripeConfig(balance_available_days=0)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def sandbox(server: StripeSandbox) -> StripeSandbox:
+    """The module's server with empty state, wall-clock time and default knobs (through /_sandbox)."""
+    defaults = dataclasses.asdict(StripeConfig(balance_available_days=0))
+    control(server, "config", defaults)
+    control(server, "reset")
+    control(server, "stats/reset")
+    return server
+
+
+@pytest.fixture
+def client(sandbox: StripeSandbox) -> stripe.StripeClient:
+    return stripe.StripeClient(sandbox.api_key, base_addresses={"api": sandbox.url}, max_network_retries=0)
+
+
+def control(sandbox: StripeSandbox, path: str, body: dict | None = None, method: str = "POST") -> Any:
+    response = requests.request(method, f"{sandbox.url}/_sandbox/{path}", json=body or {}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def raw_get(sandbox: StripeSandbox, path: str, **params: Any) -> dict:
+    response = requests.get(f"{sandbox.url}{path}", params=params, headers={"Authorization": f"Bearer {sandbox.api_key}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def paying_customer(client: stripe.StripeClient, card: str = "pm_card_visa", **params: Any):
+    return client.v1.customers.create(params={
+        "email": "buyer@example.com", "payment_method": card, "invoice_settings": {"default_payment_method": card},
+        **params,
+    })
+
+
+def invoice_for(client: stripe.StripeClient, customer: str, currency: str, lines: list[dict], **params: Any):
+    """A draft invoice with one invoice item per entry of `lines` (each: price+quantity or amount)."""
+    invoice = client.v1.invoices.create(params={"customer": customer, "currency": currency, **params})
+    for line in lines:
+        client.v1.invoice_items.create(params={"customer": customer, "invoice": invoice.id, **line})
+    return client.v1.invoices.retrieve(invoice.id)
+
+
+def one_time_price(client: stripe.StripeClient, currency: str, unit_amount: int, name: str = "Onboarding"):
+    product = client.v1.products.create(params={"name": name})
+    return client.v1.prices.create(params={"product": product.id, "currency": currency, "unit_amount": unit_amount})
+
+
+def paid_invoice(client: stripe.StripeClient, amount: int = 10_000, currency: str = "usd", card: str = "pm_card_visa"):
+    customer = paying_customer(client, card)
+    invoice = invoice_for(client, customer.id, currency, [{"amount": amount, "currency": currency, "description": "Work"}])
+    client.v1.invoices.finalize_invoice(invoice.id)
+    return client.v1.invoices.pay(invoice.id)
+
+
+def charge_of(client: stripe.StripeClient, invoice_id: str):
+    payments = client.v1.invoice_payments.list(params={"invoice": invoice_id, "status": "paid"})
+    intent = client.v1.payment_intents.retrieve(payments.data[0].payment.payment_intent)
+    return client.v1.charges.retrieve(intent.latest_charge)
+
+
+# ---- shapes: every object type matches the official fixture of its type -----------------------------
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}[type(value)]
+
+
+def _sdk_nullable(object_type: str) -> set[str]:
+    """Fields the SDK 16.1.0 class for this object declares Optional (Stripe's OpenAPI `nullable`)."""
+    from stripe._object_classes import OBJECT_CLASSES
+
+    module_name, class_name = OBJECT_CLASSES[object_type]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    nullable = set()
+    for klass in reversed(cls.__mro__):
+        for name, annotation in getattr(klass, "__annotations__", {}).items():
+            if type(None) in typing.get_args(annotation):
+                nullable.add(name)
+    return nullable
+
+
+def _shape_problems(obj: dict, fixtures: dict, where: str) -> list[str]:
+    """Differences from the fixture of `obj["object"]`, recursing into embedded objects."""
+    object_type = obj.get("object")
+    problems: list[str] = []
+    if isinstance(object_type, str) and object_type in fixtures and fixtures[object_type] and not obj.get("deleted"):
+        fixture = fixtures[object_type]
+        missing, extra = sorted(fixture.keys() - obj.keys()), sorted(obj.keys() - fixture.keys())
+        if missing or extra:
+            problems.append(f"{where} ({object_type}): missing {missing}, extra {extra}")
+        nullable = _sdk_nullable(object_type)
+        for name in fixture.keys() & obj.keys():
+            expected, actual = _json_kind(fixture[name]), _json_kind(obj[name])
+            if expected == "null" or expected == actual or (actual == "null" and name in nullable):
+                continue
+            problems.append(f"{where}.{name} ({object_type}): {actual}, fixture has {expected}")
+    for name, value in obj.items():
+        children = value if isinstance(value, list) else [value]
+        for position, child in enumerate(children):
+            if isinstance(child, dict):
+                problems.extend(_shape_problems(child, fixtures, f"{where}.{name}[{position}]"))
+    return problems
+
+
+def _every_kind_of_object(client: stripe.StripeClient, sandbox: StripeSandbox) -> None:
+    """One of everything the stand-in serves: catalog, invoices with discounts and taxes, payments,
+    a refund, a credit note, a dispute, a payout, a subscription, a webhook endpoint, events."""
+    client.v1.webhook_endpoints.create(params={"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]})
+    coupon = client.v1.coupons.create(params={"percent_off": 10, "duration": "once"})
+    rate = client.v1.tax_rates.create(params={"display_name": "VAT", "percentage": "19", "inclusive": False, "country": "DE"})
+    price = one_time_price(client, "usd", 2500)
+    customer = paying_customer(client)
+    invoice = invoice_for(client, customer.id, "usd", [{"pricing": {"price": price.id}, "quantity": 2}],
+                          discounts=[{"coupon": coupon.id}], default_tax_rates=[rate.id])
+    client.v1.invoices.finalize_invoice(invoice.id)
+    invoice = client.v1.invoices.pay(invoice.id)
+    charge = charge_of(client, invoice.id)
+    client.v1.refunds.create(params={"charge": charge.id, "amount": 500})
+    line = client.v1.invoices.line_items.list(invoice.id).data[0]
+    client.v1.credit_notes.create(params={"invoice": invoice.id, "lines": [
+        {"type": "invoice_line_item", "invoice_line_item": line.id, "quantity": 1}]})
+    disputed = paid_invoice(client, 4000)
+    control(sandbox, "disputes", {"charge": charge_of(client, disputed.id).id, "reason": "fraudulent"})
+    client.v1.payouts.create(params={"amount": client.v1.balance.retrieve().available[0].amount, "currency": "usd"})
+    monthly = client.v1.prices.create(params={"product": price.product, "currency": "usd", "unit_amount": 1000,
+                                              "recurring": {"interval": "month"}})
+    client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": monthly.id}]})
+
+
+# type -> list endpoint, and the expansions that show the fields the fixture includes
+SERVED_TYPES = {
+    "customer": ("/v1/customers", []),
+    "product": ("/v1/products", []),
+    "price": ("/v1/prices", []),
+    "coupon": ("/v1/coupons", []),
+    "tax_rate": ("/v1/tax_rates", []),
+    "invoiceitem": ("/v1/invoiceitems", []),
+    "invoice": ("/v1/invoices", []),
+    "invoice_payment": ("/v1/invoice_payments", []),
+    "payment_intent": ("/v1/payment_intents", []),
+    "charge": ("/v1/charges", ["data.refunds"]),
+    "refund": ("/v1/refunds", []),
+    "dispute": ("/v1/disputes", []),
+    "balance_transaction": ("/v1/balance_transactions", []),
+    "payout": ("/v1/payouts", []),
+    "credit_note": ("/v1/credit_notes", []),
+    "subscription": ("/v1/subscriptions", []),
+    "event": ("/v1/events", []),
+    "webhook_endpoint": ("/v1/webhook_endpoints", []),
+}
+
+
+def test_every_served_object_has_the_fixture_field_names_and_json_types(client, sandbox):
+    if not FIXTURES.exists():
+        pytest.skip(f"official fixtures not found at {FIXTURES}")
+    fixtures = json.loads(FIXTURES.read_text())["resources"]
+    _every_kind_of_object(client, sandbox)
+    problems: list[str] = []
+    seen: set[str] = set()
+
+    def check(obj: dict, where: str) -> None:
+        problems.extend(_shape_problems(obj, fixtures, where))
+        stack = [obj]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                if isinstance(item.get("object"), str):
+                    seen.add(item["object"])
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+
+    for object_type, (path, expansions) in SERVED_TYPES.items():
+        page = raw_get(sandbox, path, **{"limit": 100, "expand[]": expansions})
+        assert page["data"], f"the scenario made no {object_type}"
+        for obj in page["data"]:
+            check(obj, f"{path}/{obj['id']}")
+    invoice_id = raw_get(sandbox, "/v1/invoices")["data"][-1]["id"]
+    check(raw_get(sandbox, f"/v1/invoices/{invoice_id}/lines"), "lines")
+    note_id = raw_get(sandbox, "/v1/credit_notes")["data"][0]["id"]
+    check(raw_get(sandbox, f"/v1/credit_notes/{note_id}/lines"), "credit note lines")
+    subscription = raw_get(sandbox, "/v1/subscriptions")["data"][0]
+    check(raw_get(sandbox, f"/v1/subscriptions/{subscription['id']}", **{"expand[]": ["discounts"]}), "subscription")
+    check(raw_get(sandbox, f"/v1/invoices/{invoice_id}", **{"expand[]": ["discounts"]}), "invoice")
+    check(raw_get(sandbox, f"/v1/payment_methods/{subscription['default_payment_method'] or raw_get(sandbox, '/v1/charges')['data'][0]['payment_method']}"), "pm")
+    check(raw_get(sandbox, "/v1/balance"), "balance")
+    assert not problems, "\n".join(problems)
+    assert {"line_item", "discount", "plan", "subscription_item", "credit_note_line_item", "payment_method", "balance"} <= seen
+
+
+# ---- invoices: amounts to the minor unit, in two-, zero- and three-decimal currencies ----------------
+def test_usd_invoice_with_amount_off_coupon_and_exclusive_tax_is_paid_to_the_cent(client, sandbox):
+    customer = paying_customer(client)
+    price = one_time_price(client, "usd", 1999)
+    coupon = client.v1.coupons.create(params={"amount_off": 500, "currency": "usd", "duration": "once"})
+    tax = client.v1.tax_rates.create(params={"display_name": "Sales tax", "percentage": "8.875", "inclusive": False})
+    invoice = invoice_for(client, customer.id, "usd", [
+        {"pricing": {"price": price.id}, "quantity": 3},  # 59.97
+        {"amount": 1003, "currency": "usd", "description": "Setup"},  # 10.03
+    ], discounts=[{"coupon": coupon.id}], default_tax_rates=[tax.id])
+    # $5.00 off split by line amount: 4.29 and 0.71; tax 8.875% of 55.68 = 4.94 and of 9.32 = 0.83.
+    assert [line.discount_amounts[0].amount for line in invoice.lines.data] == [429, 71]
+    assert [line.taxes[0].amount for line in invoice.lines.data] == [494, 83]
+    assert (invoice.subtotal, invoice.total_discount_amounts[0].amount, invoice.total_taxes[0].amount) == (7000, 500, 577)
+    assert invoice.total == 7077 and invoice.status == "draft" and invoice.number is None
+
+    finalized = client.v1.invoices.finalize_invoice(invoice.id)
+    assert finalized.status == "open" and finalized.number.endswith("-0001") and finalized.amount_due == 7077
+    paid = client.v1.invoices.pay(invoice.id)
+    assert (paid.status, paid.amount_paid, paid.amount_remaining) == ("paid", 7077, 0)
+    assert paid.status_transitions.paid_at is not None
+    txn = client.v1.balance_transactions.retrieve(charge_of(client, invoice.id).balance_transaction)
+    # 2.9% of 70.77 = 2.05 (2.05233) + 0.30
+    assert (txn.amount, txn.fee, txn.net, txn.type) == (7077, 235, 6842, "charge")
+
+
+@pytest.mark.parametrize(
+    "currency, unit_amount, quantity, tax_percentage, inclusive, coupon_percent, total, fee",
+    [
+        # ¥1,500 x 3 = ¥4,500; 10% off = ¥4,050; 10% tax = ¥405 -> ¥4,455; fee 3.6% = ¥160 (160.38)
+        ("jpy", 1500, 3, "10", False, 10, 4455, 160),
+        # KWD 12.340 with 5% tax included (0.588 of it); fee 2.9% + 0.100 = 0.458 -> 0.460 (3-decimal amounts end in 0)
+        ("kwd", 12340, 1, "5", True, None, 12340, 460),
+    ],
+)
+def test_zero_and_three_decimal_currencies_are_exact(
+    client, sandbox, currency, unit_amount, quantity, tax_percentage, inclusive, coupon_percent, total, fee
+):
+    customer = paying_customer(client)
+    price = one_time_price(client, currency, unit_amount)
+    tax = client.v1.tax_rates.create(params={"display_name": "Tax", "percentage": tax_percentage, "inclusive": inclusive})
+    extra: dict[str, Any] = {"default_tax_rates": [tax.id]}
+    if coupon_percent:
+        extra["discounts"] = [{"coupon": client.v1.coupons.create(params={"percent_off": coupon_percent}).id}]
+    invoice = invoice_for(client, customer.id, currency, [{"pricing": {"price": price.id}, "quantity": quantity}], **extra)
+    client.v1.invoices.finalize_invoice(invoice.id)
+    paid = client.v1.invoices.pay(invoice.id)
+    assert (paid.currency, paid.total, paid.amount_paid, paid.status) == (currency, total, total, "paid")
+    if inclusive:
+        assert paid.total_taxes[0].amount == 588 and paid.total_excluding_tax == 12340 - 588
+    txn = client.v1.balance_transactions.retrieve(charge_of(client, invoice.id).balance_transaction)
+    assert (txn.amount, txn.fee, txn.net) == (total, fee, total - fee)
+
+
+def test_three_decimal_amounts_must_end_in_zero(client, sandbox):
+    customer = paying_customer(client)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoice_items.create(params={"customer": customer.id, "amount": 12345, "currency": "kwd"})
+    assert caught.value.http_status == 400 and caught.value.param == "amount"
+
+
+# ---- payment failure and retry -------------------------------------------------------------------
+def test_a_declined_payment_leaves_the_invoice_open_and_a_later_payment_pays_it(client, sandbox):
+    customer = paying_customer(client)
+    invoice = invoice_for(client, customer.id, "usd", [{"amount": 4200, "currency": "usd", "description": "Plan"}])
+    client.v1.invoices.finalize_invoice(invoice.id)
+    with pytest.raises(stripe.CardError) as caught:
+        client.v1.invoices.pay(invoice.id, params={"payment_method": "pm_card_chargeDeclined"})
+    assert caught.value.http_status == 402
+    assert (caught.value.code, caught.value.error.decline_code) == ("card_declined", "generic_decline")
+    failed = client.v1.invoices.retrieve(invoice.id)
+    assert (failed.status, failed.attempt_count, failed.attempted, failed.amount_paid) == ("open", 1, True, 0)
+
+    paid = client.v1.invoices.pay(invoice.id)  # the customer's default card this time
+    assert (paid.status, paid.attempt_count, paid.amount_paid) == ("paid", 2, 4200)
+    payments = client.v1.invoice_payments.list(params={"invoice": invoice.id})
+    assert [(p.status, p.amount_paid, p.payment.type) for p in payments.data] == [("paid", 4200, "payment_intent")]
+    charges = client.v1.charges.list(params={"payment_intent": payments.data[0].payment.payment_intent})
+    assert sorted(c.status for c in charges.data) == ["failed", "succeeded"]
+    declined = next(c for c in charges.data if c.status == "failed")
+    assert declined.payment_method_details.card.last4 == "0002" and declined.balance_transaction is None
+    types = [e.type for e in client.v1.events.list(params={"type": "invoice.*", "limit": 100}).auto_paging_iter()]
+    assert {"invoice.payment_failed", "invoice.paid", "invoice.finalized"} <= set(types)
+    assert "4000000000000002" not in json.dumps(control(sandbox, "records/charge", method="GET"))
+
+
+def test_a_failed_payment_intent_is_a_402_and_the_intent_waits_for_a_new_method(client, sandbox):
+    with pytest.raises(stripe.CardError) as caught:
+        client.v1.payment_intents.create(params={
+            "amount": 1000, "currency": "eur", "payment_method": "pm_card_chargeDeclinedInsufficientFunds", "confirm": True})
+    assert caught.value.error.decline_code == "insufficient_funds"
+    intent = client.v1.payment_intents.retrieve(caught.value.error.payment_intent.id)
+    assert intent.status == "requires_payment_method" and intent.last_payment_error.code == "card_declined"
+    confirmed = client.v1.payment_intents.confirm(intent.id, params={"payment_method": "pm_card_mastercard"})
+    assert confirmed.status == "succeeded" and confirmed.amount_received == 1000
+    charge = client.v1.charges.retrieve(confirmed.latest_charge)
+    assert (charge.payment_method_details.card.brand, charge.payment_method_details.card.last4) == ("mastercard", "4444")
+
+
+# ---- lists: created filters, cursors, the clock, events and their retention -------------------------
+def test_invoices_and_events_list_by_created_with_paging(client, sandbox):
+    start = (int(time.time()) // DAY - 5) * DAY
+    control(sandbox, "clock", {"now": start})
+    customer = client.v1.customers.create(params={"email": "hourly@example.com"})
+    ids = []
+    for _ in range(25):
+        ids.append(client.v1.invoices.create(params={"customer": customer.id}).id)
+        control(sandbox, "clock", {"advance": 3600})
+    window = {"created": {"gte": start + 5 * 3600, "lt": start + 20 * 3600}, "limit": 4}
+    listed = list(client.v1.invoices.list(params=window).auto_paging_iter())
+    assert [i.id for i in listed] == list(reversed(ids[5:20]))  # newest first, each once
+    assert [i.created for i in listed] == sorted((i.created for i in listed), reverse=True)
+
+    newer = client.v1.invoices.list(params={"ending_before": ids[10], "limit": 3})
+    assert [i.id for i in newer.data] == [ids[13], ids[12], ids[11]] and newer.has_more
+    by_customer = client.v1.invoices.list(params={"customer": customer.id, "status": "draft", "limit": 100})
+    assert len(by_customer.data) == 25 and not by_customer.has_more
+
+    events = list(client.v1.events.list(params={"type": "invoice.created", **window}).auto_paging_iter())
+    assert [e.data.object.id for e in events] == list(reversed(ids[5:20]))
+    assert all(e.api_version == API_VERSION and e.request.id.startswith("req_") for e in events)
+    wildcard = client.v1.events.list(params={"type": "customer.*"})
+    assert [e.type for e in wildcard.data] == ["customer.created"]
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.events.list(params={"types": [f"type.{n}" for n in range(21)]})
+    assert caught.value.param == "types"
+
+
+def test_events_older_than_the_retention_are_gone(client, sandbox):
+    control(sandbox, "clock", {"now": int(time.time()) - 40 * DAY})
+    old = client.v1.customers.create(params={"email": "old@example.com"})
+    control(sandbox, "clock", {"real": True})
+    recent = client.v1.customers.create(params={"email": "new@example.com"})
+    listed = client.v1.events.list(params={"type": "customer.created"})
+    assert [e.data.object.id for e in listed.data] == [recent.id]
+    old_event = next(e for e in control(sandbox, "records/event", method="GET") if e["data"]["object"]["id"] == old.id)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.events.retrieve(old_event["id"])
+    assert caught.value.http_status == 404
+    assert client.v1.customers.retrieve(old.id).email == "old@example.com"  # the object itself stays
+
+
+def test_customer_search_by_metadata_and_email_pages_with_next_page(client, sandbox):
+    for n in range(5):
+        client.v1.customers.create(params={"email": f"c{n}@example.com", "metadata": {"region": "emea" if n % 2 else "apac"}})
+    first = client.v1.customers.search(params={"query": "metadata['region']:'apac'", "limit": 2})
+    assert len(first.data) == 2 and first.has_more and first.next_page
+    everything = list(client.v1.customers.search(params={"query": "metadata['region']:'apac'", "limit": 2}).auto_paging_iter())
+    assert sorted(c.email for c in everything) == ["c0@example.com", "c2@example.com", "c4@example.com"]
+    by_email = client.v1.customers.search(params={"query": "email:'c3@example.com'"})
+    assert [c.metadata["region"] for c in by_email.data] == ["emea"]
+    assert len(client.v1.customers.list(params={"email": "c1@example.com"}).data) == 1
+
+
+# ---- idempotency ----------------------------------------------------------------------------------
+def test_idempotent_replay_returns_the_first_response_and_other_params_are_an_error(client, sandbox):
+    params = {"email": "once@example.com"}
+    first = client.v1.customers.create(params=params, options={"idempotency_key": "create-once"})
+    again = client.v1.customers.create(params=params, options={"idempotency_key": "create-once"})
+    assert again.id == first.id and again.last_response.headers.get("Idempotent-Replayed") == "true"
+    assert first.last_response.headers.get("Idempotent-Replayed") is None
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.customers.create(params={"email": "other@example.com"}, options={"idempotency_key": "create-once"})
+    assert len(control(sandbox, "records/customer", method="GET")) == 1
+
+    control(sandbox, "clock", {"advance": 25 * 3600})  # keys expire after 24 h
+    later = client.v1.customers.create(params={"email": "other@example.com"}, options={"idempotency_key": "create-once"})
+    assert later.id != first.id
+
+
+def test_a_declined_payment_is_replayed_under_its_key_without_charging_again(client, sandbox):
+    customer = paying_customer(client)
+    invoice = invoice_for(client, customer.id, "usd", [{"amount": 900, "currency": "usd", "description": "x"}])
+    client.v1.invoices.finalize_invoice(invoice.id)
+    for attempt in range(2):
+        with pytest.raises(stripe.CardError) as caught:
+            client.v1.invoices.pay(invoice.id, params={"payment_method": "pm_card_chargeDeclined"},
+                                   options={"idempotency_key": "pay-1"})
+        replayed = caught.value.headers.get("Idempotent-Replayed")
+        assert replayed == ("true" if attempt else None)
+    assert client.v1.invoices.retrieve(invoice.id).attempt_count == 1
+    assert len([c for c in control(sandbox, "records/charge", method="GET") if c["status"] == "failed"]) == 1
+
+
+def test_a_lost_response_is_recovered_by_retrying_with_the_same_key(client, sandbox):
+    control(sandbox, "config", {"lost_response_rate": 1.0})
+    with pytest.raises(stripe.APIConnectionError):
+        client.v1.customers.create(params={"email": "lost@example.com"}, options={"idempotency_key": "lost-1"})
+    recovered = client.v1.customers.create(params={"email": "lost@example.com"}, options={"idempotency_key": "lost-1"})
+    assert recovered.email == "lost@example.com"
+    assert [c["id"] for c in control(sandbox, "records/customer", method="GET")] == [recovered.id]
