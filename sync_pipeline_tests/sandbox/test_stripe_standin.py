@@ -420,3 +420,343 @@ def test_a_lost_response_is_recovered_by_retrying_with_the_same_key(client, sand
     recovered = client.v1.customers.create(params={"email": "lost@example.com"}, options={"idempotency_key": "lost-1"})
     assert recovered.email == "lost@example.com"
     assert [c["id"] for c in control(sandbox, "records/customer", method="GET")] == [recovered.id]
+
+
+# ---- refunds, disputes, payouts --------------------------------------------------------------------
+def test_refunds_are_bounded_by_what_is_left_and_a_partial_then_full_refund_adds_up(client, sandbox):
+    charge = charge_of(client, paid_invoice(client, 10_000).id)
+    partial = client.v1.refunds.create(params={"charge": charge.id, "amount": 3000})
+    charge = client.v1.charges.retrieve(charge.id)
+    assert (partial.status, charge.amount_refunded, charge.refunded) == ("succeeded", 3000, False)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.refunds.create(params={"charge": charge.id, "amount": 7001})
+    assert (caught.value.http_status, caught.value.param, caught.value.code) == (400, "amount", "amount_too_large")
+
+    rest = client.v1.refunds.create(params={"payment_intent": charge.payment_intent})
+    charge = client.v1.charges.retrieve(charge.id, params={"expand": ["refunds"]})
+    assert (rest.amount, charge.amount_refunded, charge.refunded) == (7000, 10_000, True)
+    assert sorted(r.amount for r in charge.refunds.data) == [3000, 7000]
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.refunds.create(params={"charge": charge.id, "amount": 1})
+    assert caught.value.code == "charge_already_refunded"
+    txns = client.v1.balance_transactions.list(params={"type": "refund"}).data
+    assert sorted(t.net for t in txns) == [-7000, -3000] and all(t.fee == 0 for t in txns)
+    refunded_events = client.v1.events.list(params={"type": "charge.refunded"}).data
+    assert [e.data.previous_attributes["amount_refunded"] for e in refunded_events] == [3000, 0]
+
+
+def test_a_lost_dispute_withdraws_the_amount_and_the_fee(client, sandbox):
+    charge = charge_of(client, paid_invoice(client, 5000).id)
+    dispute = control(sandbox, "disputes", {"charge": charge.id, "reason": "product_not_received"})
+    assert (dispute["status"], dispute["amount"], client.v1.charges.retrieve(charge.id).disputed) == ("needs_response", 5000, True)
+    withdrawal = dispute["balance_transactions"][0]
+    assert (withdrawal["amount"], withdrawal["fee"], withdrawal["net"]) == (-5000, 1500, -6500)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.refunds.create(params={"charge": charge.id})
+    assert caught.value.code == "charge_disputed"
+    lost = client.v1.disputes.close(dispute["id"])
+    assert lost.status == "lost" and len(lost.balance_transactions) == 1
+    types = [e.type for e in client.v1.events.list(params={"type": "charge.dispute.*"}).data]
+    assert types == ["charge.dispute.closed", "charge.dispute.funds_withdrawn", "charge.dispute.created"]
+
+
+def test_a_dispute_won_with_evidence_gives_the_money_and_the_fee_back(client, sandbox):
+    invoice = paid_invoice(client, 8000, "eur", card="pm_card_createDispute")  # this card is disputed right away
+    dispute = client.v1.disputes.list(params={"charge": charge_of(client, invoice.id).id}).data[0]
+    assert dispute.reason == "fraudulent"
+    won = client.v1.disputes.update(dispute.id, params={"evidence": {"uncategorized_text": "winning_evidence"}, "submit": True})
+    assert won.status == "won"
+    assert [(t.amount, t.fee, t.net) for t in won.balance_transactions] == [(-8000, 2000, -10_000), (8000, -2000, 10_000)]
+
+
+def test_a_payout_lists_the_balance_transactions_it_contains_and_they_sum_to_it(client, sandbox):
+    control(sandbox, "config", {"balance_available_days": 2})
+    start = (int(time.time()) // DAY - 10) * DAY
+    control(sandbox, "clock", {"now": start})
+    first = paid_invoice(client, 10_000)
+    paid_invoice(client, 2500)
+    client.v1.refunds.create(params={"charge": charge_of(client, first.id).id, "amount": 1000})
+    with pytest.raises(stripe.InvalidRequestError) as caught:  # card funds are still pending
+        client.v1.payouts.create(params={"amount": 9000, "currency": "usd"})
+    assert caught.value.code == "balance_insufficient"
+
+    control(sandbox, "clock", {"advance": 3 * DAY})
+    available = client.v1.balance.retrieve().available[0].amount
+    # 100.00 - 3.20 fee + 25.00 - 1.03 fee - 10.00 refund
+    assert available == (10_000 - 320) + (2500 - 103) - 1000
+    payout = client.v1.payouts.create(params={"amount": available, "currency": "usd"})
+    assert payout.arrival_date == start + 5 * DAY and payout.status == "pending"
+    contained = list(client.v1.balance_transactions.list(params={"payout": payout.id, "limit": 2}).auto_paging_iter())
+    assert sorted(t.type for t in contained) == ["charge", "charge", "payout", "refund"]
+    assert sum(t.net for t in contained if t.type != "payout") == payout.amount
+    assert sum(t.fee for t in contained) == 320 + 103 and sum(t.net for t in contained) == 0
+    assert client.v1.balance.retrieve().available[0].amount == 0
+
+    control(sandbox, "clock", {"advance": 2 * DAY})
+    assert client.v1.payouts.retrieve(payout.id).status == "paid"
+    assert [e.type for e in client.v1.events.list(params={"type": "payout.paid"}).data] == ["payout.paid"]
+
+
+# ---- subscriptions --------------------------------------------------------------------------------
+def test_subscription_invoices_prorations_and_renewal(client, sandbox):
+    january = 1767225600  # 2026-01-01T00:00:00Z
+    control(sandbox, "clock", {"now": january})
+    product = client.v1.products.create(params={"name": "Pro plan"})
+    basic = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 3000, "recurring": {"interval": "month"}})
+    pro = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 6000, "recurring": {"interval": "month"}})
+    customer = paying_customer(client)
+    subscription = client.v1.subscriptions.create(params={
+        "customer": customer.id, "items": [{"price": basic.id}], "metadata": {"opportunity": "006A"}, "expand": ["latest_invoice"]})
+    first = subscription.latest_invoice
+    assert (subscription.status, first.status, first.amount_paid, first.billing_reason) == ("active", "paid", 3000, "subscription_create")
+    assert first.parent.subscription_details.subscription == subscription.id
+    assert first.parent.subscription_details.metadata["opportunity"] == "006A"
+    item = subscription["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (january, 1769904000)  # to 2026-02-01
+
+    control(sandbox, "clock", {"now": january + 31 * DAY // 2})  # half of January left
+    client.v1.subscriptions.update(subscription.id, params={"items": [{"id": item.id, "price": pro.id}]})
+    pending = client.v1.invoice_items.list(params={"customer": customer.id, "pending": True}).data
+    assert sorted(i.amount for i in pending) == [-1500, 3000] and all(i.proration for i in pending)
+    assert {i.parent.subscription_details.subscription_item for i in pending} == {item.id}
+
+    renewal = control(sandbox, f"subscriptions/{subscription.id}/advance")["invoice"]
+    assert (renewal["billing_reason"], renewal["status"], renewal["created"]) == ("subscription_cycle", "paid", 1769904000)
+    assert renewal["total"] == 6000 - 1500 + 3000
+    lines = client.v1.invoices.line_items.list(renewal["id"]).data
+    prorations = [line for line in lines if line.parent.subscription_item_details.proration]
+    assert sorted(line.amount for line in prorations) == [-1500, 3000]
+    renewed = client.v1.subscription_items.retrieve(item.id)
+    assert (renewed.current_period_start, renewed.current_period_end) == (1769904000, 1772323200)  # Feb -> Mar
+
+    control(sandbox, "clock", {"now": 1769904000 + 14 * DAY})  # half of February left
+    upgraded = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": item.id, "quantity": 2}], "proration_behavior": "always_invoice", "expand": ["latest_invoice"]})
+    assert upgraded.latest_invoice.billing_reason == "subscription_update"
+    assert (upgraded.latest_invoice.total, upgraded.latest_invoice.status) == (-3000 + 6000, "paid")
+    updates = client.v1.events.list(params={"type": "customer.subscription.updated"}).data
+    assert "items" in updates[0].data.previous_attributes
+
+
+def test_a_renewal_that_cannot_be_charged_makes_the_subscription_past_due(client, sandbox):
+    product = client.v1.products.create(params={"name": "Seat"})
+    price = client.v1.prices.create(params={"product": product.id, "currency": "gbp", "unit_amount": 1200, "recurring": {"interval": "month"}})
+    customer = paying_customer(client, card="pm_card_chargeCustomerFail")
+    subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    assert subscription.status == "incomplete"
+    assert client.v1.invoices.retrieve(subscription.latest_invoice).status == "open"
+    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    assert client.v1.invoices.pay(subscription.latest_invoice).status == "paid"
+    control(sandbox, f"subscriptions/{subscription.id}/advance")
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "active"
+
+
+# ---- webhooks -------------------------------------------------------------------------------------
+class Receiver:
+    """A tiny webhook endpoint: records raw bodies and signatures; can fail the first N calls."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.received: list[tuple[bytes, str]] = []
+        self.failures = failures
+        self.lock = threading.Lock()
+        self.app = Starlette(routes=[Route("/hook", self.hook, methods=["POST"])])
+
+    async def hook(self, request: Request) -> Response:
+        body = await request.body()
+        with self.lock:
+            if self.failures:
+                self.failures -= 1
+                return Response(status_code=500)
+            self.received.append((body, request.headers["stripe-signature"]))
+        return Response(status_code=200)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[bytes, str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.02)
+        raise AssertionError(f"only {len(self.received)} of {count} webhooks arrived")
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    hook = Receiver(failures=1)
+    handle = serve_in_thread(hook.app)
+    yield hook, f"{handle.url}/hook"
+    handle.stop()
+
+
+def test_webhooks_are_signed_like_stripe_retried_and_only_for_enabled_events(client, sandbox, receiver):
+    hook, url = receiver
+    endpoint = client.v1.webhook_endpoints.create(params={"url": url, "enabled_events": ["customer.created"]})
+    assert endpoint.secret.startswith("whsec_")
+    assert "secret" not in client.v1.webhook_endpoints.retrieve(endpoint.id)
+    customer = client.v1.customers.create(params={"email": "hooked@example.com"})
+    client.v1.products.create(params={"name": "Not subscribed to"})
+    payload, signature = hook.wait_for(1)[0]
+
+    event = stripe.Webhook.construct_event(payload.decode(), signature, endpoint.secret)
+    assert (event.type, event.data.object.id, event.data.object.email) == ("customer.created", customer.id, "hooked@example.com")
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(payload.decode().replace("hooked@", "attacker@"), signature, endpoint.secret)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(payload.decode(), signature, "whsec_wrong")
+    attempts = [(d["attempt"], d["status"]) for d in control(sandbox, "webhooks", method="GET")["deliveries"]]
+    assert attempts == [(1, 500), (2, 200)]  # the first attempt failed and was retried
+    time.sleep(0.2)
+    assert len(hook.received) == 1  # product.created was not enabled
+
+
+def test_webhooks_can_arrive_twice_and_out_of_order(client, sandbox, receiver):
+    hook, url = receiver
+    hook.failures = 0
+    control(sandbox, "config", {"webhook_duplicate_rate": 1.0, "webhook_shuffle": True, "webhook_shuffle_window": 10})
+    endpoint = client.v1.webhook_endpoints.create(params={"url": url, "enabled_events": ["*"]})
+    customer = paying_customer(client)
+    invoice = invoice_for(client, customer.id, "usd", [{"amount": 500, "currency": "usd", "description": "x"}])
+    client.v1.invoices.pay(invoice.id)
+    created = [e.id for e in client.v1.events.list(params={"limit": 100}).auto_paging_iter()]
+    delivered = [stripe.Webhook.construct_event(body.decode(), sig, endpoint.secret).id for body, sig in hook.wait_for(2 * len(created))]
+    assert sorted(delivered) == sorted(created * 2)
+    first_arrivals = list(dict.fromkeys(delivered))
+    assert first_arrivals != list(reversed(created))  # shuffled within the window
+
+
+# ---- expand, errors, auth -------------------------------------------------------------------------
+def test_expansions_through_lists_and_up_to_four_levels(client, sandbox):
+    invoice = paid_invoice(client, 1500)
+    listed = client.v1.invoices.list(params={"expand": ["data.payments.data.payment.payment_intent.latest_charge"]})
+    charge = listed.data[0].payments.data[0].payment.payment_intent.latest_charge
+    assert (charge.object, charge.amount, charge.payment_method_details.card.last4) == ("charge", 1500, "4242")
+    assert "payments" not in client.v1.invoices.retrieve(invoice.id)  # only when asked for
+    client.v1.refunds.create(params={"charge": charge.id, "amount": 100})
+    charges = client.v1.charges.list(params={"expand": ["data.refunds", "data.balance_transaction", "data.customer"]})
+    assert charges.data[0].refunds.data[0].amount == 100
+    assert charges.data[0].balance_transaction.fee == 74 and charges.data[0].customer.email == "buyer@example.com"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.list(params={"expand": ["data.payments.data.payment.payment_intent.latest_charge.customer"]})
+    assert caught.value.param == "expand"
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.invoices.retrieve(invoice.id, params={"expand": ["currency"]})
+
+
+def test_errors_use_stripes_envelope_and_status_codes(client, sandbox):
+    with pytest.raises(stripe.AuthenticationError) as caught:
+        stripe.StripeClient("rk_live_nope", base_addresses={"api": sandbox.url}).v1.customers.list()
+    assert caught.value.http_status == 401
+    anonymous = requests.get(f"{sandbox.url}/v1/customers", timeout=10)
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "invalid_request_error"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.customers.retrieve("cus_missing")
+    assert (caught.value.http_status, caught.value.code, caught.value.param) == (404, "resource_missing", "id")
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.prices.create(params={"currency": "usd", "unit_amount": 100})
+    assert (caught.value.http_status, caught.value.code, caught.value.param) == (400, "parameter_missing", "product")
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.list(params={"limit": 101})
+    assert caught.value.param == "limit"
+    unknown = requests.get(f"{sandbox.url}/v1/nothing_here", headers={"Authorization": f"Bearer {sandbox.api_key}"}, timeout=10)
+    assert unknown.status_code == 404 and "Unrecognized request URL" in unknown.json()["error"]["message"]
+    assert anonymous.headers["Stripe-Version"] == API_VERSION
+
+
+def test_the_sdk_works_through_the_module_level_api_base(sandbox):
+    previous = (stripe.api_key, stripe.api_base)
+    stripe.api_key, stripe.api_base = sandbox.api_key, sandbox.url
+    try:
+        created = stripe.Customer.create(email="global@example.com")
+        assert stripe.Customer.retrieve(created.id).email == "global@example.com"
+    finally:
+        stripe.api_key, stripe.api_base = previous
+
+
+# ---- invoice changes after finalization, credit notes ---------------------------------------------
+def test_finalized_invoices_change_only_in_allowed_fields_and_each_change_is_an_event(client, sandbox):
+    customer = paying_customer(client)
+    invoice = invoice_for(client, customer.id, "usd", [{"amount": 2000, "currency": "usd", "description": "x"}],
+                          collection_method="send_invoice", days_until_due=30)
+    client.v1.invoices.send_invoice(invoice.id)
+    updated = client.v1.invoices.update(invoice.id, params={"metadata": {"po": "PO-7"}, "footer": "Thanks"})
+    assert (updated.status, updated.metadata["po"], updated.footer) == ("open", "PO-7", "Thanks")
+    event = client.v1.events.list(params={"type": "invoice.updated"}).data[0]
+    assert event.data.previous_attributes.to_dict() == {"metadata": {}, "footer": None}
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.update(invoice.id, params={"collection_method": "charge_automatically"})
+    assert caught.value.code == "invoice_not_editable"
+    assert client.v1.invoices.void_invoice(invoice.id).status == "void"
+    other = invoice_for(client, customer.id, "usd", [{"amount": 300, "currency": "usd", "description": "y"}])
+    client.v1.invoices.finalize_invoice(other.id)
+    assert client.v1.invoices.mark_uncollectible(other.id).status == "uncollectible"
+    types = {e.type for e in client.v1.events.list(params={"limit": 100}).auto_paging_iter()}
+    assert {"invoice.sent", "invoice.voided", "invoice.marked_uncollectible"} <= types
+
+
+def test_credit_notes_reduce_an_open_invoice_or_refund_a_paid_one(client, sandbox):
+    customer = paying_customer(client)
+    open_invoice = invoice_for(client, customer.id, "usd", [{"amount": 10_000, "currency": "usd", "description": "x"}])
+    client.v1.invoices.finalize_invoice(open_invoice.id)
+    note = client.v1.credit_notes.create(params={"invoice": open_invoice.id, "amount": 4000, "reason": "order_change"})
+    reduced = client.v1.invoices.retrieve(open_invoice.id)
+    assert (note.type, note.total, reduced.amount_remaining, reduced.pre_payment_credit_notes_amount) == ("pre_payment", 4000, 6000, 4000)
+    assert client.v1.invoices.pay(open_invoice.id).amount_paid == 6000
+
+    paid = paid_invoice(client, 5000)
+    line = client.v1.invoices.line_items.list(paid.id).data[0]
+    refunding = client.v1.credit_notes.create(params={
+        "invoice": paid.id, "lines": [{"type": "invoice_line_item", "invoice_line_item": line.id, "amount": 2000}],
+        "refund_amount": 2000})
+    assert (refunding.type, refunding.total, refunding.refunds[0].amount_refunded) == ("post_payment", 2000, 2000)
+    assert client.v1.charges.retrieve(charge_of(client, paid.id).id).amount_refunded == 2000
+    assert client.v1.credit_notes.line_items.list(refunding.id).data[0].invoice_line_item == line.id
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.credit_notes.create(params={"invoice": paid.id, "amount": 3001})
+    assert [e.type for e in client.v1.events.list(params={"type": "credit_note.created"}).data] == ["credit_note.created"] * 2
+
+
+# ---- state: persistence, determinism, control ------------------------------------------------------
+def test_state_survives_save_and_load_and_ids_follow_the_seed(client, sandbox, tmp_path):
+    invoice = paid_invoice(client, 1234)
+    path = tmp_path / "stripe-state.json"
+    sandbox.state.save(path)
+    with start_stripe(state=StripeState.load(path)) as restarted:
+        again = stripe.StripeClient(restarted.api_key, base_addresses={"api": restarted.url})
+        loaded = again.v1.invoices.retrieve(invoice.id)
+        assert (loaded.status, loaded.amount_paid, loaded.lines.data[0].amount) == ("paid", 1234, 1234)
+        new_customer = again.v1.customers.create(params={"email": "next@example.com"})
+        assert new_customer.id not in {c["id"] for c in control(sandbox, "records/customer", method="GET")}
+        assert len(again.v1.invoices.list(params={"customer": invoice.customer}).data) == 1
+
+    control(sandbox, "reset")
+    first = client.v1.customers.create(params={"email": "a@example.com"}).id
+    control(sandbox, "reset")
+    assert client.v1.customers.create(params={"email": "a@example.com"}).id == first
+    with start_stripe(seed=1) as other_seed:
+        other = stripe.StripeClient(other_seed.api_key, base_addresses={"api": other_seed.url})
+        assert other.v1.customers.create(params={"email": "a@example.com"}).id != first
+
+
+def test_sandbox_controls_report_and_reconfigure(client, sandbox):
+    client.v1.customers.create(params={"email": "counted@example.com"})
+    stats = control(sandbox, "stats", method="GET")
+    assert stats["by_method"]["POST"] == 1 and stats["writes"] == 1 and stats["objects"]["customer"] == 1
+    assert control(sandbox, "config", {"latency_ms": 30})["latency_ms"] == 30
+    started = time.monotonic()
+    client.v1.customers.list()
+    assert time.monotonic() - started >= 0.03
+    bad = requests.post(f"{sandbox.url}/_sandbox/config", json={"no_such_knob": 1}, timeout=10)
+    assert bad.status_code == 400
+    assert sandbox.env() == {"STRIPE_API_KEY": sandbox.api_key, "STRIPE_API_BASE": sandbox.url, "STRIPE_WEBHOOK_SECRET": ""}
+
+
+def test_test_card_tokens_attach_as_new_cards(client, sandbox):
+    customer = client.v1.customers.create(params={"email": "cards@example.com"})
+    card = client.v1.payment_methods.attach("pm_card_amex", params={"customer": customer.id})
+    assert card.id.startswith("pm_") and card.id != "pm_card_amex" and card.customer == customer.id
+    assert (card.card.brand, card.card.last4) == ("amex", "8431")
+    intent = client.v1.payment_intents.create(params={
+        "amount": 2000, "currency": "usd", "customer": customer.id, "payment_method": card.id, "confirm": True,
+        "off_session": True, "payment_method_types": ["card"]})
+    assert intent.status == "succeeded" and "invoice" not in intent
+    assert [c.id for c in client.v1.charges.list(params={"customer": customer.id}).data] == [intent.latest_charge]
