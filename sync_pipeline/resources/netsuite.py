@@ -115,7 +115,9 @@ class NetSuiteError(Exception):
         return f"NetSuite {status} {self.code}{where}: {self.detail}{request}"
 
     def __repr__(self) -> str:
-        return f"NetSuiteError({self.status!r}, {self.code!r}, {self.detail!r}, {self.path!r}, request={self.request!r})"
+        return (
+            f"NetSuiteError({self.status!r}, {self.code!r}, {self.detail!r}, {self.path!r}, request={self.request!r})"
+        )
 
     @classmethod
     def from_response(cls, response: requests.Response, request: str) -> NetSuiteError:

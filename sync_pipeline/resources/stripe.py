@@ -144,9 +144,18 @@ class StripeResource(dg.ConfigurableResource):
     ) -> Iterator[dict[str, Any]]:
         return self._list_for_charge(self.get_client().v1.refunds.list, "/v1/refunds", charge, created_gte, created_lt)
 
-    def list_invoice_payments(self, invoice: str, expand: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
-        """An invoice's payments (since 2025-03-31.basil they are InvoicePayment objects, not `invoice.charge`)."""
-        params = {"invoice": invoice, "expand": list(expand)}
+    def list_invoice_payments(
+        self, invoice: str | None = None, payment_intent: str | None = None, expand: Sequence[str] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """An invoice's payments, or the invoice payments of a PaymentIntent.
+
+        Since 2025-03-31.basil payments are InvoicePayment objects (not `invoice.charge`), and a
+        Charge no longer names its invoice: asking by `payment_intent` is how to find it.
+        """
+        if (invoice is None) == (payment_intent is None):
+            raise ValueError("list_invoice_payments needs exactly one of invoice or payment_intent")
+        payment = {"type": "payment_intent", "payment_intent": payment_intent} if payment_intent else None
+        params = {"invoice": invoice, "payment": payment, "expand": list(expand)}
         return self._paginate(self.get_client().v1.invoice_payments.list, params, "/v1/invoice_payments")
 
     def list_disputes(

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError, NetSuiteResource, OAuth1Credentials
 from sync_pipeline.resources.retry import RetryPolicy
 from sync_pipeline.sandbox.netsuite import NetSuiteConfig, NetSuiteSandbox, generate_m2m_key_pair, start_netsuite
+from sync_pipeline.sandbox.server import serve_in_thread
 
 # Short waits keep fault tests quick; the attempt budget is what the defaults allow.
 FAST_RETRIES = RetryPolicy(initial_wait=0.02, max_wait=0.5, max_attempts=12, max_seconds=60)
@@ -48,9 +54,8 @@ def resource_for(sandbox: NetSuiteSandbox, **overrides: Any) -> NetSuiteResource
 
 def client_for(sandbox: NetSuiteSandbox, concurrency: int = 5, timeout_seconds: float = 30.0) -> NetSuiteClient:
     env = sandbox.env()
-    credentials = OAuth1Credentials(
-        env["NETSUITE_CONSUMER_KEY"], env["NETSUITE_CONSUMER_SECRET"], env["NETSUITE_TOKEN_ID"], env["NETSUITE_TOKEN_SECRET"]
-    )
+    credentials = OAuth1Credentials(*(env[f"NETSUITE_{name}"] for name in ("CONSUMER_KEY", "CONSUMER_SECRET",
+                                                                         "TOKEN_ID", "TOKEN_SECRET")))
     return NetSuiteClient(
         env["NETSUITE_ACCOUNT_ID"],
         oauth1=credentials,
@@ -277,3 +282,27 @@ def test_oauth2_machine_to_machine_token_is_fetched_once_and_reused(start_sandbo
     assert_each_landed_once(netsuite, returned)
     assert netsuite.stats.tokens_issued == 1
     assert private_pem not in repr(resource)
+
+
+def test_retry_after_is_honoured_when_a_server_sends_it():
+    # NetSuite is not known to send Retry-After (the stand-in does not); a proxy in front of it may.
+    answers = iter([429, 204])
+
+    async def put(request: Request) -> Response:
+        status = next(answers)
+        if status == 429:
+            return JSONResponse({"status": 429, "o:errorDetails": [{"detail": "Slow down", "o:errorCode": "X"}]},
+                                status_code=429, headers={"Retry-After": "0.6"})
+        return Response(status_code=204, headers={"Location": f"{request.base_url}services/rest/record/v1/customer/7"})
+
+    app = Starlette(routes=[Route("/services/rest/record/v1/customer/{key}", put, methods=["PUT"])])
+    with serve_in_thread(app) as server:
+        client = NetSuiteClient("123456_SB1", oauth1=OAuth1Credentials("ck", "cs", "tk", "ts"), base_url=server.url,
+                                retry_policy=FAST_RETRIES)
+        started = time.monotonic()
+        internal_id = client.upsert("customer", "stripe-cus_RA", customer_body("Patient"))
+        waited = time.monotonic() - started
+
+    assert internal_id == "7"
+    assert client.counters.retries == 1
+    assert waited >= 0.6  # FAST_RETRIES alone would have waited at most 0.02 s
