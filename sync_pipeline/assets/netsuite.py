@@ -82,7 +82,7 @@ def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteR
 
 
 def _trees(frame: pd.DataFrame) -> Iterator[dict]:
-    return (json.loads(t) for t in frame["tree"])
+    return (jsonbody.loads(t) for t in frame["tree"])
 
 
 def required_fields_check(plan: pd.DataFrame, fm: FieldMapping) -> dg.AssetCheckResult:

@@ -4,7 +4,7 @@ Each row holds a whole document tree as JSON (the invoice with its customer, pay
 refunds), so the mapping sees one consistent snapshot and never calls Stripe itself.
 """
 
-import json
+
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline.partitions import daily_partitions, partition_window
+from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.stripe import StripeResource
 
 # One list call brings each invoice with its customer, payments and the charge behind each payment.
@@ -75,7 +76,7 @@ def _tree_rows(trees: Iterable[dict], root: str, amount_field: str) -> pd.DataFr
         rows.append({
             "id": doc["id"], "created": int(doc["created"]), "customer_id": _id_of(doc.get("customer")),
             "currency": (doc.get("currency") or "").upper(), "status": doc.get("status"),
-            "amount_minor": int(doc.get(amount_field) or 0), "tree": json.dumps(tree, separators=(",", ":")),
+            "amount_minor": int(doc.get(amount_field) or 0), "tree": jsonbody.dumps(tree),
         })
     return pd.DataFrame(rows, columns=TREE_COLUMNS)
 
@@ -148,13 +149,13 @@ def stripe_customers(context: dg.AssetExecutionContext, stripe_invoices: pd.Data
                      stripe_charges: pd.DataFrame) -> pd.DataFrame:
     customers: dict[str, dict] = {}
     for tree_json in list(stripe_invoices["tree"]) + list(stripe_charges["tree"]):
-        customer = json.loads(tree_json).get("customer")
+        customer = jsonbody.loads(tree_json).get("customer")
         if isinstance(customer, dict) and customer.get("id"):
             customers[customer["id"]] = customer
     frame = pd.DataFrame(
         [{"id": c["id"], "email": c.get("email"), "name": c.get("name"), "created": int(c.get("created") or 0),
           "netsuite_customer_id": (c.get("metadata") or {}).get("netsuite_customer_id"),
-          "payload": json.dumps(c, separators=(",", ":"))} for c in customers.values()],
+          "payload": jsonbody.dumps(c)} for c in customers.values()],
         columns=["id", "email", "name", "created", "netsuite_customer_id", "payload"],
     )
     context.add_output_metadata({"customers": len(frame)})

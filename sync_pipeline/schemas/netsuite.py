@@ -169,7 +169,9 @@ def _sublist_total(body: Mapping, name: str) -> Decimal | None:
     items = body.get(name, {}).get("items") if isinstance(body.get(name), Mapping) else None
     if not items:
         return None
-    return sum((item.get("amount") for item in items if isinstance(item.get("amount"), Decimal)), Decimal(0))
+    # A whole amount (JPY, or a body read back from JSON) arrives as int: count it, exactly.
+    amounts = (item.get("amount") for item in items)
+    return sum((Decimal(a) for a in amounts if isinstance(a, (Decimal, int)) and not isinstance(a, bool)), Decimal(0))
 
 
 def _max_decimals(value: Any) -> int:
