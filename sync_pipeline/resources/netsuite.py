@@ -39,7 +39,8 @@ CONCURRENCY_LIMIT_EXCEEDED = "CONCURRENCY_LIMIT_EXCEEDED"
 CONNECTION_ERROR = "CONNECTION_ERROR"
 EXTERNAL_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 _WRITE_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
-# A bearer token is replaced this long before NetSuite says it expires.
+# A bearer token is replaced this long before NetSuite says it expires (or at half its life, if shorter),
+# so no request goes out with a token that expires on the way.
 OAUTH2_REFRESH_MARGIN_SECONDS = 300.0
 OAUTH2_ASSERTION_LIFETIME_SECONDS = 300
 
@@ -235,7 +236,7 @@ class _OAuth2BearerAuth(requests.auth.AuthBase):
         self._policy = policy
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._expires_at = 0.0
+        self._refresh_at = 0.0
         self.tokens_fetched = 0
 
     def __repr__(self) -> str:
@@ -247,12 +248,12 @@ class _OAuth2BearerAuth(requests.auth.AuthBase):
 
     def token(self) -> str:
         with self._lock:
-            if self._token is None or time.time() >= self._expires_at - OAUTH2_REFRESH_MARGIN_SECONDS:
+            if self._token is None or time.time() >= self._refresh_at:
                 self._token, lifetime = call_with_retry(
                     self._fetch, is_retryable, retry_after=_retry_after, policy=self._policy,
                     description=f"POST {OAUTH2_TOKEN_PATH}",
                 )
-                self._expires_at = time.time() + lifetime
+                self._refresh_at = time.time() + lifetime - min(OAUTH2_REFRESH_MARGIN_SECONDS, lifetime / 2)
                 self.tokens_fetched += 1
             return self._token
 

@@ -263,10 +263,10 @@ def test_secrets_stay_out_of_reprs_errors_and_logs(netsuite, caplog):
     assert "oauth_signature" not in caplog.text
 
 
-@pytest.mark.parametrize("algorithm", ["PS256", "ES256"])
-def test_oauth2_machine_to_machine_token_is_fetched_once_and_reused(start_sandbox, algorithm):
+def start_with_m2m(start_sandbox, algorithm: str, **config: Any) -> tuple[NetSuiteSandbox, NetSuiteResource, str]:
+    """A stand-in that knows one M2M certificate, and a resource configured for OAuth 2.0 with its key."""
     private_pem, public_pem = generate_m2m_key_pair(algorithm)
-    netsuite = start_sandbox(m2m_certificates={"cert-1": public_pem})
+    netsuite = start_sandbox(m2m_certificates={"cert-1": public_pem}, **config)
     resource = NetSuiteResource(
         account_id=netsuite.config.account_id,
         oauth2_client_id=netsuite.config.m2m_client_id,
@@ -274,6 +274,12 @@ def test_oauth2_machine_to_machine_token_is_fetched_once_and_reused(start_sandbo
         oauth2_private_key=private_pem,
         base_url=netsuite.url,
     )
+    return netsuite, resource, private_pem
+
+
+@pytest.mark.parametrize("algorithm", ["PS256", "ES256"])
+def test_oauth2_machine_to_machine_token_is_fetched_once_and_reused(start_sandbox, algorithm):
+    netsuite, resource, private_pem = start_with_m2m(start_sandbox, algorithm)
     client = resource.get_client()
 
     returned = upsert_customers(client, count=6, threads=3)
@@ -283,6 +289,18 @@ def test_oauth2_machine_to_machine_token_is_fetched_once_and_reused(start_sandbo
     assert netsuite.stats.tokens_issued == 1
     assert private_pem not in repr(resource)
 
+
+def test_oauth2_token_is_renewed_before_it_expires(start_sandbox):
+    netsuite, resource, _ = start_with_m2m(start_sandbox, "PS256", access_token_seconds=2)
+    client = resource.get_client()
+
+    client.upsert("customer", "stripe-cus_T1", customer_body("Before"))
+    time.sleep(1.2)  # past half of the token's 2 s life: renewed before use, never sent stale
+    client.upsert("customer", "stripe-cus_T1", customer_body("After"))
+
+    assert netsuite.stats.tokens_issued == 2
+    assert netsuite.stats.auth_failures == 0
+    assert client.get("customer", "eid:stripe-cus_T1")["companyName"] == "After"
 
 def test_retry_after_is_honoured_when_a_server_sends_it():
     # NetSuite is not known to send Retry-After (the stand-in does not); a proxy in front of it may.

@@ -103,9 +103,13 @@ def test_upsert_creates_then_updates(salesforce):
 
     assert resource.upsert("Account", "Stripe_Customer_Id__c", "cus_U1", {"Name": "Acme"}) == 201
     assert resource.upsert("Account", "Stripe_Customer_Id__c", "cus_U1", {"Name": "Acme Ltd"}) == 200
+    [row] = salesforce.state.records("Account")
+    # 17 significant digits: through a float this would arrive as ...012345.6.
+    resource.update("Account", row["Id"], {"AnnualRevenue": Decimal("987654321012345.67")})
 
     [row] = salesforce.state.records("Account")
     assert row["Name"] == "Acme Ltd"
+    assert row["AnnualRevenue"] == Decimal("987654321012345.67")
 
 
 def test_upsert_matching_several_records_raises_duplicate_match_with_their_ids(salesforce):

@@ -204,6 +204,31 @@ def test_charges_come_with_refunds_and_invoices_with_payments(sandbox):
     assert resource.retrieve_customer(customer_id)["id"] == customer_id
 
 
+def test_disputes_credit_notes_payouts_and_customer_search(sandbox):
+    invoice_ids = seed_invoices(sandbox, 3, currency="eur", unit_amount=2500)
+    resource = resource_for(sandbox)
+    charge = next(resource.list_charges())
+    requests.post(f"{sandbox.url}/_sandbox/disputes", json={"charge": charge["id"]}, timeout=10).raise_for_status()
+    resource.get_client().v1.credit_notes.create({"invoice": invoice_ids[1], "amount": 500})
+    requests.post(f"{sandbox.url}/_sandbox/payouts", json={}, timeout=10).raise_for_status()
+
+    [dispute] = resource.list_disputes(charge=charge["id"])
+    [credit_note] = resource.list_credit_notes(invoice=invoice_ids[1])
+    [payout] = resource.list_payouts()
+    arrival = payout["arrival_date"]
+    settled = list(resource.list_balance_transactions(payout=payout["id"]))
+
+    assert dispute["charge"] == charge["id"] and dispute["amount"] == 2500
+    assert credit_note["amount"] == 500 and credit_note["invoice"] == invoice_ids[1]
+    assert [p["id"] for p in resource.list_payouts(arrival_date_gte=arrival, arrival_date_lt=arrival + 1)] == [
+        payout["id"]]
+    assert list(resource.list_payouts(arrival_date_gte=arrival + 1)) == []
+    # A payout's balance transactions: what it pays out (charges net of fees, less the dispute) and itself.
+    assert {t["type"] for t in settled} >= {"charge", "payout"} and len(settled) > 4
+    assert sum(t["net"] for t in settled if t["type"] != "payout") == payout["amount"]
+    assert sum(t["net"] for t in settled) == 0
+    assert [c["name"] for c in resource.search_customers("name:'Seed customer 1'")] == ["Seed customer 1"]
+
 def test_events_page_both_ways(sandbox):
     resource = resource_for(sandbox)
     for n in range(5):
