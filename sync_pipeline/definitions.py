@@ -48,6 +48,8 @@ def build_resources() -> dict[str, object]:
     }
 
 
+ALL_ASSETS = dg.load_assets_from_modules([stripe_assets, netsuite_assets, quality])
+
 stripe_to_netsuite = dg.define_asset_job(
     "stripe_to_netsuite",
     selection=dg.AssetSelection.groups("stripe", "netsuite", "quality"),
@@ -55,7 +57,7 @@ stripe_to_netsuite = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([stripe_assets, netsuite_assets, quality]),
+    assets=ALL_ASSETS,
     jobs=[stripe_to_netsuite],
     schedules=[build_daily_sync_schedule(stripe_to_netsuite, daily_partitions.start.date().isoformat())],
     resources=build_resources(),

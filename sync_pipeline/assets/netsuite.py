@@ -130,7 +130,7 @@ def netsuite_sync_plan(context: dg.AssetExecutionContext, stripe_invoices: pd.Da
     mapped = map_partition(_trees(stripe_invoices), _trees(stripe_charges), fm)
     outcome = validate_records(mapped.records, fm)
     issues = [*mapped.issues, *outcome.issues]
-    sync.quarantine(issues, ledger.get_ledger(), context.partition_key, context.run_id)
+    sync.quarantine(issues, ledger.get_ledger(), context.partition_key, context.run.run_id)
     plan = plan_frame(outcome.valid, issues, mapped.skips)
     counts = plan.groupby(["record_type", "status"]).size()
     yield dg.Output(plan, metadata={
@@ -218,9 +218,10 @@ def stripe_invoice_amounts(stripe_invoices: pd.DataFrame) -> dict[str, tuple[str
 
 
 def stripe_payment_amounts(plan: pd.DataFrame) -> dict[str, tuple[str, int]]:
-    payments = plan[plan["record_type"] == ns.CUSTOMER_PAYMENT]
-    return {row.external_id: (row.currency, int(row.amount_minor)) for row in payments.itertuples(index=False)
-            if row.currency}
+    """external id -> (currency, Stripe amount) of the payments the plan writes; held-back ones are reported by
+    `required_fields` and sync_exceptions, not here (their amounts never reached a NetSuite record)."""
+    payments = plan[(plan["record_type"] == ns.CUSTOMER_PAYMENT) & (plan["status"] == VALID)]
+    return {row.external_id: (row.currency, int(row.amount_minor)) for row in payments.itertuples(index=False)}
 
 
 def _sync_metadata(report: sync.SyncReport, client: NetSuiteClient, outcomes: pd.DataFrame) -> dict:
@@ -243,7 +244,7 @@ def run_sync_step(context: dg.AssetExecutionContext, record_type: str, plan: pd.
                                                                                 NetSuiteClient]:
     client = netsuite.get_client()
     report = sync.upsert_records(records_from_plan(plan, record_type), client=client, ledger=ledger.get_ledger(),
-                                 partition_key=context.partition_key, run_id=context.run_id, record_type=record_type,
+                                 partition_key=context.partition_key, run_id=context.run.run_id, record_type=record_type,
                                  log=context.log.info)
     # Records held back by the plan count as quarantined here, so each asset's figures are complete.
     held = plan[(plan["record_type"] == record_type) & (plan["status"] == QUARANTINED)]

@@ -114,13 +114,7 @@ def _belongs_to_an_invoice(stripe: StripeResource, charge: dict) -> bool:
     intent = _id_of(charge.get("payment_intent"))
     if not intent:
         return False
-    client = stripe.get_client()
-    page = stripe._call(  # noqa: SLF001 - the resource's one retry policy
-        lambda: client.v1.invoice_payments.list({"payment": {"type": "payment_intent", "payment_intent": intent},
-                                                 "limit": 1}),
-        "GET /v1/invoice_payments",
-    )
-    return bool(page.data)
+    return next(iter(stripe.list_invoice_payments(payment_intent=intent)), None) is not None
 
 
 @dg.asset(

@@ -67,7 +67,9 @@ class NetSuiteConfig:
                 raise ValueError(f"{name} must be true or false")
             return value
         if isinstance(current, (int, float)):
-            number = type(current)(value)
+            # Rates, latencies and timeouts are fractional even where the default is written as 0.
+            fractional = isinstance(current, float) or name.endswith(("_rate", "_ms", "_seconds"))
+            number = float(value) if fractional else int(value)
             if name.endswith("_rate") and not 0 <= number <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
             if number < 0 or (name == "concurrency_limit" and number < 1):
