@@ -631,6 +631,8 @@ def test_expansions_through_lists_and_up_to_four_levels(client, sandbox):
     charge = listed.data[0].payments.data[0].payment.payment_intent.latest_charge
     assert (charge.object, charge.amount, charge.payment_method_details.card.last4) == ("charge", 1500, "4242")
     assert "payments" not in client.v1.invoices.retrieve(invoice.id)  # only when asked for
+    draft = client.v1.invoices.create(params={"customer": invoice.customer})
+    assert client.v1.invoices.retrieve(draft.id, params={"expand": ["payments"]}).payments.data == []
     client.v1.refunds.create(params={"charge": charge.id, "amount": 100})
     charges = client.v1.charges.list(params={"expand": ["data.refunds", "data.balance_transaction", "data.customer"]})
     assert charges.data[0].refunds.data[0].amount == 100
@@ -660,6 +662,24 @@ def test_errors_use_stripes_envelope_and_status_codes(client, sandbox):
     unknown = requests.get(f"{sandbox.url}/v1/nothing_here", headers={"Authorization": f"Bearer {sandbox.api_key}"}, timeout=10)
     assert unknown.status_code == 404 and "Unrecognized request URL" in unknown.json()["error"]["message"]
     assert anonymous.headers["Stripe-Version"] == API_VERSION
+
+
+def test_fault_knobs_give_429s_and_replayed_500s(client, sandbox):
+    control(sandbox, "config", {"rate_limit_per_second": 2})
+    with pytest.raises(stripe.RateLimitError) as caught:
+        for _ in range(5):
+            client.v1.customers.list()
+    assert caught.value.http_status == 429
+    control(sandbox, "config", {"rate_limit_per_second": 0, "error_rate": 1.0})
+    with pytest.raises(stripe.APIError) as caught:
+        client.v1.customers.create(params={"email": "flaky@example.com"}, options={"idempotency_key": "flaky-1"})
+    assert caught.value.http_status == 500
+    control(sandbox, "config", {"error_rate": 0.0})
+    with pytest.raises(stripe.APIError) as caught:  # Stripe replays even a 500 under its key
+        client.v1.customers.create(params={"email": "flaky@example.com"}, options={"idempotency_key": "flaky-1"})
+    assert caught.value.headers.get("Idempotent-Replayed") == "true"
+    assert client.v1.customers.create(params={"email": "flaky@example.com"}, options={"idempotency_key": "flaky-2"}).id
+    assert control(sandbox, "stats", method="GET")["faults"] == {"rate_limit": 1, "api_error": 1}
 
 
 def test_the_sdk_works_through_the_module_level_api_base(sandbox):

@@ -65,6 +65,7 @@ class StripeSandbox:
         }
 
     def stop(self) -> None:
+        self.stand_in.dispatcher.shutdown()
         self.handle.stop()
 
     def __enter__(self) -> "StripeSandbox":

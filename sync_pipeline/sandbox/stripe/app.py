@@ -114,7 +114,7 @@ class StripeApp:
 
     def _handle(self, request: Request, body: bytes) -> Response:
         method = request.method
-        path = request.url.path
+        path = request.scope["path"]
         self.stats.by_method[method] += 1
         request_id = "req_" + self.state.new_id("req")[4:]
         headers = {"Request-Id": request_id, "Stripe-Version": API_VERSION}
@@ -146,9 +146,8 @@ class StripeApp:
             self.stats.writes += 1
         status, payload = self._run(route, path_values, params, request_id, key)
         if key is not None and (status in CACHEABLE_STATUS or status >= 500):
-            self.state.idempotency[key] = IdempotencyRecord(
-                _fingerprint(method, path, params), status, payload, self.state.clock.now(), path
-            )
+            record = IdempotencyRecord(_fingerprint(method, path, params), status, payload, self.state.clock.now(), path)
+            self.state.remember_response(key, record, self.config.idempotency_ttl_seconds)
         if route.writes and status == 200 and self._roll(self.config.lost_response_rate):
             self.stats.faults["lost_response"] += 1
             return ResponseLostResponse()
@@ -401,8 +400,9 @@ def create_stripe_app(state: StripeState, config: StripeConfig) -> Starlette:
     control_paths: dict[str, list[str]] = {}
     for method, path in CONTROL_HANDLERS:
         control_paths.setdefault(path, []).append(method)
-    routes = [Route(path, stand_in.control_endpoint(path), methods=methods) for path, methods in control_paths.items()]
-    routes.append(Route("/v1/{rest:path}", stand_in.api, methods=["GET", "POST", "DELETE"]))
+    # The API route first: it takes nearly every request.
+    routes = [Route("/v1/{rest:path}", stand_in.api, methods=["GET", "POST", "DELETE"])]
+    routes += [Route(path, stand_in.control_endpoint(path), methods=methods) for path, methods in control_paths.items()]
     app = Starlette(routes=routes)
     app.state.stand_in = stand_in
     return app

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any
 
-from sync_pipeline.sandbox.stripe.common import add_interval, address, apply_update, metadata_change, number, retrieve_route, string_changes
+from sync_pipeline.sandbox.stripe.common import add_interval, create_and_announce, address, apply_update, metadata_change, number, retrieve_route, string_changes
 from sync_pipeline.sandbox.stripe.errors import invalid_param, invalid_state, missing_param, resource_missing
 from sync_pipeline.sandbox.stripe.listing import list_filtered, search
 from sync_pipeline.sandbox.stripe.money import check_amount, check_currency
@@ -319,9 +319,7 @@ def _new_product(ctx: Ctx, params: dict, product_id: str | None = None) -> dict:
         "url": get_str(params, "url"),
         "type": "service",
     }
-    ctx.state.insert("product", product)
-    ctx.state.emit(ctx, "product.created", product)
-    return product
+    return create_and_announce(ctx, "product", product)
 
 
 @route("POST", "/v1/products")
@@ -415,9 +413,7 @@ def _new_price(ctx: Ctx, params: dict) -> dict:
         "unit_amount": unit_amount,
         "unit_amount_decimal": str(unit_amount),
     }
-    ctx.state.insert("price", price)
-    ctx.state.emit(ctx, "price.created", price)
-    return price
+    return create_and_announce(ctx, "price", price)
 
 
 @route("POST", "/v1/prices")
@@ -494,9 +490,7 @@ def create_coupon(ctx: Ctx, params: dict) -> dict:
         "times_redeemed": 0,
         "valid": True,
     }
-    ctx.state.insert("coupon", coupon)
-    ctx.state.emit(ctx, "coupon.created", coupon)
-    return coupon
+    return create_and_announce(ctx, "coupon", coupon)
 
 
 retrieve_route("coupon", "/v1/coupons/{id}")
@@ -600,9 +594,7 @@ def create_tax_rate(ctx: Ctx, params: dict) -> dict:
         "flat_amount": None,
         "rate_type": "percentage",
     }
-    ctx.state.insert("tax_rate", rate)
-    ctx.state.emit(ctx, "tax_rate.created", rate)
-    return rate
+    return create_and_announce(ctx, "tax_rate", rate)
 
 
 retrieve_route("tax_rate", "/v1/tax_rates/{id}")

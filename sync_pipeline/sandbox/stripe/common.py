@@ -27,6 +27,13 @@ def apply_update(ctx: Ctx, obj: dict[str, Any], changes: dict[str, Any], event_t
     return obj
 
 
+def create_and_announce(ctx: Ctx, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """Store a new object and emit `<kind>.created`."""
+    ctx.state.insert(kind, obj)
+    ctx.state.emit(ctx, f"{kind}.created", obj)
+    return obj
+
+
 def metadata_change(obj: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     if "metadata" not in params:
         return {}

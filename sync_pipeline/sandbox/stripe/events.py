@@ -184,7 +184,30 @@ class WebhookDispatcher:
         """Start on first use from inside the loop (uvicorn runs these apps without lifespan)."""
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run())
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """From another thread, before the server stops: cancel delivery and close the HTTP client."""
+        loop = getattr(self, "_loop", None)
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout)
+        except Exception:  # noqa: BLE001 - shutting down anyway
+            log.debug("webhook dispatcher did not close cleanly", exc_info=True)
+
+    async def _close(self) -> None:
+        tasks = [t for t in (self._task, *self._workers.values(), *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        self._queues.clear()
+        self._workers.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def notify(self) -> None:
         if self._wake is not None and self.state.outbox:

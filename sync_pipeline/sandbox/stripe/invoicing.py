@@ -814,10 +814,15 @@ def void_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     if invoice["status"] not in ("open", "uncollectible"):
         raise invalid_state(f"You can only void open or uncollectible invoices; this one is {invoice['status']}.", "invoice_not_editable")
     _cancel_open_payments(ctx, invoice)
+    return _close(ctx, invoice, "void", "voided_at", "invoice.voided")
+
+
+def _close(ctx: Ctx, invoice: dict[str, Any], status: str, stamp: str, event_type: str) -> dict[str, Any]:
+    """An open invoice that will not be paid: void or uncollectible, with both events."""
     previous = {"status": invoice["status"]}
-    apply_update(ctx, invoice, {"status": "void", "next_payment_attempt": None,
-                                "status_transitions": {**invoice["status_transitions"], "voided_at": ctx.now}})
-    ctx.state.emit(ctx, "invoice.voided", invoice)
+    apply_update(ctx, invoice, {"status": status, "next_payment_attempt": None,
+                                "status_transitions": {**invoice["status_transitions"], stamp: ctx.now}})
+    ctx.state.emit(ctx, event_type, invoice)
     ctx.state.emit(ctx, "invoice.updated", invoice, previous)
     return invoice
 
@@ -838,12 +843,7 @@ def mark_uncollectible(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     invoice = ctx.state.get("invoice", invoice_id)
     if invoice["status"] != "open":
         raise invalid_state(f"You can only mark open invoices uncollectible; this one is {invoice['status']}.", "invoice_not_editable")
-    previous = {"status": invoice["status"]}
-    apply_update(ctx, invoice, {"status": "uncollectible", "next_payment_attempt": None,
-                                "status_transitions": {**invoice["status_transitions"], "marked_uncollectible_at": ctx.now}})
-    ctx.state.emit(ctx, "invoice.marked_uncollectible", invoice)
-    ctx.state.emit(ctx, "invoice.updated", invoice, previous)
-    return invoice
+    return _close(ctx, invoice, "uncollectible", "marked_uncollectible_at", "invoice.marked_uncollectible")
 
 
 @route("POST", "/v1/invoices/{id}/send")

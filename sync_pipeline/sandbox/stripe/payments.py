@@ -75,21 +75,19 @@ def new_balance_transaction(
 
 
 def _pending_balance(state: StripeState) -> list[tuple[int, str]]:
-    heap = getattr(state, "_pending_balance_heap", None)
-    if heap is None:
-        heap = [(t["available_on"], t["id"]) for t in state.collections["balance_transaction"].objects.values() if t["status"] == "pending"]
-        heapq.heapify(heap)
-        state._pending_balance_heap = heap  # type: ignore[attr-defined]
-    return heap
+    if state.pending_funds is None:
+        txns = state.collections["balance_transaction"].objects.values()
+        state.pending_funds = [(t["available_on"], t["id"]) for t in txns if t["status"] == "pending"]
+        heapq.heapify(state.pending_funds)
+    return state.pending_funds
 
 
 def _payouts_in_transit(state: StripeState) -> list[tuple[int, str]]:
-    heap = getattr(state, "_payout_heap", None)
-    if heap is None:
-        heap = [(p["arrival_date"], p["id"]) for p in state.collections["payout"].objects.values() if p["status"] in ("pending", "in_transit")]
-        heapq.heapify(heap)
-        state._payout_heap = heap  # type: ignore[attr-defined]
-    return heap
+    if state.payouts_in_transit is None:
+        payouts = state.collections["payout"].objects.values()
+        state.payouts_in_transit = [(p["arrival_date"], p["id"]) for p in payouts if p["status"] in ("pending", "in_transit")]
+        heapq.heapify(state.payouts_in_transit)
+    return state.payouts_in_transit
 
 
 def settle(ctx: Ctx) -> None:

@@ -108,6 +108,10 @@ class StripeState:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # Bulk seeding turns events off to save memory; everything else records them.
     record_events: bool = True
+    # Min-heaps of (time, id): funds becoming available, payouts arriving (rebuilt when None).
+    pending_funds: list | None = field(default=None, repr=False)
+    next_idempotency_prune: int = field(default=1024, repr=False)
+    payouts_in_transit: list | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.ids = IdFactory(self.seed)
@@ -170,6 +174,8 @@ class StripeState:
         previous_attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         now = ctx.now if ctx else self.clock.now()
+        if not self.record_events:
+            return {"id": None, "object": "event", "type": event_type}
         data: dict[str, Any] = {"object": event_view(self, obj)}
         if previous_attributes is not None:
             data["previous_attributes"] = previous_attributes
@@ -185,10 +191,18 @@ class StripeState:
             "request": ctx.request_info() if ctx else {"id": None, "idempotency_key": None},
             "type": event_type,
         }
-        if self.record_events:
-            self.insert("event", event)
-            self.outbox.append(event)
+        self.insert("event", event)
+        self.outbox.append(event)
         return event
+
+    def remember_response(self, key: str, record: IdempotencyRecord, ttl_seconds: int) -> None:
+        """Keep a response for replay; expired keys are dropped whenever the table doubles."""
+        self.idempotency[key] = record
+        if len(self.idempotency) >= self.next_idempotency_prune:
+            expired = [k for k, r in self.idempotency.items() if record.created - r.created > ttl_seconds]
+            for stale in expired:
+                del self.idempotency[stale]
+            self.next_idempotency_prune = max(1024, 2 * len(self.idempotency))
 
     # --- persistence ---------------------------------------------------------------------------
 
@@ -274,6 +288,7 @@ class StripeState:
                 setattr(self, name, getattr(fresh, name))
             self.outbox.clear()
             self.webhook_deliveries.clear()
+            self.pending_funds = self.payouts_in_transit = None
             self.clock.real()
 
 

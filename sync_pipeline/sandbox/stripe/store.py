@@ -165,7 +165,7 @@ class Collection:
         return self.secondary.get(name, {}).get(value) or SortedIndex()
 
     def newest_first(self, index: SortedIndex | None = None) -> Iterator[dict[str, Any]]:
-        entries = (index or self.index).entries
+        entries = (self.index if index is None else index).entries
         for position in range(len(entries) - 1, -1, -1):
             yield self.objects[entries[position][2]]
 
