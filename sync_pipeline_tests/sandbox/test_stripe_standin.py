@@ -306,7 +306,10 @@ def test_a_declined_payment_leaves_the_invoice_open_and_a_later_payment_pays_it(
     assert (paid.status, paid.attempt_count, paid.amount_paid) == ("paid", 2, 4200)
     payments = client.v1.invoice_payments.list(params={"invoice": invoice.id})
     assert [(p.status, p.amount_paid, p.payment.type) for p in payments.data] == [("paid", 4200, "payment_intent")]
-    charges = client.v1.charges.list(params={"payment_intent": payments.data[0].payment.payment_intent})
+    intent_id = payments.data[0].payment.payment_intent
+    by_intent = client.v1.invoice_payments.list(params={"payment": {"type": "payment_intent", "payment_intent": intent_id}})
+    assert [p.invoice for p in by_intent.data] == [invoice.id]
+    charges = client.v1.charges.list(params={"payment_intent": intent_id})
     assert sorted(c.status for c in charges.data) == ["failed", "succeeded"]
     declined = next(c for c in charges.data if c.status == "failed")
     assert declined.payment_method_details.card.last4 == "0002" and declined.balance_transaction is None

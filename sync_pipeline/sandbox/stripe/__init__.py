@@ -4,8 +4,22 @@
         client = stripe.StripeClient(sandbox.api_key, base_addresses={"api": sandbox.url})
         client.v1.customers.create(params={"email": "a@example.com"})
 
-Control endpoints (no auth) live under `/_sandbox/`: stats, config, records, reset, clock,
-disputes, subscription renewal, automatic payouts, bulk seeding, webhook deliveries.
+Control endpoints (no auth, JSON bodies) live under `/_sandbox/`:
+
+    GET  stats | POST stats/reset          request counts by method/status/route, writes, faults,
+                                           peak concurrency, objects per type, webhook deliveries
+    GET  config | POST config              read / change any StripeConfig knob at run time
+    GET  records/<type>                    everything stored of a type (customer, invoice, ...,
+                                           line_item, credit_note_line_item, webhook_delivery)
+    POST reset                             empty the state (ids restart; the clock returns to real)
+    GET  clock | POST clock                {"now": unix} freezes, {"advance": s} moves, {"real": true}
+    POST disputes                          {"charge" | "payment_intent", "reason"?, "amount"?} opens one
+    POST disputes/<id>/close               {"outcome": "won" | "lost"}
+    POST subscriptions/<id>/advance        next period: renewal invoice, charged; the clock moves to
+                                           the period end unless {"move_clock": false}
+    POST payouts                           automatic payouts of the available balance ({"currency"?})
+    POST seed                              {"invoices": n, "currency"?, "customers"?, "events"?} bulk
+    GET  webhooks                          pending deliveries and the delivery log
 """
 
 from __future__ import annotations
