@@ -117,16 +117,31 @@ def _belongs_to_an_invoice(stripe: StripeResource, charge: dict) -> bool:
     return next(iter(stripe.list_invoice_payments(payment_intent=intent)), None) is not None
 
 
+def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
+    intents = set()
+    for tree_json in stripe_invoices["tree"]:
+        for invoice_payment in jsonbody.loads(tree_json).get("invoice_payments") or ():
+            intent = _id_of((invoice_payment.get("payment") or {}).get("payment_intent"))
+            if intent:
+                intents.add(intent)
+    return intents
+
+
 @dg.asset(
     group_name="stripe",
     partitions_def=daily_partitions,
     description="Stripe charges created on the partition's UTC day that belong to no invoice, with refunds.",
 )
-def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource) -> pd.DataFrame:
+def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
+                   stripe_invoices: pd.DataFrame) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
     charges = list(stripe.list_charges(created_gte=start, created_lt=end, expand=CHARGE_EXPAND))
-    invoiced = list(_parallel(lambda c: _belongs_to_an_invoice(stripe, c), charges))
-    standalone = [c for c, is_invoiced in zip(charges, invoiced) if not is_invoiced]
+    # Charges paying this day's invoices are known from the invoices already read; only the others
+    # (invoice-less, or paying an older invoice after a failed attempt) need a look-up each.
+    same_day = _payment_intents_of(stripe_invoices)
+    unknown = [c for c in charges if _id_of(c.get("payment_intent")) not in same_day]
+    invoiced_elsewhere = list(_parallel(lambda c: _belongs_to_an_invoice(stripe, c), unknown))
+    standalone = [c for c, is_invoiced in zip(unknown, invoiced_elsewhere) if not is_invoiced]
     trees = list(_parallel(lambda c: {"charge": c, "customer": c.get("customer") if isinstance(c.get("customer"), dict)
                                       else None, "refunds": _refunds_of(stripe, c)}, standalone))
     frame = _tree_rows(trees, "charge", "amount")

@@ -466,20 +466,20 @@ class NetSuiteClient:
         headers: Mapping[str, str],
         is_write: bool,
     ) -> requests.Response:
+        # Sign and prepare outside the slot: a slot is the account's scarce resource, and OAuth signing
+        # is client CPU that need not hold it (this keeps throughput near limit / latency).
+        prepared = self._session.prepare_request(
+            requests.Request(method, self.base_url + path, params=params, data=data, headers=headers)
+        )
+        send_settings = self._session.merge_environment_settings(prepared.url, {}, None, None, None)
         with self._limiter.slot():
             with self._counter_lock:
                 self._requests += 1
                 self._writes += int(is_write)
             # Not streamed: the whole body is read inside the slot, so a response that breaks off
             # mid-body fails here, as part of this attempt.
-            response = self._session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                data=data,
-                headers=headers,
-                timeout=(min(10.0, self._timeout), self._timeout),
-            )
+            response = self._session.send(prepared, timeout=(min(10.0, self._timeout), self._timeout),
+                                          **send_settings)
         if response.status_code >= 400:
             raise NetSuiteError.from_response(response, f"{method} {path}")
         return response

@@ -271,7 +271,15 @@ class _Parser:
         negate = self.accept("NOT")
         if self.accept("IN"):
             values = self.value_list()
-            return lambda row: (row[name] is not None and any(_compare(row[name], v) == 0 for v in values)) != negate
+            # Text columns compare as text: a set makes `externalid IN (500 ids)` one lookup per row.
+            as_text = frozenset(str(v) for v in values if v is not None)
+
+            def member(value: Any) -> bool:
+                if isinstance(value, (int, Decimal)):
+                    return any(_compare(value, v) == 0 for v in values)
+                return str(value) in as_text
+
+            return lambda row: (row[name] is not None and member(row[name])) != negate
         if self.accept("LIKE"):
             pattern = _like_pattern(self.literal())
             return lambda row: (row[name] is not None and bool(pattern.fullmatch(str(row[name])))) != negate

@@ -1,0 +1,131 @@
+"""NetSuite write throughput, the no-op re-run, and peak memory of one partition.
+
+The Stripe and NetSuite stand-ins run in a separate process (so they never share a core's GIL with the
+pipeline); the pipeline materializes one daily partition with real Dagster, in a child process per
+size so each child's peak RSS is its own.
+
+    .venv/bin/python benchmarks/netsuite_throughput.py                 # 2,000 invoices at 50 ms, limit 5
+    .venv/bin/python benchmarks/netsuite_throughput.py --memory 20000  # plus peak memory at 20,000 (latency 0)
+
+Target: >= 90 % of the ceiling (limit / latency = 100 writes/s), peak concurrency <= limit, the no-op
+re-run < 10 % of the first run's time with zero writes, peak memory of 20,000 invoices < 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = dt.date(2026, 11, 2)
+
+SERVER = r"""
+import json, sys, datetime as dt
+from sync_pipeline.sandbox.stripe import start_stripe
+from sync_pipeline.sandbox.stripe.seeding import seed_paid_invoices
+from sync_pipeline.sandbox.netsuite import start_netsuite
+invoices, latency, limit, day = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+stripe = start_stripe()
+netsuite = start_netsuite(latency_ms=latency, concurrency_limit=limit)
+start = int(dt.datetime.fromisoformat(day + "T00:00:00+00:00").timestamp())
+seed_paid_invoices(stripe.state, stripe.config, invoices, customers=max(1, invoices // 20), start=start,
+                   spacing_seconds=max(1, 86000 // max(invoices, 1)))
+print(json.dumps({**stripe.env(), **netsuite.env()}), flush=True)
+sys.stdin.read()  # until the benchmark closes our stdin
+stripe.stop(); netsuite.stop()
+"""
+
+CHILD = r"""
+import json, os, resource, sys, time, requests
+import dagster as dg
+from sync_pipeline.definitions import ALL_ASSETS, build_resources
+partition, runs = sys.argv[1], int(sys.argv[2])
+base = os.environ["NETSUITE_BASE_URL"]
+out = []
+for _ in range(runs):
+    before = requests.get(base + "/_sandbox/stats").json()["writes_applied"]
+    started = time.perf_counter()
+    result = dg.materialize(ALL_ASSETS, partition_key=partition, resources=build_resources(),
+                            instance=dg.DagsterInstance.ephemeral())
+    seconds = time.perf_counter() - started
+    stats = requests.get(base + "/_sandbox/stats").json()
+    steps = {}
+    for name in ("netsuite_customers", "netsuite_invoices", "netsuite_customer_payments"):
+        meta = result.asset_materializations_for_node(name)[0].metadata
+        steps[name] = {k: meta[k].value for k in ("created", "updated", "unchanged", "writes", "seconds",
+                                                  "writes_per_second", "netsuite_peak_in_flight")}
+    out.append({"success": result.success, "seconds": seconds, "writes": stats["writes_applied"] - before,
+                "server_peak_concurrency": stats["peak_concurrency"], "rejections": stats["concurrency_rejections"],
+                "steps": steps})
+print(json.dumps({"runs": out, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_partition(invoices: int, latency_ms: float, limit: int, runs: int) -> dict:
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(invoices), str(latency_ms), str(limit),
+                               DAY.isoformat()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        env_line = server.stdout.readline()
+        sandbox_env = json.loads(env_line)
+        with tempfile.TemporaryDirectory() as home:
+            env = {**os.environ, **sandbox_env, "DAGSTER_HOME": home, "SYNC_START_DATE": "2026-11-01",
+                   "SYNC_DATABASE_URL": f"sqlite:///{home}/ledger.sqlite", "NETSUITE_CONCURRENCY": str(limit)}
+            child = subprocess.run([sys.executable, "-c", CHILD, DAY.isoformat(), str(runs)], env=env, cwd=ROOT,
+                                   capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                raise SystemExit(child.stderr[-4000:])
+            return json.loads(child.stdout.strip().splitlines()[-1])
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--invoices", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--limit", type=int, default=5)
+    parser.add_argument("--memory", type=int, nargs="*", default=[], help="also measure peak memory at these sizes")
+    args = parser.parse_args()
+
+    ceiling = args.limit / (args.latency_ms / 1000)
+    result = run_partition(args.invoices, args.latency_ms, args.limit, runs=2)
+    first, second = result["runs"]
+    print(f"partition of {args.invoices} invoices, NetSuite latency {args.latency_ms:g} ms, limit {args.limit} "
+          f"(ceiling {ceiling:.0f} writes/s)")
+    for name, step in first["steps"].items():
+        print(f"  {name:28s} {step['writes']:6d} writes in {step['seconds']:7.2f} s = {step['writes_per_second']:6.1f}"
+              f" writes/s ({step['writes_per_second'] / ceiling:5.1%} of ceiling), client peak in flight "
+              f"{step['netsuite_peak_in_flight']}")
+    invoices_rate = first["steps"]["netsuite_invoices"]["writes_per_second"]
+    print(f"  whole run: {first['seconds']:.1f} s, {first['writes']} writes, server peak concurrency "
+          f"{first['server_peak_concurrency']} (limit {args.limit}), 429s {first['rejections']}")
+    print(f"no-op re-run: {second['seconds']:.1f} s = {second['seconds'] / first['seconds']:.1%} of the first run, "
+          f"{second['writes']} NetSuite writes")
+    print(f"peak RSS of the pipeline process ({args.invoices} invoices): {result['peak_rss_mib']:.0f} MiB")
+    verdicts = {
+        "throughput >= 90% of ceiling": invoices_rate >= 0.9 * ceiling,
+        "peak concurrency <= limit": first["server_peak_concurrency"] <= args.limit,
+        "no-op re-run: zero writes": second["writes"] == 0,
+        "no-op re-run < 10% of first": second["seconds"] < 0.1 * first["seconds"],
+    }
+    for size in args.memory:
+        measured = run_partition(size, 0.0, args.limit, runs=1)
+        ok = measured["peak_rss_mib"] < 1024
+        verdicts[f"peak memory at {size} invoices < 1 GiB"] = ok
+        print(f"peak RSS of the pipeline process ({size} invoices, latency 0): {measured['peak_rss_mib']:.0f} MiB "
+              f"in {measured['runs'][0]['seconds']:.0f} s")
+    for name, ok in verdicts.items():
+        print(f"  [{'ok' if ok else 'MISSED'}] {name}")
+
+
+if __name__ == "__main__":
+    main()
