@@ -141,7 +141,8 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
         pending_ledger.clear()
 
     # Threads only wait on HTTP; the client's limiter caps requests in flight at NETSUITE_CONCURRENCY.
-    with ThreadPoolExecutor(max_workers=max(1, client.concurrency), thread_name_prefix="netsuite") as pool:
+    # Twice as many threads as slots: the next request is signed and waiting when a slot frees up.
+    with ThreadPoolExecutor(max_workers=2 * max(1, client.concurrency), thread_name_prefix="netsuite") as pool:
         futures: dict[Future, tuple[NetSuiteRecord, dict, str]] = {}
         queue = iter(to_send)
         # Bounded submission keeps memory flat for partitions of tens of thousands of records.

@@ -176,15 +176,20 @@ def _sublist_total(body: Mapping, name: str) -> Decimal | None:
 
 def _max_decimals(value: Any) -> int:
     """Most decimal places of any Decimal in the body (sublists included); a float counts as unbounded."""
-    if isinstance(value, Mapping):
-        return max((_max_decimals(v) for v in value.values()), default=0)
-    if isinstance(value, (list, tuple)):
-        return max((_max_decimals(v) for v in value), default=0)
-    if isinstance(value, float):
-        return 99
-    if isinstance(value, Decimal) and value.is_finite():
-        return max(0, -value.normalize().as_tuple().exponent) if value else 0
-    return 0
+    # Iterative and type-dispatched: it walks every value of every record of a partition.
+    most, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict or isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is float:
+            return 99
+        elif kind is Decimal and item and item.is_finite():
+            most = max(most, -item.normalize().as_tuple().exponent)
+    return most
 
 
 def record_row(record: NetSuiteRecord) -> dict[str, Any]:
