@@ -73,13 +73,38 @@ def cmd_dev(args: argparse.Namespace) -> int:
     problems = settings.check_environment()
     if problems:
         return _fail(problems[0])
-    env = dict(os.environ)
-    env.setdefault("DAGSTER_HOME", str(settings.dagster_home().resolve()))
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home().resolve()))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     command = [_dagster_executable(), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                "--host", args.host, "--port", str(args.port)]
-    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it.")
-    return run_in_own_process_group(command, env)
+    if os.environ.get("STRIPE_API_KEY") or args.no_sandbox:
+        print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); "
+              "Ctrl-C stops it.")
+        return run_in_own_process_group(command, dict(os.environ))
+    from sync_pipeline.demo import sandbox_environment
+
+    # No real system configured: run against the sandbox the demo seeded (state in $DAGSTER_HOME/sandbox).
+    with sandbox_environment(args.days, args.invoices, args.seed):
+        print(f"Dagster UI on http://{args.host}:{args.port} against the sandbox stand-ins "
+              f"(STRIPE_API_KEY is not set); Ctrl-C stops it and saves the sandbox.")
+        return run_in_own_process_group(command, dict(os.environ))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    problems = settings.check_environment()
+    if problems:
+        return _fail(problems[0])
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home().resolve()))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    from sync_pipeline.demo import run_demo
+
+    return run_demo(args.days, args.invoices, args.seed)
+
+
+def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--days", type=int, default=30, help="days of sandbox activity to seed (first run only)")
+    parser.add_argument("--invoices", type=int, default=300, help="approximate invoices to seed (first run only)")
+    parser.add_argument("--seed", type=int, default=42, help="scenario seed (first run only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="the Dagster UI and daemon on a persistent DAGSTER_HOME")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--no-sandbox", action="store_true", help="never start the sandbox stand-ins")
+    _add_scenario_arguments(dev)
     dev.set_defaults(func=cmd_dev)
+
+    demo = sub.add_parser("demo", help="seed the sandbox once, sync every day into NetSuite, print what happened")
+    _add_scenario_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
 
     # --- sandbox commands (owned by sync_pipeline/sandbox/cli.py) ---
     from sync_pipeline.sandbox.cli import add_sandbox_commands
