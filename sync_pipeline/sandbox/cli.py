@@ -173,7 +173,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         for stale in (PID_FILE, ENV_FILE):
             (state_dir / stale).unlink(missing_ok=True)
         process = spawn_runner(args, state_dir)
-        env = wait_until_ready(process, state_dir, args.timeout)
+        try:
+            env = wait_until_ready(process, state_dir, args.timeout)
+        except RuntimeError as exc:
+            log(f"sandbox did not start: {exc}")
+            return 1
         pid = process.pid
         log(f"sandbox started (pid {pid}, state in {state_dir}, log {state_dir / LOG_FILE})")
     if args.no_seed:
@@ -184,7 +188,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             _seed_running(env, args, pid)
         except Exception as exc:
-            log(f"seeding failed: {exc}")
+            log(f"seeding failed: {exc}\nthe sandbox is still running; `sync-pipeline sandbox down` stops it")
             return 1
     sys.stdout.write(export_lines(env))
     return 0
@@ -280,7 +284,8 @@ def add_sandbox_commands(subparsers: Any) -> None:
 
     down = commands.add_parser("down", help="stop the background sandbox (its state is saved)")
     down.add_argument("--state-dir", type=Path, default=None)
-    down.add_argument("--timeout", type=float, default=15.0, help="seconds before SIGTERM becomes SIGKILL")
+    # Saving a large Stripe state (10,000+ invoices with their events) takes tens of seconds.
+    down.add_argument("--timeout", type=float, default=120.0, help="seconds before SIGTERM becomes SIGKILL")
     down.set_defaults(func=cmd_down)
 
     status = commands.add_parser("status", help="whether it runs, its URLs and record counts")

@@ -23,9 +23,8 @@ import json
 import random
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -56,8 +55,9 @@ NETSUITE_CURRENCY_ID = {"usd": "1", "eur": "2", "jpy": "3", "kwd": "4"}
 NETSUITE_SUBSIDIARY_ID = {"usd": "1", "eur": "2", "jpy": "3", "kwd": "4"}
 COUNTRY = {"usd": "United States", "eur": "Germany", "jpy": "Japan", "kwd": "Kuwait"}
 
-# The Salesforce Account field the pipeline reads to know an account is already billed in Stripe.
+# The Salesforce fields that say a deal is already billed in Stripe (the pipeline's write-back targets).
 ACCOUNT_STRIPE_CUSTOMER_FIELD = "Stripe_Customer_Id__c"
+OPPORTUNITY_STRIPE_SUBSCRIPTION_FIELD = "Stripe_Subscription_Id__c"
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ LAST_NAMES = ("Analytics", "Logistics", "Robotics", "Foods", "Media", "Labs", "S
 CONTACT_NAMES = (("Ada", "Lovelace"), ("Grace", "Hopper"), ("Alan", "Turing"), ("Kenji", "Sato"),
                  ("Fatima", "Al-Sabah"), ("Lena", "Fischer"), ("Omar", "Haddad"), ("Yuki", "Tanaka"),
                  ("Maria", "Garcia"), ("John", "Smith"), ("Chen", "Wei"), ("Sofia", "Rossi"))
+SALESFORCE_PLURALS = {"Product2": "products", "Account": "accounts", "Contact": "contacts",
+                      "Opportunity": "opportunities", "OpportunityLineItem": "opportunity_line_items"}
 OPEN_STAGES = ("Prospecting", "Qualification", "Proposal/Price Quote", "Negotiation/Review")
 
 DAY = 86_400
@@ -109,11 +111,11 @@ class ScenarioOptions:
     seed: int = 42
     end_date: dt.date | None = None  # last day of the window (UTC); default yesterday
     # Client threads. Steps that fall on the same clock instant and belong to different customers
-    # run concurrently; with 1 thread everything runs in plan order (and stand-in ids come out in
-    # the same order every time).
+    # run concurrently. With 1 thread everything runs in plan order, so the stand-ins' seeded ids
+    # come out the same every time; with more, amounts and times stay the same but ids may not.
     threads: int = 1
     # Step instants are rounded to this many seconds; coarser rounding puts more steps on one
-    # instant, which is what lets threads overlap. 0 = automatic (1 s for up to 1,000 invoices).
+    # instant, which is what lets threads overlap. 0 = automatic (1 s single-threaded, else 600 s).
     resolution_seconds: int = 0
 
     def window(self) -> tuple[int, int]:
@@ -127,7 +129,7 @@ class ScenarioOptions:
     def effective_resolution(self) -> int:
         if self.resolution_seconds > 0:
             return self.resolution_seconds
-        return 1 if self.invoices <= 1_000 else 600
+        return 1 if self.threads <= 1 else 600
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,15 @@ class Plan:
         return sum(1 for s in self.steps if s.kind in ("subscribe", "upgrade", "renew", "invoice"))
 
 
+def add_months(instant: int, months: int) -> int:
+    """The same day and time `months` later (clamped to the month's end), as Stripe's billing cycle moves."""
+    moment = dt.datetime.fromtimestamp(instant, dt.UTC)
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    last_day = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return int(moment.replace(year=year, month=month, day=min(moment.day, last_day)).timestamp())
+
+
 def minor_to_decimal(amount: int, currency: str) -> Decimal:
     """Minor units as a Decimal with the currency's exponent (JPY 7000, KWD 15.000, USD 49.00)."""
     exponent = CURRENCY_EXPONENT[currency]
@@ -187,7 +198,7 @@ class ScenarioSummary:
     seed: int
     counts: dict[str, dict[str, int]]  # object type -> currency ("all" when it has none) -> count
     totals: dict[str, dict[str, Decimal]]  # measure -> currency -> amount
-    ids_digest: str  # hash of every id the stand-ins returned, in plan order
+    ids_digest: str  # hash of every id the stand-ins returned, by plan reference
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -199,7 +210,7 @@ class ScenarioSummary:
         }
 
     def to_text(self) -> str:
-        currencies = sorted({c for per in self.counts.values() for c in per} | {"all"} - {"all"}) + ["all"]
+        currencies = sorted({c for per in self.counts.values() for c in per} - {"all"}) + ["all"]
         width = max(len(k) for k in [*self.counts, *self.totals, "object"]) + 2
         lines = [f"Sandbox scenario {self.window[0]} .. {self.window[1]} (seed {self.seed})",
                  "object".ljust(width) + "".join(c.upper().rjust(9) for c in currencies)]
@@ -260,12 +271,13 @@ class _Planner:
     def build(self) -> Plan:
         customers = self._customers()
         self.add(self.start, "catalog", "catalog", "catalog")
-        invoice_times: dict[str, tuple[str, int, int]] = {}  # invoice ref -> (actor, paid at, amount)
-        subscription_invoices = self._subscriptions(customers, invoice_times)
+        # Every document that ends up paid: its ref -> (actor, the instant it is paid).
+        paid: dict[str, tuple[str, int]] = {}
+        subscription_invoices = self._subscriptions(customers, paid)
         one_off_budget = max(0, self.options.invoices - subscription_invoices)
-        self._one_off_invoices(customers, one_off_budget, invoice_times)
-        charges = self._invoiceless_charges(customers, invoice_times)
-        self._after_payment(invoice_times, charges)
+        self._one_off_invoices(customers, one_off_budget, paid)
+        self._invoiceless_charges(customers, paid)
+        self._after_payment(paid)
         self._payouts()
         self._salesforce(customers)
         steps = sorted(self.steps, key=lambda s: (s.at, s.order))
@@ -293,7 +305,7 @@ class _Planner:
             customers.append(customer)
         return customers
 
-    def _subscriptions(self, customers: list[CustomerPlan], invoices: dict) -> int:
+    def _subscriptions(self, customers: list[CustomerPlan], paid: dict[str, tuple[str, int]]) -> int:
         made = 0
         for customer in customers:
             if self.rng.random() >= 0.6 and customer.ref != "cus0":
@@ -306,22 +318,25 @@ class _Planner:
             taxed = customer.currency in TAX_RATES and self.rng.random() < 0.3
             self.add(start, customer.ref, "subscribe", sub, customer=customer.ref, plan=plan, quantity=quantity,
                      coupon=coupon, taxed=taxed, opportunity=customer.salesforce_account_ref and f"opp-{sub}")
-            invoices[f"{sub}:0"] = (customer.ref, start, CATALOG[plan].unit_amounts[customer.currency] * quantity)
+            paid[f"{sub}:0"] = (customer.ref, start)
             made += 1
             upgrade_at = start + self.rng.randint(5 * DAY, 20 * DAY)
-            if plan == "pro" and self.rng.random() < 0.3 and upgrade_at < self.end - DAY:
+            # No mid-period upgrades in KWD: the Stripe stand-in's proration lines are not rounded to
+            # Stripe's 10-fils grid, which then makes the KWD balance unpayable.
+            upgradable = plan == "pro" and customer.currency != "kwd"
+            if upgradable and self.rng.random() < 0.3 and upgrade_at < self.end - DAY:
                 self.add(upgrade_at, customer.ref, "upgrade", sub, to_plan="enterprise")
-                invoices[f"{sub}:upgrade"] = (customer.ref, self.at(upgrade_at), 0)
+                paid[f"{sub}:upgrade"] = (customer.ref, self.at(upgrade_at))
                 made += 1
-            renewal, period = start, 1
-            while (renewal := renewal + 30 * DAY) < self.end - HOUR:
+            period = 1
+            while (renewal := add_months(start, period)) < self.end - HOUR:
                 self.add(renewal, customer.ref, "renew", sub, period=period)
-                invoices[f"{sub}:{period}"] = (customer.ref, self.at(renewal), 0)
+                paid[f"{sub}:{period}"] = (customer.ref, self.at(renewal))
                 period += 1
                 made += 1
         return made
 
-    def _one_off_invoices(self, customers: list[CustomerPlan], budget: int, invoices: dict) -> None:
+    def _one_off_invoices(self, customers: list[CustomerPlan], budget: int, paid: dict[str, tuple[str, int]]) -> None:
         # Bigger customers get more invoices: a weight per customer, drawn once.
         weights = [self.rng.uniform(0.3, 3.0) for _ in customers]
         owners = self.rng.choices(customers, weights=weights, k=budget)
@@ -344,13 +359,13 @@ class _Planner:
             later = created + self.rng.randint(2 * DAY, 6 * DAY)
             if outcome == "failed_then_paid":
                 self.add(later, customer.ref, "retry", ref)
-                invoices[ref] = (customer.ref, self.at(later), 0)
+                paid[ref] = (customer.ref, self.at(later))
             elif outcome == "void":
                 self.add(later, customer.ref, "void", ref)
             elif outcome == "uncollectible":
                 self.add(later + 5 * DAY, customer.ref, "uncollectible", ref)
             elif outcome == "paid":
-                invoices[ref] = (customer.ref, created, 0)
+                paid[ref] = (customer.ref, created)
 
     def _invoice_items(self, currency: str, first: bool) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -362,19 +377,16 @@ class _Planner:
             items.append({"description": description, "amount": self.amount(currency, 80, 4_000)})
         return items
 
-    def _invoiceless_charges(self, customers: list[CustomerPlan], invoices: dict) -> list[str]:
-        refs = []
+    def _invoiceless_charges(self, customers: list[CustomerPlan], paid: dict[str, tuple[str, int]]) -> None:
         for n in range(max(3, self.options.invoices // 10)):
             customer = self.rng.choice(customers)
             ref = f"pi{n}"
             at = self.add(self.rng.uniform(customer.created_at + HOUR, self.end - 2 * HOUR), customer.ref,
                           "charge", ref, customer=customer.ref, amount=self.amount(customer.currency, 20, 900),
                           description=self.rng.choice(("Add-on credits", "Extra seats", "Data export")))
-            invoices[ref] = (customer.ref, at, 0)
-            refs.append(ref)
-        return refs
+            paid[ref] = (customer.ref, at)
 
-    def _after_payment(self, paid: dict[str, tuple[str, int, int]], charges: list[str]) -> None:
+    def _after_payment(self, paid: dict[str, tuple[str, int]]) -> None:
         """Refunds and disputes on paid documents: fixed quotas, so small scenarios still have each kind."""
         pool = sorted(paid)
         self.rng.shuffle(pool)
@@ -386,24 +398,24 @@ class _Planner:
         full = self.take(pool, 0.03, len(paid))
         partial = self.take(pool, 0.05, len(paid))
         for ref in full + partial:
-            actor, paid_at, _ = paid[ref]
+            actor, paid_at = paid[ref]
             # Mostly within days; one in five weeks later (the "40-day refund" of real life).
             delay = self.rng.randint(HOUR, 5 * DAY) if self.rng.random() < 0.8 else self.rng.randint(20, 40) * DAY
             self.add(paid_at + delay, actor, "refund", ref, share=None if ref in full else
                      self.rng.choice((Decimal("0.1"), Decimal("0.25"), Decimal("0.5"))))
         for ref, outcome in [(r, "lost") for r in lost] + [(r, "won") for r in won]:
-            actor, paid_at, _ = paid[ref]
+            actor, paid_at = paid[ref]
             opened = paid_at + self.rng.randint(2 * DAY, 5 * DAY)
             self.add(opened, actor, "dispute", ref)
             self.add(opened + self.rng.randint(4 * DAY, 6 * DAY), actor, "dispute_close", ref, outcome=outcome)
         # An open dispute still awaiting evidence at the end of the window, when there is room.
         late = [r for r in pool if paid[r][1] < self.end - 3 * DAY]
         if late and self.options.invoices >= 100:
-            actor, paid_at, _ = paid[late[0]]
+            actor, paid_at = paid[late[0]]
             self.add(paid_at + 2 * DAY, actor, "dispute", late[0])
 
     def _payouts(self) -> None:
-        # Every few days at 06:00 UTC, like a standard payout schedule, and once at the very end.
+        # Every few days at 06:00 UTC, like a standard payout schedule.
         day = self.start + 3 * DAY + 6 * HOUR
         n = 0
         while day < self.end:
@@ -412,7 +424,6 @@ class _Planner:
             n += 1
 
     def _salesforce(self, customers: list[CustomerPlan]) -> None:
-        sf = self.salesforce
         subscribed = {s.args["customer"]: s for s in self.steps if s.kind == "subscribe"}
         for customer in customers:
             if customer.salesforce_account_ref:
@@ -420,7 +431,7 @@ class _Planner:
                 sub = subscribed.get(customer.ref)
                 if sub is not None:
                     self._opportunity(f"opp-{sub.ref}", customer.salesforce_account_ref, customer.currency,
-                                      "Closed Won", customer.created_at, billed=True,
+                                      "Closed Won", customer.created_at, billed_by=sub.ref,
                                       lines=[(sub.args["plan"], sub.args["quantity"])])
         prospects = max(3, len(customers) // 3)
         names = [f"{a} {b}" for a in FIRST_NAMES for b in ("Group", "Ventures", "Industries", "Co")]
@@ -435,7 +446,7 @@ class _Planner:
             plan = self.rng.choice(("pro", "enterprise"))
             lines = [(plan, self.rng.randint(1, 10))] + ([("onboarding", 1)] if self.rng.random() < 0.5 else [])
             close = self.start + self.rng.randint(0, self.end - self.start)
-            self._opportunity(f"opp-{ref}", ref, currency, stage, close, billed=False, lines=lines)
+            self._opportunity(f"opp-{ref}", ref, currency, stage, close, billed_by=None, lines=lines)
 
     def _account(self, ref: str, name: str, currency: str, customer_ref: str | None) -> None:
         self.salesforce.accounts.append({"ref": ref, "customer_ref": customer_ref, "fields": {
@@ -448,11 +459,12 @@ class _Planner:
             "FirstName": first, "LastName": last, "Email": f"{first.lower()}@{domain}.example",
         }})
 
-    def _opportunity(self, ref: str, account_ref: str, currency: str, stage: str, close_at: int, billed: bool,
-                     lines: list[tuple[str, int]]) -> None:
+    def _opportunity(self, ref: str, account_ref: str, currency: str, stage: str, close_at: int,
+                     billed_by: str | None, lines: list[tuple[str, int]]) -> None:
+        """An opportunity with its products; `billed_by` names the subscription that already bills it."""
         amount = sum(CATALOG[code].unit_amounts[currency] * qty for code, qty in lines)
         close_date = dt.datetime.fromtimestamp(close_at, dt.UTC).date().isoformat()
-        self.salesforce.opportunities.append({"ref": ref, "account_ref": account_ref, "billed": billed, "fields": {
+        self.salesforce.opportunities.append({"ref": ref, "account_ref": account_ref, "billed_by": billed_by, "fields": {
             "Name": f"{CATALOG[lines[0][0]].name} x{lines[0][1]}", "StageName": stage, "CloseDate": close_date,
             "CurrencyIsoCode": currency.upper(), "Amount": minor_to_decimal(amount, currency),
         }})
@@ -499,10 +511,13 @@ class SandboxClients:
 
     stripe: stripe.StripeClient
     stripe_base: str
-    control: requests.Session  # the stand-ins' /_sandbox/ control endpoints (no auth)
     netsuite: requests.Session  # OAuth 1.0a (TBA) signed
     netsuite_base: str
     salesforce: Salesforce
+    # Sessions for the Stripe stand-in's /_sandbox/ control endpoints (no auth), one per thread.
+    control: threading.local = field(default_factory=threading.local)
+    _sessions: list[requests.Session] = field(default_factory=list)
+    _sessions_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SandboxClients":
@@ -522,6 +537,7 @@ class SandboxClients:
                                signature_method="HMAC-SHA256")
         sf_session = requests.Session()
         sf_session.verify = env.get("SALESFORCE_CA_BUNDLE") or True
+        sf_session.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, silently replaces `verify`
         if env.get("SALESFORCE_SESSION_ID"):
             salesforce = Salesforce(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
                                     session=sf_session, version=SALESFORCE_API_VERSION)
@@ -530,17 +546,27 @@ class SandboxClients:
                                     security_token=env.get("SALESFORCE_SECURITY_TOKEN", ""),
                                     instance_url=env["SALESFORCE_INSTANCE_URL"], session=sf_session,
                                     version=SALESFORCE_API_VERSION)
-        return cls(stripe_client, stripe_base, requests.Session(), netsuite, env["NETSUITE_BASE_URL"].rstrip("/"),
-                   salesforce)
+        return cls(stripe_client, stripe_base, netsuite, env["NETSUITE_BASE_URL"].rstrip("/"), salesforce)
 
-    def stripe_control(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        response = self.control.post(f"{self.stripe_base}/_sandbox/{path}", json=body, timeout=60)
+    def stripe_control(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST to the Stripe stand-in's `/_sandbox/<path>` (JSON in and out)."""
+        response = self.control_session().post(f"{self.stripe_base}/_sandbox/{path}", json=body, timeout=60)
         if response.status_code >= 400:
             raise ScenarioError(f"Stripe sandbox control {path} answered {response.status_code}: {response.text[:300]}")
         return response.json() if response.content else {}
 
+    def control_session(self) -> requests.Session:
+        # One pooled session per thread: requests.Session is not documented as thread-safe.
+        session = getattr(self.control, "session", None)
+        if session is None:
+            session = self.control.session = requests.Session()
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
     def close(self) -> None:
-        self.control.close()
+        for session in self._sessions:
+            session.close()
         self.netsuite.close()
         self.salesforce.session.close()
 
@@ -603,7 +629,7 @@ class _Seeder:
             self.timeline()
         finally:
             self.clients.stripe_control("clock", {"real": True})
-        self.salesforce_billed_accounts()
+        self.salesforce_billing_links()
 
     def timeline(self) -> None:
         threads = max(1, self.plan.options.threads)
@@ -670,7 +696,7 @@ class _Seeder:
         for row, new_id in zip(rows, self.sf_collection("POST", records)):
             if "ref" in row:
                 self.remember(f"sf:{row['ref']}", new_id)
-        self.count(f"salesforce_{sobject.lower()}s", n=len(rows))
+        self.count(f"salesforce_{SALESFORCE_PLURALS[sobject]}", n=len(rows))
 
     def salesforce_records(self) -> None:
         sf = self.plan.salesforce
@@ -686,15 +712,20 @@ class _Seeder:
             "Product2Id": self.ids[f"sf:{r['catalog']}"]})
         for opportunity in sf.opportunities:
             stage = opportunity["fields"]["StageName"]
-            detail = ("_billed" if opportunity["billed"] else "_unbilled") if stage == "Closed Won" else ""
+            detail = ("_billed" if opportunity["billed_by"] else "_unbilled") if stage == "Closed Won" else ""
             self.count(f"salesforce_opportunities_{stage.lower().replace(' ', '_').replace('/', '_')}{detail}")
 
-    def salesforce_billed_accounts(self) -> None:
-        """Accounts whose customer is already in Stripe carry its id, as the pipeline's write-back would."""
-        records = [{"attributes": {"type": "Account"}, "id": self.ids[f"sf:{a['ref']}"],
-                    ACCOUNT_STRIPE_CUSTOMER_FIELD: self.ids[a["customer_ref"]]}
-                   for a in self.plan.salesforce.accounts if a["customer_ref"]]
-        self.sf_collection("PATCH", records)
+    def salesforce_billing_links(self) -> None:
+        """Deals already billed in Stripe carry the Stripe ids, as the pipeline's write-back leaves them."""
+        sf = self.plan.salesforce
+        accounts = [{"attributes": {"type": "Account"}, "id": self.ids[f"sf:{a['ref']}"],
+                     ACCOUNT_STRIPE_CUSTOMER_FIELD: self.ids[a["customer_ref"]]}
+                    for a in sf.accounts if a["customer_ref"]]
+        opportunities = [{"attributes": {"type": "Opportunity"}, "id": self.ids[f"sf:{o['ref']}"],
+                          OPPORTUNITY_STRIPE_SUBSCRIPTION_FIELD: self.ids[o["billed_by"]]}
+                         for o in sf.opportunities if o["billed_by"]]
+        self.sf_collection("PATCH", accounts)
+        self.sf_collection("PATCH", opportunities)
 
     # -- Stripe steps --------------------------------------------------------------------------
     def step_catalog(self, step: Step) -> None:
@@ -773,6 +804,7 @@ class _Seeder:
         self.count("subscription_upgrades", currency)
 
     def step_renew(self, step: Step) -> None:
+        # The control bills the next period (moving the clock to the period's end when it is behind).
         self.clients.stripe_control(f"subscriptions/{self.ids[step.ref]}/advance", {})
         subscription = self.stripe.subscriptions.retrieve(self.ids[step.ref], {"expand": ["latest_invoice"]})
         self.record_invoice(f"{step.ref}:{step.args['period']}", subscription.latest_invoice)
@@ -859,70 +891,68 @@ class _Seeder:
 
     def step_dispute_close(self, step: Step) -> None:
         dispute_id = self.ids[f"{step.ref}:dispute"]
-        if step.args["outcome"] == "won":
-            self.stripe.disputes.update(dispute_id, {"evidence": {"uncategorized_text": "winning_evidence"},
-                                                     "submit": True})
-        else:
-            self.stripe.disputes.close(dispute_id)
-        dispute = self.stripe.disputes.retrieve(dispute_id)
+        # Test mode's magic evidence decides a dispute on submission, as in Stripe's own test mode.
+        evidence = "winning_evidence" if step.args["outcome"] == "won" else "losing_evidence"
+        dispute = self.stripe.disputes.update(dispute_id, {"evidence": {"uncategorized_text": evidence},
+                                                           "submit": True})
         with self.lock:
             self.disputes[step.ref] = (dispute.currency, dispute.amount, dispute.status)
 
     def step_payout(self, step: Step) -> None:
-        balance = self.stripe.balance.retrieve()
-        for funds in sorted(balance.available, key=lambda f: f.currency):
-            if funds.amount <= 0:
-                continue
-            payout = self.stripe.payouts.create({"amount": funds.amount, "currency": funds.currency,
-                                                 "statement_descriptor": "SANDBOX PAYOUT"})
-            fees = sum(bt.fee for bt in self.stripe.balance_transactions.list(
-                {"payout": payout.id, "limit": 100}).auto_paging_iter())
-            self.remember(f"{step.ref}:{funds.currency}", payout.id)
+        # Stripe's automatic payout of each currency's available balance (a sandbox control: the
+        # real one runs on Stripe's schedule); it links every balance transaction it contains.
+        for payout in self.clients.stripe_control("payouts", {}):
+            fees = sum(txn.fee for txn in self.stripe.balance_transactions.list(
+                {"payout": payout["id"], "limit": 100}).auto_paging_iter())
+            self.remember(f"{step.ref}:{payout['currency']}", payout["id"])
             with self.lock:
-                self.payouts.append((funds.currency, payout.amount, fees))
+                self.payouts.append((payout["currency"], payout["amount"], fees))
 
     # -- the summary ---------------------------------------------------------------------------
     def summary(self) -> ScenarioSummary:
-        counts: dict[str, dict[str, int]] = defaultdict(dict)
-        for (name, currency), n in sorted(self.counts.items()):
-            counts[name][currency] = n
-        totals: dict[str, dict[str, Decimal]] = defaultdict(dict)
-
-        def add(measure: str, currency: str, amount: int, n: int = 1, count_name: str | None = None) -> None:
-            totals[measure][currency] = totals[measure].get(currency, minor_to_decimal(0, currency)) + \
-                minor_to_decimal(amount, currency)
-            if count_name:
-                counts[count_name][currency] = counts[count_name].get(currency, 0) + n
-
+        counts = Counter(self.counts)
+        totals: dict[tuple[str, str], int] = defaultdict(int)  # (measure, currency) -> minor units
         for facts in self.documents.values():
+            currency = facts.currency
             if facts.kind == "invoice":
-                add("invoiced", facts.currency, facts.total, count_name="invoices")
-                counts[f"invoices_{facts.status}"][facts.currency] = counts[f"invoices_{facts.status}"].get(
-                    facts.currency, 0) + 1
-                for flag in ("discounted", "taxed"):
-                    if getattr(facts, flag):
-                        counts[f"invoices_{flag}"][facts.currency] = counts[f"invoices_{flag}"].get(facts.currency, 0) + 1
-                if facts.failed_attempts and facts.status == "paid":
-                    counts["invoices_failed_then_paid"][facts.currency] = counts["invoices_failed_then_paid"].get(
-                        facts.currency, 0) + 1
+                counts[("invoices", currency)] += 1
+                counts[(f"invoices_{facts.status}", currency)] += 1
+                counts[("invoices_discounted", currency)] += facts.discounted
+                counts[("invoices_taxed", currency)] += facts.taxed
+                counts[("invoices_failed_then_paid", currency)] += bool(facts.failed_attempts and facts.status == "paid")
+                totals[("invoiced", currency)] += facts.total
             else:
-                add("invoiceless_charges", facts.currency, facts.amount_paid, count_name="charges_without_invoice")
-            add("collected", facts.currency, facts.amount_paid)
+                counts[("charges_without_invoice", currency)] += 1
+                totals[("invoiceless_charges", currency)] += facts.amount_paid
+            totals[("collected", currency)] += facts.amount_paid
         for currency, amount, full in self.refunds:
-            add("refunded", currency, amount, count_name="refunds_full" if full else "refunds_partial")
+            counts[("refunds_full" if full else "refunds_partial", currency)] += 1
+            totals[("refunded", currency)] += amount
         for currency, amount, status in self.disputes.values():
-            counts[f"disputes_{status}"][currency] = counts[f"disputes_{status}"].get(currency, 0) + 1
+            counts[(f"disputes_{status}", currency)] += 1
             if status == "lost":
-                add("disputes_lost", currency, amount)
+                totals[("disputes_lost", currency)] += amount
         for currency, amount, fees in self.payouts:
-            add("payouts", currency, amount, count_name="payouts")
-            add("payout_fees", currency, fees)
+            counts[("payouts", currency)] += 1
+            totals[("payouts", currency)] += amount
+            totals[("payout_fees", currency)] += fees
         digest = hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(self.ids.items())).encode()).hexdigest()
-        start, end = self.plan.window
-        day = lambda ts: dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()  # noqa: E731
-        return ScenarioSummary((day(start), day(end)), self.plan.options.seed,
-                               {k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
-                               {k: dict(sorted(v.items())) for k, v in sorted(totals.items())}, digest[:16])
+        return ScenarioSummary(
+            window=tuple(dt.datetime.fromtimestamp(t, dt.UTC).date().isoformat() for t in self.plan.window),
+            seed=self.plan.options.seed,
+            counts=_nested(counts.items()),
+            totals=_nested((key, minor_to_decimal(amount, key[1])) for key, amount in totals.items()),
+            ids_digest=digest[:16],
+        )
+
+
+def _nested(items: Iterable[tuple[tuple[str, str], Any]]) -> dict[str, dict[str, Any]]:
+    """{(name, currency): value} as {name: {currency: value}}, sorted, without zero counts."""
+    nested: dict[str, dict[str, Any]] = defaultdict(dict)
+    for (name, currency), value in sorted(items):
+        if not (isinstance(value, int) and value == 0):
+            nested[name][currency] = value
+    return dict(nested)
 
 
 def seed_scenario(env: Mapping[str, str], options: ScenarioOptions | None = None) -> ScenarioSummary:

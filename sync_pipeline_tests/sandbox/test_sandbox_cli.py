@@ -72,6 +72,7 @@ def test_up_prints_evaluable_exports_pointing_at_answering_seeded_servers(state_
     assert env["SALESFORCE_INSTANCE_URL"] == f"https://127.0.0.1:{ports[2]}"
     assert {"STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "NETSUITE_ACCOUNT_ID", "NETSUITE_CONSUMER_KEY",
             "NETSUITE_CONSUMER_SECRET", "NETSUITE_TOKEN_ID", "NETSUITE_TOKEN_SECRET", "SALESFORCE_CA_BUNDLE"} <= set(env)
+    assert env["STRIPE_WEBHOOK_SECRET"].startswith("whsec_")
     assert "invoices" in up.stderr  # the seeding summary went to stderr, not into the exports
 
     client = stripe.StripeClient(env["STRIPE_API_KEY"], base_addresses={"api": env["STRIPE_API_BASE"]},
@@ -86,6 +87,7 @@ def test_up_prints_evaluable_exports_pointing_at_answering_seeded_servers(state_
     assert netsuite.status_code == 200
     session = requests.Session()
     session.verify = env["SALESFORCE_CA_BUNDLE"]
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, replaces `verify`
     salesforce = Salesforce(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
                             session=session)
     assert salesforce.query("SELECT COUNT() FROM Account")["totalSize"] >= 3

@@ -40,6 +40,7 @@ def salesforce(sandbox):
     env = sandbox.env()
     session = requests.Session()
     session.verify = env["SALESFORCE_CA_BUNDLE"]
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, replaces `verify`
     return Salesforce(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
                       session=session)
 
@@ -192,6 +193,13 @@ def test_salesforce_accounts_opportunities_and_line_items(sandbox, stripe_client
     billed_ids = {a["Id"] for a in billed}
     assert any(o["AccountId"] in billed_ids for o in won)
     assert any(o["AccountId"] not in billed_ids for o in won)
+    subscriptions = {s.id: s for s in all_of(stripe_client.v1.subscriptions.list({"limit": 100}))}
+    linked = salesforce.query_all("SELECT Id, Stripe_Subscription_Id__c FROM Opportunity "
+                                  "WHERE Stripe_Subscription_Id__c != null")["records"]
+    assert linked
+    for opportunity in linked:
+        subscription = subscriptions[opportunity["Stripe_Subscription_Id__c"]]
+        assert subscription.metadata["salesforce_opportunity_id"] == opportunity["Id"]
     stages = Counter(o["StageName"] for o in salesforce.query_all("SELECT StageName FROM Opportunity")["records"])
     assert len(stages) >= 2
     assert salesforce.query("SELECT COUNT() FROM Contact")["totalSize"] == len(accounts)
