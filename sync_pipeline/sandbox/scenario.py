@@ -734,8 +734,9 @@ class _Seeder:
                 "sku": item.code, "netsuite_item_id": item.netsuite_item_id}})
             self.remember(f"product:{code}", product.id)
             for currency, amount in item.unit_amounts.items():
+                # A second scenario in the same account takes the lookup keys over, as Stripe requires.
                 params: dict[str, Any] = {"product": product.id, "currency": currency, "unit_amount": amount,
-                                          "lookup_key": f"{code}_{currency}"}
+                                          "lookup_key": f"{code}_{currency}", "transfer_lookup_key": True}
                 if item.recurring:
                     params["recurring"] = {"interval": "month"}
                 self.remember(f"price:{code}:{currency}", self.stripe.prices.create(params).id)

@@ -111,7 +111,14 @@ def test_up_prints_evaluable_exports_pointing_at_answering_seeded_servers(state_
     assert restarted.returncode == 0, restarted.stderr
     assert "not seeding" in restarted.stderr
     assert [c.id for c in client.v1.customers.list({"limit": 100}).data] == [c.id for c in customers]
-    assert salesforce.query("SELECT COUNT() FROM Account")["totalSize"] >= 3
+    accounts = salesforce.query("SELECT COUNT() FROM Account")["totalSize"]
+
+    # `seed` adds another scenario to the running sandbox.
+    seeded = sandbox("seed", "--invoices", "8", "--days", "5", "--seed", "4", state_dir=state_dir)
+    assert seeded.returncode == 0, seeded.stderr
+    assert len(client.v1.customers.list({"limit": 100}).data) > len(customers)
+    assert salesforce.query("SELECT COUNT() FROM Account")["totalSize"] > accounts
+
     pid = int((state_dir / PID_FILE).read_text())
     assert sandbox("down", state_dir=state_dir).returncode == 0
     assert not pid_alive(pid)
