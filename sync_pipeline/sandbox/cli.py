@@ -34,6 +34,7 @@ from sync_pipeline.sandbox.runner import (
     holds_data,
     log,
     parse_export_lines,
+    record_count,
     seed_options_from,
     serve_forever,
     state_dir_from,
@@ -232,20 +233,11 @@ def record_counts(env: Mapping[str, str]) -> list[tuple[str, str, dict[str, int 
             try:
                 response = requests.get(f"{url.rstrip('/')}/_sandbox/records/{record_type}", timeout=30, verify=verify)
                 response.raise_for_status()
-                counts[record_type] = _count(response.json())
+                counts[record_type] = record_count(response.json())
             except requests.RequestException as exc:
                 counts[record_type] = f"? ({type(exc).__name__})"
         rows.append((system, url, counts))
     return rows
-
-
-def _count(body: Any) -> int:
-    if isinstance(body, dict):
-        for key in ("records", "data", "items"):
-            if isinstance(body.get(key), list):
-                return len(body[key])
-        return int(body.get("count", len(body)))
-    return len(body)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:

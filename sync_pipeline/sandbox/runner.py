@@ -20,7 +20,6 @@ import shlex
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,16 +190,14 @@ def holds_data(env: Mapping[str, str]) -> bool:
     """Whether the Stripe stand-in already has customers (a persisted, seeded sandbox)."""
     response = requests.get(f"{env['STRIPE_API_BASE'].rstrip('/')}/_sandbox/records/customer", timeout=30)
     response.raise_for_status()
-    return bool(_records(response.json()))
+    return record_count(response.json()) > 0
 
 
-def _records(body: Any) -> list[Any]:
+def record_count(body: Any) -> int:
+    """How many records a `/_sandbox/records/<type>` answer holds (a list, or NetSuite's `{"records": [...]}`)."""
     if isinstance(body, dict):
-        for key in ("records", "data", "items"):
-            if isinstance(body.get(key), list):
-                return body[key]
-        return list(body.values())
-    return list(body)
+        return len(body.get("records", []))
+    return len(body)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from sync_pipeline.sandbox.runner import running_sandbox
 from sync_pipeline.sandbox.scenario import STRIPE_API_VERSION, ScenarioOptions, build_plan, minor_to_decimal
 
 END_DATE = dt.date(2026, 10, 31)
-OPTIONS = ScenarioOptions(days=30, invoices=40, seed=7, end_date=END_DATE)
-WINDOW_START = int(dt.datetime(2026, 10, 2, tzinfo=dt.UTC).timestamp())
-WINDOW_END = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
+# Ending yesterday (the default), and shorter than the 30 days Stripe keeps events, so every event
+# the activity made can still be listed.
+OPTIONS = ScenarioOptions(days=25, invoices=40, seed=7)
+WINDOW_START, WINDOW_END = OPTIONS.window()
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,10 @@ def invoices(stripe_client):
 
 
 def test_the_plan_is_a_pure_function_of_the_options():
-    assert build_plan(OPTIONS).steps == build_plan(OPTIONS).steps
+    options = ScenarioOptions(days=30, invoices=40, seed=7, end_date=END_DATE)
+    assert build_plan(options).steps == build_plan(options).steps
     other = build_plan(ScenarioOptions(days=30, invoices=40, seed=8, end_date=END_DATE))
-    assert other.steps != build_plan(OPTIONS).steps
+    assert other.steps != build_plan(options).steps
 
 
 def test_volume_scales_with_the_invoices_option():
@@ -78,7 +80,7 @@ def test_invoices_and_customers_in_all_four_currencies(sandbox, stripe_client, i
 
 def test_created_timestamps_spread_over_the_window_and_clock_returns_to_real_time(stripe_client, invoices):
     created = [invoice.created for invoice in invoices]
-    assert WINDOW_START <= min(created) and max(created) < WINDOW_END
+    assert WINDOW_START <= min(created) and max(created) <= WINDOW_END
     assert len({dt.datetime.fromtimestamp(t, dt.UTC).date() for t in created}) >= 10
     fresh = stripe_client.v1.customers.create({"name": "After seeding"})
     assert abs(fresh.created - time.time()) < 60
@@ -210,3 +212,12 @@ def test_same_seed_gives_the_same_summary_on_fresh_stand_ins():
     with running_sandbox(seed_options=options) as first, running_sandbox(seed_options=options) as second:
         assert first.summary.to_dict() == second.summary.to_dict()
         assert first.summary.counts["invoices"]
+
+
+def test_the_activity_left_events_as_stripe_would(stripe_client):
+    types = Counter(event.type for event in all_of(stripe_client.v1.events.list({"limit": 100})))
+    for expected in ("customer.created", "customer.subscription.created", "invoice.finalized", "invoice.paid",
+                     "invoice.payment_failed", "invoice.voided", "invoice.marked_uncollectible", "charge.succeeded",
+                     "charge.failed", "charge.refunded", "charge.dispute.created", "charge.dispute.closed",
+                     "payout.created", "payout.paid"):
+        assert types[expected] >= 1, expected
