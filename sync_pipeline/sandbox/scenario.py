@@ -610,15 +610,14 @@ class _Seeder:
         with self.lock:
             self.counts[(name, currency)] += n
 
-    def record_invoice(self, ref: str, invoice: Any, **flags: Any) -> None:
+    def record_invoice(self, ref: str, invoice: Any, failed_attempts: int | None = None) -> None:
         with self.lock:
             previous = self.documents.get(ref)
-            facts = _DocumentFacts("invoice", invoice.currency, invoice.status, invoice.total, invoice.amount_paid,
-                                   discounted=bool(invoice.discounts), taxed=bool(invoice.total_taxes),
-                                   failed_attempts=previous.failed_attempts if previous else 0)
-            for name, value in flags.items():
-                setattr(facts, name, value)
-            self.documents[ref] = facts
+            if failed_attempts is None:
+                failed_attempts = previous.failed_attempts if previous else 0
+            self.documents[ref] = _DocumentFacts(
+                "invoice", invoice.currency, invoice.status, invoice.total, invoice.amount_paid,
+                discounted=bool(invoice.discounts), taxed=bool(invoice.total_taxes), failed_attempts=failed_attempts)
             self.ids[ref] = invoice.id
 
     # -- running -------------------------------------------------------------------------------
