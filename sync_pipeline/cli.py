@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sandbox_commands(sub)
     # --- end sandbox commands ---
+    # --- webhooks commands (owned by sync_pipeline/webhooks.py) ---
+    from sync_pipeline.webhooks import add_webhook_commands
+
+    add_webhook_commands(sub)
+    # --- end webhooks commands ---
     return parser
 
 

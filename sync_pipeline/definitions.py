@@ -7,14 +7,18 @@ import dagster as dg
 from sync_pipeline import settings
 from sync_pipeline.assets import netsuite as netsuite_assets
 from sync_pipeline.assets import quality
+from sync_pipeline.assets import salesforce as salesforce_assets
 from sync_pipeline.assets import stripe as stripe_assets
 from sync_pipeline.io_managers import ParquetIOManager
 from sync_pipeline.partitions import daily_partitions
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
+from sync_pipeline.resources.salesforce import SalesforceResource
 from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.salesforce_sensor import SALESFORCE_TO_STRIPE_JOB, salesforce_closed_won_sensor
 from sync_pipeline.schedules import build_daily_sync_schedule
+from sync_pipeline.sensors import build_stripe_events_sensor
 
 # Malformed settings stop the code location from loading with one line naming the variable.
 # Missing ones are reported when a run needs them (`sync-pipeline check-config` lists all).
@@ -24,6 +28,29 @@ settings.require_environment()
 def _env_or_default(name: str, default: str) -> str | dg.EnvVar:
     # EnvVar when set, so a value that may hold a password is resolved at run time and never shown.
     return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def _optional_env(name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def _salesforce_not_configured(_context: dg.InitResourceContext) -> None:
+    raise dg.Failure(description="Salesforce is not configured: set SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID"
+                                 " or SALESFORCE_USERNAME + SALESFORCE_PASSWORD (`sync-pipeline check-config`)")
+
+
+def build_salesforce_resource() -> SalesforceResource | dg.ResourceDefinition:
+    # Without an instance URL the code location still loads; only runs that need Salesforce fail, saying why.
+    if not os.environ.get("SALESFORCE_INSTANCE_URL"):
+        return dg.ResourceDefinition(resource_fn=_salesforce_not_configured)
+    return SalesforceResource(
+        instance_url=dg.EnvVar("SALESFORCE_INSTANCE_URL"),
+        session_id=_optional_env("SALESFORCE_SESSION_ID"),
+        username=_optional_env("SALESFORCE_USERNAME"),
+        password=_optional_env("SALESFORCE_PASSWORD"),
+        security_token=_optional_env("SALESFORCE_SECURITY_TOKEN"),
+        ca_bundle=_optional_env("SALESFORCE_CA_BUNDLE"),
+    )
 
 
 def build_resources() -> dict[str, object]:
@@ -44,11 +71,22 @@ def build_resources() -> dict[str, object]:
         ),
         "ledger": LedgerResource(database_url=_env_or_default("SYNC_DATABASE_URL", settings.default_database_url())),
         "field_mapping": FieldMappingResource(path=os.path.abspath(settings.get("SYNC_FIELD_MAPPING") or "")),
+        "salesforce": build_salesforce_resource(),
         "io_manager": ParquetIOManager(base_dir=str(settings.dagster_home().resolve() / "snapshots")),
     }
 
 
 ALL_ASSETS = dg.load_assets_from_modules([stripe_assets, netsuite_assets, quality])
+
+# Unpartitioned, so kept out of ALL_ASSETS (the daily partitioned selection materialized as one set).
+SALESFORCE_ASSETS = dg.load_assets_from_modules([salesforce_assets])
+
+salesforce_to_stripe = dg.define_asset_job(
+    SALESFORCE_TO_STRIPE_JOB,
+    selection=dg.AssetSelection.groups(salesforce_assets.GROUP),
+    description="Salesforce accounts and opportunities; Closed-Won deals billed once in Stripe; ids and billing "
+                "status written back to Salesforce.",
+)
 
 stripe_to_netsuite = dg.define_asset_job(
     "stripe_to_netsuite",
@@ -57,8 +95,9 @@ stripe_to_netsuite = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    jobs=[stripe_to_netsuite],
+    assets=[*ALL_ASSETS, *SALESFORCE_ASSETS],
+    jobs=[stripe_to_netsuite, salesforce_to_stripe],
     schedules=[build_daily_sync_schedule(stripe_to_netsuite, daily_partitions.start.date().isoformat())],
+    sensors=[build_stripe_events_sensor(stripe_to_netsuite), salesforce_closed_won_sensor],
     resources=build_resources(),
 )

@@ -99,6 +99,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_FIELD_MAPPING", "path of the field-mapping YAML", default="field_mapping.yaml",
             check=_existing_file),
     Setting("SYNC_START_DATE", "first daily partition (UTC)", default="2026-01-01", check=_iso_date),
+    Setting("SYNC_EVENT_SOURCE", "where the Stripe event sensor reads: the Events API, or the webhook inbox that "
+            "`sync-pipeline webhooks serve` fills", default="events_api",
+            check=_pattern(r"events_api|webhooks", "events_api or webhooks")),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -181,6 +184,10 @@ def database_url(environ: Mapping[str, str] | None = None) -> str:
 
 def start_date(environ: Mapping[str, str] | None = None) -> str:
     return get("SYNC_START_DATE", environ) or "2026-01-01"
+
+
+def event_source(environ: Mapping[str, str] | None = None) -> str:
+    return get("SYNC_EVENT_SOURCE", environ) or "events_api"
 
 
 def redact(text: str, environ: Mapping[str, str] | None = None) -> str:

@@ -34,6 +34,8 @@ sync_ledger = sa.Table(
     sa.Column("partition_key", sa.String(32)),
     sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(64)),
+    # Event routing asks "which partition holds this Stripe object?" on every sensor tick.
+    sa.Index("ix_sync_ledger_source_id", "source_id"),
 )
 
 sync_exceptions = sa.Table(
@@ -215,6 +217,19 @@ class Ledger:
             query = query.where(sync_ledger.c.partition_key == partition_key)
         with self.engine.connect() as conn:
             return [LedgerEntry(**row) for row in conn.execute(query).mappings()]
+
+    def partitions_of_sources(self, source_ids: Iterable[str]) -> dict[str, str]:
+        """The partition that last synced each Stripe object (by `source_id`), for routing events."""
+        ids = list(dict.fromkeys(source_ids))
+        found: dict[str, str] = {}
+        query = sa.select(sync_ledger.c.source_id, sync_ledger.c.partition_key).order_by(sync_ledger.c.synced_at)
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 900):
+                chunk = query.where(sync_ledger.c.source_id.in_(ids[start : start + 900]),
+                                    sync_ledger.c.partition_key.is_not(None))
+                for source_id, partition_key in conn.execute(chunk):
+                    found[source_id] = partition_key  # newest sync wins (ordered by synced_at)
+        return found
 
     # -- exceptions ----------------------------------------------------------------------------
     def record_exceptions(self, rows: Sequence[ExceptionRow], partition_key: str | None = None,
