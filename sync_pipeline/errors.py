@@ -97,6 +97,30 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ErrorKind("VALIDATION_FAILED",
               "{record_label} {external_id}: `{field}` = {value!s} fails the check {check}",
               "correct `{field}` (from the Stripe data or the defaults in field_mapping.yaml)"),
+    # -- Salesforce -> Stripe billing and the write-back to Salesforce -------------------------
+    ErrorKind("UNMAPPED_SALESFORCE_PRODUCT",
+              "{record_label} {external_id}: product {value!s} ({product_name}) has no Stripe price",
+              "add `{value!s}: price_...` under `salesforce: product_prices:` in field_mapping.yaml (the Stripe "
+              "price billed for this product); the opportunity is billed on the next run"),
+    ErrorKind("INVALID_OPPORTUNITY",
+              "{record_label} {external_id}: `{field}` = {value!s} {problem}",
+              "{how}"),
+    ErrorKind("OPPORTUNITY_CHANGED_AFTER_BILLING",
+              "opportunity changed after billing: {changes}",
+              "it was billed once, as {billed_as}, and is never billed again: bill or credit the difference in "
+              "Stripe by hand (or close a new opportunity for it), then restore the opportunity or dismiss this"),
+    ErrorKind("STRIPE_BILLING_FAILED",
+              "{record_label} {external_id}: Stripe refused {action} ({detail})",
+              "read Stripe's message: usually the price in `salesforce: product_prices:` of field_mapping.yaml is "
+              "inactive or of another currency; retried automatically on the next run",
+              retryable=True),
+    ErrorKind("SALESFORCE_DUPLICATE_MATCH",
+              "{record_label} {external_id}: {field} = {value!s} matches several Salesforce records ({record_ids})",
+              "keep {value!s} on one record only (merge the duplicates or clear the field on the others) and make "
+              "{field} unique in Salesforce; nothing was written to any of them"),
+    ErrorKind("SALESFORCE_WRITE_REJECTED",
+              "Salesforce rejected the write-back to {record_label} {external_id}: {detail}",
+              "read Salesforce's message: usually a validation rule or a field the integration user cannot edit"),
     # -- returned by NetSuite ------------------------------------------------------------------
     ErrorKind("INVALID_REFERENCE",
               "NetSuite rejected {record_label} {external_id}: `{field}` = {value!s} is not a valid reference "
@@ -140,6 +164,8 @@ RECORD_LABELS = {
     "customerPayment": "customer payment",
     "customerRefund": "customer refund",
     "deposit": "deposit",
+    "opportunity": "opportunity",
+    "account": "account",
 }
 RECORD_PLURALS = {
     "customer": "customers",

@@ -35,6 +35,8 @@ REFERENCE_FIELDS = frozenset({
 MAPPED_FIELDS = frozenset({"externalId", "entity", "customer", "currency", "tranDate", "dueDate", "item",
                            "apply", "createdFrom", "payment", "memo", "companyName", "email"})
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Salesforce record ids: 15 characters (case-sensitive) or 18 (with a case checksum); Product2 starts 01t.
+_SALESFORCE_PRODUCT_ID = re.compile(r"01t[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?")
 _TOP_LEVEL_KEYS = ("version", "customers", "currencies", "subsidiaries", "defaults", "required_fields", "items",
                    "accounts", "void_invoices", "salesforce")
 
@@ -92,6 +94,15 @@ class AccountConfig:
 
 
 @dataclass(frozen=True)
+class SalesforceConfig:
+    # Product2 id (its case-sensitive first 15 characters) -> Stripe price id.
+    product_prices: Mapping[str, str] = field(default_factory=dict)
+
+    def price_for_product(self, product_id: str | None) -> str | None:
+        return self.product_prices.get(product_id[:15]) if product_id else None
+
+
+@dataclass(frozen=True)
 class FieldMapping:
     customers: CustomerConfig = CustomerConfig()
     currencies: Mapping[str, CurrencyMapping] = field(default_factory=dict)
@@ -101,7 +112,7 @@ class FieldMapping:
     items: ItemConfig = ItemConfig()
     accounts: AccountConfig = AccountConfig()
     void_invoices: Literal["credit_memo", "none"] = "credit_memo"
-    salesforce: Mapping[str, Any] = field(default_factory=dict)
+    salesforce: SalesforceConfig = SalesforceConfig()
     source: str = "<field mapping>"
 
     # -- loading -------------------------------------------------------------------------------
@@ -287,7 +298,7 @@ class _Parser:
             items=self.items(top.get("items")),
             accounts=self.accounts(top.get("accounts")),
             void_invoices=self.choice(top.get("void_invoices"), "void_invoices", VOID_INVOICE_MODES, "credit_memo"),
-            salesforce=self.mapping(top.get("salesforce"), "salesforce"),
+            salesforce=self.salesforce(top.get("salesforce")),
             source=self.source,
         )
         if self.problems:
@@ -405,3 +416,18 @@ class _Parser:
         section = self.mapping(value, "accounts", allowed=("payments", "refunds", "stripe_fees", "bank"))
         return AccountConfig(**{name: self.netsuite_id(section.get(name), f"accounts.{name}")
                                 for name in ("payments", "refunds", "stripe_fees", "bank")})
+
+    def salesforce(self, value: Any) -> SalesforceConfig:
+        section = self.mapping(value, "salesforce", allowed=("product_prices",))
+        prices: dict[str, str] = {}
+        for product_id, price_id in self.mapping(section.get("product_prices"), "salesforce.product_prices").items():
+            where = f"salesforce.product_prices.{product_id}"
+            if not _SALESFORCE_PRODUCT_ID.fullmatch(product_id):
+                self.problem(where, f"{product_id!r} is not a Salesforce Product2 id (01t..., 15 or 18 characters)",
+                             "copy the id from the product's URL in Salesforce")
+            elif not isinstance(price_id, str) or not price_id.startswith("price_"):
+                self.problem(where, f"{price_id!r} is not a Stripe price id starting with price_",
+                             "copy the price id (price_...) from the product's page in the Stripe dashboard")
+            else:
+                prices[product_id[:15]] = price_id
+        return SalesforceConfig(product_prices=prices)

@@ -1,0 +1,318 @@
+"""Salesforce Closed-Won opportunities -> a Stripe billing plan; idempotency keys; billing status.
+
+Pure module: no HTTP, no Dagster. `flatten_opportunity` turns a SOQL record (with its line items)
+into one flat dict; `plan_billing` maps it through `salesforce: product_prices:` and the Stripe
+price catalogue to a `BillingPlan`; the `*_params` functions build the exact Stripe request bodies
+(deterministic, so a repeated request with the same Idempotency-Key has the same parameters);
+`billing_status` says what the opportunity's `Billing_Status__c` is for an invoice's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sync_pipeline.mapping.field_mapping import SalesforceConfig
+from sync_pipeline.mapping.money import MoneyError, normalize_currency, to_decimal, to_minor
+from sync_pipeline.resources.ledger import content_hash
+
+# Ledger keys: target + record type (external id = the Salesforce record id).
+STRIPE_TARGET = "stripe"
+SALESFORCE_TARGET = "salesforce"
+BILLED_OPPORTUNITY = "opportunity"
+STRIPE_CUSTOMER = "customer"
+SUBSCRIPTION, INVOICE = "subscription", "invoice"
+# send_invoice: the customer has no payment method in Stripe yet; the invoice is emailed with this term.
+DAYS_UNTIL_DUE = 30
+
+# Billing_Status__c values (the org's picklist labels).
+NOT_BILLED, INVOICED, PAID, PAST_DUE = "Not Billed", "Invoiced", "Paid", "Past Due"
+PARTIALLY_REFUNDED, REFUNDED, VOID = "Partially Refunded", "Refunded", "Void"
+FINAL_STATUSES = frozenset({REFUNDED, VOID})
+
+ADDRESS_FIELDS = {"BillingStreet": "line1", "BillingCity": "city", "BillingState": "state",
+                  "BillingPostalCode": "postal_code", "BillingCountry": "country"}
+
+
+def idempotency_key(source_id: str, action: str) -> str:
+    """The Stripe Idempotency-Key of one action on one Salesforce record, e.g. `sf-006...-subscription`."""
+    return f"sf-{source_id}-{action}"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, float):
+        # simple-salesforce parses with parse_float=Decimal; a float here would already be inexact.
+        raise TypeError(f"Salesforce numbers must arrive as Decimal, got float {value!r}")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def flatten_opportunity(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A SOQL Opportunity (Account.* parent fields, OpportunityLineItems subquery) as one flat dict."""
+    account = record.get("Account") or {}
+    items = (record.get("OpportunityLineItems") or {}).get("records") or []
+    lines = [{"Id": item.get("Id"), "Product2Id": item.get("Product2Id"),
+              "ProductName": _text((item.get("Product2") or {}).get("Name")),
+              "Quantity": _text(item.get("Quantity")), "UnitPrice": _text(item.get("UnitPrice")),
+              "TotalPrice": _text(item.get("TotalPrice"))} for item in items]
+    flat = {name: record.get(name) for name in (
+        "Id", "Name", "AccountId", "StageName", "IsWon", "CloseDate", "SystemModstamp", "Stripe_Subscription_Id__c",
+        "Stripe_Invoice_Id__c", "NetSuite_Invoice_Id__c", "Billing_Status__c")}
+    flat.update({"Amount": _text(record.get("Amount")), "CurrencyIsoCode": _text(record.get("CurrencyIsoCode")),
+                 "AccountName": _text(account.get("Name")),
+                 **{name: _text(account.get(name)) for name in ADDRESS_FIELDS},
+                 "lines": sorted(lines, key=lambda line: _text(line["Id"]))})
+    return flat
+
+
+def fingerprint(opportunity: Mapping[str, Any]) -> str:
+    """What billing depends on in Salesforce: a change to any of it after billing is reported, not billed."""
+    amount = _decimal(opportunity.get("Amount"))
+    return content_hash({
+        "account": _text(opportunity.get("AccountId")),
+        "currency": _text(opportunity.get("CurrencyIsoCode")).upper(),
+        "amount": amount,
+        "lines": [[_text(line.get("Product2Id")), _decimal(line.get("Quantity")), _decimal(line.get("TotalPrice"))]
+                  for line in opportunity.get("lines") or ()],
+    })
+
+
+def is_billed_in_salesforce(opportunity: Mapping[str, Any]) -> str | None:
+    """The Stripe id already written back onto the opportunity, if any (billed, whatever the ledger says)."""
+    return opportunity.get("Stripe_Subscription_Id__c") or opportunity.get("Stripe_Invoice_Id__c") or None
+
+
+@dataclass(frozen=True)
+class BillingLine:
+    line_id: str
+    product_id: str
+    product_name: str
+    price_id: str | None
+    quantity: int | None
+    amount_minor: int | None  # the line's TotalPrice in Salesforce
+    price_amount_minor: int | None  # what Stripe bills: the price's unit_amount x quantity
+    recurring: bool
+    problem: str = ""  # why the mapped price cannot bill this line ("" when it can)
+
+
+@dataclass(frozen=True)
+class BillingPlan:
+    opportunity_id: str
+    opportunity_name: str
+    account_id: str
+    account_name: str
+    currency: str  # ISO upper case as Salesforce sends it ("" when missing)
+    amount: Decimal | None
+    amount_minor: int | None  # None when missing or with more decimals than the currency has
+    lines: tuple[BillingLine, ...]
+    fingerprint: str
+    address: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return SUBSCRIPTION if any(line.recurring for line in self.lines) else INVOICE
+
+    @property
+    def lines_total_minor(self) -> int | None:
+        amounts = [line.amount_minor for line in self.lines]
+        return None if any(a is None for a in amounts) else sum(amounts)  # type: ignore[misc]
+
+    @property
+    def amount_text(self) -> str:
+        """The amount with the currency's decimals (`1200.00`), as billed and as reported."""
+        if self.amount_minor is not None:
+            return str(to_decimal(self.amount_minor, self.currency))
+        return "" if self.amount is None else str(self.amount)
+
+    @property
+    def unmapped_products(self) -> list[BillingLine]:
+        return [line for line in self.lines if line.price_id is None]
+
+    @property
+    def recurring_lines(self) -> list[BillingLine]:
+        return [line for line in self.lines if line.recurring]
+
+    @property
+    def one_time_lines(self) -> list[BillingLine]:
+        return [line for line in self.lines if not line.recurring and line.price_id is not None]
+
+
+def _minor(amount: Decimal | None, currency: str) -> int | None:
+    if amount is None:
+        return None
+    try:
+        return to_minor(amount, currency)
+    except (MoneyError, TypeError):
+        return None
+
+
+def _currency(code: str) -> str:
+    try:
+        return normalize_currency(code)
+    except MoneyError:
+        return code
+
+
+def _price_problem(price: Mapping[str, Any] | None, price_id: str, currency: str, quantity: int | None,
+                   amount_minor: int | None) -> str:
+    if price is None:
+        return f"Stripe has no price {price_id}"
+    if not price.get("active", True):
+        return f"Stripe price {price_id} is archived"
+    if _text(price.get("currency")).upper() != currency:
+        return f"Stripe price {price_id} is in {_text(price.get('currency')).upper()}, the opportunity in {currency}"
+    if price.get("unit_amount") is None:
+        return f"Stripe price {price_id} has no fixed unit amount"
+    if quantity is None:
+        return "the quantity is not a whole number (Stripe bills whole quantities)"
+    billed = int(price["unit_amount"]) * quantity
+    if amount_minor is not None and billed != amount_minor:
+        return (f"Stripe price {price_id} bills {to_decimal(billed, currency)} for {quantity}, the line is "
+                f"{to_decimal(amount_minor, currency)}")
+    return ""
+
+
+def _line(raw: Mapping[str, Any], currency: str, config: SalesforceConfig,
+          prices: Mapping[str, Mapping[str, Any]]) -> BillingLine:
+    product_id = _text(raw.get("Product2Id"))
+    price_id = config.price_for_product(product_id)
+    quantity_value = _decimal(raw.get("Quantity"))
+    quantity = int(quantity_value) if quantity_value is not None and quantity_value == quantity_value.to_integral_value() \
+        and quantity_value > 0 else None
+    amount_minor = _minor(_decimal(raw.get("TotalPrice")), currency) if currency else None
+    price = prices.get(price_id) if price_id else None
+    problem = _price_problem(price, price_id, currency, quantity, amount_minor) if price_id else ""
+    price_amount = int(price["unit_amount"]) * quantity if price and price.get("unit_amount") is not None and quantity \
+        else None
+    return BillingLine(line_id=_text(raw.get("Id")), product_id=product_id, product_name=_text(raw.get("ProductName")),
+                       price_id=price_id, quantity=quantity, amount_minor=amount_minor,
+                       price_amount_minor=price_amount, recurring=bool(price and price.get("recurring")),
+                       problem=problem)
+
+
+def plan_billing(opportunity: Mapping[str, Any], config: SalesforceConfig,
+                 prices: Mapping[str, Mapping[str, Any]]) -> BillingPlan:
+    """The Stripe billing of one opportunity; problems stay in the plan for validation to report."""
+    currency = _currency(_text(opportunity.get("CurrencyIsoCode")).upper())
+    amount = _decimal(opportunity.get("Amount"))
+    address = {stripe_name: _text(opportunity.get(sf_name)) for sf_name, stripe_name in ADDRESS_FIELDS.items()
+               if opportunity.get(sf_name)}
+    return BillingPlan(
+        opportunity_id=_text(opportunity.get("Id")), opportunity_name=_text(opportunity.get("Name")),
+        account_id=_text(opportunity.get("AccountId")), account_name=_text(opportunity.get("AccountName")).strip(),
+        currency=currency, amount=amount, amount_minor=_minor(amount, currency),
+        lines=tuple(_line(raw, currency, config, prices) for raw in opportunity.get("lines") or ()),
+        fingerprint=fingerprint(opportunity), address=address,
+    )
+
+
+# -- Stripe request bodies ----------------------------------------------------------------------------
+
+def billing_metadata(plan: BillingPlan) -> dict[str, str]:
+    """Written on every Stripe object of the billing: the look-up key, and what was billed."""
+    return {"salesforce_opportunity_id": plan.opportunity_id, "salesforce_account_id": plan.account_id,
+            "salesforce_amount": plan.amount_text,
+            "salesforce_currency": plan.currency, "salesforce_fingerprint": plan.fingerprint}
+
+
+def customer_params(plan: BillingPlan) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": plan.account_name, "metadata": {"salesforce_account_id": plan.account_id}}
+    if plan.address:
+        params["address"] = dict(plan.address)
+    return params
+
+
+def subscription_params(plan: BillingPlan, customer_id: str) -> dict[str, Any]:
+    return {"customer": customer_id, "collection_method": "send_invoice", "days_until_due": DAYS_UNTIL_DUE,
+            "items": [{"price": line.price_id, "quantity": line.quantity} for line in plan.recurring_lines],
+            "metadata": billing_metadata(plan)}
+
+
+def invoice_params(plan: BillingPlan, customer_id: str) -> dict[str, Any]:
+    return {"customer": customer_id, "currency": plan.currency.lower(), "collection_method": "send_invoice",
+            "days_until_due": DAYS_UNTIL_DUE, "pending_invoice_items_behavior": "exclude",
+            "description": plan.opportunity_name, "metadata": billing_metadata(plan)}
+
+
+def invoice_item_params(plan: BillingPlan, line: BillingLine, customer_id: str, invoice_id: str) -> dict[str, Any]:
+    """One line of the opportunity's one-off invoice, attached to that (draft) invoice."""
+    return {"customer": customer_id, "invoice": invoice_id, "pricing": {"price": line.price_id},
+            "quantity": line.quantity, "metadata": {"salesforce_opportunity_id": plan.opportunity_id,
+                                                    "salesforce_line_id": line.line_id}}
+
+
+def find_by_metadata(objects: Iterable[Mapping[str, Any]], key: str, value: str) -> dict[str, Any] | None:
+    """The first object whose metadata[key] is value (the look-up that precedes every write)."""
+    for obj in objects:
+        if (obj.get("metadata") or {}).get(key) == value:
+            return dict(obj)
+    return None
+
+
+def changes_since_billing(billed: Mapping[str, str], plan: BillingPlan) -> str:
+    """`amount 1200.00 → 1500.00`, from the metadata of what was billed and the opportunity now."""
+    changes = []
+    if billed.get("salesforce_amount", "") != plan.amount_text:
+        changes.append(f"amount {billed.get('salesforce_amount') or '(none)'} → {plan.amount_text or '(none)'}")
+    if billed.get("salesforce_currency", plan.currency) != plan.currency:
+        changes.append(f"currency {billed.get('salesforce_currency')} → {plan.currency}")
+    if billed.get("salesforce_account_id", plan.account_id) != plan.account_id:
+        changes.append(f"account {billed.get('salesforce_account_id')} → {plan.account_id}")
+    return ", ".join(changes) or "products or quantities changed"
+
+
+# -- billing status ----------------------------------------------------------------------------------
+
+def billing_status(invoice: Mapping[str, Any], refunded_minor: int, now: int) -> str:
+    """Billing_Status__c for a Stripe invoice's current state and what was refunded of its payments."""
+    status = invoice.get("status")
+    if status == "paid":
+        paid = int(invoice.get("amount_paid") or 0)
+        if refunded_minor and paid and refunded_minor >= paid:
+            return REFUNDED
+        return PARTIALLY_REFUNDED if refunded_minor else PAID
+    if status == "void":
+        return VOID
+    if status == "uncollectible":
+        return PAST_DUE
+    if status == "open":
+        due = invoice.get("due_date")
+        return PAST_DUE if due is not None and int(due) < now else INVOICED
+    return NOT_BILLED
+
+
+def opportunity_writeback(opportunity_id: str, stripe_id: str, status: str,
+                          netsuite_invoice_id: str | None) -> dict[str, Any]:
+    field_name = "Stripe_Subscription_Id__c" if stripe_id.startswith("sub_") else "Stripe_Invoice_Id__c"
+    record: dict[str, Any] = {"Id": opportunity_id, field_name: stripe_id, "Billing_Status__c": status}
+    if netsuite_invoice_id:
+        record["NetSuite_Invoice_Id__c"] = netsuite_invoice_id
+    return record
+
+
+def account_writeback(account_id: str, stripe_customer_id: str, netsuite_customer_id: str | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"Id": account_id, "Stripe_Customer_Id__c": stripe_customer_id}
+    if netsuite_customer_id:
+        record["NetSuite_Customer_Id__c"] = netsuite_customer_id
+    return record
+
+
+def duplicate_ids(errors: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The record ids in a collection's DUPLICATE_EXTERNAL_ID error ("... field: [001A, 001B]")."""
+    ids: list[str] = []
+    for error in errors:
+        message = _text(error.get("message"))
+        if "[" in message and "]" in message:
+            inside = message[message.rindex("[") + 1 : message.rindex("]")]
+            ids.extend(part.strip().rsplit("/", 1)[-1] for part in inside.split(",") if part.strip())
+    return ids

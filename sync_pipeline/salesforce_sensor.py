@@ -1,0 +1,41 @@
+"""`salesforce_closed_won_sensor`: runs `salesforce_to_stripe` within seconds of a deal closing.
+
+The cursor is the newest Closed-Won `SystemModstamp` seen. It only moves forward, and the run key
+is that stamp, so each change is asked for once; a run racing the schedule is harmless because the
+billing itself is idempotent (ledger, metadata look-ups, Idempotency-Keys).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from sync_pipeline.assets.salesforce import modified_since, newest_modstamp
+from sync_pipeline.resources.salesforce import SalesforceResource
+
+SALESFORCE_TO_STRIPE_JOB = "salesforce_to_stripe"
+# A tick reads at most this many changed deals; the rest come on the next tick (ticks time out at 60 s).
+MAX_PER_TICK = 2000
+
+
+def closed_won_since(salesforce: SalesforceResource, cursor: str | None) -> list[dict]:
+    where = modified_since(cursor, look_back=dt.timedelta(0))
+    condition = f"{where} AND IsWon = true" if where else " WHERE IsWon = true"
+    soql = f"SELECT Id, SystemModstamp FROM Opportunity{condition} ORDER BY SystemModstamp, Id LIMIT {MAX_PER_TICK}"
+    rows = list(salesforce.query_all(soql))
+    # `>=` in the query: a stamp equal to the cursor was already asked for.
+    return [r for r in rows if cursor is None or r["SystemModstamp"] != cursor]
+
+
+@dg.sensor(name="salesforce_closed_won_sensor", job_name=SALESFORCE_TO_STRIPE_JOB, minimum_interval_seconds=5,
+           default_status=dg.DefaultSensorStatus.STOPPED,
+           description="New or changed Closed-Won opportunities (SystemModstamp cursor) -> a salesforce_to_stripe run.")
+def salesforce_closed_won_sensor(context: dg.SensorEvaluationContext, salesforce: SalesforceResource):
+    changed = closed_won_since(salesforce, context.cursor)
+    if not changed:
+        return dg.SkipReason(f"no Closed-Won opportunity changed since {context.cursor or 'the start'}")
+    newest = newest_modstamp(changed, context.cursor)
+    context.update_cursor(newest)
+    return dg.RunRequest(run_key=f"closed-won-{newest}",
+                         tags={"salesforce/opportunities": ",".join(r["Id"] for r in changed[:20])})

@@ -1,0 +1,140 @@
+"""Validation of Closed-Won billing plans before anything is written to Stripe (pandera).
+
+One row per opportunity: account name, currency, amount, the products' Stripe prices. Every
+failed check becomes a `SyncIssue` with the fix; only opportunities without failures are billed,
+so one opportunity with an unmapped product never holds up the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from sync_pipeline.errors import FIELD_MAPPING_FILE, SyncIssue, make_issue
+from sync_pipeline.mapping.money import MoneyError, normalize_currency
+from sync_pipeline.mapping.salesforce import BILLED_OPPORTUNITY, BillingPlan
+
+
+def _known_currency(code: object) -> bool:
+    try:
+        return isinstance(code, str) and len(code) == 3 and normalize_currency(code) == code
+    except MoneyError:
+        return False
+
+
+class BillingPlanModel(pa.DataFrameModel):
+    opportunity_id: Series[str] = pa.Field(unique=True)
+    account_name: Series[str] = pa.Field(str_length={"min_value": 1})
+    currency: Series[str]
+    amount_minor: Series[pd.Int64Dtype] = pa.Field(nullable=False, gt=0)
+    lines: Series[int] = pa.Field(gt=0)
+    unmapped_products: Series[int] = pa.Field(eq=0)
+    price_problems: Series[int] = pa.Field(eq=0)
+    billing_modes: Series[int] = pa.Field(le=1)
+
+    @pa.check("currency", name="iso_currency", element_wise=True)
+    def _iso_currency(cls, value: object) -> bool:
+        return _known_currency(value)
+
+    @pa.dataframe_check(name="lines_add_up_to_amount")
+    def _lines_add_up(cls, frame: pd.DataFrame) -> pd.Series:
+        return frame["lines_total_minor"].isna() | (frame["lines_total_minor"] == frame["amount_minor"])
+
+    class Config:
+        strict = False
+        coerce = False
+
+
+def plans_frame(plans: Sequence[BillingPlan]) -> pd.DataFrame:
+    rows = [{
+        "opportunity_id": p.opportunity_id, "account_name": p.account_name, "currency": p.currency,
+        "amount_minor": p.amount_minor, "lines": len(p.lines), "unmapped_products": len(p.unmapped_products),
+        "price_problems": sum(1 for line in p.lines if line.problem),
+        "billing_modes": int(bool(p.recurring_lines)) + int(bool(p.one_time_lines)),
+        "lines_total_minor": p.lines_total_minor,
+    } for p in plans]
+    frame = pd.DataFrame(rows, columns=["opportunity_id", "account_name", "currency", "amount_minor", "lines",
+                                        "unmapped_products", "price_problems", "billing_modes", "lines_total_minor"])
+    for column in ("amount_minor", "lines_total_minor"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("lines", "unmapped_products", "price_problems", "billing_modes"):
+        frame[column] = frame[column].astype("int64")
+    return frame.astype({"opportunity_id": str, "account_name": str, "currency": str})
+
+
+@dataclass
+class BillingValidation:
+    valid: list[BillingPlan]
+    issues: list[SyncIssue]
+
+
+def _issue(plan: BillingPlan, field: str, value: object, problem: str, how: str) -> SyncIssue:
+    return make_issue("INVALID_OPPORTUNITY", record_type=BILLED_OPPORTUNITY, external_id=plan.opportunity_id,
+                      source_id=plan.account_id or None, field=field, value=value, problem=problem, how=how)
+
+
+def _issues_for(plan: BillingPlan, column: str, check: str) -> list[SyncIssue]:
+    """The SyncIssues (with their fixes) of one failed check on one opportunity."""
+    if column == "unmapped_products":
+        return [make_issue("UNMAPPED_SALESFORCE_PRODUCT", record_type=BILLED_OPPORTUNITY,
+                           external_id=plan.opportunity_id, source_id=plan.account_id or None, field="Product2Id",
+                           value=line.product_id, product_name=line.product_name or "no name")
+                for line in plan.unmapped_products]
+    if column == "price_problems":
+        return [_issue(plan, "Product2Id", line.product_id, f"cannot be billed: {line.problem}",
+                       f"map product {line.product_id} to a Stripe price in {plan.currency} whose amount matches the "
+                       f"line (`salesforce: product_prices:` in {FIELD_MAPPING_FILE}), or correct the line item")
+                for line in plan.lines if line.problem]
+    if column == "account_name":
+        return [_issue(plan, "Account.Name", plan.account_name or None, "is empty: a Stripe customer needs a name",
+                       "link the opportunity to an Account with a name in Salesforce")]
+    if column == "currency":
+        return [_issue(plan, "CurrencyIsoCode", plan.currency or None, "is not a currency Stripe bills in",
+                       "set the opportunity's currency to a three-letter ISO code")]
+    if column == "amount_minor":
+        return [_issue(plan, "Amount", plan.amount, f"is not a positive amount with at most the decimals of "
+                       f"{plan.currency or 'its currency'}", "set the opportunity's amount (its products' total)")]
+    if column == "lines":
+        return [_issue(plan, "OpportunityLineItems", 0, "has no products, so there is nothing to bill",
+                       "add the products sold to the opportunity")]
+    if column == "billing_modes":
+        return [_issue(plan, "OpportunityLineItems", len(plan.lines), "mixes recurring and one-time Stripe prices",
+                       "split the one-time products into their own Closed-Won opportunity")]
+    if check == "lines_add_up_to_amount":
+        return [_issue(plan, "Amount", plan.amount, f"differs from the total of its line items "
+                       f"({plan.lines_total_minor} in minor units)",
+                       "correct the opportunity's amount or its line items so they agree")]
+    if column == "opportunity_id":
+        return [_issue(plan, "Id", plan.opportunity_id, "appears twice in one run", "report this as a bug")]
+    return [_issue(plan, column, None, f"fails the check {check}", "correct the opportunity in Salesforce")]
+
+
+def validate_plans(plans: Sequence[BillingPlan]) -> BillingValidation:
+    """Split plans into billable ones and SyncIssues (one per problem, each with its fix)."""
+    frame = plans_frame(plans)
+    if frame.empty:
+        return BillingValidation([], [])
+    try:
+        BillingPlanModel.validate(frame, lazy=True)
+        return BillingValidation(list(plans), [])
+    except pa.errors.SchemaErrors as errors:
+        failures = errors.failure_cases
+    issues: list[SyncIssue] = []
+    bad: set[int] = set()
+    seen: set[tuple[int, str, str]] = set()
+    for case in failures.itertuples(index=False):
+        if case.index is None or pd.isna(case.index):
+            continue
+        position = int(case.index)
+        column = case.column if isinstance(case.column, str) else ""
+        key = (position, column, str(case.check))
+        if key in seen:
+            continue
+        seen.add(key)
+        bad.add(position)
+        issues.extend(_issues_for(plans[position], column or "", str(case.check)))
+    return BillingValidation([p for i, p in enumerate(plans) if i not in bad], issues)

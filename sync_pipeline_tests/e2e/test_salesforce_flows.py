@@ -1,0 +1,227 @@
+"""Closed-Won opportunities billed in Stripe and written back to Salesforce, against the stand-ins over HTTP.
+
+Salesforce (simple-salesforce over TLS), Stripe (the SDK) and NetSuite stand-ins; real Dagster
+materializations of the `salesforce` group; assertions on what each system holds afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+import yaml
+
+from sync_pipeline.resources.ledger import Ledger
+from sync_pipeline.sandbox.salesforce import SalesforceSandbox, start_salesforce
+from sync_pipeline_tests.e2e.harness import DAY, Sandbox, at, running_sandbox
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BILLING = "stripe_billing_from_opportunities"
+
+
+@dataclass
+class World:
+    box: Sandbox
+    salesforce: SalesforceSandbox
+    mapping_path: Path
+    database_url: str
+    prices: dict[str, str]  # name -> Stripe price id
+    products: dict[str, str]  # name -> Salesforce Product2 id
+
+    # -- Salesforce -------------------------------------------------------------------------------
+    def deal(self, name: str, lines: list[tuple[str, int, str]], currency: str = "USD",
+             account: str | None = None, won: bool = True) -> str:
+        state = self.salesforce.state
+        account_id = account or state.insert("Account", {"Name": f"{name} Corp", "BillingStreet": "1 Main St",
+                                                         "BillingCity": "Springfield", "BillingPostalCode": "12345",
+                                                         "BillingCountry": "US"})
+        opportunity = state.insert("Opportunity", {"Name": name, "AccountId": account_id,
+                                                   "StageName": "Negotiation/Review", "CloseDate": DAY.isoformat(),
+                                                   "CurrencyIsoCode": currency})
+        for product, quantity, total in lines:
+            state.insert("OpportunityLineItem", {"OpportunityId": opportunity, "Product2Id": self.products[product],
+                                                 "Quantity": quantity, "TotalPrice": Decimal(total)})
+        if won:
+            state.update("Opportunity", opportunity, {"StageName": "Closed Won"})
+        return opportunity
+
+    def opportunity(self, opportunity_id: str) -> dict:
+        return self.salesforce.state.get("Opportunity", opportunity_id)
+
+    def account_of(self, opportunity_id: str) -> dict:
+        return self.salesforce.state.get("Account", self.opportunity(opportunity_id)["AccountId"])
+
+    # -- Stripe -----------------------------------------------------------------------------------
+    def stripe_records(self, kind: str) -> list[dict]:
+        body = requests.get(f"{self.box.stripe_url}/_sandbox/records/{kind}", timeout=10).json()
+        return body["data"] if isinstance(body, dict) and "data" in body else body
+
+    def billed(self, kind: str, opportunity_id: str) -> list[dict]:
+        return [o for o in self.stripe_records(kind)
+                if (o.get("metadata") or {}).get("salesforce_opportunity_id") == opportunity_id]
+
+    def map_product(self, product: str) -> None:
+        data = yaml.safe_load(self.mapping_path.read_text())
+        data["salesforce"]["product_prices"][self.products[product]] = self.prices[product]
+        self.mapping_path.write_text(yaml.safe_dump(data))
+
+    # -- the pipeline -----------------------------------------------------------------------------
+    def run(self, *assets: str, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+        from sync_pipeline.definitions import SALESFORCE_ASSETS, build_resources
+
+        selection = list(assets) or None
+        return dg.materialize(SALESFORCE_ASSETS, selection=selection, resources=build_resources(),
+                              raise_on_error=raise_on_error)
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.database_url)
+
+    def exceptions(self) -> list[dict]:
+        return self.ledger().open_exceptions()
+
+
+def _mapping_file(tmp_path: Path, product_prices: dict[str, str]) -> Path:
+    data = yaml.safe_load((ROOT / "field_mapping.yaml").read_text())
+    data["salesforce"] = {"product_prices": dict(product_prices)}
+    path = tmp_path / "field_mapping.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _catalogue(box: Sandbox) -> dict[str, str]:
+    pro = box.client.v1.products.create({"name": "Pro plan"})
+    onboarding = box.client.v1.products.create({"name": "Onboarding"})
+    return {
+        "pro": box.client.v1.prices.create({"product": pro.id, "currency": "usd", "unit_amount": 60000,
+                                            "recurring": {"interval": "month"}}).id,
+        "onboarding": box.client.v1.prices.create({"product": onboarding.id, "currency": "usd",
+                                                   "unit_amount": 120000}).id,
+        "training": box.client.v1.prices.create({"product": onboarding.id, "currency": "usd",
+                                                 "unit_amount": 50000}).id,
+    }
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> Iterator[World]:
+    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    salesforce = start_salesforce()
+    try:
+        with running_sandbox(tmp_path, monkeypatch, database_url=database_url) as box:
+            for name, value in salesforce.env().items():
+                monkeypatch.setenv(name, value)
+            box.clock(at(DAY, 10))  # Stripe objects land in a past, complete daily partition
+            prices = _catalogue(box)
+            products = {name: salesforce.state.insert("Product2", {"Name": name.title(), "IsActive": True})
+                        for name in ("pro", "onboarding", "training")}
+            mapped = {products[n]: prices[n] for n in ("pro", "onboarding")}  # training: not mapped yet
+            path = _mapping_file(tmp_path, mapped)
+            monkeypatch.setenv("SYNC_FIELD_MAPPING", str(path))
+            yield World(box, salesforce, path, database_url, prices, products)
+    finally:
+        salesforce.stop()
+
+
+def test_closed_won_subscription_and_invoice_are_billed_once_across_repeated_runs(world):
+    subscription_deal = world.deal("Acme", [("pro", 2, "1200.00")])
+    invoice_deal = world.deal("Globex", [("onboarding", 1, "1200.00")])
+    open_deal = world.deal("Initech", [("pro", 1, "600.00")], won=False)
+
+    first = world.run()
+    second = world.run()
+
+    assert first.success and second.success
+    subscriptions = world.billed("subscription", subscription_deal)
+    assert len(subscriptions) == 1
+    assert subscriptions[0]["items"]["data"][0]["quantity"] == 2
+    invoices = world.billed("invoice", invoice_deal)
+    assert len(invoices) == 1 and invoices[0]["status"] == "open" and invoices[0]["total"] == 120000
+    assert world.billed("subscription", open_deal) == [] and world.billed("invoice", open_deal) == []
+    customers = [c for c in world.stripe_records("customer")
+                 if (c.get("metadata") or {}).get("salesforce_account_id")]
+    assert sorted(c["name"] for c in customers) == ["Acme Corp", "Globex Corp"]
+    assert customers[0]["address"]["city"] == "Springfield"
+    # Write-back: Stripe ids on the account and opportunity, the status of the invoice.
+    assert world.opportunity(subscription_deal)["Stripe_Subscription_Id__c"] == subscriptions[0]["id"]
+    assert world.opportunity(invoice_deal)["Stripe_Invoice_Id__c"] == invoices[0]["id"]
+    assert world.opportunity(invoice_deal)["Billing_Status__c"] == "Invoiced"
+    assert world.account_of(invoice_deal)["Stripe_Customer_Id__c"] == invoices[0]["customer"]
+    second_billing = second.asset_materializations_for_node(BILLING)[0].metadata
+    assert second_billing["stripe_writes"].value == 0
+    assert second.asset_materializations_for_node("salesforce_billing_writeback")[0].metadata[
+        "salesforce_records_written"].value == 0
+
+
+def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
+    deal = world.deal("Racer", [("pro", 1, "600.00")])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda _: world.run(BILLING, "salesforce_opportunities", raise_on_error=False),
+                                range(2)))
+
+    assert all(r.success for r in results)
+    assert len(world.billed("subscription", deal)) == 1
+    assert len([c for c in world.stripe_records("customer")
+                if (c.get("metadata") or {}).get("salesforce_account_id") == world.opportunity(deal)["AccountId"]]) == 1
+
+
+def test_crash_between_stripe_and_the_ledger_with_expired_keys_does_not_bill_twice(world):
+    deal = world.deal("Crash", [("onboarding", 2, "2400.00")])
+    assert world.run(BILLING, "salesforce_opportunities").success
+    # The state a crash right after the Stripe calls leaves: Stripe has everything, the ledger and
+    # Salesforce nothing, the cursor did not move; and a day later the Idempotency-Keys have expired.
+    with world.ledger().engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM sync_ledger")
+        conn.exec_driver_sql("DELETE FROM sync_cursors")
+    world.box.clock(at(DAY + dt.timedelta(days=2), 10))
+
+    assert world.run(BILLING, "salesforce_opportunities").success
+
+    invoices = world.billed("invoice", deal)
+    assert len(invoices) == 1 and invoices[0]["total"] == 240000
+    items = [i for i in world.stripe_records("invoiceitem")
+             if (i.get("metadata") or {}).get("salesforce_opportunity_id") == deal]
+    assert len(items) == 1
+    assert len([c for c in world.stripe_records("customer") if c.get("name") == "Crash Corp"]) == 1
+    assert world.ledger().lookup("stripe", "opportunity", [deal])[deal].internal_id == invoices[0]["id"]
+
+
+def test_product_without_stripe_price_is_an_exception_with_fix_then_bills_once_mapped(world):
+    deal = world.deal("Training", [("training", 1, "500.00")])
+
+    world.run()
+
+    assert world.billed("invoice", deal) == []
+    [problem] = [e for e in world.exceptions() if e["external_id"] == deal]
+    assert problem["error_code"] == "UNMAPPED_SALESFORCE_PRODUCT"
+    assert problem["value"] == world.products["training"]
+    assert f"add `{world.products['training']}: price_...` under `salesforce: product_prices:`" in problem["fix"]
+
+    world.map_product("training")
+    world.run()
+
+    invoices = world.billed("invoice", deal)
+    assert len(invoices) == 1 and invoices[0]["total"] == 50000
+    assert [e for e in world.exceptions() if e["external_id"] == deal] == []
+
+
+def test_edit_after_billing_is_reported_not_billed_again(world):
+    deal = world.deal("Edited", [("onboarding", 1, "1200.00")])
+    world.run()
+    line = world.salesforce.state.find("OpportunityLineItem", OpportunityId=deal)[0]
+    world.salesforce.state.update("OpportunityLineItem", line["Id"], {"TotalPrice": Decimal("1500.00")})
+
+    world.run()
+
+    assert len(world.billed("invoice", deal)) == 1
+    [problem] = [e for e in world.exceptions() if e["external_id"] == deal]
+    assert problem["error_code"] == "OPPORTUNITY_CHANGED_AFTER_BILLING"
+    assert problem["message"] == "opportunity changed after billing: amount 1200.00 → 1500.00"
