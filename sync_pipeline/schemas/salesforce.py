@@ -26,6 +26,9 @@ def _known_currency(code: object) -> bool:
         return False
 
 
+LINES_ADD_UP = "lines_add_up_to_amount"
+
+
 class BillingPlanModel(pa.DataFrameModel):
     opportunity_id: Series[str] = pa.Field(unique=True)
     account_name: Series[str] = pa.Field(str_length={"min_value": 1})
@@ -40,7 +43,7 @@ class BillingPlanModel(pa.DataFrameModel):
     def _iso_currency(cls, value: object) -> bool:
         return _known_currency(value)
 
-    @pa.dataframe_check(name="lines_add_up_to_amount")
+    @pa.dataframe_check(name=LINES_ADD_UP)
     def _lines_add_up(cls, frame: pd.DataFrame) -> pd.Series:
         return frame["lines_total_minor"].isna() | (frame["lines_total_minor"] == frame["amount_minor"])
 
@@ -104,7 +107,7 @@ def _issues_for(plan: BillingPlan, column: str, check: str) -> list[SyncIssue]:
     if column == "billing_modes":
         return [_issue(plan, "OpportunityLineItems", len(plan.lines), "mixes recurring and one-time Stripe prices",
                        "split the one-time products into their own Closed-Won opportunity")]
-    if check == "lines_add_up_to_amount":
+    if check == LINES_ADD_UP:
         return [_issue(plan, "Amount", plan.amount, f"differs from the total of its line items "
                        f"({plan.lines_total_minor} in minor units)",
                        "correct the opportunity's amount or its line items so they agree")]
@@ -130,11 +133,13 @@ def validate_plans(plans: Sequence[BillingPlan]) -> BillingValidation:
         if case.index is None or pd.isna(case.index):
             continue
         position = int(case.index)
-        column = case.column if isinstance(case.column, str) else ""
-        key = (position, column, str(case.check))
+        check = str(case.check)
+        # A failed dataframe-wide check lists every column of the row: it is one problem, not nine.
+        column = case.column if isinstance(case.column, str) and check != LINES_ADD_UP else ""
+        key = (position, column, check)
         if key in seen:
             continue
         seen.add(key)
         bad.add(position)
-        issues.extend(_issues_for(plans[position], column or "", str(case.check)))
+        issues.extend(_issues_for(plans[position], column, check))
     return BillingValidation([p for i, p in enumerate(plans) if i not in bad], issues)

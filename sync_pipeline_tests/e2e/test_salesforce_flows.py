@@ -225,3 +225,50 @@ def test_edit_after_billing_is_reported_not_billed_again(world):
     [problem] = [e for e in world.exceptions() if e["external_id"] == deal]
     assert problem["error_code"] == "OPPORTUNITY_CHANGED_AFTER_BILLING"
     assert problem["message"] == "opportunity changed after billing: amount 1200.00 → 1500.00"
+
+
+def _pay(world: World, invoice_id: str) -> None:
+    world.box.client.v1.invoices.pay(invoice_id, {"payment_method": "pm_card_visa"})
+
+
+def test_paid_then_refunded_invoice_shows_on_the_opportunity_with_its_netsuite_ids(world):
+    deal = world.deal("Paying", [("onboarding", 1, "1200.00")])
+    world.run()
+    [invoice] = world.billed("invoice", deal)
+    _pay(world, invoice["id"])
+    assert world.box.materialize().success  # Stripe -> NetSuite for the invoice's day
+
+    world.run("salesforce_billing_writeback")
+
+    netsuite_invoice = world.box.netsuite("invoice")[f"stripe-{invoice['id']}"]
+    netsuite_customer = world.box.netsuite("customer")[f"stripe-{invoice['customer']}"]
+    opportunity = world.opportunity(deal)
+    assert opportunity["Billing_Status__c"] == "Paid"
+    assert opportunity["NetSuite_Invoice_Id__c"] == str(netsuite_invoice["id"])
+    assert world.account_of(deal)["NetSuite_Customer_Id__c"] == str(netsuite_customer["id"])
+
+    world.box.client.v1.refunds.create({"charge": world.box.charge_of(invoice["id"])})
+    world.run("salesforce_billing_writeback")
+
+    assert world.opportunity(deal)["Billing_Status__c"] == "Refunded"
+
+
+def test_write_back_matching_several_opportunities_is_an_exception_with_their_ids(world):
+    deal = world.deal("Cloned", [("onboarding", 1, "1200.00")])
+    world.run()
+    [invoice] = world.billed("invoice", deal)
+    # An admin cloned the billed opportunity, Stripe id included, in an org where the field is not unique.
+    world.salesforce.config.unique_external_ids = False
+    clone = world.salesforce.state.insert(
+        "Opportunity", {"Name": "Cloned (copy)", "StageName": "Prospecting", "CloseDate": DAY.isoformat(),
+                        "Stripe_Invoice_Id__c": invoice["id"]}, enforce_unique=False)
+    _pay(world, invoice["id"])
+
+    world.run("salesforce_billing_writeback")
+
+    [problem] = [e for e in world.exceptions() if e["external_id"] == deal]
+    assert problem["error_code"] == "SALESFORCE_DUPLICATE_MATCH"
+    assert deal in problem["message"] and clone in problem["message"]
+    assert "merge the duplicates or clear the field on the others" in problem["fix"]
+    assert world.opportunity(deal)["Billing_Status__c"] == "Invoiced"
+    assert world.opportunity(clone).get("Billing_Status__c") is None

@@ -1,0 +1,123 @@
+"""Opportunity -> Stripe billing plan, its validation, idempotency keys and billing status (pure)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from sync_pipeline.mapping import salesforce as sfm
+from sync_pipeline.mapping.field_mapping import FieldMapping, FieldMappingError, SalesforceConfig
+from sync_pipeline.schemas.salesforce import validate_plans
+
+PRO, SETUP, UNMAPPED = "01t5g0000000001AAA", "01t5g0000000002AAA", "01t5g0000000003AAA"
+CONFIG = SalesforceConfig(product_prices={PRO[:15]: "price_pro", SETUP[:15]: "price_setup"})
+PRICES = {
+    "price_pro": {"id": "price_pro", "currency": "usd", "unit_amount": 60000, "active": True,
+                  "recurring": {"interval": "month", "interval_count": 1}},
+    "price_setup": {"id": "price_setup", "currency": "usd", "unit_amount": 120000, "active": True, "recurring": None},
+}
+
+
+def opportunity(lines, amount="1200.0", currency="USD", account_name="Acme Corp", **extra) -> dict:
+    return {"Id": "0065g0000000001AAA", "Name": "Acme deal", "AccountId": "0015g0000000001AAA",
+            "AccountName": account_name, "Amount": Decimal(amount), "CurrencyIsoCode": currency, "IsWon": True,
+            "BillingCity": "Springfield", "lines": [
+                {"Id": f"00k5g000000000{i}AAA", "Product2Id": product, "ProductName": "P", "Quantity": Decimal(qty),
+                 "TotalPrice": Decimal(total)} for i, (product, qty, total) in enumerate(lines)], **extra}
+
+
+def test_recurring_products_make_a_subscription_with_whole_quantities():
+    plan = sfm.plan_billing(opportunity([(PRO, "2.0", "1200.0")]), CONFIG, PRICES)
+
+    assert plan.mode == sfm.SUBSCRIPTION
+    assert plan.amount_minor == 120000 and plan.amount_text == "1200.00"
+    params = sfm.subscription_params(plan, "cus_1")
+    assert params["items"] == [{"price": "price_pro", "quantity": 2}]
+    assert params["metadata"]["salesforce_opportunity_id"] == "0065g0000000001AAA"
+    assert params["metadata"]["salesforce_amount"] == "1200.00"
+    assert validate_plans([plan]).issues == []
+
+
+def test_one_time_products_make_an_invoice_item_per_line_on_the_invoice():
+    plan = sfm.plan_billing(opportunity([(SETUP, "1", "1200")]), CONFIG, PRICES)
+
+    assert plan.mode == sfm.INVOICE
+    item = sfm.invoice_item_params(plan, plan.lines[0], "cus_1", "in_1")
+    assert item == {"customer": "cus_1", "invoice": "in_1", "pricing": {"price": "price_setup"}, "quantity": 1,
+                    "metadata": {"salesforce_opportunity_id": "0065g0000000001AAA",
+                                 "salesforce_line_id": "00k5g0000000000AAA"}}
+    assert sfm.invoice_params(plan, "cus_1")["currency"] == "usd"
+
+
+def test_idempotency_keys_name_the_record_and_the_action():
+    assert sfm.idempotency_key("0065g0000000001AAA", "invoice") == "sf-0065g0000000001AAA-invoice"
+    assert sfm.idempotency_key("0065g0000000001AAA", "invoice") != sfm.idempotency_key("0065g0000000001AAA",
+                                                                                       "finalize")
+
+
+def test_each_problem_is_an_issue_with_its_fix_and_the_good_opportunity_still_bills():
+    good = sfm.plan_billing(opportunity([(PRO, "2", "1200")]), CONFIG, PRICES)
+    unmapped = sfm.plan_billing(opportunity([(UNMAPPED, "1", "500")], amount="500", Id="006B"), CONFIG, PRICES)
+    nameless = sfm.plan_billing(opportunity([(SETUP, "1", "1200")], account_name=" ", Id="006C"), CONFIG, PRICES)
+    wrong_price = sfm.plan_billing(opportunity([(SETUP, "1", "1100")], amount="1100", Id="006D"), CONFIG, PRICES)
+    euro = sfm.plan_billing(opportunity([(SETUP, "1", "1200")], currency="EUR", Id="006E"), CONFIG, PRICES)
+
+    result = validate_plans([good, unmapped, nameless, wrong_price, euro])
+
+    assert [p.opportunity_id for p in result.valid] == [good.opportunity_id]
+    by_id = {i.external_id: i for i in result.issues}
+    assert by_id["006B"].error_code == "UNMAPPED_SALESFORCE_PRODUCT"
+    assert by_id["006B"].fix.startswith(f"add `{UNMAPPED}: price_...` under `salesforce: product_prices:`")
+    assert by_id["006C"].field == "Account.Name"
+    assert "bills 1200.00 for 1, the line is 1100.00" in by_id["006D"].message
+    assert "is in USD, the opportunity in EUR" in by_id["006E"].message
+
+
+def test_amount_must_match_the_line_items():
+    plan = sfm.plan_billing(opportunity([(SETUP, "1", "1200")], amount="1300"), CONFIG, PRICES)
+
+    [issue] = validate_plans([plan]).issues
+
+    assert issue.field == "Amount" and "differs from the total of its line items" in issue.message
+
+
+def test_a_change_after_billing_is_described_from_what_was_billed():
+    billed = sfm.billing_metadata(sfm.plan_billing(opportunity([(SETUP, "1", "1200")]), CONFIG, PRICES))
+    changed = sfm.plan_billing(opportunity([(SETUP, "1", "1500")], amount="1500"), CONFIG, PRICES)
+
+    assert sfm.changes_since_billing(billed, changed) == "amount 1200.00 → 1500.00"
+    assert sfm.fingerprint(opportunity([(SETUP, "1", "1200")])) != sfm.fingerprint(
+        opportunity([(SETUP, "1", "1500")], amount="1500"))
+    # Numbers as Salesforce spells them (1200.0 vs 1200.00) are the same fingerprint.
+    assert sfm.fingerprint(opportunity([(SETUP, "1", "1200.0")])) == sfm.fingerprint(
+        opportunity([(SETUP, "1.0", "1200.00")], amount="1200.00"))
+
+
+@pytest.mark.parametrize(("invoice", "refunded", "status"), [
+    ({"status": "open", "due_date": 2_000}, 0, "Invoiced"),
+    ({"status": "open", "due_date": 500}, 0, "Past Due"),
+    ({"status": "paid", "amount_paid": 120000}, 0, "Paid"),
+    ({"status": "paid", "amount_paid": 120000}, 20000, "Partially Refunded"),
+    ({"status": "paid", "amount_paid": 120000}, 120000, "Refunded"),
+    ({"status": "void"}, 0, "Void"),
+])
+def test_billing_status_follows_the_invoice(invoice, refunded, status):
+    assert sfm.billing_status(invoice, refunded, now=1_000) == status
+
+
+def test_duplicate_ids_are_read_from_the_collection_error():
+    errors = [{"statusCode": "DUPLICATE_EXTERNAL_ID",
+               "message": "more than one record found for external id field: [0065g0000000001AAA, 0065g0000000002AAA]"}]
+    assert sfm.duplicate_ids(errors) == ["0065g0000000001AAA", "0065g0000000002AAA"]
+
+
+def test_field_mapping_reads_product_prices_and_names_bad_lines():
+    mapping = FieldMapping.from_dict({"salesforce": {"product_prices": {PRO: "price_pro"}}})
+    assert mapping.salesforce.price_for_product(PRO) == "price_pro"
+    assert mapping.salesforce.price_for_product(PRO[:15]) == "price_pro"
+
+    with pytest.raises(FieldMappingError) as raised:
+        FieldMapping.from_dict({"salesforce": {"product_prices": {"Pro plan": "price_pro", SETUP: "prod_x"}}})
+    assert "salesforce.product_prices.Pro plan: 'Pro plan' is not a Salesforce Product2 id" in str(raised.value)
+    assert f"salesforce.product_prices.{SETUP}: 'prod_x' is not a Stripe price id" in str(raised.value)
