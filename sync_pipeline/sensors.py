@@ -32,6 +32,10 @@ RETENTION_MARGIN_SECONDS = 3600
 # The very first tick (no cursor yet) reads the last day of events; older history is the schedule's.
 FIRST_TICK_LOOKBACK_SECONDS = 86400
 EVENT_TAG_LIMIT = 20
+STOPPED_MARGIN_SECONDS = 60
+# Sensor runs sync a handful of changed documents: one process per step (the default multiprocess
+# executor) would cost seconds per step; in-process keeps a run short. Pools still apply.
+SENSOR_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 
 TRIGGER_TAG = "sync_pipeline/trigger"
 EVENTS_TAG = "sync_pipeline/events"
@@ -168,8 +172,10 @@ def event_tags(event_ids: list[str], source: str) -> dict[str, str]:
 
 
 def _was_stopped(context: dg.SensorEvaluationContext, cursor: routing.EventCursor) -> bool:
+    # Dagster stamps the start of a default-running sensor around its first tick: only a start well
+    # after our last tick means someone stopped and restarted it.
     started = context.last_sensor_start_time
-    return bool(started and cursor.evaluated_at and started > cursor.evaluated_at)
+    return bool(started and cursor.evaluated_at and started > cursor.evaluated_at + STOPPED_MARGIN_SECONDS)
 
 
 def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger: Ledger,
@@ -222,7 +228,7 @@ def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEve
         key = f"{partition_key}:{newest}"
         why = f"{len(event_ids)} event(s): {', '.join(event_ids)}" if event_ids else "catch-up"
         context.log.info(f"{partition_key}: run {key} for {why}")
-        requests.append((dg.RunRequest(run_key=key, partition_key=partition_key,
+        requests.append((dg.RunRequest(run_key=key, partition_key=partition_key, run_config=SENSOR_RUN_CONFIG,
                                        tags=event_tags(event_ids, source)), event_ids))
     return requests
 
