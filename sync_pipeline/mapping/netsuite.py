@@ -327,6 +327,7 @@ def map_customer(customer: Mapping, fm: FieldMapping, currency: str | None = Non
         body["email"] = customer["email"]
     if customer.get("phone"):
         body["phone"] = customer["phone"]
+    body.update(_salesforce_enrichment(customer))
     iso = ""
     if code:
         money = _money(code, fm, CUSTOMER, external_id, customer_id)
@@ -335,6 +336,27 @@ def map_customer(customer: Mapping, fm: FieldMapping, currency: str | None = Non
         if money.subsidiary:
             body["subsidiary"] = reference(money.subsidiary)
     return MappingResult(records=[_record(CUSTOMER, external_id, body, customer_id, fm, currency=iso)])
+
+
+# Stripe address -> NetSuite addressbook address.
+_ADDRESS_FIELDS = {"line1": "addr1", "line2": "addr2", "city": "city", "state": "state", "postal_code": "zip",
+                   "country": "country"}
+SALESFORCE_ACCOUNT_FIELD = "custentity_sf_account_id"
+
+
+def _salesforce_enrichment(customer: Mapping) -> dict[str, Any]:
+    """A customer billed from a Salesforce Account (metadata.salesforce_account_id) carries the Account's id
+    and its billing address (which the Closed-Won flow copied onto the Stripe customer)."""
+    account_id = (customer.get("metadata") or {}).get("salesforce_account_id")
+    if not account_id:
+        return {}
+    fields: dict[str, Any] = {SALESFORCE_ACCOUNT_FIELD: str(account_id)}
+    address = {ns: customer["address"][stripe] for stripe, ns in _ADDRESS_FIELDS.items()
+               if isinstance(customer.get("address"), Mapping) and customer["address"].get(stripe)}
+    if address:
+        fields["addressBook"] = {"items": [{"defaultBilling": True, "defaultShipping": False,
+                                            "addressBookAddress": address}]}
+    return fields
 
 
 # -- invoices ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ materializations of the `salesforce` group; assertions on what each system holds
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,11 @@ import pytest
 import requests
 import yaml
 
+from sync_pipeline.assets.salesforce import StripeBilling, bill_opportunities, read_opportunities, write_back
 from sync_pipeline.resources.ledger import Ledger
+from sync_pipeline.resources.salesforce import SESSION_ID_EXPIRED_MESSAGE, SalesforceResource, SalesforceSessionExpired
+from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.salesforce_sensor import salesforce_closed_won_sensor
 from sync_pipeline.sandbox.salesforce import SalesforceSandbox, start_salesforce
 from sync_pipeline_tests.e2e.harness import DAY, Sandbox, at, running_sandbox
 
@@ -75,11 +80,16 @@ class World:
         self.mapping_path.write_text(yaml.safe_dump(data))
 
     # -- the pipeline -----------------------------------------------------------------------------
-    def run(self, *assets: str, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    def run(self, *assets: str, raise_on_error: bool = True,
+            snapshots: Path | None = None) -> dg.ExecuteInProcessResult:
         from sync_pipeline.definitions import SALESFORCE_ASSETS, build_resources
+        from sync_pipeline.io_managers import ParquetIOManager
 
+        resources = build_resources()
+        if snapshots is not None:
+            resources["io_manager"] = ParquetIOManager(base_dir=str(snapshots))
         selection = list(assets) or None
-        return dg.materialize(SALESFORCE_ASSETS, selection=selection, resources=build_resources(),
+        return dg.materialize(SALESFORCE_ASSETS, selection=selection, resources=resources,
                               raise_on_error=raise_on_error)
 
     def ledger(self) -> Ledger:
@@ -125,6 +135,7 @@ def world(tmp_path, monkeypatch) -> Iterator[World]:
             mapped = {products[n]: prices[n] for n in ("pro", "onboarding")}  # training: not mapped yet
             path = _mapping_file(tmp_path, mapped)
             monkeypatch.setenv("SYNC_FIELD_MAPPING", str(path))
+            Ledger(database_url)  # the ledger's tables exist before any run, as after `sync-pipeline` setup
             yield World(box, salesforce, path, database_url, prices, products)
     finally:
         salesforce.stop()
@@ -160,17 +171,35 @@ def test_closed_won_subscription_and_invoice_are_billed_once_across_repeated_run
         "salesforce_records_written"].value == 0
 
 
+def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
+    from sync_pipeline.definitions import build_salesforce_resource
+
+    with dg.build_sensor_context(cursor=cursor, resources={"salesforce": build_salesforce_resource()}) as context:
+        return salesforce_closed_won_sensor(context), context.cursor
+
+
 def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
+    idle, cursor = _sensor_tick(None)
+    assert isinstance(idle, dg.SkipReason)
     deal = world.deal("Racer", [("pro", 1, "600.00")])
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda _: world.run(BILLING, "salesforce_opportunities", raise_on_error=False),
-                                range(2)))
+    request, cursor = _sensor_tick(cursor)
 
+    assert isinstance(request, dg.RunRequest) and deal in request.tags["salesforce/opportunities"]
+    assert isinstance(_sensor_tick(cursor)[0], dg.SkipReason)  # the same change is asked for once
+    # The sensor's run and the scheduled run start together. (Each keeps its own snapshot folder: the
+    # Parquet IO manager's fixed temporary file name collides when two runs write one unpartitioned asset.)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda n: world.run(raise_on_error=False, snapshots=world.box.home / f"run{n}"),
+                                range(2)))
     assert all(r.success for r in results)
     assert len(world.billed("subscription", deal)) == 1
+    account_id = world.opportunity(deal)["AccountId"]
     assert len([c for c in world.stripe_records("customer")
-                if (c.get("metadata") or {}).get("salesforce_account_id") == world.opportunity(deal)["AccountId"]]) == 1
+                if (c.get("metadata") or {}).get("salesforce_account_id") == account_id]) == 1
+    # A later change to the won deal is a new request.
+    world.salesforce.state.update("Opportunity", deal, {"NextStep": "Kick-off"})
+    assert isinstance(_sensor_tick(cursor)[0], dg.RunRequest)
 
 
 def test_crash_between_stripe_and_the_ledger_with_expired_keys_does_not_bill_twice(world):
@@ -246,6 +275,11 @@ def test_paid_then_refunded_invoice_shows_on_the_opportunity_with_its_netsuite_i
     assert opportunity["Billing_Status__c"] == "Paid"
     assert opportunity["NetSuite_Invoice_Id__c"] == str(netsuite_invoice["id"])
     assert world.account_of(deal)["NetSuite_Customer_Id__c"] == str(netsuite_customer["id"])
+    # Enrichment: the NetSuite customer is the Salesforce Account, by name, billing address and id.
+    assert netsuite_customer["companyName"] == "Paying Corp"
+    assert netsuite_customer["custentity_sf_account_id"] == world.opportunity(deal)["AccountId"]
+    address = netsuite_customer["addressBook"]["items"][0]["addressBookAddress"]
+    assert (address["addr1"], address["city"], address["zip"]) == ("1 Main St", "Springfield", "12345")
 
     world.box.client.v1.refunds.create({"charge": world.box.charge_of(invoice["id"])})
     world.run("salesforce_billing_writeback")
@@ -272,3 +306,46 @@ def test_write_back_matching_several_opportunities_is_an_exception_with_their_id
     assert "merge the duplicates or clear the field on the others" in problem["fix"]
     assert world.opportunity(deal)["Billing_Status__c"] == "Invoiced"
     assert world.opportunity(clone).get("Billing_Status__c") is None
+
+
+def _resources(world: World, **login: str) -> tuple[SalesforceResource, StripeResource]:
+    salesforce = SalesforceResource(instance_url=world.salesforce.url, ca_bundle=world.salesforce.ca_bundle, **login)
+    stripe = StripeResource(api_key=os.environ["STRIPE_API_KEY"], api_base=world.box.stripe_url)
+    return salesforce, stripe
+
+
+def _bill_with_expiry_midway(world: World, salesforce: SalesforceResource, stripe: StripeResource) -> None:
+    from sync_pipeline.mapping.field_mapping import FieldMapping
+
+    opportunities = read_opportunities(salesforce, "")
+    world.salesforce.state.expire_sessions()  # e.g. the org's session timeout, or an admin's "log out everyone"
+    bill_opportunities(opportunities, stripe=stripe, ledger=world.ledger(),
+                       config=FieldMapping.load(world.mapping_path).salesforce)
+    write_back(salesforce, world.ledger(), StripeBilling(stripe, world.ledger()))
+
+
+def test_session_expiring_mid_run_is_renewed_by_logging_in_again(world):
+    deal = world.deal("Renewed", [("onboarding", 1, "1200.00")])
+    config = world.salesforce.config
+    salesforce, stripe = _resources(world, username=config.username, password=config.password,
+                                    security_token=config.security_token)
+
+    _bill_with_expiry_midway(world, salesforce, stripe)
+
+    [invoice] = world.billed("invoice", deal)
+    assert world.opportunity(deal)["Stripe_Invoice_Id__c"] == invoice["id"]
+    assert salesforce.logins == 2
+
+
+def test_session_id_expiring_mid_run_fails_saying_what_to_set(world):
+    deal = world.deal("Expired", [("onboarding", 1, "1200.00")])
+    salesforce, stripe = _resources(world, session_id=world.salesforce.session_id)
+
+    with pytest.raises(SalesforceSessionExpired) as raised:
+        _bill_with_expiry_midway(world, salesforce, stripe)
+
+    assert str(raised.value) == SESSION_ID_EXPIRED_MESSAGE
+    assert "set SALESFORCE_USERNAME/PASSWORD/SECURITY_TOKEN" in str(raised.value)
+    # Billed in Stripe and in the ledger; the write-back waits for the next run with a valid session.
+    assert len(world.billed("invoice", deal)) == 1
+    assert world.opportunity(deal).get("Stripe_Invoice_Id__c") is None
