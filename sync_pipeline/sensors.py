@@ -25,7 +25,7 @@ from sync_pipeline.resources.stripe import StripeResource
 SENSOR_NAME = "stripe_events_sensor"
 DEFAULT_INTERVAL_SECONDS = 5
 # A tick must finish well inside Dagster's 60 s evaluation limit; the rest waits for the next tick.
-MAX_EVENTS_PER_TICK = 1000
+MAX_EVENTS_PER_TICK = 500
 EVENTS_API_RETENTION_SECONDS = 30 * 86400
 # A cursor this close to the 30-day edge may lose its oldest events while they are being read.
 RETENTION_MARGIN_SECONDS = 3600
@@ -129,9 +129,13 @@ def _jump_to_newest(stripe: StripeResource, cursor: routing.EventCursor, since: 
 def read_events_api(stripe: StripeResource, cursor: routing.EventCursor, now: int) -> EventBatch:
     """New events after the cursor, oldest first; a catch-up when the cursor left the 30-day window."""
     if cursor.event_id is None:
-        recent = list(stripe.list_events(created_gte=now - FIRST_TICK_LOOKBACK_SECONDS))[::-1][:MAX_EVENTS_PER_TICK]
-        note = (f"no cursor yet: reading the {len(recent)} event(s) of the last "
-                f"{FIRST_TICK_LOOKBACK_SECONDS // 3600} h")
+        since = now - FIRST_TICK_LOOKBACK_SECONDS
+        recent = list(islice(stripe.list_events(created_gte=since), MAX_EVENTS_PER_TICK + 1))[::-1]
+        if len(recent) > MAX_EVENTS_PER_TICK:
+            # Too many to route in one tick: start from the newest and let the catch-up cover the day.
+            return _jump_to_newest(stripe, cursor, since, f"no cursor yet and over {MAX_EVENTS_PER_TICK} events "
+                                                          f"in the last {FIRST_TICK_LOOKBACK_SECONDS // 3600} h")
+        note = f"no cursor yet: reading the {len(recent)} event(s) of the last {FIRST_TICK_LOOKBACK_SECONDS // 3600} h"
         return EventBatch(recent, _advanced(cursor, recent), notes=[note])
     if (cursor.event_created or 0) < now - EVENTS_API_RETENTION_SECONDS + RETENTION_MARGIN_SECONDS:
         return _jump_to_newest(stripe, cursor, int(cursor.event_created or 0),
@@ -148,6 +152,13 @@ def _advanced(cursor: routing.EventCursor, events: list[dict]) -> routing.EventC
     if not events:
         return routing.EventCursor(event_id=cursor.event_id, event_created=cursor.event_created)
     return routing.EventCursor(event_id=events[-1]["id"], event_created=int(events[-1]["created"]))
+
+
+def _not_started_partitions(instance: dg.DagsterInstance) -> set[str]:
+    """Partitions with a sensor run that has not started yet: it will read their latest state anyway."""
+    waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}, statuses=waiting))
+    return {r.tags["dagster/partition"] for r in runs if "dagster/partition" in r.tags}
 
 
 def read_inbox(ledger: Ledger, cursor: routing.EventCursor) -> EventBatch:
@@ -189,9 +200,12 @@ def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger
         batch.catch_up_since = min(since, cursor.evaluated_at or since)
         batch.notes.append("the sensor was stopped since its last tick")
     routed = routing.route_events(batch.events, StripeRootLookup(ledger, stripe))
+    for partition_key, event_ids in cursor.deferred.items():
+        routed.dirty[partition_key] = [*event_ids, *routed.dirty.get(partition_key, [])]
     for note in batch.notes:
         context.log.info(note)
-    requests = _run_requests(context, routed, batch, source, now)
+    waiting = _not_started_partitions(context.instance)
+    requests = _run_requests(context, routed, batch, source, now, waiting)
     batch.cursor.evaluated_at = now
     if source == "webhooks":
         batch.cursor.pending_acks = {r.run_key: r_ids for r, r_ids in requests}
@@ -208,7 +222,7 @@ def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger
 
 
 def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEvents, batch: EventBatch,
-                  source: str, now: int) -> list[tuple[dg.RunRequest, list[str]]]:
+                  source: str, now: int, waiting: set[str]) -> list[tuple[dg.RunRequest, list[str]]]:
     valid = set(daily_partitions.get_partition_keys())
     dirty = dict(routed.dirty)
     if batch.catch_up_since is not None:
@@ -223,6 +237,14 @@ def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEve
             context.log.warning(f"{partition_key} is outside the partitions ({len(event_ids)} event(s) skipped: "
                                 f"{', '.join(event_ids)})")
             routed.ignored.update({e: f"partition {partition_key} does not exist" for e in event_ids})
+            continue
+        if partition_key in waiting:
+            # Coalesce: the queued run has not read Stripe yet. Inbox events stay unprocessed and are read
+            # again next tick; Events API events wait in the cursor.
+            context.log.info(f"{partition_key}: a run has not started yet; {len(event_ids)} event(s) wait for "
+                             "the next tick")
+            if source != "webhooks" and event_ids:
+                batch.cursor.deferred[partition_key] = event_ids
             continue
         newest = event_ids[-1] if event_ids else f"catch-up-{batch.cursor.event_id or now}"
         key = f"{partition_key}:{newest}"

@@ -122,15 +122,50 @@ def root_of(event: dict) -> RootRef | None:
     return RootRef(PAYOUT, _id(obj))
 
 
-def partition_of(root: RootRef, lookup: RootLookup) -> tuple[str | None, str]:
+@dataclass
+class BatchFacts:
+    """Immutable facts the batch itself states, so routing needs no look-up for them:
+    invoices' creation days, and which PaymentIntent pays which invoice."""
+
+    invoice_partitions: dict[str, str] = field(default_factory=dict)
+    invoice_of_intent: dict[str, str] = field(default_factory=dict)
+    intent_of_charge: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, events: Iterable[dict]) -> "BatchFacts":
+        facts = cls()
+        for event in events:
+            obj, event_type = event_object(event), str(event.get("type") or "")
+            if event_type.startswith("invoice.") and _id(obj) and _created(obj) is not None:
+                facts.invoice_partitions[_id(obj)] = partition_for_timestamp(_created(obj))
+            elif event_type.startswith("invoice_payment."):
+                intent, invoice = _id((obj.get("payment") or {}).get("payment_intent")), _id(obj.get("invoice"))
+                if intent and invoice:
+                    facts.invoice_of_intent[intent] = invoice
+            elif event_type.startswith("charge.") and obj.get("object") == "charge":
+                intent = _id(obj.get("payment_intent"))
+                if _id(obj) and intent:
+                    facts.intent_of_charge[_id(obj)] = intent
+        return facts
+
+    def invoice_of_charge(self, charge_id: str) -> str | None:
+        return self.invoice_of_intent.get(self.intent_of_charge.get(charge_id, ""))
+
+
+def partition_of(root: RootRef, lookup: RootLookup, facts: BatchFacts | None = None) -> tuple[str | None, str]:
     """(partition key, how it was found) — the key is None when no partition holds the root."""
+    facts = facts or BatchFacts()
     if not root.id:
         return None, f"the event names no {root.kind}"
     if root.kind == INVOICE:
         if root.created is not None:
             return partition_for_timestamp(root.created), "invoice creation day"
-        return lookup.invoice_partition(root.id), f"creation day of invoice {root.id}"
+        known = facts.invoice_partitions.get(root.id)
+        return known or lookup.invoice_partition(root.id), f"creation day of invoice {root.id}"
     if root.kind == CHARGE:
+        invoice = facts.invoice_of_charge(root.id)
+        if invoice:
+            return partition_of(RootRef(INVOICE, invoice), lookup, facts)[0], f"invoice {invoice} paid by {root.id}"
         return lookup.charge_partition(root.id, root.created), f"root of charge {root.id}"
     if root.kind == PAYMENT_INTENT:
         return lookup.payment_intent_partition(root.id), f"root of payment intent {root.id}"
@@ -149,13 +184,14 @@ def route_events(events: Iterable[dict], lookup: RootLookup) -> RoutedEvents:
     """
     routed = RoutedEvents()
     unique = {str(e["id"]): e for e in events}
+    facts = BatchFacts.of(unique.values())
     for event in sorted(unique.values(), key=lambda e: (int(e.get("created") or 0), str(e["id"]))):
         event_id = str(event["id"])
         root = root_of(event)
         if root is None:
             routed.ignored[event_id] = f"{event.get('type')} changes no synced record"
             continue
-        partition_key, how = partition_of(root, lookup)
+        partition_key, how = partition_of(root, lookup, facts)
         if partition_key is None:
             routed.ignored[event_id] = how
         else:
@@ -187,12 +223,15 @@ class EventCursor:
     `pending_acks`: inbox events whose runs the previous tick requested; they are marked processed
     by the next tick, once Dagster has committed that tick (a failed tick is re-read, and the same
     run keys make the repeat harmless).
+    `deferred`: Events API events of partitions whose previous run had not started yet (that run will
+    read their changes anyway); they join the partition's next run.
     """
 
     event_id: str | None = None
     event_created: int | None = None
     evaluated_at: int | None = None
     pending_acks: dict[str, list[str]] = field(default_factory=dict)  # run key -> event ids
+    deferred: dict[str, list[str]] = field(default_factory=dict)  # partition key -> event ids
 
     @classmethod
     def parse(cls, text: str | None) -> "EventCursor":
@@ -200,11 +239,13 @@ class EventCursor:
             return cls()
         raw = json.loads(text)
         return cls(event_id=raw.get("event_id"), event_created=raw.get("event_created"),
-                   evaluated_at=raw.get("evaluated_at"), pending_acks=dict(raw.get("pending_acks") or {}))
+                   evaluated_at=raw.get("evaluated_at"), pending_acks=dict(raw.get("pending_acks") or {}),
+                   deferred=dict(raw.get("deferred") or {}))
 
     def dumps(self) -> str:
         return json.dumps({"event_id": self.event_id, "event_created": self.event_created,
-                           "evaluated_at": self.evaluated_at, "pending_acks": self.pending_acks},
+                           "evaluated_at": self.evaluated_at, "pending_acks": self.pending_acks,
+                           "deferred": self.deferred},
                           separators=(",", ":"))
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -110,31 +111,40 @@ class Loop:
             return list(conn.execute(sa.select(webhook_inbox.c.payload)).scalars())
 
 
-@pytest.fixture(scope="module")
-def loop(tmp_path_factory) -> Iterator[Loop]:
-    tmp = tmp_path_factory.mktemp("near_real_time")
+@contextmanager
+def running_loop(tmp: Path, source: str = "webhooks", netsuite_latency_ms: float = 5,
+                 dagster_yaml_extra: str = "") -> Iterator[Loop]:
+    """Stand-ins, receiver (registered as the Stripe endpoint) and daemon; everything stopped on exit.
+
+    Also used by `benchmarks/event_latency.py` (which may append instance settings to the repo's dagster.yaml).
+    """
     home = tmp / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text() + dagster_yaml_extra)
     database_url = f"sqlite:///{tmp / 'ledger.sqlite'}"
     ledger = Ledger(database_url)
-    stripe_sandbox = start_stripe(webhook_secret=SECRET)
-    netsuite_sandbox = start_netsuite(latency_ms=5)
-    receiver = serve_in_thread(create_webhook_app(ReceiverConfig(secret=SECRET), ledger))
-    env = {**os.environ, **stripe_sandbox.env(), **netsuite_sandbox.env(), "DAGSTER_HOME": str(home),
-           "SYNC_DATABASE_URL": database_url, "SYNC_EVENT_SOURCE": "webhooks"}
-    client = stripe.StripeClient(stripe_sandbox.api_key, base_addresses={"api": stripe_sandbox.url})
-    client.v1.webhook_endpoints.create({"url": receiver.url + WEBHOOK_PATH, "enabled_events": ["*"]})
-    state = Loop(Sandbox(stripe_sandbox.url, netsuite_sandbox.url, client, home), receiver.url + WEBHOOK_PATH,
-                 ledger, env, tmp / "daemon.log")
-    state.start_daemon()
-    try:
+    with ExitStack() as stack:
+        stripe_sandbox = stack.enter_context(start_stripe(webhook_secret=SECRET))
+        netsuite_sandbox = start_netsuite(latency_ms=netsuite_latency_ms)
+        stack.callback(netsuite_sandbox.stop)
+        receiver = serve_in_thread(create_webhook_app(ReceiverConfig(secret=SECRET), ledger))
+        stack.callback(receiver.stop)
+        env = {**os.environ, **stripe_sandbox.env(), **netsuite_sandbox.env(), "DAGSTER_HOME": str(home),
+               "SYNC_DATABASE_URL": database_url, "SYNC_EVENT_SOURCE": source}
+        client = stripe.StripeClient(stripe_sandbox.api_key, base_addresses={"api": stripe_sandbox.url})
+        if source == "webhooks":
+            client.v1.webhook_endpoints.create({"url": receiver.url + WEBHOOK_PATH, "enabled_events": ["*"]})
+        state = Loop(Sandbox(stripe_sandbox.url, netsuite_sandbox.url, client, home), receiver.url + WEBHOOK_PATH,
+                     ledger, env, tmp / "daemon.log")
+        stack.callback(state.stop_daemon)
+        state.start_daemon()
         yield state
-    finally:
-        state.stop_daemon()
-        receiver.stop()
-        stripe_sandbox.stop()
-        netsuite_sandbox.stop()
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory) -> Iterator[Loop]:
+    with running_loop(tmp_path_factory.mktemp("near_real_time")) as state:
+        yield state
 
 
 def _payment_applied_to(sandbox: Sandbox, invoice_internal_id: str) -> dict | None:

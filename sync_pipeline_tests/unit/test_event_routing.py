@@ -77,6 +77,23 @@ def test_a_refund_forty_days_later_routes_to_the_invoice_day_not_the_refund_day(
     assert routed.dirty == {"2026-10-05": ["evt_r"]}
 
 
+def test_a_batch_that_pays_an_invoice_routes_its_charge_and_payment_without_any_look_up():
+    created = at(dt.date(2026, 11, 23), 23, 59)
+    nothing_known = KnownRoots(invoices={}, charges={})
+    batch = [
+        _event("evt_1", "invoice.paid", {"id": "in_9", "object": "invoice", "created": created}, created + 90),
+        _event("evt_2", "invoice_payment.paid", {"id": "inpay_9", "object": "invoice_payment", "invoice": "in_9",
+                                                 "payment": {"type": "payment_intent", "payment_intent": "pi_9"}},
+               created + 90),
+        _event("evt_3", "charge.succeeded", {"id": "ch_9", "object": "charge", "payment_intent": "pi_9",
+                                             "created": created + 90}, created + 90),
+    ]
+
+    routed = routing.route_events(batch, nothing_known)
+
+    assert routed.dirty == {"2026-11-23": ["evt_1", "evt_2", "evt_3"]}, "the charge's own day is 2026-11-24"
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.permutations(EVENTS), st.lists(st.sampled_from(EVENTS), max_size=10))
 def test_any_order_and_any_repetition_give_the_same_partitions_and_run_keys(shuffled, repeats):
@@ -250,3 +267,29 @@ def test_inbox_events_delivered_twice_and_shuffled_make_one_run_and_are_acknowle
     status = ledger.inbox_status()
     assert status.depth == 0
     assert status.last_processed is not None
+
+
+def test_events_of_a_partition_whose_run_has_not_started_join_its_next_run(sandbox, instance):
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    customer = sandbox.customer("Busy Day", "usd")
+    sandbox.invoice(customer, "usd", [1000])
+    first = tick(instance)
+    (request,) = first.run_requests
+    queued = dg.DagsterRun(job_name="stripe_to_netsuite", status=dg.DagsterRunStatus.NOT_STARTED,
+                           tags={**request.tags, "dagster/partition": today, "dagster/run_key": request.run_key})
+    instance.add_run(queued)  # what the daemon does with the request
+
+    later = sandbox.invoice(customer, "usd", [2000])
+    second = tick(instance, first.cursor)
+
+    assert second.run_requests == [], "the queued run has not read Stripe yet: no second run"
+    deferred = json.loads(second.cursor)["deferred"][today]
+    assert set(_event_ids(sandbox, about=later.id)) <= set(deferred)
+
+    instance.report_run_failed(queued)  # whatever happens to it, the waiting events get their own run
+    third = tick(instance, second.cursor)
+
+    (rerun,) = third.run_requests
+    assert rerun.partition_key == today
+    assert set(deferred) <= set(rerun.tags["sync_pipeline/events"].split(","))
+    assert json.loads(third.cursor)["deferred"] == {}
