@@ -16,7 +16,11 @@ from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
 from sync_pipeline.resources.salesforce import SalesforceResource
 from sync_pipeline.resources.stripe import StripeResource
-from sync_pipeline.salesforce_sensor import SALESFORCE_TO_STRIPE_JOB, salesforce_closed_won_sensor
+from sync_pipeline.salesforce_sensor import (
+    SALESFORCE_TO_STRIPE_JOB,
+    salesforce_closed_won_sensor,
+    salesforce_to_stripe_schedule,
+)
 from sync_pipeline.schedules import build_daily_sync_schedule
 from sync_pipeline.sensors import build_stripe_events_sensor
 
@@ -97,7 +101,8 @@ stripe_to_netsuite = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[*ALL_ASSETS, *SALESFORCE_ASSETS],
     jobs=[stripe_to_netsuite, salesforce_to_stripe],
-    schedules=[build_daily_sync_schedule(stripe_to_netsuite, daily_partitions.start.date().isoformat())],
+    schedules=[build_daily_sync_schedule(stripe_to_netsuite, daily_partitions.start.date().isoformat()),
+               salesforce_to_stripe_schedule],
     sensors=[build_stripe_events_sensor(stripe_to_netsuite), salesforce_closed_won_sensor],
     resources=build_resources(),
 )

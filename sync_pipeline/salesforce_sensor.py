@@ -1,5 +1,9 @@
 """`salesforce_closed_won_sensor`: runs `salesforce_to_stripe` within seconds of a deal closing.
 
+`salesforce_to_stripe_schedule` runs the same job every hour, so the billing status written back
+onto opportunities follows the invoices (paid, past due, refunded), which change in Stripe, not in
+Salesforce, and a deal the sensor missed while stopped is still billed.
+
 The cursor is the newest Closed-Won `SystemModstamp` seen. It only moves forward, and the run key
 is that stamp, so each change is asked for once; a run racing the schedule is harmless because the
 billing itself is idempotent (ledger, metadata look-ups, Idempotency-Keys).
@@ -39,3 +43,10 @@ def salesforce_closed_won_sensor(context: dg.SensorEvaluationContext, salesforce
     context.update_cursor(newest)
     return dg.RunRequest(run_key=f"closed-won-{newest}",
                          tags={"salesforce/opportunities": ",".join(r["Id"] for r in changed[:20])})
+
+
+salesforce_to_stripe_schedule = dg.ScheduleDefinition(
+    name="salesforce_to_stripe_hourly", job_name=SALESFORCE_TO_STRIPE_JOB, cron_schedule="20 * * * *",
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Hourly: bill Closed-Won deals not billed yet, refresh billing status and ids in Salesforce.",
+)

@@ -42,6 +42,7 @@ OPPORTUNITY_CURSOR = "salesforce_opportunities"
 LOOK_BACK = dt.timedelta(minutes=5)
 BILLED, ALREADY_BILLED, CHANGED, QUARANTINED, FAILED = "billed", "already_billed", "changed_after_billing", \
     "quarantined", "failed"
+BEFORE_START = "closed_before_billing_start"
 WRITTEN, UNCHANGED = "written", "unchanged"
 OUTCOME_COLUMNS = ["opportunity_id", "account_id", "action", "stripe_customer_id", "stripe_id", "mode", "currency",
                    "amount", "error_code", "field", "message", "fix"]
@@ -140,7 +141,7 @@ class BillingReport:
 
     def counts(self) -> dict[str, int]:
         actions = [o["action"] for o in self.outcomes]
-        return {a: actions.count(a) for a in (BILLED, ALREADY_BILLED, CHANGED, QUARANTINED, FAILED)}
+        return {a: actions.count(a) for a in (BILLED, ALREADY_BILLED, CHANGED, QUARANTINED, FAILED, BEFORE_START)}
 
 
 class StripeBilling:
@@ -260,6 +261,9 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
     adopted: list[LedgerEntry] = []
     to_plan = []
     for opportunity_id, opportunity in won.items():
+        if _closed_before_start(opportunity, config):
+            report.add(None, opportunity_id, BEFORE_START)
+            continue
         entry = billed.get(opportunity_id)
         in_salesforce = sfm.is_billed_in_salesforce(opportunity)
         if entry is None and in_salesforce:
@@ -274,17 +278,21 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
     prices = billing.prices(config.product_prices.values())
     plans = [sfm.plan_billing(o, config, prices) for o in to_plan]
     unbilled: list[sfm.BillingPlan] = []
+    unchanged: list[str] = []
     for plan in plans:
         entry = billed.get(plan.opportunity_id)
         if entry is None:
             unbilled.append(plan)
         elif entry.content_hash == plan.fingerprint:
+            unchanged.append(plan.opportunity_id)
             report.add(plan, plan.opportunity_id, ALREADY_BILLED, stripe_id=entry.internal_id)
         else:
             issue = _changed_issue(plan, billing, entry.internal_id)
             exceptions.append(_exception(issue))
             report.add(plan, plan.opportunity_id, CHANGED, stripe_id=entry.internal_id, issue=issue)
 
+    # An opportunity edited after billing and then restored is no longer an exception.
+    ledger.resolve_exceptions(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY, unchanged)
     validation = validate_plans(unbilled)
     exceptions.extend(_exception(issue) for issue in validation.issues)
     for issue in validation.issues:
@@ -313,6 +321,11 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
         log(f"opportunity {plan.opportunity_id} billed as {stripe_id} (customer {customer_id})")
     ledger.record_exceptions(exceptions, run_id=run_id)
     return report
+
+
+def _closed_before_start(opportunity: Mapping[str, Any], config: SalesforceConfig) -> bool:
+    start, closed = config.bill_closed_won_from, opportunity.get("CloseDate")
+    return start is not None and bool(closed) and dt.date.fromisoformat(str(closed)[:10]) < start
 
 
 def retry_queue(ledger: Ledger) -> list[str]:

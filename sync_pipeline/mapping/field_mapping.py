@@ -9,6 +9,7 @@ correct the file in one pass. Pure module: no HTTP, no Dagster.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -97,6 +98,8 @@ class AccountConfig:
 class SalesforceConfig:
     # Product2 id (its case-sensitive first 15 characters) -> Stripe price id.
     product_prices: Mapping[str, str] = field(default_factory=dict)
+    # Closed-Won opportunities with an earlier CloseDate are never billed (deals billed before the pipeline).
+    bill_closed_won_from: dt.date | None = None
 
     def price_for_product(self, product_id: str | None) -> str | None:
         return self.product_prices.get(product_id[:15]) if product_id else None
@@ -418,7 +421,7 @@ class _Parser:
                                 for name in ("payments", "refunds", "stripe_fees", "bank")})
 
     def salesforce(self, value: Any) -> SalesforceConfig:
-        section = self.mapping(value, "salesforce", allowed=("product_prices",))
+        section = self.mapping(value, "salesforce", allowed=("product_prices", "bill_closed_won_from"))
         prices: dict[str, str] = {}
         for product_id, price_id in self.mapping(section.get("product_prices"), "salesforce.product_prices").items():
             where = f"salesforce.product_prices.{product_id}"
@@ -430,4 +433,14 @@ class _Parser:
                              "copy the price id (price_...) from the product's page in the Stripe dashboard")
             else:
                 prices[product_id[:15]] = price_id
-        return SalesforceConfig(product_prices=prices)
+        return SalesforceConfig(product_prices=prices, bill_closed_won_from=self.date(
+            section.get("bill_closed_won_from"), "salesforce.bill_closed_won_from"))
+
+    def date(self, value: Any, path: str) -> dt.date | None:
+        if value is None or isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            self.problem(path, f"{value!r} is not a date", "write it as YYYY-MM-DD, e.g. 2026-12-01")
+            return None

@@ -255,6 +255,26 @@ def test_edit_after_billing_is_reported_not_billed_again(world):
     assert problem["error_code"] == "OPPORTUNITY_CHANGED_AFTER_BILLING"
     assert problem["message"] == "opportunity changed after billing: amount 1200.00 → 1500.00"
 
+    world.salesforce.state.update("OpportunityLineItem", line["Id"], {"TotalPrice": Decimal("1200.00")})
+    world.run()
+
+    assert [e for e in world.exceptions() if e["external_id"] == deal] == []
+    assert len(world.billed("invoice", deal)) == 1
+
+
+def test_deals_closed_before_the_billing_start_date_are_not_billed(world):
+    data = yaml.safe_load(world.mapping_path.read_text())
+    data["salesforce"]["bill_closed_won_from"] = (DAY + dt.timedelta(days=1)).isoformat()
+    world.mapping_path.write_text(yaml.safe_dump(data))
+    old = world.deal("Old", [("onboarding", 1, "1200.00")])  # closed on DAY
+    new = world.deal("New", [("onboarding", 1, "1200.00")])
+    world.salesforce.state.update("Opportunity", new, {"CloseDate": (DAY + dt.timedelta(days=1)).isoformat()})
+
+    world.run()
+
+    assert world.billed("invoice", old) == []
+    assert len(world.billed("invoice", new)) == 1
+
 
 def _pay(world: World, invoice_id: str) -> None:
     world.box.client.v1.invoices.pay(invoice_id, {"payment_method": "pm_card_visa"})

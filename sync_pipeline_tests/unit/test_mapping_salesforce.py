@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from sync_pipeline.mapping import salesforce as sfm
 from sync_pipeline.mapping.field_mapping import FieldMapping, FieldMappingError, SalesforceConfig
+from sync_pipeline.mapping.netsuite import map_customer
 from sync_pipeline.schemas.salesforce import validate_plans
 
+ROOT = Path(__file__).resolve().parents[2]
 PRO, SETUP, UNMAPPED = "01t5g0000000001AAA", "01t5g0000000002AAA", "01t5g0000000003AAA"
 CONFIG = SalesforceConfig(product_prices={PRO[:15]: "price_pro", SETUP[:15]: "price_setup"})
 PRICES = {
@@ -121,3 +124,27 @@ def test_field_mapping_reads_product_prices_and_names_bad_lines():
         FieldMapping.from_dict({"salesforce": {"product_prices": {"Pro plan": "price_pro", SETUP: "prod_x"}}})
     assert "salesforce.product_prices.Pro plan: 'Pro plan' is not a Salesforce Product2 id" in str(raised.value)
     assert f"salesforce.product_prices.{SETUP}: 'prod_x' is not a Stripe price id" in str(raised.value)
+
+
+def test_billing_start_date_is_read_and_checked():
+    mapping = FieldMapping.from_dict({"salesforce": {"bill_closed_won_from": "2026-12-01"}})
+    assert str(mapping.salesforce.bill_closed_won_from) == "2026-12-01"
+    with pytest.raises(FieldMappingError, match="salesforce.bill_closed_won_from: 'Dec 1' is not a date"):
+        FieldMapping.from_dict({"salesforce": {"bill_closed_won_from": "Dec 1"}})
+
+
+def test_netsuite_customer_of_a_salesforce_account_carries_its_id_and_billing_address():
+    mapping = FieldMapping.load(ROOT / "field_mapping.yaml")
+    customer = {"id": "cus_1", "name": "Acme Corp", "currency": "usd",
+                "metadata": {"salesforce_account_id": "0015g0000000001AAA"},
+                "address": {"line1": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US",
+                            "line2": None, "state": None}}
+
+    [record] = map_customer(customer, mapping).records
+    plain = map_customer({**customer, "metadata": {}}, mapping).records[0]
+
+    assert record.body["companyName"] == "Acme Corp"
+    assert record.body["custentity_sf_account_id"] == "0015g0000000001AAA"
+    assert record.body["addressBook"]["items"][0]["addressBookAddress"] == {
+        "addr1": "1 Main St", "city": "Springfield", "zip": "12345", "country": "US"}
+    assert "custentity_sf_account_id" not in plain.body and "addressBook" not in plain.body
