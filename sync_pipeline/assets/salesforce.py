@@ -391,16 +391,36 @@ def _netsuite_ids(ledger: Ledger, record_type: str, stripe_ids: Iterable[str]) -
     return {external[e]: entry.internal_id for e, entry in found.items()}
 
 
+def writeback_hash(record: Mapping[str, Any], record_id: str) -> str:
+    """The ledger hash of a write-back, the same whichever field the upsert matched on."""
+    return content_hash({**record, "Id": record_id})
+
+
+def _settled(entry: LedgerEntry, written: Mapping[str, LedgerEntry], netsuite_invoices: Mapping[str, str]) -> bool:
+    """A one-off invoice Salesforce already shows as refunded or void cannot change again: Stripe need not be asked."""
+    known = written.get(entry.external_id)
+    if known is None or not entry.internal_id.startswith("in_"):
+        return False
+    netsuite_id = netsuite_invoices.get(entry.internal_id)
+    return any(writeback_hash(sfm.opportunity_writeback(entry.external_id, entry.internal_id, status, netsuite_id),
+                              entry.external_id) == known.content_hash for status in sfm.FINAL_STATUSES)
+
+
 def plan_writebacks(ledger: Ledger, billing: StripeBilling, now: int) -> list[_Writeback]:
     """What Salesforce should show for every billed opportunity and its account, from Stripe's current state."""
-    billed = [e for e in ledger.entries(target=sfm.STRIPE_TARGET) if e.record_type == sfm.BILLED_OPPORTUNITY]
-    customers = [e for e in ledger.entries(target=sfm.STRIPE_TARGET) if e.record_type == sfm.STRIPE_CUSTOMER]
-    written = {e.external_id for e in ledger.entries(target=sfm.SALESFORCE_TARGET) if e.record_type == "Opportunity"}
-    invoices = {e.external_id: current_invoice(billing, e.internal_id) for e in billed}
-    netsuite_invoices = _netsuite_ids(ledger, "invoice", [i["id"] for i in invoices.values() if i])
+    stripe_entries = ledger.entries(target=sfm.STRIPE_TARGET)
+    billed = [e for e in stripe_entries if e.record_type == sfm.BILLED_OPPORTUNITY]
+    customers = [e for e in stripe_entries if e.record_type == sfm.STRIPE_CUSTOMER]
+    written = {e.external_id: e for e in ledger.entries(target=sfm.SALESFORCE_TARGET) if e.record_type == "Opportunity"}
+    one_off = [e.internal_id for e in billed if e.internal_id.startswith("in_")]
+    netsuite_invoices = _netsuite_ids(ledger, "invoice", one_off)
+    active = [e for e in billed if not _settled(e, written, netsuite_invoices)]
+    invoices = {e.external_id: current_invoice(billing, e.internal_id) for e in active}
+    netsuite_invoices.update(_netsuite_ids(ledger, "invoice", [i["id"] for i in invoices.values()
+                                                               if i and i["id"] not in netsuite_invoices]))
     netsuite_customers = _netsuite_ids(ledger, "customer", [e.internal_id for e in customers])
     plans = []
-    for entry in billed:
+    for entry in active:
         invoice = invoices[entry.external_id]
         status = sfm.billing_status(invoice, _refunded_minor(invoice), now) if invoice else sfm.NOT_BILLED
         netsuite_id = netsuite_invoices.get(invoice["id"]) if invoice else None
@@ -441,7 +461,7 @@ def write_back(salesforce: SalesforceResource, ledger: Ledger, billing: StripeBi
     done = {(e.record_type, e.external_id): e for e in ledger.entries(target=sfm.SALESFORCE_TARGET)}
     groups: dict[tuple[str, str], list[_Writeback]] = {}
     for item in plans:
-        digest = content_hash({**item.record, "Id": item.record_id})
+        digest = writeback_hash(item.record, item.record_id)
         known = done.get((item.sobject, item.record_id))
         if known is not None and known.content_hash == digest:
             report.outcomes.append(_outcome(item, UNCHANGED))
@@ -456,7 +476,7 @@ def write_back(salesforce: SalesforceResource, ledger: Ledger, billing: StripeBi
             if result.success:
                 report.salesforce_records_written += 1
                 synced.append(LedgerEntry(sfm.SALESFORCE_TARGET, sobject, item.record_id, result.id or item.record_id,
-                                          content_hash({**item.record, "Id": item.record_id}),
+                                          writeback_hash(item.record, item.record_id),
                                           source_id=item.stripe_id, run_id=run_id))
                 report.outcomes.append(_outcome(item, WRITTEN))
             else:

@@ -302,9 +302,23 @@ def test_paid_then_refunded_invoice_shows_on_the_opportunity_with_its_netsuite_i
     assert (address["addr1"], address["city"], address["zip"]) == ("1 Main St", "Springfield", "12345")
 
     world.box.client.v1.refunds.create({"charge": world.box.charge_of(invoice["id"])})
-    world.run("salesforce_billing_writeback")
+    reads_before = _invoice_reads(world, lambda: world.run("salesforce_billing_writeback"))
 
     assert world.opportunity(deal)["Billing_Status__c"] == "Refunded"
+    # Refunded is final: later runs neither ask Stripe about the invoice nor write to Salesforce.
+    results = []
+    assert reads_before > 0
+    assert _invoice_reads(world, lambda: results.append(world.run("salesforce_billing_writeback"))) == 0
+    assert results[0].asset_materializations_for_node("salesforce_billing_writeback")[0].metadata[
+        "salesforce_records_written"].value == 0
+
+
+def _invoice_reads(world: World, action) -> int:
+    """How many times Stripe was asked for an invoice while `action` ran."""
+    requests.post(f"{world.box.stripe_url}/_sandbox/stats/reset", timeout=10).raise_for_status()
+    action()
+    routes = requests.get(f"{world.box.stripe_url}/_sandbox/stats", timeout=10).json()["by_route"]
+    return sum(count for route, count in routes.items() if route.startswith("GET /v1/invoices/"))
 
 
 def test_write_back_matching_several_opportunities_is_an_exception_with_their_ids(world):
