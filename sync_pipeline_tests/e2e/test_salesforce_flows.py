@@ -44,19 +44,20 @@ class World:
 
     # -- Salesforce -------------------------------------------------------------------------------
     def deal(self, name: str, lines: list[tuple[str, int, str]], currency: str = "USD",
-             account: str | None = None, won: bool = True) -> str:
+             account: str | None = None, won: bool = True, at: dt.datetime | None = None) -> str:
+        """An opportunity with its account and products, closed won unless `won=False` (all written `at`)."""
         state = self.salesforce.state
         account_id = account or state.insert("Account", {"Name": f"{name} Corp", "BillingStreet": "1 Main St",
                                                          "BillingCity": "Springfield", "BillingPostalCode": "12345",
-                                                         "BillingCountry": "US"})
+                                                         "BillingCountry": "US"}, at=at)
         opportunity = state.insert("Opportunity", {"Name": name, "AccountId": account_id,
                                                    "StageName": "Negotiation/Review", "CloseDate": DAY.isoformat(),
-                                                   "CurrencyIsoCode": currency})
+                                                   "CurrencyIsoCode": currency}, at=at)
         for product, quantity, total in lines:
             state.insert("OpportunityLineItem", {"OpportunityId": opportunity, "Product2Id": self.products[product],
-                                                 "Quantity": quantity, "TotalPrice": Decimal(total)})
+                                                 "Quantity": quantity, "TotalPrice": Decimal(total)}, at=at)
         if won:
-            state.update("Opportunity", opportunity, {"StageName": "Closed Won"})
+            state.update("Opportunity", opportunity, {"StageName": "Closed Won"}, at=at)
         return opportunity
 
     def opportunity(self, opportunity_id: str) -> dict:
@@ -123,7 +124,7 @@ def _catalogue(box: Sandbox) -> dict[str, str]:
 @pytest.fixture
 def world(tmp_path, monkeypatch) -> Iterator[World]:
     database_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-    salesforce = start_salesforce()
+    salesforce = start_salesforce(query_batch_size=2)  # SOQL paging on every read
     try:
         with running_sandbox(tmp_path, monkeypatch, database_url=database_url) as box:
             for name, value in salesforce.env().items():
@@ -176,6 +177,22 @@ def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str
 
     with dg.build_sensor_context(cursor=cursor, resources={"salesforce": build_salesforce_resource()}) as context:
         return salesforce_closed_won_sensor(context), context.cursor
+
+
+def test_opportunities_are_read_incrementally_from_the_high_water_mark_with_a_look_back(world):
+    now = dt.datetime.now(dt.timezone.utc)
+    hour_old = world.deal("Hour old", [("pro", 1, "600.00")], at=now - dt.timedelta(hours=1))
+    recent = world.deal("Recent", [("pro", 1, "600.00")], at=now - dt.timedelta(minutes=3))
+    # (Without the write-back, which touches the billed opportunities and so brings them back next time.)
+    assert world.run("salesforce_opportunities", BILLING).success
+    new = world.deal("New", [("onboarding", 1, "1200.00")])
+
+    second = world.run("salesforce_opportunities", BILLING)
+
+    read = second.asset_materializations_for_node("salesforce_opportunities")[0].metadata["opportunities"].value
+    assert read == 2  # `recent` again (inside the 5-minute look-back) and `new`; not `hour_old`
+    assert [len(world.billed("subscription", d)) for d in (hour_old, recent)] == [1, 1]
+    assert len(world.billed("invoice", new)) == 1
 
 
 def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
