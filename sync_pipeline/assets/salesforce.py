@@ -218,13 +218,14 @@ class StripeBilling:
                                                  idempotency_key=sfm.idempotency_key(plan.opportunity_id, "finalize"))
         return str(finalized["id"])
 
+    def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
+        client = self.stripe.get_client()
+        return self._read(lambda: client.v1.subscriptions.retrieve(subscription_id).to_dict(),
+                          f"GET /v1/subscriptions/{subscription_id}")
+
     def billed_metadata(self, stripe_id: str) -> dict[str, str]:
-        if stripe_id.startswith("sub_"):
-            client = self.stripe.get_client()
-            found = self._read(lambda: client.v1.subscriptions.retrieve(stripe_id).to_dict(),
-                               f"GET /v1/subscriptions/{stripe_id}")
-        else:
-            found = self.stripe.retrieve_invoice(stripe_id)
+        found = (self.retrieve_subscription(stripe_id) if stripe_id.startswith("sub_")
+                 else self.stripe.retrieve_invoice(stripe_id))
         return dict(found.get("metadata") or {})
 
 
@@ -375,9 +376,7 @@ def current_invoice(billing: StripeBilling, stripe_id: str) -> dict[str, Any] | 
     """The invoice whose state the opportunity shows: its own, or its subscription's latest."""
     invoice_id = stripe_id
     if stripe_id.startswith("sub_"):
-        client = billing.stripe.get_client()
-        subscription = billing._read(lambda: client.v1.subscriptions.retrieve(stripe_id).to_dict(),
-                                     f"GET /v1/subscriptions/{stripe_id}")
+        subscription = billing.retrieve_subscription(stripe_id)
         latest = subscription.get("latest_invoice")
         invoice_id = latest.get("id") if isinstance(latest, dict) else latest
         if not invoice_id:
@@ -497,6 +496,14 @@ def _outcome(item: _Writeback, action: str, issue: SyncIssue | None = None) -> d
 
 # -- assets ----------------------------------------------------------------------------------------------
 
+def _problems_markdown(outcomes: pd.DataFrame, id_column: str, limit: int = 10) -> str:
+    problems = outcomes[outcomes["error_code"].notna()]
+    if problems.empty:
+        return "No exceptions."
+    table = problems.head(limit)[[id_column, "error_code", "message", "fix"]].to_markdown(index=False)
+    return table + (f"\n\n…and {len(problems) - limit} more in `sync_exceptions`." if len(problems) > limit else "")
+
+
 @dg.asset(group_name=GROUP, description="Salesforce Accounts changed since the last run (SystemModstamp high-water "
                                         "mark with a look-back), as a snapshot.")
 def salesforce_accounts(context: dg.AssetExecutionContext, salesforce: SalesforceResource,
@@ -545,7 +552,8 @@ def stripe_billing_from_opportunities(context: dg.AssetExecutionContext, salesfo
     frame = report.frame()
     failed = report.counts()[FAILED]
     context.add_output_metadata({**report.counts(), "stripe_writes": report.stripe_writes, "retried": len(retry),
-                                 "high_water_mark": newest or ""})
+                                 "high_water_mark": newest or "",
+                                 "exceptions": dg.MetadataValue.md(_problems_markdown(frame, "opportunity_id"))})
     if failed:
         raise dg.Failure(description=f"{failed} opportunity billing(s) failed in Stripe; see sync_exceptions "
                                      f"(retried on the next run): {report.counts()}")
@@ -559,5 +567,7 @@ def salesforce_billing_writeback(context: dg.AssetExecutionContext, salesforce: 
                                  stripe: StripeResource, ledger: LedgerResource) -> pd.DataFrame:
     store = ledger.get_ledger()
     report = write_back(salesforce, store, StripeBilling(stripe, store), run_id=context.run.run_id)
-    context.add_output_metadata({**report.counts(), "salesforce_records_written": report.salesforce_records_written})
-    return report.frame()
+    frame = report.frame()
+    context.add_output_metadata({**report.counts(), "salesforce_records_written": report.salesforce_records_written,
+                                 "exceptions": dg.MetadataValue.md(_problems_markdown(frame, "record_id"))})
+    return frame

@@ -400,3 +400,21 @@ def test_session_id_expiring_mid_run_fails_saying_what_to_set(world):
     # Billed in Stripe and in the ledger; the write-back waits for the next run with a valid session.
     assert len(world.billed("invoice", deal)) == 1
     assert world.opportunity(deal).get("Stripe_Invoice_Id__c") is None
+
+
+def test_expired_session_id_fails_the_run_with_the_message(world, monkeypatch):
+    for name in ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN"):
+        monkeypatch.delenv(name)
+    world.salesforce.state.expire_sessions()
+
+    result = world.run(raise_on_error=False)
+
+    assert not result.success
+    failures = result.get_step_failure_events()
+    assert {f.step_key for f in failures} == {"salesforce_accounts", "salesforce_opportunities"}
+    for failure in failures:
+        error, texts = failure.step_failure_data.error, []
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause
+        assert any(SESSION_ID_EXPIRED_MESSAGE in text for text in texts), texts
