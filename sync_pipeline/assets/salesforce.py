@@ -261,8 +261,11 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
     exceptions: list[ExceptionRow] = []
     adopted: list[LedgerEntry] = []
     to_plan = []
+    # Not to be billed (any more): an earlier exception about billing them no longer applies.
+    settled = [o["Id"] for o in opportunities if o["Id"] not in won]
     for opportunity_id, opportunity in won.items():
         if _closed_before_start(opportunity, config):
+            settled.append(opportunity_id)
             report.add(None, opportunity_id, BEFORE_START)
             continue
         entry = billed.get(opportunity_id)
@@ -292,8 +295,9 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
             exceptions.append(_exception(issue))
             report.add(plan, plan.opportunity_id, CHANGED, stripe_id=entry.internal_id, issue=issue)
 
-    # An opportunity edited after billing and then restored is no longer an exception.
-    ledger.resolve_exceptions(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY, unchanged)
+    # Exceptions are re-found below when they still hold; a restored edit or a fixed problem is closed here.
+    ledger.resolve_exceptions(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY,
+                              [*settled, *unchanged, *(p.opportunity_id for p in unbilled)])
     validation = validate_plans(unbilled)
     exceptions.extend(_exception(issue) for issue in validation.issues)
     for issue in validation.issues:

@@ -151,6 +151,7 @@ def test_closed_won_subscription_and_invoice_are_billed_once_across_repeated_run
     second = world.run()
 
     assert first.success and second.success
+    assert first.asset_materializations_for_node("salesforce_accounts")[0].metadata["accounts"].value == 3
     subscriptions = world.billed("subscription", subscription_deal)
     assert len(subscriptions) == 1
     assert subscriptions[0]["items"]["data"][0]["quantity"] == 2
@@ -250,6 +251,14 @@ def test_product_without_stripe_price_is_an_exception_with_fix_then_bills_once_m
     assert problem["error_code"] == "UNMAPPED_SALESFORCE_PRODUCT"
     assert problem["value"] == world.products["training"]
     assert f"add `{world.products['training']}: price_...` under `salesforce: product_prices:`" in problem["fix"]
+
+    # A deal reopened meanwhile is no longer an exception; closed again, it is held back again.
+    world.salesforce.state.update("Opportunity", deal, {"StageName": "Negotiation/Review"})
+    world.run()
+    assert [e for e in world.exceptions() if e["external_id"] == deal] == []
+    world.salesforce.state.update("Opportunity", deal, {"StageName": "Closed Won"})
+    world.run()
+    assert [e["error_code"] for e in world.exceptions() if e["external_id"] == deal] == ["UNMAPPED_SALESFORCE_PRODUCT"]
 
     world.map_product("training")
     world.run()
