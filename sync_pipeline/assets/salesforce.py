@@ -44,6 +44,7 @@ BILLED, ALREADY_BILLED, CHANGED, QUARANTINED, FAILED = "billed", "already_billed
     "quarantined", "failed"
 BEFORE_START = "closed_before_billing_start"
 WRITTEN, UNCHANGED = "written", "unchanged"
+BILLED_ONCE_CHECK = "billed_once"
 OUTCOME_COLUMNS = ["opportunity_id", "account_id", "action", "stripe_customer_id", "stripe_id", "mode", "currency",
                    "amount", "error_code", "field", "message", "fix"]
 WRITEBACK_COLUMNS = ["sobject", "record_id", "action", "stripe_id", "billing_status", "netsuite_id", "error_code",
@@ -217,6 +218,15 @@ class StripeBilling:
         finalized = self.stripe.finalize_invoice(invoice["id"],
                                                  idempotency_key=sfm.idempotency_key(plan.opportunity_id, "finalize"))
         return str(finalized["id"])
+
+    def count_billings(self, opportunity_id: str, customer_id: str) -> int:
+        """The opportunity's subscriptions and one-off invoices in Stripe (listed, so never stale as search can be)."""
+        subscriptions = self._list(self.stripe.get_client().v1.subscriptions, {"customer": customer_id, "status": "all"},
+                                   "GET /v1/subscriptions")
+        one_off = [i for i in self.stripe.list_invoices(customer=customer_id)
+                   if not (i.get("parent") or {}).get("subscription_details")]
+        return sum(1 for o in (*subscriptions, *one_off)
+                   if (o.get("metadata") or {}).get("salesforce_opportunity_id") == opportunity_id)
 
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         client = self.stripe.get_client()
@@ -537,11 +547,26 @@ def salesforce_opportunities(context: dg.AssetExecutionContext, salesforce: Sale
     return frame
 
 
+def billed_once_check(billing: StripeBilling, report: BillingReport) -> dg.AssetCheckResult:
+    """Each opportunity billed by this run has exactly one subscription or one-off invoice in Stripe."""
+    counts = {o["opportunity_id"]: billing.count_billings(o["opportunity_id"], o["stripe_customer_id"])
+              for o in report.outcomes if o["action"] == BILLED}
+    wrong = {opportunity: n for opportunity, n in counts.items() if n != 1}
+    return dg.AssetCheckResult(
+        check_name=BILLED_ONCE_CHECK, passed=not wrong,
+        metadata={"checked": len(counts), "not_exactly_once": dg.MetadataValue.json(wrong)},
+        description=", ".join(f"{o} is billed {n} times in Stripe" for o, n in wrong.items()) or None,
+    )
+
+
 @dg.asset(group_name=GROUP, description="Each Closed-Won opportunity billed once in Stripe: a customer for its "
-                                        "Account, then a subscription (recurring prices) or a one-off invoice.")
+                                        "Account, then a subscription (recurring prices) or a one-off invoice.",
+          check_specs=[dg.AssetCheckSpec(BILLED_ONCE_CHECK, asset="stripe_billing_from_opportunities",
+                                         description="Every opportunity billed by the run has exactly one Stripe "
+                                                     "subscription or one-off invoice (listed by customer).")])
 def stripe_billing_from_opportunities(context: dg.AssetExecutionContext, salesforce_opportunities: pd.DataFrame,
                                       salesforce: SalesforceResource, stripe: StripeResource, ledger: LedgerResource,
-                                      field_mapping: FieldMappingResource) -> pd.DataFrame:
+                                      field_mapping: FieldMappingResource):
     store = ledger.get_ledger()
     opportunities = opportunities_from_frame(salesforce_opportunities)
     seen = {o["Id"] for o in opportunities}
@@ -555,13 +580,13 @@ def stripe_billing_from_opportunities(context: dg.AssetExecutionContext, salesfo
         store.set_cursor(OPPORTUNITY_CURSOR, newest)
     frame = report.frame()
     failed = report.counts()[FAILED]
-    context.add_output_metadata({**report.counts(), "stripe_writes": report.stripe_writes, "retried": len(retry),
-                                 "high_water_mark": newest or "",
-                                 "exceptions": dg.MetadataValue.md(_problems_markdown(frame, "opportunity_id"))})
     if failed:
         raise dg.Failure(description=f"{failed} opportunity billing(s) failed in Stripe; see sync_exceptions "
                                      f"(retried on the next run): {report.counts()}")
-    return frame
+    yield dg.Output(frame, metadata={**report.counts(), "stripe_writes": report.stripe_writes, "retried": len(retry),
+                                     "high_water_mark": newest or "",
+                                     "exceptions": dg.MetadataValue.md(_problems_markdown(frame, "opportunity_id"))})
+    yield billed_once_check(StripeBilling(stripe, store), report)
 
 
 @dg.asset(group_name=GROUP, deps=[stripe_billing_from_opportunities],

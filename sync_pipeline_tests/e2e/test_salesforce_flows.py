@@ -152,6 +152,9 @@ def test_closed_won_subscription_and_invoice_are_billed_once_across_repeated_run
 
     assert first.success and second.success
     assert first.asset_materializations_for_node("salesforce_accounts")[0].metadata["accounts"].value == 3
+    [billed_once] = first.get_asset_check_evaluations()
+    assert billed_once.check_name == "billed_once" and billed_once.passed
+    assert billed_once.metadata["checked"].value == 2
     subscriptions = world.billed("subscription", subscription_deal)
     assert len(subscriptions) == 1
     assert subscriptions[0]["items"]["data"][0]["quantity"] == 2
@@ -427,3 +430,20 @@ def test_expired_session_id_fails_the_run_with_the_message(world, monkeypatch):
             texts.append(error.message)
             error = error.cause
         assert any(SESSION_ID_EXPIRED_MESSAGE in text for text in texts), texts
+
+
+def test_billed_once_check_fails_when_stripe_holds_two_billings_of_a_deal(world):
+    deal = world.deal("Twice", [("onboarding", 1, "1200.00")])
+    account_id = world.opportunity(deal)["AccountId"]
+    # Someone billed the deal by hand, twice, before the pipeline ran.
+    customer = world.box.client.v1.customers.create({"name": "Twice Corp",
+                                                     "metadata": {"salesforce_account_id": account_id}})
+    for _ in range(2):
+        world.box.client.v1.invoices.create({"customer": customer.id, "currency": "usd",
+                                             "metadata": {"salesforce_opportunity_id": deal}})
+
+    result = world.run(BILLING, "salesforce_opportunities")
+
+    [billed_once] = result.get_asset_check_evaluations()
+    assert not billed_once.passed
+    assert billed_once.metadata["not_exactly_once"].value == {deal: 2}
