@@ -1,0 +1,127 @@
+"""A run killed mid-write, then re-run: no duplicate, nothing missing. And `sync-pipeline dev` serves the UI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+
+from sync_pipeline.sandbox.netsuite import start_netsuite
+from sync_pipeline.sandbox.stripe import start_stripe
+from sync_pipeline.sandbox.stripe.seeding import seed_paid_invoices
+from sync_pipeline_tests.e2e.harness import DAY, at
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+RUN_ONE_PARTITION = """
+import sys, dagster as dg
+from sync_pipeline.definitions import ALL_ASSETS, build_resources
+result = dg.materialize(ALL_ASSETS, partition_key=sys.argv[1], resources=build_resources(),
+                        instance=dg.DagsterInstance.get())
+sys.exit(0 if result.success else 1)
+"""
+
+
+def _pipeline_env(tmp_path: Path, *sandboxes) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    env = {**os.environ, "DAGSTER_HOME": str(home), "SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.sqlite'}"}
+    for sandbox in sandboxes:
+        env.update(sandbox.env())
+    return env
+
+
+def test_run_killed_mid_write_then_rerun_leaves_every_record_once(tmp_path):
+    stripe = start_stripe()
+    netsuite = start_netsuite(latency_ms=20)
+    try:
+        invoice_ids = seed_paid_invoices(stripe.state, stripe.config, 150, customers=10, start=at(DAY, 1),
+                                         spacing_seconds=60)
+        env = _pipeline_env(tmp_path, stripe, netsuite)
+        run = subprocess.Popen([sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # Kill the whole run (process group) once NetSuite has accepted some, not all, invoices.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            writes = requests.get(f"{netsuite.url}/_sandbox/stats", timeout=10).json()["writes_by_record_type"]
+            if writes.get("invoice", 0) >= 40:
+                break
+            assert run.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        invoices_before = requests.get(f"{netsuite.url}/_sandbox/records/invoice", timeout=10).json()["count"]
+        assert 40 <= invoices_before < 150
+        # What the daemon's run monitoring does for a run whose process died (dagster.yaml: run_monitoring):
+        # mark it failed and hand back its `netsuite_api` pool slot.
+        instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+        for dead in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            instance.report_run_failed(dead)
+            instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
+        instance.dispose()
+
+        rerun = subprocess.run([sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()], env=env, cwd=ROOT,
+                               capture_output=True, text=True, timeout=600)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        records = requests.get(f"{netsuite.url}/_sandbox/records/invoice", timeout=10).json()["records"]
+        external_ids = [r["externalId"] for r in records]
+        assert sorted(external_ids) == sorted(f"stripe-{i}" for i in invoice_ids)  # none missing, none twice
+        payments = requests.get(f"{netsuite.url}/_sandbox/records/customerPayment", timeout=10).json()
+        assert payments["count"] == 150
+    finally:
+        stripe.stop()
+        netsuite.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dev_serves_the_asset_graph_and_stops_with_its_children(tmp_path):
+    stripe = start_stripe()
+    netsuite = start_netsuite()
+    port = _free_port()
+    env = _pipeline_env(tmp_path, stripe, netsuite)
+    dev = subprocess.Popen([sys.executable, "-m", "sync_pipeline.cli", "dev", "--port", str(port)], env=env, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert dev.poll() is None, "sync-pipeline dev exited early"
+            time.sleep(0.5)
+        query = {"query": "{ assetNodes { assetKey { path } } }"}
+        nodes = requests.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=30).json()["data"]["assetNodes"]
+        keys = {n["assetKey"]["path"][-1] for n in nodes}
+        assert {"stripe_invoices", "netsuite_sync_plan", "netsuite_invoices", "sync_exceptions"} <= keys
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        finally:
+            try:
+                os.killpg(dev.pid, signal.SIGKILL)  # nothing should be left; never leak a daemon
+            except ProcessLookupError:
+                pass
+            stripe.stop()
+            netsuite.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2)
