@@ -184,11 +184,13 @@ class StripeBilling:
                                               idempotency_key=sfm.idempotency_key(plan.account_id, "customer"))
         return str(created["id"])
 
+    def subscriptions_of(self, customer_id: str) -> list[dict[str, Any]]:
+        subscriptions = self.stripe.get_client().v1.subscriptions
+        return self._list(subscriptions, {"customer": customer_id, "status": "all"}, "GET /v1/subscriptions")
+
     def subscription(self, plan: sfm.BillingPlan, customer_id: str) -> str:
-        client = self.stripe.get_client()
-        existing = sfm.find_by_metadata(
-            self._list(client.v1.subscriptions, {"customer": customer_id, "status": "all"}, "GET /v1/subscriptions"),
-            "salesforce_opportunity_id", plan.opportunity_id)
+        existing = sfm.find_by_metadata(self.subscriptions_of(customer_id), "salesforce_opportunity_id",
+                                        plan.opportunity_id)
         if existing is not None:
             return str(existing["id"])
         self.on_write()
@@ -221,8 +223,7 @@ class StripeBilling:
 
     def count_billings(self, opportunity_id: str, customer_id: str) -> int:
         """The opportunity's subscriptions and one-off invoices in Stripe (listed, so never stale as search can be)."""
-        subscriptions = self._list(self.stripe.get_client().v1.subscriptions, {"customer": customer_id, "status": "all"},
-                                   "GET /v1/subscriptions")
+        subscriptions = self.subscriptions_of(customer_id)
         one_off = [i for i in self.stripe.list_invoices(customer=customer_id)
                    if not (i.get("parent") or {}).get("subscription_details")]
         return sum(1 for o in (*subscriptions, *one_off)

@@ -100,7 +100,6 @@ class BillingLine:
     price_id: str | None
     quantity: int | None
     amount_minor: int | None  # the line's TotalPrice in Salesforce
-    price_amount_minor: int | None  # what Stripe bills: the price's unit_amount x quantity
     recurring: bool
     problem: str = ""  # why the mapped price cannot bill this line ("" when it can)
 
@@ -182,21 +181,24 @@ def _price_problem(price: Mapping[str, Any] | None, price_id: str, currency: str
     return ""
 
 
+def _whole_quantity(value: Decimal | None) -> int | None:
+    """Stripe bills whole, positive quantities; Salesforce allows 1.5 (None then, reported by validation)."""
+    if value is None or value <= 0 or value != value.to_integral_value():
+        return None
+    return int(value)
+
+
 def _line(raw: Mapping[str, Any], currency: str, config: SalesforceConfig,
           prices: Mapping[str, Mapping[str, Any]]) -> BillingLine:
     product_id = _text(raw.get("Product2Id"))
     price_id = config.price_for_product(product_id)
-    quantity_value = _decimal(raw.get("Quantity"))
-    quantity = int(quantity_value) if quantity_value is not None and quantity_value == quantity_value.to_integral_value() \
-        and quantity_value > 0 else None
+    quantity = _whole_quantity(_decimal(raw.get("Quantity")))
     amount_minor = _minor(_decimal(raw.get("TotalPrice")), currency) if currency else None
     price = prices.get(price_id) if price_id else None
     problem = _price_problem(price, price_id, currency, quantity, amount_minor) if price_id else ""
-    price_amount = int(price["unit_amount"]) * quantity if price and price.get("unit_amount") is not None and quantity \
-        else None
     return BillingLine(line_id=_text(raw.get("Id")), product_id=product_id, product_name=_text(raw.get("ProductName")),
                        price_id=price_id, quantity=quantity, amount_minor=amount_minor,
-                       price_amount_minor=price_amount, recurring=bool(price and price.get("recurring")),
+                       recurring=bool(price and price.get("recurring")),
                        problem=problem)
 
 

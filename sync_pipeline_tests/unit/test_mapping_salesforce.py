@@ -148,3 +148,11 @@ def test_netsuite_customer_of_a_salesforce_account_carries_its_id_and_billing_ad
     assert record.body["addressBook"]["items"][0]["addressBookAddress"] == {
         "addr1": "1 Main St", "city": "Springfield", "zip": "12345", "country": "US"}
     assert "custentity_sf_account_id" not in plain.body and "addressBook" not in plain.body
+
+
+def test_a_fractional_quantity_cannot_be_billed():
+    plan = sfm.plan_billing(opportunity([(PRO, "1.5", "900")], amount="900"), CONFIG, PRICES)
+
+    [issue] = validate_plans([plan]).issues
+
+    assert "the quantity is not a whole number" in issue.message
