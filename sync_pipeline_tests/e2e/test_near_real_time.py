@@ -66,7 +66,7 @@ class Loop:
         try:
             os.killpg(self.daemon.pid, signal.SIGTERM)
             self.daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, ProcessLookupError):
             pass
         finally:
             try:
@@ -137,6 +137,9 @@ def running_loop(tmp: Path, source: str = "webhooks", netsuite_latency_ms: float
         state = Loop(Sandbox(stripe_sandbox.url, netsuite_sandbox.url, client, home), receiver.url + WEBHOOK_PATH,
                      ledger, env, tmp / "daemon.log")
         stack.callback(state.stop_daemon)
+        # Create Dagster's SQLite storage before the daemon starts: two processes creating it at once race
+        # ("table alembic_version already exists").
+        state.instance.get_runs(limit=1)
         state.start_daemon()
         yield state
 
