@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +25,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return
         path = self._path(context)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # concurrent runs never share it
         obj.to_parquet(tmp, index=False)
         tmp.replace(path)  # atomic: a reader never sees half a snapshot
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})

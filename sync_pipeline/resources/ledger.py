@@ -151,7 +151,7 @@ class Ledger:
         self.url = url
         self.engine = engine or create_ledger_engine(url)
         if create:
-            metadata.create_all(self.engine)
+            _create_tables(self.engine)
 
     # -- helpers -------------------------------------------------------------------------------
     def _insert(self, table: sa.Table):
@@ -346,6 +346,18 @@ class Ledger:
                                           set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
         with self.engine.begin() as conn:
             conn.execute(stmt)
+
+
+def _create_tables(engine: sa.Engine, attempts: int = 5) -> None:
+    # Two processes starting at once (a sensor run and a scheduled run) may both see the tables missing;
+    # the loser's CREATE fails with "already exists", and a second look finds them.
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            if attempt == attempts - 1:
+                raise
 
 
 def create_ledger_engine(url: str) -> sa.Engine:
