@@ -36,7 +36,7 @@ def round_half_up(value: Decimal) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def _round_for_currency(amount: int, currency: str) -> int:
+def round_for_currency(amount: int, currency: str) -> int:
     # Stripe requires three-decimal amounts to end in 0.
     if exponent(currency) == 3:
         return (amount + 5) // 10 * 10
@@ -47,7 +47,7 @@ def processing_fee(amount: int, currency: str) -> int:
     basis_points = FEE_BASIS_POINTS.get(currency, DEFAULT_FEE_BASIS_POINTS)
     variable = (amount * basis_points + 5000) // 10000
     fixed = FIXED_FEE.get(currency, 30 * 10 ** max(exponent(currency) - 2, 0) if exponent(currency) else 0)
-    return _round_for_currency(variable + fixed, currency)
+    return round_for_currency(variable + fixed, currency)
 
 
 def dispute_fee(currency: str) -> int:

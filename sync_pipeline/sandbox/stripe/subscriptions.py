@@ -31,7 +31,7 @@ from sync_pipeline.sandbox.stripe.invoicing import (
     void_invoice,
 )
 from sync_pipeline.sandbox.stripe.listing import list_filtered, list_object, search
-from sync_pipeline.sandbox.stripe.money import round_half_up, to_decimal
+from sync_pipeline.sandbox.stripe.money import round_for_currency, round_half_up, to_decimal
 from sync_pipeline.sandbox.stripe.params import get_bool, get_choice, get_int, get_list, get_str, merge_metadata
 from sync_pipeline.sandbox.stripe.payments import decline_error
 from sync_pipeline.sandbox.stripe.routing import route
@@ -306,7 +306,9 @@ def _proration(
     remaining = end - proration_date
     if remaining <= 0 or end <= start:
         return None
-    amount = round_half_up(Decimal(price["unit_amount"] * quantity) * remaining / (end - start))
+    # Prorated KWD amounts must end in 0 like every three-decimal Stripe amount.
+    amount = round_for_currency(round_half_up(Decimal(price["unit_amount"] * quantity) * remaining / (end - start)),
+                                subscription["currency"])
     when = datetime.fromtimestamp(proration_date, timezone.utc).strftime("%d %b %Y")
     product = ctx.state.find(price["product"]) or {"name": price["product"]}
     description = f"{'Unused' if credit else 'Remaining'} time on {quantity} × {product['name']} after {when}"
