@@ -243,3 +243,26 @@ def test_a_daemon_restart_skips_no_event_and_processes_none_twice(loop, paid_inv
     keys = [r.tags["dagster/run_key"] for r in loop.sensor_runs()]
     assert len(keys) == len(set(keys))
     assert amount(loop.sandbox.netsuite("invoice")[f"stripe-{while_down.id}"]) == Decimal("120.00")
+
+
+def test_the_events_api_cursor_survives_a_daemon_restart(tmp_path):
+    with running_loop(tmp_path, source="events_api") as events_loop:
+        customer = events_loop.sandbox.customer("Polled Payer", "usd")
+        before = events_loop.sandbox.invoice(customer, "usd", [5000])
+        events_loop.wait_for("the first invoice", lambda: _synced_with_payment(events_loop.sandbox, before.id))
+        events_loop.wait_until_idle()
+        events_loop.stop_daemon()
+        while_down = events_loop.sandbox.invoice(customer, "usd", [7000])
+
+        events_loop.start_daemon()
+
+        events_loop.wait_for("the invoice paid while the daemon was down",
+                             lambda: _synced_with_payment(events_loop.sandbox, while_down.id))
+        events_loop.wait_until_idle()
+        runs = events_loop.sensor_runs()
+        tagged = [e for r in runs for e in r.tags[EVENTS_TAG].split(",") if e]
+        assert len(tagged) == len(set(tagged)), "an event was read again after the restart"
+        polled = {e.id for e in events_loop.sandbox.client.v1.events.list({"limit": 100}).data
+                  if e.type in ("invoice.paid", "invoice_payment.paid")}
+        assert polled <= set(tagged), "an event was skipped"
+        assert {r.tags["sync_pipeline/event_source"] for r in runs} == {"events_api"}
