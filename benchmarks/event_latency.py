@@ -11,6 +11,11 @@ so each figure is within ±1 s).
     .venv/bin/python benchmarks/event_latency.py --dequeue-interval 1    # Dagster's run queue checked every 1 s
 
 Target: p95 ≤ 15 s on this machine.
+
+Measured 2026-11-24 (2 cores, load average 5-7 from other work): webhooks p50 8-9 s, p95 13-14 s, max 16-17 s,
+17-19 runs; Events API p50 8 s, p95 13 s, max 17 s, 19 runs. Where the time goes: up to 5 s to the next
+sensor tick, ~2 s for the daemon to create the run, up to 5 s in Dagster's run queue, ~2 s to start the run
+process, ~3 s of steps before the payment is written. `--dequeue-interval 1` changed p95 by under 1 s.
 """
 
 from __future__ import annotations
