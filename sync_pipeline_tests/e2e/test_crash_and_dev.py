@@ -71,10 +71,16 @@ def test_run_killed_mid_write_then_rerun_leaves_every_record_once(tmp_path):
             instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
         instance.dispose()
 
-        rerun = subprocess.run([sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()], env=env, cwd=ROOT,
-                               capture_output=True, text=True, timeout=600)
+        rerun = subprocess.Popen([sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()], env=env, cwd=ROOT,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, stderr = rerun.communicate(timeout=300)
+        finally:
+            if rerun.poll() is None:  # never leave a stuck run behind (it would wait on its pool slot forever)
+                os.killpg(rerun.pid, signal.SIGKILL)
+                rerun.wait()
 
-        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert rerun.returncode == 0, stderr[-3000:]
         records = requests.get(f"{netsuite.url}/_sandbox/records/invoice", timeout=10).json()["records"]
         external_ids = [r["externalId"] for r in records]
         assert sorted(external_ids) == sorted(f"stripe-{i}" for i in invoice_ids)  # none missing, none twice
