@@ -18,7 +18,7 @@ from sync_pipeline.resources.stripe import StripeResource
 
 # One list call brings each invoice with its customer, payments and the charge behind each payment.
 INVOICE_EXPAND = ("data.customer", "data.payments", "data.payments.data.payment.payment_intent.latest_charge")
-CHARGE_EXPAND = ("data.customer", "data.refunds")
+CHARGE_EXPAND = ("data.refunds",)
 # Look-ups per document (refunds of a refunded charge, the invoice behind a charge) run in parallel,
 # well under Stripe's 100 read requests/s.
 STRIPE_LOOKUP_THREADS = 8
@@ -59,13 +59,28 @@ def _refunds_of(stripe: StripeResource, charge: dict) -> list[dict]:
     return list(stripe.list_refunds(charge=charge["id"]))
 
 
+def _collapse(obj: dict | None) -> dict | str | None:
+    return obj["id"] if isinstance(obj, dict) and obj.get("id") else obj
+
+
 def invoice_tree(stripe: StripeResource, invoice: dict) -> dict:
-    """The invoice with everything the mapping needs: customer, payments, their charges and refunds."""
+    """The invoice with everything the mapping needs: customer, payments, their charges and refunds.
+
+    Each object appears once (expanded copies inside the invoice are replaced by their ids), which
+    halves what a partition of tens of thousands of invoices holds in memory and on disk.
+    """
     payments = _payments(invoice)
     charges = [c for c in (_charge_of_payment(p) for p in payments) if c is not None]
     refunds = [r for c in charges for r in _refunds_of(stripe, c)]
     customer = invoice.get("customer") if isinstance(invoice.get("customer"), dict) else None
-    return {"invoice": invoice, "customer": customer, "invoice_payments": payments, "charges": charges,
+    slim_payments = []
+    for invoice_payment in payments:
+        payment = dict(invoice_payment.get("payment") or {})
+        for field in ("payment_intent", "charge"):
+            payment[field] = _collapse(payment.get(field))
+        slim_payments.append({**invoice_payment, "payment": payment})
+    slim_invoice = {**invoice, "customer": _collapse(invoice.get("customer")), "payments": None}
+    return {"invoice": slim_invoice, "customer": customer, "invoice_payments": slim_payments, "charges": charges,
             "refunds": refunds}
 
 
@@ -81,12 +96,16 @@ def _tree_rows(trees: Iterable[dict], root: str, amount_field: str) -> pd.DataFr
     return pd.DataFrame(rows, columns=TREE_COLUMNS)
 
 
-def _parallel(fn, items: list, threads: int = STRIPE_LOOKUP_THREADS) -> Iterator:
-    if len(items) <= 1:
-        yield from map(fn, items)
-        return
+def _parallel(fn, items: Iterable, threads: int = STRIPE_LOOKUP_THREADS, chunk: int = 200) -> Iterator:
+    """`map(fn, items)` on a few threads, a chunk at a time, so a large partition is never all in memory."""
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stripe") as pool:
-        yield from pool.map(fn, items)
+        batch: list = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= chunk:
+                yield from pool.map(fn, batch)
+                batch = []
+        yield from pool.map(fn, batch)
 
 
 def _summary(frame: pd.DataFrame) -> dict[str, Any]:
@@ -102,9 +121,9 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
 )
 def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
-    invoices = list(stripe.list_invoices(created_gte=start, created_lt=end, expand=INVOICE_EXPAND))
-    trees = list(_parallel(lambda inv: invoice_tree(stripe, inv), invoices))
-    frame = _tree_rows(trees, "invoice", "total")
+    # Streamed: each page's invoices become JSON rows and are dropped before the next pages arrive.
+    invoices = stripe.list_invoices(created_gte=start, created_lt=end, expand=INVOICE_EXPAND)
+    frame = _tree_rows(_parallel(lambda inv: invoice_tree(stripe, inv), invoices), "invoice", "total")
     context.add_output_metadata(_summary(frame))
     return frame
 
@@ -135,17 +154,24 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
 def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
                    stripe_invoices: pd.DataFrame) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
-    charges = list(stripe.list_charges(created_gte=start, created_lt=end, expand=CHARGE_EXPAND))
-    # Charges paying this day's invoices are known from the invoices already read; only the others
-    # (invoice-less, or paying an older invoice after a failed attempt) need a look-up each.
+    # Charges paying this day's invoices are known from the invoices already read and are dropped as they
+    # stream by; only the others (invoice-less, or paying an older invoice after a failed attempt) need a
+    # look-up each.
     same_day = _payment_intents_of(stripe_invoices)
-    unknown = [c for c in charges if _id_of(c.get("payment_intent")) not in same_day]
+    listed = 0
+    unknown = []
+    for charge in stripe.list_charges(created_gte=start, created_lt=end, expand=CHARGE_EXPAND):
+        listed += 1
+        if _id_of(charge.get("payment_intent")) not in same_day:
+            unknown.append(charge)
     invoiced_elsewhere = list(_parallel(lambda c: _belongs_to_an_invoice(stripe, c), unknown))
     standalone = [c for c, is_invoiced in zip(unknown, invoiced_elsewhere) if not is_invoiced]
-    trees = list(_parallel(lambda c: {"charge": c, "customer": c.get("customer") if isinstance(c.get("customer"), dict)
-                                      else None, "refunds": _refunds_of(stripe, c)}, standalone))
+    customer_ids = sorted({_id_of(c.get("customer")) for c in standalone} - {None})
+    customers = dict(zip(customer_ids, _parallel(stripe.retrieve_customer, customer_ids)))
+    trees = list(_parallel(lambda c: {"charge": c, "customer": customers.get(_id_of(c.get("customer"))),
+                                      "refunds": _refunds_of(stripe, c)}, standalone))
     frame = _tree_rows(trees, "charge", "amount")
-    context.add_output_metadata({**_summary(frame), "invoiced_charges_left_to_their_invoice": len(charges) - len(standalone)})
+    context.add_output_metadata({**_summary(frame), "invoiced_charges_left_to_their_invoice": listed - len(standalone)})
     return frame
 
 
