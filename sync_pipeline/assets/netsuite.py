@@ -7,7 +7,7 @@ type writes in NetSuite's dependency order: customer → invoice → payment →
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 import dagster as dg
@@ -18,6 +18,7 @@ from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id
 from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import to_decimal
+from sync_pipeline.assets.stripe import read_trees
 from sync_pipeline.partitions import daily_partitions
 from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.field_mapping import FieldMappingResource
@@ -81,10 +82,6 @@ def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteR
             for row in rows.itertuples(index=False)]
 
 
-def _trees(frame: pd.DataFrame) -> Iterator[dict]:
-    return (jsonbody.loads(t) for t in frame["tree"])
-
-
 def required_fields_check(plan: pd.DataFrame, fm: FieldMapping) -> dg.AssetCheckResult:
     """Blocking: every record about to be written has what NetSuite requires.
 
@@ -127,20 +124,22 @@ def _issues_markdown(frame: pd.DataFrame, limit: int = 10) -> str:
 def netsuite_sync_plan(context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame, stripe_charges: pd.DataFrame,
                        field_mapping: FieldMappingResource, ledger: LedgerResource):
     fm = field_mapping.load()
-    mapped = map_partition(_trees(stripe_invoices), _trees(stripe_charges), fm)
+    mapped = map_partition(read_trees(stripe_invoices), read_trees(stripe_charges), fm)
     outcome = validate_records(mapped.records, fm)
     issues = [*mapped.issues, *outcome.issues]
     sync.quarantine(issues, ledger.get_ledger(), context.partition_key, context.run.run_id)
     plan = plan_frame(outcome.valid, issues, mapped.skips)
     counts = plan.groupby(["record_type", "status"]).size()
-    yield dg.Output(plan, metadata={
+    metadata = {
         "to_write": dg.MetadataValue.json({t: int(counts.get((t, VALID), 0)) for t in SYNC_ORDER}),
         "quarantined": len(issues),
         "skipped": len(mapped.skips),
         "skipped_reasons": dg.MetadataValue.json(
             {k: int(v) for k, v in pd.Series([s.reason.split(":")[0] for s in mapped.skips]).value_counts().items()}
         ),
-    })
+    }
+    del mapped, outcome, issues  # the check below re-reads the write set from the plan: hold one copy, not two
+    yield dg.Output(plan, metadata=metadata)
     yield required_fields_check(plan, fm)
 
 

@@ -6,6 +6,8 @@ refunds), so the mapping sees one consistent snapshot and never calls Stripe its
 
 
 from collections.abc import Iterable, Iterator
+import itertools
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -84,6 +86,20 @@ def invoice_tree(stripe: StripeResource, invoice: dict) -> dict:
             "refunds": refunds}
 
 
+def pack_tree(tree: dict) -> bytes:
+    """A document tree as compressed exact JSON: a partition of 20,000 invoices stays well under 1 GiB."""
+    return zlib.compress(jsonbody.dumps(tree).encode(), 1)
+
+
+def unpack_tree(cell: bytes) -> dict:
+    return jsonbody.loads(zlib.decompress(cell))
+
+
+def read_trees(frame: pd.DataFrame) -> Iterator[dict]:
+    """The document trees of an extract asset's frame, one at a time."""
+    return (unpack_tree(cell) for cell in frame["tree"])
+
+
 def _tree_rows(trees: Iterable[dict], root: str, amount_field: str) -> pd.DataFrame:
     rows = []
     for tree in trees:
@@ -91,7 +107,7 @@ def _tree_rows(trees: Iterable[dict], root: str, amount_field: str) -> pd.DataFr
         rows.append({
             "id": doc["id"], "created": int(doc["created"]), "customer_id": _id_of(doc.get("customer")),
             "currency": (doc.get("currency") or "").upper(), "status": doc.get("status"),
-            "amount_minor": int(doc.get(amount_field) or 0), "tree": jsonbody.dumps(tree),
+            "amount_minor": int(doc.get(amount_field) or 0), "tree": pack_tree(tree),
         })
     return pd.DataFrame(rows, columns=TREE_COLUMNS)
 
@@ -138,8 +154,8 @@ def _belongs_to_an_invoice(stripe: StripeResource, charge: dict) -> bool:
 
 def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
     intents = set()
-    for tree_json in stripe_invoices["tree"]:
-        for invoice_payment in jsonbody.loads(tree_json).get("invoice_payments") or ():
+    for tree in read_trees(stripe_invoices):
+        for invoice_payment in tree.get("invoice_payments") or ():
             intent = _id_of((invoice_payment.get("payment") or {}).get("payment_intent"))
             if intent:
                 intents.add(intent)
@@ -183,8 +199,8 @@ def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
 def stripe_customers(context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame,
                      stripe_charges: pd.DataFrame) -> pd.DataFrame:
     customers: dict[str, dict] = {}
-    for tree_json in list(stripe_invoices["tree"]) + list(stripe_charges["tree"]):
-        customer = jsonbody.loads(tree_json).get("customer")
+    for tree in itertools.chain(read_trees(stripe_invoices), read_trees(stripe_charges)):
+        customer = tree.get("customer")
         if isinstance(customer, dict) and customer.get("id"):
             customers[customer["id"]] = customer
     frame = pd.DataFrame(
