@@ -12,6 +12,7 @@ billing itself is idempotent (ledger, metadata look-ups, Idempotency-Keys).
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import dagster as dg
 
@@ -32,8 +33,14 @@ def closed_won_since(salesforce: SalesforceResource, cursor: str | None) -> list
     return [r for r in rows if cursor is None or r["SystemModstamp"] != cursor]
 
 
+# On by default once Salesforce is configured (a deal bills within seconds of closing; the
+# `bill_closed_won_from` date in field_mapping.yaml keeps old deals out); off otherwise, so an
+# unconfigured deployment does not fail a tick every few seconds.
+SALESFORCE_CONFIGURED = bool(os.environ.get("SALESFORCE_INSTANCE_URL"))
+
+
 @dg.sensor(name="salesforce_closed_won_sensor", job_name=SALESFORCE_TO_STRIPE_JOB, minimum_interval_seconds=5,
-           default_status=dg.DefaultSensorStatus.STOPPED,
+           default_status=dg.DefaultSensorStatus.RUNNING if SALESFORCE_CONFIGURED else dg.DefaultSensorStatus.STOPPED,
            description="New or changed Closed-Won opportunities (SystemModstamp cursor) -> a salesforce_to_stripe run.")
 def salesforce_closed_won_sensor(context: dg.SensorEvaluationContext, salesforce: SalesforceResource):
     changed = closed_won_since(salesforce, context.cursor)
@@ -47,6 +54,7 @@ def salesforce_closed_won_sensor(context: dg.SensorEvaluationContext, salesforce
 
 salesforce_to_stripe_schedule = dg.ScheduleDefinition(
     name="salesforce_to_stripe_hourly", job_name=SALESFORCE_TO_STRIPE_JOB, cron_schedule="20 * * * *",
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING if SALESFORCE_CONFIGURED else dg.DefaultScheduleStatus.STOPPED,
     description="Hourly: bill Closed-Won deals not billed yet, refresh billing status and ids in Salesforce.",
 )
