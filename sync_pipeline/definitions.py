@@ -61,8 +61,8 @@ def build_resources() -> dict[str, object]:
     return {
         "stripe": StripeResource(
             api_key=dg.EnvVar("STRIPE_API_KEY"),
-            api_base=dg.EnvVar("STRIPE_API_BASE") if os.environ.get("STRIPE_API_BASE") else None,
-            webhook_secret=dg.EnvVar("STRIPE_WEBHOOK_SECRET") if os.environ.get("STRIPE_WEBHOOK_SECRET") else None,
+            api_base=_optional_env("STRIPE_API_BASE"),
+            webhook_secret=_optional_env("STRIPE_WEBHOOK_SECRET"),
         ),
         "netsuite": NetSuiteResource(
             account_id=dg.EnvVar("NETSUITE_ACCOUNT_ID"),
@@ -70,7 +70,7 @@ def build_resources() -> dict[str, object]:
             consumer_secret=dg.EnvVar("NETSUITE_CONSUMER_SECRET"),
             token_id=dg.EnvVar("NETSUITE_TOKEN_ID"),
             token_secret=dg.EnvVar("NETSUITE_TOKEN_SECRET"),
-            base_url=dg.EnvVar("NETSUITE_BASE_URL") if os.environ.get("NETSUITE_BASE_URL") else None,
+            base_url=_optional_env("NETSUITE_BASE_URL"),
             concurrency=dg.EnvVar.int("NETSUITE_CONCURRENCY") if os.environ.get("NETSUITE_CONCURRENCY") else 5,
         ),
         "ledger": LedgerResource(database_url=_env_or_default("SYNC_DATABASE_URL", settings.default_database_url())),

@@ -11,7 +11,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -208,7 +207,3 @@ def exceptions_markdown(outcomes: pd.DataFrame, limit: int = 10) -> str:
     table = problems.head(limit)[["external_id", "error_code", "field", "fix"]]
     more = f"\n\n…and {len(problems) - limit} more in `sync_exceptions`." if len(problems) > limit else ""
     return table.to_markdown(index=False) + more
-
-
-def decimal_totals(amounts: Mapping[str, int]) -> dict[str, Decimal]:
-    return {cur: to_decimal(minor, cur) for cur, minor in amounts.items()}
