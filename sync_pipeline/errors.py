@@ -132,16 +132,15 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ErrorKind("NONEXISTENT_FIELD",
               "NetSuite rejected {record_label} {external_id}: there is no field `{field}` on this record ({detail})",
               "remove or rename `{field}` in the defaults of field_mapping.yaml"),
-    ErrorKind("NETSUITE_AUTH",
-              "NetSuite refused the credentials ({detail})",
-              "check NETSUITE_ACCOUNT_ID and the NETSUITE_CONSUMER_*/NETSUITE_TOKEN_* variables, that the token "
-              "is active and that its role has Web Services access (Login Audit Trail in NetSuite shows why)"),
-    ErrorKind("NETSUITE_PERMISSION",
-              "NetSuite denied the integration role access to {record_label} records ({detail})",
-              "give the integration role permission for {record_label} records in NetSuite"),
     ErrorKind("NETSUITE_RATE_LIMITED",
               "NetSuite's concurrency limit was exceeded while writing {record_label} {external_id}",
               "none needed: retried automatically; if it persists lower NETSUITE_CONCURRENCY to the account's limit",
+              retryable=True),
+    ErrorKind("NETSUITE_NO_ANSWER",
+              "NetSuite did not answer the write of {record_label} {external_id} after {attempts} attempt(s) "
+              "({detail}); NetSuite may or may not have saved it",
+              "none needed: NetSuite did not answer; the next run retries it (an upsert by external id cannot "
+              "create a duplicate); if it persists check the network to NetSuite and NetSuite's status page",
               retryable=True),
     ErrorKind("NETSUITE_UNAVAILABLE",
               "NetSuite failed with HTTP {status} while writing {record_label} {external_id} ({detail})",
@@ -233,8 +232,6 @@ def missing_field_issue(record_type: str, external_id: str, source_id: str | Non
 # -- NetSuite's error bodies ------------------------------------------------------------------------
 
 RATE_LIMIT_CODES = frozenset({"CONCURRENCY_LIMIT_EXCEEDED", "REQUEST_LIMIT_EXCEEDED"})
-AUTH_CODES = frozenset({"INVALID_LOGIN", "INVALID_LOGIN_ATTEMPT", "INVALID_LOGIN_CREDENTIALS"})
-PERMISSION_CODES = frozenset({"INSUFFICIENT_PERMISSION"})
 DUPLICATE_CODES = frozenset({"DUP_RCRD", "DUP_ENTITY", "DUPLICATE_EXTERNAL_ID"})
 REFERENCE_CODES = frozenset({"INVALID_KEY_OR_REF", "INVALID_REF_KEY", "INVALID_FLD_VALUE"})
 
@@ -290,13 +287,20 @@ def _subsidiary_of(body_sent: Mapping | None) -> str | None:
     return None if ref is None else (None if ref.get("id") is None else str(ref.get("id")))
 
 
-def classify_netsuite_error(status: int, body: object, record_type: str, external_id: str,
-                            body_sent: Mapping | None = None, source_id: str | None = None) -> SyncIssue:
+def classify_netsuite_error(status: int | None, body: object, record_type: str, external_id: str,
+                            body_sent: Mapping | None = None, source_id: str | None = None,
+                            attempts: int = 1, value_sources: Mapping[str, str] | None = None) -> SyncIssue:
     """Turn NetSuite's error response into a catalogue SyncIssue (field, value, fix, retryable).
 
+    `status` None means no HTTP answer came after `attempts` tries (`body` then says what broke);
     `body` is the parsed JSON error body (anything else, e.g. an HTML error page, is tolerated);
-    `body_sent` is the record body that was sent, used to tell a config value from a dependency.
+    `body_sent` is the record body that was sent, used to tell a config value from a dependency;
+    `value_sources` says where a body field's value came from when not from field_mapping.yaml's defaults.
+    Authentication and permission failures never get here: they stop the step (`AccessDenied`).
     """
+    common = dict(record_type=record_type, external_id=external_id, source_id=source_id)
+    if status is None:
+        return make_issue("NETSUITE_NO_ANSWER", **common, attempts=attempts, detail=str(body or "no response"))
     details = _error_details(body)
     first = details[0] if details else {}
     netsuite_code = str(first.get("o:errorCode") or "")
@@ -305,19 +309,14 @@ def classify_netsuite_error(status: int, body: object, record_type: str, externa
         str(body.get("title")) if isinstance(body, Mapping) and body.get("title") else str(body or "")[:300]
     )
     codes = {str(d.get("o:errorCode") or "") for d in details}
-    common = dict(record_type=record_type, external_id=external_id, source_id=source_id)
 
     if status == 429 or codes & RATE_LIMIT_CODES:
         return make_issue("NETSUITE_RATE_LIMITED", **common, detail=detail)
     if status >= 500:
         return make_issue("NETSUITE_UNAVAILABLE", **common, status=status, detail=detail)
-    if status == 401 or codes & AUTH_CODES:
-        return make_issue("NETSUITE_AUTH", **common, detail=detail)
-    if status == 403 or codes & PERMISSION_CODES:
-        return make_issue("NETSUITE_PERMISSION", **common, detail=detail)
 
     for item in details:
-        issue = _classify_detail(item, body_sent, common)
+        issue = _classify_detail(item, body_sent, common, value_sources or {})
         if issue is not None:
             return issue
     if status == 404:
@@ -326,7 +325,8 @@ def classify_netsuite_error(status: int, body: object, record_type: str, externa
                       detail=detail or "(no detail)")
 
 
-def _classify_detail(item: Mapping, body_sent: Mapping | None, common: dict) -> SyncIssue | None:
+def _classify_detail(item: Mapping, body_sent: Mapping | None, common: dict,
+                     value_sources: Mapping[str, str]) -> SyncIssue | None:
     record_type = common["record_type"]
     text = str(item.get("detail") or "")
     code = str(item.get("o:errorCode") or "")
@@ -347,11 +347,13 @@ def _classify_detail(item: Mapping, body_sent: Mapping | None, common: dict) -> 
         return make_issue("CURRENCY_NOT_ALLOWED", **common, field="currency", value=ref.get("id"),
                           currency=f"currency id {ref.get('id', '?')}", subsidiary=subsidiary or "?")
     if match := _INVALID_VALUE.search(text):
-        return _reference_issue(path or match["field"].rstrip("."), match["value"].strip(), text, body_sent, common)
+        return _reference_issue(path or match["field"].rstrip("."), match["value"].strip(), text, body_sent, common,
+                                value_sources)
     if code in REFERENCE_CODES:
         field = path or "?"
         ref = _ref_in(body_sent, field) or {}
-        return _reference_issue(field, str(ref.get("id") or ref.get("externalId") or "?"), text, body_sent, common)
+        return _reference_issue(field, str(ref.get("id") or ref.get("externalId") or "?"), text, body_sent, common,
+                                value_sources)
     if code in DUPLICATE_CODES or _ALREADY_EXISTS.search(text):
         return make_issue("DUPLICATE_EXTERNAL_ID", **common, field="externalId", value=common["external_id"],
                           detail=f" (NetSuite: {text})")
@@ -368,12 +370,20 @@ def _classify_detail(item: Mapping, body_sent: Mapping | None, common: dict) -> 
     return None
 
 
-def _reference_issue(field: str, value: str, detail: str, body_sent: Mapping | None, common: dict) -> SyncIssue:
+def _reference_issue(field: str, value: str, detail: str, body_sent: Mapping | None, common: dict,
+                     value_sources: Mapping[str, str]) -> SyncIssue:
     ref = _ref_in(body_sent, field)
     if ref is not None and ref.get("externalId"):
         # A reference by external id to a record we sync: it is missing because it did not sync yet.
         return make_issue("DEPENDENCY_NOT_SYNCED", **common, field=field, value=ref["externalId"])
-    if field == "subsidiary":
+    source = value_sources.get(field.split(".")[0])
+    if source and "metadata." in source:
+        how = (f"the NetSuite id {value} for `{field}` comes from {source}: set it to the internal id of an active "
+               "NetSuite record, or remove that metadata key in Stripe so the customer syncs as its own NetSuite "
+               "customer")
+    elif source:
+        how = f"the NetSuite id {value} for `{field}` comes from {source}: replace it with an active internal id"
+    elif field == "subsidiary":
         # The subsidiary comes from the currency; NetSuite also refuses it when the customer belongs elsewhere.
         how = (f"subsidiary {value} comes from `currencies:` in {FIELD_MAPPING_FILE}: check that it exists and is "
                "active, and that the customer belongs to it (a NetSuite customer has one subsidiary: map the "

@@ -18,6 +18,7 @@ import pandas as pd
 from sync_pipeline.errors import SyncIssue, classify_netsuite_error, make_issue
 from sync_pipeline.mapping.money import to_decimal
 from sync_pipeline.mapping.netsuite import NetSuiteRecord
+from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry, content_hash
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError
 
@@ -106,24 +107,66 @@ def _dependency_internal_ids(records: Sequence[NetSuiteRecord], ledger: Ledger) 
 def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient, ledger: Ledger,
                    partition_key: str | None, run_id: str | None, record_type: str,
                    log: Callable[[str], None] = lambda _msg: None) -> SyncReport:
-    """Upsert every record whose content changed since the ledger last saw it; never raises per record."""
+    """Upsert every record whose content changed since the ledger last saw it.
+
+    Never raises for a record: its problem is an exception row and an outcome. Raises `AccessDenied`
+    (after booking what NetSuite already answered) when NetSuite refuses the credentials or a permission.
+    """
     report = SyncReport(record_type)
     started = time.perf_counter()
     existing = ledger.lookup(TARGET, record_type, [r.external_id for r in records])
     internal_ids = _dependency_internal_ids(records, ledger)
     exceptions: list[ExceptionRow] = []
+    pending_ledger: list[LedgerEntry] = []
     to_send: list[tuple[NetSuiteRecord, dict, str]] = []
+    denied: AccessDenied | None = None
+
+    def book_problem(record: NetSuiteRecord, issue: SyncIssue, action: str) -> None:
+        exceptions.append(issue_to_exception(issue))
+        report.add(record.record_type, record.external_id, record.source_id, action, issue=issue,
+                   currency=record.currency, amount_minor=record.amount_minor)
+
+    def flush() -> None:
+        ledger.record_synced(pending_ledger)
+        pending_ledger.clear()
+
+    def settle(future: Future, record: NetSuiteRecord, body: dict, digest: str) -> None:
+        """Book one finished upsert: the ledger when NetSuite answered with an id, else an exception."""
+        nonlocal denied
+        try:
+            internal_id = future.result()
+        except AccessDenied as error:
+            denied = denied or error  # systemic: no record is blamed for it
+        except NetSuiteError as error:
+            answered = error.status is not None
+            issue = classify_netsuite_error(error.status, error.body if answered else error.detail,
+                                            record.record_type, record.external_id, body if answered else None,
+                                            source_id=record.source_id, attempts=error.attempts,
+                                            value_sources=dict(record.value_sources))
+            book_problem(record, issue, FAILED if issue.retryable else QUARANTINED)
+        except Exception as error:  # unexpected: kept as a failure the next run retries, never lost
+            book_problem(record, make_issue("NETSUITE_NO_ANSWER", record_type=record.record_type,
+                                            external_id=record.external_id, source_id=record.source_id,
+                                            attempts="?", detail=type(error).__name__), FAILED)
+        else:
+            report.writes += 1
+            action = UPDATED if record.external_id in existing else CREATED
+            report.add(record.record_type, record.external_id, record.source_id, action,
+                       internal_id=internal_id, currency=record.currency, amount_minor=record.amount_minor)
+            pending_ledger.append(LedgerEntry(TARGET, record.record_type, record.external_id, internal_id,
+                                              digest, source_id=record.source_id,
+                                              partition_key=partition_key, run_id=run_id))
+            if len(pending_ledger) >= LEDGER_BATCH:
+                flush()
 
     for record in records:
         try:
             body = resolve_references(record.body, internal_ids, record)
         except _Unresolved as missing:
-            issue = make_issue("DEPENDENCY_NOT_SYNCED", record_type=record.record_type, external_id=record.external_id,
-                               source_id=record.source_id, field=f"{missing.record_type} reference",
-                               value=missing.external_id)
-            exceptions.append(issue_to_exception(issue))
-            report.add(record.record_type, record.external_id, record.source_id, QUARANTINED, issue=issue,
-                       currency=record.currency, amount_minor=record.amount_minor)
+            book_problem(record, make_issue("DEPENDENCY_NOT_SYNCED", record_type=record.record_type,
+                                            external_id=record.external_id, source_id=record.source_id,
+                                            field=f"{missing.record_type} reference", value=missing.external_id),
+                         QUARANTINED)
             continue
         digest = content_hash(body)
         known = existing.get(record.external_id)
@@ -133,63 +176,40 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
             continue
         to_send.append((record, body, digest))
 
-    pending_ledger: list[LedgerEntry] = []
+    try:
+        # Threads only wait on HTTP; the client's limiter caps requests in flight at NETSUITE_CONCURRENCY.
+        # Twice as many threads as slots: the next request is signed and waiting when a slot frees up.
+        with ThreadPoolExecutor(max_workers=2 * max(1, client.concurrency), thread_name_prefix="netsuite") as pool:
+            futures: dict[Future, tuple[NetSuiteRecord, dict, str]] = {}
+            queue = iter(to_send)
+            # Bounded submission keeps memory flat for partitions of tens of thousands of records.
+            window = client.concurrency * 4
 
-    def flush() -> None:
-        ledger.record_synced(pending_ledger)
-        pending_ledger.clear()
+            def submit_next() -> bool:
+                item = None if denied else next(queue, None)
+                if item is None:
+                    return False
+                futures[pool.submit(client.upsert, item[0].record_type, item[0].external_id, item[1])] = item
+                return True
 
-    # Threads only wait on HTTP; the client's limiter caps requests in flight at NETSUITE_CONCURRENCY.
-    # Twice as many threads as slots: the next request is signed and waiting when a slot frees up.
-    with ThreadPoolExecutor(max_workers=2 * max(1, client.concurrency), thread_name_prefix="netsuite") as pool:
-        futures: dict[Future, tuple[NetSuiteRecord, dict, str]] = {}
-        queue = iter(to_send)
-        # Bounded submission keeps memory flat for partitions of tens of thousands of records.
-        window = client.concurrency * 4
-
-        def submit_next() -> bool:
-            item = next(queue, None)
-            if item is None:
-                return False
-            futures[pool.submit(client.upsert, item[0].record_type, item[0].external_id, item[1])] = item
-            return True
-
-        while len(futures) < window and submit_next():
-            pass
-        while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in done:
-                record, body, digest = futures.pop(future)
-                try:
-                    internal_id = future.result()
-                except NetSuiteError as error:
-                    issue = classify_netsuite_error(error.status, error.body, record.record_type, record.external_id,
-                                                    body)
-                    action = FAILED if issue.retryable else QUARANTINED
-                    exceptions.append(issue_to_exception(issue))
-                    report.add(record.record_type, record.external_id, record.source_id, action, issue=issue,
-                               currency=record.currency, amount_minor=record.amount_minor)
-                except Exception as error:  # network gave up after retries: the record is not lost, it is retried next run
-                    issue = make_issue("NETSUITE_UNAVAILABLE", record_type=record.record_type,
-                                       external_id=record.external_id, source_id=record.source_id,
-                                       status="(no response)", detail=type(error).__name__)
-                    exceptions.append(issue_to_exception(issue))
-                    report.add(record.record_type, record.external_id, record.source_id, FAILED, issue=issue,
-                               currency=record.currency, amount_minor=record.amount_minor)
-                else:
-                    report.writes += 1
-                    action = UPDATED if record.external_id in existing else CREATED
-                    report.add(record.record_type, record.external_id, record.source_id, action,
-                               internal_id=internal_id, currency=record.currency, amount_minor=record.amount_minor)
-                    pending_ledger.append(LedgerEntry(TARGET, record.record_type, record.external_id, internal_id,
-                                                      digest, source_id=record.source_id,
-                                                      partition_key=partition_key, run_id=run_id))
-                    if len(pending_ledger) >= LEDGER_BATCH:
-                        flush()
-                submit_next()
-    flush()
-    ledger.record_exceptions(exceptions, partition_key=partition_key, run_id=run_id)
+            while len(futures) < window and submit_next():
+                pass
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    settle(future, *futures.pop(future))
+                    submit_next()
+                if denied:
+                    # Writes not started are dropped; those in flight finish and are booked as they answer.
+                    for future in [f for f in futures if f.cancel()]:
+                        del futures[future]
+    finally:
+        # Whatever stopped the loop, what NetSuite answered is in the ledger and every problem is on record.
+        flush()
+        ledger.record_exceptions(exceptions, partition_key=partition_key, run_id=run_id)
     report.elapsed_seconds = time.perf_counter() - started
+    if denied is not None:
+        raise denied
     log(f"{record_type}: {report.counts()} in {report.elapsed_seconds:.1f}s ({report.write_rate()} writes/s)")
     return report
 

@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline import sync
+from sync_pipeline.errors import RECORD_PLURALS
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id
 from sync_pipeline.mapping.field_mapping import FieldMapping
@@ -33,7 +34,7 @@ TOTALS_CHECK = "totals_match_stripe"
 
 VALID, QUARANTINED, SKIPPED = "valid", "quarantined", "skipped"
 PLAN_COLUMNS = ["record_type", "external_id", "source_id", "status", "depends_on", "currency", "amount_minor", "body",
-                "error_code", "field", "value", "message", "fix"]
+                "value_sources", "error_code", "field", "value", "message", "fix"]
 
 # NetSuite's SuiteQL `transaction.type` per record type we write.
 TRANSACTION_TYPES = {ns.INVOICE: "CustInvc", ns.CUSTOMER_PAYMENT: "CustPymt", ns.CREDIT_MEMO: "CustCred",
@@ -63,7 +64,7 @@ def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], f
 def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequence[ns.Skip]) -> pd.DataFrame:
     rows = [{"record_type": r.record_type, "external_id": r.external_id, "source_id": r.source_id, "status": VALID,
              "depends_on": json.dumps(r.depends_on), "currency": r.currency, "amount_minor": r.amount_minor,
-             "body": jsonbody.dumps(r.body)} for r in valid]
+             "body": jsonbody.dumps(r.body), "value_sources": json.dumps(r.value_sources)} for r in valid]
     rows += [{"record_type": i.record_type, "external_id": i.external_id, "source_id": i.source_id,
               "status": QUARANTINED, "error_code": i.error_code, "field": i.field, "value": i.value,
               "message": i.message, "fix": i.fix} for i in issues]
@@ -78,7 +79,8 @@ def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteR
     rows = plan[(plan["record_type"] == record_type) & (plan["status"] == VALID)]
     return [ns.NetSuiteRecord(record_type=row.record_type, external_id=row.external_id, body=jsonbody.loads(row.body),
                               source_id=row.source_id, depends_on=tuple(tuple(d) for d in json.loads(row.depends_on)),
-                              amount_minor=int(row.amount_minor), currency=row.currency)
+                              amount_minor=int(row.amount_minor), currency=row.currency,
+                              value_sources=tuple(tuple(v) for v in json.loads(row.value_sources)))
             for row in rows.itertuples(index=False)]
 
 
@@ -256,12 +258,18 @@ def run_sync_step(context: dg.AssetExecutionContext, record_type: str, plan: pd.
 
 
 def _fail_if_transient_failures(report: sync.SyncReport) -> None:
-    failed = report.counts()[sync.FAILED]
-    if failed:
-        # Data problems never fail a run; NetSuite being unreachable does, so the run shows red and the next
-        # schedule or sensor tick retries (the ledger already holds everything that did land).
-        raise dg.Failure(description=f"{failed} {report.record_type} write(s) failed after retries "
-                                     f"(NetSuite unavailable); {report.counts()}")
+    """Data problems never fail a run; NetSuite not answering does, so the run shows red and the next schedule or
+    sensor tick retries. By now the ledger holds every write NetSuite answered and sync_exceptions the rest."""
+    counts = report.counts()
+    if not counts[sync.FAILED]:
+        return
+    failed = report.frame()
+    failed = failed[failed["action"] == sync.FAILED]
+    by_code = ", ".join(f"{n} {code}" for code, n in failed["error_code"].value_counts().sort_index().items())
+    plural = RECORD_PLURALS.get(report.record_type, report.record_type)
+    raise dg.Failure(description=(
+        f"{counts[sync.FAILED]} {plural} not written: NetSuite did not answer or failed after retries ({by_code}); "
+        f"{report.writes} written and in the ledger; the next run retries the rest (see sync_exceptions)"))
 
 
 def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_checks: Sequence[str] = ()):

@@ -28,10 +28,8 @@ from sync_pipeline.mapping.external_ids import netsuite_external_id
 from sync_pipeline.mapping.field_mapping import SalesforceConfig
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry, LedgerResource, content_hash
-from sync_pipeline.resources.retry import call_with_retry
 from sync_pipeline.resources.salesforce import SalesforceResource, SaveResult
 from sync_pipeline.resources.stripe import StripeResource
-from sync_pipeline.resources.stripe import is_retryable as stripe_is_retryable
 from sync_pipeline.schemas.salesforce import validate_plans
 
 GROUP = "salesforce"
@@ -154,7 +152,8 @@ class StripeBilling:
         self.on_write = on_write
 
     def _read(self, call: Callable[[], Any], description: str) -> Any:
-        return call_with_retry(call, stripe_is_retryable, description=description)
+        # The resource's call path: one retry policy (Retry-After honoured), a refused key stops the step.
+        return self.stripe._call(call, description)
 
     def _list(self, collection: Any, params: dict[str, Any], description: str) -> list[dict[str, Any]]:
         page_params = {**params, "limit": 100}
@@ -316,26 +315,29 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
         report.add(plan, plan.opportunity_id, QUARANTINED, issue=issue)
 
     known_customers = {o["Id"]: o.get("AccountStripeCustomerId") for o in to_plan}
-    for plan in validation.valid:
-        try:
-            customer_id = billing.customer_for(plan, known_customers.get(plan.opportunity_id))
-            stripe_id = (billing.subscription(plan, customer_id) if plan.mode == sfm.SUBSCRIPTION
-                         else billing.invoice(plan, customer_id))
-        except stripe_sdk.StripeError as error:
-            issue = _stripe_failure(plan, error)
-            exceptions.append(_exception(issue))
-            report.add(plan, plan.opportunity_id, FAILED, issue=issue)
-            continue
-        # Written right after Stripe answered: a crash before this line is healed by the look-ups above.
-        ledger.record_synced([
-            LedgerEntry(sfm.STRIPE_TARGET, sfm.STRIPE_CUSTOMER, plan.account_id, customer_id,
-                        content_hash({"customer": customer_id}), run_id=run_id),
-            LedgerEntry(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY, plan.opportunity_id, stripe_id, plan.fingerprint,
-                        source_id=customer_id, run_id=run_id),
-        ])
-        report.add(plan, plan.opportunity_id, BILLED, customer=customer_id, stripe_id=stripe_id)
-        log(f"opportunity {plan.opportunity_id} billed as {stripe_id} (customer {customer_id})")
-    ledger.record_exceptions(exceptions, run_id=run_id)
+    try:
+        for plan in validation.valid:
+            try:
+                customer_id = billing.customer_for(plan, known_customers.get(plan.opportunity_id))
+                stripe_id = (billing.subscription(plan, customer_id) if plan.mode == sfm.SUBSCRIPTION
+                             else billing.invoice(plan, customer_id))
+            except stripe_sdk.StripeError as error:
+                issue = _stripe_failure(plan, error)
+                exceptions.append(_exception(issue))
+                report.add(plan, plan.opportunity_id, FAILED, issue=issue)
+                continue
+            # Written right after Stripe answered: a crash before this line is healed by the look-ups above.
+            ledger.record_synced([
+                LedgerEntry(sfm.STRIPE_TARGET, sfm.STRIPE_CUSTOMER, plan.account_id, customer_id,
+                            content_hash({"customer": customer_id}), run_id=run_id),
+                LedgerEntry(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY, plan.opportunity_id, stripe_id,
+                            plan.fingerprint, source_id=customer_id, run_id=run_id),
+            ])
+            report.add(plan, plan.opportunity_id, BILLED, customer=customer_id, stripe_id=stripe_id)
+            log(f"opportunity {plan.opportunity_id} billed as {stripe_id} (customer {customer_id})")
+    finally:
+        # A refused Stripe key (AccessDenied) stops the loop; what was found before it stays on record.
+        ledger.record_exceptions(exceptions, run_id=run_id)
     return report
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sync_pipeline.errors import SyncIssue, make_issue
+from sync_pipeline.errors import FIELD_MAPPING_FILE, PARTY_FIELDS, SyncIssue, make_issue
 from sync_pipeline.mapping.external_ids import (
     ExternalIdError,
     netsuite_external_id,
@@ -57,6 +57,9 @@ class NetSuiteRecord:
     depends_on: tuple[tuple[str, str], ...] = ()  # (record_type, external_id) that must be in NetSuite first
     amount_minor: int = 0  # the record's total in the currency's minor unit (0 for customers)
     currency: str = ""  # ISO code, upper case ("" for a customer without currency)
+    # (body field, where its value came from) for values not from field_mapping.yaml's defaults, so a fix text
+    # can name the place to correct (e.g. a Stripe customer's metadata).
+    value_sources: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,10 @@ class CustomerRef:
     ref: dict
     depends_on: tuple[tuple[str, str], ...] = ()
     linked_by: str = ""  # why it is not our own record ("global", "metadata.netsuite_customer_id", "guest")
+    source: str = ""  # where the NetSuite id came from, as a fix text names it
+
+    def sources(self, party_field: str) -> tuple[tuple[str, str], ...]:
+        return ((party_field, self.source),) if self.source else ()
 
 
 def resolve_customer(customer_field: Any, fm: FieldMapping, customer: Mapping | None = None) -> CustomerRef | None:
@@ -219,7 +226,8 @@ def resolve_customer(customer_field: Any, fm: FieldMapping, customer: Mapping | 
     `metadata.<link_metadata_key>` is honoured.
     """
     if fm.customers.mode == "global":
-        return CustomerRef(ref=reference(fm.customers.global_customer_id), linked_by="global")
+        return CustomerRef(ref=reference(fm.customers.global_customer_id), linked_by="global",
+                           source=f"`customers.global_customer_id` in {FIELD_MAPPING_FILE}")
     customer_id = _id_of(customer_field)
     expanded = customer_field if isinstance(customer_field, Mapping) else None
     if expanded is None and isinstance(customer, Mapping) and _id_of(customer) == customer_id:
@@ -227,12 +235,14 @@ def resolve_customer(customer_field: Any, fm: FieldMapping, customer: Mapping | 
     link_key = fm.customers.link_metadata_key
     linked = _dig(expanded, "metadata", link_key) if link_key else None
     if isinstance(linked, (str, int)) and not isinstance(linked, bool) and str(linked).strip():
-        return CustomerRef(ref=reference(str(linked).strip()), linked_by=f"metadata.{link_key}")
+        return CustomerRef(ref=reference(str(linked).strip()), linked_by=f"metadata.{link_key}",
+                           source=f"`metadata.{link_key}` on Stripe customer {customer_id}")
     if customer_id:
         eid = netsuite_external_id(customer_id)
         return CustomerRef(ref={"externalId": eid}, depends_on=((CUSTOMER, eid),))
     if fm.customers.guest_customer_id:
-        return CustomerRef(ref=reference(fm.customers.guest_customer_id), linked_by="guest")
+        return CustomerRef(ref=reference(fm.customers.guest_customer_id), linked_by="guest",
+                           source=f"`customers.guest_customer_id` in {FIELD_MAPPING_FILE}")
     return None
 
 
@@ -278,14 +288,15 @@ def apply_defaults(record: NetSuiteRecord, fm: FieldMapping) -> NetSuiteRecord:
 
 def _record(record_type: str, external_id: str, body: dict, source_id: str, fm: FieldMapping, *,
             depends_on: Iterable[tuple[str, str]] = (), amount_minor: int = 0, currency: str = "",
-            fallbacks: Mapping[str, Any] | None = None) -> NetSuiteRecord:
+            fallbacks: Mapping[str, Any] | None = None, party: CustomerRef | None = None) -> NetSuiteRecord:
     body = _with_defaults(record_type, {"externalId": external_id, **body}, fm)
     for name, value in (fallbacks or {}).items():
         if value is not None and _is_empty(body.get(name)):
             body[name] = value
     return NetSuiteRecord(record_type=record_type, external_id=external_id, body=body, source_id=source_id,
                           depends_on=tuple(dict.fromkeys(depends_on)), amount_minor=amount_minor,
-                          currency=currency)
+                          currency=currency,
+                          value_sources=party.sources(PARTY_FIELDS[record_type]) if party is not None else ())
 
 
 def _header(money: _Money, party_field: str, party: CustomerRef, tran_date: str | None, memo: str) -> dict:
@@ -545,7 +556,7 @@ def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = N
     if _utc_date(invoice.get("due_date")):
         body["dueDate"] = _utc_date(invoice.get("due_date"))
     body["item"] = {"items": [_line_body(line, money) for line in lines]}
-    record = _record(INVOICE, external_id, body, invoice_id, fm, depends_on=party.depends_on,
+    record = _record(INVOICE, external_id, body, invoice_id, fm, party=party, depends_on=party.depends_on,
                      amount_minor=total, currency=money.code)
     result = MappingResult(records=[record])
     if status in CLOSED_INVOICE_STATUSES:
@@ -597,7 +608,7 @@ def _closing_credit_memo(invoice: Mapping, invoice_record: NetSuiteRecord, lines
     body["item"] = {"items": [_line_body(line, money) for line in cm_lines]}
     body["apply"] = {"items": [{"doc": {"externalId": invoice_record.external_id}, "apply": True,
                                 "amount": money.amount(open_minor)}]}
-    record = _record(CREDIT_MEMO, external_id, body, invoice_id, fm,
+    record = _record(CREDIT_MEMO, external_id, body, invoice_id, fm, party=party,
                      depends_on=(*party.depends_on, (INVOICE, invoice_record.external_id)),
                      amount_minor=open_minor, currency=money.code)
     return MappingResult(records=[record])
@@ -651,7 +662,7 @@ def map_invoice_payment(invoice_payment: Mapping, invoice: Mapping, charge: Mapp
     body = _header(money, "customer", party, _utc_date(paid_ts), memo)
     body["payment"] = money.amount(amount)
     body["apply"] = {"items": [{"doc": {"externalId": invoice_eid}, "apply": True, "amount": money.amount(amount)}]}
-    record = _record(CUSTOMER_PAYMENT, external_id, body, source_id, fm,
+    record = _record(CUSTOMER_PAYMENT, external_id, body, source_id, fm, party=party,
                      depends_on=(*party.depends_on, (INVOICE, invoice_eid)), amount_minor=amount,
                      currency=money.code, fallbacks={"account": _account_ref(fm.accounts.payments)})
     return MappingResult(records=[record])
@@ -688,7 +699,7 @@ def map_charge_payment(charge: Mapping, fm: FieldMapping, customer: Mapping | No
     memo = f"Stripe charge {charge_id}" + (f": {charge['description']}" if charge.get("description") else "")
     body = _header(money, "customer", party, _utc_date(charge.get("created")), memo)
     body["payment"] = money.amount(amount)
-    record = _record(CUSTOMER_PAYMENT, external_id, body, charge_id, fm, depends_on=party.depends_on,
+    record = _record(CUSTOMER_PAYMENT, external_id, body, charge_id, fm, party=party, depends_on=party.depends_on,
                      amount_minor=amount, currency=money.code,
                      fallbacks={"account": _account_ref(fm.accounts.payments)})
     return MappingResult(records=[record])
@@ -738,7 +749,7 @@ def map_refund(refund: Mapping, charge: Mapping | None, invoice: Mapping | None,
         memo = f"Stripe refund {refund_id} of charge {charge_id}"
     body = _header(money, "customer", party, tran_date, memo)
     body["apply"] = {"items": [{"doc": {"externalId": applies_to[1]}, "apply": True, "amount": money.amount(amount)}]}
-    result.records.append(_record(CUSTOMER_REFUND, external_id, body, refund_id, fm,
+    result.records.append(_record(CUSTOMER_REFUND, external_id, body, refund_id, fm, party=party,
                                   depends_on=(*party.depends_on, applies_to), amount_minor=amount,
                                   currency=money.code, fallbacks={"account": _account_ref(fm.accounts.refunds)}))
     return result
@@ -762,7 +773,7 @@ def _refund_credit_memo(refund: Mapping, charge_id: str, invoice: Mapping, money
     body = _header(money, "entity", party, tran_date, f"Stripe refund {refund_id} of {_invoice_memo(invoice)}")
     body["createdFrom"] = {"externalId": invoice_eid}
     body["item"] = {"items": [_line_body(line, money)]}
-    return _record(CREDIT_MEMO, external_id, body, refund_id, fm,
+    return _record(CREDIT_MEMO, external_id, body, refund_id, fm, party=party,
                    depends_on=(*party.depends_on, (INVOICE, invoice_eid)), amount_minor=amount, currency=money.code)
 
 

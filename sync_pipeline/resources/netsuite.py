@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,6 +26,7 @@ from pydantic import Field, PrivateAttr
 from requests_oauthlib import OAuth1
 
 from sync_pipeline.resources import jsonbody
+from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,19 @@ CONCURRENCY_LIMIT_EXCEEDED = "CONCURRENCY_LIMIT_EXCEEDED"
 # Our own code for a request that never got an HTTP answer (after retries).
 CONNECTION_ERROR = "CONNECTION_ERROR"
 EXTERNAL_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+AUTH_CODES = frozenset({"INVALID_LOGIN", "INVALID_LOGIN_ATTEMPT", "INVALID_LOGIN_CREDENTIALS", "invalid_client",
+                        "invalid_grant", "unauthorized_client"})
+PERMISSION_CODES = frozenset({"INSUFFICIENT_PERMISSION"})
+# What a user checks when NetSuite refuses the credentials, per authentication method.
+CREDENTIAL_VARIABLES = {
+    "oauth1-tba": "NETSUITE_ACCOUNT_ID, NETSUITE_CONSUMER_KEY, NETSUITE_CONSUMER_SECRET, NETSUITE_TOKEN_ID and "
+                  "NETSUITE_TOKEN_SECRET",
+    "oauth2-m2m": "NETSUITE_ACCOUNT_ID, NETSUITE_CLIENT_ID, NETSUITE_CERTIFICATE_ID and NETSUITE_PRIVATE_KEY",
+}
+ROLE_OF_CREDENTIALS = {
+    "oauth1-tba": "the role of the access token (NETSUITE_TOKEN_ID)",
+    "oauth2-m2m": "the role mapped to the certificate (NETSUITE_CERTIFICATE_ID)",
+}
 _WRITE_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
 # A bearer token is replaced this long before NetSuite says it expires (or at half its life, if shorter),
 # so no request goes out with a token that expires on the way.
@@ -89,8 +103,10 @@ class NetSuiteError(Exception):
         *,
         request: str = "",
         retry_after: float | None = None,
+        attempts: int = 1,
     ) -> None:
         self.status = status
+        self.attempts = attempts
         self.code = code
         self.detail = detail
         self.path = path
@@ -166,6 +182,24 @@ def is_retryable(error: BaseException) -> bool:
 
 def _retry_after(error: BaseException) -> float | None:
     return error.retry_after if isinstance(error, NetSuiteError) else None
+
+
+def access_denied(error: NetSuiteError, auth_method: str) -> AccessDenied | None:
+    """The step-stopping failure for a refused login or a missing permission, else None (a record's problem)."""
+    if error.status is None or error.status == 429 or error.status >= 500:
+        return None
+    said = f"HTTP {error.status} {error.code}: {error.detail}"
+    # The OAuth 2.0 token endpoint answers a bad client or key with 400 invalid_client / invalid_grant.
+    if error.status == 401 or error.codes & AUTH_CODES or error.request.endswith(OAUTH2_TOKEN_PATH):
+        return AccessDenied("netsuite", (
+            f"NetSuite refused the credentials ({said}): check {CREDENTIAL_VARIABLES[auth_method]}, that the "
+            "token is active and that its role has Web Services access (NetSuite's Login Audit Trail says why)"))
+    if error.status == 403 or error.codes & PERMISSION_CODES:
+        return AccessDenied("netsuite", (
+            f"NetSuite denied {error.request or 'a request'} ({said}): give {ROLE_OF_CREDENTIALS[auth_method]} the "
+            "permission for this record type (Setup > Users/Roles > Manage Roles), or use credentials of a role "
+            "that has it"))
+    return None
 
 
 @dataclass(frozen=True)
@@ -311,6 +345,7 @@ class NetSuiteClient:
         self._timeout = timeout_seconds
         self._retry_policy = retry_policy
         self._limiter = _ConcurrencyLimiter(concurrency)
+        self._denied: AccessDenied | None = None
         self._counter_lock = threading.Lock()
         self._requests = 0
         self._writes = 0
@@ -439,8 +474,11 @@ class NetSuiteClient:
             data = jsonbody.dumps(body).encode("utf-8")
             request_headers["Content-Type"] = "application/json"
         counts_as_write = method in _WRITE_METHODS if is_write is None else is_write
+        attempts = 0
 
         def attempt() -> requests.Response:
+            nonlocal attempts
+            attempts += 1
             return self._send_once(method, path, params, data, request_headers, counts_as_write)
 
         try:
@@ -452,9 +490,17 @@ class NetSuiteClient:
                 on_retry=self._count_retry,
                 description=description,
             )
+        except NetSuiteError as error:
+            error.attempts = attempts
+            denied = access_denied(error, self.auth_method)
+            if denied is not None:
+                self._denied = denied
+                raise denied from error
+            raise
         except requests.RequestException as error:
+            # No HTTP answer after every attempt: a write may or may not have been saved.
             raise NetSuiteError(
-                None, CONNECTION_ERROR, f"{type(error).__name__}: {error}", request=description
+                None, CONNECTION_ERROR, type(error).__name__, request=description, attempts=attempts
             ) from error
 
     def _send_once(
@@ -473,6 +519,9 @@ class NetSuiteClient:
         )
         send_settings = self._session.merge_environment_settings(prepared.url, {}, None, None, None)
         with self._limiter.slot():
+            if self._denied is not None:
+                # Refused once, refused always: requests queued behind the first refusal are not sent.
+                raise AccessDenied(self._denied.system, self._denied.line)
             with self._counter_lock:
                 self._requests += 1
                 self._writes += int(is_write)
@@ -525,6 +574,11 @@ class NetSuiteResource(dg.ConfigurableResource):
     base_url: str | None = Field(default=None, description="override of https://<account>.suitetalk.api.netsuite.com")
     concurrency: int = Field(default=5, description="the account's concurrent-request limit")
     timeout_seconds: float = Field(default=120.0, description="per-request timeout")
+    # The shared retry policy's budget; a write still unanswered after it is an exception the next run retries.
+    retry_max_attempts: int = Field(default=DEFAULT_RETRY_POLICY.max_attempts,
+                                    description="attempts per request before giving up")
+    retry_max_seconds: float = Field(default=DEFAULT_RETRY_POLICY.max_seconds,
+                                     description="time budget per request, waits included")
 
     _client: NetSuiteClient | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -545,6 +599,8 @@ class NetSuiteResource(dg.ConfigurableResource):
                     base_url=self.base_url or None,
                     concurrency=self.concurrency,
                     timeout_seconds=self.timeout_seconds,
+                    retry_policy=replace(DEFAULT_RETRY_POLICY, max_attempts=self.retry_max_attempts,
+                                          max_seconds=self.retry_max_seconds),
                 )
             return self._client
 

@@ -31,6 +31,7 @@ from simple_salesforce.exceptions import (
 )
 
 from sync_pipeline.resources import jsonbody
+from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
 
 T = TypeVar("T")
@@ -46,12 +47,28 @@ SESSION_ID_EXPIRED_MESSAGE = (
 _PARTNER_NS = "urn:partner.soap.sforce.com"
 
 
-class SalesforceSessionExpired(Exception):
+LOGIN_VARIABLES = "SALESFORCE_INSTANCE_URL, SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN"
+
+
+class SalesforceSessionExpired(AccessDenied):
     """The session is no longer valid and cannot be renewed with the configured settings."""
 
+    def __init__(self, line: str) -> None:
+        super().__init__("salesforce", line)
 
-class SalesforceLoginFailed(Exception):
+
+class SalesforceLoginFailed(AccessDenied):
     """The SOAP login was refused (the message has Salesforce's code and text, never the password)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__("salesforce", line)
+
+
+class SalesforceAccessDenied(AccessDenied):
+    """Salesforce refused a request for the integration user's permissions (403), not for one record's data."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__("salesforce", line)
 
 
 class SalesforceRequestLimitExceeded(Exception):
@@ -281,8 +298,9 @@ class SalesforceResource(dg.ConfigurableResource):
                     raise SalesforceSessionExpired(SESSION_ID_EXPIRED_MESSAGE) from error
                 if renewed:
                     raise SalesforceSessionExpired(
-                        f"Salesforce refused a session just issued to {self.username}: check the user's"
-                        " profile has API access and the session settings"
+                        f"Salesforce refused a session just issued to {self.username} (INVALID_SESSION_ID): check"
+                        f" {LOGIN_VARIABLES}, that the user's profile has API Enabled and its session settings"
+                        " (e.g. Lock sessions to the IP address)"
                     ) from error
                 self._renew(connection)
                 renewed = True
@@ -292,7 +310,12 @@ class SalesforceResource(dg.ConfigurableResource):
                         "Salesforce's 24-hour API request limit is used up (REQUEST_LIMIT_EXCEEDED); retrying now"
                         " cannot help: wait for the rolling window, or raise the org's allocation"
                     ) from error
-                raise
+                codes = ", ".join(sorted(_error_codes(error))) or "HTTP 403"
+                raise SalesforceAccessDenied(
+                    f"Salesforce refused {description} ({codes}): give the integration user"
+                    f" ({self.username or 'the user of SALESFORCE_SESSION_ID'}) API access and permission on the"
+                    " object and fields (profile or permission set), or use another user"
+                ) from error
 
     def _send(self, sf: Salesforce, path: str, method: str, body: Any) -> Any:
         # Bodies are written here, not by simple-salesforce, so Decimals go out digit for digit.
@@ -368,7 +391,8 @@ class SalesforceResource(dg.ConfigurableResource):
         if response.status_code != 200 or "sessionId" not in values or "serverUrl" not in values:
             reason = values.get("exceptionMessage") or values.get("faultstring") or f"HTTP {response.status_code}"
             code = values.get("exceptionCode") or values.get("faultcode") or "LOGIN_FAILED"
-            raise SalesforceLoginFailed(f"Salesforce login as {self.username} at {soap_url} failed: {code}: {reason}")
+            raise SalesforceLoginFailed(f"Salesforce login as {self.username} at {soap_url} failed ({code}: {reason}):"
+                                        f" check {LOGIN_VARIABLES}")
         self._logins += 1
         server = urlparse(values["serverUrl"])
         # Classic instance hosts answer the SOAP API as `na1-api.salesforce.com`; REST is `na1.`.

@@ -17,6 +17,7 @@ import dagster as dg
 import stripe
 from pydantic import Field, PrivateAttr
 
+from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry, parse_retry_after
 
 # The one place the project pins Stripe's API version (what stripe-python 16.1 sends by default).
@@ -50,6 +51,22 @@ def is_retryable(error: BaseException) -> bool:
 
 def _retry_after(error: BaseException) -> float | None:
     return parse_retry_after(_header(error, "Retry-After")) if isinstance(error, stripe.StripeError) else None
+
+
+def access_denied(error: stripe.StripeError, description: str) -> AccessDenied | None:
+    """The step-stopping failure for a refused or under-privileged API key, else None (a record's problem)."""
+    # Stripe's own message shows only the key's first and last characters.
+    said = f"HTTP {error.http_status}: {error.user_message or error}"
+    if isinstance(error, stripe.AuthenticationError):
+        return AccessDenied("stripe", (
+            f"Stripe refused the API key ({said}): set STRIPE_API_KEY to a secret key (sk_live_...) or restricted "
+            "key (rk_live_...) of this Stripe account that is not rolled or expired (Dashboard > Developers > API "
+            "keys)"))
+    if isinstance(error, stripe.PermissionError):
+        return AccessDenied("stripe", (
+            f"Stripe denied the API key {description} ({said}): give the restricted key in STRIPE_API_KEY the "
+            "permission this request needs (Dashboard > Developers > API keys > Edit key), or use a secret key"))
+    return None
 
 
 def _header(error: stripe.StripeError, name: str) -> str | None:
@@ -270,9 +287,15 @@ class StripeResource(dg.ConfigurableResource):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _call(self, call: Callable[[], T], description: str) -> T:
-        return call_with_retry(
-            call, is_retryable, retry_after=_retry_after, policy=self._retry_policy, description=description
-        )
+        try:
+            return call_with_retry(
+                call, is_retryable, retry_after=_retry_after, policy=self._retry_policy, description=description
+            )
+        except stripe.StripeError as error:
+            denied = access_denied(error, description)
+            if denied is not None:
+                raise denied from error
+            raise
 
     def _retrieve(
         self, retrieve: Callable[..., Any], object_id: str, expand: Sequence[str], collection: str

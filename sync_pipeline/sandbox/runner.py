@@ -28,6 +28,7 @@ from typing import Any
 import requests
 
 from sync_pipeline.sandbox.scenario import ScenarioOptions, ScenarioSummary, seed_scenario
+from sync_pipeline.sandbox.server import write_private
 
 SYSTEMS = ("stripe", "netsuite", "salesforce")
 DEFAULT_PORTS = {"stripe": 12111, "netsuite": 12112, "salesforce": 12113}
@@ -260,7 +261,8 @@ def serve_forever(args: argparse.Namespace, on_ready: Any = None) -> int:
     # SIGUSR1: save now (sent by `sandbox up`/`seed` after seeding, so a crash later loses nothing).
     signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=sandbox.save, daemon=True).start())
     try:
-        (state_dir / ENV_FILE).write_text(export_lines(sandbox.env()))
+        # The variables hold the stand-ins' credentials: readable by their owner only.
+        write_private(state_dir / ENV_FILE, export_lines(sandbox.env()).encode())
         (state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         log(f"sandbox serving {json.dumps(sandbox.urls())} (state in {state_dir})")
         if on_ready is not None:

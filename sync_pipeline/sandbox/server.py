@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 import time
@@ -60,6 +61,14 @@ class TlsFiles:
     server_key: Path
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (0600), also when it already existed with wider permissions."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
+
+
 def make_tls_files(directory: Path, hostnames: tuple[str, ...] = (LOOPBACK, "localhost")) -> TlsFiles:
     """A throw-away CA and a server certificate for the loopback host, written as PEM files."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -67,7 +76,7 @@ def make_tls_files(directory: Path, hostnames: tuple[str, ...] = (LOOPBACK, "loc
     cert = ca.issue_cert(*hostnames)
     files = TlsFiles(directory / "sandbox-ca.pem", directory / "server-cert.pem", directory / "server-key.pem")
     ca.cert_pem.write_to_path(str(files.ca_cert))
-    cert.private_key_pem.write_to_path(str(files.server_key))
+    write_private(files.server_key, cert.private_key_pem.bytes())
     # The chain (leaf then CA) so clients that trust only the CA can verify it.
     with open(files.server_cert, "wb") as handle:
         for blob in cert.cert_chain_pems:

@@ -76,10 +76,14 @@ class Sandbox:
 
     # -- the pipeline ------------------------------------------------------------------------------
     def materialize(self, partition: dt.date = DAY, instance: dg.DagsterInstance | None = None,
-                    raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
+                    raise_on_error: bool = False, netsuite_retries: int | None = None) -> dg.ExecuteInProcessResult:
+        """The day's Stripe → NetSuite assets; `netsuite_retries` caps NetSuite attempts (quick give-up tests)."""
         from sync_pipeline.definitions import ALL_ASSETS, build_resources
 
-        return dg.materialize(ALL_ASSETS, partition_key=partition.isoformat(), resources=build_resources(),
+        resources = build_resources()
+        if netsuite_retries is not None:
+            resources["netsuite"] = resources["netsuite"].model_copy(update={"retry_max_attempts": netsuite_retries})
+        return dg.materialize(ALL_ASSETS, partition_key=partition.isoformat(), resources=resources,
                               instance=instance, raise_on_error=raise_on_error)
 
 
@@ -89,6 +93,17 @@ def amount(record: dict, field: str = "total") -> Decimal:
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def step_failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """Step key -> what the user reads as its error (a `dg.Failure`'s description, else the error message)."""
+    failures = {}
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            user = data.user_failure_data
+            failures[event.step_key] = user.description if user is not None and user.description else data.error.message
+    return failures
 
 
 def checks(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:

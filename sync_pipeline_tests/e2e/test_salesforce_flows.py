@@ -447,3 +447,37 @@ def test_billed_once_check_fails_when_stripe_holds_two_billings_of_a_deal(world)
     [billed_once] = result.get_asset_check_evaluations()
     assert not billed_once.passed
     assert billed_once.metadata["not_exactly_once"].value == {deal: 2}
+
+
+def test_a_refused_renewal_stops_the_run_naming_the_login_variables(world, monkeypatch):
+    world.deal("Renewal", [("onboarding", 1, "1200.00")])
+    world.salesforce.state.expire_sessions()  # the session in SALESFORCE_SESSION_ID must be renewed...
+    monkeypatch.setenv("SALESFORCE_PASSWORD", "not-the-password")  # ...and the login is refused
+
+    result = world.run(raise_on_error=False)
+
+    assert not result.success
+    failures = {f.step_key: f.step_failure_data.user_failure_data for f in result.get_step_failure_events()}
+    assert set(failures) == {"salesforce_accounts", "salesforce_opportunities"}
+    for failure in failures.values():
+        assert failure is not None, "a dg.Failure with one line, not a traceback"
+        line = failure.description
+        assert "\n" not in line and "INVALID_LOGIN" in line and "SALESFORCE_PASSWORD" in line
+        assert "not-the-password" not in line
+    assert world.exceptions() == []
+
+
+def test_a_refused_stripe_key_stops_billing_at_once_and_quarantines_no_deal(world, monkeypatch):
+    deals = [world.deal(f"Deal {i}", [("onboarding", 1, "1200.00")]) for i in range(3)]
+    assert world.run("salesforce_opportunities").success
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_live_revoked0000000000")
+
+    result = world.run(BILLING, raise_on_error=False)
+
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    line = failure.step_failure_data.user_failure_data.description
+    assert "Stripe refused the API key" in line and "STRIPE_API_KEY" in line
+    assert world.exceptions() == [], "no deal is blamed for the key"
+    assert world.ledger().entries("stripe") == []
+    assert all(world.billed("invoice", deal) == [] for deal in deals)

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError, NetSuiteResource, OAuth1Credentials
+from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.retry import RetryPolicy
 from sync_pipeline.sandbox.netsuite import NetSuiteConfig, NetSuiteSandbox, generate_m2m_key_pair, start_netsuite
 from sync_pipeline.sandbox.server import serve_in_thread
@@ -234,12 +235,17 @@ def test_missing_record_is_a_404_netsuite_error(netsuite):
     client.delete("customer", "eid:stripe-cus_nobody", missing_ok=True)
 
 
-def test_wrong_secret_is_invalid_login_not_retried(netsuite):
+def test_wrong_secret_is_access_denied_naming_the_variables_and_never_retried_or_repeated(netsuite):
     client = resource_for(netsuite, token_secret="not-the-secret").get_client()
-    with pytest.raises(NetSuiteError) as raised:
+    with pytest.raises(AccessDenied) as raised:
         client.upsert("customer", "stripe-cus_L1", customer_body("Login Ltd"))
-    assert raised.value.status == 401
-    assert raised.value.code == "INVALID_LOGIN"
+    assert isinstance(raised.value.__cause__, NetSuiteError)
+    assert (raised.value.__cause__.status, raised.value.__cause__.code) == (401, "INVALID_LOGIN")
+    assert "NETSUITE_TOKEN_SECRET" in raised.value.line and "not-the-secret" not in raised.value.line
+    assert client.counters.requests == 1
+    # Refused once, refused always: the next request is not sent with the same credentials.
+    with pytest.raises(AccessDenied):
+        client.get("customer", "eid:stripe-cus_L1")
     assert client.counters.requests == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import socket
 import subprocess
 import sys
@@ -91,6 +92,12 @@ def test_up_prints_evaluable_exports_pointing_at_answering_seeded_servers(state_
     salesforce = Salesforce(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
                             session=session)
     assert salesforce.query("SELECT COUNT() FROM Account")["totalSize"] >= 3
+
+    # The exports and the TLS key hold secrets: only their owner may read them.
+    secret_files = [state_dir / "sandbox.env", *state_dir.rglob("server-key.pem")]
+    assert len(secret_files) >= 2
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in secret_files} == {
+        path.name: 0o600 for path in secret_files}
 
     status = sandbox("status", state_dir=state_dir)
     assert status.returncode == 0 and "running" in status.stdout and env["STRIPE_API_BASE"] in status.stdout

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sync_pipeline.errors import CATALOGUE, SyncIssue, classify_netsuite_error, make_issue
+from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.ledger import ExceptionRow
+from sync_pipeline.resources.netsuite import NetSuiteError, access_denied
 
 RFC = "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.1"
 INVOICE_SENT = {"externalId": "stripe-in_1", "entity": {"externalId": "stripe-cus_1"}, "subsidiary": {"id": "2"},
@@ -100,18 +102,57 @@ def test_server_errors_are_retryable_even_without_a_json_body(body):
     assert "503" in issue.message
 
 
-def test_invalid_login_is_an_auth_problem_not_retried():
-    body = netsuite_error(401, "Unauthorized", {
-        "detail": "Invalid login attempt. For more details, see the Login Audit Trail in the NetSuite UI at Setup > "
-                  "Users/Roles > User Management > View Login Audit Trail.", "o:errorCode": "INVALID_LOGIN"})
-    issue = classify(401, body)
-    assert (issue.error_code, issue.retryable) == ("NETSUITE_AUTH", False)
-    assert "NETSUITE_TOKEN" in issue.fix
+def _netsuite_error(status: int, code: str, detail: str, request: str = "PUT /services/rest/record/v1/invoice/eid:x"):
+    return NetSuiteError(status, code, detail, body=netsuite_error(status, detail, {"detail": detail, "o:errorCode": code}),
+                         request=request)
 
 
-def test_insufficient_permission():
-    body = netsuite_error(403, "Forbidden", {"detail": "Permission Violation", "o:errorCode": "INSUFFICIENT_PERMISSION"})
-    assert classify(403, body).error_code == "NETSUITE_PERMISSION"
+def test_invalid_login_stops_the_step_naming_the_variables_of_the_auth_method_in_use():
+    error = _netsuite_error(401, "INVALID_LOGIN", "Invalid login attempt.")
+    tba = access_denied(error, "oauth1-tba")
+    assert isinstance(tba, AccessDenied) and tba.allow_retries is False
+    assert "NETSUITE_TOKEN_SECRET" in tba.line and "NETSUITE_CONSUMER_KEY" in tba.line and "\n" not in tba.line
+    assert "Invalid login attempt." in tba.line
+    m2m = access_denied(error, "oauth2-m2m")
+    assert "NETSUITE_CERTIFICATE_ID" in m2m.line and "NETSUITE_TOKEN_SECRET" not in m2m.line
+
+
+def test_insufficient_permission_stops_the_step_naming_the_role_and_the_request():
+    denied = access_denied(_netsuite_error(403, "INSUFFICIENT_PERMISSION", "Permission Violation",
+                                           "PUT /services/rest/record/v1/customerRefund/eid:stripe-re_1"), "oauth1-tba")
+    assert "customerRefund" in denied.line and "NETSUITE_TOKEN_ID" in denied.line
+
+
+def test_a_refused_oauth2_token_request_is_an_authentication_failure():
+    error = _netsuite_error(400, "invalid_client", "invalid_client", "POST /services/rest/auth/oauth2/v1/token")
+    assert "NETSUITE_CLIENT_ID" in access_denied(error, "oauth2-m2m").line
+
+
+@pytest.mark.parametrize("status, code", [(400, "USER_ERROR"), (404, "NONEXISTENT_ID"), (429, "CONCURRENCY_LIMIT_EXCEEDED"),
+                                          (503, "HTTP_503")])
+def test_record_and_transient_errors_are_not_access_failures(status, code):
+    assert access_denied(_netsuite_error(status, code, "x"), "oauth1-tba") is None
+
+
+def test_a_write_without_an_answer_is_its_own_retryable_exception():
+    issue = classify_netsuite_error(None, "ConnectionError", "invoice", "stripe-in_1", None, source_id="in_1",
+                                    attempts=8)
+    assert (issue.error_code, issue.retryable) == ("NETSUITE_NO_ANSWER", True)
+    assert "after 8 attempt(s)" in issue.message and "ConnectionError" in issue.message
+    assert "NetSuite did not answer; the next run retries it" in issue.fix
+
+
+def test_a_customer_id_from_stripe_metadata_is_fixed_in_stripe_not_in_field_mapping():
+    sent = {**INVOICE_SENT, "entity": {"id": "9999"}}
+    body = netsuite_error(400, "Bad Request", {"detail": "Invalid Field Value 9999 for the following field: entity",
+                                               "o:errorCode": "INVALID_KEY_OR_REF", "o:errorPath": "entity"})
+    issue = classify_netsuite_error(400, body, "invoice", "stripe-in_1", sent, source_id="in_1",
+                                    value_sources={"entity": "`metadata.netsuite_customer_id` on Stripe customer cus_9"})
+    assert (issue.error_code, issue.field, issue.value) == ("INVALID_REFERENCE", "entity", "9999")
+    assert "`metadata.netsuite_customer_id` on Stripe customer cus_9" in issue.fix
+    assert "field_mapping.yaml" not in issue.fix
+    without_source = classify(400, body, sent=sent)
+    assert "field_mapping.yaml" in without_source.fix
 
 
 def test_nonexistent_field_points_at_the_defaults():

@@ -185,8 +185,16 @@ class StripeApp:
                 "You did not provide an API key. You need to provide your API key in the Authorization header, using "
                 "Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
             )
-        if not credential.startswith(self.config.api_key_prefix):
-            shown = credential[:8] + "*" * max(len(credential) - 12, 0) + credential[-4:]
+        shown = credential[:8] + "*" * max(len(credential) - 12, 0) + credential[-4:]
+        allowed_paths = self.config.restricted_keys.get(credential)
+        if allowed_paths is not None:
+            if not any(request.url.path.startswith(prefix) for prefix in allowed_paths):
+                raise StripeApiError(
+                    403, "invalid_request_error",
+                    f"The provided key '{shown}' does not have the required permissions for this endpoint on account "
+                    "'acct_sandbox'. Having the required read permission would allow this request to continue.",
+                )
+        elif not credential.startswith(self.config.api_key_prefix):
             raise StripeApiError(401, "invalid_request_error", f"Invalid API Key provided: {shown}", code="api_key_invalid")
         version = request.headers.get("stripe-version")
         if self.config.strict_api_version and version and version != API_VERSION:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # The version whose shapes the stand-in serves (invoices paid through InvoicePayment objects,
@@ -12,6 +12,7 @@ from typing import Any
 API_VERSION = "2026-10-28.endive"
 
 TEST_KEY_PREFIX = "sk_test_"
+RESTRICTED_KEY_PREFIX = "rk_test_"
 DEFAULT_API_KEY = "sk_test_sandbox"
 DEFAULT_WEBHOOK_SECRET = "whsec_sandbox_default"
 
@@ -24,6 +25,9 @@ class StripeConfig:
     seed: int = 0
     # Keys accepted as `Authorization: Bearer <key>`: any key with this prefix.
     api_key_prefix: str = TEST_KEY_PREFIX
+    # Restricted keys (`rk_test_...`) and the API paths each may use (prefixes such as "/v1/customers");
+    # any other path answers 403 as Stripe does for a restricted key without the permission.
+    restricted_keys: dict[str, list[str]] = field(default_factory=dict)
     # 400 when a client sends another Stripe-Version; Stripe itself would render that version.
     strict_api_version: bool = False
     event_retention_days: int = 30
