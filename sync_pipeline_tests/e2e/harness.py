@@ -82,7 +82,10 @@ class Sandbox:
 
         resources = build_resources()
         if netsuite_retries is not None:
-            resources["netsuite"] = resources["netsuite"].model_copy(update={"retry_max_attempts": netsuite_retries})
+            # Built anew: Dagster configures a resource from its constructor arguments, not from a model_copy.
+            netsuite = resources["netsuite"]
+            fields = {name: getattr(netsuite, name) for name in type(netsuite).model_fields}
+            resources["netsuite"] = type(netsuite)(**{**fields, "retry_max_attempts": netsuite_retries})
         return dg.materialize(ALL_ASSETS, partition_key=partition.isoformat(), resources=resources,
                               instance=instance, raise_on_error=raise_on_error)
 

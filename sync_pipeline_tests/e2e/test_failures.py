@@ -75,7 +75,7 @@ def test_netsuite_not_answering_fails_the_step_at_its_end_and_the_clean_rerun_co
         with capsys.disabled():
             print(f"\n[fault test] customers answered {len(booked)}, unanswered {len(no_answer)}, lost responses "
                   f"{lost}, exceptions {len(no_answer)}; re-run writes {sandbox.netsuite_writes() - writes_before_rerun}"
-                  f" (12 customers, 12 invoices, 12 payments), duplicates 0")
+                  f" (the {len(no_answer)} unanswered customers, 12 invoices, 12 payments), duplicates 0")
 
 
 def test_a_wrong_netsuite_secret_stops_the_step_at_once_and_blames_no_record(tmp_path, monkeypatch):
@@ -152,3 +152,49 @@ def test_a_bad_customer_id_in_stripe_metadata_is_fixed_in_stripe_not_in_field_ma
         assert (row["error_code"], row["field"], row["value"]) == ("INVALID_REFERENCE", "entity", "987654")
         assert f"`metadata.netsuite_customer_id` on Stripe customer {linked}" in row["fix"]
         assert "field_mapping.yaml" not in row["fix"]
+
+
+def test_one_record_netsuite_rejects_is_held_with_its_dependents_while_the_day_lands(tmp_path, monkeypatch):
+    # The account's customer form makes email mandatory: NetSuite refuses a customer without one at write time.
+    with running_sandbox(tmp_path, monkeypatch, mandatory_fields={"customer": ["email"]}) as sandbox:
+        sandbox.clock(at(DAY, 9))
+        good = sandbox.invoice(sandbox.customer("Has Email Co", "usd"), "usd", [4000])
+        no_email = sandbox.client.v1.customers.create({"name": "No Email Co"}).id
+        held = sandbox.invoice(no_email, "usd", [6000])
+        sandbox.clock(None)
+
+        result = sandbox.materialize()
+
+        assert result.success, "a record NetSuite rejects is data, not an outage"
+        assert set(sandbox.netsuite("invoice")) == {f"stripe-{good.id}"}
+        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+        rows = {(r["external_id"], r["error_code"]): r for r in ledger.open_exceptions(DAY.isoformat())}
+        rejected = rows[(f"stripe-{no_email}", "MISSING_REQUIRED_FIELD")]
+        assert rejected["field"] == "email" and "field_mapping.yaml" in rejected["fix"]
+        waiting = rows[(f"stripe-{held.id}", "DEPENDENCY_NOT_SYNCED")]
+        assert f"stripe-{no_email}" in waiting["message"] and "the next run does it in order" in waiting["fix"]
+        assert {e.external_id for e in ledger.entries("netsuite")} >= {f"stripe-{good.id}"}
+        assert not {f"stripe-{no_email}", f"stripe-{held.id}"} & {e.external_id for e in ledger.entries("netsuite")}
+
+        sandbox.configure_netsuite(mandatory_fields={"customer": []})  # the administrator relaxes the form
+        fixed = sandbox.materialize()
+
+        assert fixed.success
+        assert amount(sandbox.netsuite("invoice")[f"stripe-{held.id}"]) == 60
+        assert len(sandbox.netsuite("customerPayment")) == 2
+        assert ledger.open_exceptions(DAY.isoformat()) == []
+
+
+def test_netsuite_down_fails_the_run_and_the_ledger_holds_nothing_netsuite_does_not(tmp_path, monkeypatch):
+    with running_sandbox(tmp_path, monkeypatch, error_rate=1.0) as sandbox:
+        _paid_invoices(sandbox, 3)
+
+        result = sandbox.materialize(netsuite_retries=2)
+
+        assert not result.success
+        line = step_failures(result)["netsuite_customers"]
+        assert "\n" not in line and line.startswith("3 customers not written") and "3 NETSUITE_UNAVAILABLE" in line
+        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+        assert ledger.entries("netsuite") == [] and sandbox.netsuite("customer") == {}
+        codes = {r["error_code"] for r in ledger.open_exceptions(DAY.isoformat())}
+        assert codes == {"NETSUITE_UNAVAILABLE"}
