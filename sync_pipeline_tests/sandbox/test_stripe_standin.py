@@ -10,7 +10,6 @@ import threading
 import time
 import typing
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +22,8 @@ from starlette.routing import Route
 
 from sync_pipeline.sandbox.server import serve_in_thread
 from sync_pipeline.sandbox.stripe import API_VERSION, StripeConfig, StripeSandbox, StripeState, start_stripe
+from sync_pipeline_tests.fixtures import stripe_example_objects
 
-FIXTURES = Path("/work/shared/specs/stripe-fixtures3.json")
 DAY = 86400
 
 
@@ -192,9 +191,7 @@ SERVED_TYPES = {
 
 
 def test_every_served_object_has_the_fixture_field_names_and_json_types(client, sandbox):
-    if not FIXTURES.exists():
-        pytest.skip(f"official fixtures not found at {FIXTURES}")
-    fixtures = json.loads(FIXTURES.read_text())["resources"]
+    fixtures = stripe_example_objects()
     _every_kind_of_object(client, sandbox)
     problems: list[str] = []
     seen: set[str] = set()

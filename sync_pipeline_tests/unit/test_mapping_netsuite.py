@@ -1,17 +1,14 @@
 """Stripe -> NetSuite mapping, one test per row of the mapping table (DESIGN.md §4).
 
 Stripe inputs are built from Stripe's own example objects for the pinned API version
-(/work/shared/specs/stripe-fixtures3.json), with fields overridden per case, so the tests track
-the real shapes. The field mapping is the example `field_mapping.yaml` at the repository root.
+(`sync_pipeline_tests/fixtures/stripe-fixtures3.json`), with fields overridden per case, so the tests
+track the real shapes. The field mapping is the example `field_mapping.yaml` at the repository root.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-import functools
-import json
-import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,8 +28,8 @@ from sync_pipeline.mapping.netsuite import (
     map_invoice_tree,
     map_refund,
 )
+from sync_pipeline_tests.fixtures import stripe_example_objects
 
-FIXTURES = Path(os.environ.get("STRIPE_FIXTURES", "/work/shared/specs/stripe-fixtures3.json"))
 EXAMPLE_MAPPING = Path(__file__).resolve().parents[2] / "field_mapping.yaml"
 NOV_2 = int(dt.datetime(2026, 11, 2, 10, 30, tzinfo=dt.timezone.utc).timestamp())
 DEC_2 = int(dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc).timestamp())
@@ -41,16 +38,9 @@ NOV_5 = int(dt.datetime(2026, 11, 5, 23, 59, tzinfo=dt.timezone.utc).timestamp()
 
 # -- Stripe objects from the official example shapes ------------------------------------------------
 
-@functools.cache
-def _resources() -> dict[str, Any]:
-    return json.loads(FIXTURES.read_text())["resources"]
-
-
 def stripe_object(kind: str, **overrides: Any) -> dict[str, Any]:
     """A deep copy of Stripe's example `kind` object with top-level fields replaced."""
-    if not FIXTURES.is_file():
-        pytest.skip(f"Stripe example objects not found at {FIXTURES} (set STRIPE_FIXTURES)")
-    obj = copy.deepcopy(_resources()[kind])
+    obj = copy.deepcopy(stripe_example_objects()[kind])
     obj.update(overrides)
     return obj
 
