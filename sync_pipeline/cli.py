@@ -13,8 +13,6 @@ from pathlib import Path
 
 from sync_pipeline import settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 
 def _fail(message: str, code: int = 2) -> int:
     print(f"sync-pipeline: {message}", file=sys.stderr)
@@ -26,11 +24,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     unknown = [p for p in require if p not in settings.REQUIRED_FOR]
     if unknown:
         return _fail(f"--require takes {', '.join(settings.REQUIRED_FOR)}; got {', '.join(unknown)}")
-    problems = settings.check_environment(require=require)
+    problems = settings.check_configuration(require=require)
+    url = os.environ.get("SYNC_DATABASE_URL")
+    if url and settings.BY_NAME["SYNC_DATABASE_URL"].check(url) is None:
+        from sync_pipeline.resources.ledger import check_database
+
+        problems += check_database(url)
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print("configuration OK" + (f" for {', '.join(require)}" if require else ""))
+        print("configuration OK" + (f" for {', '.join(require)}" if require else "")
+              + f" (field mapping {settings.field_mapping_path()})")
     return 2 if problems else 0
 
 
@@ -70,12 +74,12 @@ def _dagster_executable() -> str:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    problems = settings.check_environment()
+    problems = settings.check_configuration()
     if problems:
         return _fail(problems[0])
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home().resolve()))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    command = [_dagster_executable(), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+    command = [_dagster_executable(), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"),
                "--host", args.host, "--port", str(args.port)]
     if os.environ.get("STRIPE_API_KEY") or args.no_sandbox:
         print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); "
@@ -91,7 +95,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    problems = settings.check_environment()
+    problems = settings.check_configuration()
     if problems:
         return _fail(problems[0])
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home().resolve()))
@@ -111,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sync-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    check = sub.add_parser("check-config", help="check the environment variables; one line per problem")
+    check = sub.add_parser("check-config", help="check the environment variables, the field mapping and the "
+                                                "database; one line per problem")
     check.add_argument("--require", help="comma-separated parts that must be fully configured: "
                                          + ",".join(settings.REQUIRED_FOR))
     check.set_defaults(func=cmd_check_config)

@@ -1,16 +1,16 @@
-"""The code location `sync_pipeline`: assets, checks, jobs, schedules, sensors and resources."""
+"""The code location `sync_pipeline`: assets, checks, jobs, schedules, sensors and resources.
+
+`defs` is built when Dagster loads the location, not when this module is imported: it checks the
+settings and the field mapping first, so a bad value stops the load with one line naming it.
+"""
 
 import os
 
 import dagster as dg
 
-from sync_pipeline import settings
-from sync_pipeline.assets import netsuite as netsuite_assets
-from sync_pipeline.assets import quality
+from sync_pipeline import partitions, settings
 from sync_pipeline.assets import salesforce as salesforce_assets
-from sync_pipeline.assets import stripe as stripe_assets
 from sync_pipeline.io_managers import ParquetIOManager
-from sync_pipeline.partitions import daily_partitions
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
@@ -23,10 +23,6 @@ from sync_pipeline.salesforce_sensor import (
 )
 from sync_pipeline.schedules import build_daily_sync_schedule
 from sync_pipeline.sensors import build_stripe_events_sensor
-
-# Malformed settings stop the code location from loading with one line naming the variable.
-# Missing ones are reported when a run needs them (`sync-pipeline check-config` lists all).
-settings.require_environment()
 
 
 def _env_or_default(name: str, default: str) -> str | dg.EnvVar:
@@ -74,13 +70,26 @@ def build_resources() -> dict[str, object]:
             concurrency=dg.EnvVar.int("NETSUITE_CONCURRENCY") if os.environ.get("NETSUITE_CONCURRENCY") else 5,
         ),
         "ledger": LedgerResource(database_url=_env_or_default("SYNC_DATABASE_URL", settings.default_database_url())),
-        "field_mapping": FieldMappingResource(path=os.path.abspath(settings.get("SYNC_FIELD_MAPPING") or "")),
+        "field_mapping": FieldMappingResource(path=str(settings.field_mapping_path())),
         "salesforce": build_salesforce_resource(),
         "io_manager": ParquetIOManager(base_dir=str(settings.dagster_home().resolve() / "snapshots")),
     }
 
 
-ALL_ASSETS = dg.load_assets_from_modules([stripe_assets, netsuite_assets, quality])
+def _daily_assets() -> list:
+    # Imported on first use, not at the top: their partitions read SYNC_START_DATE (see partitions.py).
+    from sync_pipeline.assets import netsuite, quality, stripe
+
+    return dg.load_assets_from_modules([stripe, netsuite, quality])
+
+
+def __getattr__(name: str) -> list:
+    # ALL_ASSETS, the daily partitioned selection materialized as one set (tests, benchmarks), is built on
+    # first use so that importing this module reads no setting.
+    if name != "ALL_ASSETS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _daily_assets()
+
 
 # Unpartitioned, so kept out of ALL_ASSETS (the daily partitioned selection materialized as one set).
 SALESFORCE_ASSETS = dg.load_assets_from_modules([salesforce_assets])
@@ -98,11 +107,19 @@ stripe_to_netsuite = dg.define_asset_job(
     description="One day of Stripe activity into NetSuite: extract, map, validate, upsert, report exceptions.",
 )
 
-defs = dg.Definitions(
-    assets=[*ALL_ASSETS, *SALESFORCE_ASSETS],
-    jobs=[stripe_to_netsuite, salesforce_to_stripe],
-    schedules=[build_daily_sync_schedule(stripe_to_netsuite, daily_partitions.start.date().isoformat()),
-               salesforce_to_stripe_schedule],
-    sensors=[build_stripe_events_sensor(stripe_to_netsuite), salesforce_closed_won_sensor],
-    resources=build_resources(),
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    # Malformed settings or an unusable field mapping stop the load with one line naming what to fix.
+    # Missing credentials are reported when a run needs them (`sync-pipeline check-config` lists all).
+    problems = settings.check_configuration()
+    if problems:
+        raise settings.ConfigError(settings.first_problem(problems))
+    first_partition = partitions.daily_partitions.start.date().isoformat()
+    return dg.Definitions(
+        assets=[*_daily_assets(), *SALESFORCE_ASSETS],
+        jobs=[stripe_to_netsuite, salesforce_to_stripe],
+        schedules=[build_daily_sync_schedule(stripe_to_netsuite, first_partition), salesforce_to_stripe_schedule],
+        sensors=[build_stripe_events_sensor(stripe_to_netsuite), salesforce_closed_won_sensor],
+        resources=build_resources(),
+    )

@@ -103,9 +103,9 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
             print("The sandbox holds no Stripe activity to sync.", file=sys.stderr)
             return 1
         os.environ.setdefault("SYNC_START_DATE", min(first_day[0], settings.start_date()))
-        from sync_pipeline.definitions import defs  # after the environment points at the sandbox
+        from sync_pipeline.definitions import defs
 
-        job = defs.resolve_job_def("stripe_to_netsuite")
+        job = defs().resolve_job_def("stripe_to_netsuite")  # built now that the environment points at the sandbox
         instance = dg.DagsterInstance.get()
         print(f"Syncing {len(first_day)} days into NetSuite (Dagster home {settings.dagster_home().resolve()})\n")
         print(f"{'day':10}  {'created':>7} {'updated':>7} {'unchanged':>9} {'quarantined':>11} {'failed':>6}  books")

@@ -8,9 +8,17 @@ import dagster as dg
 
 from sync_pipeline import settings
 
-# end_offset=1: today's partition exists while the day runs, so a sensor can sync an invoice paid
-# minutes ago instead of waiting for tomorrow's batch.
-daily_partitions = dg.DailyPartitionsDefinition(start_date=settings.start_date(), timezone="UTC", end_offset=1)
+
+def __getattr__(name: str) -> dg.DailyPartitionsDefinition:
+    # `daily_partitions` is built on first use (when the code location loads its assets), not at import:
+    # a malformed SYNC_START_DATE must not break `sync-pipeline --help` or any module importing this one.
+    if name != "daily_partitions":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # end_offset=1: today's partition exists while the day runs, so a sensor can sync an invoice paid
+    # minutes ago instead of waiting for tomorrow's batch.
+    daily = dg.DailyPartitionsDefinition(start_date=settings.start_date(), timezone="UTC", end_offset=1)
+    globals()["daily_partitions"] = daily  # built once: every asset shares the same definition
+    return daily
 
 
 def partition_window(partition_key: str) -> tuple[int, int]:

@@ -18,7 +18,8 @@ import stripe as stripe_sdk
 
 from sync_pipeline import settings
 from sync_pipeline.mapping import events as routing
-from sync_pipeline.partitions import daily_partitions, partition_for_timestamp
+from sync_pipeline import partitions
+from sync_pipeline.partitions import partition_for_timestamp
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
 
@@ -226,10 +227,11 @@ def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger
 
 def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEvents, batch: EventBatch,
                   source: str, now: int, waiting: set[str]) -> list[tuple[dg.RunRequest, list[str]]]:
-    valid = set(daily_partitions.get_partition_keys())
+    daily = partitions.daily_partitions  # at tick time: importing this module reads no setting
+    valid = set(daily.get_partition_keys())
     dirty = dict(routed.dirty)
     if batch.catch_up_since is not None:
-        caught_up = routing.partitions_since(batch.catch_up_since, now, daily_partitions.start.date().isoformat())
+        caught_up = routing.partitions_since(batch.catch_up_since, now, daily.start.date().isoformat())
         context.log.warning(f"falling back: marking every partition since {caught_up[0] if caught_up else '-'} "
                             f"dirty ({len(caught_up)} partition(s))")
         for partition_key in caught_up:

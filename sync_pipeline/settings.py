@@ -1,7 +1,8 @@
 """Every setting the pipeline reads, in one catalogue: name, meaning, default, and how it is checked.
 
 Configuration comes from environment variables only. A missing or malformed value fails at start-up
-with one line naming the variable and what is expected; secret values are never echoed back.
+with one line naming the variable and what is expected; secret values are never echoed back. Nothing
+here runs at import: every value is read when a command or the code location asks for it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
+
+from sync_pipeline.mapping.field_mapping import read_field_mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Beside the package, not in the working directory: a code server started from / finds it too.
+DEFAULT_FIELD_MAPPING = PROJECT_ROOT / "field_mapping.yaml"
 
 
 class ConfigError(Exception):
@@ -31,7 +38,10 @@ class Setting:
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
-        parsed = urlparse(value)
+        try:
+            parsed = urlparse(value)
+        except ValueError:  # e.g. an unclosed [ in an IPv6 host
+            parsed = urlparse("")
         if parsed.scheme not in schemes or not parsed.netloc:
             return f"a URL starting with {' or '.join(s + '://' for s in schemes)}"
         return None
@@ -44,16 +54,22 @@ def _pattern(regex: str, expected: str) -> Callable[[str], str | None]:
     return lambda value: None if compiled.fullmatch(value) else expected
 
 
+# ASCII digits only: str.isdigit and \d also accept "²" or "٣", which int() and dates then refuse.
+_ASCII_WHOLE_NUMBER = re.compile(r"[0-9]+")
+
+
 def _positive_int(value: str) -> str | None:
-    return None if value.isdigit() and 0 < int(value) <= 1000 else "a whole number from 1 to 1000"
+    ok = _ASCII_WHOLE_NUMBER.fullmatch(value) and 0 < int(value) <= 1000
+    return None if ok else "a whole number from 1 to 1000"
 
 
 def _iso_date(value: str) -> str | None:
+    # The pattern first: fromisoformat alone also takes 20260101 and 2026-W01-1.
     try:
-        dt.date.fromisoformat(value)
+        ok = re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value) and dt.date.fromisoformat(value)
     except ValueError:
-        return "a date as YYYY-MM-DD"
-    return None if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) else "a date as YYYY-MM-DD"
+        ok = None
+    return None if ok else "a date as YYYY-MM-DD"
 
 
 def _existing_file(value: str) -> str | None:
@@ -64,6 +80,10 @@ def _database_url(value: str) -> str | None:
     if value.startswith("sqlite:///"):
         return None
     if value.startswith("postgresql+psycopg2://"):
+        try:
+            urlparse(value).port  # noqa: B018 - raises for a port that is not a number
+        except ValueError:
+            return "a URL whose port is a number, e.g. postgresql+psycopg2://user@host:5432/db"
         return None
     if value.startswith(("postgresql://", "postgres://")):
         # SQLAlchemy 2.1 picks psycopg3 for a bare postgresql:// URL, which is not installed.
@@ -96,8 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
             check=_existing_file),
     Setting("SYNC_DATABASE_URL", "ledger, webhook inbox and exceptions database (SQLAlchemy URL)",
             check=_database_url),
-    Setting("SYNC_FIELD_MAPPING", "path of the field-mapping YAML", default="field_mapping.yaml",
-            check=_existing_file),
+    # Checked with its content by check_configuration (read_field_mapping names this variable).
+    Setting("SYNC_FIELD_MAPPING", f"path of the field-mapping YAML (default {DEFAULT_FIELD_MAPPING})"),
     Setting("SYNC_START_DATE", "first daily partition (UTC)", default="2026-01-01", check=_iso_date),
     Setting("SYNC_EVENT_SOURCE", "where the Stripe event sensor reads: the Events API, or the webhook inbox that "
             "`sync-pipeline webhooks serve` fills", default="events_api",
@@ -149,12 +169,22 @@ def check_environment(environ: Mapping[str, str] | None = None, require: tuple[s
     return problems
 
 
+def check_configuration(environ: Mapping[str, str] | None = None, require: tuple[str, ...] = ()) -> list[str]:
+    """Every problem with the environment and with the field-mapping file it points at, one line each."""
+    return [*check_environment(environ, require), *read_field_mapping(field_mapping_path(environ))[1]]
+
+
 def require_environment(require: tuple[str, ...] = (), environ: Mapping[str, str] | None = None) -> None:
     """Raise ConfigError with the first problem (one line) if the environment is not usable."""
     problems = check_environment(environ, require)
     if problems:
-        more = f" (and {len(problems) - 1} more: run `sync-pipeline check-config`)" if len(problems) > 1 else ""
-        raise ConfigError(problems[0] + more)
+        raise ConfigError(first_problem(problems))
+
+
+def first_problem(problems: list[str]) -> str:
+    """The first problem, and how many more there are, as one line (the rest: `sync-pipeline check-config`)."""
+    more = f" (and {len(problems) - 1} more: run `sync-pipeline check-config`)" if len(problems) > 1 else ""
+    return problems[0] + more
 
 
 def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
@@ -180,6 +210,30 @@ def default_database_url() -> str:
 
 def database_url(environ: Mapping[str, str] | None = None) -> str:
     return get("SYNC_DATABASE_URL", environ) or default_database_url()
+
+
+# user:password@ right after the scheme. The password runs to the last @: an unescaped @ in it must not
+# leave its end on show (hiding a little more than the password is harmless).
+_URL_PASSWORD = re.compile(r"^(?P<head>[\w+]+://[^:/@]*:)(?P<password>.*)@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<password>[^&]*)", re.IGNORECASE)
+
+
+def database_open_problem(url: str, reason: str) -> str:
+    """One line for a database that cannot be opened; its password is shown nowhere, URL nor reason."""
+    passwords = [m["password"] for m in (_URL_PASSWORD.match(url), *_QUERY_PASSWORD.finditer(url)) if m]
+    shown = _QUERY_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>***@", url))
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    why = "; ".join(lines) or "no reason given"
+    for password in passwords:
+        for spelling in {password, unquote(password)} - {""}:
+            why = why.replace(spelling, "***")
+    return f"SYNC_DATABASE_URL: cannot open {shown} ({why})"
+
+
+def field_mapping_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Absolute path of the field mapping: SYNC_FIELD_MAPPING (relative to the working directory) or the default."""
+    value = get("SYNC_FIELD_MAPPING", environ)
+    return Path(os.path.abspath(value)) if value else DEFAULT_FIELD_MAPPING
 
 
 def start_date(environ: Mapping[str, str] | None = None) -> str:

@@ -2,16 +2,17 @@
 
 The file says what the Stripe data cannot: which NetSuite subsidiary books a currency, which item a
 Stripe price is, which department an invoice carries, which accounts payments and refunds use.
-`FieldMapping.load(path)` reads and checks the whole file at once and raises `FieldMappingError`
-listing every problem as `key.path: what is wrong. Fix: what to write`, so a finance user can
-correct the file in one pass. Pure module: no HTTP, no Dagster.
+`parse_field_mapping(raw, source)` is the one check of the file: every problem, one line each
+(`source: key.path: what is wrong. Fix: what to write`), so a finance user can correct the file in one
+pass. `sync-pipeline check-config`, the code location and `FieldMapping.load` all use it. No HTTP, no
+Dagster; the only I/O is `read_field_mapping` reading the file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,18 +39,30 @@ MAPPED_FIELDS = frozenset({"externalId", "entity", "customer", "currency", "tran
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Salesforce record ids: 15 characters (case-sensitive) or 18 (with a case checksum); Product2 starts 01t.
 _SALESFORCE_PRODUCT_ID = re.compile(r"01t[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?")
+# NetSuite internal ids are whole numbers (negative for a few built-in records); ASCII digits only.
+_NETSUITE_ID = re.compile(r"-?[0-9]+")
+# ISO 4217 codes, plus the retired ones Stripe still lists (EEK HRK LTL LVL MRO STD VEF ...).
+ISO_CURRENCIES = frozenset("""
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BYR BZD
+    CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EEK EGP ERN ETB EUR FJD FKP GBP
+    GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW
+    KWD KYD KZT LAK LBP LKR LRD LSL LTL LVL LYD MAD MDL MGA MKD MMK MNT MOP MRO MRU MUR MVR MWK MXN MXV MYR MZN
+    NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE
+    SLL SOS SRD SSP STD STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED
+    VEF VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA YER ZAR ZMK ZMW ZWG ZWL
+""".split())
 _TOP_LEVEL_KEYS = ("version", "customers", "currencies", "subsidiaries", "defaults", "required_fields", "items",
                    "accounts", "void_invoices", "salesforce")
 
 
 class FieldMappingError(ValueError):
-    """The field-mapping file is unusable; `problems` lists each one as `key: what. Fix: how`."""
+    """The field-mapping file is unusable; `problems` holds one line each: `source: key: what. Fix: how`."""
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s) in the field mapping:\n{lines}")
+        super().__init__(f"{len(problems)} problem(s) in the field mapping:\n{lines}")
 
 
 @dataclass(frozen=True)
@@ -122,25 +135,13 @@ class FieldMapping:
     @classmethod
     def load(cls, path: str | Path) -> FieldMapping:
         """Read and check `path`; raises FieldMappingError naming every problem and its fix."""
-        source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise FieldMappingError(source, [f"cannot read the file ({exc.strerror or exc}). Fix: set "
-                                             "SYNC_FIELD_MAPPING to the path of your field_mapping.yaml"]) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-            raise FieldMappingError(source, [f"not valid YAML at {where} ({getattr(exc, 'problem', exc)}). "
-                                             "Fix: check indentation and quoting there"]) from None
-        return cls.from_dict(data if data is not None else {}, source=source)
+        return _usable(*read_field_mapping(path), str(path))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<field mapping>") -> FieldMapping:
         """Build from already-parsed YAML; same checks as `load`."""
-        return _Parser(source).parse(data)
+        parser = _Parser(source)
+        return _usable(parser.parse(data), parser.problems, source)
 
     # -- look-ups the mapping uses ---------------------------------------------------------------
     def currency(self, code: str) -> CurrencyMapping | None:
@@ -186,6 +187,71 @@ class FieldMapping:
         return self.items.default
 
 
+def read_field_mapping(path: str | Path) -> tuple[FieldMapping | None, list[str]]:
+    """The mapping in the file at `path` and every problem with it (see `parse_field_mapping`)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return None, [f"SYNC_FIELD_MAPPING: expected the path of your field_mapping.yaml; cannot read {path} "
+                      f"({exc.strerror or exc})"]
+    return parse_field_mapping(raw, str(path))
+
+
+def parse_field_mapping(raw: bytes, source: str) -> tuple[FieldMapping | None, list[str]]:
+    """The mapping a file's bytes hold and every problem with it, one line each (None when there is any).
+
+    Encoding, YAML syntax (with line and column), then every section's content.
+    """
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: Windows editors may start the file with a byte-order mark
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        return None, [f"{source}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}). Fix: save the file "
+                      "as UTF-8 in your editor"]
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        return None, [f"{source}: not valid YAML{_yaml_error_text(exc)}. Fix: check indentation and quoting there"]
+    parser = _Parser(source)
+    mapping = parser.parse(data)
+    return (None if parser.problems else mapping), parser.problems
+
+
+def _yaml_error_text(exc: yaml.YAMLError) -> str:
+    """` at line L, column C (what)`, plus where the enclosing block starts: the cause is often there."""
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark:
+        what += f", {context} that starts at {at(context_mark)}"
+    return (f" at {at(mark)}" if mark else "") + f" ({' '.join(what.split())})"
+
+
+def _usable(mapping: FieldMapping | None, problems: list[str], source: str) -> FieldMapping:
+    if problems or mapping is None:
+        raise FieldMappingError(source, problems)
+    return mapping
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one section (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key, Hashable):
+                continue
+            if str(key) in seen:  # str: the sections read `1:` and `"1":` as the same id
+                raise yaml.constructor.ConstructorError(None, None, f"{key} is written twice in this section",
+                                                        key_node.start_mark)
+            seen.add(str(key))
+        return super().construct_mapping(node, deep)
+
+
 def reference(value: str) -> dict[str, str]:
     """A NetSuite reference to a record by internal id, as the record API takes it."""
     return {"id": str(value)}
@@ -199,7 +265,8 @@ class _Parser:
         self.problems: list[str] = []
 
     def problem(self, path: str, what: str, fix: str) -> None:
-        self.problems.append(f"{path}: {what}. Fix: {fix}")
+        where = f"{self.source}: {path}" if path else self.source
+        self.problems.append(f"{where}: {what}. Fix: {fix}")
 
     # -- generic readers -------------------------------------------------------------------------
     def mapping(self, value: Any, path: str, allowed: tuple[str, ...] | None = None) -> dict:
@@ -221,11 +288,12 @@ class _Parser:
             if required:
                 self.problem(path, "missing", "write the NetSuite internal id (the number in the record's URL, id=...)")
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
+        text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+        if not _NETSUITE_ID.fullmatch(text):
             self.problem(path, f"expected a NetSuite internal id, got {value!r}",
-                         "write the internal id as a number or quoted string, e.g. \"3\"")
+                         "write the internal id (the number after id= in the record's URL), e.g. \"3\"")
             return None
-        return str(value).strip()
+        return text
 
     def choice(self, value: Any, path: str, choices: tuple[str, ...], default: str) -> str:
         if value is None:
@@ -282,11 +350,16 @@ class _Parser:
         return None
 
     # -- sections ----------------------------------------------------------------------------------
-    def parse(self, data: Any) -> FieldMapping:
+    def parse(self, data: Any) -> FieldMapping | None:
         if not isinstance(data, Mapping):
-            raise FieldMappingError(self.source, ["the file is not a YAML mapping of sections. Fix: start from the "
-                                                  "example field_mapping.yaml at the repository root"])
+            what = "the file is empty" if data is None else "the file is not a YAML mapping of sections"
+            self.problem("", what, "start from the example field_mapping.yaml at the repository root")
+            return None
         top = self.mapping(data, "", allowed=_TOP_LEVEL_KEYS)
+        if not top.get("currencies"):
+            # Without currencies every Stripe transaction is held back as UNMAPPED_CURRENCY.
+            self.problem("currencies", "missing: no currency is mapped",
+                         "list each currency you sell in, e.g. `USD: {netsuite_id: \"1\", subsidiary: \"1\"}`")
         version = top.get("version", 1)
         if version != 1:
             self.problem("version", f"version {version!r} is not supported", "write `version: 1`")
@@ -304,8 +377,6 @@ class _Parser:
             salesforce=self.salesforce(top.get("salesforce")),
             source=self.source,
         )
-        if self.problems:
-            raise FieldMappingError(self.source, self.problems)
         return result
 
     def customers(self, value: Any) -> CustomerConfig:
@@ -325,10 +396,14 @@ class _Parser:
 
     def currency_code(self, code: Any, path: str) -> str | None:
         try:
-            return normalize_currency(code)
+            upper = normalize_currency(code)
         except MoneyError:
-            self.problem(path, f"{code!r} is not a three-letter currency code", "write codes like USD, EUR, JPY")
+            upper = None
+        if upper not in ISO_CURRENCIES:
+            self.problem(path, f"{code!r} is not a three-letter ISO 4217 currency code",
+                         "write codes like USD, EUR, JPY")
             return None
+        return upper
 
     def subsidiaries(self, value: Any) -> dict[str, SubsidiaryConfig]:
         out: dict[str, SubsidiaryConfig] = {}
@@ -361,7 +436,7 @@ class _Parser:
             section = self.mapping(raw, path, allowed=("netsuite_id", "subsidiary"))
             netsuite_id = self.netsuite_id(section.get("netsuite_id"), f"{path}.netsuite_id", required=True)
             subsidiary = self.netsuite_id(section.get("subsidiary"), f"{path}.subsidiary")
-            if subsidiary and subsidiaries and subsidiary not in subsidiaries:
+            if subsidiary and subsidiary not in subsidiaries:
                 self.problem(f"{path}.subsidiary", f"subsidiary {subsidiary} is not listed under `subsidiaries:`",
                              f"add subsidiary \"{subsidiary}\" under `subsidiaries:` or correct the id")
             allowed = subsidiaries.get(subsidiary).currencies if subsidiary in subsidiaries else None

@@ -7,7 +7,7 @@ import threading
 
 import dagster as dg
 
-from sync_pipeline.mapping.field_mapping import FieldMapping
+from sync_pipeline.mapping.field_mapping import FieldMapping, FieldMappingError
 
 _CACHE: dict[str, tuple[float, FieldMapping]] = {}
 _LOCK = threading.Lock()
@@ -19,12 +19,17 @@ class FieldMappingResource(dg.ConfigurableResource):
     path: str
 
     def load(self) -> FieldMapping:
-        if not os.path.isfile(self.path):
-            raise dg.Failure(
-                description=f"SYNC_FIELD_MAPPING: no file at {self.path}; copy field_mapping.yaml from the project "
-                            "and set SYNC_FIELD_MAPPING to its path"
-            )
-        mtime = os.path.getmtime(self.path)
+        try:
+            return self._current()
+        except FieldMappingError as exc:
+            # Every problem, one line each, as `sync-pipeline check-config` prints them.
+            raise dg.Failure(description=str(exc)) from None
+
+    def _current(self) -> FieldMapping:
+        try:
+            mtime = os.path.getmtime(self.path)
+        except OSError:
+            return FieldMapping.load(self.path)  # raises, naming SYNC_FIELD_MAPPING and the path
         with _LOCK:
             cached = _CACHE.get(self.path)
             if cached is None or cached[0] != mtime:

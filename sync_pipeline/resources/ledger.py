@@ -8,17 +8,22 @@ target accepted the upsert, so a crash in between costs one harmless repeat upse
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+
+from sync_pipeline import settings
 
 metadata = sa.MetaData()
 
@@ -149,9 +154,13 @@ class Ledger:
 
     def __init__(self, url: str, *, create: bool = True, engine: sa.Engine | None = None):
         self.url = url
-        self.engine = engine or create_ledger_engine(url)
-        if create:
-            _create_tables(self.engine)
+        try:
+            self.engine = engine or create_ledger_engine(url)
+            if create:
+                _create_tables(self.engine)
+        except (sa.exc.SQLAlchemyError, ValueError) as exc:
+            # One line naming SYNC_DATABASE_URL, password hidden, instead of a driver traceback.
+            raise settings.ConfigError(settings.database_open_problem(url, _reason(exc))) from None
 
     # -- helpers -------------------------------------------------------------------------------
     def _insert(self, table: sa.Table):
@@ -374,6 +383,39 @@ def create_ledger_engine(url: str) -> sa.Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _reason(exc: Exception) -> str:
+    # The driver's own words, without SQLAlchemy's wrapping (statement, background link).
+    return str(getattr(exc, "orig", None) or exc)
+
+
+def check_database(url: str) -> list[str]:
+    """Why the database at `url` cannot be opened (one line, password hidden), or []. Creates nothing."""
+    try:
+        if url.startswith("sqlite"):
+            _probe_sqlite(sa.engine.make_url(url).database)
+        else:
+            engine = sa.create_engine(url, connect_args={"connect_timeout": 10})
+            try:
+                engine.connect().close()
+            finally:
+                engine.dispose()
+    except (sa.exc.SQLAlchemyError, sqlite3.Error, ValueError) as exc:
+        return [settings.database_open_problem(url, _reason(exc))]
+    return []
+
+
+def _probe_sqlite(database: str | None) -> None:
+    if database in (None, "", ":memory:"):
+        return
+    path = Path(database).absolute()
+    if path.exists():
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            conn.execute("PRAGMA schema_version")  # reads the header: a file that is no database fails here
+    elif not path.parent.is_dir():
+        # The first run creates the file, but not its folder.
+        raise ValueError(f"{path.parent} is not a directory")
 
 
 class LedgerResource(dg.ConfigurableResource):

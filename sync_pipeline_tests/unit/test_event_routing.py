@@ -159,7 +159,7 @@ def tick(instance: dg.DagsterInstance, cursor: str | None = None, last_start: fl
     from sync_pipeline.sensors import build_stripe_events_sensor
 
     resources = {k: v for k, v in build_resources().items() if k in ("stripe", "ledger")}
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=resources,
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs(), resources=resources,
                                       last_sensor_start_time=last_start)
     return build_stripe_events_sensor(stripe_to_netsuite).evaluate_tick(context)
 

@@ -14,6 +14,8 @@ from sync_pipeline.schemas.salesforce import validate_plans
 
 ROOT = Path(__file__).resolve().parents[2]
 PRO, SETUP, UNMAPPED = "01t5g0000000001AAA", "01t5g0000000002AAA", "01t5g0000000003AAA"
+# The least a field-mapping file must hold besides the Salesforce section.
+USD = {"currencies": {"USD": {"netsuite_id": "1"}}}
 CONFIG = SalesforceConfig(product_prices={PRO[:15]: "price_pro", SETUP[:15]: "price_setup"})
 PRICES = {
     "price_pro": {"id": "price_pro", "currency": "usd", "unit_amount": 60000, "active": True,
@@ -116,21 +118,21 @@ def test_duplicate_ids_are_read_from_the_collection_error():
 
 
 def test_field_mapping_reads_product_prices_and_names_bad_lines():
-    mapping = FieldMapping.from_dict({"salesforce": {"product_prices": {PRO: "price_pro"}}})
+    mapping = FieldMapping.from_dict({**USD, "salesforce": {"product_prices": {PRO: "price_pro"}}})
     assert mapping.salesforce.price_for_product(PRO) == "price_pro"
     assert mapping.salesforce.price_for_product(PRO[:15]) == "price_pro"
 
     with pytest.raises(FieldMappingError) as raised:
-        FieldMapping.from_dict({"salesforce": {"product_prices": {"Pro plan": "price_pro", SETUP: "prod_x"}}})
+        FieldMapping.from_dict({**USD, "salesforce": {"product_prices": {"Pro plan": "price_pro", SETUP: "prod_x"}}})
     assert "salesforce.product_prices.Pro plan: 'Pro plan' is not a Salesforce Product2 id" in str(raised.value)
     assert f"salesforce.product_prices.{SETUP}: 'prod_x' is not a Stripe price id" in str(raised.value)
 
 
 def test_billing_start_date_is_read_and_checked():
-    mapping = FieldMapping.from_dict({"salesforce": {"bill_closed_won_from": "2026-12-01"}})
+    mapping = FieldMapping.from_dict({**USD, "salesforce": {"bill_closed_won_from": "2026-12-01"}})
     assert str(mapping.salesforce.bill_closed_won_from) == "2026-12-01"
     with pytest.raises(FieldMappingError, match="salesforce.bill_closed_won_from: 'Dec 1' is not a date"):
-        FieldMapping.from_dict({"salesforce": {"bill_closed_won_from": "Dec 1"}})
+        FieldMapping.from_dict({**USD, "salesforce": {"bill_closed_won_from": "Dec 1"}})
 
 
 def test_netsuite_customer_of_a_salesforce_account_carries_its_id_and_billing_address():

@@ -21,10 +21,11 @@ def test_look_back_stops_at_the_first_partition():
 
 
 def test_schedule_run_requests_carry_partition_and_a_run_key_per_tick():
-    schedule = defs.get_schedule_def("daily_stripe_to_netsuite")
+    definitions = defs()
+    schedule = definitions.get_schedule_def("daily_stripe_to_netsuite")
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
-            instance=instance, repository_def=defs.get_repository_def(),
+            instance=instance, repository_def=definitions.get_repository_def(),
             scheduled_execution_time=dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.timezone.utc))
         requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.partition_key for r in requests] == ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]

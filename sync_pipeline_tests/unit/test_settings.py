@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +26,12 @@ def test_a_complete_environment_has_no_problems():
     ("name", "value", "expected"),
     [
         ("NETSUITE_CONCURRENCY", "abc", "NETSUITE_CONCURRENCY: expected a whole number from 1 to 1000"),
+        # ASCII digits only (Unicode ones such as ² are in test_config_errors.py, through the CLI).
+        ("NETSUITE_CONCURRENCY", "1_0", "NETSUITE_CONCURRENCY: expected a whole number from 1 to 1000"),
         ("SYNC_START_DATE", "01/11/2026", "SYNC_START_DATE: expected a date as YYYY-MM-DD"),
+        ("SYNC_START_DATE", "２０２６-01-01", "SYNC_START_DATE: expected a date as YYYY-MM-DD"),
         ("SYNC_DATABASE_URL", "postgresql://u@h/db", "SYNC_DATABASE_URL: expected the scheme postgresql+psycopg2://"),
+        ("SYNC_DATABASE_URL", "postgresql+psycopg2://u:pw@h:port/db", "SYNC_DATABASE_URL: expected a URL whose port"),
         ("STRIPE_API_BASE", "localhost:12111", "STRIPE_API_BASE: expected a URL starting with http:// or https://"),
         ("SALESFORCE_INSTANCE_URL", "http://x.my.salesforce.com", "SALESFORCE_INSTANCE_URL: expected a URL starting"),
     ],
@@ -66,6 +71,29 @@ def test_cli_check_config_fails_with_one_line_and_exit_code_2():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "NETSUITE_CONCURRENCY: expected a whole number from 1 to 1000"
+
+
+@pytest.mark.parametrize(
+    ("url", "written", "shown"),
+    [
+        ("postgresql+psycopg2://sync:p%40ss:w/rd@db:5432/sync", "p%40ss:w/rd",
+         "postgresql+psycopg2://sync:***@db:5432/sync"),
+        ("postgresql+psycopg2://sync:p@ss:w/rd@db/sync", "p@ss:w/rd", "postgresql+psycopg2://sync:***@db/sync"),
+        ("postgresql+psycopg2://sync@db/sync?password=p%40ss:w/rd", "p%40ss:w/rd",
+         "postgresql+psycopg2://sync@db/sync?password=***"),
+    ],
+)
+def test_a_database_that_cannot_be_opened_is_one_line_without_its_password(url, written, shown):
+    # The driver may quote the password decoded or as written in the URL, over several lines.
+    reason = f"FATAL: password p@ss:w/rd rejected\n\tcheck {written}"
+    assert settings.database_open_problem(url, reason) == (
+        f"SYNC_DATABASE_URL: cannot open {shown} (FATAL: password *** rejected; check ***)")
+
+
+def test_the_default_field_mapping_does_not_depend_on_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert settings.field_mapping_path({}) == Path(__file__).resolve().parents[2] / "field_mapping.yaml"
+    assert settings.field_mapping_path({"SYNC_FIELD_MAPPING": "mine.yaml"}) == tmp_path / "mine.yaml"
 
 
 def test_ledger_defaults_to_a_sqlite_file_in_dagster_home(monkeypatch, tmp_path):
