@@ -60,6 +60,13 @@ def sandbox_environment(days: int, invoices: int, seed: int, quiet: bool = False
                 os.environ[name] = value
 
 
+def _netsuite_writes(netsuite_base_url: str) -> int:
+    """Writes the NetSuite stand-in has applied so far: the demo shows a second run sends none."""
+    import requests
+
+    return int(requests.get(f"{netsuite_base_url}/_sandbox/stats", timeout=60).json()["writes_applied"])
+
+
 def _seeded_days(stripe_api_base: str, api_key: str) -> list[str]:
     """Every UTC day on which the Stripe stand-in holds an invoice or a charge."""
     import requests
@@ -110,6 +117,7 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
         print(f"Syncing {len(first_day)} days into NetSuite (Dagster home {settings.dagster_home().resolve()})\n")
         print(f"{'day':10}  {'created':>7} {'updated':>7} {'unchanged':>9} {'quarantined':>11} {'failed':>6}  books")
         reports = []
+        writes_before = _netsuite_writes(env["NETSUITE_BASE_URL"])
         for day in first_day:
             started = time.perf_counter()
             result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False,
@@ -124,6 +132,7 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
         print(f"\n{'total':10}  {totals['created']:7d} {totals['updated']:7d} {totals['unchanged']:9d} "
               f"{totals['quarantined']:11d} {totals['failed']:6d}  "
               f"{sum(r.reconciled for r in reports)}/{len(reports)} days reconcile")
+        print(f"NetSuite writes this run: {_netsuite_writes(env['NETSUITE_BASE_URL']) - writes_before}")
         if totals["quarantined"]:
             print("Quarantined records and their fixes: `sync_exceptions` in the UI (make dev), or the ledger's "
                   "sync_exceptions table.")
