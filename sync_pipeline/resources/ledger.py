@@ -80,6 +80,58 @@ webhook_inbox = sa.Table(
     sa.Index("ix_webhook_inbox_unprocessed", "processed_at", "event_created"),
 )
 
+# 1970-01-01 to 2100-01-01 UTC in seconds. `created` picks the event's partition; a value outside this is a
+# timestamp in milliseconds or garbage, and one beyond 64 bits cannot even be bound (SQLite OverflowError).
+EVENT_CREATED_RANGE = (0, 4_102_444_800)
+
+
+def _event_object(event: dict) -> dict:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    return obj if isinstance(obj, dict) else {}
+
+
+def _text_problem(value: Any, column: sa.Column, *, required: bool = True) -> str | None:
+    """Why `value` cannot go into `column` on SQLite and PostgreSQL alike (None when it can)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        return "must be a non-empty string" if required else "must be a string when present"
+    if len(value) > column.type.length:
+        # PostgreSQL enforces VARCHAR(n) and would fail the insert; SQLite would store it silently.
+        return f"is longer than {column.type.length} characters"
+    if "\x00" in value:
+        return "contains a NUL character (PostgreSQL text cannot hold one)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate escape such as \\ud800)"
+    return None
+
+
+def inbox_event_problem(event: Any) -> str | None:
+    """None when the inbox can store `event`, else what is wrong, in words (for a 400 answer).
+
+    Checked before the insert, so a malformed event is refused the same way on SQLite and PostgreSQL
+    instead of surfacing as a driver error.
+    """
+    if not isinstance(event, dict):
+        return "the event is not a JSON object"
+    checks = (
+        ("id", _text_problem(event.get("id"), webhook_inbox.c.event_id)),
+        ("type", _text_problem(event.get("type"), webhook_inbox.c.event_type)),
+        ("data.object.id", _text_problem(_event_object(event).get("id"), webhook_inbox.c.object_id,
+                                         required=False)),
+    )
+    for field, problem in checks:
+        if problem:
+            return f"the event's {field} {problem}"
+    created, (low, high) = event.get("created"), EVENT_CREATED_RANGE
+    if not isinstance(created, int) or isinstance(created, bool) or not low <= created < high:
+        return f"the event's created must be a whole number of seconds from {low} to {high - 1}"
+    return None
+
+
 sync_cursors = sa.Table(
     "sync_cursors",
     metadata,
@@ -298,8 +350,14 @@ class Ledger:
 
     # -- webhook inbox (layer 3: the Stripe event id is the primary key) ----------------------
     def add_event(self, event: dict, payload: str | None = None) -> bool:
-        """Store a Stripe event once; returns False when it was already in the inbox."""
-        obj = (event.get("data") or {}).get("object") or {}
+        """Store a Stripe event once; returns False when it was already in the inbox.
+
+        Raises ValueError (naming the field, never echoing its value) for an event the inbox cannot hold.
+        """
+        problem = inbox_event_problem(event)
+        if problem:
+            raise ValueError(f"not stored in the webhook inbox: {problem}")
+        obj = _event_object(event)
         stmt = self._insert(webhook_inbox).values(
             event_id=event["id"], event_type=event["type"], event_created=int(event["created"]),
             object_id=obj.get("id"), payload=payload if payload is not None else json.dumps(event),

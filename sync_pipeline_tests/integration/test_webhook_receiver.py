@@ -4,11 +4,6 @@ anything unsigned, tampered, stale or not a Stripe event is refused with 400 and
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +18,8 @@ from sync_pipeline.sandbox.server import serve_in_thread
 from sync_pipeline.sandbox.stripe import start_stripe
 from sync_pipeline.sandbox.stripe.events import sign
 from sync_pipeline.webhooks import WEBHOOK_PATH, ReceiverConfig, create_webhook_app
+from sync_pipeline_tests.integration.webhook_server import SECRET, running_receiver
 
-SECRET = "whsec_receiver_test"
 EVENT = {"id": "evt_test_1", "object": "event", "type": "invoice.paid", "created": 1_795_000_000,
          "data": {"object": {"id": "in_1", "object": "invoice", "created": 1_795_000_000}}}
 
@@ -139,36 +134,13 @@ def test_webhooks_status_shows_depth_oldest_unprocessed_and_last_processed(ledge
     assert lines[2].startswith("last processed: evt_done invoice.paid")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_webhooks_serve_runs_the_receiver_on_uvicorn_at_the_given_port(tmp_path: Path):
-    port = _free_port()
-    env = {**os.environ, "STRIPE_WEBHOOK_SECRET": SECRET, "SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'l.sqlite'}"}
-    proc = subprocess.Popen([sys.executable, "-m", "sync_pipeline.cli", "webhooks", "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
+    database_url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    with running_receiver(tmp_path, database_url, log_level="warning") as server:
         body, header = _signed(BODY)
-        assert _post(url + WEBHOOK_PATH, body, header).status_code == 200
-        assert _post(url + WEBHOOK_PATH, body, None).status_code == 400
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    assert [r["event_id"] for r in Ledger(env["SYNC_DATABASE_URL"]).unprocessed_events()] == ["evt_test_1"]
+        assert _post(server.endpoint, body, header).status_code == 200
+        assert _post(server.endpoint, body, None).status_code == 400
+    assert [r["event_id"] for r in Ledger(database_url).unprocessed_events()] == ["evt_test_1"]
 
 
 def test_webhooks_serve_refuses_to_start_without_a_signing_secret(tmp_path, monkeypatch, capsys):
