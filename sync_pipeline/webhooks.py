@@ -221,7 +221,13 @@ def _ledger_from_settings() -> Ledger:
 
     url = settings.database_url()
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # e.g. a path under a file: one line, like any database that cannot be opened
+            blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+            reason = f"{blocking} is not a directory" if blocking else (exc.strerror or str(exc))
+            raise settings.ConfigError(settings.database_open_problem(url, reason)) from None
     return Ledger(url)
 
 

@@ -188,8 +188,9 @@ def test_check_config_connects_and_never_shows_the_password(run):
 def test_a_sqlite_file_under_a_file_is_one_line(run, tmp_path):
     (tmp_path / "a_file").write_text("")
     url = f"sqlite:///{tmp_path / 'a_file' / 'ledger.sqlite'}"
-    result = run("sync-pipeline", "check-config", SYNC_DATABASE_URL=url)
-    assert_one_line(result, f"SYNC_DATABASE_URL: cannot open {url} ({tmp_path / 'a_file'} is not a directory)")
+    line = f"SYNC_DATABASE_URL: cannot open {url} ({tmp_path / 'a_file'} is not a directory)"
+    assert_one_line(run("sync-pipeline", "check-config", SYNC_DATABASE_URL=url), line)
+    assert_one_line(run("sync-pipeline", "webhooks", "status", SYNC_DATABASE_URL=url), f"sync-pipeline: {line}")
 
 
 @pytest.mark.parametrize("url", [UNREACHABLE_POSTGRES, "sqlite:////dev/null/ledger.sqlite"])
