@@ -15,6 +15,7 @@ import requests
 import stripe
 
 from sync_pipeline.sandbox.netsuite import start_netsuite
+from sync_pipeline.sandbox.netsuite.jsonio import dumps as netsuite_json
 from sync_pipeline.sandbox.stripe import start_stripe
 
 # Wednesday two days ago (UTC): a complete past day, inside the default partition range.
@@ -73,6 +74,19 @@ class Sandbox:
 
     def configure_netsuite(self, **knobs) -> None:
         requests.post(f"{self.netsuite_url}/_sandbox/config", json=knobs, timeout=10).raise_for_status()
+
+    # -- NetSuite changed behind the pipeline's back (someone editing records, an import) ---------------
+    def edit_in_netsuite(self, record_type: str, external_id: str, fields: dict) -> dict:
+        response = requests.patch(f"{self.netsuite_url}/_sandbox/records/{record_type}/eid:{external_id}",
+                                  data=netsuite_json(fields), timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def duplicate_in_netsuite(self, record_type: str, external_id: str) -> dict:
+        response = requests.post(f"{self.netsuite_url}/_sandbox/records/{record_type}/eid:{external_id}/duplicate",
+                                 timeout=10)
+        response.raise_for_status()
+        return response.json()
 
     # -- the pipeline ------------------------------------------------------------------------------
     def materialize(self, partition: dt.date = DAY, instance: dg.DagsterInstance | None = None,

@@ -598,6 +598,36 @@ def test_sandbox_records_and_stats(api, netsuite):
     assert netsuite.state.count("customer") == 0
 
 
+def test_an_invoice_edited_behind_the_apis_back_gets_its_new_total_and_costs_no_write(api, netsuite):
+    invoice_id = api.invoice("stripe-in_E", api.customer(), "100.00")
+    lines = [{"item": {"id": "101"}, "quantity": 1, "amount": Decimal("130.00")}]
+
+    edited = requests.patch(f"{netsuite.url}/_sandbox/records/invoice/eid:stripe-in_E",
+                            data=dumps({"item": {"items": lines}}), timeout=10)
+
+    assert edited.status_code == 200 and decimal_json(edited)["total"] == Decimal("130.00")
+    rows = decimal_json(api.suiteql("SELECT externalid, foreigntotal FROM transaction WHERE type = 'CustInvc'"))
+    assert Decimal(rows["items"][0]["foreigntotal"]) == Decimal("130.00")  # SuiteQL answers text
+    assert requests.get(f"{netsuite.url}/_sandbox/stats", timeout=10).json()["writes_applied"] == 2  # the API's two
+    refused = requests.patch(f"{netsuite.url}/_sandbox/records/invoice/{invoice_id}", json={"tranDate": None},
+                             timeout=10)
+    assert refused.status_code == 400  # the account's rules hold for these edits too
+
+
+def test_a_duplicated_external_id_shows_twice_in_suiteql_and_upserts_still_reach_the_original(api, netsuite):
+    original = api.customer("stripe-cus_D")
+
+    copy = requests.post(f"{netsuite.url}/_sandbox/records/customer/eid:stripe-cus_D/duplicate", timeout=10)
+
+    assert copy.status_code == 201 and copy.json()["id"] != original
+    assert copy.json()["externalId"] == "stripe-cus_D"
+    rows = api.suiteql("SELECT id, externalid FROM customer WHERE externalid = 'stripe-cus_D'").json()["items"]
+    assert sorted(str(r["id"]) for r in rows) == sorted([original, copy.json()["id"]])
+    assert api.customer("stripe-cus_D") == original
+    missing = requests.post(f"{netsuite.url}/_sandbox/records/customer/eid:nobody/duplicate", timeout=10)
+    assert missing.status_code == 404
+
+
 def test_state_round_trips_through_a_file(api, netsuite, tmp_path):
     customer_id = api.customer()
     api.invoice("stripe-in_S", customer_id, "10.10")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+import dagster as dg
 import pytest
 import yaml
 
+from sync_pipeline.assets.netsuite import plan_frame, required_fields_check
 from sync_pipeline.mapping.field_mapping import FieldMapping, FieldMappingError
 from sync_pipeline.mapping.netsuite import map_customer, map_invoice, map_invoice_tree
 from sync_pipeline.schemas.netsuite import records_frame, schema_for, validate_records
@@ -147,6 +149,24 @@ def test_schema_requires_the_configured_fields(fm):
     assert not schema.columns["department"].nullable
     assert not schema.columns["location"].nullable
     assert schema_for("customerPayment", fm).columns["department"].nullable
+
+
+def test_required_fields_check_warns_for_held_back_records_and_errors_for_an_invalid_one_in_the_write_set():
+    fm = without_department_for_subsidiary_2()
+    records = [*paid_invoice_tree(fm, "in_usd", "usd", "ch_usd").records,
+               *paid_invoice_tree(fm, "in_eur", "eur", "ch_eur").records]
+    outcome = validate_records(records, fm)
+
+    clean = required_fields_check(plan_frame(outcome.valid, [], []), fm)
+    held_back = required_fields_check(plan_frame(outcome.valid, outcome.issues, []), fm)
+    # What a plan that failed to validate would hand the writers: every record, the EUR invoice included.
+    slipped = required_fields_check(plan_frame(records, [], []), fm)
+
+    assert clean.passed
+    assert (held_back.passed, held_back.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert (slipped.passed, slipped.severity) == (False, dg.AssetCheckSeverity.ERROR)
+    assert slipped.metadata["invalid_in_write_set"].value == 1
+    assert "stripe-in_eur" in slipped.description and "department" in slipped.description
 
 
 # -- the field-mapping file -------------------------------------------------------------------------

@@ -19,6 +19,10 @@ Control (no auth, never governed or faulted):
     GET|POST /_sandbox/config     -> the NetSuiteConfig as JSON (POST body: fields to change; 400 on unknown ones)
     GET  /_sandbox/records/{type} -> {"type", "count", "records": [record as GET ?expandSubResources=true shows it]}
     POST /_sandbox/records/{type} -> 201 + the record: create one directly (no auth/governance; same rules)
+    PATCH /_sandbox/records/{type}/{id | eid:X} -> the record after changing fields as someone editing it in
+                                     NetSuite would (same rules, totals re-derived; not counted as a write)
+    POST /_sandbox/records/{type}/{id | eid:X}/duplicate -> 201 + a second record with the same external id,
+                                     which the REST API refuses but an import or a hand-made copy can leave
     POST /_sandbox/reset          -> empty every writable type, forget nonces and bearer tokens
 """
 
@@ -322,6 +326,23 @@ class NetSuiteApp:
         records = self.state.rendered(record_type, _base_url(request))
         return DecimalJSONResponse({"type": record_type, "count": len(records), "records": records})
 
+    # Changes made behind the pipeline's back, so that its after-sync checks can be seen failing.
+    async def patch_record(self, request: Request) -> Response:
+        try:
+            record_type = canonical_type(request.path_params["record_type"])
+            rid = self.state.update(record_type, request.path_params["key"], await _json_body(request), self.rules())
+            return DecimalJSONResponse(self.state.render(record_type, rid, _base_url(request), True))
+        except NetSuiteError as error:
+            return _json_error(error)
+
+    async def duplicate_record(self, request: Request) -> Response:
+        try:
+            record_type = canonical_type(request.path_params["record_type"])
+            rid = self.state.duplicate(record_type, request.path_params["key"])
+            return DecimalJSONResponse(self.state.render(record_type, rid, _base_url(request), True), status_code=201)
+        except NetSuiteError as error:
+            return _json_error(error)
+
     async def reset_state(self, request: Request) -> Response:
         self.state.account_file = self.config.account_file  # reference lists reload from the configured file
         self.state.reset()
@@ -342,6 +363,8 @@ class NetSuiteApp:
             Route("/_sandbox/stats/reset", self.reset_stats, methods=["POST"]),
             Route("/_sandbox/config", self.config_endpoint, methods=["GET", "POST"]),
             Route("/_sandbox/records/{record_type}", self.records_endpoint, methods=["GET", "POST"]),
+            Route("/_sandbox/records/{record_type}/{key}", self.patch_record, methods=["PATCH"]),
+            Route("/_sandbox/records/{record_type}/{key}/duplicate", self.duplicate_record, methods=["POST"]),
             Route("/_sandbox/reset", self.reset_state, methods=["POST"]),
         ]
 

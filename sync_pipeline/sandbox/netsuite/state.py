@@ -115,8 +115,8 @@ class NetSuiteState:
             for record_type, rows in state.records.items():
                 for rid, record in rows.items():
                     state.type_of[rid] = record_type
-                    if record.get("externalId"):
-                        state.external_ids[record_type][record["externalId"]] = rid
+                    if record.get("externalId"):  # a duplicate (see `duplicate`) never takes the index
+                        state.external_ids[record_type].setdefault(record["externalId"], rid)
             for source, targets in from_plain(data["outgoing"]).items():
                 state._replace_outgoing(source, targets)
             state.deposited_in = dict(data["deposited_in"])
@@ -203,6 +203,27 @@ class NetSuiteState:
             fields["externalId"] = external_id
             rid = self.external_ids[record_type].get(external_id)
             return self._save(record_type, rid, fields, rules), rid is None
+
+    def duplicate(self, record_type: str, key: str) -> str:
+        """A second record under the same external id (new internal id and tranId, no applications).
+
+        NetSuite's REST API refuses such a record, yet the pipeline checks for duplicates after every
+        sync because nothing stops one arriving another way (a CSV import, a copy made by hand). The
+        original keeps the external-id index, so an `eid:` upsert still finds it.
+        """
+        with self.lock:
+            self._writable(record_type)
+            rid = self.resolve_key(record_type, key)
+            copy = {k: v for k, v in _copy_record(self.records[record_type][rid]).items()
+                    if k not in ("id", "tranId", "createdDate")}
+            new_id = str(self.next_id)
+            self.next_id += 1
+            copy["createdDate"] = copy["lastModifiedDate"] = _now()
+            if record_type in TRANSACTION_TYPES:
+                copy["tranId"] = self._next_tran_id(record_type)
+            self.records[record_type][new_id] = {"id": new_id, **copy}
+            self.type_of[new_id] = record_type
+            return new_id
 
     def delete(self, record_type: str, key: str) -> None:
         with self.lock:
