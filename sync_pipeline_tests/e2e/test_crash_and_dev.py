@@ -42,27 +42,33 @@ def _pipeline_env(tmp_path: Path, *sandboxes) -> dict[str, str]:
     return env
 
 
+def _netsuite_stats(netsuite) -> dict:
+    return requests.get(f"{netsuite.url}/_sandbox/stats", timeout=10).json()
+
+
 def test_run_killed_mid_write_then_rerun_leaves_every_record_once(tmp_path):
     stripe = start_stripe()
-    netsuite = start_netsuite(latency_ms=20)
+    # NetSuite holds every write after the 10 customers and 40 of the 150 invoices: the run is killed at
+    # exactly that point on any machine, instead of "some time after 40", which a busy one could overshoot.
+    netsuite = start_netsuite(hold_writes_after=50)
     try:
         invoice_ids = seed_paid_invoices(stripe.state, stripe.config, 150, customers=10, start=at(DAY, 1),
                                          spacing_seconds=60)
         env = _pipeline_env(tmp_path, stripe, netsuite)
         run = subprocess.Popen([sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()], env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        # Kill the whole run (process group) once NetSuite has accepted some, not all, invoices.
+        # Kill the whole run (process group) once it is stuck on a held write: mid-write, with requests in flight.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            writes = requests.get(f"{netsuite.url}/_sandbox/stats", timeout=10).json()["writes_by_record_type"]
-            if writes.get("invoice", 0) >= 40:
-                break
+        while not (stats := _netsuite_stats(netsuite))["writes_held"]:
             assert run.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, f"the run never reached the held write: {stats['writes_applied']}"
             time.sleep(0.05)
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(timeout=30)
-        invoices_before = requests.get(f"{netsuite.url}/_sandbox/records/invoice", timeout=10).json()["count"]
-        assert 40 <= invoices_before < 150
+        assert _netsuite_stats(netsuite)["writes_by_record_type"] == {"customer": 10, "invoice": 40}
+        assert requests.get(f"{netsuite.url}/_sandbox/records/invoice", timeout=10).json()["count"] == 40
+        # Writes the dead run had in flight now land, answered to no one: the re-run must not add them again.
+        netsuite.config.update({"hold_writes_after": 0})
         # What the daemon's run monitoring does for a run whose process died (dagster.yaml: run_monitoring):
         # mark it failed and hand back its `netsuite_api` pool slot.
         instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
@@ -87,6 +93,7 @@ def test_run_killed_mid_write_then_rerun_leaves_every_record_once(tmp_path):
         payments = requests.get(f"{netsuite.url}/_sandbox/records/customerPayment", timeout=10).json()
         assert payments["count"] == 150
     finally:
+        netsuite.config.update({"hold_writes_after": 0})  # a held request would keep the server from stopping
         stripe.stop()
         netsuite.stop()
 

@@ -509,6 +509,31 @@ def test_concurrency_limit_refuses_the_excess_at_once(api, netsuite):
     assert stats["by_method"]["GET"]["429"] == len(refused)
 
 
+def test_hold_writes_after_lets_exactly_that_many_writes_through_until_it_is_cleared(api, netsuite):
+    customer_id = api.customer("stripe-cus_H")
+    api.configure(hold_writes_after=2)
+    env = netsuite.env()
+
+    def one_invoice(number: int) -> int:
+        with requests.Session() as http:
+            http.auth = oauth1(env)
+            body = api.invoice_body(customer_id, [{"item": {"id": "101"}, "quantity": 1, "amount": Decimal("5.00")}])
+            return Api(http, netsuite.url).put("invoice", f"stripe-in_H{number}", body).status_code
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = [pool.submit(one_invoice, n) for n in range(3)]
+        deadline = time.monotonic() + 10
+        while netsuite.stats.writes_held < 2:  # the customer and one invoice got through; two invoices wait
+            assert time.monotonic() < deadline, "two writes should be held"
+            time.sleep(0.01)
+        assert (netsuite.stats.writes_applied, netsuite.state.count("invoice")) == (2, 1)
+        api.configure(hold_writes_after=0)
+        statuses = [answer.result(timeout=10) for answer in answers]
+
+    assert statuses == [204, 204, 204] and netsuite.state.count("invoice") == 3
+    assert netsuite.stats.writes_held == 0
+
+
 def test_a_lost_response_write_is_visible_on_the_next_get(api):
     customer_id = api.customer()
     api.configure(lost_response_rate=1.0)

@@ -13,7 +13,8 @@ Control (no auth, never governed or faulted):
                                      "by_status": {"200": n}, "by_record_type": {"invoice": {"PUT": {"204": n}}},
                                      "writes_applied", "writes_by_record_type", "suiteql_queries", "tokens_issued",
                                      "auth_failures", "concurrency_rejections",
-                                     "faults": {"error", "timeout", "lost_response"}, "in_flight", "peak_concurrency"}
+                                     "faults": {"error", "timeout", "lost_response"}, "in_flight", "peak_concurrency",
+                                     "writes_held"}
                                      (a lost response counts under status "lost")
     POST /_sandbox/stats/reset    -> {"ok": true}
     GET|POST /_sandbox/config     -> the NetSuiteConfig as JSON (POST body: fields to change; 400 on unknown ones)
@@ -84,6 +85,7 @@ class Stats:
     faults: dict[str, int] = field(default_factory=lambda: {"error": 0, "timeout": 0, "lost_response": 0})
     in_flight: int = 0
     peak_concurrency: int = 0
+    writes_held: int = 0  # write requests waiting right now behind `hold_writes_after`
 
     def count(self, method: str, status: str, record_type: str | None) -> None:
         self.requests += 1
@@ -203,7 +205,9 @@ class NetSuiteApp:
     async def list_or_create(self, request: Request) -> Response:
         record_type = canonical_type(request.path_params["record_type"])
         if request.method == "POST":
-            rid = self.state.create(record_type, await _json_body(request), self.rules())
+            body = await _json_body(request)
+            await self._hold_write()
+            rid = self.state.create(record_type, body, self.rules())
             return self._written(request, record_type, rid)
         limit, offset = _paging(request, default_limit=1000)
         ids = self.state.list_ids(record_type)
@@ -228,15 +232,17 @@ class NetSuiteApp:
             expand = request.query_params.get("expandSubResources", "").lower() == "true"
             return DecimalJSONResponse(state.render(record_type, rid, _base_url(request), expand))
         if request.method == "DELETE":
+            await self._hold_write()
             state.delete(record_type, key)
             self._count_write(record_type)
             return Response(status_code=204)
         body = await _json_body(request)
-        if request.method == "PATCH":
-            return self._written(request, record_type, state.update(record_type, key, body, self.rules()))
-        if not key.startswith("eid:"):
+        if request.method == "PUT" and not key.startswith("eid:"):
             raise bad_request("PUT (upsert) needs an external id in the URL: .../{type}/eid:{externalId}",
                               INVALID_PARAMETER)
+        await self._hold_write()
+        if request.method == "PATCH":
+            return self._written(request, record_type, state.update(record_type, key, body, self.rules()))
         rid, _created = state.upsert(record_type, key[4:], body, self.rules())
         return self._written(request, record_type, rid)
 
@@ -252,6 +258,8 @@ class NetSuiteApp:
         target_type = canonical_type(request.path_params["target"])
         if (source_type, target_type) != ("invoice", "creditMemo"):
             raise bad_request(f"The sandbox cannot transform {source_type} into {target_type}.", INVALID_PARAMETER)
+        overrides = await _json_body(request) if await request.body() else {}
+        await self._hold_write()
         rid = self.state.resolve_key(source_type, request.path_params["key"])
         invoice = self.state.render(source_type, rid, "", expand=True)
         seed = {name: invoice[name] for name in ("entity", "subsidiary", "currency", "department", "class", "location")
@@ -261,9 +269,22 @@ class NetSuiteApp:
                                   for line in invoice["item"]["items"]]}
         seed["tranDate"] = invoice.get("tranDate")
         seed["createdFrom"] = {"id": rid}
-        overrides = await _json_body(request) if await request.body() else {}
         created = self.state.create(target_type, {**seed, **overrides}, self.rules())
         return self._written(request, target_type, created)
+
+    async def _hold_write(self) -> None:
+        """With `hold_writes_after` = N, a write arriving once N writes are applied waits until the knob is
+        cleared: a test can stop a run after exactly N writes, however fast the machine is. Nothing awaits
+        between this returning and the write, so no more than N ever get through."""
+        limit = self.config.hold_writes_after
+        if not limit or self.stats.writes_applied < limit:
+            return
+        self.stats.writes_held += 1
+        try:
+            while self.config.hold_writes_after and self.stats.writes_applied >= self.config.hold_writes_after:
+                await asyncio.sleep(0.01)
+        finally:
+            self.stats.writes_held -= 1
 
     def _written(self, request: Request, record_type: str, rid: str) -> Response:
         self._count_write(record_type)
@@ -298,8 +319,7 @@ class NetSuiteApp:
         return JSONResponse(self.stats.to_json())
 
     async def reset_stats(self, request: Request) -> Response:
-        in_flight = self.stats.in_flight
-        self.stats = Stats(in_flight=in_flight)
+        self.stats = Stats(in_flight=self.stats.in_flight, writes_held=self.stats.writes_held)
         return JSONResponse({"ok": True})
 
     async def config_endpoint(self, request: Request) -> Response:

@@ -47,6 +47,9 @@ class NetSuiteConfig:
     timeout_seconds: float = 30.0
     lost_response_rate: float = 0
     seed: int = 0
+    # Once this many writes are applied (since the stats were reset), further writes wait until it is set
+    # back to 0: a run can be stopped mid-write at an exact count (0 = never hold).
+    hold_writes_after: int = 0
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a JSON object of changes; unknown names or bad values raise ValueError, nothing changed."""

@@ -9,7 +9,7 @@ import hashlib
 import random
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from starlette.applications import Starlette
@@ -90,8 +90,11 @@ class StripeApp:
         self.stats = Stats()
         self.dispatcher = WebhookDispatcher(state, config)
         self.random = random.Random(config.seed)
+        # The per-second limiter's clock; a test may replace it to make "within one second" exact.
+        self.monotonic: Callable[[], float] = time.monotonic
         self._window_start = 0.0
         self._window_count = 0
+        self._every = (0, 0)  # (rate_limit_every in force, requests counted since it was set)
 
     # --- /v1 ------------------------------------------------------------------------------------
 
@@ -201,14 +204,19 @@ class StripeApp:
             raise invalid_param(f"This sandbox serves API version {API_VERSION} only, not {version}.", None)
 
     def _check_rate_limit(self) -> None:
+        every = self.config.rate_limit_every
+        # Counted from the knob's last change, so a test knows which of its requests get the 429.
+        counted = self._every[1] + 1 if self._every[0] == every else 1
+        self._every = (every, counted)
+        limited = bool(every) and counted % every == 0
         limit = self.config.rate_limit_per_second
-        if not limit:
-            return
-        now = time.monotonic()
-        if now - self._window_start >= 1.0:
-            self._window_start, self._window_count = now, 0
-        self._window_count += 1
-        if self._window_count > limit:
+        if limit:
+            now = self.monotonic()
+            if now - self._window_start >= 1.0:
+                self._window_start, self._window_count = now, 0
+            self._window_count += 1
+            limited = limited or self._window_count > limit
+        if limited:
             self.stats.faults["rate_limit"] += 1
             raise StripeApiError(
                 429, "invalid_request_error", "Too many requests hit the API too quickly.", code="rate_limit"

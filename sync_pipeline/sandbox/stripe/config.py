@@ -50,6 +50,9 @@ class StripeConfig:
     # that commits but whose response is lost on the wire.
     error_rate: float = 0.0
     rate_limit_per_second: float = 0.0
+    # 429 `rate_limit` for every Nth API request (0 = never). Counted, not timed: a test gets the same
+    # 429s however fast or loaded the machine is, where a per-second limit depends on its speed.
+    rate_limit_every: int = 0
     lost_response_rate: float = 0.0
 
     def update(self, changes: dict[str, Any]) -> None:
