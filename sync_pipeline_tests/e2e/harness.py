@@ -18,7 +18,10 @@ from sync_pipeline.sandbox.netsuite import start_netsuite
 from sync_pipeline.sandbox.netsuite.jsonio import dumps as netsuite_json
 from sync_pipeline.sandbox.stripe import start_stripe
 
-# Wednesday two days ago (UTC): a complete past day, inside the default partition range.
+# Two days before the session started (UTC): a complete past day inside the partition range. Read from the
+# clock once, so a session that runs past midnight keeps one day; relative rather than fixed, because the
+# stand-ins and the pipeline compare some dates with the real clock (Stripe's 30-day Events API, invoices
+# due 30 days after DAY that must still read "Invoiced" in Salesforce).
 DAY = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=2)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import types
 
 import dagster as dg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sync_pipeline import sensors
 from sync_pipeline.mapping import events as routing
 from sync_pipeline.resources.ledger import Ledger
 from sync_pipeline_tests.e2e.harness import at, running_sandbox
@@ -164,6 +166,19 @@ def tick(instance: dg.DagsterInstance, cursor: str | None = None, last_start: fl
     return build_stripe_events_sensor(stripe_to_netsuite).evaluate_tick(context)
 
 
+@pytest.fixture
+def now(monkeypatch) -> int:
+    """The sensor's clock, stopped: expected partitions computed from it cannot straddle midnight."""
+    frozen = int(time.time())
+    monkeypatch.setattr(sensors, "time", types.SimpleNamespace(time=lambda: frozen))
+    return frozen
+
+
+def _day_of(created: int) -> str:
+    """The UTC day of a Stripe `created`: its partition, whenever the test happens to run."""
+    return dt.datetime.fromtimestamp(created, dt.timezone.utc).date().isoformat()
+
+
 def _events(sandbox) -> list[dict]:
     """The stand-in's events as Stripe sends them (plain JSON), newest first."""
     return json.loads(sandbox.client.raw_request("get", "/v1/events", limit=100).body)["data"]
@@ -176,9 +191,9 @@ def _event_ids(sandbox, about: str | None = None) -> list[str]:
 
 
 def test_a_paid_invoice_requests_one_run_for_its_day_and_the_next_tick_only_sees_newer_events(sandbox, instance):
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
     customer = sandbox.customer("Quick Payer", "usd")
     first = sandbox.invoice(customer, "usd", [4200])
+    today = _day_of(first.created)
 
     result = tick(instance)
 
@@ -218,9 +233,8 @@ def test_a_refund_forty_days_after_its_invoice_dirties_the_invoice_partition(san
     assert refund_events and set(refund_events) <= set(result.run_requests[0].tags["sync_pipeline/events"].split(","))
 
 
-def test_a_cursor_older_than_thirty_days_marks_every_partition_since_dirty_and_says_so(sandbox, instance, capfd):
+def test_a_cursor_older_than_thirty_days_marks_every_partition_since_dirty_and_says_so(sandbox, instance, capfd, now):
     sandbox.customer("Anyone", "usd")
-    now = int(time.time())
     stale = routing.EventCursor(event_id="evt_gone", event_created=now - 35 * DAY, evaluated_at=now - 35 * DAY)
 
     result = tick(instance, stale.dumps())
@@ -234,16 +248,15 @@ def test_a_cursor_older_than_thirty_days_marks_every_partition_since_dirty_and_s
     assert json.loads(result.cursor)["event_id"] == _event_ids(sandbox)[0]
 
 
-def test_a_sensor_that_was_stopped_catches_up_every_partition_since_its_last_tick(sandbox, instance, capfd):
+def test_a_sensor_that_was_stopped_catches_up_every_partition_since_its_last_tick(sandbox, instance, capfd, now):
     first = tick(instance)
     cursor = routing.EventCursor.parse(first.cursor)
-    cursor.evaluated_at = int(time.time()) - 2 * DAY
+    cursor.evaluated_at = now - 2 * DAY
 
-    result = tick(instance, cursor.dumps(), last_start=time.time() - DAY)
+    result = tick(instance, cursor.dumps(), last_start=float(now - DAY))
 
     logged = capfd.readouterr().err
-    assert [r.partition_key for r in result.run_requests] == routing.partitions_since(cursor.evaluated_at,
-                                                                                      int(time.time()))
+    assert [r.partition_key for r in result.run_requests] == routing.partitions_since(cursor.evaluated_at, now)
     assert "the sensor was stopped" in logged
 
 
@@ -269,10 +282,10 @@ def test_inbox_events_delivered_twice_and_shuffled_make_one_run_and_are_acknowle
     assert status.last_processed is not None
 
 
-def test_events_of_a_partition_whose_run_has_not_started_join_its_next_run(sandbox, instance):
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+def test_events_of_a_partition_whose_run_has_not_started_join_its_next_run(sandbox, instance, now):
+    sandbox.clock(now)  # both invoices on one day, even at midnight
     customer = sandbox.customer("Busy Day", "usd")
-    sandbox.invoice(customer, "usd", [1000])
+    today = _day_of(sandbox.invoice(customer, "usd", [1000]).created)
     first = tick(instance)
     (request,) = first.run_requests
     queued = dg.DagsterRun(job_name="stripe_to_netsuite", status=dg.DagsterRunStatus.NOT_STARTED,
