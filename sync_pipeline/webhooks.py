@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sync_pipeline.mapping.events import is_stripe_event
-from sync_pipeline.resources.ledger import Ledger, inbox_event_problem
+from sync_pipeline.resources.ledger import InboxStatus, Ledger, inbox_event_problem
 
 WEBHOOK_PATH = "/webhooks/stripe"
 # Stripe's own default: a signature older than five minutes may be a replay by someone who captured it.
@@ -184,32 +184,18 @@ def create_webhook_app(config: ReceiverConfig, ledger: Ledger) -> Starlette:
                              Route("/healthz", health, methods=["GET"])])
 
 
-@dataclass(frozen=True)
-class InboxReport:
-    depth: int
-    oldest_unprocessed: dict | None
-    last_processed: dict | None
-
-    def lines(self) -> list[str]:
-        return [
-            f"inbox depth: {self.depth} unprocessed event(s)",
-            "oldest unprocessed: " + _describe(self.oldest_unprocessed, "received_at"),
-            "last processed: " + _describe(self.last_processed, "processed_at"),
-        ]
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), default=str, indent=2)
+def inbox_lines(status: InboxStatus) -> list[str]:
+    return [
+        f"inbox depth: {status.depth} unprocessed event(s)",
+        "oldest unprocessed: " + _describe(status.oldest_unprocessed, "received_at"),
+        "last processed: " + _describe(status.last_processed, "processed_at"),
+    ]
 
 
 def _describe(row: dict | None, when: str) -> str:
     if not row:
         return "none"
     return f"{row['event_id']} {row['event_type']} ({when.replace('_at', '')} {row[when]})"
-
-
-def inbox_report(ledger: Ledger) -> InboxReport:
-    status = ledger.inbox_status()
-    return InboxReport(status.depth, status.oldest_unprocessed, status.last_processed)
 
 
 # --- the `sync-pipeline webhooks` commands ------------------------------------------------------------
@@ -253,11 +239,11 @@ def cmd_serve(args) -> int:
 def cmd_status(args) -> int:
     from sync_pipeline import settings
 
-    report = inbox_report(_ledger_from_settings())
+    status = _ledger_from_settings().inbox_status()
     if args.json:
-        print(report.to_json())
+        print(json.dumps(asdict(status), default=str, indent=2))
     else:
-        print("\n".join([*report.lines(), f"sensor reads: {settings.event_source()} (SYNC_EVENT_SOURCE)"]))
+        print("\n".join([*inbox_lines(status), f"sensor reads: {settings.event_source()} (SYNC_EVENT_SOURCE)"]))
     return 0
 
 

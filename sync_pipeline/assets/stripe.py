@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import daily_partitions, partition_window
 from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.stripe import StripeResource
@@ -26,12 +27,6 @@ CHARGE_EXPAND = ("data.refunds",)
 STRIPE_LOOKUP_THREADS = 8
 
 TREE_COLUMNS = ["id", "created", "customer_id", "currency", "status", "amount_minor", "tree"]
-
-
-def _id_of(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("id")
-    return value if isinstance(value, str) else None
 
 
 def _payments(invoice: dict) -> list[dict]:
@@ -105,7 +100,7 @@ def _tree_rows(trees: Iterable[dict], root: str, amount_field: str) -> pd.DataFr
     for tree in trees:
         doc = tree[root]
         rows.append({
-            "id": doc["id"], "created": int(doc["created"]), "customer_id": _id_of(doc.get("customer")),
+            "id": doc["id"], "created": int(doc["created"]), "customer_id": id_of(doc.get("customer")),
             "currency": (doc.get("currency") or "").upper(), "status": doc.get("status"),
             "amount_minor": int(doc.get(amount_field) or 0), "tree": pack_tree(tree),
         })
@@ -146,7 +141,7 @@ def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource) -
 
 def _belongs_to_an_invoice(stripe: StripeResource, charge: dict) -> bool:
     # Since 2025-03-31.basil a Charge no longer names its invoice: ask the invoice payments.
-    intent = _id_of(charge.get("payment_intent"))
+    intent = id_of(charge.get("payment_intent"))
     if not intent:
         return False
     return next(iter(stripe.list_invoice_payments(payment_intent=intent)), None) is not None
@@ -156,7 +151,7 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
     intents = set()
     for tree in read_trees(stripe_invoices):
         for invoice_payment in tree.get("invoice_payments") or ():
-            intent = _id_of((invoice_payment.get("payment") or {}).get("payment_intent"))
+            intent = id_of((invoice_payment.get("payment") or {}).get("payment_intent"))
             if intent:
                 intents.add(intent)
     return intents
@@ -178,13 +173,13 @@ def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
     unknown = []
     for charge in stripe.list_charges(created_gte=start, created_lt=end, expand=CHARGE_EXPAND):
         listed += 1
-        if _id_of(charge.get("payment_intent")) not in same_day:
+        if id_of(charge.get("payment_intent")) not in same_day:
             unknown.append(charge)
     invoiced_elsewhere = list(_parallel(lambda c: _belongs_to_an_invoice(stripe, c), unknown))
     standalone = [c for c, is_invoiced in zip(unknown, invoiced_elsewhere) if not is_invoiced]
-    customer_ids = sorted({_id_of(c.get("customer")) for c in standalone} - {None})
+    customer_ids = sorted({id_of(c.get("customer")) for c in standalone} - {None})
     customers = dict(zip(customer_ids, _parallel(stripe.retrieve_customer, customer_ids)))
-    trees = list(_parallel(lambda c: {"charge": c, "customer": customers.get(_id_of(c.get("customer"))),
+    trees = list(_parallel(lambda c: {"charge": c, "customer": customers.get(id_of(c.get("customer"))),
                                       "refunds": _refunds_of(stripe, c)}, standalone))
     frame = _tree_rows(trees, "charge", "amount")
     context.add_output_metadata({**_summary(frame), "invoiced_charges_left_to_their_invoice": listed - len(standalone)})

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import partition_for_timestamp
 
 # Event families that change what a partition syncs (`charge.` includes `charge.dispute.*` and
@@ -82,12 +83,6 @@ def is_watched(event_type: str) -> bool:
     return event_type.startswith(WATCHED_PREFIXES) and not event_type.startswith(IGNORED_PREFIXES)
 
 
-def _id(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("id")
-    return value if isinstance(value, str) and value else None
-
-
 def _created(obj: dict) -> int | None:
     created = obj.get("created")
     return int(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else None
@@ -106,20 +101,20 @@ def root_of(event: dict) -> RootRef | None:
         return None
     obj = event_object(event)
     if event_type.startswith("invoice."):
-        return RootRef(INVOICE, _id(obj), _created(obj))
+        return RootRef(INVOICE, id_of(obj), _created(obj))
     if event_type.startswith(("invoice_payment.", "credit_note.")):
-        return RootRef(INVOICE, _id(obj.get("invoice")))
+        return RootRef(INVOICE, id_of(obj.get("invoice")))
     if event_type.startswith(("charge.dispute.", "charge.refund.", "refund.")):
         # A dispute or refund belongs to a charge; a refund of a PaymentIntent may name only that.
-        charge = _id(obj.get("charge"))
+        charge = id_of(obj.get("charge"))
         if charge:
             return RootRef(CHARGE, charge)
-        return RootRef(PAYMENT_INTENT, _id(obj.get("payment_intent")))
+        return RootRef(PAYMENT_INTENT, id_of(obj.get("payment_intent")))
     if event_type.startswith("charge."):
-        return RootRef(CHARGE, _id(obj), _created(obj))
+        return RootRef(CHARGE, id_of(obj), _created(obj))
     if event_type.startswith("customer."):
-        return RootRef(CUSTOMER, _id(obj))
-    return RootRef(PAYOUT, _id(obj))
+        return RootRef(CUSTOMER, id_of(obj))
+    return RootRef(PAYOUT, id_of(obj))
 
 
 @dataclass
@@ -136,16 +131,16 @@ class BatchFacts:
         facts = cls()
         for event in events:
             obj, event_type = event_object(event), str(event.get("type") or "")
-            if event_type.startswith("invoice.") and _id(obj) and _created(obj) is not None:
-                facts.invoice_partitions[_id(obj)] = partition_for_timestamp(_created(obj))
+            if event_type.startswith("invoice.") and id_of(obj) and _created(obj) is not None:
+                facts.invoice_partitions[id_of(obj)] = partition_for_timestamp(_created(obj))
             elif event_type.startswith("invoice_payment."):
-                intent, invoice = _id((obj.get("payment") or {}).get("payment_intent")), _id(obj.get("invoice"))
+                intent, invoice = id_of((obj.get("payment") or {}).get("payment_intent")), id_of(obj.get("invoice"))
                 if intent and invoice:
                     facts.invoice_of_intent[intent] = invoice
             elif event_type.startswith("charge.") and obj.get("object") == "charge":
-                intent = _id(obj.get("payment_intent"))
-                if _id(obj) and intent:
-                    facts.intent_of_charge[_id(obj)] = intent
+                intent = id_of(obj.get("payment_intent"))
+                if id_of(obj) and intent:
+                    facts.intent_of_charge[id_of(obj)] = intent
         return facts
 
     def invoice_of_charge(self, charge_id: str) -> str | None:

@@ -37,6 +37,7 @@ from sync_pipeline.mapping.money import (
     normalize_currency,
     to_decimal,
 )
+from sync_pipeline.mapping.stripe_refs import id_of
 
 CUSTOMER = "customer"
 INVOICE = "invoice"
@@ -107,7 +108,7 @@ def _never_raises(record_type: str) -> Callable:
             except _Blocked as blocked:
                 return MappingResult(issues=[blocked.issue])
             except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
-                source_id = _id_of(obj) or "?"
+                source_id = id_of(obj) or "?"
                 eid = _safe_external_id(source_id)
                 return MappingResult(issues=[make_issue(
                     "INVALID_STRIPE_DATA", record_type=record_type, external_id=eid, source_id=source_id,
@@ -120,15 +121,6 @@ def _never_raises(record_type: str) -> Callable:
 
 
 # -- small readers tolerant of id-or-expanded references -------------------------------------------
-
-def _id_of(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, Mapping):
-        inner = value.get("id")
-        return inner if isinstance(inner, str) and inner else None
-    return None
-
 
 def _dig(obj: Any, *path: str) -> Any:
     for key in path:
@@ -228,9 +220,9 @@ def resolve_customer(customer_field: Any, fm: FieldMapping, customer: Mapping | 
     if fm.customers.mode == "global":
         return CustomerRef(ref=reference(fm.customers.global_customer_id), linked_by="global",
                            source=f"`customers.global_customer_id` in {FIELD_MAPPING_FILE}")
-    customer_id = _id_of(customer_field)
+    customer_id = id_of(customer_field)
     expanded = customer_field if isinstance(customer_field, Mapping) else None
-    if expanded is None and isinstance(customer, Mapping) and _id_of(customer) == customer_id:
+    if expanded is None and isinstance(customer, Mapping) and id_of(customer) == customer_id:
         expanded = customer
     link_key = fm.customers.link_metadata_key
     linked = _dig(expanded, "metadata", link_key) if link_key else None
@@ -252,7 +244,7 @@ def _party(customer_field: Any, fm: FieldMapping, customer: Mapping | None, reco
         party = resolve_customer(customer_field, fm, customer)
     except ExternalIdError as exc:
         raise _Blocked(make_issue("INVALID_EXTERNAL_ID", record_type=record_type, external_id=external_id,
-                                  source_id=source_id, field="customer", value=_id_of(customer_field),
+                                  source_id=source_id, field="customer", value=id_of(customer_field),
                                   how=str(exc))) from None
     if party is None:
         raise _Blocked(make_issue("MISSING_CUSTOMER", record_type=record_type, external_id=external_id,
@@ -384,7 +376,7 @@ def _line_price_and_product(line: Mapping) -> tuple[str | None, str | None]:
     details = _dig(line, "pricing", "price_details") or {}
     price = details.get("price") or line.get("price")  # `price` is the pre-basil shape
     product = details.get("product") or (price.get("product") if isinstance(price, Mapping) else None)
-    return _id_of(price), _id_of(product)
+    return id_of(price), id_of(product)
 
 
 def _is_proration(line: Mapping) -> bool:
@@ -400,10 +392,10 @@ def _line_taxes(line: Mapping) -> list[tuple[int, bool, str]]:
     """(amount, inclusive, tax rate id) of a line; `tax_amounts` is the pre-basil shape."""
     out = []
     for tax in _list(line.get("taxes")):
-        rate = _id_of(_dig(tax, "tax_rate_details", "tax_rate")) or ""
+        rate = id_of(_dig(tax, "tax_rate_details", "tax_rate")) or ""
         out.append((tax["amount"], tax.get("tax_behavior") == "inclusive", rate))
     for tax in _list(line.get("tax_amounts")):
-        out.append((tax["amount"], bool(tax.get("inclusive")), _id_of(tax.get("tax_rate")) or ""))
+        out.append((tax["amount"], bool(tax.get("inclusive")), id_of(tax.get("tax_rate")) or ""))
     return out
 
 
@@ -463,7 +455,7 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
         for amount, _, rate in line_taxes:
             taxes.setdefault(rate, []).append(amount)
         for discount in _list(line.get("discount_amounts")):
-            key = _id_of(discount.get("discount")) or ""
+            key = id_of(discount.get("discount")) or ""
             line_discounts[key] = line_discounts.get(key, 0) + discount["amount"]
         description = line.get("description") or line.get("id") or ""
         out.append(_Line(ctx.item_line_item(line), line["amount"] - inclusive, description, _quantity(line)))
@@ -471,7 +463,7 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
     discount_amounts = invoice.get("total_discount_amounts")
     # Invoice-level totals when Stripe gives them, else the sum of the lines' discount amounts.
     if isinstance(discount_amounts, list):
-        discounts = [(_id_of(d.get("discount")) or "", d["amount"], d.get("discount")) for d in discount_amounts]
+        discounts = [(id_of(d.get("discount")) or "", d["amount"], d.get("discount")) for d in discount_amounts]
     else:
         discounts = [(key, amount, key) for key, amount in line_discounts.items()]
     for discount_id, amount, discount in discounts:
@@ -481,7 +473,7 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
     for credit in _list(invoice.get("total_pretax_credit_amounts")):
         if credit.get("type") == "credit_balance_transaction" and credit.get("amount"):
             item_id = ctx.configured_item("discount", "credit grants")
-            label = _id_of(credit.get("credit_balance_transaction")) or ""
+            label = id_of(credit.get("credit_balance_transaction")) or ""
             out.append(_Line(item_id, -credit["amount"], f"Credit grant {label}".strip(), 1))
 
     if not taxes:
@@ -489,7 +481,7 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
         # are already inside the line amounts.
         for tax in _list(invoice.get("total_taxes")):
             if tax.get("tax_behavior") != "inclusive":
-                rate = _id_of(_dig(tax, "tax_rate_details", "tax_rate")) or ""
+                rate = id_of(_dig(tax, "tax_rate_details", "tax_rate")) or ""
                 taxes.setdefault(rate, []).append(tax["amount"])
     for rate, amounts in taxes.items():
         if sum(amounts):
@@ -618,9 +610,9 @@ def _closing_credit_memo(invoice: Mapping, invoice_record: NetSuiteRecord, lines
 
 def _charge_id_of_payment(invoice_payment: Mapping, charge: Mapping | None) -> str | None:
     if charge is not None:
-        return _id_of(charge)
+        return id_of(charge)
     payment = invoice_payment.get("payment") or {}
-    return _id_of(payment.get("charge")) if payment.get("type") == "charge" else None
+    return id_of(payment.get("charge")) if payment.get("type") == "charge" else None
 
 
 @_never_raises(CUSTOMER_PAYMENT)
@@ -722,7 +714,7 @@ def map_refund(refund: Mapping, charge: Mapping | None, invoice: Mapping | None,
     if status != "succeeded":
         why = "it is booked once it succeeds" if status in ("pending", "requires_action") else "no money went back"
         return MappingResult(skips=[Skip(CUSTOMER_REFUND, refund_id, f"refund is {status}: {why}", external_id)])
-    charge_id = _id_of(charge) or _id_of(refund.get("charge"))
+    charge_id = id_of(charge) or id_of(refund.get("charge"))
     if not charge_id:
         raise _Blocked(make_issue("INVALID_STRIPE_DATA", record_type=CUSTOMER_REFUND, external_id=external_id,
                                   source_id=refund_id, field="charge", value=None,
@@ -783,17 +775,17 @@ def _charge_for_payment(invoice_payment: Mapping, charges: Mapping[str, Mapping]
     payment = invoice_payment.get("payment") or {}
     if payment.get("type") == "charge":
         charge = payment.get("charge")
-        return charge if isinstance(charge, Mapping) else charges.get(_id_of(charge) or "")
-    intent_id = _id_of(payment.get("payment_intent"))
+        return charge if isinstance(charge, Mapping) else charges.get(id_of(charge) or "")
+    intent_id = id_of(payment.get("payment_intent"))
     if intent_id:
         intent = payment.get("payment_intent")
         latest = _dig(intent, "latest_charge") if isinstance(intent, Mapping) else None
         if isinstance(latest, Mapping):
             return latest
-        if _id_of(latest) in charges:
-            return charges[_id_of(latest)]
+        if id_of(latest) in charges:
+            return charges[id_of(latest)]
         succeeded = [c for c in charges.values()
-                     if _id_of(c.get("payment_intent")) == intent_id and c.get("status") == "succeeded"]
+                     if id_of(c.get("payment_intent")) == intent_id and c.get("status") == "succeeded"]
         return succeeded[-1] if succeeded else None
     return None
 
@@ -817,6 +809,6 @@ def map_invoice_tree(invoice: Mapping, fm: FieldMapping, *, customer: Mapping | 
         charge = _charge_for_payment(invoice_payment, charges_by_id)
         result.extend(map_invoice_payment(invoice_payment, invoice, charge, fm, customer=customer))
     for refund in refunds:
-        charge = charges_by_id.get(_id_of(refund.get("charge")) or "")
+        charge = charges_by_id.get(id_of(refund.get("charge")) or "")
         result.extend(map_refund(refund, charge, invoice, fm, customer=customer))
     return result

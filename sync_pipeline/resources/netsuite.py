@@ -10,7 +10,6 @@ step's threads can never exceed it (and a Dagster pool keeps steps and runs from
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +24,7 @@ import requests.adapters
 from pydantic import Field, PrivateAttr
 from requests_oauthlib import OAuth1
 
+from sync_pipeline.mapping.external_ids import EXTERNAL_ID_PATTERN
 from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry, parse_retry_after
@@ -38,7 +38,6 @@ SUITEQL_MAX_PAGE_SIZE = 1000
 CONCURRENCY_LIMIT_EXCEEDED = "CONCURRENCY_LIMIT_EXCEEDED"
 # Our own code for a request that never got an HTTP answer (after retries).
 CONNECTION_ERROR = "CONNECTION_ERROR"
-EXTERNAL_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 AUTH_CODES = frozenset({"INVALID_LOGIN", "INVALID_LOGIN_ATTEMPT", "INVALID_LOGIN_CREDENTIALS", "invalid_client",
                         "invalid_grant", "unauthorized_client"})
 PERMISSION_CODES = frozenset({"INSUFFICIENT_PERMISSION"})
