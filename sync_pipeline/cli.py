@@ -73,6 +73,28 @@ def _dagster_executable() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("dagster") or "dagster")
 
 
+def dev_uses_sandbox(args: argparse.Namespace) -> bool:
+    """The stand-ins only when asked (--sandbox) or when no Stripe key is set (and --no-sandbox is not given)."""
+    return args.sandbox or (not args.no_sandbox and not settings.is_set("STRIPE_API_KEY"))
+
+
+def real_systems() -> str:
+    """Where runs go, from the environment: addresses and account ids, never a secret."""
+    key = settings.get("STRIPE_API_KEY")
+    if key:
+        mode = "live" if "_live_" in key else "test"
+        stripe = f"Stripe {settings.get('STRIPE_API_BASE') or 'https://api.stripe.com'} ({mode} key)"
+    else:
+        stripe = "Stripe not configured (STRIPE_API_KEY is not set)"
+    account = settings.get("NETSUITE_ACCOUNT_ID")
+    netsuite_base = settings.get("NETSUITE_BASE_URL")
+    netsuite = (f"NetSuite account {account}" + (f" at {netsuite_base}" if netsuite_base else "") if account
+                else "NetSuite not configured")
+    instance = settings.get("SALESFORCE_INSTANCE_URL")
+    salesforce = f"Salesforce {instance}" if instance else "Salesforce not configured"
+    return f"{stripe}, {netsuite}, {salesforce}"
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     problems = settings.check_configuration()
     if problems:
@@ -81,16 +103,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     command = [_dagster_executable(), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"),
                "--host", args.host, "--port", str(args.port)]
-    if os.environ.get("STRIPE_API_KEY") or args.no_sandbox:
-        print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); "
-              "Ctrl-C stops it.")
+    ui = f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    if not dev_uses_sandbox(args):
+        print(f"Against REAL systems, as the environment configures them: {real_systems()}.")
+        print(f"{ui}; Ctrl-C stops it.")
         return run_in_own_process_group(command, dict(os.environ))
-    from sync_pipeline.demo import sandbox_environment
+    from sync_pipeline.demo import sandbox_environment, sandbox_state_dir
 
-    # No real system configured: run against the sandbox the demo seeded (state in $DAGSTER_HOME/sandbox).
+    why = "--sandbox" if args.sandbox else "STRIPE_API_KEY is not set"
+    print(f"Against the SANDBOX ({why}): local stand-ins of Stripe, NetSuite and Salesforce, state in "
+          f"{sandbox_state_dir()}; no real system is called.")
     with sandbox_environment(args.days, args.invoices, args.seed):
-        print(f"Dagster UI on http://{args.host}:{args.port} against the sandbox stand-ins "
-              f"(STRIPE_API_KEY is not set); Ctrl-C stops it and saves the sandbox.")
+        print(f"{ui}; Ctrl-C stops it and saves the sandbox.")
         return run_in_own_process_group(command, dict(os.environ))
 
 
@@ -121,10 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
                                          + ",".join(settings.REQUIRED_FOR))
     check.set_defaults(func=cmd_check_config)
 
-    dev = sub.add_parser("dev", help="the Dagster UI and daemon on a persistent DAGSTER_HOME")
+    dev = sub.add_parser("dev", help="the Dagster UI and daemon on a persistent DAGSTER_HOME, against the real "
+                                     "systems configured, or the sandbox when asked or when STRIPE_API_KEY is not set")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
-    dev.add_argument("--no-sandbox", action="store_true", help="never start the sandbox stand-ins")
+    target = dev.add_mutually_exclusive_group()
+    target.add_argument("--sandbox", action="store_true",
+                        help="run against the sandbox stand-ins even when STRIPE_API_KEY is set")
+    target.add_argument("--no-sandbox", action="store_true",
+                        help="run against the systems the environment configures even when STRIPE_API_KEY is not set")
     _add_scenario_arguments(dev)
     dev.set_defaults(func=cmd_dev)
 

@@ -1,15 +1,17 @@
 """The code location `sync_pipeline`: assets, checks, jobs, schedules, sensors and resources.
 
 `defs` is built when Dagster loads the location, not when this module is imported: it checks the
-settings and the field mapping first, so a bad value stops the load with one line naming it.
+settings and the field mapping first, so a bad value stops the load with one line naming it, and only
+then reads what the location depends on (SYNC_START_DATE, SYNC_EVENT_SOURCE, which systems are set).
 """
-
-import os
 
 import dagster as dg
 
 from sync_pipeline import partitions, settings
+from sync_pipeline.assets import netsuite as netsuite_assets
+from sync_pipeline.assets import quality as quality_assets
 from sync_pipeline.assets import salesforce as salesforce_assets
+from sync_pipeline.assets import stripe as stripe_assets
 from sync_pipeline.io_managers import ParquetIOManager
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
@@ -18,20 +20,17 @@ from sync_pipeline.resources.salesforce import SalesforceResource
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.salesforce_sensor import (
     SALESFORCE_TO_STRIPE_JOB,
-    salesforce_closed_won_sensor,
-    salesforce_to_stripe_schedule,
+    build_salesforce_closed_won_sensor,
+    build_salesforce_to_stripe_schedule,
 )
 from sync_pipeline.schedules import build_daily_sync_schedule
 from sync_pipeline.sensors import build_stripe_events_sensor
 
 
-def _env_or_default(name: str, default: str) -> str | dg.EnvVar:
-    # EnvVar when set, so a value that may hold a password is resolved at run time and never shown.
-    return dg.EnvVar(name) if os.environ.get(name) else default
-
-
-def _optional_env(name: str) -> dg.EnvVar | None:
-    return dg.EnvVar(name) if os.environ.get(name) else None
+def _from_env(name: str, default: object = None) -> object:
+    # An EnvVar when the setting is set, so a value that may be a secret is resolved at run time and never shown
+    # in the UI; Dagster refuses an EnvVar whose variable is unset, so an unset one is its default.
+    return dg.EnvVar(name) if settings.is_set(name) else default
 
 
 def _salesforce_not_configured(_context: dg.InitResourceContext) -> None:
@@ -41,24 +40,25 @@ def _salesforce_not_configured(_context: dg.InitResourceContext) -> None:
 
 def build_salesforce_resource() -> SalesforceResource | dg.ResourceDefinition:
     # Without an instance URL the code location still loads; only runs that need Salesforce fail, saying why.
-    if not os.environ.get("SALESFORCE_INSTANCE_URL"):
+    if not settings.is_set("SALESFORCE_INSTANCE_URL"):
         return dg.ResourceDefinition(resource_fn=_salesforce_not_configured)
     return SalesforceResource(
         instance_url=dg.EnvVar("SALESFORCE_INSTANCE_URL"),
-        session_id=_optional_env("SALESFORCE_SESSION_ID"),
-        username=_optional_env("SALESFORCE_USERNAME"),
-        password=_optional_env("SALESFORCE_PASSWORD"),
-        security_token=_optional_env("SALESFORCE_SECURITY_TOKEN"),
-        ca_bundle=_optional_env("SALESFORCE_CA_BUNDLE"),
+        session_id=_from_env("SALESFORCE_SESSION_ID"),
+        username=_from_env("SALESFORCE_USERNAME"),
+        password=_from_env("SALESFORCE_PASSWORD"),
+        security_token=_from_env("SALESFORCE_SECURITY_TOKEN"),
+        ca_bundle=_from_env("SALESFORCE_CA_BUNDLE"),
     )
 
 
 def build_resources() -> dict[str, object]:
+    """The resources of the code location, wired to the environment variables that are set."""
     return {
         "stripe": StripeResource(
             api_key=dg.EnvVar("STRIPE_API_KEY"),
-            api_base=_optional_env("STRIPE_API_BASE"),
-            webhook_secret=_optional_env("STRIPE_WEBHOOK_SECRET"),
+            api_base=_from_env("STRIPE_API_BASE"),
+            webhook_secret=_from_env("STRIPE_WEBHOOK_SECRET"),
         ),
         "netsuite": NetSuiteResource(
             account_id=dg.EnvVar("NETSUITE_ACCOUNT_ID"),
@@ -66,29 +66,29 @@ def build_resources() -> dict[str, object]:
             consumer_secret=dg.EnvVar("NETSUITE_CONSUMER_SECRET"),
             token_id=dg.EnvVar("NETSUITE_TOKEN_ID"),
             token_secret=dg.EnvVar("NETSUITE_TOKEN_SECRET"),
-            base_url=_optional_env("NETSUITE_BASE_URL"),
-            concurrency=dg.EnvVar.int("NETSUITE_CONCURRENCY") if os.environ.get("NETSUITE_CONCURRENCY") else 5,
+            base_url=_from_env("NETSUITE_BASE_URL"),
+            concurrency=(dg.EnvVar.int("NETSUITE_CONCURRENCY") if settings.is_set("NETSUITE_CONCURRENCY")
+                         else int(settings.BY_NAME["NETSUITE_CONCURRENCY"].default)),
         ),
-        "ledger": LedgerResource(database_url=_env_or_default("SYNC_DATABASE_URL", settings.default_database_url())),
+        "ledger": LedgerResource(database_url=_from_env("SYNC_DATABASE_URL", settings.default_database_url())),
         "field_mapping": FieldMappingResource(path=str(settings.field_mapping_path())),
         "salesforce": build_salesforce_resource(),
         "io_manager": ParquetIOManager(base_dir=str(settings.dagster_home().resolve() / "snapshots")),
     }
 
 
-def _daily_assets() -> list:
-    # Imported on first use, not at the top: their partitions read SYNC_START_DATE (see partitions.py).
-    from sync_pipeline.assets import netsuite, quality, stripe
+def _daily_assets(start_date: str) -> list[dg.AssetsDefinition]:
+    # Declared with the default first day (see partitions.py); the configured one is applied here, at load time.
+    declared = dg.load_assets_from_modules([stripe_assets, netsuite_assets, quality_assets])
+    return partitions.starting_on(declared, start_date)
 
-    return dg.load_assets_from_modules([stripe, netsuite, quality])
 
-
-def __getattr__(name: str) -> list:
+def __getattr__(name: str) -> list[dg.AssetsDefinition]:
     # ALL_ASSETS, the daily partitioned selection materialized as one set (tests, benchmarks), is built on
-    # first use so that importing this module reads no setting.
+    # first use, with the configured first day, so that importing this module reads no setting.
     if name != "ALL_ASSETS":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return _daily_assets()
+    return _daily_assets(settings.start_date())
 
 
 # Unpartitioned, so kept out of ALL_ASSETS (the daily partitioned selection materialized as one set).
@@ -115,11 +115,15 @@ def defs() -> dg.Definitions:
     problems = settings.check_configuration()
     if problems:
         raise settings.ConfigError(settings.first_problem(problems))
-    first_partition = partitions.daily_partitions.start.date().isoformat()
+    start_date = settings.start_date()
+    salesforce_configured = settings.is_set("SALESFORCE_INSTANCE_URL")
     return dg.Definitions(
-        assets=[*_daily_assets(), *SALESFORCE_ASSETS],
+        assets=[*_daily_assets(start_date), *SALESFORCE_ASSETS],
         jobs=[stripe_to_netsuite, salesforce_to_stripe],
-        schedules=[build_daily_sync_schedule(stripe_to_netsuite, first_partition), salesforce_to_stripe_schedule],
-        sensors=[build_stripe_events_sensor(stripe_to_netsuite), salesforce_closed_won_sensor],
+        schedules=[build_daily_sync_schedule(stripe_to_netsuite, start_date),
+                   build_salesforce_to_stripe_schedule(salesforce_configured)],
+        sensors=[build_stripe_events_sensor(stripe_to_netsuite, partitions.daily_partitions(start_date),
+                                            settings.event_source()),
+                 build_salesforce_closed_won_sensor(salesforce_configured)],
         resources=build_resources(),
     )

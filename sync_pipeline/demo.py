@@ -104,15 +104,15 @@ def _day_report(day: str, result, seconds: float) -> DayReport:
 def run_demo(days: int, invoices: int, seed: int) -> int:
     import dagster as dg
 
+    from sync_pipeline.definitions import defs
+
     with sandbox_environment(days, invoices, seed) as env:
         first_day = _seeded_days(env["STRIPE_API_BASE"], env["STRIPE_API_KEY"])
         if not first_day:
             print("The sandbox holds no Stripe activity to sync.", file=sys.stderr)
             return 1
         os.environ.setdefault("SYNC_START_DATE", min(first_day[0], settings.start_date()))
-        from sync_pipeline.definitions import defs
-
-        job = defs().resolve_job_def("stripe_to_netsuite")  # built now that the environment points at the sandbox
+        job = defs().resolve_job_def("stripe_to_netsuite")  # loaded now that the environment points at the sandbox
         instance = dg.DagsterInstance.get()
         print(f"Syncing {len(first_day)} days into NetSuite (Dagster home {settings.dagster_home().resolve()})\n")
         print(f"{'day':10}  {'created':>7} {'updated':>7} {'unchanged':>9} {'quarantined':>11} {'failed':>6}  books")

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 import dagster as dg
 
 from sync_pipeline import settings
 
 
-def __getattr__(name: str) -> dg.DailyPartitionsDefinition:
-    # `daily_partitions` is built on first use (when the code location loads its assets), not at import:
-    # a malformed SYNC_START_DATE must not break `sync-pipeline --help` or any module importing this one.
-    if name != "daily_partitions":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
+    """Every UTC day from `start_date` (YYYY-MM-DD) to today."""
     # end_offset=1: today's partition exists while the day runs, so a sensor can sync an invoice paid
     # minutes ago instead of waiting for tomorrow's batch.
-    daily = dg.DailyPartitionsDefinition(start_date=settings.start_date(), timezone="UTC", end_offset=1)
-    globals()["daily_partitions"] = daily  # built once: every asset shares the same definition
-    return daily
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC", end_offset=1)
+
+
+# Dagster fixes a partitions definition's start when it is built, and `@dg.asset` takes it when its module is
+# imported. So the asset modules declare this definition, whose start is the catalogue's default (a constant,
+# nothing read from the environment), and the code location swaps in the configured SYNC_START_DATE when it
+# loads (`starting_on`, through Dagster's public `map_asset_specs`). Importing an asset module reads no setting.
+DECLARED_DAILY_PARTITIONS = daily_partitions(settings.BY_NAME["SYNC_START_DATE"].default)
+
+
+def starting_on(assets: Iterable[dg.AssetsDefinition], start_date: str) -> list[dg.AssetsDefinition]:
+    """The daily assets with their partitions starting on `start_date` instead of the declared default."""
+    configured = daily_partitions(start_date)
+    return dg.map_asset_specs(
+        lambda spec: spec.replace_attributes(partitions_def=configured)
+        if spec.partitions_def == DECLARED_DAILY_PARTITIONS else spec,
+        assets,
+    )
 
 
 def partition_window(partition_key: str) -> tuple[int, int]:

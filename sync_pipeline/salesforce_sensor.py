@@ -12,7 +12,6 @@ billing itself is idempotent (ledger, metadata look-ups, Idempotency-Keys).
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import dagster as dg
 
@@ -35,26 +34,29 @@ def closed_won_since(salesforce: SalesforceResource, cursor: str | None) -> list
 
 # On by default once Salesforce is configured (a deal bills within seconds of closing; the
 # `bill_closed_won_from` date in field_mapping.yaml keeps old deals out); off otherwise, so an
-# unconfigured deployment does not fail a tick every few seconds.
-SALESFORCE_CONFIGURED = bool(os.environ.get("SALESFORCE_INSTANCE_URL"))
+# unconfigured deployment does not fail a tick every few seconds. The code location decides when it loads.
+def build_salesforce_closed_won_sensor(salesforce_configured: bool) -> dg.SensorDefinition:
+    @dg.sensor(name="salesforce_closed_won_sensor", job_name=SALESFORCE_TO_STRIPE_JOB, minimum_interval_seconds=5,
+               default_status=dg.DefaultSensorStatus.RUNNING if salesforce_configured
+               else dg.DefaultSensorStatus.STOPPED,
+               description="New or changed Closed-Won opportunities (SystemModstamp cursor) -> a salesforce_to_stripe "
+                           "run.")
+    def salesforce_closed_won_sensor(context: dg.SensorEvaluationContext, salesforce: SalesforceResource):
+        changed = closed_won_since(salesforce, context.cursor)
+        if not changed:
+            return dg.SkipReason(f"no Closed-Won opportunity changed since {context.cursor or 'the start'}")
+        newest = newest_modstamp(changed, context.cursor)
+        context.update_cursor(newest)
+        return dg.RunRequest(run_key=f"closed-won-{newest}",
+                             tags={"salesforce/opportunities": ",".join(r["Id"] for r in changed[:20])})
+
+    return salesforce_closed_won_sensor
 
 
-@dg.sensor(name="salesforce_closed_won_sensor", job_name=SALESFORCE_TO_STRIPE_JOB, minimum_interval_seconds=5,
-           default_status=dg.DefaultSensorStatus.RUNNING if SALESFORCE_CONFIGURED else dg.DefaultSensorStatus.STOPPED,
-           description="New or changed Closed-Won opportunities (SystemModstamp cursor) -> a salesforce_to_stripe run.")
-def salesforce_closed_won_sensor(context: dg.SensorEvaluationContext, salesforce: SalesforceResource):
-    changed = closed_won_since(salesforce, context.cursor)
-    if not changed:
-        return dg.SkipReason(f"no Closed-Won opportunity changed since {context.cursor or 'the start'}")
-    newest = newest_modstamp(changed, context.cursor)
-    context.update_cursor(newest)
-    return dg.RunRequest(run_key=f"closed-won-{newest}",
-                         tags={"salesforce/opportunities": ",".join(r["Id"] for r in changed[:20])})
-
-
-salesforce_to_stripe_schedule = dg.ScheduleDefinition(
-    name="salesforce_to_stripe_hourly", job_name=SALESFORCE_TO_STRIPE_JOB, cron_schedule="20 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING if SALESFORCE_CONFIGURED else dg.DefaultScheduleStatus.STOPPED,
-    description="Hourly: bill Closed-Won deals not billed yet, refresh billing status and ids in Salesforce.",
-)
+def build_salesforce_to_stripe_schedule(salesforce_configured: bool) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="salesforce_to_stripe_hourly", job_name=SALESFORCE_TO_STRIPE_JOB, cron_schedule="20 * * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING if salesforce_configured else dg.DefaultScheduleStatus.STOPPED,
+        description="Hourly: bill Closed-Won deals not billed yet, refresh billing status and ids in Salesforce.",
+    )

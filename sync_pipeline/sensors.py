@@ -16,9 +16,7 @@ from itertools import islice
 import dagster as dg
 import stripe as stripe_sdk
 
-from sync_pipeline import settings
 from sync_pipeline.mapping import events as routing
-from sync_pipeline import partitions
 from sync_pipeline.partitions import partition_for_timestamp
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
@@ -194,7 +192,7 @@ def _was_stopped(context: dg.SensorEvaluationContext, cursor: routing.EventCurso
 
 
 def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger: Ledger,
-             source: str, now: int) -> dg.SensorResult:
+             source: str, daily: dg.DailyPartitionsDefinition, now: int) -> dg.SensorResult:
     """One tick: read, route, request runs, and move the cursor."""
     cursor = routing.EventCursor.parse(context.cursor)
     batch = read_inbox(ledger, cursor) if source == "webhooks" else read_events_api(stripe, cursor, now)
@@ -209,7 +207,7 @@ def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger
     for note in batch.notes:
         context.log.info(note)
     waiting = _not_started_partitions(context.instance)
-    requests = _run_requests(context, routed, batch, source, now, waiting)
+    requests = _run_requests(context, routed, batch, source, daily, now, waiting)
     batch.cursor.evaluated_at = now
     if source == "webhooks":
         batch.cursor.pending_acks = {r.run_key: r_ids for r, r_ids in requests}
@@ -226,8 +224,8 @@ def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger
 
 
 def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEvents, batch: EventBatch,
-                  source: str, now: int, waiting: set[str]) -> list[tuple[dg.RunRequest, list[str]]]:
-    daily = partitions.daily_partitions  # at tick time: importing this module reads no setting
+                  source: str, daily: dg.DailyPartitionsDefinition, now: int,
+                  waiting: set[str]) -> list[tuple[dg.RunRequest, list[str]]]:
     valid = set(daily.get_partition_keys())
     dirty = dict(routed.dirty)
     if batch.catch_up_since is not None:
@@ -260,11 +258,12 @@ def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEve
     return requests
 
 
-def build_stripe_events_sensor(job: dg.UnresolvedAssetJobDefinition,
-                               interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
+def build_stripe_events_sensor(job: dg.UnresolvedAssetJobDefinition, daily: dg.DailyPartitionsDefinition,
+                               source: str, interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
                                default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
                                ) -> dg.SensorDefinition:
-    """The sensor, ticking about every `interval_seconds` (the daemon's own loop makes 5 s the floor)."""
+    """The sensor for `job`'s `daily` partitions, reading `source` (SYNC_EVENT_SOURCE, given by the code location
+    when it loads), ticking about every `interval_seconds` (the daemon's own loop makes 5 s the floor)."""
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -276,6 +275,6 @@ def build_stripe_events_sensor(job: dg.UnresolvedAssetJobDefinition,
     )
     def stripe_events_sensor(context: dg.SensorEvaluationContext, stripe: StripeResource,
                              ledger: LedgerResource) -> dg.SensorResult:
-        return evaluate(context, stripe, ledger.get_ledger(), settings.event_source(), int(time.time()))
+        return evaluate(context, stripe, ledger.get_ledger(), source, daily, int(time.time()))
 
     return stripe_events_sensor

@@ -199,6 +199,12 @@ def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
     return value
 
 
+def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a setting has a value (an empty one counts as unset, as everywhere here)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get(BY_NAME[name].name))
+
+
 def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home")
 

@@ -43,11 +43,6 @@ def postgres_database_url(postgres_admin_url):
     try:
         yield url
     finally:
-        from sync_pipeline.resources import ledger as ledger_module
-
-        cached = ledger_module._LEDGERS.pop(url, None)
-        if cached is not None:
-            cached.engine.dispose()
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

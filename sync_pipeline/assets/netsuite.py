@@ -20,7 +20,7 @@ from sync_pipeline.mapping.external_ids import netsuite_external_id
 from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import to_decimal
 from sync_pipeline.assets.stripe import read_trees
-from sync_pipeline.partitions import daily_partitions
+from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
 from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
@@ -117,7 +117,7 @@ def _issues_markdown(frame: pd.DataFrame, limit: int = 10) -> str:
 
 @dg.asset(
     group_name="netsuite",
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED_DAILY_PARTITIONS,
     check_specs=[dg.AssetCheckSpec(REQUIRED_FIELDS_CHECK, asset="netsuite_sync_plan", blocking=True,
                                    description="Every record to write has NetSuite's required fields; "
                                                "held-back records warn.")],
@@ -303,7 +303,7 @@ def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_ch
     return dg.asset(
         name=name,
         group_name="netsuite",
-        partitions_def=daily_partitions,
+        partitions_def=DECLARED_DAILY_PARTITIONS,
         pool=NETSUITE_POOL,
         deps=[upstream] if upstream else [],
         check_specs=check_specs,

@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from sync_pipeline.partitions import daily_partitions
+from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
 from sync_pipeline.resources.ledger import LedgerResource
 
 EXCEPTION_COLUMNS = ["target", "record_type", "external_id", "source_id", "partition_key", "field", "value",
@@ -13,7 +13,7 @@ EXCEPTION_COLUMNS = ["target", "record_type", "external_id", "source_id", "parti
 
 @dg.asset(
     group_name="quality",
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED_DAILY_PARTITIONS,
     deps=["netsuite_customers", "netsuite_invoices", "netsuite_customer_payments", "netsuite_credit_memos",
           "netsuite_customer_refunds"],
     description="The partition's open sync exceptions (from the ledger's exceptions table): record, field, value, "

@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline.mapping.stripe_refs import id_of
-from sync_pipeline.partitions import daily_partitions, partition_window
+from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, partition_window
 from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.stripe import StripeResource
 
@@ -126,7 +126,7 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 @dg.asset(
     group_name="stripe",
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED_DAILY_PARTITIONS,
     description="Stripe invoices created on the partition's UTC day, current state, with customer, payments, "
                 "charges and refunds.",
 )
@@ -159,7 +159,7 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
 
 @dg.asset(
     group_name="stripe",
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED_DAILY_PARTITIONS,
     description="Stripe charges created on the partition's UTC day that belong to no invoice, with refunds.",
 )
 def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
@@ -188,7 +188,7 @@ def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
 
 @dg.asset(
     group_name="stripe",
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED_DAILY_PARTITIONS,
     description="The Stripe customers the partition's invoices and charges belong to (current state).",
 )
 def stripe_customers(context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame,

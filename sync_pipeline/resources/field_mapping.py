@@ -6,17 +6,19 @@ import os
 import threading
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from sync_pipeline.mapping.field_mapping import FieldMapping, FieldMappingError
-
-_CACHE: dict[str, tuple[float, FieldMapping]] = {}
-_LOCK = threading.Lock()
 
 
 class FieldMappingResource(dg.ConfigurableResource):
     """Path of `field_mapping.yaml`; a fix to the file takes effect on the next run, no restart needed."""
 
     path: str
+
+    # Parsed once per resource (per run or step) while the file's modification time stays the same.
+    _loaded: tuple[float, FieldMapping] | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def load(self) -> FieldMapping:
         try:
@@ -30,9 +32,7 @@ class FieldMappingResource(dg.ConfigurableResource):
             mtime = os.path.getmtime(self.path)
         except OSError:
             return FieldMapping.load(self.path)  # raises, naming SYNC_FIELD_MAPPING and the path
-        with _LOCK:
-            cached = _CACHE.get(self.path)
-            if cached is None or cached[0] != mtime:
-                cached = (mtime, FieldMapping.load(self.path))
-                _CACHE[self.path] = cached
-            return cached[1]
+        with self._lock:
+            if self._loaded is None or self._loaded[0] != mtime:
+                self._loaded = (mtime, FieldMapping.load(self.path))
+            return self._loaded[1]

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
+from pydantic import PrivateAttr
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sync_pipeline import settings
@@ -481,15 +483,17 @@ class LedgerResource(dg.ConfigurableResource):
 
     database_url: str
 
+    # One engine (and one create_all) per resource, not per asset: Dagster builds the resource once per run
+    # (once per step process) and per sensor tick, and its engine is disposed with it.
+    _ledger: Ledger | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
     def get_ledger(self) -> Ledger:
-        return _ledger_for(self.database_url)
+        with self._lock:
+            if self._ledger is None:
+                self._ledger = Ledger(self.database_url)
+            return self._ledger
 
-
-_LEDGERS: dict[str, Ledger] = {}
-
-
-def _ledger_for(url: str) -> Ledger:
-    # One engine (and one create_all) per process and URL, not per asset.
-    if url not in _LEDGERS:
-        _LEDGERS[url] = Ledger(url)
-    return _LEDGERS[url]
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._ledger is not None:
+            self._ledger.engine.dispose()

@@ -23,7 +23,7 @@ from sync_pipeline.assets.salesforce import StripeBilling, bill_opportunities, r
 from sync_pipeline.resources.ledger import Ledger
 from sync_pipeline.resources.salesforce import SESSION_ID_EXPIRED_MESSAGE, SalesforceResource, SalesforceSessionExpired
 from sync_pipeline.resources.stripe import StripeResource
-from sync_pipeline.salesforce_sensor import salesforce_closed_won_sensor
+from sync_pipeline.salesforce_sensor import build_salesforce_closed_won_sensor
 from sync_pipeline.sandbox.salesforce import SalesforceSandbox, start_salesforce
 from sync_pipeline_tests.e2e.harness import DAY, Sandbox, at, running_sandbox
 
@@ -180,7 +180,7 @@ def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str
     from sync_pipeline.definitions import build_salesforce_resource
 
     with dg.build_sensor_context(cursor=cursor, resources={"salesforce": build_salesforce_resource()}) as context:
-        return salesforce_closed_won_sensor(context), context.cursor
+        return build_salesforce_closed_won_sensor(salesforce_configured=True)(context), context.cursor
 
 
 def test_opportunities_are_read_incrementally_from_the_high_water_mark_with_a_look_back(world):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,12 +70,51 @@ def test_every_command_stops_on_a_bad_value_with_one_line(run, command):
     assert_one_line(result, "sync-pipeline: NETSUITE_CONCURRENCY: expected a whole number from 1 to 1000")
 
 
-def test_importing_the_pipeline_reads_no_setting(run):
-    result = run("python", "-c", "import sync_pipeline.definitions, sync_pipeline.partitions, sync_pipeline.sensors, "
-                                 "sync_pipeline.cli, sync_pipeline.demo",
-                 SYNC_START_DATE="2026-13-01", NETSUITE_CONCURRENCY="²", SYNC_EVENT_SOURCE="kafka",
-                 SYNC_FIELD_MAPPING="/nowhere.yaml", SYNC_DATABASE_URL="mysql://x")
+# Every setting malformed ("²" fails each check); importing must neither read nor trip over any of them.
+POISONED = {setting.name: "²" for setting in settings.SETTINGS}
+# Imports every module of the package and prints the environment variables that code of the package read
+# (through os.environ[...], .get, `in` or os.getenv); libraries copying the whole environment do not count.
+IMPORT_EVERY_MODULE = """
+import _collections_abc, importlib, json, os, pkgutil, sys
+import sync_pipeline
+
+package = os.path.dirname(sync_pipeline.__file__) + os.sep
+# Frozen modules name their code "<frozen os>" rather than their file.
+plumbing = {os.getenv.__code__.co_filename, _collections_abc.Mapping.get.__code__.co_filename}
+read, failed, getitem = set(), {}, os._Environ.__getitem__
+
+def watched(environ, key):
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in plumbing:
+        frame = frame.f_back
+    if frame is not None and frame.f_code.co_filename.startswith(package):
+        read.add(key)
+    return getitem(environ, key)
+
+os._Environ.__getitem__ = watched
+modules = [m.name for m in pkgutil.walk_packages(sync_pipeline.__path__, "sync_pipeline.",
+                                                  onerror=lambda name: failed.setdefault(name, "not walkable"))]
+for name in modules:
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failed[name] = repr(exc)
+print(json.dumps({"modules": modules, "read": sorted(read), "failed": failed}))
+"""
+
+
+def test_the_poison_is_refused_by_every_setting_that_can_be_malformed():
+    checked = [s.name for s in settings.SETTINGS if s.check] + ["SYNC_FIELD_MAPPING"]  # the last: no such file
+    assert [problem.split(":")[0] for problem in settings.check_configuration(POISONED)] == checked
+
+
+def test_importing_any_module_reads_no_setting_and_raises_nothing(run):
+    result = run("python", "-c", IMPORT_EVERY_MODULE, **POISONED)
     assert (result.returncode, result.stderr) == (0, "")
+    imported = json.loads(result.stdout)
+    assert {"sync_pipeline.definitions", "sync_pipeline.assets.stripe", "sync_pipeline.sandbox.runner"} <= set(
+        imported["modules"])
+    assert (imported["read"], imported["failed"]) == ([], {})
 
 
 # -- field_mapping.yaml --------------------------------------------------------------------------

@@ -156,14 +156,14 @@ def instance():
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None = None, last_start: float | None = None):
-    """One evaluation as the daemon would run it, with the code location's own resources."""
-    from sync_pipeline.definitions import build_resources, defs, stripe_to_netsuite
-    from sync_pipeline.sensors import build_stripe_events_sensor
+    """One evaluation as the daemon would run it: the code location's sensor, with its own resources."""
+    from sync_pipeline.definitions import build_resources, defs
 
+    definitions = defs()
     resources = {k: v for k, v in build_resources().items() if k in ("stripe", "ledger")}
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs(), resources=resources,
-                                      last_sensor_start_time=last_start)
-    return build_stripe_events_sensor(stripe_to_netsuite).evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions, resources=resources,
+                                 last_sensor_start_time=last_start) as context:
+        return definitions.resolve_sensor_def(sensors.SENSOR_NAME).evaluate_tick(context)
 
 
 @pytest.fixture
