@@ -13,8 +13,7 @@ from decimal import Decimal
 import dagster as dg
 import pandas as pd
 
-from sync_pipeline import sync
-from sync_pipeline.errors import RECORD_PLURALS
+from sync_pipeline.errors import RECORD_PLURALS, SyncIssue
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id
 from sync_pipeline.mapping.field_mapping import FieldMapping
@@ -26,13 +25,16 @@ from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.schemas.netsuite import validate_records
+from sync_pipeline.writers.netsuite import quarantine, upsert_records
+from sync_pipeline.writers.report import IN_TARGET, Action, Outcome, Report, exceptions_markdown
 
 NETSUITE_POOL = "netsuite_api"
 REQUIRED_FIELDS_CHECK = "required_fields"
 NO_DUPLICATES_CHECK = "no_duplicate_external_ids"
 TOTALS_CHECK = "totals_match_stripe"
 
-VALID, QUARANTINED, SKIPPED = "valid", "quarantined", "skipped"
+# A plan row's status: valid (to write), or held back as the writers would book it.
+VALID = "valid"
 PLAN_COLUMNS = ["record_type", "external_id", "source_id", "status", "depends_on", "currency", "amount_minor", "body",
                 "value_sources", "error_code", "field", "value", "message", "fix"]
 
@@ -66,10 +68,10 @@ def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequ
              "depends_on": json.dumps(r.depends_on), "currency": r.currency, "amount_minor": r.amount_minor,
              "body": jsonbody.dumps(r.body), "value_sources": json.dumps(r.value_sources)} for r in valid]
     rows += [{"record_type": i.record_type, "external_id": i.external_id, "source_id": i.source_id,
-              "status": QUARANTINED, "error_code": i.error_code, "field": i.field, "value": i.value,
+              "status": Action.QUARANTINED.value, "error_code": i.error_code, "field": i.field, "value": i.value,
               "message": i.message, "fix": i.fix} for i in issues]
-    rows += [{"record_type": s.record_type, "external_id": s.external_id, "source_id": s.source_id, "status": SKIPPED,
-              "message": s.reason} for s in skips]
+    rows += [{"record_type": s.record_type, "external_id": s.external_id, "source_id": s.source_id,
+              "status": Action.SKIPPED.value, "message": s.reason} for s in skips]
     frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
     frame["amount_minor"] = frame["amount_minor"].fillna(0).astype("int64")
     return frame
@@ -92,11 +94,11 @@ def required_fields_check(plan: pd.DataFrame, fm: FieldMapping) -> dg.AssetCheck
     """
     write_set = [r for t in SYNC_ORDER for r in records_from_plan(plan, t)]
     slipped = validate_records(write_set, fm, hold_dependents=False).issues
-    quarantined = plan[plan["status"] == QUARANTINED]
+    quarantined = plan[plan["status"] == Action.QUARANTINED]
     by_code = {k: int(v) for k, v in quarantined.groupby("error_code").size().items()} if len(quarantined) else {}
     metadata = {"records_to_write": len(write_set), "quarantined": len(quarantined),
                 "quarantined_by_error": dg.MetadataValue.json(by_code),
-                "first_quarantined": dg.MetadataValue.md(_issues_markdown(quarantined))}
+                "first_quarantined": dg.MetadataValue.md(exceptions_markdown(quarantined))}
     if slipped:
         return dg.AssetCheckResult(check_name=REQUIRED_FIELDS_CHECK, passed=False,
                                    severity=dg.AssetCheckSeverity.ERROR,
@@ -106,13 +108,6 @@ def required_fields_check(plan: pd.DataFrame, fm: FieldMapping) -> dg.AssetCheck
                                severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
                                description=None if quarantined.empty else
                                f"{len(quarantined)} record(s) held back; see sync_exceptions for the fixes")
-
-
-def _issues_markdown(frame: pd.DataFrame, limit: int = 10) -> str:
-    if frame.empty:
-        return "None."
-    table = frame.head(limit)[["record_type", "external_id", "error_code", "field", "fix"]].to_markdown(index=False)
-    return table + (f"\n\n…and {len(frame) - limit} more in `sync_exceptions`." if len(frame) > limit else "")
 
 
 @dg.asset(
@@ -129,7 +124,7 @@ def netsuite_sync_plan(context: dg.AssetExecutionContext, stripe_invoices: pd.Da
     mapped = map_partition(read_trees(stripe_invoices), read_trees(stripe_charges), fm)
     outcome = validate_records(mapped.records, fm)
     issues = [*mapped.issues, *outcome.issues]
-    sync.quarantine(issues, ledger.get_ledger(), context.partition_key, context.run.run_id)
+    quarantine(issues, ledger.get_ledger(), context.partition_key, context.run.run_id)
     plan = plan_frame(outcome.valid, issues, mapped.skips)
     counts = plan.groupby(["record_type", "status"]).size()
     metadata = {
@@ -163,7 +158,7 @@ def _suiteql_rows(client: NetSuiteClient, record_type: str, external_ids: Sequen
 
 def duplicates_check(client: NetSuiteClient, record_type: str, outcomes: pd.DataFrame) -> dg.AssetCheckResult:
     """Each external id the partition wrote is in NetSuite exactly once (SuiteQL)."""
-    in_netsuite = outcomes[outcomes["action"].isin([sync.CREATED, sync.UPDATED, sync.UNCHANGED])]
+    in_netsuite = outcomes[outcomes["action"].isin(IN_TARGET)]
     expected = list(in_netsuite["external_id"])
     rows = _suiteql_rows(client, record_type, expected)
     seen: dict[str, int] = defaultdict(int)
@@ -225,7 +220,7 @@ def stripe_payment_amounts(plan: pd.DataFrame) -> dict[str, tuple[str, int]]:
     return {row.external_id: (row.currency, int(row.amount_minor)) for row in payments.itertuples(index=False)}
 
 
-def _sync_metadata(report: sync.SyncReport, client: NetSuiteClient, outcomes: pd.DataFrame) -> dict:
+def _sync_metadata(report: Report, client: NetSuiteClient, outcomes: pd.DataFrame) -> dict:
     counters = client.counters
     return {
         **report.counts(),
@@ -236,39 +231,38 @@ def _sync_metadata(report: sync.SyncReport, client: NetSuiteClient, outcomes: pd
         "netsuite_requests": counters.requests,
         "netsuite_retries": counters.retries,
         "netsuite_peak_in_flight": counters.peak_in_flight,
-        "first_exceptions": dg.MetadataValue.md(sync.exceptions_markdown(outcomes)),
+        "first_exceptions": dg.MetadataValue.md(exceptions_markdown(outcomes)),
     }
 
 
 def run_sync_step(context: dg.AssetExecutionContext, record_type: str, plan: pd.DataFrame,
-                  netsuite: NetSuiteResource, ledger: LedgerResource) -> tuple[sync.SyncReport, pd.DataFrame,
-                                                                                NetSuiteClient]:
+                  netsuite: NetSuiteResource, ledger: LedgerResource) -> tuple[Report, pd.DataFrame, NetSuiteClient]:
     client = netsuite.get_client()
-    report = sync.upsert_records(records_from_plan(plan, record_type), client=client, ledger=ledger.get_ledger(),
-                                 partition_key=context.partition_key, run_id=context.run.run_id, record_type=record_type,
-                                 log=context.log.info)
+    report = upsert_records(records_from_plan(plan, record_type), client=client, ledger=ledger.get_ledger(),
+                            partition_key=context.partition_key, run_id=context.run.run_id, record_type=record_type,
+                            log=context.log.info)
     # Records held back by the plan count as quarantined here, so each asset's figures are complete.
-    held = plan[(plan["record_type"] == record_type) & (plan["status"] == QUARANTINED)]
+    held = plan[(plan["record_type"] == record_type) & (plan["status"] == Action.QUARANTINED)]
     for row in held.itertuples(index=False):
-        report.outcomes.append({"record_type": record_type, "external_id": row.external_id, "source_id": row.source_id,
-                                "action": sync.QUARANTINED, "internal_id": None, "error_code": row.error_code,
-                                "field": row.field, "message": row.message, "fix": row.fix, "currency": row.currency,
-                                "amount_minor": 0})
+        issue = SyncIssue(record_type=record_type, external_id=row.external_id, source_id=row.source_id,
+                          field=row.field, value=row.value, error_code=row.error_code, message=row.message, fix=row.fix)
+        report.add(Outcome(record_type, row.external_id, Action.QUARANTINED, source_id=row.source_id,
+                           currency=row.currency, issue=issue))
     return report, report.frame(), client
 
 
-def _fail_if_transient_failures(report: sync.SyncReport) -> None:
+def _fail_if_transient_failures(report: Report) -> None:
     """Data problems never fail a run; NetSuite not answering does, so the run shows red and the next schedule or
     sensor tick retries. By now the ledger holds every write NetSuite answered and sync_exceptions the rest."""
     counts = report.counts()
-    if not counts[sync.FAILED]:
+    if not counts[Action.FAILED]:
         return
     failed = report.frame()
-    failed = failed[failed["action"] == sync.FAILED]
+    failed = failed[failed["action"] == Action.FAILED]
     by_code = ", ".join(f"{n} {code}" for code, n in failed["error_code"].value_counts().sort_index().items())
-    plural = RECORD_PLURALS.get(report.record_type, report.record_type)
+    plural = RECORD_PLURALS.get(report.subject, report.subject)
     raise dg.Failure(description=(
-        f"{counts[sync.FAILED]} {plural} not written: NetSuite did not answer or failed after retries ({by_code}); "
+        f"{counts[Action.FAILED]} {plural} not written: NetSuite did not answer or failed after retries ({by_code}); "
         f"{report.writes} written and in the ledger; the next run retries the rest (see sync_exceptions)"))
 
 

@@ -1,4 +1,10 @@
-"""The exceptions report: every record that could not be synced, why, and how to fix it."""
+"""The exceptions report: every record that could not be synced, why, and how to fix it.
+
+`sync_exceptions` shows a day's: the Stripe → NetSuite exceptions carry the partition of the Stripe
+documents they came from. Salesforce → Stripe billing and the write-back belong to no day, so their
+exceptions (target `stripe` and `salesforce`, no partition key) are in the unpartitioned
+`salesforce_sync_exceptions` asset of the `salesforce` group instead, built the same way.
+"""
 
 
 import dagster as dg
@@ -6,9 +12,7 @@ import pandas as pd
 
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
 from sync_pipeline.resources.ledger import LedgerResource
-
-EXCEPTION_COLUMNS = ["target", "record_type", "external_id", "source_id", "partition_key", "field", "value",
-                     "error_code", "message", "fix", "first_seen_at", "last_seen_at", "occurrences", "run_id"]
+from sync_pipeline.writers.report import open_exceptions_output
 
 
 @dg.asset(
@@ -19,18 +23,5 @@ EXCEPTION_COLUMNS = ["target", "record_type", "external_id", "source_id", "parti
     description="The partition's open sync exceptions (from the ledger's exceptions table): record, field, value, "
                 "error and the fix in words. `sync-pipeline exceptions` lists all partitions.",
 )
-def sync_exceptions(context: dg.AssetExecutionContext, ledger: LedgerResource) -> pd.DataFrame:
-    rows = ledger.get_ledger().open_exceptions(partition_key=context.partition_key)
-    frame = pd.DataFrame(rows, columns=["id", *EXCEPTION_COLUMNS, "resolved_at"]).drop(columns=["id", "resolved_at"])
-    by_code = frame.groupby("error_code").size().to_dict() if len(frame) else {}
-    context.add_output_metadata(
-        {
-            "open_exceptions": len(frame),
-            "by_error_code": dg.MetadataValue.json({k: int(v) for k, v in by_code.items()}),
-            "first_exceptions": dg.MetadataValue.md(
-                frame.head(20)[["record_type", "external_id", "field", "error_code", "fix"]].to_markdown(index=False)
-                if len(frame) else "No open exceptions."
-            ),
-        }
-    )
-    return frame
+def sync_exceptions(context: dg.AssetExecutionContext, ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
+    return open_exceptions_output(ledger.get_ledger().open_exceptions(partition_key=context.partition_key))

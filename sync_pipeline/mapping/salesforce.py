@@ -34,6 +34,16 @@ FINAL_STATUSES = frozenset({REFUNDED, VOID})
 
 ADDRESS_FIELDS = {"BillingStreet": "line1", "BillingCity": "city", "BillingState": "state",
                   "BillingPostalCode": "postal_code", "BillingCountry": "country"}
+# The fields read from Salesforce: what `flatten_opportunity` and the account snapshot use.
+OPPORTUNITY_FIELDS = (
+    "Id, Name, AccountId, Account.Name, Account.Stripe_Customer_Id__c, "
+    + ", ".join(f"Account.{name}" for name in ADDRESS_FIELDS) + ", StageName, IsWon, Amount, "
+    "CurrencyIsoCode, CloseDate, SystemModstamp, Stripe_Subscription_Id__c, Stripe_Invoice_Id__c, "
+    "NetSuite_Invoice_Id__c, Billing_Status__c, (SELECT Id, Product2Id, Product2.Name, Quantity, UnitPrice, "
+    "TotalPrice FROM OpportunityLineItems ORDER BY Id)"
+)
+ACCOUNT_FIELDS = ("Id, Name, " + ", ".join(ADDRESS_FIELDS) +
+                  ", Stripe_Customer_Id__c, NetSuite_Customer_Id__c, SystemModstamp")
 
 
 def idempotency_key(source_id: str, action: str) -> str:
@@ -71,7 +81,8 @@ def flatten_opportunity(record: Mapping[str, Any]) -> dict[str, Any]:
     flat.update({"Amount": _text(record.get("Amount")), "CurrencyIsoCode": _text(record.get("CurrencyIsoCode")),
                  "AccountName": _text(account.get("Name")),
                  **{name: _text(account.get(name)) for name in ADDRESS_FIELDS},
-                 "lines": sorted(lines, key=lambda line: _text(line["Id"]))})
+                 "lines": sorted(lines, key=lambda line: _text(line["Id"])),
+                 "AccountStripeCustomerId": account.get("Stripe_Customer_Id__c")})
     return flat
 
 

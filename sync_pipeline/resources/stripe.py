@@ -222,6 +222,19 @@ class StripeResource(dg.ConfigurableResource):
                   "ending_before": ending_before, "types": list(types or [])}
         return self._paginate(self.get_client().v1.events.list, params, "/v1/events")
 
+    def list_prices(self) -> Iterator[dict[str, Any]]:
+        """Every price, active or archived (billing says when a mapped price is archived)."""
+        return self._paginate(self.get_client().v1.prices.list, {}, "/v1/prices")
+
+    def list_subscriptions(self, customer: str, status: str = "all") -> Iterator[dict[str, Any]]:
+        """A customer's subscriptions; `all` includes canceled ones, which Stripe's default leaves out."""
+        params = {"customer": customer, "status": status}
+        return self._paginate(self.get_client().v1.subscriptions.list, params, "/v1/subscriptions")
+
+    def list_invoice_items(self, invoice: str) -> Iterator[dict[str, Any]]:
+        """The invoice items attached to an invoice."""
+        return self._paginate(self.get_client().v1.invoice_items.list, {"invoice": invoice}, "/v1/invoiceitems")
+
     def search_customers(self, query: str) -> Iterator[dict[str, Any]]:
         """Customers matching a search query, e.g. `metadata['salesforce_account_id']:'001...'`."""
         search = self.get_client().v1.customers.search
@@ -241,6 +254,10 @@ class StripeResource(dg.ConfigurableResource):
 
     def retrieve_invoice(self, invoice_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
         return self._retrieve(self.get_client().v1.invoices.retrieve, invoice_id, expand, "invoices")
+
+    def retrieve_subscription(self, subscription_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
+        subscriptions = self.get_client().v1.subscriptions
+        return self._retrieve(subscriptions.retrieve, subscription_id, expand, "subscriptions")
 
     # -- writes (each with an explicit Idempotency-Key) -------------------------------------
 

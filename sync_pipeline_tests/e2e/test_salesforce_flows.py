@@ -19,12 +19,13 @@ import pytest
 import requests
 import yaml
 
-from sync_pipeline.assets.salesforce import StripeBilling, bill_opportunities, read_opportunities, write_back
 from sync_pipeline.resources.ledger import Ledger
 from sync_pipeline.resources.salesforce import SESSION_ID_EXPIRED_MESSAGE, SalesforceResource, SalesforceSessionExpired
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.salesforce_sensor import build_salesforce_closed_won_sensor
 from sync_pipeline.sandbox.salesforce import SalesforceSandbox, start_salesforce
+from sync_pipeline.writers.salesforce_writeback import write_back
+from sync_pipeline.writers.stripe_billing import bill_opportunities, read_opportunities
 from sync_pipeline_tests.e2e.harness import DAY, Sandbox, at, running_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -384,7 +385,7 @@ def _bill_with_expiry_midway(world: World, salesforce: SalesforceResource, strip
     world.salesforce.state.expire_sessions()  # e.g. the org's session timeout, or an admin's "log out everyone"
     bill_opportunities(opportunities, stripe=stripe, ledger=world.ledger(),
                        config=FieldMapping.load(world.mapping_path).salesforce)
-    write_back(salesforce, world.ledger(), StripeBilling(stripe, world.ledger()))
+    write_back(salesforce, world.ledger(), stripe)
 
 
 def test_session_expiring_mid_run_is_renewed_by_logging_in_again(world):

@@ -1,76 +1,28 @@
 """Writing validated NetSuite records: ledger check, reference resolution, upsert, outcome per record.
 
-The I/O half of the sync (the pure half is `mapping/` and `schemas/`). It takes its client and ledger as
-arguments, so it runs the same under Dagster, in a benchmark or in a test.
+The I/O half of the Stripe → NetSuite sync (the pure half is `mapping/` and `schemas/`). It takes its
+client and ledger as arguments, so it runs the same under Dagster, in a benchmark or in a test.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from sync_pipeline.errors import SyncIssue, classify_netsuite_error, make_issue
-from sync_pipeline.mapping.money import to_decimal
 from sync_pipeline.mapping.netsuite import NetSuiteRecord
 from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry, content_hash
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError
+from sync_pipeline.writers.report import Action, Outcome, Report, exception_row
 
 TARGET = "netsuite"
-CREATED, UPDATED, UNCHANGED, QUARANTINED, FAILED = "created", "updated", "unchanged", "quarantined", "failed"
-ACTIONS = (CREATED, UPDATED, UNCHANGED, QUARANTINED, FAILED)
 # Ledger rows are written in small batches as upserts complete, so a run killed midway loses at
 # most one batch of bookkeeping (the next run repeats those upserts harmlessly).
 LEDGER_BATCH = 50
-
-OUTCOME_COLUMNS = ["record_type", "external_id", "source_id", "action", "internal_id", "error_code", "field",
-                   "message", "fix", "currency", "amount_minor"]
-
-
-@dataclass
-class SyncReport:
-    record_type: str
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
-    writes: int = 0
-    elapsed_seconds: float = 0.0
-
-    def add(self, record_type: str, external_id: str, source_id: str | None, action: str, *,
-            internal_id: str | None = None, issue: SyncIssue | None = None, currency: str = "",
-            amount_minor: int = 0) -> None:
-        self.outcomes.append({
-            "record_type": record_type, "external_id": external_id, "source_id": source_id, "action": action,
-            "internal_id": internal_id, "error_code": issue.error_code if issue else None,
-            "field": issue.field if issue else None, "message": issue.message if issue else None,
-            "fix": issue.fix if issue else None, "currency": currency, "amount_minor": amount_minor,
-        })
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.outcomes, columns=OUTCOME_COLUMNS)
-
-    def counts(self) -> dict[str, int]:
-        counted = Counter(o["action"] for o in self.outcomes)
-        return {action: counted.get(action, 0) for action in ACTIONS}
-
-    def amounts_by_currency(self) -> dict[str, str]:
-        """What is in NetSuite after this run (created, updated or unchanged), per currency, exact."""
-        totals: dict[str, int] = defaultdict(int)
-        for o in self.outcomes:
-            if o["action"] in (CREATED, UPDATED, UNCHANGED) and o["currency"]:
-                totals[o["currency"]] += int(o["amount_minor"])
-        return {cur: str(to_decimal(minor, cur)) for cur, minor in sorted(totals.items())}
-
-    def write_rate(self) -> float:
-        return round(self.writes / self.elapsed_seconds, 1) if self.elapsed_seconds > 0 else 0.0
-
-
-def issue_to_exception(issue: SyncIssue) -> ExceptionRow:
-    return ExceptionRow(target=TARGET, **issue.exception_fields())
 
 
 class _Unresolved(Exception):
@@ -106,13 +58,13 @@ def _dependency_internal_ids(records: Sequence[NetSuiteRecord], ledger: Ledger) 
 
 def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient, ledger: Ledger,
                    partition_key: str | None, run_id: str | None, record_type: str,
-                   log: Callable[[str], None] = lambda _msg: None) -> SyncReport:
+                   log: Callable[[str], None] = lambda _msg: None) -> Report:
     """Upsert every record whose content changed since the ledger last saw it.
 
     Never raises for a record: its problem is an exception row and an outcome. Raises `AccessDenied`
     (after booking what NetSuite already answered) when NetSuite refuses the credentials or a permission.
     """
-    report = SyncReport(record_type)
+    report = Report(record_type)
     started = time.perf_counter()
     existing = ledger.lookup(TARGET, record_type, [r.external_id for r in records])
     internal_ids = _dependency_internal_ids(records, ledger)
@@ -121,10 +73,13 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
     to_send: list[tuple[NetSuiteRecord, dict, str]] = []
     denied: AccessDenied | None = None
 
-    def book_problem(record: NetSuiteRecord, issue: SyncIssue, action: str) -> None:
-        exceptions.append(issue_to_exception(issue))
-        report.add(record.record_type, record.external_id, record.source_id, action, issue=issue,
-                   currency=record.currency, amount_minor=record.amount_minor)
+    def book(record: NetSuiteRecord, action: Action, *, internal_id: str | None = None,
+             issue: SyncIssue | None = None) -> None:
+        if issue is not None:
+            exceptions.append(exception_row(issue, TARGET))
+        report.add(Outcome(record.record_type, record.external_id, action, source_id=record.source_id,
+                           internal_id=internal_id, currency=record.currency, amount_minor=record.amount_minor,
+                           issue=issue))
 
     def flush() -> None:
         ledger.record_synced(pending_ledger)
@@ -143,16 +98,14 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
                                             record.record_type, record.external_id, body if answered else None,
                                             source_id=record.source_id, attempts=error.attempts,
                                             value_sources=dict(record.value_sources))
-            book_problem(record, issue, FAILED if issue.retryable else QUARANTINED)
+            book(record, Action.FAILED if issue.retryable else Action.QUARANTINED, issue=issue)
         except Exception as error:  # unexpected: kept as a failure the next run retries, never lost
-            book_problem(record, make_issue("NETSUITE_NO_ANSWER", record_type=record.record_type,
-                                            external_id=record.external_id, source_id=record.source_id,
-                                            attempts="?", detail=type(error).__name__), FAILED)
+            book(record, Action.FAILED, issue=make_issue("NETSUITE_NO_ANSWER", record_type=record.record_type,
+                                                         external_id=record.external_id, source_id=record.source_id,
+                                                         attempts="?", detail=type(error).__name__))
         else:
             report.writes += 1
-            action = UPDATED if record.external_id in existing else CREATED
-            report.add(record.record_type, record.external_id, record.source_id, action,
-                       internal_id=internal_id, currency=record.currency, amount_minor=record.amount_minor)
+            book(record, Action.UPDATED if record.external_id in existing else Action.CREATED, internal_id=internal_id)
             pending_ledger.append(LedgerEntry(TARGET, record.record_type, record.external_id, internal_id,
                                               digest, source_id=record.source_id,
                                               partition_key=partition_key, run_id=run_id))
@@ -163,16 +116,14 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
         try:
             body = resolve_references(record.body, internal_ids, record)
         except _Unresolved as missing:
-            book_problem(record, make_issue("DEPENDENCY_NOT_SYNCED", record_type=record.record_type,
-                                            external_id=record.external_id, source_id=record.source_id,
-                                            field=f"{missing.record_type} reference", value=missing.external_id),
-                         QUARANTINED)
+            book(record, Action.QUARANTINED, issue=make_issue(
+                "DEPENDENCY_NOT_SYNCED", record_type=record.record_type, external_id=record.external_id,
+                source_id=record.source_id, field=f"{missing.record_type} reference", value=missing.external_id))
             continue
         digest = content_hash(body)
         known = existing.get(record.external_id)
         if known is not None and known.content_hash == digest:
-            report.add(record.record_type, record.external_id, record.source_id, UNCHANGED,
-                       internal_id=known.internal_id, currency=record.currency, amount_minor=record.amount_minor)
+            book(record, Action.UNCHANGED, internal_id=known.internal_id)
             continue
         to_send.append((record, body, digest))
 
@@ -215,15 +166,7 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
 
 
 def quarantine(issues: Iterable[SyncIssue], ledger: Ledger, partition_key: str | None, run_id: str | None) -> int:
-    rows = [issue_to_exception(i) for i in issues]
+    rows = [exception_row(i, TARGET) for i in issues]
     ledger.record_exceptions(rows, partition_key=partition_key, run_id=run_id)
     return len(rows)
 
-
-def exceptions_markdown(outcomes: pd.DataFrame, limit: int = 10) -> str:
-    problems = outcomes[outcomes["action"].isin([QUARANTINED, FAILED])]
-    if problems.empty:
-        return "No exceptions."
-    table = problems.head(limit)[["external_id", "error_code", "field", "fix"]]
-    more = f"\n\n…and {len(problems) - limit} more in `sync_exceptions`." if len(problems) > limit else ""
-    return table.to_markdown(index=False) + more
