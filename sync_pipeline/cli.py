@@ -1,4 +1,4 @@
-"""`sync-pipeline`: the command line of the project (check-config, dev, demo, sandbox, webhooks, reconcile)."""
+"""`sync-pipeline`: the command line of the project (check-config, dev, demo, sandbox, webhooks)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sync_pipeline import settings
+from sync_pipeline.sandbox.cli import add_sandbox_commands
+from sync_pipeline.webhooks import add_webhook_commands
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -46,7 +48,7 @@ def run_in_own_process_group(command: Sequence[str], env: dict[str, str] | None 
     """
     proc = subprocess.Popen(list(command), env=env, start_new_session=True)
 
-    def _forward(signum, _frame):
+    def _forward(_signum, _frame):
         try:
             os.killpg(proc.pid, signal.SIGINT)
         except ProcessLookupError:
@@ -161,16 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 
-    # --- sandbox commands (owned by sync_pipeline/sandbox/cli.py) ---
-    from sync_pipeline.sandbox.cli import add_sandbox_commands
-
     add_sandbox_commands(sub)
-    # --- end sandbox commands ---
-    # --- webhooks commands (owned by sync_pipeline/webhooks.py) ---
-    from sync_pipeline.webhooks import add_webhook_commands
-
     add_webhook_commands(sub)
-    # --- end webhooks commands ---
     return parser
 
 

@@ -58,7 +58,6 @@ def build_resources() -> dict[str, object]:
         "stripe": StripeResource(
             api_key=dg.EnvVar("STRIPE_API_KEY"),
             api_base=_from_env("STRIPE_API_BASE"),
-            webhook_secret=_from_env("STRIPE_WEBHOOK_SECRET"),
         ),
         "netsuite": NetSuiteResource(
             account_id=dg.EnvVar("NETSUITE_ACCOUNT_ID"),

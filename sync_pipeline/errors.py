@@ -222,13 +222,6 @@ def missing_field_fix(record_type: str, field: str, subsidiary: str | None, curr
     return f"add a default `{field}` for {plural} in {FIELD_MAPPING_FILE} (defaults: {record_type}: {field}: <internal id>)"
 
 
-def missing_field_issue(record_type: str, external_id: str, source_id: str | None, field: str,
-                        subsidiary: str | None, currency: str | None = None) -> SyncIssue:
-    return make_issue("MISSING_REQUIRED_FIELD", record_type=record_type, external_id=external_id,
-                      source_id=source_id, field=field, value=None,
-                      how=missing_field_fix(record_type, field, subsidiary, currency))
-
-
 # -- NetSuite's error bodies ------------------------------------------------------------------------
 
 RATE_LIMIT_CODES = frozenset({"CONCURRENCY_LIMIT_EXCEEDED", "REQUEST_LIMIT_EXCEEDED"})

@@ -77,7 +77,7 @@ class StripeRootLookup:
         invoice = payment.get("invoice") if payment else None
         return invoice.get("id") if isinstance(invoice, dict) else invoice
 
-    def charge_partition(self, charge_id: str, charge_created: int | None) -> str | None:
+    def charge_partition(self, charge_id: str) -> str | None:
         def find() -> str | None:
             known = self._from_ledger(charge_id)
             if known:
@@ -99,7 +99,7 @@ class StripeRootLookup:
                 return self.invoice_partition(invoice_id)
             # Not wrapped by the resource: its documented escape hatch for the rest of the API.
             intent = self.stripe.get_client().v1.payment_intents.retrieve(payment_intent_id)
-            return self.charge_partition(intent.latest_charge, None) if intent.latest_charge else None
+            return self.charge_partition(intent.latest_charge) if intent.latest_charge else None
 
         return self._cached("payment_intent", payment_intent_id, find)
 
@@ -249,8 +249,7 @@ def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEve
             if source != "webhooks" and event_ids:
                 batch.cursor.deferred[partition_key] = event_ids
             continue
-        newest = event_ids[-1] if event_ids else f"catch-up-{batch.cursor.event_id or now}"
-        key = f"{partition_key}:{newest}"
+        key = routing.run_key(partition_key, event_ids, catch_up_from=batch.cursor.event_id or str(now))
         why = f"{len(event_ids)} event(s): {', '.join(event_ids)}" if event_ids else "catch-up"
         context.log.info(f"{partition_key}: run {key} for {why}")
         requests.append((dg.RunRequest(run_key=key, partition_key=partition_key, run_config=SENSOR_RUN_CONFIG,

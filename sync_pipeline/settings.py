@@ -1,8 +1,9 @@
 """Every setting the pipeline reads, in one catalogue: name, meaning, default, and how it is checked.
 
 Configuration comes from environment variables only. A missing or malformed value fails at start-up
-with one line naming the variable and what is expected; secret values are never echoed back. Nothing
-here runs at import: every value is read when a command or the code location asks for it.
+with one line naming the variable and what is expected, never the value (a database URL is shown with
+its password hidden). Nothing here runs at import: every value is read when a command or the code
+location asks for it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ class ConfigError(Exception):
 class Setting:
     name: str
     description: str
-    secret: bool = False
     default: str | None = None
     # Returns None when the value is acceptable, else what is expected (never the value itself).
     check: Callable[[str], str | None] | None = None
@@ -92,26 +92,26 @@ def _database_url(value: str) -> str | None:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("STRIPE_API_KEY", "Stripe secret or restricted key", secret=True,
+    Setting("STRIPE_API_KEY", "Stripe secret or restricted key",
             check=_pattern(r"(sk|rk)_(test|live)_[0-9A-Za-z_]+", "a Stripe key like sk_live_... or rk_live_...")),
     Setting("STRIPE_API_BASE", "override of the Stripe API address (sandbox or proxy)", check=_url(("http", "https"))),
-    Setting("STRIPE_WEBHOOK_SECRET", "signing secret of the webhook endpoint", secret=True,
+    Setting("STRIPE_WEBHOOK_SECRET", "signing secret of the webhook endpoint",
             check=_pattern(r"whsec_[0-9A-Za-z_]+", "a webhook signing secret like whsec_...")),
     Setting("NETSUITE_ACCOUNT_ID", "NetSuite account id, e.g. 123456 or 123456_SB1",
             check=_pattern(r"[0-9A-Za-z_]+", "a NetSuite account id such as 123456 or 123456_SB1")),
-    Setting("NETSUITE_CONSUMER_KEY", "integration record's consumer key (TBA)", secret=True),
-    Setting("NETSUITE_CONSUMER_SECRET", "integration record's consumer secret (TBA)", secret=True),
-    Setting("NETSUITE_TOKEN_ID", "access token id (TBA)", secret=True),
-    Setting("NETSUITE_TOKEN_SECRET", "access token secret (TBA)", secret=True),
+    Setting("NETSUITE_CONSUMER_KEY", "integration record's consumer key (TBA)"),
+    Setting("NETSUITE_CONSUMER_SECRET", "integration record's consumer secret (TBA)"),
+    Setting("NETSUITE_TOKEN_ID", "access token id (TBA)"),
+    Setting("NETSUITE_TOKEN_SECRET", "access token secret (TBA)"),
     Setting("NETSUITE_BASE_URL", "override of https://<account>.suitetalk.api.netsuite.com (sandbox or proxy)",
             check=_url(("http", "https"))),
     Setting("NETSUITE_CONCURRENCY", "the account's concurrent-request governance limit", default="5",
             check=_positive_int),
     Setting("SALESFORCE_INSTANCE_URL", "Salesforce instance or My Domain URL", check=_url(("https",))),
-    Setting("SALESFORCE_SESSION_ID", "an existing session id (instead of username/password)", secret=True),
+    Setting("SALESFORCE_SESSION_ID", "an existing session id (instead of username/password)"),
     Setting("SALESFORCE_USERNAME", "integration user's username"),
-    Setting("SALESFORCE_PASSWORD", "integration user's password", secret=True),
-    Setting("SALESFORCE_SECURITY_TOKEN", "integration user's security token", secret=True),
+    Setting("SALESFORCE_PASSWORD", "integration user's password"),
+    Setting("SALESFORCE_SECURITY_TOKEN", "integration user's security token"),
     Setting("SALESFORCE_CA_BUNDLE", "CA file to trust for Salesforce (the sandbox's throw-away CA)",
             check=_existing_file),
     Setting("SYNC_DATABASE_URL", "ledger, webhook inbox and exceptions database (SQLAlchemy URL)",
@@ -248,13 +248,3 @@ def start_date(environ: Mapping[str, str] | None = None) -> str:
 
 def event_source(environ: Mapping[str, str] | None = None) -> str:
     return get("SYNC_EVENT_SOURCE", environ) or "events_api"
-
-
-def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Replace every secret setting's value in `text` (for log lines and metadata built from errors)."""
-    env = os.environ if environ is None else environ
-    for setting in SETTINGS:
-        value = env.get(setting.name)
-        if setting.secret and value and len(value) >= 4:
-            text = text.replace(value, f"<{setting.name}>")
-    return text

@@ -21,7 +21,7 @@ from sync_pipeline.writers.report import open_exceptions_output
     deps=["netsuite_customers", "netsuite_invoices", "netsuite_customer_payments", "netsuite_credit_memos",
           "netsuite_customer_refunds"],
     description="The partition's open sync exceptions (from the ledger's exceptions table): record, field, value, "
-                "error and the fix in words. `sync-pipeline exceptions` lists all partitions.",
+                "error and the fix in words; the table itself holds every partition's.",
 )
 def sync_exceptions(context: dg.AssetExecutionContext, ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
     return open_exceptions_output(ledger.get_ledger().open_exceptions(partition_key=context.partition_key))

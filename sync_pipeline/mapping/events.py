@@ -54,7 +54,7 @@ class RootLookup(Protocol):
 
     def invoice_partition(self, invoice_id: str) -> str | None: ...
 
-    def charge_partition(self, charge_id: str, charge_created: int | None) -> str | None:
+    def charge_partition(self, charge_id: str) -> str | None:
         """The partition of the charge's invoice if it pays one, else the charge's own day."""
 
     def payment_intent_partition(self, payment_intent_id: str) -> str | None: ...
@@ -111,7 +111,7 @@ def root_of(event: dict) -> RootRef | None:
             return RootRef(CHARGE, charge)
         return RootRef(PAYMENT_INTENT, id_of(obj.get("payment_intent")))
     if event_type.startswith("charge."):
-        return RootRef(CHARGE, id_of(obj), _created(obj))
+        return RootRef(CHARGE, id_of(obj))
     if event_type.startswith("customer."):
         return RootRef(CUSTOMER, id_of(obj))
     return RootRef(PAYOUT, id_of(obj))
@@ -161,7 +161,7 @@ def partition_of(root: RootRef, lookup: RootLookup, facts: BatchFacts | None = N
         invoice = facts.invoice_of_charge(root.id)
         if invoice:
             return partition_of(RootRef(INVOICE, invoice), lookup, facts)[0], f"invoice {invoice} paid by {root.id}"
-        return lookup.charge_partition(root.id, root.created), f"root of charge {root.id}"
+        return lookup.charge_partition(root.id), f"root of charge {root.id}"
     if root.kind == PAYMENT_INTENT:
         return lookup.payment_intent_partition(root.id), f"root of payment intent {root.id}"
     if root.kind == CUSTOMER:
@@ -194,9 +194,13 @@ def route_events(events: Iterable[dict], lookup: RootLookup) -> RoutedEvents:
     return routed
 
 
-def run_key(partition_key: str, event_ids: Sequence[str]) -> str:
-    """Partition + newest event id: a replayed batch gets the same key and so no second run."""
-    return f"{partition_key}:{event_ids[-1]}"
+def run_key(partition_key: str, event_ids: Sequence[str], catch_up_from: str | None = None) -> str:
+    """Partition + newest event id: a replayed batch gets the same key and so no second run.
+
+    A catch-up marks partitions dirty without events: its key names where it caught up from instead.
+    """
+    newest = event_ids[-1] if event_ids else f"catch-up-{catch_up_from}"
+    return f"{partition_key}:{newest}"
 
 
 def partitions_since(since: int, now: int, first_partition: str | None = None) -> list[str]:

@@ -17,7 +17,6 @@ STRIPE_ID_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 # Records derived from one Stripe object, beside the record that object maps to itself.
 VOID_CREDIT_MEMO_SUFFIX = "void"  # stripe-in_X-void: the credit memo closing a void/uncollectible invoice
 REFUND_CREDIT_MEMO_SUFFIX = "cm"  # stripe-re_X-cm: the credit memo a refund of an invoiced charge needs
-KNOWN_SUFFIXES = (VOID_CREDIT_MEMO_SUFFIX, REFUND_CREDIT_MEMO_SUFFIX)
 
 
 class ExternalIdError(ValueError):
@@ -43,26 +42,3 @@ def void_credit_memo_external_id(invoice_id: str) -> str:
 
 def refund_credit_memo_external_id(refund_id: str) -> str:
     return netsuite_external_id(refund_id, REFUND_CREDIT_MEMO_SUFFIX)
-
-
-def is_valid_external_id(value: object) -> bool:
-    return isinstance(value, str) and bool(EXTERNAL_ID_PATTERN.fullmatch(value))
-
-
-def parse_external_id(external_id: str) -> tuple[str, str | None]:
-    """The inverse: `"stripe-in_1-void"` -> `("in_1", "void")`, `"stripe-ch_1"` -> `("ch_1", None)`."""
-    if not isinstance(external_id, str) or not external_id.startswith(PREFIX):
-        raise ExternalIdError(f"{external_id!r} is not an external id made by this pipeline (no {PREFIX!r} prefix)")
-    rest = external_id[len(PREFIX):]
-    stripe_id, _, suffix = rest.partition("-")
-    if not STRIPE_ID_PATTERN.fullmatch(stripe_id) or (suffix and suffix not in KNOWN_SUFFIXES):
-        raise ExternalIdError(
-            f"{external_id!r} is not an external id made by this pipeline: expected {PREFIX}<stripe id> "
-            f"optionally followed by one of -{', -'.join(KNOWN_SUFFIXES)}"
-        )
-    return stripe_id, suffix or None
-
-
-def stripe_id_from_external_id(external_id: str) -> str:
-    """`"stripe-re_1-cm"` -> `"re_1"`: the Stripe object a NetSuite record came from."""
-    return parse_external_id(external_id)[0]

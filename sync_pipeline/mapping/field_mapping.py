@@ -147,10 +147,6 @@ class FieldMapping:
     def currency(self, code: str) -> CurrencyMapping | None:
         return self.currencies.get(code.upper()) if isinstance(code, str) else None
 
-    def subsidiary_for_currency(self, code: str) -> str | None:
-        mapping = self.currency(code)
-        return mapping.subsidiary if mapping else None
-
     def defaults_for(self, record_type: str, subsidiary: str | None) -> dict[str, Any]:
         """Field defaults for a record, most specific winning: subsidiary+type > subsidiary `all` > type."""
         merged: dict[str, Any] = dict(self.defaults.get(record_type, {}))

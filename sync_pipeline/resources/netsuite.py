@@ -270,7 +270,6 @@ class _OAuth2BearerAuth(requests.auth.AuthBase):
         self._lock = threading.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
-        self.tokens_fetched = 0
 
     def __repr__(self) -> str:
         return f"<NetSuite OAuth 2.0 M2M auth, certificate {self._credentials.certificate_id}>"
@@ -287,7 +286,6 @@ class _OAuth2BearerAuth(requests.auth.AuthBase):
                     description=f"POST {OAUTH2_TOKEN_PATH}",
                 )
                 self._refresh_at = time.time() + lifetime - min(OAUTH2_REFRESH_MARGIN_SECONDS, lifetime / 2)
-                self.tokens_fetched += 1
             return self._token
 
     def _fetch(self) -> tuple[str, float]:

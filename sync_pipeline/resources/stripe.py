@@ -108,7 +108,6 @@ class StripeResource(dg.ConfigurableResource):
 
     api_key: str = Field(repr=False, description="secret or restricted key (sk_... / rk_...)")
     api_base: str | None = Field(default=None, description="override of https://api.stripe.com (sandbox or proxy)")
-    webhook_secret: str | None = Field(default=None, repr=False, description="webhook signing secret (whsec_...)")
     timeout_seconds: float = Field(default=80.0, description="per-request timeout")
 
     _client: stripe.StripeClient | None = PrivateAttr(default=None)
@@ -176,6 +175,9 @@ class StripeResource(dg.ConfigurableResource):
         params = {"invoice": invoice, "payment": payment, "expand": list(expand)}
         return self._paginate(self.get_client().v1.invoice_payments.list, params, "/v1/invoice_payments")
 
+    # Disputes, credit notes, payouts and balance transactions are not synced yet (README: what is synced
+    # today); only the client tests call these four. Kept, tested against the stand-in, for the receivables
+    # issue (credit notes) and the cash issue (payouts, their balance transactions and fees, disputes).
     def list_disputes(
         self,
         charge: str | None = None,
@@ -285,21 +287,6 @@ class StripeResource(dg.ConfigurableResource):
             f"POST /v1/invoices/{invoice_id}/finalize",
         )
         return invoice.to_dict()
-
-    # -- webhooks ----------------------------------------------------------------------------
-
-    def verify_webhook(self, payload: bytes, sig_header: str, tolerance: int = 300) -> dict[str, Any]:
-        """The event in a webhook delivery, after checking its `Stripe-Signature`.
-
-        Raises `stripe.SignatureVerificationError` for a bad or stale signature (older than
-        `tolerance` seconds).
-        """
-        if not self.webhook_secret:
-            raise ValueError("STRIPE_WEBHOOK_SECRET is not set: webhook deliveries cannot be verified")
-        event = stripe.Webhook.construct_event(
-            payload, sig_header, self.webhook_secret, tolerance=tolerance, api_key=self.api_key
-        )
-        return event.to_dict()
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ server for tests and the demo, TLS from a throw-away CA for Salesforce, and the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -145,12 +144,6 @@ def serve_in_thread(app, port: int = 0, tls: TlsFiles | None = None, startup_tim
         time.sleep(0.01)
     scheme = "https" if tls else "http"
     return ServerHandle(url=f"{scheme}://{LOOPBACK}:{actual_port}", port=actual_port, _server=server, _thread=thread)
-
-
-async def serve_many(apps: list[tuple[object, socket.socket, TlsFiles | None]]) -> None:
-    """Serve several stand-ins from one event loop (the `sandbox up` process)."""
-    servers = [uvicorn.Server(_config(app, tls)) for app, _, tls in apps]
-    await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, (_, sock, _) in zip(servers, apps)))
 
 
 # uvicorn logs the deliberate ResponseLost as an application error; it is not one.

@@ -57,12 +57,10 @@ def test_salesforce_needs_a_session_or_a_login():
     assert settings.check_environment(env, require=("salesforce",)) == []
 
 
-def test_secret_values_never_appear_in_problems_and_are_redacted_from_text():
+def test_secret_values_never_appear_in_problems():
     env = {**GOOD, "STRIPE_API_KEY": "not-a-key-but-secret"}
     problems = settings.check_environment(env)
     assert problems and all("not-a-key-but-secret" not in p for p in problems)
-    text = "401 for token ts-secret-value with key not-a-key-but-secret"
-    assert settings.redact(text, env) == "401 for token <NETSUITE_TOKEN_SECRET> with key <STRIPE_API_KEY>"
 
 
 def test_cli_check_config_fails_with_one_line_and_exit_code_2():

@@ -12,7 +12,6 @@ from typing import Any
 API_VERSION = "2026-10-28.endive"
 
 TEST_KEY_PREFIX = "sk_test_"
-RESTRICTED_KEY_PREFIX = "rk_test_"
 DEFAULT_API_KEY = "sk_test_sandbox"
 DEFAULT_WEBHOOK_SECRET = "whsec_sandbox_default"
 

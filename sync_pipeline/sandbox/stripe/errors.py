@@ -50,12 +50,6 @@ def missing_param(param: str) -> StripeApiError:
     )
 
 
-def unknown_param(param: str) -> StripeApiError:
-    return StripeApiError(
-        400, "invalid_request_error", f"Received unknown parameter: {param}", code="parameter_unknown", param=param
-    )
-
-
 def resource_missing(kind: str, object_id: str, param: str = "id") -> StripeApiError:
     return StripeApiError(
         404, "invalid_request_error", f"No such {kind}: '{object_id}'", code="resource_missing", param=param

@@ -37,7 +37,6 @@ from sync_pipeline.sandbox.stripe.state import Ctx, StripeState
 DAY = 86400
 EMBEDDED_LINES = 10
 ACCOUNT_NAME = "Sandbox Inc."
-FINALIZED = ("open", "paid", "uncollectible", "void")
 # Fields Stripe still lets you change once an invoice is finalized.
 MUTABLE_AFTER_FINALIZE = {"metadata", "description", "footer", "due_date", "auto_advance", "expand"}
 # Smart Retries' first retry, for invoices that collect automatically.
