@@ -13,18 +13,15 @@ from sync_pipeline.assets import quality as quality_assets
 from sync_pipeline.assets import salesforce as salesforce_assets
 from sync_pipeline.assets import stripe as stripe_assets
 from sync_pipeline.io_managers import ParquetIOManager
+from sync_pipeline.jobs import salesforce_to_stripe, stripe_to_netsuite
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
 from sync_pipeline.resources.salesforce import SalesforceResource
 from sync_pipeline.resources.stripe import StripeResource
-from sync_pipeline.salesforce_sensor import (
-    SALESFORCE_TO_STRIPE_JOB,
-    build_salesforce_closed_won_sensor,
-    build_salesforce_to_stripe_schedule,
-)
-from sync_pipeline.schedules import build_daily_sync_schedule
-from sync_pipeline.sensors import build_stripe_events_sensor
+from sync_pipeline.salesforce_to_stripe_sensor import build_salesforce_to_stripe_sensor
+from sync_pipeline.schedules import build_salesforce_to_stripe_schedule, build_stripe_to_netsuite_schedule
+from sync_pipeline.stripe_to_netsuite_sensor import build_stripe_to_netsuite_sensor
 
 
 def _from_env(name: str, default: object = None) -> object:
@@ -93,19 +90,6 @@ def __getattr__(name: str) -> list[dg.AssetsDefinition]:
 # Unpartitioned, so kept out of ALL_ASSETS (the daily partitioned selection materialized as one set).
 SALESFORCE_ASSETS = dg.load_assets_from_modules([salesforce_assets])
 
-salesforce_to_stripe = dg.define_asset_job(
-    SALESFORCE_TO_STRIPE_JOB,
-    selection=dg.AssetSelection.groups(salesforce_assets.GROUP),
-    description="Salesforce accounts and opportunities; Closed-Won deals billed once in Stripe; ids and billing "
-                "status written back to Salesforce.",
-)
-
-stripe_to_netsuite = dg.define_asset_job(
-    "stripe_to_netsuite",
-    selection=dg.AssetSelection.groups("stripe", "netsuite", "quality"),
-    description="One day of Stripe activity into NetSuite: extract, map, validate, upsert, report exceptions.",
-)
-
 
 @dg.definitions
 def defs() -> dg.Definitions:
@@ -119,10 +103,10 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[*_daily_assets(start_date), *SALESFORCE_ASSETS],
         jobs=[stripe_to_netsuite, salesforce_to_stripe],
-        schedules=[build_daily_sync_schedule(stripe_to_netsuite, start_date),
+        schedules=[build_stripe_to_netsuite_schedule(stripe_to_netsuite, start_date),
                    build_salesforce_to_stripe_schedule(salesforce_configured)],
-        sensors=[build_stripe_events_sensor(stripe_to_netsuite, partitions.daily_partitions(start_date),
-                                            settings.event_source()),
-                 build_salesforce_closed_won_sensor(salesforce_configured)],
+        sensors=[build_stripe_to_netsuite_sensor(stripe_to_netsuite, partitions.daily_partitions(start_date),
+                                                 settings.event_source()),
+                 build_salesforce_to_stripe_sensor(salesforce_configured)],
         resources=build_resources(),
     )

@@ -105,6 +105,7 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
     import dagster as dg
 
     from sync_pipeline.definitions import defs
+    from sync_pipeline.jobs import STRIPE_TO_NETSUITE_JOB, TRIGGER_TAG
 
     with sandbox_environment(days, invoices, seed) as env:
         first_day = _seeded_days(env["STRIPE_API_BASE"], env["STRIPE_API_KEY"])
@@ -112,7 +113,7 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
             print("The sandbox holds no Stripe activity to sync.", file=sys.stderr)
             return 1
         os.environ.setdefault("SYNC_START_DATE", min(first_day[0], settings.start_date()))
-        job = defs().resolve_job_def("stripe_to_netsuite")  # loaded now that the environment points at the sandbox
+        job = defs().resolve_job_def(STRIPE_TO_NETSUITE_JOB)  # loaded now that the environment points at the sandbox
         instance = dg.DagsterInstance.get()
         print(f"Syncing {len(first_day)} days into NetSuite (Dagster home {settings.dagster_home().resolve()})\n")
         print(f"{'day':10}  {'created':>7} {'updated':>7} {'unchanged':>9} {'quarantined':>11} {'failed':>6}  books")
@@ -121,7 +122,7 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
         for day in first_day:
             started = time.perf_counter()
             result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False,
-                                            tags={"sync_pipeline/trigger": "demo"}, run_config=QUIET_CONSOLE)
+                                            tags={TRIGGER_TAG: "demo"}, run_config=QUIET_CONSOLE)
             report = _day_report(day, result, time.perf_counter() - started)
             reports.append(report)
             c = report.counts

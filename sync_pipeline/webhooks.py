@@ -1,7 +1,8 @@
 """The Stripe webhook receiver: verify `Stripe-Signature`, store the event once in the inbox, answer 2xx.
 
 Nothing else happens on the request path (no Stripe or NetSuite call): Stripe wants a fast answer and
-retries otherwise. The `stripe_events_sensor` turns inbox events into runs (`SYNC_EVENT_SOURCE=webhooks`).
+retries otherwise. The `stripe_to_netsuite_on_events` sensor turns inbox events into runs
+(`SYNC_EVENT_SOURCE=webhooks`).
 Served by uvicorn: `sync-pipeline webhooks serve --host 0.0.0.0 --port 8000`, endpoint
 `POST /webhooks/stripe`.
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 import dagster as dg
 import pandas as pd
 
+from sync_pipeline import exact_json
 from sync_pipeline.errors import RECORD_PLURALS, SyncIssue
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id
@@ -20,7 +21,6 @@ from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import to_decimal
 from sync_pipeline.assets.stripe import read_trees
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
-from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
@@ -66,7 +66,7 @@ def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], f
 def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequence[ns.Skip]) -> pd.DataFrame:
     rows = [{"record_type": r.record_type, "external_id": r.external_id, "source_id": r.source_id, "status": VALID,
              "depends_on": json.dumps(r.depends_on), "currency": r.currency, "amount_minor": r.amount_minor,
-             "body": jsonbody.dumps(r.body), "value_sources": json.dumps(r.value_sources)} for r in valid]
+             "body": exact_json.dumps(r.body), "value_sources": json.dumps(r.value_sources)} for r in valid]
     rows += [{"record_type": i.record_type, "external_id": i.external_id, "source_id": i.source_id,
               "status": Action.QUARANTINED.value, "error_code": i.error_code, "field": i.field, "value": i.value,
               "message": i.message, "fix": i.fix} for i in issues]
@@ -79,7 +79,7 @@ def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequ
 
 def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteRecord]:
     rows = plan[(plan["record_type"] == record_type) & (plan["status"] == VALID)]
-    return [ns.NetSuiteRecord(record_type=row.record_type, external_id=row.external_id, body=jsonbody.loads(row.body),
+    return [ns.NetSuiteRecord(record_type=row.record_type, external_id=row.external_id, body=exact_json.loads(row.body),
                               source_id=row.source_id, depends_on=tuple(tuple(d) for d in json.loads(row.depends_on)),
                               amount_minor=int(row.amount_minor), currency=row.currency,
                               value_sources=tuple(tuple(v) for v in json.loads(row.value_sources)))

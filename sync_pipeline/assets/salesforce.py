@@ -15,7 +15,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from sync_pipeline.mapping import salesforce as sfm
+from sync_pipeline.mapping import salesforce_writeback as writeback
+from sync_pipeline.mapping import stripe_billing as billing
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.salesforce import SalesforceResource, modified_since, newest_modstamp
@@ -56,9 +57,9 @@ def salesforce_accounts(context: dg.AssetExecutionContext, salesforce: Salesforc
                         ledger: LedgerResource) -> pd.DataFrame:
     store = ledger.get_ledger()
     cursor = store.get_cursor(ACCOUNT_CURSOR)
-    records = list(salesforce.select("Account", sfm.ACCOUNT_FIELDS, modified_since(cursor)))
+    records = list(salesforce.select("Account", billing.ACCOUNT_FIELDS, modified_since(cursor)))
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "attributes"} for r in records],
-                         columns=[c.strip() for c in sfm.ACCOUNT_FIELDS.split(",")]).astype(object)
+                         columns=[c.strip() for c in billing.ACCOUNT_FIELDS.split(",")]).astype(object)
     newest = newest_modstamp(records, cursor)
     if newest:
         store.set_cursor(ACCOUNT_CURSOR, newest)
@@ -137,5 +138,5 @@ def salesforce_billing_writeback(context: dg.AssetExecutionContext, salesforce: 
                       "day, so the daily sync_exceptions does not show them.")
 def salesforce_sync_exceptions(ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
     store = ledger.get_ledger()
-    return open_exceptions_output([*store.open_exceptions(target=sfm.STRIPE_TARGET),
-                                   *store.open_exceptions(target=sfm.SALESFORCE_TARGET)])
+    return open_exceptions_output([*store.open_exceptions(target=billing.STRIPE_TARGET),
+                                   *store.open_exceptions(target=writeback.SALESFORCE_TARGET)])

@@ -14,9 +14,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from sync_pipeline import exact_json
 from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, partition_window
-from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.stripe import StripeResource
 
 # One list call brings each invoice with its customer, payments and the charge behind each payment.
@@ -83,11 +83,11 @@ def invoice_tree(stripe: StripeResource, invoice: dict) -> dict:
 
 def pack_tree(tree: dict) -> bytes:
     """A document tree as compressed exact JSON: a partition of 20,000 invoices stays well under 1 GiB."""
-    return zlib.compress(jsonbody.dumps(tree).encode(), 1)
+    return zlib.compress(exact_json.dumps(tree).encode(), 1)
 
 
 def unpack_tree(cell: bytes) -> dict:
-    return jsonbody.loads(zlib.decompress(cell))
+    return exact_json.loads(zlib.decompress(cell))
 
 
 def read_trees(frame: pd.DataFrame) -> Iterator[dict]:
@@ -201,7 +201,7 @@ def stripe_customers(context: dg.AssetExecutionContext, stripe_invoices: pd.Data
     frame = pd.DataFrame(
         [{"id": c["id"], "email": c.get("email"), "name": c.get("name"), "created": int(c.get("created") or 0),
           "netsuite_customer_id": (c.get("metadata") or {}).get("netsuite_customer_id"),
-          "payload": jsonbody.dumps(c)} for c in customers.values()],
+          "payload": exact_json.dumps(c)} for c in customers.values()],
         columns=["id", "email", "name", "created", "netsuite_customer_id", "payload"],
     )
     context.add_output_metadata({"customers": len(frame)})

@@ -2,21 +2,20 @@
 
 SQLite by default (one file beside Dagster's storage), PostgreSQL in production
 (`SYNC_DATABASE_URL=postgresql+psycopg2://...`). The ledger is layer 2 of the idempotency design:
-a record whose content hash is unchanged is not written again, and it is written only after the
-target accepted the upsert, so a crash in between costs one harmless repeat upsert.
+a record whose content hash (`mapping/content_hash.py`) is unchanged is not written again, and it
+is written only after the target accepted the upsert, so a crash in between costs one harmless
+repeat upsert.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -145,27 +144,6 @@ sync_cursors = sa.Table(
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, Decimal):
-        # Exact text, so 1.50 and 1.5 hash alike and no float rounding ever enters.
-        return {"$decimal": format(value.normalize(), "f")}
-    if isinstance(value, float):
-        raise TypeError("floats are not allowed in synced records; use Decimal or integer minor units")
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    raise TypeError(f"cannot hash {type(value).__name__}")
-
-
-def content_hash(body: Any) -> str:
-    """A stable hash of what would be sent: key order and Decimal spelling do not matter."""
-    text = json.dumps(_canonical(body), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import requests.adapters
 from pydantic import Field, PrivateAttr
 from requests_oauthlib import OAuth1
 
+from sync_pipeline import exact_json
 from sync_pipeline.mapping.external_ids import EXTERNAL_ID_PATTERN
-from sync_pipeline.resources import jsonbody
 from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry, parse_retry_after
 
@@ -138,7 +138,7 @@ class NetSuiteError(Exception):
     @classmethod
     def from_response(cls, response: requests.Response, request: str) -> NetSuiteError:
         try:
-            body: Any = jsonbody.loads(response.content)
+            body: Any = exact_json.loads(response.content)
         except ValueError:
             body = response.text[:2000]
         first: Mapping[str, Any] = {}
@@ -418,7 +418,7 @@ class NetSuiteClient:
         """The record by internal id (`"107"`) or external id (`"eid:stripe-in_1"`); numbers as Decimal."""
         params = {"expandSubResources": "true"} if expand_sub_resources else None
         response = self._request("GET", f"{RECORD_API_PATH}/{record_type}/{_record_key(id_or_eid)}", params=params)
-        return jsonbody.loads(response.content)
+        return exact_json.loads(response.content)
 
     def delete(self, record_type: str, id_or_eid: str, missing_ok: bool = False) -> None:
         try:
@@ -444,7 +444,7 @@ class NetSuiteClient:
                 headers={"Prefer": "transient"},
                 is_write=False,
             )
-            page = jsonbody.loads(response.content)
+            page = exact_json.loads(response.content)
             items = page.get("items") or []
             for item in items:
                 yield {key: value for key, value in item.items() if key != "links"}
@@ -468,7 +468,7 @@ class NetSuiteClient:
         request_headers = {"Accept": "application/json", **(headers or {})}
         data = None
         if body is not None:
-            data = jsonbody.dumps(body).encode("utf-8")
+            data = exact_json.dumps(body).encode("utf-8")
             request_headers["Content-Type"] = "application/json"
         counts_as_write = method in _WRITE_METHODS if is_write is None else is_write
         attempts = 0

@@ -31,7 +31,7 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
 )
 
-from sync_pipeline.resources import jsonbody
+from sync_pipeline import exact_json
 from sync_pipeline.resources.access import AccessDenied
 from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
 
@@ -360,7 +360,7 @@ class SalesforceResource(dg.ConfigurableResource):
 
     def _send(self, sf: Salesforce, path: str, method: str, body: Any) -> Any:
         # Bodies are written here, not by simple-salesforce, so Decimals go out digit for digit.
-        return sf.restful(path, method=method, data=jsonbody.dumps(body), timeout=self.timeout_seconds)
+        return sf.restful(path, method=method, data=exact_json.dumps(body), timeout=self.timeout_seconds)
 
     @property
     def _can_log_in(self) -> bool:

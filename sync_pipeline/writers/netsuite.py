@@ -13,9 +13,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from sync_pipeline.errors import SyncIssue, classify_netsuite_error, make_issue
+from sync_pipeline.mapping.content_hash import content_hash
 from sync_pipeline.mapping.netsuite import NetSuiteRecord
 from sync_pipeline.resources.access import AccessDenied
-from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry, content_hash
+from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError
 from sync_pipeline.writers.report import Action, Outcome, Report, exception_row
 

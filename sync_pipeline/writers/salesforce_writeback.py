@@ -14,9 +14,11 @@ from typing import Any
 
 from sync_pipeline.errors import SyncIssue, make_issue
 from sync_pipeline.mapping import netsuite as ns
-from sync_pipeline.mapping import salesforce as sfm
+from sync_pipeline.mapping import salesforce_writeback as writeback
+from sync_pipeline.mapping import stripe_billing as billing
+from sync_pipeline.mapping.content_hash import content_hash
 from sync_pipeline.mapping.external_ids import netsuite_external_id
-from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry, content_hash
+from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry
 from sync_pipeline.resources.salesforce import SalesforceResource, SaveResult
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.writers.netsuite import TARGET as NETSUITE_TARGET
@@ -79,16 +81,18 @@ def _settled(entry: LedgerEntry, written: Mapping[str, LedgerEntry], netsuite_in
     if known is None or not entry.internal_id.startswith("in_"):
         return False
     netsuite_id = netsuite_invoices.get(entry.internal_id)
-    return any(writeback_hash(sfm.opportunity_writeback(entry.external_id, entry.internal_id, status, netsuite_id),
-                              entry.external_id) == known.content_hash for status in sfm.FINAL_STATUSES)
+    return any(writeback_hash(writeback.opportunity_writeback(entry.external_id, entry.internal_id, status,
+                                                              netsuite_id),
+                              entry.external_id) == known.content_hash for status in writeback.FINAL_STATUSES)
 
 
 def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_Writeback]:
     """What Salesforce should show for every billed opportunity and its account, from Stripe's current state."""
-    stripe_entries = ledger.entries(target=sfm.STRIPE_TARGET)
-    billed = [e for e in stripe_entries if e.record_type == sfm.BILLED_OPPORTUNITY]
-    customers = [e for e in stripe_entries if e.record_type == sfm.STRIPE_CUSTOMER]
-    written = {e.external_id: e for e in ledger.entries(target=sfm.SALESFORCE_TARGET) if e.record_type == "Opportunity"}
+    stripe_entries = ledger.entries(target=billing.STRIPE_TARGET)
+    billed = [e for e in stripe_entries if e.record_type == billing.BILLED_OPPORTUNITY]
+    customers = [e for e in stripe_entries if e.record_type == billing.STRIPE_CUSTOMER]
+    written = {e.external_id: e for e in ledger.entries(target=writeback.SALESFORCE_TARGET)
+               if e.record_type == "Opportunity"}
     one_off = [e.internal_id for e in billed if e.internal_id.startswith("in_")]
     netsuite_invoices = _netsuite_ids(ledger, ns.INVOICE, one_off)
     active = [e for e in billed if not _settled(e, written, netsuite_invoices)]
@@ -99,9 +103,9 @@ def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_W
     plans = []
     for entry in active:
         invoice = invoices[entry.external_id]
-        status = sfm.billing_status(invoice, _refunded_minor(invoice), now) if invoice else sfm.NOT_BILLED
+        status = writeback.billing_status(invoice, _refunded_minor(invoice), now) if invoice else writeback.NOT_BILLED
         netsuite_id = netsuite_invoices.get(invoice["id"]) if invoice else None
-        record = sfm.opportunity_writeback(entry.external_id, entry.internal_id, status, netsuite_id)
+        record = writeback.opportunity_writeback(entry.external_id, entry.internal_id, status, netsuite_id)
         by_field = "Id"
         if entry.external_id in written:
             # The opportunity holds its Stripe id already: match on it, as an external id.
@@ -112,7 +116,7 @@ def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_W
     for entry in customers:
         netsuite_id = netsuite_customers.get(entry.internal_id)
         plans.append(_Writeback("Account", entry.external_id, "Id",
-                                sfm.account_writeback(entry.external_id, entry.internal_id, netsuite_id),
+                                writeback.account_writeback(entry.external_id, entry.internal_id, netsuite_id),
                                 entry.internal_id, None, netsuite_id))
     return plans
 
@@ -121,7 +125,7 @@ def _writeback_issue(item: _Writeback, result: SaveResult) -> SyncIssue:
     record_type = item.sobject.lower()
     codes = {str(e.get("statusCode") or e.get("errorCode")) for e in result.errors}
     if "DUPLICATE_EXTERNAL_ID" in codes and item.by_field != "Id":
-        ids = sfm.duplicate_ids(result.errors)
+        ids = writeback.duplicate_ids(result.errors)
         return make_issue("SALESFORCE_DUPLICATE_MATCH", record_type=record_type, external_id=item.record_id,
                           source_id=item.stripe_id, field=f"{item.sobject}.{item.by_field}", value=item.stripe_id,
                           record_ids=", ".join(ids) or "ids not given")
@@ -135,7 +139,7 @@ def write_back(salesforce: SalesforceResource, ledger: Ledger, stripe: StripeRes
     """Upsert the Stripe ids, NetSuite ids and billing status onto Salesforce; unchanged records are skipped."""
     report = Report("salesforce write-back", detail_columns=DETAIL_COLUMNS)
     plans = plan_writebacks(ledger, stripe, int(now if now is not None else time.time()))
-    done = {(e.record_type, e.external_id): e for e in ledger.entries(target=sfm.SALESFORCE_TARGET)}
+    done = {(e.record_type, e.external_id): e for e in ledger.entries(target=writeback.SALESFORCE_TARGET)}
     groups: dict[tuple[str, str], list[_Writeback]] = {}
     for item in plans:
         known = done.get((item.sobject, item.record_id))
@@ -152,13 +156,13 @@ def write_back(salesforce: SalesforceResource, ledger: Ledger, stripe: StripeRes
             if result.success:
                 report.writes += 1
                 internal_id = result.id or item.record_id
-                synced.append(LedgerEntry(sfm.SALESFORCE_TARGET, sobject, item.record_id, internal_id,
+                synced.append(LedgerEntry(writeback.SALESFORCE_TARGET, sobject, item.record_id, internal_id,
                                           writeback_hash(item.record, item.record_id),
                                           source_id=item.stripe_id, run_id=run_id))
                 report.add(item.outcome(Action.CREATED if result.created else Action.UPDATED, internal_id))
             else:
                 issue = _writeback_issue(item, result)
-                exceptions.append(exception_row(issue, sfm.SALESFORCE_TARGET))
+                exceptions.append(exception_row(issue, writeback.SALESFORCE_TARGET))
                 report.add(item.outcome(Action.QUARANTINED, issue=issue))
     ledger.record_synced(synced)
     ledger.record_exceptions(exceptions, run_id=run_id)

@@ -23,12 +23,13 @@ from typing import Any
 import stripe as stripe_sdk
 
 from sync_pipeline.errors import SyncIssue, make_issue
-from sync_pipeline.mapping import salesforce as sfm
+from sync_pipeline.mapping import stripe_billing as billing
+from sync_pipeline.mapping.content_hash import content_hash
 from sync_pipeline.mapping.field_mapping import SalesforceConfig
-from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry, content_hash
+from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry
 from sync_pipeline.resources.salesforce import SalesforceResource
 from sync_pipeline.resources.stripe import StripeResource
-from sync_pipeline.schemas.salesforce import validate_plans
+from sync_pipeline.schemas.stripe_billing import validate_plans
 from sync_pipeline.writers.report import Action, Outcome, Report, exception_row
 
 # The billing report's own columns, beside the outcome's.
@@ -37,11 +38,12 @@ DETAIL_COLUMNS = ("stripe_customer_id", "mode")
 
 def read_opportunities(salesforce: SalesforceResource, where: str = "") -> list[dict[str, Any]]:
     """Opportunities (with line items and their Account) as `flatten_opportunity` makes them."""
-    return [sfm.flatten_opportunity(r) for r in salesforce.select("Opportunity", sfm.OPPORTUNITY_FIELDS, where)]
+    return [billing.flatten_opportunity(r) for r in salesforce.select("Opportunity", billing.OPPORTUNITY_FIELDS, where)]
 
 
 def read_opportunities_by_id(salesforce: SalesforceResource, ids: Sequence[str]) -> list[dict[str, Any]]:
-    return [sfm.flatten_opportunity(r) for r in salesforce.select_by_ids("Opportunity", sfm.OPPORTUNITY_FIELDS, ids)]
+    return [billing.flatten_opportunity(r)
+            for r in salesforce.select_by_ids("Opportunity", billing.OPPORTUNITY_FIELDS, ids)]
 
 
 class StripeBilling:
@@ -62,8 +64,9 @@ class StripeBilling:
             return {}
         return {p["id"]: p for p in self.stripe.list_prices() if p["id"] in wanted}
 
-    def customer_for(self, plan: sfm.BillingPlan, known: str | None) -> str:
-        entry = self.ledger.lookup(sfm.STRIPE_TARGET, sfm.STRIPE_CUSTOMER, [plan.account_id]).get(plan.account_id)
+    def customer_for(self, plan: billing.BillingPlan, known: str | None) -> str:
+        entry = self.ledger.lookup(billing.STRIPE_TARGET, billing.STRIPE_CUSTOMER,
+                                   [plan.account_id]).get(plan.account_id)
         if entry is not None:
             return entry.internal_id
         if known:
@@ -73,40 +76,41 @@ class StripeBilling:
         if found is not None:
             return str(found["id"])
         self._writing()
-        created = self.stripe.create_customer(sfm.customer_params(plan),
-                                              idempotency_key=sfm.idempotency_key(plan.account_id, "customer"))
+        created = self.stripe.create_customer(billing.customer_params(plan),
+                                              idempotency_key=billing.idempotency_key(plan.account_id, "customer"))
         return str(created["id"])
 
-    def subscription(self, plan: sfm.BillingPlan, customer_id: str) -> str:
-        existing = sfm.find_by_metadata(self.stripe.list_subscriptions(customer_id), "salesforce_opportunity_id",
-                                        plan.opportunity_id)
+    def subscription(self, plan: billing.BillingPlan, customer_id: str) -> str:
+        existing = billing.find_by_metadata(self.stripe.list_subscriptions(customer_id), "salesforce_opportunity_id",
+                                            plan.opportunity_id)
         if existing is not None:
             return str(existing["id"])
         self._writing()
         created = self.stripe.create_subscription(
-            sfm.subscription_params(plan, customer_id),
-            idempotency_key=sfm.idempotency_key(plan.opportunity_id, sfm.SUBSCRIPTION))
+            billing.subscription_params(plan, customer_id),
+            idempotency_key=billing.idempotency_key(plan.opportunity_id, billing.SUBSCRIPTION))
         return str(created["id"])
 
-    def invoice(self, plan: sfm.BillingPlan, customer_id: str) -> str:
-        invoice = sfm.find_by_metadata(self.stripe.list_invoices(customer=customer_id), "salesforce_opportunity_id",
-                                       plan.opportunity_id)
+    def invoice(self, plan: billing.BillingPlan, customer_id: str) -> str:
+        invoice = billing.find_by_metadata(self.stripe.list_invoices(customer=customer_id), "salesforce_opportunity_id",
+                                           plan.opportunity_id)
         if invoice is None:
             self._writing()
-            invoice = self.stripe.create_invoice(sfm.invoice_params(plan, customer_id),
-                                                 idempotency_key=sfm.idempotency_key(plan.opportunity_id, "invoice"))
+            invoice = self.stripe.create_invoice(
+                billing.invoice_params(plan, customer_id),
+                idempotency_key=billing.idempotency_key(plan.opportunity_id, "invoice"))
         if invoice.get("status") != "draft":
             return str(invoice["id"])
         items = list(self.stripe.list_invoice_items(invoice["id"]))
         for line in plan.one_time_lines:
-            if sfm.find_by_metadata(items, "salesforce_line_id", line.line_id) is None:
+            if billing.find_by_metadata(items, "salesforce_line_id", line.line_id) is None:
                 self._writing()
                 self.stripe.create_invoice_item(
-                    sfm.invoice_item_params(plan, line, customer_id, invoice["id"]),
-                    idempotency_key=sfm.idempotency_key(plan.opportunity_id, f"item-{line.line_id}"))
+                    billing.invoice_item_params(plan, line, customer_id, invoice["id"]),
+                    idempotency_key=billing.idempotency_key(plan.opportunity_id, f"item-{line.line_id}"))
         self._writing()
-        finalized = self.stripe.finalize_invoice(invoice["id"],
-                                                 idempotency_key=sfm.idempotency_key(plan.opportunity_id, "finalize"))
+        finalized = self.stripe.finalize_invoice(
+            invoice["id"], idempotency_key=billing.idempotency_key(plan.opportunity_id, "finalize"))
         return str(finalized["id"])
 
     def billed_metadata(self, stripe_id: str) -> dict[str, str]:
@@ -124,27 +128,27 @@ def count_billings(stripe: StripeResource, opportunity_id: str, customer_id: str
                if (o.get("metadata") or {}).get("salesforce_opportunity_id") == opportunity_id)
 
 
-def _outcome(opportunity_id: str, action: Action, plan: sfm.BillingPlan | None = None, *,
+def _outcome(opportunity_id: str, action: Action, plan: billing.BillingPlan | None = None, *,
              customer: str | None = None, stripe_id: str | None = None, issue: SyncIssue | None = None) -> Outcome:
-    return Outcome(sfm.BILLED_OPPORTUNITY, opportunity_id, action, source_id=plan.account_id if plan else None,
+    return Outcome(billing.BILLED_OPPORTUNITY, opportunity_id, action, source_id=plan.account_id if plan else None,
                    internal_id=stripe_id, currency=plan.currency if plan else "",
                    amount_minor=(plan.amount_minor or 0) if plan else 0, issue=issue,
                    detail={"stripe_customer_id": customer, "mode": plan.mode if plan else None})
 
 
-def _stripe_failure(plan: sfm.BillingPlan, error: Exception) -> SyncIssue:
+def _stripe_failure(plan: billing.BillingPlan, error: Exception) -> SyncIssue:
     detail = getattr(error, "user_message", None) or str(error) or type(error).__name__
-    return make_issue("STRIPE_BILLING_FAILED", record_type=sfm.BILLED_OPPORTUNITY, external_id=plan.opportunity_id,
+    return make_issue("STRIPE_BILLING_FAILED", record_type=billing.BILLED_OPPORTUNITY, external_id=plan.opportunity_id,
                       source_id=plan.account_id or None, action=f"the {plan.mode} of the opportunity",
                       detail=detail[:500])
 
 
-def _changed_issue(plan: sfm.BillingPlan, billing: StripeBilling, stripe_id: str) -> SyncIssue:
+def _changed_issue(plan: billing.BillingPlan, stripe_billing: StripeBilling, stripe_id: str) -> SyncIssue:
     try:
-        changes = sfm.changes_since_billing(billing.billed_metadata(stripe_id), plan)
+        changes = billing.changes_since_billing(stripe_billing.billed_metadata(stripe_id), plan)
     except stripe_sdk.StripeError:
         changes = "products, quantities or amount changed"
-    return make_issue("OPPORTUNITY_CHANGED_AFTER_BILLING", record_type=sfm.BILLED_OPPORTUNITY,
+    return make_issue("OPPORTUNITY_CHANGED_AFTER_BILLING", record_type=billing.BILLED_OPPORTUNITY,
                       external_id=plan.opportunity_id, source_id=plan.account_id or None, field="Amount",
                       value=plan.amount, changes=changes, billed_as=stripe_id)
 
@@ -168,10 +172,10 @@ def _won_to_plan(won: Mapping[str, Mapping[str, Any]], billed: Mapping[str, Ledg
             before_start.append(opportunity_id)
             report.add(_outcome(opportunity_id, Action.SKIPPED))
             continue
-        in_salesforce = sfm.is_billed_in_salesforce(opportunity)
+        in_salesforce = billing.is_billed_in_salesforce(opportunity)
         if opportunity_id not in billed and in_salesforce:
-            adopted.append(LedgerEntry(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY, opportunity_id, in_salesforce,
-                                       sfm.fingerprint(opportunity), run_id=run_id))
+            adopted.append(LedgerEntry(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, opportunity_id, in_salesforce,
+                                       billing.fingerprint(opportunity), run_id=run_id))
             report.add(_outcome(opportunity_id, Action.UNCHANGED, stripe_id=in_salesforce))
             continue
         to_plan.append(opportunity)
@@ -188,19 +192,19 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
     `quarantined` (with its exception), a Stripe error is `failed`, closed before `bill_closed_won_from` is
     `skipped`. Raises `AccessDenied` when Stripe refuses the key, after recording the exceptions found before it.
     """
-    report = Report(sfm.BILLED_OPPORTUNITY, detail_columns=DETAIL_COLUMNS)
-    billing = StripeBilling(stripe, ledger)
+    report = Report(billing.BILLED_OPPORTUNITY, detail_columns=DETAIL_COLUMNS)
+    stripe_billing = StripeBilling(stripe, ledger)
     won = {o["Id"]: o for o in opportunities if o.get("IsWon") in (True, "True", "true")}
-    billed = ledger.lookup(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY, list(won))
+    billed = ledger.lookup(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, list(won))
     to_plan, before_start = _won_to_plan(won, billed, config, report, ledger, run_id)
     # Not to be billed (any more): an earlier exception about billing them no longer applies.
     settled = [*(o["Id"] for o in opportunities if o["Id"] not in won), *before_start]
     exceptions: list[ExceptionRow] = []
 
-    prices = billing.prices(config.product_prices.values())
-    unbilled: list[sfm.BillingPlan] = []
+    prices = stripe_billing.prices(config.product_prices.values())
+    unbilled: list[billing.BillingPlan] = []
     unchanged: list[str] = []
-    for plan in (sfm.plan_billing(o, config, prices) for o in to_plan):
+    for plan in (billing.plan_billing(o, config, prices) for o in to_plan):
         entry = billed.get(plan.opportunity_id)
         if entry is None:
             unbilled.append(plan)
@@ -208,16 +212,16 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
             unchanged.append(plan.opportunity_id)
             report.add(_outcome(plan.opportunity_id, Action.UNCHANGED, plan, stripe_id=entry.internal_id))
         else:
-            issue = _changed_issue(plan, billing, entry.internal_id)
-            exceptions.append(exception_row(issue, sfm.STRIPE_TARGET))
+            issue = _changed_issue(plan, stripe_billing, entry.internal_id)
+            exceptions.append(exception_row(issue, billing.STRIPE_TARGET))
             report.add(_outcome(plan.opportunity_id, Action.QUARANTINED, plan, stripe_id=entry.internal_id,
                                 issue=issue))
 
     # Exceptions are re-found below when they still hold; a restored edit or a fixed problem is closed here.
-    ledger.resolve_exceptions(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY,
+    ledger.resolve_exceptions(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY,
                               [*settled, *unchanged, *(p.opportunity_id for p in unbilled)])
     validation = validate_plans(unbilled)
-    exceptions.extend(exception_row(issue, sfm.STRIPE_TARGET) for issue in validation.issues)
+    exceptions.extend(exception_row(issue, billing.STRIPE_TARGET) for issue in validation.issues)
     for issue in validation.issues:
         plan = next(p for p in unbilled if p.opportunity_id == issue.external_id)
         report.add(_outcome(plan.opportunity_id, Action.QUARANTINED, plan, issue=issue))
@@ -225,30 +229,30 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
     known_customers = {o["Id"]: o.get("AccountStripeCustomerId") for o in to_plan}
     try:
         for plan in validation.valid:
-            _bill(plan, billing, known_customers.get(plan.opportunity_id), report, exceptions, run_id, log)
+            _bill(plan, stripe_billing, known_customers.get(plan.opportunity_id), report, exceptions, run_id, log)
     finally:
         # A refused Stripe key (AccessDenied) stops the loop; what was found before it stays on record.
-        report.writes = billing.writes
+        report.writes = stripe_billing.writes
         ledger.record_exceptions(exceptions, run_id=run_id)
     return report
 
 
-def _bill(plan: sfm.BillingPlan, billing: StripeBilling, known_customer: str | None, report: Report,
+def _bill(plan: billing.BillingPlan, stripe_billing: StripeBilling, known_customer: str | None, report: Report,
           exceptions: list[ExceptionRow], run_id: str | None, log: Callable[[str], None]) -> None:
     try:
-        customer_id = billing.customer_for(plan, known_customer)
-        stripe_id = (billing.subscription(plan, customer_id) if plan.mode == sfm.SUBSCRIPTION
-                     else billing.invoice(plan, customer_id))
+        customer_id = stripe_billing.customer_for(plan, known_customer)
+        stripe_id = (stripe_billing.subscription(plan, customer_id) if plan.mode == billing.SUBSCRIPTION
+                     else stripe_billing.invoice(plan, customer_id))
     except stripe_sdk.StripeError as error:
         issue = _stripe_failure(plan, error)
-        exceptions.append(exception_row(issue, sfm.STRIPE_TARGET))
+        exceptions.append(exception_row(issue, billing.STRIPE_TARGET))
         report.add(_outcome(plan.opportunity_id, Action.FAILED, plan, issue=issue))
         return
     # Written right after Stripe answered: a crash before this line is healed by the look-ups above.
-    billing.ledger.record_synced([
-        LedgerEntry(sfm.STRIPE_TARGET, sfm.STRIPE_CUSTOMER, plan.account_id, customer_id,
+    stripe_billing.ledger.record_synced([
+        LedgerEntry(billing.STRIPE_TARGET, billing.STRIPE_CUSTOMER, plan.account_id, customer_id,
                     content_hash({"customer": customer_id}), run_id=run_id),
-        LedgerEntry(sfm.STRIPE_TARGET, sfm.BILLED_OPPORTUNITY, plan.opportunity_id, stripe_id,
+        LedgerEntry(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, plan.opportunity_id, stripe_id,
                     plan.fingerprint, source_id=customer_id, run_id=run_id),
     ])
     report.add(_outcome(plan.opportunity_id, Action.CREATED, plan, customer=customer_id, stripe_id=stripe_id))
@@ -257,6 +261,6 @@ def _bill(plan: sfm.BillingPlan, billing: StripeBilling, known_customer: str | N
 
 def retry_queue(ledger: Ledger) -> list[str]:
     """Opportunities whose billing is held back by an open exception: re-read them until they bill."""
-    return sorted({row["external_id"] for row in ledger.open_exceptions(target=sfm.STRIPE_TARGET)
-                   if row["record_type"] == sfm.BILLED_OPPORTUNITY
+    return sorted({row["external_id"] for row in ledger.open_exceptions(target=billing.STRIPE_TARGET)
+                   if row["record_type"] == billing.BILLED_OPPORTUNITY
                    and row["error_code"] != "OPPORTUNITY_CHANGED_AFTER_BILLING"})

@@ -1,5 +1,5 @@
 """The near-real-time loop with a real Dagster daemon: Stripe stand-in → signed webhook → receiver → inbox →
-`stripe_events_sensor` → run → NetSuite stand-in. One daemon (in its own process group) serves the module."""
+`stripe_to_netsuite_on_events` → run → NetSuite stand-in. One daemon (in its own process group) serves the module."""
 
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ import requests
 import sqlalchemy as sa
 import stripe
 
+from sync_pipeline.jobs import EVENTS_TAG
 from sync_pipeline.resources.ledger import Ledger, webhook_inbox
 from sync_pipeline.sandbox.netsuite import start_netsuite
 from sync_pipeline.sandbox.server import serve_in_thread
 from sync_pipeline.sandbox.stripe import start_stripe
 from sync_pipeline.sandbox.stripe.events import sign
-from sync_pipeline.sensors import EVENTS_TAG, SENSOR_NAME
+from sync_pipeline.stripe_to_netsuite_sensor import SENSOR_NAME
 from sync_pipeline.webhooks import WEBHOOK_PATH, ReceiverConfig, create_webhook_app
 from sync_pipeline_tests.e2e.harness import Sandbox, amount, at
 

@@ -22,7 +22,7 @@ import yaml
 from sync_pipeline.resources.ledger import Ledger
 from sync_pipeline.resources.salesforce import SESSION_ID_EXPIRED_MESSAGE, SalesforceResource, SalesforceSessionExpired
 from sync_pipeline.resources.stripe import StripeResource
-from sync_pipeline.salesforce_sensor import build_salesforce_closed_won_sensor
+from sync_pipeline.salesforce_to_stripe_sensor import build_salesforce_to_stripe_sensor
 from sync_pipeline.sandbox.salesforce import SalesforceSandbox, start_salesforce
 from sync_pipeline.writers.salesforce_writeback import write_back
 from sync_pipeline.writers.stripe_billing import bill_opportunities, read_opportunities
@@ -181,7 +181,7 @@ def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str
     from sync_pipeline.definitions import build_salesforce_resource
 
     with dg.build_sensor_context(cursor=cursor, resources={"salesforce": build_salesforce_resource()}) as context:
-        return build_salesforce_closed_won_sensor(salesforce_configured=True)(context), context.cursor
+        return build_salesforce_to_stripe_sensor(salesforce_configured=True)(context), context.cursor
 
 
 def test_opportunities_are_read_incrementally_from_the_high_water_mark_with_a_look_back(world):
@@ -207,7 +207,7 @@ def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
 
     request, cursor = _sensor_tick(cursor)
 
-    assert isinstance(request, dg.RunRequest) and deal in request.tags["salesforce/opportunities"]
+    assert isinstance(request, dg.RunRequest) and deal in request.tags["sync_pipeline/opportunities"]
     assert isinstance(_sensor_tick(cursor)[0], dg.SkipReason)  # the same change is asked for once
     # The sensor's run and the scheduled run start together. (Each keeps its own snapshot folder: the
     # Parquet IO manager's fixed temporary file name collides when two runs write one unpartitioned asset.)

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync_pipeline import sensors
+from sync_pipeline import stripe_to_netsuite_sensor
+from sync_pipeline.jobs import STRIPE_TO_NETSUITE_JOB
 from sync_pipeline.mapping import events as routing
 from sync_pipeline.resources.ledger import Ledger
 from sync_pipeline_tests.e2e.harness import at, running_sandbox
@@ -163,14 +164,14 @@ def tick(instance: dg.DagsterInstance, cursor: str | None = None, last_start: fl
     resources = {k: v for k, v in build_resources().items() if k in ("stripe", "ledger")}
     with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions, resources=resources,
                                  last_sensor_start_time=last_start) as context:
-        return definitions.resolve_sensor_def(sensors.SENSOR_NAME).evaluate_tick(context)
+        return definitions.resolve_sensor_def(stripe_to_netsuite_sensor.SENSOR_NAME).evaluate_tick(context)
 
 
 @pytest.fixture
 def now(monkeypatch) -> int:
     """The sensor's clock, stopped: expected partitions computed from it cannot straddle midnight."""
     frozen = int(time.time())
-    monkeypatch.setattr(sensors, "time", types.SimpleNamespace(time=lambda: frozen))
+    monkeypatch.setattr(stripe_to_netsuite_sensor, "time", types.SimpleNamespace(time=lambda: frozen))
     return frozen
 
 
@@ -201,7 +202,7 @@ def test_a_paid_invoice_requests_one_run_for_its_day_and_the_next_tick_only_sees
     newest = _event_ids(sandbox)[0]
     assert request.partition_key == today
     assert request.run_key == f"{today}:{newest}"
-    assert request.tags["sync_pipeline/trigger"] == "stripe_events_sensor"
+    assert request.tags["sync_pipeline/trigger"] == "stripe_to_netsuite_on_events"
     assert newest in request.tags["sync_pipeline/events"].split(",")
 
     # A restarted daemon starts from the stored cursor: nothing new means no run at all.
@@ -290,7 +291,7 @@ def test_events_of_a_partition_whose_run_has_not_started_join_its_next_run(sandb
     today = _day_of(sandbox.invoice(customer, "usd", [1000]).created)
     first = tick(instance)
     (request,) = first.run_requests
-    queued = dg.DagsterRun(job_name="stripe_to_netsuite", status=dg.DagsterRunStatus.NOT_STARTED,
+    queued = dg.DagsterRun(job_name=STRIPE_TO_NETSUITE_JOB, status=dg.DagsterRunStatus.NOT_STARTED,
                            tags={**request.tags, "dagster/partition": today, "dagster/run_key": request.run_key})
     instance.add_run(queued)  # what the daemon does with the request
 

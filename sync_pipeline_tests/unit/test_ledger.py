@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry, content_hash
+from sync_pipeline.mapping.content_hash import content_hash
+from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry
 
 
 def _entry(ext: str, internal: str, body: dict) -> LedgerEntry:

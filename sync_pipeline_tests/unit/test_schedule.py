@@ -22,7 +22,7 @@ def test_look_back_stops_at_the_first_partition():
 
 def test_schedule_run_requests_carry_partition_and_a_run_key_per_tick():
     definitions = defs()
-    schedule = definitions.resolve_schedule_def("daily_stripe_to_netsuite")
+    schedule = definitions.resolve_schedule_def("stripe_to_netsuite_daily")
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
             instance=instance, repository_def=definitions.get_repository_def(),

@@ -1,9 +1,9 @@
-"""JSON request and response bodies with exact decimal numbers.
+"""JSON with exact decimal numbers: API request and response bodies, and the JSON kept in asset data.
 
 Money leaves the pipeline as `Decimal` and must reach the API as the same digits: the standard
 `json` module can only write a Decimal by going through float (`0.1 + 0.2` trouble, and 17
-significant digits at most), so request bodies are written here; responses are read with
-`parse_float=Decimal` so amounts come back exact too.
+significant digits at most), so request bodies, and the documents and records the assets store,
+are written here; they are read with `parse_float=Decimal` so amounts come back exact too.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pandera.typing import Series
 
 from sync_pipeline.errors import FIELD_MAPPING_FILE, SyncIssue, make_issue
 from sync_pipeline.mapping.money import MoneyError, normalize_currency
-from sync_pipeline.mapping.salesforce import BILLED_OPPORTUNITY, BillingPlan
+from sync_pipeline.mapping.stripe_billing import BILLED_OPPORTUNITY, BillingPlan
 
 
 def _known_currency(code: object) -> bool:

@@ -1,36 +1,31 @@
-"""Salesforce Closed-Won opportunities -> a Stripe billing plan; idempotency keys; billing status.
+"""Salesforce Closed-Won opportunities -> a Stripe billing plan and the Stripe request bodies that bill it.
 
 Pure module: no HTTP, no Dagster. `flatten_opportunity` turns a SOQL record (with its line items)
 into one flat dict; `plan_billing` maps it through `salesforce: product_prices:` and the Stripe
 price catalogue to a `BillingPlan`; the `*_params` functions build the exact Stripe request bodies
-(deterministic, so a repeated request with the same Idempotency-Key has the same parameters);
-`billing_status` says what the opportunity's `Billing_Status__c` is for an invoice's state.
+(deterministic, so a repeated request with the same Idempotency-Key has the same parameters), and
+`idempotency_key` names each request. What is written back onto Salesforce afterwards is
+`salesforce_writeback.py`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sync_pipeline.mapping.content_hash import content_hash
 from sync_pipeline.mapping.field_mapping import SalesforceConfig
 from sync_pipeline.mapping.money import MoneyError, normalize_currency, to_decimal, to_minor
-from sync_pipeline.resources.ledger import content_hash
 
-# Ledger keys: target + record type (external id = the Salesforce record id).
+# Ledger keys of the billing: target + record type (external id = the Salesforce record id).
 STRIPE_TARGET = "stripe"
-SALESFORCE_TARGET = "salesforce"
 BILLED_OPPORTUNITY = "opportunity"
 STRIPE_CUSTOMER = "customer"
 SUBSCRIPTION, INVOICE = "subscription", "invoice"
 # send_invoice: the customer has no payment method in Stripe yet; the invoice is emailed with this term.
 DAYS_UNTIL_DUE = 30
-
-# Billing_Status__c values (the org's picklist labels).
-NOT_BILLED, INVOICED, PAID, PAST_DUE = "Not Billed", "Invoiced", "Paid", "Past Due"
-PARTIALLY_REFUNDED, REFUNDED, VOID = "Partially Refunded", "Refunded", "Void"
-FINAL_STATUSES = frozenset({REFUNDED, VOID})
 
 ADDRESS_FIELDS = {"BillingStreet": "line1", "BillingCity": "city", "BillingState": "state",
                   "BillingPostalCode": "postal_code", "BillingCountry": "country"}
@@ -282,50 +277,3 @@ def changes_since_billing(billed: Mapping[str, str], plan: BillingPlan) -> str:
     if billed.get("salesforce_account_id", plan.account_id) != plan.account_id:
         changes.append(f"account {billed.get('salesforce_account_id')} → {plan.account_id}")
     return ", ".join(changes) or "products or quantities changed"
-
-
-# -- billing status ----------------------------------------------------------------------------------
-
-def billing_status(invoice: Mapping[str, Any], refunded_minor: int, now: int) -> str:
-    """Billing_Status__c for a Stripe invoice's current state and what was refunded of its payments."""
-    status = invoice.get("status")
-    if status == "paid":
-        paid = int(invoice.get("amount_paid") or 0)
-        if refunded_minor and paid and refunded_minor >= paid:
-            return REFUNDED
-        return PARTIALLY_REFUNDED if refunded_minor else PAID
-    if status == "void":
-        return VOID
-    if status == "uncollectible":
-        return PAST_DUE
-    if status == "open":
-        due = invoice.get("due_date")
-        return PAST_DUE if due is not None and int(due) < now else INVOICED
-    return NOT_BILLED
-
-
-def opportunity_writeback(opportunity_id: str, stripe_id: str, status: str,
-                          netsuite_invoice_id: str | None) -> dict[str, Any]:
-    field_name = "Stripe_Subscription_Id__c" if stripe_id.startswith("sub_") else "Stripe_Invoice_Id__c"
-    record: dict[str, Any] = {"Id": opportunity_id, field_name: stripe_id, "Billing_Status__c": status}
-    if netsuite_invoice_id:
-        record["NetSuite_Invoice_Id__c"] = netsuite_invoice_id
-    return record
-
-
-def account_writeback(account_id: str, stripe_customer_id: str, netsuite_customer_id: str | None) -> dict[str, Any]:
-    record: dict[str, Any] = {"Id": account_id, "Stripe_Customer_Id__c": stripe_customer_id}
-    if netsuite_customer_id:
-        record["NetSuite_Customer_Id__c"] = netsuite_customer_id
-    return record
-
-
-def duplicate_ids(errors: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The record ids in a collection's DUPLICATE_EXTERNAL_ID error ("... field: [001A, 001B]")."""
-    ids: list[str] = []
-    for error in errors:
-        message = _text(error.get("message"))
-        if "[" in message and "]" in message:
-            inside = message[message.rindex("[") + 1 : message.rindex("]")]
-            ids.extend(part.strip().rsplit("/", 1)[-1] for part in inside.split(",") if part.strip())
-    return ids

@@ -1,4 +1,4 @@
-"""Opportunity -> Stripe billing plan, its validation, idempotency keys and billing status (pure)."""
+"""Opportunity -> Stripe billing plan, its validation, Stripe parameters and idempotency keys (pure)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sync_pipeline.mapping import salesforce as sfm
+from sync_pipeline.mapping import stripe_billing as billing
 from sync_pipeline.mapping.field_mapping import FieldMapping, FieldMappingError, SalesforceConfig
 from sync_pipeline.mapping.netsuite import map_customer
-from sync_pipeline.schemas.salesforce import validate_plans
+from sync_pipeline.schemas.stripe_billing import validate_plans
 
 ROOT = Path(__file__).resolve().parents[2]
 PRO, SETUP, UNMAPPED = "01t5g0000000001AAA", "01t5g0000000002AAA", "01t5g0000000003AAA"
@@ -33,11 +33,11 @@ def opportunity(lines, amount="1200.0", currency="USD", account_name="Acme Corp"
 
 
 def test_recurring_products_make_a_subscription_with_whole_quantities():
-    plan = sfm.plan_billing(opportunity([(PRO, "2.0", "1200.0")]), CONFIG, PRICES)
+    plan = billing.plan_billing(opportunity([(PRO, "2.0", "1200.0")]), CONFIG, PRICES)
 
-    assert plan.mode == sfm.SUBSCRIPTION
+    assert plan.mode == billing.SUBSCRIPTION
     assert plan.amount_minor == 120000 and plan.amount_text == "1200.00"
-    params = sfm.subscription_params(plan, "cus_1")
+    params = billing.subscription_params(plan, "cus_1")
     assert params["items"] == [{"price": "price_pro", "quantity": 2}]
     assert params["metadata"]["salesforce_opportunity_id"] == "0065g0000000001AAA"
     assert params["metadata"]["salesforce_amount"] == "1200.00"
@@ -45,28 +45,28 @@ def test_recurring_products_make_a_subscription_with_whole_quantities():
 
 
 def test_one_time_products_make_an_invoice_item_per_line_on_the_invoice():
-    plan = sfm.plan_billing(opportunity([(SETUP, "1", "1200")]), CONFIG, PRICES)
+    plan = billing.plan_billing(opportunity([(SETUP, "1", "1200")]), CONFIG, PRICES)
 
-    assert plan.mode == sfm.INVOICE
-    item = sfm.invoice_item_params(plan, plan.lines[0], "cus_1", "in_1")
+    assert plan.mode == billing.INVOICE
+    item = billing.invoice_item_params(plan, plan.lines[0], "cus_1", "in_1")
     assert item == {"customer": "cus_1", "invoice": "in_1", "pricing": {"price": "price_setup"}, "quantity": 1,
                     "metadata": {"salesforce_opportunity_id": "0065g0000000001AAA",
                                  "salesforce_line_id": "00k5g0000000000AAA"}}
-    assert sfm.invoice_params(plan, "cus_1")["currency"] == "usd"
+    assert billing.invoice_params(plan, "cus_1")["currency"] == "usd"
 
 
 def test_idempotency_keys_name_the_record_and_the_action():
-    assert sfm.idempotency_key("0065g0000000001AAA", "invoice") == "sf-0065g0000000001AAA-invoice"
-    assert sfm.idempotency_key("0065g0000000001AAA", "invoice") != sfm.idempotency_key("0065g0000000001AAA",
-                                                                                       "finalize")
+    assert billing.idempotency_key("0065g0000000001AAA", "invoice") == "sf-0065g0000000001AAA-invoice"
+    assert billing.idempotency_key("0065g0000000001AAA", "invoice") != billing.idempotency_key("0065g0000000001AAA",
+                                                                                               "finalize")
 
 
 def test_each_problem_is_an_issue_with_its_fix_and_the_good_opportunity_still_bills():
-    good = sfm.plan_billing(opportunity([(PRO, "2", "1200")]), CONFIG, PRICES)
-    unmapped = sfm.plan_billing(opportunity([(UNMAPPED, "1", "500")], amount="500", Id="006B"), CONFIG, PRICES)
-    nameless = sfm.plan_billing(opportunity([(SETUP, "1", "1200")], account_name=" ", Id="006C"), CONFIG, PRICES)
-    wrong_price = sfm.plan_billing(opportunity([(SETUP, "1", "1100")], amount="1100", Id="006D"), CONFIG, PRICES)
-    euro = sfm.plan_billing(opportunity([(SETUP, "1", "1200")], currency="EUR", Id="006E"), CONFIG, PRICES)
+    good = billing.plan_billing(opportunity([(PRO, "2", "1200")]), CONFIG, PRICES)
+    unmapped = billing.plan_billing(opportunity([(UNMAPPED, "1", "500")], amount="500", Id="006B"), CONFIG, PRICES)
+    nameless = billing.plan_billing(opportunity([(SETUP, "1", "1200")], account_name=" ", Id="006C"), CONFIG, PRICES)
+    wrong_price = billing.plan_billing(opportunity([(SETUP, "1", "1100")], amount="1100", Id="006D"), CONFIG, PRICES)
+    euro = billing.plan_billing(opportunity([(SETUP, "1", "1200")], currency="EUR", Id="006E"), CONFIG, PRICES)
 
     result = validate_plans([good, unmapped, nameless, wrong_price, euro])
 
@@ -80,7 +80,7 @@ def test_each_problem_is_an_issue_with_its_fix_and_the_good_opportunity_still_bi
 
 
 def test_amount_must_match_the_line_items():
-    plan = sfm.plan_billing(opportunity([(SETUP, "1", "1200")], amount="1300"), CONFIG, PRICES)
+    plan = billing.plan_billing(opportunity([(SETUP, "1", "1200")], amount="1300"), CONFIG, PRICES)
 
     [issue] = validate_plans([plan]).issues
 
@@ -88,33 +88,15 @@ def test_amount_must_match_the_line_items():
 
 
 def test_a_change_after_billing_is_described_from_what_was_billed():
-    billed = sfm.billing_metadata(sfm.plan_billing(opportunity([(SETUP, "1", "1200")]), CONFIG, PRICES))
-    changed = sfm.plan_billing(opportunity([(SETUP, "1", "1500")], amount="1500"), CONFIG, PRICES)
+    billed = billing.billing_metadata(billing.plan_billing(opportunity([(SETUP, "1", "1200")]), CONFIG, PRICES))
+    changed = billing.plan_billing(opportunity([(SETUP, "1", "1500")], amount="1500"), CONFIG, PRICES)
 
-    assert sfm.changes_since_billing(billed, changed) == "amount 1200.00 → 1500.00"
-    assert sfm.fingerprint(opportunity([(SETUP, "1", "1200")])) != sfm.fingerprint(
+    assert billing.changes_since_billing(billed, changed) == "amount 1200.00 → 1500.00"
+    assert billing.fingerprint(opportunity([(SETUP, "1", "1200")])) != billing.fingerprint(
         opportunity([(SETUP, "1", "1500")], amount="1500"))
     # Numbers as Salesforce spells them (1200.0 vs 1200.00) are the same fingerprint.
-    assert sfm.fingerprint(opportunity([(SETUP, "1", "1200.0")])) == sfm.fingerprint(
+    assert billing.fingerprint(opportunity([(SETUP, "1", "1200.0")])) == billing.fingerprint(
         opportunity([(SETUP, "1.0", "1200.00")], amount="1200.00"))
-
-
-@pytest.mark.parametrize(("invoice", "refunded", "status"), [
-    ({"status": "open", "due_date": 2_000}, 0, "Invoiced"),
-    ({"status": "open", "due_date": 500}, 0, "Past Due"),
-    ({"status": "paid", "amount_paid": 120000}, 0, "Paid"),
-    ({"status": "paid", "amount_paid": 120000}, 20000, "Partially Refunded"),
-    ({"status": "paid", "amount_paid": 120000}, 120000, "Refunded"),
-    ({"status": "void"}, 0, "Void"),
-])
-def test_billing_status_follows_the_invoice(invoice, refunded, status):
-    assert sfm.billing_status(invoice, refunded, now=1_000) == status
-
-
-def test_duplicate_ids_are_read_from_the_collection_error():
-    errors = [{"statusCode": "DUPLICATE_EXTERNAL_ID",
-               "message": "more than one record found for external id field: [0065g0000000001AAA, 0065g0000000002AAA]"}]
-    assert sfm.duplicate_ids(errors) == ["0065g0000000001AAA", "0065g0000000002AAA"]
 
 
 def test_field_mapping_reads_product_prices_and_names_bad_lines():
@@ -153,7 +135,7 @@ def test_netsuite_customer_of_a_salesforce_account_carries_its_id_and_billing_ad
 
 
 def test_a_fractional_quantity_cannot_be_billed():
-    plan = sfm.plan_billing(opportunity([(PRO, "1.5", "900")], amount="900"), CONFIG, PRICES)
+    plan = billing.plan_billing(opportunity([(PRO, "1.5", "900")], amount="900"), CONFIG, PRICES)
 
     [issue] = validate_plans([plan]).issues
 

@@ -1,6 +1,6 @@
-"""`salesforce_closed_won_sensor`: runs `salesforce_to_stripe` within seconds of a deal closing.
+"""`salesforce_to_stripe_on_closed_won`: runs `salesforce_to_stripe` within seconds of a deal closing.
 
-`salesforce_to_stripe_schedule` runs the same job every hour, so the billing status written back
+`salesforce_to_stripe_hourly` (`schedules.py`) runs the same job every hour, so the billing status written back
 onto opportunities follows the invoices (paid, past due, refunded), which change in Stripe, not in
 Salesforce, and a deal the sensor missed while stopped is still billed.
 
@@ -15,10 +15,10 @@ import datetime as dt
 
 import dagster as dg
 
-from sync_pipeline.assets.salesforce import modified_since, newest_modstamp
-from sync_pipeline.resources.salesforce import SalesforceResource
+from sync_pipeline.jobs import OPPORTUNITIES_TAG, SALESFORCE_TO_STRIPE_JOB
+from sync_pipeline.resources.salesforce import SalesforceResource, modified_since, newest_modstamp
 
-SALESFORCE_TO_STRIPE_JOB = "salesforce_to_stripe"
+SENSOR_NAME = "salesforce_to_stripe_on_closed_won"
 # A tick reads at most this many changed deals; the rest come on the next tick (ticks time out at 60 s).
 MAX_PER_TICK = 2000
 
@@ -35,28 +35,20 @@ def closed_won_since(salesforce: SalesforceResource, cursor: str | None) -> list
 # On by default once Salesforce is configured (a deal bills within seconds of closing; the
 # `bill_closed_won_from` date in field_mapping.yaml keeps old deals out); off otherwise, so an
 # unconfigured deployment does not fail a tick every few seconds. The code location decides when it loads.
-def build_salesforce_closed_won_sensor(salesforce_configured: bool) -> dg.SensorDefinition:
-    @dg.sensor(name="salesforce_closed_won_sensor", job_name=SALESFORCE_TO_STRIPE_JOB, minimum_interval_seconds=5,
+def build_salesforce_to_stripe_sensor(salesforce_configured: bool) -> dg.SensorDefinition:
+    @dg.sensor(name=SENSOR_NAME, job_name=SALESFORCE_TO_STRIPE_JOB, minimum_interval_seconds=5,
                default_status=dg.DefaultSensorStatus.RUNNING if salesforce_configured
                else dg.DefaultSensorStatus.STOPPED,
                description="New or changed Closed-Won opportunities (SystemModstamp cursor) -> a salesforce_to_stripe "
                            "run.")
-    def salesforce_closed_won_sensor(context: dg.SensorEvaluationContext, salesforce: SalesforceResource):
+    def salesforce_to_stripe_on_closed_won(context: dg.SensorEvaluationContext, salesforce: SalesforceResource):
         changed = closed_won_since(salesforce, context.cursor)
         if not changed:
             return dg.SkipReason(f"no Closed-Won opportunity changed since {context.cursor or 'the start'}")
         newest = newest_modstamp(changed, context.cursor)
         context.update_cursor(newest)
         return dg.RunRequest(run_key=f"closed-won-{newest}",
-                             tags={"salesforce/opportunities": ",".join(r["Id"] for r in changed[:20])})
+                             tags={OPPORTUNITIES_TAG: ",".join(r["Id"] for r in changed[:20])})
 
-    return salesforce_closed_won_sensor
+    return salesforce_to_stripe_on_closed_won
 
-
-def build_salesforce_to_stripe_schedule(salesforce_configured: bool) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
-        name="salesforce_to_stripe_hourly", job_name=SALESFORCE_TO_STRIPE_JOB, cron_schedule="20 * * * *",
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING if salesforce_configured else dg.DefaultScheduleStatus.STOPPED,
-        description="Hourly: bill Closed-Won deals not billed yet, refresh billing status and ids in Salesforce.",
-    )

@@ -1,4 +1,4 @@
-"""`stripe_events_sensor`: new Stripe events → one run per dirty daily partition, within seconds.
+"""`stripe_to_netsuite_on_events`: new Stripe events → one run per dirty daily partition, within seconds.
 
 Reads either Stripe's Events API (from its cursor) or the webhook inbox that `sync-pipeline webhooks
 serve` fills (`SYNC_EVENT_SOURCE`); both feed the same routing (`sync_pipeline.mapping.events`). Runs
@@ -16,12 +16,13 @@ from itertools import islice
 import dagster as dg
 import stripe as stripe_sdk
 
+from sync_pipeline.jobs import EVENT_COUNT_TAG, EVENT_SOURCE_TAG, EVENTS_TAG, NEWEST_EVENT_TAG, TRIGGER_TAG
 from sync_pipeline.mapping import events as routing
 from sync_pipeline.partitions import partition_for_timestamp
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
 
-SENSOR_NAME = "stripe_events_sensor"
+SENSOR_NAME = "stripe_to_netsuite_on_events"
 DEFAULT_INTERVAL_SECONDS = 5
 # The daemon checks sensors every 5 s and measures the interval from the previous tick's *end*: asking for
 # exactly 5 s makes every other check fall short (10 s between ticks, measured). Ask for a little less.
@@ -38,12 +39,6 @@ STOPPED_MARGIN_SECONDS = 60
 # Sensor runs sync a handful of changed documents: one process per step (the default multiprocess
 # executor) would cost seconds per step; in-process keeps a run short. Pools still apply.
 SENSOR_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
-
-TRIGGER_TAG = "sync_pipeline/trigger"
-EVENTS_TAG = "sync_pipeline/events"
-NEWEST_EVENT_TAG = "sync_pipeline/newest_event"
-EVENT_COUNT_TAG = "sync_pipeline/event_count"
-EVENT_SOURCE_TAG = "sync_pipeline/event_source"
 
 
 class StripeRootLookup:
@@ -257,10 +252,10 @@ def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEve
     return requests
 
 
-def build_stripe_events_sensor(job: dg.UnresolvedAssetJobDefinition, daily: dg.DailyPartitionsDefinition,
-                               source: str, interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
-                               default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-                               ) -> dg.SensorDefinition:
+def build_stripe_to_netsuite_sensor(job: dg.UnresolvedAssetJobDefinition, daily: dg.DailyPartitionsDefinition,
+                                    source: str, interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
+                                    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+                                    ) -> dg.SensorDefinition:
     """The sensor for `job`'s `daily` partitions, reading `source` (SYNC_EVENT_SOURCE, given by the code location
     when it loads), ticking about every `interval_seconds` (the daemon's own loop makes 5 s the floor)."""
 
@@ -272,8 +267,8 @@ def build_stripe_events_sensor(job: dg.UnresolvedAssetJobDefinition, daily: dg.D
         description="New Stripe events (Events API or the verified webhook inbox, per SYNC_EVENT_SOURCE) → one "
                     "run per dirty partition; run key = partition + newest event id.",
     )
-    def stripe_events_sensor(context: dg.SensorEvaluationContext, stripe: StripeResource,
-                             ledger: LedgerResource) -> dg.SensorResult:
+    def stripe_to_netsuite_on_events(context: dg.SensorEvaluationContext, stripe: StripeResource,
+                                     ledger: LedgerResource) -> dg.SensorResult:
         return evaluate(context, stripe, ledger.get_ledger(), source, daily, int(time.time()))
 
-    return stripe_events_sensor
+    return stripe_to_netsuite_on_events
