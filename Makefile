@@ -10,7 +10,7 @@ DEFAULT_HOME := $(CURDIR)/.dagster_home
 DAGSTER_HOME ?= $(DEFAULT_HOME)
 export DAGSTER_HOME
 
-.PHONY: install test demo dev home validate benchmarks clean
+.PHONY: install test lint format demo dev home validate benchmarks clean
 
 install: $(STAMP)
 
@@ -24,7 +24,16 @@ home:
 	@mkdir -p "$(DAGSTER_HOME)"
 	@if [ "$(DAGSTER_HOME)" = "$(DEFAULT_HOME)" ]; then cp -p dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; fi
 
-test: install
+# Format and lint first: a style slip fails in seconds, not after the suite.
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
 	$(BIN)/pytest
 
 demo: install home

@@ -58,13 +58,14 @@ def _paid_event_times(loop: Loop) -> dict[str, int]:
 
 
 def _netsuite_seconds(record: dict) -> int:
-    return int(dt.datetime.strptime(record["createdDate"], "%Y-%m-%dT%H:%M:%SZ")
-               .replace(tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime.strptime(record["createdDate"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp())
 
 
 def _payments_by_invoice(loop: Loop) -> dict[str, dict]:
     """NetSuite customer payments keyed by the Stripe invoice they apply to."""
-    invoices_by_internal_id = {r["id"]: eid.removeprefix("stripe-") for eid, r in loop.sandbox.netsuite("invoice").items()}
+    invoices_by_internal_id = {
+        r["id"]: eid.removeprefix("stripe-") for eid, r in loop.sandbox.netsuite("invoice").items()
+    }
     found = {}
     for payment in loop.sandbox.netsuite("customerPayment").values():
         for application in payment["apply"]["items"]:
@@ -82,27 +83,44 @@ def percentile(values: list[float], fraction: float) -> float:
 def run(count: int, seconds: float, source: str, seed: int, dequeue_interval: int | None = None) -> dict:
     # Dagster's run queue is checked every 5 s by default; `run_queue: dequeue_interval_seconds` shortens that.
     extra = f"\nrun_queue:\n  dequeue_interval_seconds: {dequeue_interval}\n" if dequeue_interval else ""
-    with tempfile.TemporaryDirectory(prefix="event_latency_") as tmp, \
-            running_loop(Path(tmp), source=source, netsuite_latency_ms=50, dagster_yaml_extra=extra) as loop:
+    with (
+        tempfile.TemporaryDirectory(prefix="event_latency_") as tmp,
+        running_loop(Path(tmp), source=source, netsuite_latency_ms=50, dagster_yaml_extra=extra) as loop,
+    ):
         # Boot first, so the figure is the steady state, not the daemon's start.
         loop.wait_for("the sensor's first tick", lambda: loop.sensor_ticks_since(0) > 0, timeout=120)
         paid = _pay_at_random_moments(loop, count, seconds, seed)
-        loop.wait_for(f"{count} payments in NetSuite",
-                      lambda: len(set(paid) & set(_payments_by_invoice(loop))) == count, timeout=600)
+        loop.wait_for(
+            f"{count} payments in NetSuite",
+            lambda: len(set(paid) & set(_payments_by_invoice(loop))) == count,
+            timeout=600,
+        )
         loop.wait_until_idle()
         paid_at = _paid_event_times(loop)
         payments = _payments_by_invoice(loop)
         latencies = [_netsuite_seconds(payments[i]) - paid_at[i] for i in paid]
         runs = loop.sensor_runs()
-        durations = [r.end_time - r.start_time for r in
-                     (loop.instance.get_run_record_by_id(run.run_id) for run in runs) if r and r.end_time]
+        durations = [
+            r.end_time - r.start_time
+            for r in (loop.instance.get_run_record_by_id(run.run_id) for run in runs)
+            if r and r.end_time
+        ]
     return {
-        "invoices": count, "seconds": seconds, "event_source": source, "netsuite_latency_ms": 50,
+        "invoices": count,
+        "seconds": seconds,
+        "event_source": source,
+        "netsuite_latency_ms": 50,
         "dequeue_interval_seconds": dequeue_interval or "default (5)",
-        "latency_seconds": {"p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
-                            "max": max(latencies), "mean": round(statistics.fmean(latencies), 2)},
+        "latency_seconds": {
+            "p50": percentile(latencies, 0.50),
+            "p95": percentile(latencies, 0.95),
+            "max": max(latencies),
+            "mean": round(statistics.fmean(latencies), 2),
+        },
         "runs_launched": len(runs),
-        "run_seconds": {"p50": round(percentile(durations, 0.5), 1), "max": round(max(durations), 1)} if durations else {},
+        "run_seconds": {"p50": round(percentile(durations, 0.5), 1), "max": round(max(durations), 1)}
+        if durations
+        else {},
         "target_p95_seconds": 15,
     }
 
@@ -113,8 +131,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=180, help="spread the payments over this long")
     parser.add_argument("--source", choices=("webhooks", "events_api"), default="webhooks")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--dequeue-interval", type=int, default=None,
-                        help="run_queue.dequeue_interval_seconds added to the instance's dagster.yaml")
+    parser.add_argument(
+        "--dequeue-interval",
+        type=int,
+        default=None,
+        help="run_queue.dequeue_interval_seconds added to the instance's dagster.yaml",
+    )
     args = parser.parse_args()
     result = run(args.invoices, args.seconds, args.source, args.seed, args.dequeue_interval)
     print(json.dumps(result, indent=2))

@@ -17,11 +17,9 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,16 +68,33 @@ print(json.dumps({"runs": out, "peak_rss_mib": resource.getrusage(resource.RUSAG
 
 
 def run_partition(invoices: int, latency_ms: float, limit: int, runs: int) -> dict:
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(invoices), str(latency_ms), str(limit),
-                               DAY.isoformat()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(invoices), str(latency_ms), str(limit), DAY.isoformat()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         env_line = server.stdout.readline()
         sandbox_env = json.loads(env_line)
         with tempfile.TemporaryDirectory() as home:
-            env = {**os.environ, **sandbox_env, "DAGSTER_HOME": home, "SYNC_START_DATE": "2026-11-01",
-                   "SYNC_DATABASE_URL": f"sqlite:///{home}/ledger.sqlite", "NETSUITE_CONCURRENCY": str(limit)}
-            child = subprocess.run([sys.executable, "-c", CHILD, DAY.isoformat(), str(runs)], env=env, cwd=ROOT,
-                                   capture_output=True, text=True, check=False)
+            env = {
+                **os.environ,
+                **sandbox_env,
+                "DAGSTER_HOME": home,
+                "SYNC_START_DATE": "2026-11-01",
+                "SYNC_DATABASE_URL": f"sqlite:///{home}/ledger.sqlite",
+                "NETSUITE_CONCURRENCY": str(limit),
+            }
+            child = subprocess.run(
+                [sys.executable, "-c", CHILD, DAY.isoformat(), str(runs)],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if child.returncode != 0:
                 raise SystemExit(child.stderr[-4000:])
             return json.loads(child.stdout.strip().splitlines()[-1])
@@ -99,17 +114,25 @@ def main() -> None:
     ceiling = args.limit / (args.latency_ms / 1000)
     result = run_partition(args.invoices, args.latency_ms, args.limit, runs=2)
     first, second = result["runs"]
-    print(f"partition of {args.invoices} invoices, NetSuite latency {args.latency_ms:g} ms, limit {args.limit} "
-          f"(ceiling {ceiling:.0f} writes/s)")
+    print(
+        f"partition of {args.invoices} invoices, NetSuite latency {args.latency_ms:g} ms, limit {args.limit} "
+        f"(ceiling {ceiling:.0f} writes/s)"
+    )
     for name, step in first["steps"].items():
-        print(f"  {name:28s} {step['writes']:6d} writes in {step['seconds']:7.2f} s = {step['writes_per_second']:6.1f}"
-              f" writes/s ({step['writes_per_second'] / ceiling:5.1%} of ceiling), client peak in flight "
-              f"{step['netsuite_peak_in_flight']}")
+        print(
+            f"  {name:28s} {step['writes']:6d} writes in {step['seconds']:7.2f} s = {step['writes_per_second']:6.1f}"
+            f" writes/s ({step['writes_per_second'] / ceiling:5.1%} of ceiling), client peak in flight "
+            f"{step['netsuite_peak_in_flight']}"
+        )
     invoices_rate = first["steps"]["netsuite_invoices"]["writes_per_second"]
-    print(f"  whole run: {first['seconds']:.1f} s, {first['writes']} writes, server peak concurrency "
-          f"{first['server_peak_concurrency']} (limit {args.limit}), 429s {first['rejections']}")
-    print(f"no-op re-run: {second['seconds']:.1f} s = {second['seconds'] / first['seconds']:.1%} of the first run, "
-          f"{second['writes']} NetSuite writes")
+    print(
+        f"  whole run: {first['seconds']:.1f} s, {first['writes']} writes, server peak concurrency "
+        f"{first['server_peak_concurrency']} (limit {args.limit}), 429s {first['rejections']}"
+    )
+    print(
+        f"no-op re-run: {second['seconds']:.1f} s = {second['seconds'] / first['seconds']:.1%} of the first run, "
+        f"{second['writes']} NetSuite writes"
+    )
     print(f"peak RSS of the pipeline process ({args.invoices} invoices): {result['peak_rss_mib']:.0f} MiB")
     verdicts = {
         "throughput >= 90% of ceiling": invoices_rate >= 0.9 * ceiling,
@@ -121,8 +144,10 @@ def main() -> None:
         measured = run_partition(size, 0.0, args.limit, runs=1)
         ok = measured["peak_rss_mib"] < 1024
         verdicts[f"peak memory at {size} invoices < 1 GiB"] = ok
-        print(f"peak RSS of the pipeline process ({size} invoices, latency 0): {measured['peak_rss_mib']:.0f} MiB "
-              f"in {measured['runs'][0]['seconds']:.0f} s")
+        print(
+            f"peak RSS of the pipeline process ({size} invoices, latency 0): {measured['peak_rss_mib']:.0f} MiB "
+            f"in {measured['runs'][0]['seconds']:.0f} s"
+        )
     for name, ok in verdicts.items():
         print(f"  [{'ok' if ok else 'MISSED'}] {name}")
 

@@ -43,14 +43,24 @@ def serve(ready: Any, stop: Any) -> None:
 
 def signed_session(env: dict[str, str]) -> requests.Session:
     http = requests.Session()
-    http.auth = OAuth1(env["NETSUITE_CONSUMER_KEY"], env["NETSUITE_CONSUMER_SECRET"], env["NETSUITE_TOKEN_ID"],
-                       env["NETSUITE_TOKEN_SECRET"], realm=env["NETSUITE_ACCOUNT_ID"], signature_method="HMAC-SHA256")
+    http.auth = OAuth1(
+        env["NETSUITE_CONSUMER_KEY"],
+        env["NETSUITE_CONSUMER_SECRET"],
+        env["NETSUITE_TOKEN_ID"],
+        env["NETSUITE_TOKEN_SECRET"],
+        realm=env["NETSUITE_ACCOUNT_ID"],
+        signature_method="HMAC-SHA256",
+    )
     return http
 
 
 def customer_body(n: int, round_: int) -> dict[str, Any]:
-    return {"companyName": f"Bench {n} r{round_}", "subsidiary": {"id": "1"}, "currency": {"id": "1"},
-            "email": f"ap{n}@bench.test"}
+    return {
+        "companyName": f"Bench {n} r{round_}",
+        "subsidiary": {"id": "1"},
+        "currency": {"id": "1"},
+        "email": f"ap{n}@bench.test",
+    }
 
 
 def seed(env: dict[str, str]) -> list[str]:
@@ -109,8 +119,16 @@ def presigned_thread(env: dict[str, str], signed: list[tuple[str, dict[str, str]
     return ok, failed
 
 
-def client_process(env: dict[str, str], ids: list[str], workload: str, threads: int, start: float, seconds: float,
-                   results: Any, process_index: int) -> None:
+def client_process(
+    env: dict[str, str],
+    ids: list[str],
+    workload: str,
+    threads: int,
+    start: float,
+    seconds: float,
+    results: Any,
+    process_index: int,
+) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     signed = presign(env, ids, PRESIGNED) if workload == "get-presigned" else []
@@ -122,8 +140,10 @@ def client_process(env: dict[str, str], ids: list[str], workload: str, threads: 
         if signed:
             futures = [pool.submit(presigned_thread, env, signed, deadline) for _ in range(threads)]
         else:
-            futures = [pool.submit(client_thread, env, ids, workload, deadline, (process_index * threads + t) * 7919)
-                       for t in range(threads)]
+            futures = [
+                pool.submit(client_thread, env, ids, workload, deadline, (process_index * threads + t) * 7919)
+                for t in range(threads)
+            ]
         counts = [f.result() for f in futures]
     results.put((sum(c[0] for c in counts), sum(c[1] for c in counts), sum(os.times()[:2]) - cpu_before))
 
@@ -134,8 +154,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_once(context: Any, env: dict[str, str], ids: list[str], workload: str,
-             args: argparse.Namespace) -> tuple[float, int, float]:
+def run_once(
+    context: Any, env: dict[str, str], ids: list[str], workload: str, args: argparse.Namespace
+) -> tuple[float, int, float]:
     """One timed run -> (successful requests per second, successful requests, client CPU seconds)."""
     results = context.Queue()
     start = time.time() + 0.5
@@ -169,8 +190,10 @@ def main() -> None:
     try:
         env = ready.get(timeout=60)
         ids = seed(env)
-        print(f"NetSuite stand-in at {env['NETSUITE_BASE_URL']} (own process); {args.processes} client processes x "
-              f"{args.threads} threads, {args.seconds:g} s per run, OAuth 1.0a HMAC-SHA256 on every request")
+        print(
+            f"NetSuite stand-in at {env['NETSUITE_BASE_URL']} (own process); {args.processes} client processes x "
+            f"{args.threads} threads, {args.seconds:g} s per run, OAuth 1.0a HMAC-SHA256 on every request"
+        )
         for workload in WORKLOADS:
             control = f"{env['NETSUITE_BASE_URL']}/_sandbox/config"
             requests.post(control, json={"replay_protection": workload != "get-presigned"}, timeout=10)
@@ -182,11 +205,16 @@ def main() -> None:
                 server_cpu.append((cpu_seconds(server.pid) - cpu_before) / max(done, 1))
                 client_cpu.append(client_seconds / max(done, 1))
             shown = ", ".join(f"{r:,.0f}" for r in rates)
-            print(f"  {workload:<13} median {statistics.median(rates):>7,.0f} req/s   (runs: {shown});  CPU per request: "
-                  f"server {statistics.median(server_cpu) * 1e6:,.0f} us, clients {statistics.median(client_cpu) * 1e6:,.0f} us")
+            print(
+                f"  {workload:<13} median {statistics.median(rates):>7,.0f} req/s   (runs: {shown});  CPU per request: "
+                f"server {statistics.median(server_cpu) * 1e6:,.0f} us, "
+                f"clients {statistics.median(client_cpu) * 1e6:,.0f} us"
+            )
         stats = requests.get(f"{env['NETSUITE_BASE_URL']}/_sandbox/stats", timeout=10).json()
-        print(f"  server saw {stats['requests']:,} requests, statuses {dict(stats['by_status'])}, "
-              f"peak concurrency {stats['peak_concurrency']}")
+        print(
+            f"  server saw {stats['requests']:,} requests, statuses {dict(stats['by_status'])}, "
+            f"peak concurrency {stats['peak_concurrency']}"
+        )
     finally:
         stop.set()
         server.join(15)

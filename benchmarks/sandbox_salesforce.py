@@ -36,8 +36,10 @@ def serve(conn: Connection) -> None:
     from sync_pipeline.sandbox.salesforce import start_salesforce
 
     with start_salesforce(daily_request_limit=10**9, latency_ms=0) as sandbox:
-        ids = [sandbox.state.insert("Account", {"Name": f"Account {n}", "Stripe_Customer_Id__c": f"cus_{n:05d}"})
-               for n in range(SEEDED_ACCOUNTS)]
+        ids = [
+            sandbox.state.insert("Account", {"Name": f"Account {n}", "Stripe_Customer_Id__c": f"cus_{n:05d}"})
+            for n in range(SEEDED_ACCOUNTS)
+        ]
         conn.send(Target(sandbox.url, sandbox.ca_bundle, sandbox.session_id, ids))
         # Answer each "cpu" with this process's CPU seconds so far, until "stop".
         while conn.recv() == "cpu":
@@ -110,8 +112,9 @@ def measure(target: Target, workload: str, processes: int, threads: int, seconds
         return run_threads(target, workload, threads, seconds)
     context = multiprocessing.get_context("spawn")
     pipes = [context.Pipe() for _ in range(processes)]
-    clients = [context.Process(target=client_process, args=(target, workload, threads, seconds, child))
-               for _, child in pipes]
+    clients = [
+        context.Process(target=client_process, args=(target, workload, threads, seconds, child)) for _, child in pipes
+    ]
     for process in clients:
         process.start()
     total = sum(parent.recv() for parent, _ in pipes)
@@ -134,8 +137,10 @@ def main() -> None:
     server.start()
     try:
         target: Target = parent.recv()
-        print(f"Salesforce stand-in at {target.url} (TLS, latency off, {SEEDED_ACCOUNTS} accounts); "
-              f"{args.processes} client process(es) x {args.threads} thread(s), {args.seconds:g} s x {args.repeats}")
+        print(
+            f"Salesforce stand-in at {target.url} (TLS, latency off, {SEEDED_ACCOUNTS} accounts); "
+            f"{args.processes} client process(es) x {args.threads} thread(s), {args.seconds:g} s x {args.repeats}"
+        )
         for workload in WORKLOADS:
             rates, server_ms = [], []
             for _ in range(args.repeats):

@@ -49,8 +49,14 @@ def measure(invoices: int, threads: int) -> dict[str, float]:
             save_seconds = time.perf_counter() - stopping
         state_mb = sum(f.stat().st_size for f in Path(scratch).glob("*.json")) / 1e6
     made = sum(summary.counts.get("invoices", {}).values())
-    return {"invoices": made, "steps": len(plan.steps), "seconds": elapsed, "invoices_per_s": made / elapsed,
-            "state_mb": state_mb, "save_seconds": save_seconds}
+    return {
+        "invoices": made,
+        "steps": len(plan.steps),
+        "seconds": elapsed,
+        "invoices_per_s": made / elapsed,
+        "state_mb": state_mb,
+        "save_seconds": save_seconds,
+    }
 
 
 def main() -> int:
@@ -58,14 +64,17 @@ def main() -> int:
     parser.add_argument("--sizes", default="300,10000")
     parser.add_argument("--threads", default="1", help="thread counts to try at each size, e.g. 1,4")
     args = parser.parse_args()
-    print(f"{'invoices':>9} {'threads':>7} {'steps':>7} {'seconds':>9} {'invoices/s':>11} {'state MB':>9} "
-          f"{'save s':>7}")
+    print(
+        f"{'invoices':>9} {'threads':>7} {'steps':>7} {'seconds':>9} {'invoices/s':>11} {'state MB':>9} {'save s':>7}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         for threads in (int(t) for t in args.threads.split(",")):
             result = measure(size, threads)
-            print(f"{result['invoices']:>9.0f} {threads:>7} {result['steps']:>7.0f} {result['seconds']:>9.1f} "
-                  f"{result['invoices_per_s']:>11.1f} {result['state_mb']:>9.1f} {result['save_seconds']:>7.1f}",
-                  flush=True)
+            print(
+                f"{result['invoices']:>9.0f} {threads:>7} {result['steps']:>7.0f} {result['seconds']:>9.1f} "
+                f"{result['invoices_per_s']:>11.1f} {result['state_mb']:>9.1f} {result['save_seconds']:>7.1f}",
+                flush=True,
+            )
     return 0
 
 

@@ -39,7 +39,9 @@ def serve(invoices: int, ready: mp.Queue) -> None:
     sock = bind_socket(0)
     customer = next(iter(state.collections["customer"].objects))
     ready.put((sock.getsockname()[1], seconds, customer))
-    server = uvicorn.Server(uvicorn.Config(create_stripe_app(state, config), log_level="warning", access_log=False, lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_stripe_app(state, config), log_level="warning", access_log=False, lifespan="off")
+    )
     server.run(sockets=[sock])
 
 
@@ -67,8 +69,9 @@ def list_raw(url: str) -> tuple[float, int]:
 
 def sdk_object_building(url: str) -> float:
     """Seconds the SDK spends turning one fetched page of 100 invoices into objects (no HTTP)."""
-    page = requests.get(f"{url}/v1/invoices", params={"limit": 100}, headers={"Authorization": f"Bearer {API_KEY}"},
-                        timeout=30).json()
+    page = requests.get(
+        f"{url}/v1/invoices", params={"limit": 100}, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    ).json()
     timings = []
     for _ in range(5):
         started = time.perf_counter()
@@ -134,20 +137,28 @@ def main() -> None:
         sdk = [list_with_sdk(url) for _ in range(REPEATS)]
         raw = [list_raw(url) for _ in range(REPEATS)]
         assert all(count == args.invoices for _, count in sdk + raw), (sdk, raw)
-        print(f"list {args.invoices:,} invoices, SDK auto_paging_iter (100 pages): "
-              f"median {statistics.median(t for t, _ in sdk):.2f} s  (runs: {', '.join(f'{t:.2f}' for t, _ in sdk)})")
-        print(f"list {args.invoices:,} invoices, raw HTTP + JSON (100 pages):       "
-              f"median {statistics.median(t for t, _ in raw):.2f} s  (runs: {', '.join(f'{t:.2f}' for t, _ in raw)})")
+        print(
+            f"list {args.invoices:,} invoices, SDK auto_paging_iter (100 pages): "
+            f"median {statistics.median(t for t, _ in sdk):.2f} s  (runs: {', '.join(f'{t:.2f}' for t, _ in sdk)})"
+        )
+        print(
+            f"list {args.invoices:,} invoices, raw HTTP + JSON (100 pages):       "
+            f"median {statistics.median(t for t, _ in raw):.2f} s  (runs: {', '.join(f'{t:.2f}' for t, _ in raw)})"
+        )
 
         building = sdk_object_building(url)
-        print(f"of which SDK object building alone: {building * 1000:.0f} ms per page of 100 invoices "
-              f"(~{building * args.invoices / 100:.1f} s for all), measured in-process without HTTP")
+        print(
+            f"of which SDK object building alone: {building * 1000:.0f} ms per page of 100 invoices "
+            f"(~{building * args.invoices / 100:.1f} s for all), measured in-process without HTTP"
+        )
 
         target = f"{url}/v1/customers/{customer}"
         for processes, threads in ((1, 4), (2, 2), (3, 2)):
             rates = [requests_per_second(target, args.seconds, processes, threads) for _ in range(REPEATS)]
-            print(f"GET /v1/customers/{{id}}, {processes} client process(es) x {threads} threads: "
-                  f"median {statistics.median(rates):,.0f} req/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+            print(
+                f"GET /v1/customers/{{id}}, {processes} client process(es) x {threads} threads: "
+                f"median {statistics.median(rates):,.0f} req/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+            )
     finally:
         server.terminate()
         server.join(10)

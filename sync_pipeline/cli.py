@@ -35,8 +35,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print("configuration OK" + (f" for {', '.join(require)}" if require else "")
-              + f" (field mapping {settings.field_mapping_path()})")
+        print(
+            "configuration OK"
+            + (f" for {', '.join(require)}" if require else "")
+            + f" (field mapping {settings.field_mapping_path()})"
+        )
     return 2 if problems else 0
 
 
@@ -90,8 +93,11 @@ def real_systems() -> str:
         stripe = "Stripe not configured (STRIPE_API_KEY is not set)"
     account = settings.get("NETSUITE_ACCOUNT_ID")
     netsuite_base = settings.get("NETSUITE_BASE_URL")
-    netsuite = (f"NetSuite account {account}" + (f" at {netsuite_base}" if netsuite_base else "") if account
-                else "NetSuite not configured")
+    netsuite = (
+        f"NetSuite account {account}" + (f" at {netsuite_base}" if netsuite_base else "")
+        if account
+        else "NetSuite not configured"
+    )
     instance = settings.get("SALESFORCE_INSTANCE_URL")
     salesforce = f"Salesforce {instance}" if instance else "Salesforce not configured"
     return f"{stripe}, {netsuite}, {salesforce}"
@@ -103,8 +109,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return _fail(problems[0])
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home().resolve()))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    command = [_dagster_executable(), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"),
-               "--host", args.host, "--port", str(args.port)]
+    command = [
+        _dagster_executable(),
+        "dev",
+        "-w",
+        str(settings.PROJECT_ROOT / "workspace.yaml"),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     ui = f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
     if not dev_uses_sandbox(args):
         print(f"Against REAL systems, as the environment configures them: {real_systems()}.")
@@ -113,8 +127,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from sync_pipeline.demo import sandbox_environment, sandbox_state_dir
 
     why = "--sandbox" if args.sandbox else "STRIPE_API_KEY is not set"
-    print(f"Against the SANDBOX ({why}): local stand-ins of Stripe, NetSuite and Salesforce, state in "
-          f"{sandbox_state_dir()}; no real system is called.")
+    print(
+        f"Against the SANDBOX ({why}): local stand-ins of Stripe, NetSuite and Salesforce, state in "
+        f"{sandbox_state_dir()}; no real system is called."
+    )
     with sandbox_environment(args.days, args.invoices, args.seed):
         print(f"{ui}; Ctrl-C stops it and saves the sandbox.")
         return run_in_own_process_group(command, dict(os.environ))
@@ -141,21 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sync-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    check = sub.add_parser("check-config", help="check the environment variables, the field mapping and the "
-                                                "database; one line per problem")
-    check.add_argument("--require", help="comma-separated parts that must be fully configured: "
-                                         + ",".join(settings.REQUIRED_FOR))
+    check = sub.add_parser(
+        "check-config", help="check the environment variables, the field mapping and the database; one line per problem"
+    )
+    check.add_argument(
+        "--require", help="comma-separated parts that must be fully configured: " + ",".join(settings.REQUIRED_FOR)
+    )
     check.set_defaults(func=cmd_check_config)
 
-    dev = sub.add_parser("dev", help="the Dagster UI and daemon on a persistent DAGSTER_HOME, against the real "
-                                     "systems configured, or the sandbox when asked or when STRIPE_API_KEY is not set")
+    dev = sub.add_parser(
+        "dev",
+        help="the Dagster UI and daemon on a persistent DAGSTER_HOME, against the real "
+        "systems configured, or the sandbox when asked or when STRIPE_API_KEY is not set",
+    )
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     target = dev.add_mutually_exclusive_group()
-    target.add_argument("--sandbox", action="store_true",
-                        help="run against the sandbox stand-ins even when STRIPE_API_KEY is set")
-    target.add_argument("--no-sandbox", action="store_true",
-                        help="run against the systems the environment configures even when STRIPE_API_KEY is not set")
+    target.add_argument(
+        "--sandbox", action="store_true", help="run against the sandbox stand-ins even when STRIPE_API_KEY is set"
+    )
+    target.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run against the systems the environment configures even when STRIPE_API_KEY is not set",
+    )
     _add_scenario_arguments(dev)
     dev.set_defaults(func=cmd_dev)
 

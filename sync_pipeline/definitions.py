@@ -31,8 +31,10 @@ def _from_env(name: str, default: object = None) -> object:
 
 
 def _salesforce_not_configured(_context: dg.InitResourceContext) -> None:
-    raise dg.Failure(description="Salesforce is not configured: set SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID"
-                                 " or SALESFORCE_USERNAME + SALESFORCE_PASSWORD (`sync-pipeline check-config`)")
+    raise dg.Failure(
+        description="Salesforce is not configured: set SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID"
+        " or SALESFORCE_USERNAME + SALESFORCE_PASSWORD (`sync-pipeline check-config`)"
+    )
 
 
 def build_salesforce_resource() -> SalesforceResource | dg.ResourceDefinition:
@@ -63,8 +65,11 @@ def build_resources() -> dict[str, object]:
             token_id=dg.EnvVar("NETSUITE_TOKEN_ID"),
             token_secret=dg.EnvVar("NETSUITE_TOKEN_SECRET"),
             base_url=_from_env("NETSUITE_BASE_URL"),
-            concurrency=(dg.EnvVar.int("NETSUITE_CONCURRENCY") if settings.is_set("NETSUITE_CONCURRENCY")
-                         else int(settings.BY_NAME["NETSUITE_CONCURRENCY"].default)),
+            concurrency=(
+                dg.EnvVar.int("NETSUITE_CONCURRENCY")
+                if settings.is_set("NETSUITE_CONCURRENCY")
+                else int(settings.BY_NAME["NETSUITE_CONCURRENCY"].default)
+            ),
         ),
         "ledger": LedgerResource(database_url=_from_env("SYNC_DATABASE_URL", settings.default_database_url())),
         "field_mapping": FieldMappingResource(path=str(settings.field_mapping_path())),
@@ -103,10 +108,15 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[*_daily_assets(start_date), *SALESFORCE_ASSETS],
         jobs=[stripe_to_netsuite, salesforce_to_stripe],
-        schedules=[build_stripe_to_netsuite_schedule(stripe_to_netsuite, start_date),
-                   build_salesforce_to_stripe_schedule(salesforce_configured)],
-        sensors=[build_stripe_to_netsuite_sensor(stripe_to_netsuite, partitions.daily_partitions(start_date),
-                                                 settings.event_source()),
-                 build_salesforce_to_stripe_sensor(salesforce_configured)],
+        schedules=[
+            build_stripe_to_netsuite_schedule(stripe_to_netsuite, start_date),
+            build_salesforce_to_stripe_schedule(salesforce_configured),
+        ],
+        sensors=[
+            build_stripe_to_netsuite_sensor(
+                stripe_to_netsuite, partitions.daily_partitions(start_date), settings.event_source()
+            ),
+            build_salesforce_to_stripe_sensor(salesforce_configured),
+        ],
         resources=build_resources(),
     )

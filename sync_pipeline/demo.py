@@ -75,7 +75,7 @@ def _seeded_days(stripe_api_base: str, api_key: str) -> list[str]:
     for kind in ("invoice", "charge"):
         body = requests.get(f"{stripe_api_base}/_sandbox/records/{kind}", timeout=60).json()
         records = body if isinstance(body, list) else (body.get("records") or body.get("data") or [])
-        days.update(dt.datetime.fromtimestamp(r["created"], dt.timezone.utc).date().isoformat() for r in records)
+        days.update(dt.datetime.fromtimestamp(r["created"], dt.UTC).date().isoformat() for r in records)
     return sorted(days)
 
 
@@ -90,8 +90,13 @@ class DayReport:
 
 def _day_report(day: str, result, seconds: float) -> DayReport:
     counts = {"created": 0, "updated": 0, "unchanged": 0, "quarantined": 0, "failed": 0}
-    for node in ("netsuite_customers", "netsuite_invoices", "netsuite_customer_payments", "netsuite_credit_memos",
-                 "netsuite_customer_refunds"):
+    for node in (
+        "netsuite_customers",
+        "netsuite_invoices",
+        "netsuite_customer_payments",
+        "netsuite_credit_memos",
+        "netsuite_customer_refunds",
+    ):
         for materialization in result.asset_materializations_for_node(node):
             for key in counts:
                 if key in materialization.metadata:
@@ -121,21 +126,32 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
         writes_before = _netsuite_writes(env["NETSUITE_BASE_URL"])
         for day in first_day:
             started = time.perf_counter()
-            result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False,
-                                            tags={TRIGGER_TAG: "demo"}, run_config=QUIET_CONSOLE)
+            result = job.execute_in_process(
+                partition_key=day,
+                instance=instance,
+                raise_on_error=False,
+                tags={TRIGGER_TAG: "demo"},
+                run_config=QUIET_CONSOLE,
+            )
             report = _day_report(day, result, time.perf_counter() - started)
             reports.append(report)
             c = report.counts
             status = "reconcile" if report.reconciled else ("DO NOT RECONCILE" if report.success else "RUN FAILED")
-            print(f"{day:10}  {c['created']:7d} {c['updated']:7d} {c['unchanged']:9d} {c['quarantined']:11d} "
-                  f"{c['failed']:6d}  {status}")
+            print(
+                f"{day:10}  {c['created']:7d} {c['updated']:7d} {c['unchanged']:9d} {c['quarantined']:11d} "
+                f"{c['failed']:6d}  {status}"
+            )
         totals = {k: sum(r.counts[k] for r in reports) for k in reports[0].counts}
-        print(f"\n{'total':10}  {totals['created']:7d} {totals['updated']:7d} {totals['unchanged']:9d} "
-              f"{totals['quarantined']:11d} {totals['failed']:6d}  "
-              f"{sum(r.reconciled for r in reports)}/{len(reports)} days reconcile")
+        print(
+            f"\n{'total':10}  {totals['created']:7d} {totals['updated']:7d} {totals['unchanged']:9d} "
+            f"{totals['quarantined']:11d} {totals['failed']:6d}  "
+            f"{sum(r.reconciled for r in reports)}/{len(reports)} days reconcile"
+        )
         print(f"NetSuite writes this run: {_netsuite_writes(env['NETSUITE_BASE_URL']) - writes_before}")
         if totals["quarantined"]:
-            print("Quarantined records and their fixes: `sync_exceptions` in the UI (make dev), or the ledger's "
-                  "sync_exceptions table.")
+            print(
+                "Quarantined records and their fixes: `sync_exceptions` in the UI (make dev), or the ledger's "
+                "sync_exceptions table."
+            )
         print("\nRun it again: everything is unchanged and nothing is written. See the runs: make dev")
         return 0 if all(r.success for r in reports) else 1

@@ -31,5 +31,5 @@ salesforce_to_stripe = dg.define_asset_job(
     SALESFORCE_TO_STRIPE_JOB,
     selection=dg.AssetSelection.groups(salesforce_assets.GROUP),
     description="Salesforce accounts and opportunities; Closed-Won deals billed once in Stripe; ids and billing "
-                "status written back to Salesforce.",
+    "status written back to Salesforce.",
 )

@@ -28,18 +28,21 @@ def starting_on(assets: Iterable[dg.AssetsDefinition], start_date: str) -> list[
     """The daily assets with their partitions starting on `start_date` instead of the declared default."""
     configured = daily_partitions(start_date)
     return dg.map_asset_specs(
-        lambda spec: spec.replace_attributes(partitions_def=configured)
-        if spec.partitions_def == DECLARED_DAILY_PARTITIONS else spec,
+        lambda spec: (
+            spec.replace_attributes(partitions_def=configured)
+            if spec.partitions_def == DECLARED_DAILY_PARTITIONS
+            else spec
+        ),
         assets,
     )
 
 
 def partition_window(partition_key: str) -> tuple[int, int]:
     """[start, end) of a partition as Unix seconds, the unit of Stripe's `created` filters."""
-    start = dt.datetime.combine(dt.date.fromisoformat(partition_key), dt.time(), tzinfo=dt.timezone.utc)
+    start = dt.datetime.combine(dt.date.fromisoformat(partition_key), dt.time(), tzinfo=dt.UTC)
     return int(start.timestamp()), int((start + dt.timedelta(days=1)).timestamp())
 
 
 def partition_for_timestamp(created: int) -> str:
     """The partition key of a document created at `created` (Unix seconds, UTC)."""
-    return dt.datetime.fromtimestamp(created, tz=dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(created, tz=dt.UTC).date().isoformat()

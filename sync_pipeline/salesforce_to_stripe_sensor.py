@@ -36,19 +36,21 @@ def closed_won_since(salesforce: SalesforceResource, cursor: str | None) -> list
 # `bill_closed_won_from` date in field_mapping.yaml keeps old deals out); off otherwise, so an
 # unconfigured deployment does not fail a tick every few seconds. The code location decides when it loads.
 def build_salesforce_to_stripe_sensor(salesforce_configured: bool) -> dg.SensorDefinition:
-    @dg.sensor(name=SENSOR_NAME, job_name=SALESFORCE_TO_STRIPE_JOB, minimum_interval_seconds=5,
-               default_status=dg.DefaultSensorStatus.RUNNING if salesforce_configured
-               else dg.DefaultSensorStatus.STOPPED,
-               description="New or changed Closed-Won opportunities (SystemModstamp cursor) -> a salesforce_to_stripe "
-                           "run.")
+    @dg.sensor(
+        name=SENSOR_NAME,
+        job_name=SALESFORCE_TO_STRIPE_JOB,
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING if salesforce_configured else dg.DefaultSensorStatus.STOPPED,
+        description="New or changed Closed-Won opportunities (SystemModstamp cursor) -> a salesforce_to_stripe run.",
+    )
     def salesforce_to_stripe_on_closed_won(context: dg.SensorEvaluationContext, salesforce: SalesforceResource):
         changed = closed_won_since(salesforce, context.cursor)
         if not changed:
             return dg.SkipReason(f"no Closed-Won opportunity changed since {context.cursor or 'the start'}")
         newest = newest_modstamp(changed, context.cursor)
         context.update_cursor(newest)
-        return dg.RunRequest(run_key=f"closed-won-{newest}",
-                             tags={OPPORTUNITIES_TAG: ",".join(r["Id"] for r in changed[:20])})
+        return dg.RunRequest(
+            run_key=f"closed-won-{newest}", tags={OPPORTUNITIES_TAG: ",".join(r["Id"] for r in changed[:20])}
+        )
 
     return salesforce_to_stripe_on_closed_won
-

@@ -19,15 +19,18 @@ DEFAULT_LOOKBACK_DAYS = 3
 
 def partitions_for_tick(tick_time: dt.datetime, lookback_days: int, first_partition: str) -> list[str]:
     """Yesterday (UTC) and the `lookback_days` before it, oldest first, none before the first partition."""
-    yesterday = tick_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
+    yesterday = tick_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)
     first = dt.date.fromisoformat(first_partition)
     days = [yesterday - dt.timedelta(days=n) for n in range(lookback_days, -1, -1)]
     return [d.isoformat() for d in days if d >= first]
 
 
-def build_stripe_to_netsuite_schedule(job: dg.UnresolvedAssetJobDefinition, first_partition: str,
-                                      lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-                                      hour_of_day: int = 2) -> dg.ScheduleDefinition:
+def build_stripe_to_netsuite_schedule(
+    job: dg.UnresolvedAssetJobDefinition,
+    first_partition: str,
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+    hour_of_day: int = 2,
+) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="stripe_to_netsuite_daily",
         job=job,
@@ -37,18 +40,23 @@ def build_stripe_to_netsuite_schedule(job: dg.UnresolvedAssetJobDefinition, firs
         description=f"Yesterday's partition plus a look-back of {lookback_days} days, at {hour_of_day:02d}:00 UTC.",
     )
     def stripe_to_netsuite_daily(context: dg.ScheduleEvaluationContext):
-        tick = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+        tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         for partition_key in partitions_for_tick(tick, lookback_days, first_partition):
             # The run key names the tick too: the same partition is re-run by each day's look-back.
-            yield dg.RunRequest(run_key=f"{tick.date().isoformat()}:{partition_key}", partition_key=partition_key,
-                                tags={TRIGGER_TAG: "schedule"})
+            yield dg.RunRequest(
+                run_key=f"{tick.date().isoformat()}:{partition_key}",
+                partition_key=partition_key,
+                tags={TRIGGER_TAG: "schedule"},
+            )
 
     return stripe_to_netsuite_daily
 
 
 def build_salesforce_to_stripe_schedule(salesforce_configured: bool) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
-        name="salesforce_to_stripe_hourly", job_name=SALESFORCE_TO_STRIPE_JOB, cron_schedule="20 * * * *",
+        name="salesforce_to_stripe_hourly",
+        job_name=SALESFORCE_TO_STRIPE_JOB,
+        cron_schedule="20 * * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING if salesforce_configured else dg.DefaultScheduleStatus.STOPPED,
         description="Hourly: bill Closed-Won deals not billed yet, refresh billing status and ids in Salesforce.",

@@ -92,36 +92,53 @@ def _database_url(value: str) -> str | None:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("STRIPE_API_KEY", "Stripe secret or restricted key",
-            check=_pattern(r"(sk|rk)_(test|live)_[0-9A-Za-z_]+", "a Stripe key like sk_live_... or rk_live_...")),
+    Setting(
+        "STRIPE_API_KEY",
+        "Stripe secret or restricted key",
+        check=_pattern(r"(sk|rk)_(test|live)_[0-9A-Za-z_]+", "a Stripe key like sk_live_... or rk_live_..."),
+    ),
     Setting("STRIPE_API_BASE", "override of the Stripe API address (sandbox or proxy)", check=_url(("http", "https"))),
-    Setting("STRIPE_WEBHOOK_SECRET", "signing secret of the webhook endpoint",
-            check=_pattern(r"whsec_[0-9A-Za-z_]+", "a webhook signing secret like whsec_...")),
-    Setting("NETSUITE_ACCOUNT_ID", "NetSuite account id, e.g. 123456 or 123456_SB1",
-            check=_pattern(r"[0-9A-Za-z_]+", "a NetSuite account id such as 123456 or 123456_SB1")),
+    Setting(
+        "STRIPE_WEBHOOK_SECRET",
+        "signing secret of the webhook endpoint",
+        check=_pattern(r"whsec_[0-9A-Za-z_]+", "a webhook signing secret like whsec_..."),
+    ),
+    Setting(
+        "NETSUITE_ACCOUNT_ID",
+        "NetSuite account id, e.g. 123456 or 123456_SB1",
+        check=_pattern(r"[0-9A-Za-z_]+", "a NetSuite account id such as 123456 or 123456_SB1"),
+    ),
     Setting("NETSUITE_CONSUMER_KEY", "integration record's consumer key (TBA)"),
     Setting("NETSUITE_CONSUMER_SECRET", "integration record's consumer secret (TBA)"),
     Setting("NETSUITE_TOKEN_ID", "access token id (TBA)"),
     Setting("NETSUITE_TOKEN_SECRET", "access token secret (TBA)"),
-    Setting("NETSUITE_BASE_URL", "override of https://<account>.suitetalk.api.netsuite.com (sandbox or proxy)",
-            check=_url(("http", "https"))),
-    Setting("NETSUITE_CONCURRENCY", "the account's concurrent-request governance limit", default="5",
-            check=_positive_int),
+    Setting(
+        "NETSUITE_BASE_URL",
+        "override of https://<account>.suitetalk.api.netsuite.com (sandbox or proxy)",
+        check=_url(("http", "https")),
+    ),
+    Setting(
+        "NETSUITE_CONCURRENCY", "the account's concurrent-request governance limit", default="5", check=_positive_int
+    ),
     Setting("SALESFORCE_INSTANCE_URL", "Salesforce instance or My Domain URL", check=_url(("https",))),
     Setting("SALESFORCE_SESSION_ID", "an existing session id (instead of username/password)"),
     Setting("SALESFORCE_USERNAME", "integration user's username"),
     Setting("SALESFORCE_PASSWORD", "integration user's password"),
     Setting("SALESFORCE_SECURITY_TOKEN", "integration user's security token"),
-    Setting("SALESFORCE_CA_BUNDLE", "CA file to trust for Salesforce (the sandbox's throw-away CA)",
-            check=_existing_file),
-    Setting("SYNC_DATABASE_URL", "ledger, webhook inbox and exceptions database (SQLAlchemy URL)",
-            check=_database_url),
+    Setting(
+        "SALESFORCE_CA_BUNDLE", "CA file to trust for Salesforce (the sandbox's throw-away CA)", check=_existing_file
+    ),
+    Setting("SYNC_DATABASE_URL", "ledger, webhook inbox and exceptions database (SQLAlchemy URL)", check=_database_url),
     # Checked with its content by check_configuration (read_field_mapping names this variable).
     Setting("SYNC_FIELD_MAPPING", f"path of the field-mapping YAML (default {DEFAULT_FIELD_MAPPING})"),
     Setting("SYNC_START_DATE", "first daily partition (UTC)", default="2026-01-01", check=_iso_date),
-    Setting("SYNC_EVENT_SOURCE", "where the Stripe event sensor reads: the Events API, or the webhook inbox that "
-            "`sync-pipeline webhooks serve` fills", default="events_api",
-            check=_pattern(r"events_api|webhooks", "events_api or webhooks")),
+    Setting(
+        "SYNC_EVENT_SOURCE",
+        "where the Stripe event sensor reads: the Events API, or the webhook inbox that "
+        "`sync-pipeline webhooks serve` fills",
+        default="events_api",
+        check=_pattern(r"events_api|webhooks", "events_api or webhooks"),
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -129,8 +146,13 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 # What each part of the pipeline cannot run without.
 REQUIRED_FOR: dict[str, tuple[str, ...]] = {
     "stripe": ("STRIPE_API_KEY",),
-    "netsuite": ("NETSUITE_ACCOUNT_ID", "NETSUITE_CONSUMER_KEY", "NETSUITE_CONSUMER_SECRET",
-                 "NETSUITE_TOKEN_ID", "NETSUITE_TOKEN_SECRET"),
+    "netsuite": (
+        "NETSUITE_ACCOUNT_ID",
+        "NETSUITE_CONSUMER_KEY",
+        "NETSUITE_CONSUMER_SECRET",
+        "NETSUITE_TOKEN_ID",
+        "NETSUITE_TOKEN_SECRET",
+    ),
     "salesforce": ("SALESFORCE_INSTANCE_URL",),
     "webhooks": ("STRIPE_WEBHOOK_SECRET",),
 }

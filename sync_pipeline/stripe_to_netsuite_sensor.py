@@ -118,8 +118,9 @@ def _newest_event(stripe: StripeResource) -> dict | None:
 
 def _jump_to_newest(stripe: StripeResource, cursor: routing.EventCursor, since: int, why: str) -> EventBatch:
     newest = _newest_event(stripe)
-    moved = routing.EventCursor(event_id=newest["id"] if newest else None,
-                                event_created=int(newest["created"]) if newest else None)
+    moved = routing.EventCursor(
+        event_id=newest["id"] if newest else None, event_created=int(newest["created"]) if newest else None
+    )
     return EventBatch([], moved, catch_up_since=since, notes=[why])
 
 
@@ -130,18 +131,31 @@ def read_events_api(stripe: StripeResource, cursor: routing.EventCursor, now: in
         recent = list(islice(stripe.list_events(created_gte=since), MAX_EVENTS_PER_TICK + 1))[::-1]
         if len(recent) > MAX_EVENTS_PER_TICK:
             # Too many to route in one tick: start from the newest and let the catch-up cover the day.
-            return _jump_to_newest(stripe, cursor, since, f"no cursor yet and over {MAX_EVENTS_PER_TICK} events "
-                                                          f"in the last {FIRST_TICK_LOOKBACK_SECONDS // 3600} h")
+            return _jump_to_newest(
+                stripe,
+                cursor,
+                since,
+                f"no cursor yet and over {MAX_EVENTS_PER_TICK} events "
+                f"in the last {FIRST_TICK_LOOKBACK_SECONDS // 3600} h",
+            )
         note = f"no cursor yet: reading the {len(recent)} event(s) of the last {FIRST_TICK_LOOKBACK_SECONDS // 3600} h"
         return EventBatch(recent, _advanced(cursor, recent), notes=[note])
     if (cursor.event_created or 0) < now - EVENTS_API_RETENTION_SECONDS + RETENTION_MARGIN_SECONDS:
-        return _jump_to_newest(stripe, cursor, int(cursor.event_created or 0),
-                               f"cursor {cursor.event_id} is older than the Events API's 30-day window")
+        return _jump_to_newest(
+            stripe,
+            cursor,
+            int(cursor.event_created or 0),
+            f"cursor {cursor.event_id} is older than the Events API's 30-day window",
+        )
     try:
         events = list(islice(stripe.list_events(ending_before=cursor.event_id), MAX_EVENTS_PER_TICK))
     except stripe_sdk.InvalidRequestError as exc:
-        return _jump_to_newest(stripe, cursor, int(cursor.event_created or 0),
-                               f"cursor {cursor.event_id} is gone from the Events API ({exc.user_message})")
+        return _jump_to_newest(
+            stripe,
+            cursor,
+            int(cursor.event_created or 0),
+            f"cursor {cursor.event_id} is gone from the Events API ({exc.user_message})",
+        )
     return EventBatch(events, _advanced(cursor, events))
 
 
@@ -186,8 +200,14 @@ def _was_stopped(context: dg.SensorEvaluationContext, cursor: routing.EventCurso
     return bool(started and cursor.evaluated_at and started > cursor.evaluated_at + STOPPED_MARGIN_SECONDS)
 
 
-def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger: Ledger,
-             source: str, daily: dg.DailyPartitionsDefinition, now: int) -> dg.SensorResult:
+def evaluate(
+    context: dg.SensorEvaluationContext,
+    stripe: StripeResource,
+    ledger: Ledger,
+    source: str,
+    daily: dg.DailyPartitionsDefinition,
+    now: int,
+) -> dg.SensorResult:
     """One tick: read, route, request runs, and move the cursor."""
     cursor = routing.EventCursor.parse(context.cursor)
     batch = read_inbox(ledger, cursor) if source == "webhooks" else read_events_api(stripe, cursor, now)
@@ -213,49 +233,72 @@ def evaluate(context: dg.SensorEvaluationContext, stripe: StripeResource, ledger
         context.log.debug(f"{event_id}: no run ({why})")
     run_requests = [r for r, _ in requests]
     if not run_requests:
-        return dg.SensorResult(skip_reason=f"{len(batch.events)} new event(s), no dirty partition",
-                               cursor=batch.cursor.dumps())
+        return dg.SensorResult(
+            skip_reason=f"{len(batch.events)} new event(s), no dirty partition", cursor=batch.cursor.dumps()
+        )
     return dg.SensorResult(run_requests=run_requests, cursor=batch.cursor.dumps())
 
 
-def _run_requests(context: dg.SensorEvaluationContext, routed: routing.RoutedEvents, batch: EventBatch,
-                  source: str, daily: dg.DailyPartitionsDefinition, now: int,
-                  waiting: set[str]) -> list[tuple[dg.RunRequest, list[str]]]:
+def _run_requests(
+    context: dg.SensorEvaluationContext,
+    routed: routing.RoutedEvents,
+    batch: EventBatch,
+    source: str,
+    daily: dg.DailyPartitionsDefinition,
+    now: int,
+    waiting: set[str],
+) -> list[tuple[dg.RunRequest, list[str]]]:
     valid = set(daily.get_partition_keys())
     dirty = dict(routed.dirty)
     if batch.catch_up_since is not None:
         caught_up = routing.partitions_since(batch.catch_up_since, now, daily.start.date().isoformat())
-        context.log.warning(f"falling back: marking every partition since {caught_up[0] if caught_up else '-'} "
-                            f"dirty ({len(caught_up)} partition(s))")
+        context.log.warning(
+            f"falling back: marking every partition since {caught_up[0] if caught_up else '-'} "
+            f"dirty ({len(caught_up)} partition(s))"
+        )
         for partition_key in caught_up:
             dirty.setdefault(partition_key, [])
     requests = []
     for partition_key, event_ids in sorted(dirty.items()):
         if partition_key not in valid:
-            context.log.warning(f"{partition_key} is outside the partitions ({len(event_ids)} event(s) skipped: "
-                                f"{', '.join(event_ids)})")
+            context.log.warning(
+                f"{partition_key} is outside the partitions ({len(event_ids)} event(s) skipped: {', '.join(event_ids)})"
+            )
             routed.ignored.update({e: f"partition {partition_key} does not exist" for e in event_ids})
             continue
         if partition_key in waiting:
             # Coalesce: the queued run has not read Stripe yet. Inbox events stay unprocessed and are read
             # again next tick; Events API events wait in the cursor.
-            context.log.info(f"{partition_key}: a run has not started yet; {len(event_ids)} event(s) wait for "
-                             "the next tick")
+            context.log.info(
+                f"{partition_key}: a run has not started yet; {len(event_ids)} event(s) wait for the next tick"
+            )
             if source != "webhooks" and event_ids:
                 batch.cursor.deferred[partition_key] = event_ids
             continue
         key = routing.run_key(partition_key, event_ids, catch_up_from=batch.cursor.event_id or str(now))
         why = f"{len(event_ids)} event(s): {', '.join(event_ids)}" if event_ids else "catch-up"
         context.log.info(f"{partition_key}: run {key} for {why}")
-        requests.append((dg.RunRequest(run_key=key, partition_key=partition_key, run_config=SENSOR_RUN_CONFIG,
-                                       tags=event_tags(event_ids, source)), event_ids))
+        requests.append(
+            (
+                dg.RunRequest(
+                    run_key=key,
+                    partition_key=partition_key,
+                    run_config=SENSOR_RUN_CONFIG,
+                    tags=event_tags(event_ids, source),
+                ),
+                event_ids,
+            )
+        )
     return requests
 
 
-def build_stripe_to_netsuite_sensor(job: dg.UnresolvedAssetJobDefinition, daily: dg.DailyPartitionsDefinition,
-                                    source: str, interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
-                                    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-                                    ) -> dg.SensorDefinition:
+def build_stripe_to_netsuite_sensor(
+    job: dg.UnresolvedAssetJobDefinition,
+    daily: dg.DailyPartitionsDefinition,
+    source: str,
+    interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
     """The sensor for `job`'s `daily` partitions, reading `source` (SYNC_EVENT_SOURCE, given by the code location
     when it loads), ticking about every `interval_seconds` (the daemon's own loop makes 5 s the floor)."""
 
@@ -265,10 +308,11 @@ def build_stripe_to_netsuite_sensor(job: dg.UnresolvedAssetJobDefinition, daily:
         minimum_interval_seconds=max(1, interval_seconds - TICK_SLACK_SECONDS),
         default_status=default_status,
         description="New Stripe events (Events API or the verified webhook inbox, per SYNC_EVENT_SOURCE) → one "
-                    "run per dirty partition; run key = partition + newest event id.",
+        "run per dirty partition; run key = partition + newest event id.",
     )
-    def stripe_to_netsuite_on_events(context: dg.SensorEvaluationContext, stripe: StripeResource,
-                                     ledger: LedgerResource) -> dg.SensorResult:
+    def stripe_to_netsuite_on_events(
+        context: dg.SensorEvaluationContext, stripe: StripeResource, ledger: LedgerResource
+    ) -> dg.SensorResult:
         return evaluate(context, stripe, ledger.get_ledger(), source, daily, int(time.time()))
 
     return stripe_to_netsuite_on_events

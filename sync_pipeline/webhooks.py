@@ -69,8 +69,10 @@ class ReceiverConfig:
 
 
 def tolerance_problem(tolerance_seconds: int) -> str:
-    return (f"--tolerance: expected at least {MIN_TOLERANCE_SECONDS} second(s), got {tolerance_seconds} "
-            "(below that the Stripe SDK stops checking a signature's age, so replays would be accepted)")
+    return (
+        f"--tolerance: expected at least {MIN_TOLERANCE_SECONDS} second(s), got {tolerance_seconds} "
+        "(below that the Stripe SDK stops checking a signature's age, so replays would be accepted)"
+    )
 
 
 class Refused(Exception):
@@ -181,8 +183,9 @@ def create_webhook_app(config: ReceiverConfig, ledger: Ledger) -> Starlette:
     async def health(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(routes=[Route(WEBHOOK_PATH, receive, methods=["POST"]),
-                             Route("/healthz", health, methods=["GET"])])
+    return Starlette(
+        routes=[Route(WEBHOOK_PATH, receive, methods=["POST"]), Route("/healthz", health, methods=["GET"])]
+    )
 
 
 def inbox_lines(status: InboxStatus) -> list[str]:
@@ -200,6 +203,7 @@ def _describe(row: dict | None, when: str) -> str:
 
 
 # --- the `sync-pipeline webhooks` commands ------------------------------------------------------------
+
 
 def _ledger_from_settings() -> Ledger:
     from pathlib import Path
@@ -228,12 +232,22 @@ def cmd_serve(args) -> int:
     settings.require_environment(require=("webhooks",))
     config = ReceiverConfig(secret=settings.get("STRIPE_WEBHOOK_SECRET") or "", tolerance_seconds=args.tolerance)
     app = create_webhook_app(config, _ledger_from_settings())
-    print(f"Stripe webhooks on http://{args.host}:{args.port}{WEBHOOK_PATH} (inbox: the ledger database); "
-          "set SYNC_EVENT_SOURCE=webhooks for the sensor to read it.")
+    print(
+        f"Stripe webhooks on http://{args.host}:{args.port}{WEBHOOK_PATH} (inbox: the ledger database); "
+        "set SYNC_EVENT_SOURCE=webhooks for the sensor to read it."
+    )
     # h11, not httptools: httptools buffers a header of any size (a 200 MB header took the process past
     # 400 MB), h11 refuses one over 16 KB with 400. Stripe sends a few hundred bytes of headers.
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level=args.log_level,
-                proxy_headers=True, server_header=False, http="h11")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        workers=1,
+        log_level=args.log_level,
+        proxy_headers=True,
+        server_header=False,
+        http="h11",
+    )
     return 0
 
 
@@ -255,8 +269,12 @@ def add_webhook_commands(sub) -> None:
     serve = commands.add_parser("serve", help="receive signed Stripe webhooks into the inbox (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--tolerance", type=int, default=DEFAULT_TOLERANCE_SECONDS,
-                       help=f"reject signatures older than this many seconds (at least {MIN_TOLERANCE_SECONDS})")
+    serve.add_argument(
+        "--tolerance",
+        type=int,
+        default=DEFAULT_TOLERANCE_SECONDS,
+        help=f"reject signatures older than this many seconds (at least {MIN_TOLERANCE_SECONDS})",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=cmd_serve)
     status = commands.add_parser("status", help="inbox depth, oldest unprocessed and last processed event")

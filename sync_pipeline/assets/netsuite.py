@@ -14,12 +14,12 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline import exact_json
+from sync_pipeline.assets.stripe import read_trees
 from sync_pipeline.errors import RECORD_PLURALS, SyncIssue
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id
 from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import to_decimal
-from sync_pipeline.assets.stripe import read_trees
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
@@ -35,24 +35,50 @@ TOTALS_CHECK = "totals_match_stripe"
 
 # A plan row's status: valid (to write), or held back as the writers would book it.
 VALID = "valid"
-PLAN_COLUMNS = ["record_type", "external_id", "source_id", "status", "depends_on", "currency", "amount_minor", "body",
-                "value_sources", "error_code", "field", "value", "message", "fix"]
+PLAN_COLUMNS = [
+    "record_type",
+    "external_id",
+    "source_id",
+    "status",
+    "depends_on",
+    "currency",
+    "amount_minor",
+    "body",
+    "value_sources",
+    "error_code",
+    "field",
+    "value",
+    "message",
+    "fix",
+]
 
 # NetSuite's SuiteQL `transaction.type` per record type we write.
-TRANSACTION_TYPES = {ns.INVOICE: "CustInvc", ns.CUSTOMER_PAYMENT: "CustPymt", ns.CREDIT_MEMO: "CustCred",
-                     ns.CUSTOMER_REFUND: "CustRfnd"}
+TRANSACTION_TYPES = {
+    ns.INVOICE: "CustInvc",
+    ns.CUSTOMER_PAYMENT: "CustPymt",
+    ns.CREDIT_MEMO: "CustCred",
+    ns.CUSTOMER_REFUND: "CustRfnd",
+}
 SYNC_ORDER = (ns.CUSTOMER, ns.INVOICE, ns.CUSTOMER_PAYMENT, ns.CREDIT_MEMO, ns.CUSTOMER_REFUND)
 SUITEQL_IN_CHUNK = 500
 
 
 # -- the plan: pure mapping + validation over the partition's documents ------------------------------
 
+
 def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], fm: FieldMapping) -> ns.MappingResult:
     result = ns.MappingResult()
     for tree in invoice_trees:
-        result.extend(ns.map_invoice_tree(tree["invoice"], fm, customer=tree.get("customer"),
-                                          invoice_payments=tree.get("invoice_payments") or (),
-                                          charges=tree.get("charges") or (), refunds=tree.get("refunds") or ()))
+        result.extend(
+            ns.map_invoice_tree(
+                tree["invoice"],
+                fm,
+                customer=tree.get("customer"),
+                invoice_payments=tree.get("invoice_payments") or (),
+                charges=tree.get("charges") or (),
+                refunds=tree.get("refunds") or (),
+            )
+        )
     for tree in charge_trees:
         charge, customer = tree["charge"], tree.get("customer")
         if isinstance(customer, dict):
@@ -64,14 +90,44 @@ def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], f
 
 
 def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequence[ns.Skip]) -> pd.DataFrame:
-    rows = [{"record_type": r.record_type, "external_id": r.external_id, "source_id": r.source_id, "status": VALID,
-             "depends_on": json.dumps(r.depends_on), "currency": r.currency, "amount_minor": r.amount_minor,
-             "body": exact_json.dumps(r.body), "value_sources": json.dumps(r.value_sources)} for r in valid]
-    rows += [{"record_type": i.record_type, "external_id": i.external_id, "source_id": i.source_id,
-              "status": Action.QUARANTINED.value, "error_code": i.error_code, "field": i.field, "value": i.value,
-              "message": i.message, "fix": i.fix} for i in issues]
-    rows += [{"record_type": s.record_type, "external_id": s.external_id, "source_id": s.source_id,
-              "status": Action.SKIPPED.value, "message": s.reason} for s in skips]
+    rows = [
+        {
+            "record_type": r.record_type,
+            "external_id": r.external_id,
+            "source_id": r.source_id,
+            "status": VALID,
+            "depends_on": json.dumps(r.depends_on),
+            "currency": r.currency,
+            "amount_minor": r.amount_minor,
+            "body": exact_json.dumps(r.body),
+            "value_sources": json.dumps(r.value_sources),
+        }
+        for r in valid
+    ]
+    rows += [
+        {
+            "record_type": i.record_type,
+            "external_id": i.external_id,
+            "source_id": i.source_id,
+            "status": Action.QUARANTINED.value,
+            "error_code": i.error_code,
+            "field": i.field,
+            "value": i.value,
+            "message": i.message,
+            "fix": i.fix,
+        }
+        for i in issues
+    ]
+    rows += [
+        {
+            "record_type": s.record_type,
+            "external_id": s.external_id,
+            "source_id": s.source_id,
+            "status": Action.SKIPPED.value,
+            "message": s.reason,
+        }
+        for s in skips
+    ]
     frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
     frame["amount_minor"] = frame["amount_minor"].fillna(0).astype("int64")
     return frame
@@ -79,11 +135,19 @@ def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequ
 
 def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteRecord]:
     rows = plan[(plan["record_type"] == record_type) & (plan["status"] == VALID)]
-    return [ns.NetSuiteRecord(record_type=row.record_type, external_id=row.external_id, body=exact_json.loads(row.body),
-                              source_id=row.source_id, depends_on=tuple(tuple(d) for d in json.loads(row.depends_on)),
-                              amount_minor=int(row.amount_minor), currency=row.currency,
-                              value_sources=tuple(tuple(v) for v in json.loads(row.value_sources)))
-            for row in rows.itertuples(index=False)]
+    return [
+        ns.NetSuiteRecord(
+            record_type=row.record_type,
+            external_id=row.external_id,
+            body=exact_json.loads(row.body),
+            source_id=row.source_id,
+            depends_on=tuple(tuple(d) for d in json.loads(row.depends_on)),
+            amount_minor=int(row.amount_minor),
+            currency=row.currency,
+            value_sources=tuple(tuple(v) for v in json.loads(row.value_sources)),
+        )
+        for row in rows.itertuples(index=False)
+    ]
 
 
 def required_fields_check(plan: pd.DataFrame, fm: FieldMapping) -> dg.AssetCheckResult:
@@ -96,30 +160,51 @@ def required_fields_check(plan: pd.DataFrame, fm: FieldMapping) -> dg.AssetCheck
     slipped = validate_records(write_set, fm, hold_dependents=False).issues
     quarantined = plan[plan["status"] == Action.QUARANTINED]
     by_code = {k: int(v) for k, v in quarantined.groupby("error_code").size().items()} if len(quarantined) else {}
-    metadata = {"records_to_write": len(write_set), "quarantined": len(quarantined),
-                "quarantined_by_error": dg.MetadataValue.json(by_code),
-                "first_quarantined": dg.MetadataValue.md(exceptions_markdown(quarantined))}
+    metadata = {
+        "records_to_write": len(write_set),
+        "quarantined": len(quarantined),
+        "quarantined_by_error": dg.MetadataValue.json(by_code),
+        "first_quarantined": dg.MetadataValue.md(exceptions_markdown(quarantined)),
+    }
     if slipped:
-        return dg.AssetCheckResult(check_name=REQUIRED_FIELDS_CHECK, passed=False,
-                                   severity=dg.AssetCheckSeverity.ERROR,
-                                   metadata={**metadata, "invalid_in_write_set": len(slipped)},
-                                   description=slipped[0].message)
-    return dg.AssetCheckResult(check_name=REQUIRED_FIELDS_CHECK, passed=quarantined.empty,
-                               severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
-                               description=None if quarantined.empty else
-                               f"{len(quarantined)} record(s) held back; see sync_exceptions for the fixes")
+        return dg.AssetCheckResult(
+            check_name=REQUIRED_FIELDS_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={**metadata, "invalid_in_write_set": len(slipped)},
+            description=slipped[0].message,
+        )
+    return dg.AssetCheckResult(
+        check_name=REQUIRED_FIELDS_CHECK,
+        passed=quarantined.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=None
+        if quarantined.empty
+        else f"{len(quarantined)} record(s) held back; see sync_exceptions for the fixes",
+    )
 
 
 @dg.asset(
     group_name="netsuite",
     partitions_def=DECLARED_DAILY_PARTITIONS,
-    check_specs=[dg.AssetCheckSpec(REQUIRED_FIELDS_CHECK, asset="netsuite_sync_plan", blocking=True,
-                                   description="Every record to write has NetSuite's required fields; "
-                                               "held-back records warn.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            REQUIRED_FIELDS_CHECK,
+            asset="netsuite_sync_plan",
+            blocking=True,
+            description="Every record to write has NetSuite's required fields; held-back records warn.",
+        )
+    ],
     description="The partition's Stripe documents mapped to NetSuite records and validated; nothing is written here.",
 )
-def netsuite_sync_plan(context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame, stripe_charges: pd.DataFrame,
-                       field_mapping: FieldMappingResource, ledger: LedgerResource):
+def netsuite_sync_plan(
+    context: dg.AssetExecutionContext,
+    stripe_invoices: pd.DataFrame,
+    stripe_charges: pd.DataFrame,
+    field_mapping: FieldMappingResource,
+    ledger: LedgerResource,
+):
     fm = field_mapping.load()
     mapped = map_partition(read_trees(stripe_invoices), read_trees(stripe_charges), fm)
     outcome = validate_records(mapped.records, fm)
@@ -142,16 +227,20 @@ def netsuite_sync_plan(context: dg.AssetExecutionContext, stripe_invoices: pd.Da
 
 # -- the writers ---------------------------------------------------------------------------------------
 
-def _suiteql_rows(client: NetSuiteClient, record_type: str, external_ids: Sequence[str],
-                  columns: str = "id, externalid") -> list[dict]:
+
+def _suiteql_rows(
+    client: NetSuiteClient, record_type: str, external_ids: Sequence[str], columns: str = "id, externalid"
+) -> list[dict]:
     rows: list[dict] = []
     for start in range(0, len(external_ids), SUITEQL_IN_CHUNK):
-        quoted = ", ".join(f"'{e}'" for e in external_ids[start:start + SUITEQL_IN_CHUNK])  # ids are [A-Za-z0-9_-]
+        quoted = ", ".join(f"'{e}'" for e in external_ids[start : start + SUITEQL_IN_CHUNK])  # ids are [A-Za-z0-9_-]
         if record_type == ns.CUSTOMER:
             query = f"SELECT {columns} FROM customer WHERE externalid IN ({quoted})"
         else:
-            query = (f"SELECT {columns} FROM transaction WHERE type = '{TRANSACTION_TYPES[record_type]}' "
-                     f"AND externalid IN ({quoted})")
+            query = (
+                f"SELECT {columns} FROM transaction WHERE type = '{TRANSACTION_TYPES[record_type]}' "
+                f"AND externalid IN ({quoted})"
+            )
         rows.extend(client.suiteql(query))
     return rows
 
@@ -167,11 +256,16 @@ def duplicates_check(client: NetSuiteClient, record_type: str, outcomes: pd.Data
     duplicates = sorted(e for e, n in seen.items() if n > 1)
     missing = sorted(set(expected) - set(seen))
     return dg.AssetCheckResult(
-        check_name=NO_DUPLICATES_CHECK, passed=not duplicates and not missing,
-        metadata={"checked": len(expected), "duplicates": dg.MetadataValue.json(duplicates[:50]),
-                  "missing_in_netsuite": dg.MetadataValue.json(missing[:50])},
-        description=(f"{len(duplicates)} external id(s) twice in NetSuite, {len(missing)} missing "
-                     "(deleted by hand?)") if duplicates or missing else None,
+        check_name=NO_DUPLICATES_CHECK,
+        passed=not duplicates and not missing,
+        metadata={
+            "checked": len(expected),
+            "duplicates": dg.MetadataValue.json(duplicates[:50]),
+            "missing_in_netsuite": dg.MetadataValue.json(missing[:50]),
+        },
+        description=(f"{len(duplicates)} external id(s) twice in NetSuite, {len(missing)} missing (deleted by hand?)")
+        if duplicates or missing
+        else None,
     )
 
 
@@ -179,8 +273,9 @@ def _currency_codes(fm: FieldMapping) -> dict[str, str]:
     return {c.netsuite_id: code for code, c in fm.currencies.items()}
 
 
-def totals_check(client: NetSuiteClient, fm: FieldMapping, record_type: str,
-                 stripe_amounts: dict[str, tuple[str, int]]) -> dg.AssetCheckResult:
+def totals_check(
+    client: NetSuiteClient, fm: FieldMapping, record_type: str, stripe_amounts: dict[str, tuple[str, int]]
+) -> dg.AssetCheckResult:
     """Stripe's amounts per currency equal NetSuite's, to the cent (exact Decimals)."""
     stripe_totals: dict[str, Decimal] = defaultdict(Decimal)
     for currency, amount_minor in stripe_amounts.values():
@@ -197,11 +292,17 @@ def totals_check(client: NetSuiteClient, fm: FieldMapping, record_type: str,
         table.append({"currency": currency, "stripe": str(s), "netsuite": str(n), "difference": str(s - n)})
     mismatched = [t for t in table if Decimal(t["difference"]) != 0]
     return dg.AssetCheckResult(
-        check_name=TOTALS_CHECK, passed=not mismatched,
-        metadata={"by_currency": dg.MetadataValue.md(pd.DataFrame(table, columns=["currency", "stripe", "netsuite",
-                                                                                  "difference"]).to_markdown(index=False)
-                                                     if table else "Nothing to reconcile."),
-                  "documents_in_stripe": len(stripe_amounts), "documents_in_netsuite": len(rows)},
+        check_name=TOTALS_CHECK,
+        passed=not mismatched,
+        metadata={
+            "by_currency": dg.MetadataValue.md(
+                pd.DataFrame(table, columns=["currency", "stripe", "netsuite", "difference"]).to_markdown(index=False)
+                if table
+                else "Nothing to reconcile."
+            ),
+            "documents_in_stripe": len(stripe_amounts),
+            "documents_in_netsuite": len(rows),
+        },
         description=", ".join(f"{t['currency']} off by {t['difference']}" for t in mismatched) or None,
     )
 
@@ -209,8 +310,9 @@ def totals_check(client: NetSuiteClient, fm: FieldMapping, record_type: str,
 def stripe_invoice_amounts(stripe_invoices: pd.DataFrame) -> dict[str, tuple[str, int]]:
     """external id -> (currency, total) of every finalized invoice of the partition: what NetSuite must hold."""
     finalized = stripe_invoices[stripe_invoices["status"].isin(ns.FINALIZED_INVOICE_STATUSES)]
-    return {netsuite_external_id(row.id): (row.currency, int(row.amount_minor))
-            for row in finalized.itertuples(index=False)}
+    return {
+        netsuite_external_id(row.id): (row.currency, int(row.amount_minor)) for row in finalized.itertuples(index=False)
+    }
 
 
 def stripe_payment_amounts(plan: pd.DataFrame) -> dict[str, tuple[str, int]]:
@@ -235,19 +337,46 @@ def _sync_metadata(report: Report, client: NetSuiteClient, outcomes: pd.DataFram
     }
 
 
-def run_sync_step(context: dg.AssetExecutionContext, record_type: str, plan: pd.DataFrame,
-                  netsuite: NetSuiteResource, ledger: LedgerResource) -> tuple[Report, pd.DataFrame, NetSuiteClient]:
+def run_sync_step(
+    context: dg.AssetExecutionContext,
+    record_type: str,
+    plan: pd.DataFrame,
+    netsuite: NetSuiteResource,
+    ledger: LedgerResource,
+) -> tuple[Report, pd.DataFrame, NetSuiteClient]:
     client = netsuite.get_client()
-    report = upsert_records(records_from_plan(plan, record_type), client=client, ledger=ledger.get_ledger(),
-                            partition_key=context.partition_key, run_id=context.run.run_id, record_type=record_type,
-                            log=context.log.info)
+    report = upsert_records(
+        records_from_plan(plan, record_type),
+        client=client,
+        ledger=ledger.get_ledger(),
+        partition_key=context.partition_key,
+        run_id=context.run.run_id,
+        record_type=record_type,
+        log=context.log.info,
+    )
     # Records held back by the plan count as quarantined here, so each asset's figures are complete.
     held = plan[(plan["record_type"] == record_type) & (plan["status"] == Action.QUARANTINED)]
     for row in held.itertuples(index=False):
-        issue = SyncIssue(record_type=record_type, external_id=row.external_id, source_id=row.source_id,
-                          field=row.field, value=row.value, error_code=row.error_code, message=row.message, fix=row.fix)
-        report.add(Outcome(record_type, row.external_id, Action.QUARANTINED, source_id=row.source_id,
-                           currency=row.currency, issue=issue))
+        issue = SyncIssue(
+            record_type=record_type,
+            external_id=row.external_id,
+            source_id=row.source_id,
+            field=row.field,
+            value=row.value,
+            error_code=row.error_code,
+            message=row.message,
+            fix=row.fix,
+        )
+        report.add(
+            Outcome(
+                record_type,
+                row.external_id,
+                Action.QUARANTINED,
+                source_id=row.source_id,
+                currency=row.currency,
+                issue=issue,
+            )
+        )
     return report, report.frame(), client
 
 
@@ -261,37 +390,67 @@ def _fail_if_transient_failures(report: Report) -> None:
     failed = failed[failed["action"] == Action.FAILED]
     by_code = ", ".join(f"{n} {code}" for code, n in failed["error_code"].value_counts().sort_index().items())
     plural = RECORD_PLURALS.get(report.subject, report.subject)
-    raise dg.Failure(description=(
-        f"{counts[Action.FAILED]} {plural} not written: NetSuite did not answer or failed after retries ({by_code}); "
-        f"{report.writes} written and in the ledger; the next run retries the rest (see sync_exceptions)"))
+    raise dg.Failure(
+        description=(
+            f"{counts[Action.FAILED]} {plural} not written: NetSuite did not answer or failed after retries "
+            f"({by_code}); "
+            f"{report.writes} written and in the ledger; the next run retries the rest (see sync_exceptions)"
+        )
+    )
 
 
 def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_checks: Sequence[str] = ()):
-    check_specs = [dg.AssetCheckSpec(NO_DUPLICATES_CHECK, asset=name,
-                                     description="Every synced external id is in NetSuite exactly once (SuiteQL).")]
-    check_specs += [dg.AssetCheckSpec(c, asset=name, description="Stripe and NetSuite totals per currency are equal "
-                                                                 "to the cent.") for c in extra_checks]
+    check_specs = [
+        dg.AssetCheckSpec(
+            NO_DUPLICATES_CHECK,
+            asset=name,
+            description="Every synced external id is in NetSuite exactly once (SuiteQL).",
+        )
+    ]
+    check_specs += [
+        dg.AssetCheckSpec(c, asset=name, description="Stripe and NetSuite totals per currency are equal to the cent.")
+        for c in extra_checks
+    ]
 
-    def _body(context: dg.AssetExecutionContext, plan: pd.DataFrame, stripe_invoices: pd.DataFrame | None,
-              netsuite: NetSuiteResource, ledger: LedgerResource, field_mapping: FieldMappingResource):
+    def _body(
+        context: dg.AssetExecutionContext,
+        plan: pd.DataFrame,
+        stripe_invoices: pd.DataFrame | None,
+        netsuite: NetSuiteResource,
+        ledger: LedgerResource,
+        field_mapping: FieldMappingResource,
+    ):
         report, outcomes, client = run_sync_step(context, record_type, plan, netsuite, ledger)
         _fail_if_transient_failures(report)
         yield dg.Output(outcomes, metadata=_sync_metadata(report, client, outcomes))
         yield duplicates_check(client, record_type, outcomes)
         if TOTALS_CHECK in extra_checks:
-            amounts = (stripe_invoice_amounts(stripe_invoices) if stripe_invoices is not None
-                       else stripe_payment_amounts(plan))
+            amounts = (
+                stripe_invoice_amounts(stripe_invoices) if stripe_invoices is not None else stripe_payment_amounts(plan)
+            )
             yield totals_check(client, field_mapping.load(), record_type, amounts)
 
     # Dagster reads inputs from the signature: only the invoice writer needs Stripe's own invoice totals.
     if record_type == ns.INVOICE:
-        def _sync_asset(context: dg.AssetExecutionContext, netsuite_sync_plan: pd.DataFrame,
-                        stripe_invoices: pd.DataFrame, netsuite: NetSuiteResource, ledger: LedgerResource,
-                        field_mapping: FieldMappingResource):
+
+        def _sync_asset(
+            context: dg.AssetExecutionContext,
+            netsuite_sync_plan: pd.DataFrame,
+            stripe_invoices: pd.DataFrame,
+            netsuite: NetSuiteResource,
+            ledger: LedgerResource,
+            field_mapping: FieldMappingResource,
+        ):
             yield from _body(context, netsuite_sync_plan, stripe_invoices, netsuite, ledger, field_mapping)
     else:
-        def _sync_asset(context: dg.AssetExecutionContext, netsuite_sync_plan: pd.DataFrame,
-                        netsuite: NetSuiteResource, ledger: LedgerResource, field_mapping: FieldMappingResource):
+
+        def _sync_asset(
+            context: dg.AssetExecutionContext,
+            netsuite_sync_plan: pd.DataFrame,
+            netsuite: NetSuiteResource,
+            ledger: LedgerResource,
+            field_mapping: FieldMappingResource,
+        ):
             yield from _body(context, netsuite_sync_plan, None, netsuite, ledger, field_mapping)
 
     return dg.asset(
@@ -301,14 +460,14 @@ def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_ch
         pool=NETSUITE_POOL,
         deps=[upstream] if upstream else [],
         check_specs=check_specs,
-        description=f"NetSuite {record_type} records upserted by external id for the partition; "
-                    "outcome per record.",
+        description=f"NetSuite {record_type} records upserted by external id for the partition; outcome per record.",
     )(_sync_asset)
 
 
 netsuite_customers = build_sync_asset(ns.CUSTOMER, "netsuite_customers", None)
 netsuite_invoices = build_sync_asset(ns.INVOICE, "netsuite_invoices", "netsuite_customers", [TOTALS_CHECK])
-netsuite_customer_payments = build_sync_asset(ns.CUSTOMER_PAYMENT, "netsuite_customer_payments", "netsuite_invoices",
-                                              [TOTALS_CHECK])
+netsuite_customer_payments = build_sync_asset(
+    ns.CUSTOMER_PAYMENT, "netsuite_customer_payments", "netsuite_invoices", [TOTALS_CHECK]
+)
 netsuite_credit_memos = build_sync_asset(ns.CREDIT_MEMO, "netsuite_credit_memos", "netsuite_customer_payments")
 netsuite_customer_refunds = build_sync_asset(ns.CUSTOMER_REFUND, "netsuite_customer_refunds", "netsuite_credit_memos")

@@ -6,7 +6,6 @@ exceptions (target `stripe` and `salesforce`, no partition key) are in the unpar
 `salesforce_sync_exceptions` asset of the `salesforce` group instead, built the same way.
 """
 
-
 import dagster as dg
 import pandas as pd
 
@@ -18,10 +17,15 @@ from sync_pipeline.writers.report import open_exceptions_output
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
-    deps=["netsuite_customers", "netsuite_invoices", "netsuite_customer_payments", "netsuite_credit_memos",
-          "netsuite_customer_refunds"],
+    deps=[
+        "netsuite_customers",
+        "netsuite_invoices",
+        "netsuite_customer_payments",
+        "netsuite_credit_memos",
+        "netsuite_customer_refunds",
+    ],
     description="The partition's open sync exceptions (from the ledger's exceptions table): record, field, value, "
-                "error and the fix in words; the table itself holds every partition's.",
+    "error and the fix in words; the table itself holds every partition's.",
 )
 def sync_exceptions(context: dg.AssetExecutionContext, ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
     return open_exceptions_output(ledger.get_ledger().open_exceptions(partition_key=context.partition_key))

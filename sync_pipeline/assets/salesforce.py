@@ -35,15 +35,32 @@ GROUP = "salesforce"
 ACCOUNT_CURSOR = "salesforce_accounts"
 OPPORTUNITY_CURSOR = "salesforce_opportunities"
 BILLED_ONCE_CHECK = "billed_once"
-OPPORTUNITY_SNAPSHOT_COLUMNS = ["Id", "Name", "AccountId", "AccountName", "AccountStripeCustomerId", "StageName",
-                                "IsWon", "Amount", "CurrencyIsoCode", "SystemModstamp", "Stripe_Subscription_Id__c",
-                                "Stripe_Invoice_Id__c", "opportunity_json"]
+OPPORTUNITY_SNAPSHOT_COLUMNS = [
+    "Id",
+    "Name",
+    "AccountId",
+    "AccountName",
+    "AccountStripeCustomerId",
+    "StageName",
+    "IsWon",
+    "Amount",
+    "CurrencyIsoCode",
+    "SystemModstamp",
+    "Stripe_Subscription_Id__c",
+    "Stripe_Invoice_Id__c",
+    "opportunity_json",
+]
 
 
 def opportunity_frame(opportunities: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    rows = [{**{c: (str(o.get(c)) if o.get(c) is not None else None) for c in OPPORTUNITY_SNAPSHOT_COLUMNS[:-1]},
-             "IsWon": bool(o.get("IsWon")), "opportunity_json": json.dumps(o, default=str, sort_keys=True)}
-            for o in opportunities]
+    rows = [
+        {
+            **{c: (str(o.get(c)) if o.get(c) is not None else None) for c in OPPORTUNITY_SNAPSHOT_COLUMNS[:-1]},
+            "IsWon": bool(o.get("IsWon")),
+            "opportunity_json": json.dumps(o, default=str, sort_keys=True),
+        }
+        for o in opportunities
+    ]
     return pd.DataFrame(rows, columns=OPPORTUNITY_SNAPSHOT_COLUMNS)
 
 
@@ -51,15 +68,21 @@ def opportunities_from_frame(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [json.loads(text) for text in frame["opportunity_json"]] if len(frame) else []
 
 
-@dg.asset(group_name=GROUP, description="Salesforce Accounts changed since the last run (SystemModstamp high-water "
-                                        "mark with a look-back), as a snapshot.")
-def salesforce_accounts(context: dg.AssetExecutionContext, salesforce: SalesforceResource,
-                        ledger: LedgerResource) -> pd.DataFrame:
+@dg.asset(
+    group_name=GROUP,
+    description="Salesforce Accounts changed since the last run (SystemModstamp high-water "
+    "mark with a look-back), as a snapshot.",
+)
+def salesforce_accounts(
+    context: dg.AssetExecutionContext, salesforce: SalesforceResource, ledger: LedgerResource
+) -> pd.DataFrame:
     store = ledger.get_ledger()
     cursor = store.get_cursor(ACCOUNT_CURSOR)
     records = list(salesforce.select("Account", billing.ACCOUNT_FIELDS, modified_since(cursor)))
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "attributes"} for r in records],
-                         columns=[c.strip() for c in billing.ACCOUNT_FIELDS.split(",")]).astype(object)
+    frame = pd.DataFrame(
+        [{k: v for k, v in r.items() if k != "attributes"} for r in records],
+        columns=[c.strip() for c in billing.ACCOUNT_FIELDS.split(",")],
+    ).astype(object)
     newest = newest_modstamp(records, cursor)
     if newest:
         store.set_cursor(ACCOUNT_CURSOR, newest)
@@ -67,76 +90,129 @@ def salesforce_accounts(context: dg.AssetExecutionContext, salesforce: Salesforc
     return frame
 
 
-@dg.asset(group_name=GROUP, description="Salesforce Opportunities (with line items and their Account) changed since "
-                                        "the last billing run; the cursor moves when billing has finished.")
-def salesforce_opportunities(context: dg.AssetExecutionContext, salesforce: SalesforceResource,
-                             ledger: LedgerResource) -> pd.DataFrame:
+@dg.asset(
+    group_name=GROUP,
+    description="Salesforce Opportunities (with line items and their Account) changed since "
+    "the last billing run; the cursor moves when billing has finished.",
+)
+def salesforce_opportunities(
+    context: dg.AssetExecutionContext, salesforce: SalesforceResource, ledger: LedgerResource
+) -> pd.DataFrame:
     cursor = ledger.get_ledger().get_cursor(OPPORTUNITY_CURSOR)
     opportunities = read_opportunities(salesforce, modified_since(cursor))
     frame = opportunity_frame(opportunities)
-    context.add_output_metadata({"opportunities": len(frame), "closed_won": int(frame["IsWon"].sum()),
-                                 "since": cursor or ""})
+    context.add_output_metadata(
+        {"opportunities": len(frame), "closed_won": int(frame["IsWon"].sum()), "since": cursor or ""}
+    )
     return frame
 
 
 def billed_once_check(stripe: StripeResource, report: Report) -> dg.AssetCheckResult:
     """Each opportunity billed by this run has exactly one subscription or one-off invoice in Stripe."""
-    counts = {o.external_id: count_billings(stripe, o.external_id, o.detail["stripe_customer_id"])
-              for o in report.outcomes if o.action == Action.CREATED}
+    counts = {
+        o.external_id: count_billings(stripe, o.external_id, o.detail["stripe_customer_id"])
+        for o in report.outcomes
+        if o.action == Action.CREATED
+    }
     wrong = {opportunity: n for opportunity, n in counts.items() if n != 1}
     return dg.AssetCheckResult(
-        check_name=BILLED_ONCE_CHECK, passed=not wrong,
+        check_name=BILLED_ONCE_CHECK,
+        passed=not wrong,
         metadata={"checked": len(counts), "not_exactly_once": dg.MetadataValue.json(wrong)},
         description=", ".join(f"{o} is billed {n} times in Stripe" for o, n in wrong.items()) or None,
     )
 
 
-@dg.asset(group_name=GROUP, description="Each Closed-Won opportunity billed once in Stripe: a customer for its "
-                                        "Account, then a subscription (recurring prices) or a one-off invoice.",
-          check_specs=[dg.AssetCheckSpec(BILLED_ONCE_CHECK, asset="stripe_billing_from_opportunities",
-                                         description="Every opportunity billed by the run has exactly one Stripe "
-                                                     "subscription or one-off invoice (listed by customer).")])
-def stripe_billing_from_opportunities(context: dg.AssetExecutionContext, salesforce_opportunities: pd.DataFrame,
-                                      salesforce: SalesforceResource, stripe: StripeResource, ledger: LedgerResource,
-                                      field_mapping: FieldMappingResource):
+@dg.asset(
+    group_name=GROUP,
+    description="Each Closed-Won opportunity billed once in Stripe: a customer for its "
+    "Account, then a subscription (recurring prices) or a one-off invoice.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            BILLED_ONCE_CHECK,
+            asset="stripe_billing_from_opportunities",
+            description="Every opportunity billed by the run has exactly one Stripe "
+            "subscription or one-off invoice (listed by customer).",
+        )
+    ],
+)
+def stripe_billing_from_opportunities(
+    context: dg.AssetExecutionContext,
+    salesforce_opportunities: pd.DataFrame,
+    salesforce: SalesforceResource,
+    stripe: StripeResource,
+    ledger: LedgerResource,
+    field_mapping: FieldMappingResource,
+):
     store = ledger.get_ledger()
     opportunities = opportunities_from_frame(salesforce_opportunities)
     seen = {o["Id"] for o in opportunities}
     retry = [i for i in retry_queue(store) if i not in seen]
     opportunities += read_opportunities_by_id(salesforce, retry)
-    report = bill_opportunities(opportunities, stripe=stripe, ledger=store, config=field_mapping.load().salesforce,
-                                run_id=context.run.run_id, log=context.log.info)
+    report = bill_opportunities(
+        opportunities,
+        stripe=stripe,
+        ledger=store,
+        config=field_mapping.load().salesforce,
+        run_id=context.run.run_id,
+        log=context.log.info,
+    )
     # Only now: a run that died above re-reads the same window next time.
     newest = newest_modstamp(opportunities_from_frame(salesforce_opportunities), store.get_cursor(OPPORTUNITY_CURSOR))
     if newest:
         store.set_cursor(OPPORTUNITY_CURSOR, newest)
     failed = report.counts()[Action.FAILED]
     if failed:
-        raise dg.Failure(description=f"{failed} opportunity billing(s) failed in Stripe; see "
-                                     f"salesforce_sync_exceptions (retried on the next run): {report.counts()}")
-    yield dg.Output(report.frame(), metadata={**report.counts(), "stripe_writes": report.writes, "retried": len(retry),
-                                              "high_water_mark": newest or "",
-                                              "first_exceptions": dg.MetadataValue.md(report.markdown())})
+        raise dg.Failure(
+            description=f"{failed} opportunity billing(s) failed in Stripe; see "
+            f"salesforce_sync_exceptions (retried on the next run): {report.counts()}"
+        )
+    yield dg.Output(
+        report.frame(),
+        metadata={
+            **report.counts(),
+            "stripe_writes": report.writes,
+            "retried": len(retry),
+            "high_water_mark": newest or "",
+            "first_exceptions": dg.MetadataValue.md(report.markdown()),
+        },
+    )
     yield billed_once_check(stripe, report)
 
 
-@dg.asset(group_name=GROUP, deps=[stripe_billing_from_opportunities],
-          description="Stripe and NetSuite ids and Billing_Status__c written back onto Salesforce Accounts and "
-                      "Opportunities (external-id upserts in sObject collections), kept current with the invoice.")
-def salesforce_billing_writeback(context: dg.AssetExecutionContext, salesforce: SalesforceResource,
-                                 stripe: StripeResource, ledger: LedgerResource) -> pd.DataFrame:
+@dg.asset(
+    group_name=GROUP,
+    deps=[stripe_billing_from_opportunities],
+    description="Stripe and NetSuite ids and Billing_Status__c written back onto Salesforce Accounts and "
+    "Opportunities (external-id upserts in sObject collections), kept current with the invoice.",
+)
+def salesforce_billing_writeback(
+    context: dg.AssetExecutionContext, salesforce: SalesforceResource, stripe: StripeResource, ledger: LedgerResource
+) -> pd.DataFrame:
     store = ledger.get_ledger()
     report = write_back(salesforce, store, stripe, run_id=context.run.run_id)
-    context.add_output_metadata({**report.counts(), "salesforce_records_written": report.writes,
-                                 "first_exceptions": dg.MetadataValue.md(report.markdown())})
+    context.add_output_metadata(
+        {
+            **report.counts(),
+            "salesforce_records_written": report.writes,
+            "first_exceptions": dg.MetadataValue.md(report.markdown()),
+        }
+    )
     return report.frame()
 
 
-@dg.asset(group_name=GROUP, deps=[stripe_billing_from_opportunities, salesforce_billing_writeback],
-          description="The open exceptions of Salesforce → Stripe billing (target stripe) and of the write-back "
-                      "(target salesforce): record, field, value, error and the fix in words. They belong to no "
-                      "day, so the daily sync_exceptions does not show them.")
+@dg.asset(
+    group_name=GROUP,
+    deps=[stripe_billing_from_opportunities, salesforce_billing_writeback],
+    description="The open exceptions of Salesforce → Stripe billing (target stripe) and of the write-back "
+    "(target salesforce): record, field, value, error and the fix in words. They belong to no "
+    "day, so the daily sync_exceptions does not show them.",
+)
 def salesforce_sync_exceptions(ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
     store = ledger.get_ledger()
-    return open_exceptions_output([*store.open_exceptions(target=billing.STRIPE_TARGET),
-                                   *store.open_exceptions(target=writeback.SALESFORCE_TARGET)])
+    return open_exceptions_output(
+        [
+            *store.open_exceptions(target=billing.STRIPE_TARGET),
+            *store.open_exceptions(target=writeback.SALESFORCE_TARGET),
+        ]
+    )

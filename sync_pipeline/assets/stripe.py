@@ -4,10 +4,9 @@ Each row holds a whole document tree as JSON (the invoice with its customer, pay
 refunds), so the mapping sees one consistent snapshot and never calls Stripe itself.
 """
 
-
-from collections.abc import Iterable, Iterator
 import itertools
 import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -49,7 +48,9 @@ def _refunds_of(stripe: StripeResource, charge: dict) -> list[dict]:
     refunds = charge.get("refunds")
     if isinstance(refunds, dict) and not refunds.get("has_more") and refunds.get("data") is not None:
         listed = list(refunds["data"])
-        if sum(r.get("amount", 0) for r in listed if r.get("status") == "succeeded") >= charge.get("amount_refunded", 0):
+        if sum(r.get("amount", 0) for r in listed if r.get("status") == "succeeded") >= charge.get(
+            "amount_refunded", 0
+        ):
             return listed
     if not charge.get("amount_refunded"):
         return []
@@ -77,8 +78,13 @@ def invoice_tree(stripe: StripeResource, invoice: dict) -> dict:
             payment[field] = _collapse(payment.get(field))
         slim_payments.append({**invoice_payment, "payment": payment})
     slim_invoice = {**invoice, "customer": _collapse(invoice.get("customer")), "payments": None}
-    return {"invoice": slim_invoice, "customer": customer, "invoice_payments": slim_payments, "charges": charges,
-            "refunds": refunds}
+    return {
+        "invoice": slim_invoice,
+        "customer": customer,
+        "invoice_payments": slim_payments,
+        "charges": charges,
+        "refunds": refunds,
+    }
 
 
 def pack_tree(tree: dict) -> bytes:
@@ -99,11 +105,17 @@ def _tree_rows(trees: Iterable[dict], root: str, amount_field: str) -> pd.DataFr
     rows = []
     for tree in trees:
         doc = tree[root]
-        rows.append({
-            "id": doc["id"], "created": int(doc["created"]), "customer_id": id_of(doc.get("customer")),
-            "currency": (doc.get("currency") or "").upper(), "status": doc.get("status"),
-            "amount_minor": int(doc.get(amount_field) or 0), "tree": pack_tree(tree),
-        })
+        rows.append(
+            {
+                "id": doc["id"],
+                "created": int(doc["created"]),
+                "customer_id": id_of(doc.get("customer")),
+                "currency": (doc.get("currency") or "").upper(),
+                "status": doc.get("status"),
+                "amount_minor": int(doc.get(amount_field) or 0),
+                "tree": pack_tree(tree),
+            }
+        )
     return pd.DataFrame(rows, columns=TREE_COLUMNS)
 
 
@@ -128,7 +140,7 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
     description="Stripe invoices created on the partition's UTC day, current state, with customer, payments, "
-                "charges and refunds.",
+    "charges and refunds.",
 )
 def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
@@ -162,8 +174,9 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
     partitions_def=DECLARED_DAILY_PARTITIONS,
     description="Stripe charges created on the partition's UTC day that belong to no invoice, with refunds.",
 )
-def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
-                   stripe_invoices: pd.DataFrame) -> pd.DataFrame:
+def stripe_charges(
+    context: dg.AssetExecutionContext, stripe: StripeResource, stripe_invoices: pd.DataFrame
+) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
     # Charges paying this day's invoices are known from the invoices already read and are dropped as they
     # stream by; only the others (invoice-less, or paying an older invoice after a failed attempt) need a
@@ -176,11 +189,19 @@ def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
         if id_of(charge.get("payment_intent")) not in same_day:
             unknown.append(charge)
     invoiced_elsewhere = list(_parallel(lambda c: _belongs_to_an_invoice(stripe, c), unknown))
-    standalone = [c for c, is_invoiced in zip(unknown, invoiced_elsewhere) if not is_invoiced]
+    standalone = [c for c, is_invoiced in zip(unknown, invoiced_elsewhere, strict=True) if not is_invoiced]
     customer_ids = sorted({id_of(c.get("customer")) for c in standalone} - {None})
-    customers = dict(zip(customer_ids, _parallel(stripe.retrieve_customer, customer_ids)))
-    trees = list(_parallel(lambda c: {"charge": c, "customer": customers.get(id_of(c.get("customer"))),
-                                      "refunds": _refunds_of(stripe, c)}, standalone))
+    customers = dict(zip(customer_ids, _parallel(stripe.retrieve_customer, customer_ids), strict=True))
+    trees = list(
+        _parallel(
+            lambda c: {
+                "charge": c,
+                "customer": customers.get(id_of(c.get("customer"))),
+                "refunds": _refunds_of(stripe, c),
+            },
+            standalone,
+        )
+    )
     frame = _tree_rows(trees, "charge", "amount")
     context.add_output_metadata({**_summary(frame), "invoiced_charges_left_to_their_invoice": listed - len(standalone)})
     return frame
@@ -191,17 +212,26 @@ def stripe_charges(context: dg.AssetExecutionContext, stripe: StripeResource,
     partitions_def=DECLARED_DAILY_PARTITIONS,
     description="The Stripe customers the partition's invoices and charges belong to (current state).",
 )
-def stripe_customers(context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame,
-                     stripe_charges: pd.DataFrame) -> pd.DataFrame:
+def stripe_customers(
+    context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame, stripe_charges: pd.DataFrame
+) -> pd.DataFrame:
     customers: dict[str, dict] = {}
     for tree in itertools.chain(read_trees(stripe_invoices), read_trees(stripe_charges)):
         customer = tree.get("customer")
         if isinstance(customer, dict) and customer.get("id"):
             customers[customer["id"]] = customer
     frame = pd.DataFrame(
-        [{"id": c["id"], "email": c.get("email"), "name": c.get("name"), "created": int(c.get("created") or 0),
-          "netsuite_customer_id": (c.get("metadata") or {}).get("netsuite_customer_id"),
-          "payload": exact_json.dumps(c)} for c in customers.values()],
+        [
+            {
+                "id": c["id"],
+                "email": c.get("email"),
+                "name": c.get("name"),
+                "created": int(c.get("created") or 0),
+                "netsuite_customer_id": (c.get("metadata") or {}).get("netsuite_customer_id"),
+                "payload": exact_json.dumps(c),
+            }
+            for c in customers.values()
+        ],
         columns=["id", "email", "name", "created", "netsuite_customer_id", "payload"],
     )
     context.add_output_metadata({"customers": len(frame)})

@@ -24,12 +24,24 @@ from sync_pipeline.partitions import partition_for_timestamp
 # Event families that change what a partition syncs (`charge.` includes `charge.dispute.*` and
 # `charge.refund.*`). Matched by prefix on our side: Stripe's `types[]` filter takes at most 20 exact names.
 WATCHED_PREFIXES: tuple[str, ...] = (
-    "invoice.", "invoice_payment.", "charge.", "refund.", "credit_note.", "customer.", "payout.",
+    "invoice.",
+    "invoice_payment.",
+    "charge.",
+    "refund.",
+    "credit_note.",
+    "customer.",
+    "payout.",
 )
 # `customer.*` sub-families that change no synced record.
 IGNORED_PREFIXES: tuple[str, ...] = (
-    "customer.subscription.", "customer.source.", "customer.tax_id.", "customer.discount.",
-    "customer.cash_balance", "invoice.upcoming", "invoice.will_be_due", "invoice.overdue",
+    "customer.subscription.",
+    "customer.source.",
+    "customer.tax_id.",
+    "customer.discount.",
+    "customer.cash_balance",
+    "invoice.upcoming",
+    "invoice.will_be_due",
+    "invoice.overdue",
 )
 
 INVOICE = "invoice"
@@ -127,7 +139,7 @@ class BatchFacts:
     intent_of_charge: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, events: Iterable[dict]) -> "BatchFacts":
+    def of(cls, events: Iterable[dict]) -> BatchFacts:
         facts = cls()
         for event in events:
             obj, event_type = event_object(event), str(event.get("type") or "")
@@ -166,8 +178,11 @@ def partition_of(root: RootRef, lookup: RootLookup, facts: BatchFacts | None = N
         return lookup.payment_intent_partition(root.id), f"root of payment intent {root.id}"
     if root.kind == CUSTOMER:
         found = lookup.customer_partition(root.id)
-        return found, ("partition that last synced it" if found
-                       else f"customer {root.id} is not synced yet; its first document will sync it")
+        return found, (
+            "partition that last synced it"
+            if found
+            else f"customer {root.id} is not synced yet; its first document will sync it"
+        )
     return None, "payouts are partitioned by arrival date and have no asset in this code location yet"
 
 
@@ -214,6 +229,7 @@ def partitions_since(since: int, now: int, first_partition: str | None = None) -
 
 # --- the sensor's cursor ------------------------------------------------------------------------------
 
+
 @dataclass
 class EventCursor:
     """What the sensor remembers between ticks (stored as JSON in Dagster's sensor cursor).
@@ -233,19 +249,29 @@ class EventCursor:
     deferred: dict[str, list[str]] = field(default_factory=dict)  # partition key -> event ids
 
     @classmethod
-    def parse(cls, text: str | None) -> "EventCursor":
+    def parse(cls, text: str | None) -> EventCursor:
         if not text:
             return cls()
         raw = json.loads(text)
-        return cls(event_id=raw.get("event_id"), event_created=raw.get("event_created"),
-                   evaluated_at=raw.get("evaluated_at"), pending_acks=dict(raw.get("pending_acks") or {}),
-                   deferred=dict(raw.get("deferred") or {}))
+        return cls(
+            event_id=raw.get("event_id"),
+            event_created=raw.get("event_created"),
+            evaluated_at=raw.get("evaluated_at"),
+            pending_acks=dict(raw.get("pending_acks") or {}),
+            deferred=dict(raw.get("deferred") or {}),
+        )
 
     def dumps(self) -> str:
-        return json.dumps({"event_id": self.event_id, "event_created": self.event_created,
-                           "evaluated_at": self.evaluated_at, "pending_acks": self.pending_acks,
-                           "deferred": self.deferred},
-                          separators=(",", ":"))
+        return json.dumps(
+            {
+                "event_id": self.event_id,
+                "event_created": self.event_created,
+                "evaluated_at": self.evaluated_at,
+                "pending_acks": self.pending_acks,
+                "deferred": self.deferred,
+            },
+            separators=(",", ":"),
+        )
 
 
 def is_stripe_event(body: Any) -> str | None:

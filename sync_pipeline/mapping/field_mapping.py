@@ -28,21 +28,60 @@ DEFAULT_LINK_METADATA_KEY = "netsuite_customer_id"
 
 # Header fields that hold a reference to another NetSuite record: a default `department: 3` is sent
 # as {"id": "3"}. Other fields are sent as written; `{id: "7"}` forces a reference (custom lists).
-REFERENCE_FIELDS = frozenset({
-    "subsidiary", "department", "class", "location", "account", "currency", "terms", "entity", "customer",
-    "item", "salesRep", "partner", "arAcct", "paymentMethod", "taxItem", "taxCode", "postingPeriod",
-    "customForm", "leadSource", "category", "priceLevel", "territory", "nexus", "creditCardProcessor",
-})
+REFERENCE_FIELDS = frozenset(
+    {
+        "subsidiary",
+        "department",
+        "class",
+        "location",
+        "account",
+        "currency",
+        "terms",
+        "entity",
+        "customer",
+        "item",
+        "salesRep",
+        "partner",
+        "arAcct",
+        "paymentMethod",
+        "taxItem",
+        "taxCode",
+        "postingPeriod",
+        "customForm",
+        "leadSource",
+        "category",
+        "priceLevel",
+        "territory",
+        "nexus",
+        "creditCardProcessor",
+    }
+)
 # Fields the mapping sets from the Stripe data itself; a default for them would be misleading.
-MAPPED_FIELDS = frozenset({"externalId", "entity", "customer", "currency", "tranDate", "dueDate", "item",
-                           "apply", "createdFrom", "payment", "memo", "companyName", "email"})
+MAPPED_FIELDS = frozenset(
+    {
+        "externalId",
+        "entity",
+        "customer",
+        "currency",
+        "tranDate",
+        "dueDate",
+        "item",
+        "apply",
+        "createdFrom",
+        "payment",
+        "memo",
+        "companyName",
+        "email",
+    }
+)
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Salesforce record ids: 15 characters (case-sensitive) or 18 (with a case checksum); Product2 starts 01t.
 _SALESFORCE_PRODUCT_ID = re.compile(r"01t[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?")
 # NetSuite internal ids are whole numbers (negative for a few built-in records); ASCII digits only.
 _NETSUITE_ID = re.compile(r"-?[0-9]+")
 # ISO 4217 codes, plus the retired ones Stripe still lists (EEK HRK LTL LVL MRO STD VEF ...).
-ISO_CURRENCIES = frozenset("""
+ISO_CURRENCIES = frozenset(
+    """
     AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BYR BZD
     CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EEK EGP ERN ETB EUR FJD FKP GBP
     GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW
@@ -50,9 +89,20 @@ ISO_CURRENCIES = frozenset("""
     NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE
     SLL SOS SRD SSP STD STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED
     VEF VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA YER ZAR ZMK ZMW ZWG ZWL
-""".split())
-_TOP_LEVEL_KEYS = ("version", "customers", "currencies", "subsidiaries", "defaults", "required_fields", "items",
-                   "accounts", "void_invoices", "salesforce")
+""".split()
+)
+_TOP_LEVEL_KEYS = (
+    "version",
+    "customers",
+    "currencies",
+    "subsidiaries",
+    "defaults",
+    "required_fields",
+    "items",
+    "accounts",
+    "void_invoices",
+    "salesforce",
+)
 
 
 class FieldMappingError(ValueError):
@@ -188,8 +238,10 @@ def read_field_mapping(path: str | Path) -> tuple[FieldMapping | None, list[str]
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        return None, [f"SYNC_FIELD_MAPPING: expected the path of your field_mapping.yaml; cannot read {path} "
-                      f"({exc.strerror or exc})"]
+        return None, [
+            f"SYNC_FIELD_MAPPING: expected the path of your field_mapping.yaml; cannot read {path} "
+            f"({exc.strerror or exc})"
+        ]
     return parse_field_mapping(raw, str(path))
 
 
@@ -201,9 +253,11 @@ def parse_field_mapping(raw: bytes, source: str) -> tuple[FieldMapping | None, l
     try:
         text = raw.decode("utf-8-sig")  # -sig: Windows editors may start the file with a byte-order mark
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        return None, [f"{source}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}). Fix: save the file "
-                      "as UTF-8 in your editor"]
+        line = raw[: exc.start].count(b"\n") + 1
+        return None, [
+            f"{source}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}). Fix: save the file "
+            "as UTF-8 in your editor"
+        ]
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
@@ -215,6 +269,7 @@ def parse_field_mapping(raw: bytes, source: str) -> tuple[FieldMapping | None, l
 
 def _yaml_error_text(exc: yaml.YAMLError) -> str:
     """` at line L, column C (what)`, plus where the enclosing block starts: the cause is often there."""
+
     def at(mark: Any) -> str:
         return f"line {mark.line + 1}, column {mark.column + 1}"
 
@@ -242,8 +297,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key, Hashable):
                 continue
             if str(key) in seen:  # str: the sections read `1:` and `"1":` as the same id
-                raise yaml.constructor.ConstructorError(None, None, f"{key} is written twice in this section",
-                                                        key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key} is written twice in this section", key_node.start_mark
+                )
             seen.add(str(key))
         return super().construct_mapping(node, deep)
 
@@ -269,14 +325,20 @@ class _Parser:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            self.problem(path, f"expected a section of `key: value` lines, got {type(value).__name__} {value!r}",
-                         f"write `{path.rsplit('.', 1)[-1]}:` followed by indented `key: value` lines")
+            self.problem(
+                path,
+                f"expected a section of `key: value` lines, got {type(value).__name__} {value!r}",
+                f"write `{path.rsplit('.', 1)[-1]}:` followed by indented `key: value` lines",
+            )
             return {}
         if allowed is not None:
             for key in value:
                 if key not in allowed:
-                    self.problem(f"{path}.{key}" if path else str(key), "unknown key",
-                                 f"use one of: {', '.join(allowed)} (check the spelling)")
+                    self.problem(
+                        f"{path}.{key}" if path else str(key),
+                        "unknown key",
+                        f"use one of: {', '.join(allowed)} (check the spelling)",
+                    )
         return {str(k): v for k, v in value.items()}
 
     def netsuite_id(self, value: Any, path: str, required: bool = False) -> str | None:
@@ -286,8 +348,11 @@ class _Parser:
             return None
         text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
         if not _NETSUITE_ID.fullmatch(text):
-            self.problem(path, f"expected a NetSuite internal id, got {value!r}",
-                         "write the internal id (the number after id= in the record's URL), e.g. \"3\"")
+            self.problem(
+                path,
+                f"expected a NetSuite internal id, got {value!r}",
+                'write the internal id (the number after id= in the record\'s URL), e.g. "3"',
+            )
             return None
         return text
 
@@ -302,8 +367,11 @@ class _Parser:
     def record_type(self, key: str, path: str, extra: tuple[str, ...] = ()) -> bool:
         if key in RECORD_TYPES or key in extra:
             return True
-        self.problem(path, f"{key!r} is not a NetSuite record type this pipeline writes",
-                     f"use one of: {', '.join(extra + RECORD_TYPES)} (names are case-sensitive)")
+        self.problem(
+            path,
+            f"{key!r} is not a NetSuite record type this pipeline writes",
+            f"use one of: {', '.join(extra + RECORD_TYPES)} (names are case-sensitive)",
+        )
         return False
 
     def field_values(self, value: Any, path: str) -> dict[str, Any]:
@@ -312,12 +380,12 @@ class _Parser:
         for name, raw in self.mapping(value, path).items():
             where = f"{path}.{name}"
             if not _FIELD_NAME.fullmatch(name):
-                self.problem(where, "not a NetSuite field id", "use the field's script id, e.g. department or "
-                                                               "custbody_region")
+                self.problem(
+                    where, "not a NetSuite field id", "use the field's script id, e.g. department or custbody_region"
+                )
                 continue
             if name in MAPPED_FIELDS:
-                self.problem(where, "this field is filled from the Stripe data and cannot have a default",
-                             "remove it")
+                self.problem(where, "this field is filled from the Stripe data and cannot have a default", "remove it")
                 continue
             body_value = self.body_value(name, raw, where)
             if body_value is not None:
@@ -330,15 +398,17 @@ class _Parser:
             if keys == {"id"}:
                 ref_id = self.netsuite_id(raw["id"], f"{where}.id", required=True)
                 return reference(ref_id) if ref_id else None
-            self.problem(where, f"unexpected block {dict(raw)!r}", "write a plain value, or {id: \"<internal id>\"}"
-                                                                   " for a reference")
+            self.problem(
+                where,
+                f"unexpected block {dict(raw)!r}",
+                'write a plain value, or {id: "<internal id>"} for a reference',
+            )
             return None
         if name in REFERENCE_FIELDS:
             ref_id = self.netsuite_id(raw, where, required=True)
             return reference(ref_id) if ref_id else None
         if isinstance(raw, float):
-            self.problem(where, f"decimal number {raw!r} would be read as a float",
-                         f"quote it: {name}: \"{raw}\"")
+            self.problem(where, f"decimal number {raw!r} would be read as a float", f'quote it: {name}: "{raw}"')
             return None
         if isinstance(raw, (str, int, bool)):
             return raw
@@ -354,8 +424,11 @@ class _Parser:
         top = self.mapping(data, "", allowed=_TOP_LEVEL_KEYS)
         if not top.get("currencies"):
             # Without currencies every Stripe transaction is held back as UNMAPPED_CURRENCY.
-            self.problem("currencies", "missing: no currency is mapped",
-                         "list each currency you sell in, e.g. `USD: {netsuite_id: \"1\", subsidiary: \"1\"}`")
+            self.problem(
+                "currencies",
+                "missing: no currency is mapped",
+                'list each currency you sell in, e.g. `USD: {netsuite_id: "1", subsidiary: "1"}`',
+            )
         version = top.get("version", 1)
         if version != 1:
             self.problem("version", f"version {version!r} is not supported", "write `version: 1`")
@@ -376,19 +449,27 @@ class _Parser:
         return result
 
     def customers(self, value: Any) -> CustomerConfig:
-        section = self.mapping(value, "customers",
-                               allowed=("mode", "global_customer_id", "link_metadata_key", "guest_customer_id"))
+        section = self.mapping(
+            value, "customers", allowed=("mode", "global_customer_id", "link_metadata_key", "guest_customer_id")
+        )
         mode = self.choice(section.get("mode"), "customers.mode", CUSTOMER_MODES, "per_customer")
-        global_id = self.netsuite_id(section.get("global_customer_id"), "customers.global_customer_id",
-                                     required=(mode == "global"))
+        global_id = self.netsuite_id(
+            section.get("global_customer_id"), "customers.global_customer_id", required=(mode == "global")
+        )
         link_key = section.get("link_metadata_key", DEFAULT_LINK_METADATA_KEY)
         if link_key is not None and (not isinstance(link_key, str) or not link_key):
-            self.problem("customers.link_metadata_key", f"expected a Stripe metadata key, got {link_key!r}",
-                         f"write `link_metadata_key: {DEFAULT_LINK_METADATA_KEY}`, or null to never link")
+            self.problem(
+                "customers.link_metadata_key",
+                f"expected a Stripe metadata key, got {link_key!r}",
+                f"write `link_metadata_key: {DEFAULT_LINK_METADATA_KEY}`, or null to never link",
+            )
             link_key = DEFAULT_LINK_METADATA_KEY
-        return CustomerConfig(mode=mode, global_customer_id=global_id, link_metadata_key=link_key or "",
-                              guest_customer_id=self.netsuite_id(section.get("guest_customer_id"),
-                                                                 "customers.guest_customer_id"))
+        return CustomerConfig(
+            mode=mode,
+            global_customer_id=global_id,
+            link_metadata_key=link_key or "",
+            guest_customer_id=self.netsuite_id(section.get("guest_customer_id"), "customers.guest_customer_id"),
+        )
 
     def currency_code(self, code: Any, path: str) -> str | None:
         try:
@@ -396,8 +477,9 @@ class _Parser:
         except MoneyError:
             upper = None
         if upper not in ISO_CURRENCIES:
-            self.problem(path, f"{code!r} is not a three-letter ISO 4217 currency code",
-                         "write codes like USD, EUR, JPY")
+            self.problem(
+                path, f"{code!r} is not a three-letter ISO 4217 currency code", "write codes like USD, EUR, JPY"
+            )
             return None
         return upper
 
@@ -420,8 +502,9 @@ class _Parser:
                 if self.record_type(record_type, f"{path}.defaults.{record_type}", extra=("all",)):
                     defaults[record_type] = self.field_values(fields, f"{path}.defaults.{record_type}")
             if sub_id:
-                out[sub_id] = SubsidiaryConfig(id=sub_id, name=str(section.get("name") or ""),
-                                               currencies=currencies, defaults=defaults)
+                out[sub_id] = SubsidiaryConfig(
+                    id=sub_id, name=str(section.get("name") or ""), currencies=currencies, defaults=defaults
+                )
         return out
 
     def currencies(self, value: Any, subsidiaries: Mapping[str, SubsidiaryConfig]) -> dict[str, CurrencyMapping]:
@@ -433,14 +516,19 @@ class _Parser:
             netsuite_id = self.netsuite_id(section.get("netsuite_id"), f"{path}.netsuite_id", required=True)
             subsidiary = self.netsuite_id(section.get("subsidiary"), f"{path}.subsidiary")
             if subsidiary and subsidiary not in subsidiaries:
-                self.problem(f"{path}.subsidiary", f"subsidiary {subsidiary} is not listed under `subsidiaries:`",
-                             f"add subsidiary \"{subsidiary}\" under `subsidiaries:` or correct the id")
+                self.problem(
+                    f"{path}.subsidiary",
+                    f"subsidiary {subsidiary} is not listed under `subsidiaries:`",
+                    f'add subsidiary "{subsidiary}" under `subsidiaries:` or correct the id',
+                )
             allowed = subsidiaries.get(subsidiary).currencies if subsidiary in subsidiaries else None
             if code and allowed is not None and code not in allowed:
-                self.problem(f"{path}.subsidiary", f"subsidiary {subsidiary} does not allow {code} "
-                             f"(it allows {', '.join(allowed)})",
-                             f"map {code} to a subsidiary that allows it, or add {code} to "
-                             f"subsidiaries.{subsidiary}.currencies once NetSuite allows it")
+                self.problem(
+                    f"{path}.subsidiary",
+                    f"subsidiary {subsidiary} does not allow {code} (it allows {', '.join(allowed)})",
+                    f"map {code} to a subsidiary that allows it, or add {code} to "
+                    f"subsidiaries.{subsidiary}.currencies once NetSuite allows it",
+                )
             if code and netsuite_id:
                 out[code] = CurrencyMapping(code=code, netsuite_id=netsuite_id, subsidiary=subsidiary)
         return out
@@ -459,27 +547,39 @@ class _Parser:
             if not self.record_type(record_type, path):
                 continue
             if not isinstance(names, list) or not all(isinstance(n, str) and _FIELD_NAME.fullmatch(n) for n in names):
-                self.problem(path, f"expected a list of NetSuite field ids, got {names!r}",
-                             "write e.g. `invoice: [department, class]`")
+                self.problem(
+                    path,
+                    f"expected a list of NetSuite field ids, got {names!r}",
+                    "write e.g. `invoice: [department, class]`",
+                )
                 continue
             out[record_type] = tuple(names)
         return out
 
     def items(self, value: Any) -> ItemConfig:
-        section = self.mapping(value, "items", allowed=("default", "discount", "tax", "proration", "refund",
-                                                        "by_price", "by_product"))
-        single = {name: self.netsuite_id(section.get(name), f"items.{name}")
-                  for name in ("default", "discount", "tax", "proration", "refund")}
-        return ItemConfig(**single, by_price=self.stripe_id_table(section.get("by_price"), "items.by_price", "price_"),
-                          by_product=self.stripe_id_table(section.get("by_product"), "items.by_product", "prod_"))
+        section = self.mapping(
+            value, "items", allowed=("default", "discount", "tax", "proration", "refund", "by_price", "by_product")
+        )
+        single = {
+            name: self.netsuite_id(section.get(name), f"items.{name}")
+            for name in ("default", "discount", "tax", "proration", "refund")
+        }
+        return ItemConfig(
+            **single,
+            by_price=self.stripe_id_table(section.get("by_price"), "items.by_price", "price_"),
+            by_product=self.stripe_id_table(section.get("by_product"), "items.by_product", "prod_"),
+        )
 
     def stripe_id_table(self, value: Any, path: str, prefix: str) -> dict[str, str]:
         out: dict[str, str] = {}
         for stripe_id, item in self.mapping(value, path).items():
             where = f"{path}.{stripe_id}"
             if not stripe_id.startswith(prefix):
-                self.problem(where, f"{stripe_id!r} is not a Stripe id starting with {prefix}",
-                             f"copy the id ({prefix}...) from the Stripe dashboard")
+                self.problem(
+                    where,
+                    f"{stripe_id!r} is not a Stripe id starting with {prefix}",
+                    f"copy the id ({prefix}...) from the Stripe dashboard",
+                )
                 continue
             item_id = self.netsuite_id(item, where, required=True)
             if item_id:
@@ -488,8 +588,12 @@ class _Parser:
 
     def accounts(self, value: Any) -> AccountConfig:
         section = self.mapping(value, "accounts", allowed=("payments", "refunds", "stripe_fees", "bank"))
-        return AccountConfig(**{name: self.netsuite_id(section.get(name), f"accounts.{name}")
-                                for name in ("payments", "refunds", "stripe_fees", "bank")})
+        return AccountConfig(
+            **{
+                name: self.netsuite_id(section.get(name), f"accounts.{name}")
+                for name in ("payments", "refunds", "stripe_fees", "bank")
+            }
+        )
 
     def salesforce(self, value: Any) -> SalesforceConfig:
         section = self.mapping(value, "salesforce", allowed=("product_prices", "bill_closed_won_from"))
@@ -497,15 +601,23 @@ class _Parser:
         for product_id, price_id in self.mapping(section.get("product_prices"), "salesforce.product_prices").items():
             where = f"salesforce.product_prices.{product_id}"
             if not _SALESFORCE_PRODUCT_ID.fullmatch(product_id):
-                self.problem(where, f"{product_id!r} is not a Salesforce Product2 id (01t..., 15 or 18 characters)",
-                             "copy the id from the product's URL in Salesforce")
+                self.problem(
+                    where,
+                    f"{product_id!r} is not a Salesforce Product2 id (01t..., 15 or 18 characters)",
+                    "copy the id from the product's URL in Salesforce",
+                )
             elif not isinstance(price_id, str) or not price_id.startswith("price_"):
-                self.problem(where, f"{price_id!r} is not a Stripe price id starting with price_",
-                             "copy the price id (price_...) from the product's page in the Stripe dashboard")
+                self.problem(
+                    where,
+                    f"{price_id!r} is not a Stripe price id starting with price_",
+                    "copy the price id (price_...) from the product's page in the Stripe dashboard",
+                )
             else:
                 prices[product_id[:15]] = price_id
-        return SalesforceConfig(product_prices=prices, bill_closed_won_from=self.date(
-            section.get("bill_closed_won_from"), "salesforce.bill_closed_won_from"))
+        return SalesforceConfig(
+            product_prices=prices,
+            bill_closed_won_from=self.date(section.get("bill_closed_won_from"), "salesforce.bill_closed_won_from"),
+        )
 
     def date(self, value: Any, path: str) -> dt.date | None:
         if value is None or isinstance(value, dt.date) and not isinstance(value, dt.datetime):

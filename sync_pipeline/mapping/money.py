@@ -12,9 +12,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 # Stripe's zero-decimal currencies (docs.stripe.com/currencies#zero-decimal).
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()
-)
+ZERO_DECIMAL_CURRENCIES = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
 # Three-decimal currencies; Stripe requires their last digit to be 0, but the unit is still 1/1000.
 THREE_DECIMAL_CURRENCIES = frozenset("BHD JOD KWD OMR TND".split())
 

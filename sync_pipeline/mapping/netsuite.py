@@ -110,10 +110,19 @@ def _never_raises(record_type: str) -> Callable:
             except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
                 source_id = id_of(obj) or "?"
                 eid = _safe_external_id(source_id)
-                return MappingResult(issues=[make_issue(
-                    "INVALID_STRIPE_DATA", record_type=record_type, external_id=eid, source_id=source_id,
-                    field=str(exc.args[0]) if isinstance(exc, KeyError) else "", value=None,
-                    expected=f"a well-formed Stripe object ({type(exc).__name__}: {exc})")])
+                return MappingResult(
+                    issues=[
+                        make_issue(
+                            "INVALID_STRIPE_DATA",
+                            record_type=record_type,
+                            external_id=eid,
+                            source_id=source_id,
+                            field=str(exc.args[0]) if isinstance(exc, KeyError) else "",
+                            value=None,
+                            expected=f"a well-formed Stripe object ({type(exc).__name__}: {exc})",
+                        )
+                    ]
+                )
 
         return wrapper
 
@@ -121,6 +130,7 @@ def _never_raises(record_type: str) -> Callable:
 
 
 # -- small readers tolerant of id-or-expanded references -------------------------------------------
+
 
 def _dig(obj: Any, *path: str) -> Any:
     for key in path:
@@ -148,26 +158,43 @@ def _external_id(record_type: str, stripe_id: Any, suffix: str | None = None) ->
     try:
         return netsuite_external_id(stripe_id, suffix)
     except ExternalIdError as exc:
-        raise _Blocked(make_issue("INVALID_EXTERNAL_ID", record_type=record_type, external_id="",
-                                  source_id=str(stripe_id), field="externalId", value=stripe_id,
-                                  how=str(exc))) from None
+        raise _Blocked(
+            make_issue(
+                "INVALID_EXTERNAL_ID",
+                record_type=record_type,
+                external_id="",
+                source_id=str(stripe_id),
+                field="externalId",
+                value=stripe_id,
+                how=str(exc),
+            )
+        ) from None
 
 
 def _utc_date(timestamp: Any) -> str | None:
     if isinstance(timestamp, bool) or not isinstance(timestamp, int):
         return None
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date().isoformat()
 
 
 def _minor(value: Any, record_type: str, external_id: str, source_id: str, field_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Blocked(make_issue("INVALID_STRIPE_DATA", record_type=record_type, external_id=external_id,
-                                  source_id=source_id, field=field_name, value=value,
-                                  expected="an integer amount in minor units"))
+        raise _Blocked(
+            make_issue(
+                "INVALID_STRIPE_DATA",
+                record_type=record_type,
+                external_id=external_id,
+                source_id=source_id,
+                field=field_name,
+                value=value,
+                expected="an integer amount in minor units",
+            )
+        )
     return value
 
 
 # -- currency, subsidiary, customer ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Money:
@@ -183,12 +210,29 @@ def _money(currency: Any, fm: FieldMapping, record_type: str, external_id: str, 
     try:
         code = normalize_currency(currency)
     except MoneyError:
-        raise _Blocked(make_issue("INVALID_CURRENCY", record_type=record_type, external_id=external_id,
-                                  source_id=source_id, field="currency", value=currency)) from None
+        raise _Blocked(
+            make_issue(
+                "INVALID_CURRENCY",
+                record_type=record_type,
+                external_id=external_id,
+                source_id=source_id,
+                field="currency",
+                value=currency,
+            )
+        ) from None
     mapping = fm.currency(code)
     if mapping is None:
-        raise _Blocked(make_issue("UNMAPPED_CURRENCY", record_type=record_type, external_id=external_id,
-                                  source_id=source_id, field="currency", value=code, currency=code))
+        raise _Blocked(
+            make_issue(
+                "UNMAPPED_CURRENCY",
+                record_type=record_type,
+                external_id=external_id,
+                source_id=source_id,
+                field="currency",
+                value=code,
+                currency=code,
+            )
+        )
     subsidiary = mapping.subsidiary or _type_default_id(fm, record_type, "subsidiary")
     return _Money(code=code, netsuite_id=mapping.netsuite_id, subsidiary=subsidiary)
 
@@ -218,8 +262,11 @@ def resolve_customer(customer_field: Any, fm: FieldMapping, customer: Mapping | 
     `metadata.<link_metadata_key>` is honoured.
     """
     if fm.customers.mode == "global":
-        return CustomerRef(ref=reference(fm.customers.global_customer_id), linked_by="global",
-                           source=f"`customers.global_customer_id` in {FIELD_MAPPING_FILE}")
+        return CustomerRef(
+            ref=reference(fm.customers.global_customer_id),
+            linked_by="global",
+            source=f"`customers.global_customer_id` in {FIELD_MAPPING_FILE}",
+        )
     customer_id = id_of(customer_field)
     expanded = customer_field if isinstance(customer_field, Mapping) else None
     if expanded is None and isinstance(customer, Mapping) and id_of(customer) == customer_id:
@@ -227,32 +274,56 @@ def resolve_customer(customer_field: Any, fm: FieldMapping, customer: Mapping | 
     link_key = fm.customers.link_metadata_key
     linked = _dig(expanded, "metadata", link_key) if link_key else None
     if isinstance(linked, (str, int)) and not isinstance(linked, bool) and str(linked).strip():
-        return CustomerRef(ref=reference(str(linked).strip()), linked_by=f"metadata.{link_key}",
-                           source=f"`metadata.{link_key}` on Stripe customer {customer_id}")
+        return CustomerRef(
+            ref=reference(str(linked).strip()),
+            linked_by=f"metadata.{link_key}",
+            source=f"`metadata.{link_key}` on Stripe customer {customer_id}",
+        )
     if customer_id:
         eid = netsuite_external_id(customer_id)
         return CustomerRef(ref={"externalId": eid}, depends_on=((CUSTOMER, eid),))
     if fm.customers.guest_customer_id:
-        return CustomerRef(ref=reference(fm.customers.guest_customer_id), linked_by="guest",
-                           source=f"`customers.guest_customer_id` in {FIELD_MAPPING_FILE}")
+        return CustomerRef(
+            ref=reference(fm.customers.guest_customer_id),
+            linked_by="guest",
+            source=f"`customers.guest_customer_id` in {FIELD_MAPPING_FILE}",
+        )
     return None
 
 
-def _party(customer_field: Any, fm: FieldMapping, customer: Mapping | None, record_type: str,
-           external_id: str, source_id: str) -> CustomerRef:
+def _party(
+    customer_field: Any, fm: FieldMapping, customer: Mapping | None, record_type: str, external_id: str, source_id: str
+) -> CustomerRef:
     try:
         party = resolve_customer(customer_field, fm, customer)
     except ExternalIdError as exc:
-        raise _Blocked(make_issue("INVALID_EXTERNAL_ID", record_type=record_type, external_id=external_id,
-                                  source_id=source_id, field="customer", value=id_of(customer_field),
-                                  how=str(exc))) from None
+        raise _Blocked(
+            make_issue(
+                "INVALID_EXTERNAL_ID",
+                record_type=record_type,
+                external_id=external_id,
+                source_id=source_id,
+                field="customer",
+                value=id_of(customer_field),
+                how=str(exc),
+            )
+        ) from None
     if party is None:
-        raise _Blocked(make_issue("MISSING_CUSTOMER", record_type=record_type, external_id=external_id,
-                                  source_id=source_id, field="customer", value=None))
+        raise _Blocked(
+            make_issue(
+                "MISSING_CUSTOMER",
+                record_type=record_type,
+                external_id=external_id,
+                source_id=source_id,
+                field="customer",
+                value=None,
+            )
+        )
     return party
 
 
 # -- defaults and record assembly ------------------------------------------------------------------
+
 
 def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == {}
@@ -278,22 +349,42 @@ def apply_defaults(record: NetSuiteRecord, fm: FieldMapping) -> NetSuiteRecord:
     return replace(record, body=_with_defaults(record.record_type, record.body, fm))
 
 
-def _record(record_type: str, external_id: str, body: dict, source_id: str, fm: FieldMapping, *,
-            depends_on: Iterable[tuple[str, str]] = (), amount_minor: int = 0, currency: str = "",
-            fallbacks: Mapping[str, Any] | None = None, party: CustomerRef | None = None) -> NetSuiteRecord:
+def _record(
+    record_type: str,
+    external_id: str,
+    body: dict,
+    source_id: str,
+    fm: FieldMapping,
+    *,
+    depends_on: Iterable[tuple[str, str]] = (),
+    amount_minor: int = 0,
+    currency: str = "",
+    fallbacks: Mapping[str, Any] | None = None,
+    party: CustomerRef | None = None,
+) -> NetSuiteRecord:
     body = _with_defaults(record_type, {"externalId": external_id, **body}, fm)
     for name, value in (fallbacks or {}).items():
         if value is not None and _is_empty(body.get(name)):
             body[name] = value
-    return NetSuiteRecord(record_type=record_type, external_id=external_id, body=body, source_id=source_id,
-                          depends_on=tuple(dict.fromkeys(depends_on)), amount_minor=amount_minor,
-                          currency=currency,
-                          value_sources=party.sources(PARTY_FIELDS[record_type]) if party is not None else ())
+    return NetSuiteRecord(
+        record_type=record_type,
+        external_id=external_id,
+        body=body,
+        source_id=source_id,
+        depends_on=tuple(dict.fromkeys(depends_on)),
+        amount_minor=amount_minor,
+        currency=currency,
+        value_sources=party.sources(PARTY_FIELDS[record_type]) if party is not None else (),
+    )
 
 
 def _header(money: _Money, party_field: str, party: CustomerRef, tran_date: str | None, memo: str) -> dict:
-    body: dict[str, Any] = {party_field: dict(party.ref), "currency": reference(money.netsuite_id),
-                            "tranDate": tran_date, "memo": memo}
+    body: dict[str, Any] = {
+        party_field: dict(party.ref),
+        "currency": reference(money.netsuite_id),
+        "tranDate": tran_date,
+        "memo": memo,
+    }
     if money.subsidiary:
         body["subsidiary"] = reference(money.subsidiary)
     return {k: v for k, v in body.items() if v is not None}
@@ -304,6 +395,7 @@ def _account_ref(account_id: str | None) -> dict | None:
 
 
 # -- customers ---------------------------------------------------------------------------------------
+
 
 @_never_raises(CUSTOMER)
 def map_customer(customer: Mapping, fm: FieldMapping, currency: str | None = None) -> MappingResult:
@@ -318,8 +410,11 @@ def map_customer(customer: Mapping, fm: FieldMapping, currency: str | None = Non
     party = resolve_customer(customer, fm)
     if party is not None and party.linked_by:
         where = f"NetSuite customer {party.ref['id']}"
-        reason = (f"customers.mode is global: transactions are booked to {where}" if party.linked_by == "global"
-                  else f"linked to the existing {where} through {party.linked_by}")
+        reason = (
+            f"customers.mode is global: transactions are booked to {where}"
+            if party.linked_by == "global"
+            else f"linked to the existing {where} through {party.linked_by}"
+        )
         return MappingResult(skips=[Skip(CUSTOMER, customer_id, reason, external_id)])
     code = customer.get("currency") or currency
     body: dict[str, Any] = {
@@ -342,8 +437,14 @@ def map_customer(customer: Mapping, fm: FieldMapping, currency: str | None = Non
 
 
 # Stripe address -> NetSuite addressbook address.
-_ADDRESS_FIELDS = {"line1": "addr1", "line2": "addr2", "city": "city", "state": "state", "postal_code": "zip",
-                   "country": "country"}
+_ADDRESS_FIELDS = {
+    "line1": "addr1",
+    "line2": "addr2",
+    "city": "city",
+    "state": "state",
+    "postal_code": "zip",
+    "country": "country",
+}
 SALESFORCE_ACCOUNT_FIELD = "custentity_sf_account_id"
 
 
@@ -354,15 +455,20 @@ def _salesforce_enrichment(customer: Mapping) -> dict[str, Any]:
     if not account_id:
         return {}
     fields: dict[str, Any] = {SALESFORCE_ACCOUNT_FIELD: str(account_id)}
-    address = {ns: customer["address"][stripe] for stripe, ns in _ADDRESS_FIELDS.items()
-               if isinstance(customer.get("address"), Mapping) and customer["address"].get(stripe)}
+    address = {
+        ns: customer["address"][stripe]
+        for stripe, ns in _ADDRESS_FIELDS.items()
+        if isinstance(customer.get("address"), Mapping) and customer["address"].get(stripe)
+    }
     if address:
-        fields["addressBook"] = {"items": [{"defaultBilling": True, "defaultShipping": False,
-                                            "addressBookAddress": address}]}
+        fields["addressBook"] = {
+            "items": [{"defaultBilling": True, "defaultShipping": False, "addressBookAddress": address}]
+        }
     return fields
 
 
 # -- invoices ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Line:
@@ -415,14 +521,27 @@ class _InvoiceContext:
         self.source_id = invoice["id"]
 
     def unmapped(self, what: str, how: str, value: Any = None, field_name: str = "item") -> _Blocked:
-        return _Blocked(make_issue("UNMAPPED_ITEM", record_type=INVOICE, external_id=self.external_id,
-                                   source_id=self.source_id, field=field_name, value=value, what=what, how=how))
+        return _Blocked(
+            make_issue(
+                "UNMAPPED_ITEM",
+                record_type=INVOICE,
+                external_id=self.external_id,
+                source_id=self.source_id,
+                field=field_name,
+                value=value,
+                what=what,
+                how=how,
+            )
+        )
 
     def configured_item(self, name: str, what: str) -> str:
         item_id = getattr(self.fm.items, name)
         if not item_id:
-            raise self.unmapped(what, f"set `items.{name}` in field_mapping.yaml to the NetSuite item for {what}",
-                                field_name=f"items.{name}")
+            raise self.unmapped(
+                what,
+                f"set `items.{name}` in field_mapping.yaml to the NetSuite item for {what}",
+                field_name=f"items.{name}",
+            )
         return item_id
 
     def item_line_item(self, line: Mapping) -> str:
@@ -432,9 +551,12 @@ class _InvoiceContext:
         item_id = self.fm.item_for(price_id, product_id)
         if not item_id:
             stripe_ref = price_id or product_id or line.get("id")
-            raise self.unmapped(f"Stripe line {line.get('id')} (price {price_id}, product {product_id})",
-                                f"add `{price_id or product_id}` under items.by_price/by_product, or set "
-                                "`items.default` in field_mapping.yaml", value=stripe_ref)
+            raise self.unmapped(
+                f"Stripe line {line.get('id')} (price {price_id}, product {product_id})",
+                f"add `{price_id or product_id}` under items.by_price/by_product, or set "
+                "`items.default` in field_mapping.yaml",
+                value=stripe_ref,
+            )
         return item_id
 
 
@@ -442,9 +564,17 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
     """NetSuite lines for a Stripe invoice: items, then discounts, credits and taxes, summing to `total`."""
     lines_obj = invoice.get("lines")
     if isinstance(lines_obj, Mapping) and lines_obj.get("has_more"):
-        raise _Blocked(make_issue("INVALID_STRIPE_DATA", record_type=INVOICE, external_id=ctx.external_id,
-                                  source_id=ctx.source_id, field="lines.has_more", value=True,
-                                  expected="all invoice lines (the extract must page through /v1/invoices/<id>/lines)"))
+        raise _Blocked(
+            make_issue(
+                "INVALID_STRIPE_DATA",
+                record_type=INVOICE,
+                external_id=ctx.external_id,
+                source_id=ctx.source_id,
+                field="lines.has_more",
+                value=True,
+                expected="all invoice lines (the extract must page through /v1/invoices/<id>/lines)",
+            )
+        )
     stripe_lines = _list(lines_obj)
     out: list[_Line] = []
     taxes: dict[str, list[int]] = {}  # tax rate -> amounts, first-seen order
@@ -531,12 +661,25 @@ def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = N
     external_id = _external_id(INVOICE, invoice_id)
     status = invoice.get("status")
     if status == "draft":
-        return MappingResult(skips=[Skip(INVOICE, invoice_id, "draft invoice: not posted to the books until "
-                                                             "Stripe finalizes it", external_id)])
+        return MappingResult(
+            skips=[
+                Skip(
+                    INVOICE, invoice_id, "draft invoice: not posted to the books until Stripe finalizes it", external_id
+                )
+            ]
+        )
     if status not in FINALIZED_INVOICE_STATUSES:
-        raise _Blocked(make_issue("INVALID_STRIPE_DATA", record_type=INVOICE, external_id=external_id,
-                                  source_id=invoice_id, field="status", value=status,
-                                  expected=f"one of {', '.join(('draft',) + FINALIZED_INVOICE_STATUSES)}"))
+        raise _Blocked(
+            make_issue(
+                "INVALID_STRIPE_DATA",
+                record_type=INVOICE,
+                external_id=external_id,
+                source_id=invoice_id,
+                field="status",
+                value=status,
+                expected=f"one of {', '.join(('draft',) + FINALIZED_INVOICE_STATUSES)}",
+            )
+        )
     money = _money(invoice.get("currency"), fm, INVOICE, external_id, invoice_id)
     party = _party(invoice.get("customer"), fm, customer, INVOICE, external_id, invoice_id)
     total = _minor(invoice.get("total"), INVOICE, external_id, invoice_id, "total")
@@ -548,65 +691,126 @@ def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = N
     if _utc_date(invoice.get("due_date")):
         body["dueDate"] = _utc_date(invoice.get("due_date"))
     body["item"] = {"items": [_line_body(line, money) for line in lines]}
-    record = _record(INVOICE, external_id, body, invoice_id, fm, party=party, depends_on=party.depends_on,
-                     amount_minor=total, currency=money.code)
+    record = _record(
+        INVOICE,
+        external_id,
+        body,
+        invoice_id,
+        fm,
+        party=party,
+        depends_on=party.depends_on,
+        amount_minor=total,
+        currency=money.code,
+    )
     result = MappingResult(records=[record])
     if status in CLOSED_INVOICE_STATUSES:
         result.extend(_closing_credit_memo(invoice, record, lines, money, party, fm))
     return result
 
 
-def _require_lines_sum(lines: Sequence[_Line], total: int, money: _Money, record_type: str, external_id: str,
-                       source_id: str) -> None:
+def _require_lines_sum(
+    lines: Sequence[_Line], total: int, money: _Money, record_type: str, external_id: str, source_id: str
+) -> None:
     line_total = sum(line.amount_minor for line in lines)
     if line_total != total:
-        raise _Blocked(make_issue(
-            "LINES_DO_NOT_SUM", record_type=record_type, external_id=external_id, source_id=source_id,
-            field="item", value=money.amount(line_total), line_total=format_amount(line_total, money.code),
-            total=format_amount(total, money.code),
-            how="the Stripe invoice has amounts the mapping does not book as lines (shipping, or credits "
-                "of another kind); book the difference by hand and report the invoice shape"))
+        raise _Blocked(
+            make_issue(
+                "LINES_DO_NOT_SUM",
+                record_type=record_type,
+                external_id=external_id,
+                source_id=source_id,
+                field="item",
+                value=money.amount(line_total),
+                line_total=format_amount(line_total, money.code),
+                total=format_amount(total, money.code),
+                how="the Stripe invoice has amounts the mapping does not book as lines (shipping, or credits "
+                "of another kind); book the difference by hand and report the invoice shape",
+            )
+        )
 
 
-def _closing_credit_memo(invoice: Mapping, invoice_record: NetSuiteRecord, lines: Sequence[_Line], money: _Money,
-                         party: CustomerRef, fm: FieldMapping) -> MappingResult:
+def _closing_credit_memo(
+    invoice: Mapping,
+    invoice_record: NetSuiteRecord,
+    lines: Sequence[_Line],
+    money: _Money,
+    party: CustomerRef,
+    fm: FieldMapping,
+) -> MappingResult:
     invoice_id = invoice["id"]
     external_id = void_credit_memo_external_id(invoice_id)
     status = invoice["status"]
     if fm.void_invoices == "none":
-        return MappingResult(skips=[Skip(CREDIT_MEMO, invoice_id, f"the invoice is {status} but void_invoices is "
-                                         "`none` in field_mapping.yaml: the NetSuite invoice stays open; close it "
-                                         "by hand", external_id)])
+        return MappingResult(
+            skips=[
+                Skip(
+                    CREDIT_MEMO,
+                    invoice_id,
+                    f"the invoice is {status} but void_invoices is "
+                    "`none` in field_mapping.yaml: the NetSuite invoice stays open; close it "
+                    "by hand",
+                    external_id,
+                )
+            ]
+        )
     paid = invoice.get("amount_paid") or 0
     open_minor = invoice_record.amount_minor - paid
     if open_minor <= 0:
-        return MappingResult(skips=[Skip(CREDIT_MEMO, invoice_id, f"the invoice is {status} with nothing left "
-                                         "open: no credit memo needed", external_id)])
+        return MappingResult(
+            skips=[
+                Skip(
+                    CREDIT_MEMO,
+                    invoice_id,
+                    f"the invoice is {status} with nothing left open: no credit memo needed",
+                    external_id,
+                )
+            ]
+        )
     if open_minor == invoice_record.amount_minor:
         cm_lines = list(lines)  # a full reversal mirrors the invoice line for line
     else:
         item_id = fm.items.refund or fm.items.default
         if not item_id:
-            raise _Blocked(make_issue("UNMAPPED_ITEM", record_type=CREDIT_MEMO, external_id=external_id,
-                                      source_id=invoice_id, field="items.default", what="the write-off line",
-                                      how="set `items.default` (or `items.refund`) in field_mapping.yaml"))
+            raise _Blocked(
+                make_issue(
+                    "UNMAPPED_ITEM",
+                    record_type=CREDIT_MEMO,
+                    external_id=external_id,
+                    source_id=invoice_id,
+                    field="items.default",
+                    what="the write-off line",
+                    how="set `items.default` (or `items.refund`) in field_mapping.yaml",
+                )
+            )
         cm_lines = [_Line(item_id, open_minor, f"Open balance of Stripe invoice {invoice_id} ({status})", 1)]
-    closed_ts = (_dig(invoice, "status_transitions", "voided_at")
-                 or _dig(invoice, "status_transitions", "marked_uncollectible_at"))
+    closed_ts = _dig(invoice, "status_transitions", "voided_at") or _dig(
+        invoice, "status_transitions", "marked_uncollectible_at"
+    )
     tran_date = _utc_date(closed_ts) or invoice_record.body.get("tranDate")
-    body = _header(money, "entity", party, tran_date,
-                   f"Closes {_invoice_memo(invoice)}: marked {status} in Stripe")
+    body = _header(money, "entity", party, tran_date, f"Closes {_invoice_memo(invoice)}: marked {status} in Stripe")
     body["createdFrom"] = {"externalId": invoice_record.external_id}
     body["item"] = {"items": [_line_body(line, money) for line in cm_lines]}
-    body["apply"] = {"items": [{"doc": {"externalId": invoice_record.external_id}, "apply": True,
-                                "amount": money.amount(open_minor)}]}
-    record = _record(CREDIT_MEMO, external_id, body, invoice_id, fm, party=party,
-                     depends_on=(*party.depends_on, (INVOICE, invoice_record.external_id)),
-                     amount_minor=open_minor, currency=money.code)
+    body["apply"] = {
+        "items": [
+            {"doc": {"externalId": invoice_record.external_id}, "apply": True, "amount": money.amount(open_minor)}
+        ]
+    }
+    record = _record(
+        CREDIT_MEMO,
+        external_id,
+        body,
+        invoice_id,
+        fm,
+        party=party,
+        depends_on=(*party.depends_on, (INVOICE, invoice_record.external_id)),
+        amount_minor=open_minor,
+        currency=money.code,
+    )
     return MappingResult(records=[record])
 
 
 # -- payments ------------------------------------------------------------------------------------------
+
 
 def _charge_id_of_payment(invoice_payment: Mapping, charge: Mapping | None) -> str | None:
     if charge is not None:
@@ -616,8 +820,13 @@ def _charge_id_of_payment(invoice_payment: Mapping, charge: Mapping | None) -> s
 
 
 @_never_raises(CUSTOMER_PAYMENT)
-def map_invoice_payment(invoice_payment: Mapping, invoice: Mapping, charge: Mapping | None, fm: FieldMapping,
-                        customer: Mapping | None = None) -> MappingResult:
+def map_invoice_payment(
+    invoice_payment: Mapping,
+    invoice: Mapping,
+    charge: Mapping | None,
+    fm: FieldMapping,
+    customer: Mapping | None = None,
+) -> MappingResult:
     """A paid Stripe InvoicePayment -> customer payment applied to the invoice.
 
     External id `stripe-<charge id>` when the payment has a charge (pass it, e.g. the PaymentIntent's
@@ -629,34 +838,72 @@ def map_invoice_payment(invoice_payment: Mapping, invoice: Mapping, charge: Mapp
     source_id = charge_id or payment_id
     status = invoice_payment.get("status")
     if status != "paid":
-        return MappingResult(skips=[Skip(CUSTOMER_PAYMENT, source_id, f"invoice payment {payment_id} is {status}: "
-                                         "nothing was collected, the NetSuite invoice stays open", external_id)])
+        return MappingResult(
+            skips=[
+                Skip(
+                    CUSTOMER_PAYMENT,
+                    source_id,
+                    f"invoice payment {payment_id} is {status}: nothing was collected, the NetSuite invoice stays open",
+                    external_id,
+                )
+            ]
+        )
     if invoice.get("status") == "draft":
         return MappingResult(skips=[Skip(CUSTOMER_PAYMENT, source_id, "its invoice is a draft", external_id)])
     invoice_eid = _external_id(INVOICE, invoice["id"])
-    money = _money(invoice_payment.get("currency") or invoice.get("currency"), fm, CUSTOMER_PAYMENT,
-                   external_id, source_id)
+    money = _money(
+        invoice_payment.get("currency") or invoice.get("currency"), fm, CUSTOMER_PAYMENT, external_id, source_id
+    )
     if money.code != normalize_currency(invoice.get("currency")):
-        raise _Blocked(make_issue("INVALID_STRIPE_DATA", record_type=CUSTOMER_PAYMENT, external_id=external_id,
-                                  source_id=source_id, field="currency", value=money.code,
-                                  expected=f"the invoice's currency {invoice.get('currency')}"))
+        raise _Blocked(
+            make_issue(
+                "INVALID_STRIPE_DATA",
+                record_type=CUSTOMER_PAYMENT,
+                external_id=external_id,
+                source_id=source_id,
+                field="currency",
+                value=money.code,
+                expected=f"the invoice's currency {invoice.get('currency')}",
+            )
+        )
     amount = _minor(invoice_payment.get("amount_paid"), CUSTOMER_PAYMENT, external_id, source_id, "amount_paid")
     invoice_total = invoice.get("total") or 0
     if amount > invoice_total:
-        raise _Blocked(make_issue("OVER_APPLIED", record_type=CUSTOMER_PAYMENT, external_id=external_id,
-                                  source_id=source_id, field="apply.amount", value=money.amount(amount),
-                                  applied=format_amount(amount, money.code), doc=invoice_eid,
-                                  available=format_amount(invoice_total, money.code)))
+        raise _Blocked(
+            make_issue(
+                "OVER_APPLIED",
+                record_type=CUSTOMER_PAYMENT,
+                external_id=external_id,
+                source_id=source_id,
+                field="apply.amount",
+                value=money.amount(amount),
+                applied=format_amount(amount, money.code),
+                doc=invoice_eid,
+                available=format_amount(invoice_total, money.code),
+            )
+        )
     party = _party(invoice.get("customer"), fm, customer, CUSTOMER_PAYMENT, external_id, source_id)
-    paid_ts = (_dig(invoice_payment, "status_transitions", "paid_at") or _dig(charge, "created")
-               or invoice_payment.get("created"))
+    paid_ts = (
+        _dig(invoice_payment, "status_transitions", "paid_at")
+        or _dig(charge, "created")
+        or invoice_payment.get("created")
+    )
     memo = f"Stripe payment {source_id} for {_invoice_memo(invoice)}"
     body = _header(money, "customer", party, _utc_date(paid_ts), memo)
     body["payment"] = money.amount(amount)
     body["apply"] = {"items": [{"doc": {"externalId": invoice_eid}, "apply": True, "amount": money.amount(amount)}]}
-    record = _record(CUSTOMER_PAYMENT, external_id, body, source_id, fm, party=party,
-                     depends_on=(*party.depends_on, (INVOICE, invoice_eid)), amount_minor=amount,
-                     currency=money.code, fallbacks={"account": _account_ref(fm.accounts.payments)})
+    record = _record(
+        CUSTOMER_PAYMENT,
+        external_id,
+        body,
+        source_id,
+        fm,
+        party=party,
+        depends_on=(*party.depends_on, (INVOICE, invoice_eid)),
+        amount_minor=amount,
+        currency=money.code,
+        fallbacks={"account": _account_ref(fm.accounts.payments)},
+    )
     return MappingResult(records=[record])
 
 
@@ -691,17 +938,28 @@ def map_charge_payment(charge: Mapping, fm: FieldMapping, customer: Mapping | No
     memo = f"Stripe charge {charge_id}" + (f": {charge['description']}" if charge.get("description") else "")
     body = _header(money, "customer", party, _utc_date(charge.get("created")), memo)
     body["payment"] = money.amount(amount)
-    record = _record(CUSTOMER_PAYMENT, external_id, body, charge_id, fm, party=party, depends_on=party.depends_on,
-                     amount_minor=amount, currency=money.code,
-                     fallbacks={"account": _account_ref(fm.accounts.payments)})
+    record = _record(
+        CUSTOMER_PAYMENT,
+        external_id,
+        body,
+        charge_id,
+        fm,
+        party=party,
+        depends_on=party.depends_on,
+        amount_minor=amount,
+        currency=money.code,
+        fallbacks={"account": _account_ref(fm.accounts.payments)},
+    )
     return MappingResult(records=[record])
 
 
 # -- refunds -------------------------------------------------------------------------------------------
 
+
 @_never_raises(CUSTOMER_REFUND)
-def map_refund(refund: Mapping, charge: Mapping | None, invoice: Mapping | None, fm: FieldMapping,
-               customer: Mapping | None = None) -> MappingResult:
+def map_refund(
+    refund: Mapping, charge: Mapping | None, invoice: Mapping | None, fm: FieldMapping, customer: Mapping | None = None
+) -> MappingResult:
     """A succeeded Stripe refund -> NetSuite records giving the money back.
 
     Refund of an invoiced charge: a credit memo `stripe-<re>-cm` made from the invoice, and a customer
@@ -716,17 +974,34 @@ def map_refund(refund: Mapping, charge: Mapping | None, invoice: Mapping | None,
         return MappingResult(skips=[Skip(CUSTOMER_REFUND, refund_id, f"refund is {status}: {why}", external_id)])
     charge_id = id_of(charge) or id_of(refund.get("charge"))
     if not charge_id:
-        raise _Blocked(make_issue("INVALID_STRIPE_DATA", record_type=CUSTOMER_REFUND, external_id=external_id,
-                                  source_id=refund_id, field="charge", value=None,
-                                  expected="the refunded charge (refunds of other payment kinds are not mapped)"))
+        raise _Blocked(
+            make_issue(
+                "INVALID_STRIPE_DATA",
+                record_type=CUSTOMER_REFUND,
+                external_id=external_id,
+                source_id=refund_id,
+                field="charge",
+                value=None,
+                expected="the refunded charge (refunds of other payment kinds are not mapped)",
+            )
+        )
     money = _money(refund.get("currency"), fm, CUSTOMER_REFUND, external_id, refund_id)
     amount = _minor(refund.get("amount"), CUSTOMER_REFUND, external_id, refund_id, "amount")
     charged = _dig(charge, "amount_captured") or _dig(charge, "amount")
     if isinstance(charged, int) and amount > charged:
-        raise _Blocked(make_issue("OVER_APPLIED", record_type=CUSTOMER_REFUND, external_id=external_id,
-                                  source_id=refund_id, field="apply.amount", value=money.amount(amount),
-                                  applied=format_amount(amount, money.code), doc=f"charge {charge_id}",
-                                  available=format_amount(charged, money.code)))
+        raise _Blocked(
+            make_issue(
+                "OVER_APPLIED",
+                record_type=CUSTOMER_REFUND,
+                external_id=external_id,
+                source_id=refund_id,
+                field="apply.amount",
+                value=money.amount(amount),
+                applied=format_amount(amount, money.code),
+                doc=f"charge {charge_id}",
+                available=format_amount(charged, money.code),
+            )
+        )
     customer_field = _dig(charge, "customer") or refund.get("customer") or _dig(invoice, "customer")
     party = _party(customer_field, fm, customer, CUSTOMER_REFUND, external_id, refund_id)
     tran_date = _utc_date(refund.get("created"))
@@ -741,35 +1016,80 @@ def map_refund(refund: Mapping, charge: Mapping | None, invoice: Mapping | None,
         memo = f"Stripe refund {refund_id} of charge {charge_id}"
     body = _header(money, "customer", party, tran_date, memo)
     body["apply"] = {"items": [{"doc": {"externalId": applies_to[1]}, "apply": True, "amount": money.amount(amount)}]}
-    result.records.append(_record(CUSTOMER_REFUND, external_id, body, refund_id, fm, party=party,
-                                  depends_on=(*party.depends_on, applies_to), amount_minor=amount,
-                                  currency=money.code, fallbacks={"account": _account_ref(fm.accounts.refunds)}))
+    result.records.append(
+        _record(
+            CUSTOMER_REFUND,
+            external_id,
+            body,
+            refund_id,
+            fm,
+            party=party,
+            depends_on=(*party.depends_on, applies_to),
+            amount_minor=amount,
+            currency=money.code,
+            fallbacks={"account": _account_ref(fm.accounts.refunds)},
+        )
+    )
     return result
 
 
-def _refund_credit_memo(refund: Mapping, charge_id: str, invoice: Mapping, money: _Money, amount: int,
-                        party: CustomerRef, tran_date: str | None, fm: FieldMapping) -> NetSuiteRecord:
+def _refund_credit_memo(
+    refund: Mapping,
+    charge_id: str,
+    invoice: Mapping,
+    money: _Money,
+    amount: int,
+    party: CustomerRef,
+    tran_date: str | None,
+    fm: FieldMapping,
+) -> NetSuiteRecord:
     refund_id = refund["id"]
     external_id = refund_credit_memo_external_id(refund_id)
     invoice_eid = _external_id(CREDIT_MEMO, invoice["id"])
     item_id = fm.items.refund or fm.items.default
     if not item_id:
-        raise _Blocked(make_issue("UNMAPPED_ITEM", record_type=CREDIT_MEMO, external_id=external_id,
-                                  source_id=refund_id, field="items.refund", what="the refund credit memo line",
-                                  how="set `items.refund` or `items.default` in field_mapping.yaml"))
+        raise _Blocked(
+            make_issue(
+                "UNMAPPED_ITEM",
+                record_type=CREDIT_MEMO,
+                external_id=external_id,
+                source_id=refund_id,
+                field="items.refund",
+                what="the refund credit memo line",
+                how="set `items.refund` or `items.default` in field_mapping.yaml",
+            )
+        )
     if normalize_currency(invoice.get("currency")) != money.code:
-        raise _Blocked(make_issue("INVALID_STRIPE_DATA", record_type=CREDIT_MEMO, external_id=external_id,
-                                  source_id=refund_id, field="currency", value=money.code,
-                                  expected=f"the invoice's currency {invoice.get('currency')}"))
+        raise _Blocked(
+            make_issue(
+                "INVALID_STRIPE_DATA",
+                record_type=CREDIT_MEMO,
+                external_id=external_id,
+                source_id=refund_id,
+                field="currency",
+                value=money.code,
+                expected=f"the invoice's currency {invoice.get('currency')}",
+            )
+        )
     line = _Line(item_id, amount, f"Refund {refund_id} of charge {charge_id}", 1)
     body = _header(money, "entity", party, tran_date, f"Stripe refund {refund_id} of {_invoice_memo(invoice)}")
     body["createdFrom"] = {"externalId": invoice_eid}
     body["item"] = {"items": [_line_body(line, money)]}
-    return _record(CREDIT_MEMO, external_id, body, refund_id, fm, party=party,
-                   depends_on=(*party.depends_on, (INVOICE, invoice_eid)), amount_minor=amount, currency=money.code)
+    return _record(
+        CREDIT_MEMO,
+        external_id,
+        body,
+        refund_id,
+        fm,
+        party=party,
+        depends_on=(*party.depends_on, (INVOICE, invoice_eid)),
+        amount_minor=amount,
+        currency=money.code,
+    )
 
 
 # -- a whole invoice with its children -----------------------------------------------------------------
+
 
 def _charge_for_payment(invoice_payment: Mapping, charges: Mapping[str, Mapping]) -> Mapping | None:
     payment = invoice_payment.get("payment") or {}
@@ -784,15 +1104,24 @@ def _charge_for_payment(invoice_payment: Mapping, charges: Mapping[str, Mapping]
             return latest
         if id_of(latest) in charges:
             return charges[id_of(latest)]
-        succeeded = [c for c in charges.values()
-                     if id_of(c.get("payment_intent")) == intent_id and c.get("status") == "succeeded"]
+        succeeded = [
+            c
+            for c in charges.values()
+            if id_of(c.get("payment_intent")) == intent_id and c.get("status") == "succeeded"
+        ]
         return succeeded[-1] if succeeded else None
     return None
 
 
-def map_invoice_tree(invoice: Mapping, fm: FieldMapping, *, customer: Mapping | None = None,
-                     invoice_payments: Iterable[Mapping] = (), charges: Iterable[Mapping] = (),
-                     refunds: Iterable[Mapping] = ()) -> MappingResult:
+def map_invoice_tree(
+    invoice: Mapping,
+    fm: FieldMapping,
+    *,
+    customer: Mapping | None = None,
+    invoice_payments: Iterable[Mapping] = (),
+    charges: Iterable[Mapping] = (),
+    refunds: Iterable[Mapping] = (),
+) -> MappingResult:
     """An invoice with its customer, payments and refunds -> every NetSuite record, in dependency order.
 
     `charges` are the charges behind the invoice's payments; `refunds` those of these charges.

@@ -38,8 +38,9 @@ def billing_status(invoice: Mapping[str, Any], refunded_minor: int, now: int) ->
     return NOT_BILLED
 
 
-def opportunity_writeback(opportunity_id: str, stripe_id: str, status: str,
-                          netsuite_invoice_id: str | None) -> dict[str, Any]:
+def opportunity_writeback(
+    opportunity_id: str, stripe_id: str, status: str, netsuite_invoice_id: str | None
+) -> dict[str, Any]:
     field_name = "Stripe_Subscription_Id__c" if stripe_id.startswith("sub_") else "Stripe_Invoice_Id__c"
     record: dict[str, Any] = {"Id": opportunity_id, field_name: stripe_id, "Billing_Status__c": status}
     if netsuite_invoice_id:

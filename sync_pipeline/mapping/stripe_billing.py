@@ -27,18 +27,25 @@ SUBSCRIPTION, INVOICE = "subscription", "invoice"
 # send_invoice: the customer has no payment method in Stripe yet; the invoice is emailed with this term.
 DAYS_UNTIL_DUE = 30
 
-ADDRESS_FIELDS = {"BillingStreet": "line1", "BillingCity": "city", "BillingState": "state",
-                  "BillingPostalCode": "postal_code", "BillingCountry": "country"}
+ADDRESS_FIELDS = {
+    "BillingStreet": "line1",
+    "BillingCity": "city",
+    "BillingState": "state",
+    "BillingPostalCode": "postal_code",
+    "BillingCountry": "country",
+}
 # The fields read from Salesforce: what `flatten_opportunity` and the account snapshot use.
 OPPORTUNITY_FIELDS = (
     "Id, Name, AccountId, Account.Name, Account.Stripe_Customer_Id__c, "
-    + ", ".join(f"Account.{name}" for name in ADDRESS_FIELDS) + ", StageName, IsWon, Amount, "
+    + ", ".join(f"Account.{name}" for name in ADDRESS_FIELDS)
+    + ", StageName, IsWon, Amount, "
     "CurrencyIsoCode, CloseDate, SystemModstamp, Stripe_Subscription_Id__c, Stripe_Invoice_Id__c, "
     "NetSuite_Invoice_Id__c, Billing_Status__c, (SELECT Id, Product2Id, Product2.Name, Quantity, UnitPrice, "
     "TotalPrice FROM OpportunityLineItems ORDER BY Id)"
 )
-ACCOUNT_FIELDS = ("Id, Name, " + ", ".join(ADDRESS_FIELDS) +
-                  ", Stripe_Customer_Id__c, NetSuite_Customer_Id__c, SystemModstamp")
+ACCOUNT_FIELDS = (
+    "Id, Name, " + ", ".join(ADDRESS_FIELDS) + ", Stripe_Customer_Id__c, NetSuite_Customer_Id__c, SystemModstamp"
+)
 
 
 def idempotency_key(source_id: str, action: str) -> str:
@@ -66,31 +73,60 @@ def flatten_opportunity(record: Mapping[str, Any]) -> dict[str, Any]:
     """A SOQL Opportunity (Account.* parent fields, OpportunityLineItems subquery) as one flat dict."""
     account = record.get("Account") or {}
     items = (record.get("OpportunityLineItems") or {}).get("records") or []
-    lines = [{"Id": item.get("Id"), "Product2Id": item.get("Product2Id"),
-              "ProductName": _text((item.get("Product2") or {}).get("Name")),
-              "Quantity": _text(item.get("Quantity")), "UnitPrice": _text(item.get("UnitPrice")),
-              "TotalPrice": _text(item.get("TotalPrice"))} for item in items]
-    flat = {name: record.get(name) for name in (
-        "Id", "Name", "AccountId", "StageName", "IsWon", "CloseDate", "SystemModstamp", "Stripe_Subscription_Id__c",
-        "Stripe_Invoice_Id__c", "NetSuite_Invoice_Id__c", "Billing_Status__c")}
-    flat.update({"Amount": _text(record.get("Amount")), "CurrencyIsoCode": _text(record.get("CurrencyIsoCode")),
-                 "AccountName": _text(account.get("Name")),
-                 **{name: _text(account.get(name)) for name in ADDRESS_FIELDS},
-                 "lines": sorted(lines, key=lambda line: _text(line["Id"])),
-                 "AccountStripeCustomerId": account.get("Stripe_Customer_Id__c")})
+    lines = [
+        {
+            "Id": item.get("Id"),
+            "Product2Id": item.get("Product2Id"),
+            "ProductName": _text((item.get("Product2") or {}).get("Name")),
+            "Quantity": _text(item.get("Quantity")),
+            "UnitPrice": _text(item.get("UnitPrice")),
+            "TotalPrice": _text(item.get("TotalPrice")),
+        }
+        for item in items
+    ]
+    flat = {
+        name: record.get(name)
+        for name in (
+            "Id",
+            "Name",
+            "AccountId",
+            "StageName",
+            "IsWon",
+            "CloseDate",
+            "SystemModstamp",
+            "Stripe_Subscription_Id__c",
+            "Stripe_Invoice_Id__c",
+            "NetSuite_Invoice_Id__c",
+            "Billing_Status__c",
+        )
+    }
+    flat.update(
+        {
+            "Amount": _text(record.get("Amount")),
+            "CurrencyIsoCode": _text(record.get("CurrencyIsoCode")),
+            "AccountName": _text(account.get("Name")),
+            **{name: _text(account.get(name)) for name in ADDRESS_FIELDS},
+            "lines": sorted(lines, key=lambda line: _text(line["Id"])),
+            "AccountStripeCustomerId": account.get("Stripe_Customer_Id__c"),
+        }
+    )
     return flat
 
 
 def fingerprint(opportunity: Mapping[str, Any]) -> str:
     """What billing depends on in Salesforce: a change to any of it after billing is reported, not billed."""
     amount = _decimal(opportunity.get("Amount"))
-    return content_hash({
-        "account": _text(opportunity.get("AccountId")),
-        "currency": _text(opportunity.get("CurrencyIsoCode")).upper(),
-        "amount": amount,
-        "lines": [[_text(line.get("Product2Id")), _decimal(line.get("Quantity")), _decimal(line.get("TotalPrice"))]
-                  for line in opportunity.get("lines") or ()],
-    })
+    return content_hash(
+        {
+            "account": _text(opportunity.get("AccountId")),
+            "currency": _text(opportunity.get("CurrencyIsoCode")).upper(),
+            "amount": amount,
+            "lines": [
+                [_text(line.get("Product2Id")), _decimal(line.get("Quantity")), _decimal(line.get("TotalPrice"))]
+                for line in opportunity.get("lines") or ()
+            ],
+        }
+    )
 
 
 def is_billed_in_salesforce(opportunity: Mapping[str, Any]) -> str | None:
@@ -168,8 +204,9 @@ def _currency(code: str) -> str:
         return code
 
 
-def _price_problem(price: Mapping[str, Any] | None, price_id: str, currency: str, quantity: int | None,
-                   amount_minor: int | None) -> str:
+def _price_problem(
+    price: Mapping[str, Any] | None, price_id: str, currency: str, quantity: int | None, amount_minor: int | None
+) -> str:
     if price is None:
         return f"Stripe has no price {price_id}"
     if not price.get("active", True):
@@ -182,8 +219,10 @@ def _price_problem(price: Mapping[str, Any] | None, price_id: str, currency: str
         return "the quantity is not a whole number (Stripe bills whole quantities)"
     billed = int(price["unit_amount"]) * quantity
     if amount_minor is not None and billed != amount_minor:
-        return (f"Stripe price {price_id} bills {to_decimal(billed, currency)} for {quantity}, the line is "
-                f"{to_decimal(amount_minor, currency)}")
+        return (
+            f"Stripe price {price_id} bills {to_decimal(billed, currency)} for {quantity}, the line is "
+            f"{to_decimal(amount_minor, currency)}"
+        )
     return ""
 
 
@@ -194,43 +233,64 @@ def _whole_quantity(value: Decimal | None) -> int | None:
     return int(value)
 
 
-def _line(raw: Mapping[str, Any], currency: str, config: SalesforceConfig,
-          prices: Mapping[str, Mapping[str, Any]]) -> BillingLine:
+def _line(
+    raw: Mapping[str, Any], currency: str, config: SalesforceConfig, prices: Mapping[str, Mapping[str, Any]]
+) -> BillingLine:
     product_id = _text(raw.get("Product2Id"))
     price_id = config.price_for_product(product_id)
     quantity = _whole_quantity(_decimal(raw.get("Quantity")))
     amount_minor = _minor(_decimal(raw.get("TotalPrice")), currency) if currency else None
     price = prices.get(price_id) if price_id else None
     problem = _price_problem(price, price_id, currency, quantity, amount_minor) if price_id else ""
-    return BillingLine(line_id=_text(raw.get("Id")), product_id=product_id, product_name=_text(raw.get("ProductName")),
-                       price_id=price_id, quantity=quantity, amount_minor=amount_minor,
-                       recurring=bool(price and price.get("recurring")),
-                       problem=problem)
+    return BillingLine(
+        line_id=_text(raw.get("Id")),
+        product_id=product_id,
+        product_name=_text(raw.get("ProductName")),
+        price_id=price_id,
+        quantity=quantity,
+        amount_minor=amount_minor,
+        recurring=bool(price and price.get("recurring")),
+        problem=problem,
+    )
 
 
-def plan_billing(opportunity: Mapping[str, Any], config: SalesforceConfig,
-                 prices: Mapping[str, Mapping[str, Any]]) -> BillingPlan:
+def plan_billing(
+    opportunity: Mapping[str, Any], config: SalesforceConfig, prices: Mapping[str, Mapping[str, Any]]
+) -> BillingPlan:
     """The Stripe billing of one opportunity; problems stay in the plan for validation to report."""
     currency = _currency(_text(opportunity.get("CurrencyIsoCode")).upper())
     amount = _decimal(opportunity.get("Amount"))
-    address = {stripe_name: _text(opportunity.get(sf_name)) for sf_name, stripe_name in ADDRESS_FIELDS.items()
-               if opportunity.get(sf_name)}
+    address = {
+        stripe_name: _text(opportunity.get(sf_name))
+        for sf_name, stripe_name in ADDRESS_FIELDS.items()
+        if opportunity.get(sf_name)
+    }
     return BillingPlan(
-        opportunity_id=_text(opportunity.get("Id")), opportunity_name=_text(opportunity.get("Name")),
-        account_id=_text(opportunity.get("AccountId")), account_name=_text(opportunity.get("AccountName")).strip(),
-        currency=currency, amount=amount, amount_minor=_minor(amount, currency),
+        opportunity_id=_text(opportunity.get("Id")),
+        opportunity_name=_text(opportunity.get("Name")),
+        account_id=_text(opportunity.get("AccountId")),
+        account_name=_text(opportunity.get("AccountName")).strip(),
+        currency=currency,
+        amount=amount,
+        amount_minor=_minor(amount, currency),
         lines=tuple(_line(raw, currency, config, prices) for raw in opportunity.get("lines") or ()),
-        fingerprint=fingerprint(opportunity), address=address,
+        fingerprint=fingerprint(opportunity),
+        address=address,
     )
 
 
 # -- Stripe request bodies ----------------------------------------------------------------------------
 
+
 def billing_metadata(plan: BillingPlan) -> dict[str, str]:
     """Written on every Stripe object of the billing: the look-up key, and what was billed."""
-    return {"salesforce_opportunity_id": plan.opportunity_id, "salesforce_account_id": plan.account_id,
-            "salesforce_amount": plan.amount_text,
-            "salesforce_currency": plan.currency, "salesforce_fingerprint": plan.fingerprint}
+    return {
+        "salesforce_opportunity_id": plan.opportunity_id,
+        "salesforce_account_id": plan.account_id,
+        "salesforce_amount": plan.amount_text,
+        "salesforce_currency": plan.currency,
+        "salesforce_fingerprint": plan.fingerprint,
+    }
 
 
 def customer_params(plan: BillingPlan) -> dict[str, Any]:
@@ -241,22 +301,36 @@ def customer_params(plan: BillingPlan) -> dict[str, Any]:
 
 
 def subscription_params(plan: BillingPlan, customer_id: str) -> dict[str, Any]:
-    return {"customer": customer_id, "collection_method": "send_invoice", "days_until_due": DAYS_UNTIL_DUE,
-            "items": [{"price": line.price_id, "quantity": line.quantity} for line in plan.recurring_lines],
-            "metadata": billing_metadata(plan)}
+    return {
+        "customer": customer_id,
+        "collection_method": "send_invoice",
+        "days_until_due": DAYS_UNTIL_DUE,
+        "items": [{"price": line.price_id, "quantity": line.quantity} for line in plan.recurring_lines],
+        "metadata": billing_metadata(plan),
+    }
 
 
 def invoice_params(plan: BillingPlan, customer_id: str) -> dict[str, Any]:
-    return {"customer": customer_id, "currency": plan.currency.lower(), "collection_method": "send_invoice",
-            "days_until_due": DAYS_UNTIL_DUE, "pending_invoice_items_behavior": "exclude",
-            "description": plan.opportunity_name, "metadata": billing_metadata(plan)}
+    return {
+        "customer": customer_id,
+        "currency": plan.currency.lower(),
+        "collection_method": "send_invoice",
+        "days_until_due": DAYS_UNTIL_DUE,
+        "pending_invoice_items_behavior": "exclude",
+        "description": plan.opportunity_name,
+        "metadata": billing_metadata(plan),
+    }
 
 
 def invoice_item_params(plan: BillingPlan, line: BillingLine, customer_id: str, invoice_id: str) -> dict[str, Any]:
     """One line of the opportunity's one-off invoice, attached to that (draft) invoice."""
-    return {"customer": customer_id, "invoice": invoice_id, "pricing": {"price": line.price_id},
-            "quantity": line.quantity, "metadata": {"salesforce_opportunity_id": plan.opportunity_id,
-                                                    "salesforce_line_id": line.line_id}}
+    return {
+        "customer": customer_id,
+        "invoice": invoice_id,
+        "pricing": {"price": line.price_id},
+        "quantity": line.quantity,
+        "metadata": {"salesforce_opportunity_id": plan.opportunity_id, "salesforce_line_id": line.line_id},
+    }
 
 
 def find_by_metadata(objects: Iterable[Mapping[str, Any]], key: str, value: str) -> dict[str, Any] | None:

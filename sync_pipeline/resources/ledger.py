@@ -121,8 +121,7 @@ def inbox_event_problem(event: Any) -> str | None:
     checks = (
         ("id", _text_problem(event.get("id"), webhook_inbox.c.event_id)),
         ("type", _text_problem(event.get("type"), webhook_inbox.c.event_type)),
-        ("data.object.id", _text_problem(_event_object(event).get("id"), webhook_inbox.c.object_id,
-                                         required=False)),
+        ("data.object.id", _text_problem(_event_object(event).get("id"), webhook_inbox.c.object_id, required=False)),
     )
     for field, problem in checks:
         if problem:
@@ -143,7 +142,7 @@ sync_cursors = sa.Table(
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -238,8 +237,10 @@ class Ledger:
         stmt = self._insert(sync_ledger)
         stmt = stmt.on_conflict_do_update(
             index_elements=["target", "record_type", "external_id"],
-            set_={c: stmt.excluded[c] for c in ("internal_id", "content_hash", "source_id", "partition_key",
-                                                   "run_id", "synced_at")},
+            set_={
+                c: stmt.excluded[c]
+                for c in ("internal_id", "content_hash", "source_id", "partition_key", "run_id", "synced_at")
+            },
         )
         with self.engine.begin() as conn:
             conn.execute(stmt, rows)
@@ -266,24 +267,36 @@ class Ledger:
         query = sa.select(sync_ledger.c.source_id, sync_ledger.c.partition_key).order_by(sync_ledger.c.synced_at)
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 900):
-                chunk = query.where(sync_ledger.c.source_id.in_(ids[start : start + 900]),
-                                    sync_ledger.c.partition_key.is_not(None))
+                chunk = query.where(
+                    sync_ledger.c.source_id.in_(ids[start : start + 900]), sync_ledger.c.partition_key.is_not(None)
+                )
                 for source_id, partition_key in conn.execute(chunk):
                     found[source_id] = partition_key  # newest sync wins (ordered by synced_at)
         return found
 
     # -- exceptions ----------------------------------------------------------------------------
-    def record_exceptions(self, rows: Sequence[ExceptionRow], partition_key: str | None = None,
-                          run_id: str | None = None) -> None:
+    def record_exceptions(
+        self, rows: Sequence[ExceptionRow], partition_key: str | None = None, run_id: str | None = None
+    ) -> None:
         if not rows:
             return
         now = utcnow()
         values = [
             {
-                "target": r.target, "record_type": r.record_type, "external_id": r.external_id,
-                "source_id": r.source_id, "partition_key": partition_key, "field": r.field or "",
-                "value": r.value, "error_code": r.error_code, "message": r.message, "fix": r.fix,
-                "first_seen_at": now, "last_seen_at": now, "occurrences": 1, "run_id": run_id,
+                "target": r.target,
+                "record_type": r.record_type,
+                "external_id": r.external_id,
+                "source_id": r.source_id,
+                "partition_key": partition_key,
+                "field": r.field or "",
+                "value": r.value,
+                "error_code": r.error_code,
+                "message": r.message,
+                "fix": r.fix,
+                "first_seen_at": now,
+                "last_seen_at": now,
+                "occurrences": 1,
+                "run_id": run_id,
                 "resolved_at": None,
             }
             for r in rows
@@ -292,9 +305,13 @@ class Ledger:
         stmt = stmt.on_conflict_do_update(
             index_elements=["target", "record_type", "external_id", "error_code", "field"],
             set_={
-                "value": stmt.excluded.value, "message": stmt.excluded.message, "fix": stmt.excluded.fix,
-                "last_seen_at": stmt.excluded.last_seen_at, "run_id": stmt.excluded.run_id,
-                "partition_key": stmt.excluded.partition_key, "resolved_at": None,
+                "value": stmt.excluded.value,
+                "message": stmt.excluded.message,
+                "fix": stmt.excluded.fix,
+                "last_seen_at": stmt.excluded.last_seen_at,
+                "run_id": stmt.excluded.run_id,
+                "partition_key": stmt.excluded.partition_key,
+                "resolved_at": None,
                 "occurrences": sync_exceptions.c.occurrences + 1,
             },
         )
@@ -338,11 +355,18 @@ class Ledger:
         if problem:
             raise ValueError(f"not stored in the webhook inbox: {problem}")
         obj = _event_object(event)
-        stmt = self._insert(webhook_inbox).values(
-            event_id=event["id"], event_type=event["type"], event_created=int(event["created"]),
-            object_id=obj.get("id"), payload=payload if payload is not None else json.dumps(event),
-            received_at=utcnow(),
-        ).on_conflict_do_nothing(index_elements=["event_id"])
+        stmt = (
+            self._insert(webhook_inbox)
+            .values(
+                event_id=event["id"],
+                event_type=event["type"],
+                event_created=int(event["created"]),
+                object_id=obj.get("id"),
+                payload=payload if payload is not None else json.dumps(event),
+                received_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
@@ -366,20 +390,37 @@ class Ledger:
                 )
 
     def inbox_status(self) -> InboxStatus:
-        cols = (webhook_inbox.c.event_id, webhook_inbox.c.event_type, webhook_inbox.c.event_created,
-                webhook_inbox.c.received_at, webhook_inbox.c.processed_at)
+        cols = (
+            webhook_inbox.c.event_id,
+            webhook_inbox.c.event_type,
+            webhook_inbox.c.event_created,
+            webhook_inbox.c.received_at,
+            webhook_inbox.c.processed_at,
+        )
         with self.engine.connect() as conn:
             depth = conn.execute(
                 sa.select(sa.func.count()).select_from(webhook_inbox).where(webhook_inbox.c.processed_at.is_(None))
             ).scalar_one()
-            oldest = conn.execute(
-                sa.select(*cols).where(webhook_inbox.c.processed_at.is_(None))
-                .order_by(webhook_inbox.c.event_created).limit(1)
-            ).mappings().first()
-            last = conn.execute(
-                sa.select(*cols).where(webhook_inbox.c.processed_at.is_not(None))
-                .order_by(webhook_inbox.c.processed_at.desc()).limit(1)
-            ).mappings().first()
+            oldest = (
+                conn.execute(
+                    sa.select(*cols)
+                    .where(webhook_inbox.c.processed_at.is_(None))
+                    .order_by(webhook_inbox.c.event_created)
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            last = (
+                conn.execute(
+                    sa.select(*cols)
+                    .where(webhook_inbox.c.processed_at.is_not(None))
+                    .order_by(webhook_inbox.c.processed_at.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
         return InboxStatus(depth, dict(oldest) if oldest else None, dict(last) if last else None)
 
     # -- cursors (high-water marks) ------------------------------------------------------------
@@ -389,8 +430,9 @@ class Ledger:
 
     def set_cursor(self, name: str, value: str) -> None:
         stmt = self._insert(sync_cursors).values(name=name, value=value, updated_at=utcnow())
-        stmt = stmt.on_conflict_do_update(index_elements=["name"],
-                                          set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"], set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}
+        )
         with self.engine.begin() as conn:
             conn.execute(stmt)
 

@@ -38,13 +38,21 @@ SUITEQL_MAX_PAGE_SIZE = 1000
 CONCURRENCY_LIMIT_EXCEEDED = "CONCURRENCY_LIMIT_EXCEEDED"
 # Our own code for a request that never got an HTTP answer (after retries).
 CONNECTION_ERROR = "CONNECTION_ERROR"
-AUTH_CODES = frozenset({"INVALID_LOGIN", "INVALID_LOGIN_ATTEMPT", "INVALID_LOGIN_CREDENTIALS", "invalid_client",
-                        "invalid_grant", "unauthorized_client"})
+AUTH_CODES = frozenset(
+    {
+        "INVALID_LOGIN",
+        "INVALID_LOGIN_ATTEMPT",
+        "INVALID_LOGIN_CREDENTIALS",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+    }
+)
 PERMISSION_CODES = frozenset({"INSUFFICIENT_PERMISSION"})
 # What a user checks when NetSuite refuses the credentials, per authentication method.
 CREDENTIAL_VARIABLES = {
     "oauth1-tba": "NETSUITE_ACCOUNT_ID, NETSUITE_CONSUMER_KEY, NETSUITE_CONSUMER_SECRET, NETSUITE_TOKEN_ID and "
-                  "NETSUITE_TOKEN_SECRET",
+    "NETSUITE_TOKEN_SECRET",
     "oauth2-m2m": "NETSUITE_ACCOUNT_ID, NETSUITE_CLIENT_ID, NETSUITE_CERTIFICATE_ID and NETSUITE_PRIVATE_KEY",
 }
 ROLE_OF_CREDENTIALS = {
@@ -190,14 +198,22 @@ def access_denied(error: NetSuiteError, auth_method: str) -> AccessDenied | None
     said = f"HTTP {error.status} {error.code}: {error.detail}"
     # The OAuth 2.0 token endpoint answers a bad client or key with 400 invalid_client / invalid_grant.
     if error.status == 401 or error.codes & AUTH_CODES or error.request.endswith(OAUTH2_TOKEN_PATH):
-        return AccessDenied("netsuite", (
-            f"NetSuite refused the credentials ({said}): check {CREDENTIAL_VARIABLES[auth_method]}, that the "
-            "token is active and that its role has Web Services access (NetSuite's Login Audit Trail says why)"))
+        return AccessDenied(
+            "netsuite",
+            (
+                f"NetSuite refused the credentials ({said}): check {CREDENTIAL_VARIABLES[auth_method]}, that the "
+                "token is active and that its role has Web Services access (NetSuite's Login Audit Trail says why)"
+            ),
+        )
     if error.status == 403 or error.codes & PERMISSION_CODES:
-        return AccessDenied("netsuite", (
-            f"NetSuite denied {error.request or 'a request'} ({said}): give {ROLE_OF_CREDENTIALS[auth_method]} the "
-            "permission for this record type (Setup > Users/Roles > Manage Roles), or use credentials of a role "
-            "that has it"))
+        return AccessDenied(
+            "netsuite",
+            (
+                f"NetSuite denied {error.request or 'a request'} ({said}): give {ROLE_OF_CREDENTIALS[auth_method]} the "
+                "permission for this record type (Setup > Users/Roles > Manage Roles), or use credentials of a role "
+                "that has it"
+            ),
+        )
     return None
 
 
@@ -282,7 +298,10 @@ class _OAuth2BearerAuth(requests.auth.AuthBase):
         with self._lock:
             if self._token is None or time.time() >= self._refresh_at:
                 self._token, lifetime = call_with_retry(
-                    self._fetch, is_retryable, retry_after=_retry_after, policy=self._policy,
+                    self._fetch,
+                    is_retryable,
+                    retry_after=_retry_after,
+                    policy=self._policy,
                     description=f"POST {OAUTH2_TOKEN_PATH}",
                 )
                 self._refresh_at = time.time() + lifetime - min(OAUTH2_REFRESH_MARGIN_SECONDS, lifetime / 2)
@@ -524,8 +543,7 @@ class NetSuiteClient:
                 self._writes += int(is_write)
             # Not streamed: the whole body is read inside the slot, so a response that breaks off
             # mid-body fails here, as part of this attempt.
-            response = self._session.send(prepared, timeout=(min(10.0, self._timeout), self._timeout),
-                                          **send_settings)
+            response = self._session.send(prepared, timeout=(min(10.0, self._timeout), self._timeout), **send_settings)
         if response.status_code >= 400:
             raise NetSuiteError.from_response(response, f"{method} {path}")
         return response
@@ -572,10 +590,12 @@ class NetSuiteResource(dg.ConfigurableResource):
     concurrency: int = Field(default=5, description="the account's concurrent-request limit")
     timeout_seconds: float = Field(default=120.0, description="per-request timeout")
     # The shared retry policy's budget; a write still unanswered after it is an exception the next run retries.
-    retry_max_attempts: int = Field(default=DEFAULT_RETRY_POLICY.max_attempts,
-                                    description="attempts per request before giving up")
-    retry_max_seconds: float = Field(default=DEFAULT_RETRY_POLICY.max_seconds,
-                                     description="time budget per request, waits included")
+    retry_max_attempts: int = Field(
+        default=DEFAULT_RETRY_POLICY.max_attempts, description="attempts per request before giving up"
+    )
+    retry_max_seconds: float = Field(
+        default=DEFAULT_RETRY_POLICY.max_seconds, description="time budget per request, waits included"
+    )
 
     _client: NetSuiteClient | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -596,8 +616,9 @@ class NetSuiteResource(dg.ConfigurableResource):
                     base_url=self.base_url or None,
                     concurrency=self.concurrency,
                     timeout_seconds=self.timeout_seconds,
-                    retry_policy=replace(DEFAULT_RETRY_POLICY, max_attempts=self.retry_max_attempts,
-                                          max_seconds=self.retry_max_seconds),
+                    retry_policy=replace(
+                        DEFAULT_RETRY_POLICY, max_attempts=self.retry_max_attempts, max_seconds=self.retry_max_seconds
+                    ),
                 )
             return self._client
 

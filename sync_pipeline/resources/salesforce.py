@@ -113,9 +113,7 @@ def is_retryable(error: BaseException) -> bool:
     """5xx, timeouts and broken connections (for idempotent requests: reads and upserts)."""
     if isinstance(error, SalesforceError):
         return (error.status or 0) >= 500
-    return isinstance(
-        error, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-    )
+    return isinstance(error, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError))
 
 
 def is_retryable_before_sent(error: BaseException) -> bool:
@@ -165,7 +163,7 @@ def parse_modstamp(value: str) -> dt.datetime:
 
 
 def soql_datetime(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def modified_since(cursor: str | None, look_back: dt.timedelta = LOOK_BACK) -> str:
@@ -239,7 +237,7 @@ class SalesforceResource(dg.ConfigurableResource):
                 return
             next_url = page["nextRecordsUrl"]
             page = self._call(
-                lambda sf: sf.query_more(next_url, identifier_is_url=True, timeout=self.timeout_seconds),
+                lambda sf, url=next_url: sf.query_more(url, identifier_is_url=True, timeout=self.timeout_seconds),
                 "query_more",
             )
 
@@ -284,7 +282,7 @@ class SalesforceResource(dg.ConfigurableResource):
                 "allOrNone": all_or_none,
                 "records": [{"attributes": {"type": sobject}, **record} for record in chunk],
             }
-            answers = self._call(lambda sf: self._send(sf, path, "PATCH", body), f"PATCH {path}")
+            answers = self._call(lambda sf, body=body: self._send(sf, path, "PATCH", body), f"PATCH {path}")
             results.extend(
                 SaveResult(
                     external_id=str(record[external_id_field]),
@@ -332,7 +330,10 @@ class SalesforceResource(dg.ConfigurableResource):
             connection = self._get_connection()
             try:
                 return call_with_retry(
-                    lambda: operation(connection), is_retryable, policy=self._retry_policy, description=description
+                    lambda connection=connection: operation(connection),
+                    is_retryable,
+                    policy=self._retry_policy,
+                    description=description,
                 )
             except SalesforceExpiredSession as error:
                 if not self._can_log_in:
@@ -432,8 +433,9 @@ class SalesforceResource(dg.ConfigurableResource):
         if response.status_code != 200 or "sessionId" not in values or "serverUrl" not in values:
             reason = values.get("exceptionMessage") or values.get("faultstring") or f"HTTP {response.status_code}"
             code = values.get("exceptionCode") or values.get("faultcode") or "LOGIN_FAILED"
-            raise SalesforceLoginFailed(f"Salesforce login as {self.username} at {soap_url} failed ({code}: {reason}):"
-                                        f" check {LOGIN_VARIABLES}")
+            raise SalesforceLoginFailed(
+                f"Salesforce login as {self.username} at {soap_url} failed ({code}: {reason}): check {LOGIN_VARIABLES}"
+            )
         self._logins += 1
         server = urlparse(values["serverUrl"])
         # Classic instance hosts answer the SOAP API as `na1-api.salesforce.com`; REST is `na1.`.

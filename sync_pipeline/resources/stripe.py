@@ -58,14 +58,22 @@ def access_denied(error: stripe.StripeError, description: str) -> AccessDenied |
     # Stripe's own message shows only the key's first and last characters.
     said = f"HTTP {error.http_status}: {error.user_message or error}"
     if isinstance(error, stripe.AuthenticationError):
-        return AccessDenied("stripe", (
-            f"Stripe refused the API key ({said}): set STRIPE_API_KEY to a secret key (sk_live_...) or restricted "
-            "key (rk_live_...) of this Stripe account that is not rolled or expired (Dashboard > Developers > API "
-            "keys)"))
+        return AccessDenied(
+            "stripe",
+            (
+                f"Stripe refused the API key ({said}): set STRIPE_API_KEY to a secret key (sk_live_...) or restricted "
+                "key (rk_live_...) of this Stripe account that is not rolled or expired (Dashboard > Developers > API "
+                "keys)"
+            ),
+        )
     if isinstance(error, stripe.PermissionError):
-        return AccessDenied("stripe", (
-            f"Stripe denied the API key {description} ({said}): give the restricted key in STRIPE_API_KEY the "
-            "permission this request needs (Dashboard > Developers > API keys > Edit key), or use a secret key"))
+        return AccessDenied(
+            "stripe",
+            (
+                f"Stripe denied the API key {description} ({said}): give the restricted key in STRIPE_API_KEY the "
+                "permission this request needs (Dashboard > Developers > API keys > Edit key), or use a secret key"
+            ),
+        )
     return None
 
 
@@ -79,7 +87,7 @@ def unix_seconds(value: Timestamp) -> int:
     """Stripe's `created` filters take Unix seconds; naive datetimes are taken as UTC."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return int(value.timestamp())
     return int(value)
 
@@ -138,8 +146,12 @@ class StripeResource(dg.ConfigurableResource):
         status: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Invoices created in [created_gte, created_lt), newest first, across all pages."""
-        params = {**_created_filter(created_gte, created_lt), "expand": list(expand), "customer": customer,
-                  "status": status}
+        params = {
+            **_created_filter(created_gte, created_lt),
+            "expand": list(expand),
+            "customer": customer,
+            "status": status,
+        }
         return self._paginate("/v1/invoices", params)
 
     def list_charges(
@@ -219,8 +231,12 @@ class StripeResource(dg.ConfigurableResource):
         """
         if types is not None and len(types) > 20:
             raise ValueError(f"Stripe accepts at most 20 event types, got {len(types)}")
-        params = {**_created_filter(created_gte, None), "starting_after": starting_after,
-                  "ending_before": ending_before, "types": list(types or [])}
+        params = {
+            **_created_filter(created_gte, None),
+            "starting_after": starting_after,
+            "ending_before": ending_before,
+            "types": list(types or []),
+        }
         return self._paginate("/v1/events", params)
 
     def list_prices(self) -> Iterator[dict[str, Any]]:

@@ -87,8 +87,11 @@ def read_env(state_dir: Path) -> dict[str, str]:
 
 def answering(env: Mapping[str, str]) -> bool:
     """Whether all three stand-ins answer their control endpoint."""
-    urls = {"stripe": env.get("STRIPE_API_BASE"), "netsuite": env.get("NETSUITE_BASE_URL"),
-            "salesforce": env.get("SALESFORCE_INSTANCE_URL")}
+    urls = {
+        "stripe": env.get("STRIPE_API_BASE"),
+        "netsuite": env.get("NETSUITE_BASE_URL"),
+        "salesforce": env.get("SALESFORCE_INSTANCE_URL"),
+    }
     for system, url in urls.items():
         if not url:
             return False
@@ -103,20 +106,24 @@ def answering(env: Mapping[str, str]) -> bool:
 def spawn_runner(args: argparse.Namespace, state_dir: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", RUNNER_MODULE, "--state-dir", str(state_dir)]
     for system in SYSTEMS:
-        command += [f"--{system}-port", str(getattr(args, f"{system}_port")),
-                    f"--{system}-latency-ms", str(getattr(args, f"{system}_latency_ms"))]
+        command += [
+            f"--{system}-port",
+            str(getattr(args, f"{system}_port")),
+            f"--{system}-latency-ms",
+            str(getattr(args, f"{system}_latency_ms")),
+        ]
     with open(state_dir / LOG_FILE, "ab") as log_file:
         # Its own session: the sandbox outlives this command and `down` can end its whole group.
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                start_new_session=True, close_fds=True)
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, close_fds=True
+        )
 
 
 def wait_until_ready(process: subprocess.Popen, state_dir: Path, timeout: float) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the sandbox process exited with status {process.returncode}:\n"
-                               + _log_tail(state_dir))
+            raise RuntimeError(f"the sandbox process exited with status {process.returncode}:\n" + _log_tail(state_dir))
         if runner_pid(state_dir) == process.pid and (state_dir / ENV_FILE).exists():
             env = read_env(state_dir)
             if answering(env):
@@ -223,8 +230,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def record_counts(env: Mapping[str, str]) -> list[tuple[str, str, dict[str, int | str]]]:
-    urls = {"stripe": env["STRIPE_API_BASE"], "netsuite": env["NETSUITE_BASE_URL"],
-            "salesforce": env["SALESFORCE_INSTANCE_URL"]}
+    urls = {
+        "stripe": env["STRIPE_API_BASE"],
+        "netsuite": env["NETSUITE_BASE_URL"],
+        "salesforce": env["SALESFORCE_INSTANCE_URL"],
+    }
     rows = []
     for system, url in urls.items():
         verify: Any = env.get("SALESFORCE_CA_BUNDLE", True) if system == "salesforce" else True
@@ -263,8 +273,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add_sandbox_commands(subparsers: Any) -> None:
     """Register `sandbox ...` on the top-level `sync-pipeline` parser's subparsers."""
-    sandbox = subparsers.add_parser("sandbox", help="local stand-ins of Stripe, NetSuite and Salesforce",
-                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sandbox = subparsers.add_parser(
+        "sandbox",
+        help="local stand-ins of Stripe, NetSuite and Salesforce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
 
     up = commands.add_parser("up", help="start all three in the background (seeded), print `export` lines")

@@ -150,8 +150,11 @@ class Sandbox:
             self.save()
 
 
-def start_sandbox(state_dir: Path | None = None, ports: Mapping[str, int] | None = None,
-                  configs: Mapping[str, Mapping[str, Any]] | None = None) -> Sandbox:
+def start_sandbox(
+    state_dir: Path | None = None,
+    ports: Mapping[str, int] | None = None,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Sandbox:
     """Start all three stand-ins in threads of this process (ports 0 = free ports).
 
     With a `state_dir`, each stand-in starts from the state saved there (if any).
@@ -172,8 +175,12 @@ def start_sandbox(state_dir: Path | None = None, ports: Mapping[str, int] | None
 
 
 @contextlib.contextmanager
-def running_sandbox(seed_options: ScenarioOptions | None = None, state_dir: Path | None = None,
-                    ports: Mapping[str, int] | None = None, **configs: Mapping[str, Any]) -> Iterator[Sandbox]:
+def running_sandbox(
+    seed_options: ScenarioOptions | None = None,
+    state_dir: Path | None = None,
+    ports: Mapping[str, int] | None = None,
+    **configs: Mapping[str, Any],
+) -> Iterator[Sandbox]:
     """Stand-ins on free ports for the length of a `with` block; seeded first when `seed_options` is given.
 
     `configs` are knobs per system, e.g. `running_sandbox(netsuite={"latency_ms": 20})`.
@@ -208,13 +215,22 @@ def record_count(body: Any) -> int:
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `serve`, `up` and `python -m sync_pipeline.sandbox.runner`."""
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="where state, pid and env files live (default $DAGSTER_HOME/sandbox)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where state, pid and env files live (default $DAGSTER_HOME/sandbox)",
+    )
     for system in SYSTEMS:
-        parser.add_argument(f"--{system}-port", type=int, default=DEFAULT_PORTS[system],
-                            help=f"port of the {system} stand-in (default {DEFAULT_PORTS[system]}; 0 = any free)")
-        parser.add_argument(f"--{system}-latency-ms", type=float, default=0.0,
-                            help=f"added latency of every {system} request")
+        parser.add_argument(
+            f"--{system}-port",
+            type=int,
+            default=DEFAULT_PORTS[system],
+            help=f"port of the {system} stand-in (default {DEFAULT_PORTS[system]}; 0 = any free)",
+        )
+        parser.add_argument(
+            f"--{system}-latency-ms", type=float, default=0.0, help=f"added latency of every {system} request"
+        )
 
 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,8 +239,12 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-date", type=_date, default=None, help="last day, YYYY-MM-DD (default yesterday UTC)")
     parser.add_argument("--invoices", type=int, default=defaults.invoices, help="approximate number of invoices")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed: same seed, same scenario")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="client threads; more is ~15%% faster at 10,000 invoices, but ids then vary run to run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="client threads; more is ~15%% faster at 10,000 invoices, but ids then vary run to run",
+    )
 
 
 def _date(text: str) -> Any:
@@ -234,8 +254,9 @@ def _date(text: str) -> Any:
 
 
 def seed_options_from(args: argparse.Namespace) -> ScenarioOptions:
-    return ScenarioOptions(days=args.days, invoices=args.invoices, seed=args.seed, end_date=args.end_date,
-                           threads=max(1, args.threads))
+    return ScenarioOptions(
+        days=args.days, invoices=args.invoices, seed=args.seed, end_date=args.end_date, threads=max(1, args.threads)
+    )
 
 
 def state_dir_from(args: argparse.Namespace) -> Path:
@@ -283,8 +304,9 @@ def log(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sync_pipeline.sandbox.runner",
-                                     description="Serve the three sandbox stand-ins until SIGTERM.")
+    parser = argparse.ArgumentParser(
+        prog="python -m sync_pipeline.sandbox.runner", description="Serve the three sandbox stand-ins until SIGTERM."
+    )
     add_server_arguments(parser)
     return serve_forever(parser.parse_args(argv))
 

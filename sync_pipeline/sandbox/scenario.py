@@ -72,27 +72,87 @@ class CatalogItem:
 
 CATALOG: dict[str, CatalogItem] = {
     "pro": CatalogItem("PRO", "Pro plan", "101", True, {"usd": 4_900, "eur": 4_500, "jpy": 7_000, "kwd": 15_000}),
-    "enterprise": CatalogItem("ENT", "Enterprise plan", "102", True,
-                              {"usd": 49_900, "eur": 45_900, "jpy": 75_000, "kwd": 155_000}),
-    "onboarding": CatalogItem("ONB", "Onboarding", "103", False,
-                              {"usd": 150_000, "eur": 140_000, "jpy": 220_000, "kwd": 465_000}),
+    "enterprise": CatalogItem(
+        "ENT", "Enterprise plan", "102", True, {"usd": 49_900, "eur": 45_900, "jpy": 75_000, "kwd": 155_000}
+    ),
+    "onboarding": CatalogItem(
+        "ONB", "Onboarding", "103", False, {"usd": 150_000, "eur": 140_000, "jpy": 220_000, "kwd": 465_000}
+    ),
 }
 # Percent-off coupons apply in every currency; amount-off ones are per currency.
 COUPONS = {"welcome10": ("Welcome 10% off", 10), "annual20": ("Loyalty 20% off", 20)}
 # Exclusive tax rates by customer currency (Kuwait levies no VAT, so KWD invoices carry none).
-TAX_RATES = {"usd": ("Sales tax", "US", Decimal("8.25")), "eur": ("VAT", "DE", Decimal("19")),
-             "jpy": ("JCT", "JP", Decimal("10"))}
+TAX_RATES = {
+    "usd": ("Sales tax", "US", Decimal("8.25")),
+    "eur": ("VAT", "DE", Decimal("19")),
+    "jpy": ("JCT", "JP", Decimal("10")),
+}
 
-FIRST_NAMES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Tyrell",
-               "Cyberdyne", "Soylent", "Wonka", "Gringotts", "Aperture", "Oscorp", "Nakatomi", "Monarch",
-               "Blue Sun", "Pied Piper", "Dunder", "Sterling", "Prestige", "Bluth", "Massive", "Zorg")
-LAST_NAMES = ("Analytics", "Logistics", "Robotics", "Foods", "Media", "Labs", "Systems", "Health",
-              "Energy", "Studios", "Holdings", "Partners", "Networks", "Retail", "Capital")
-CONTACT_NAMES = (("Ada", "Lovelace"), ("Grace", "Hopper"), ("Alan", "Turing"), ("Kenji", "Sato"),
-                 ("Fatima", "Al-Sabah"), ("Lena", "Fischer"), ("Omar", "Haddad"), ("Yuki", "Tanaka"),
-                 ("Maria", "Garcia"), ("John", "Smith"), ("Chen", "Wei"), ("Sofia", "Rossi"))
-SALESFORCE_PLURALS = {"Product2": "products", "Account": "accounts", "Contact": "contacts",
-                      "Opportunity": "opportunities", "OpportunityLineItem": "opportunity_line_items"}
+FIRST_NAMES = (
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Wonka",
+    "Gringotts",
+    "Aperture",
+    "Oscorp",
+    "Nakatomi",
+    "Monarch",
+    "Blue Sun",
+    "Pied Piper",
+    "Dunder",
+    "Sterling",
+    "Prestige",
+    "Bluth",
+    "Massive",
+    "Zorg",
+)
+LAST_NAMES = (
+    "Analytics",
+    "Logistics",
+    "Robotics",
+    "Foods",
+    "Media",
+    "Labs",
+    "Systems",
+    "Health",
+    "Energy",
+    "Studios",
+    "Holdings",
+    "Partners",
+    "Networks",
+    "Retail",
+    "Capital",
+)
+CONTACT_NAMES = (
+    ("Ada", "Lovelace"),
+    ("Grace", "Hopper"),
+    ("Alan", "Turing"),
+    ("Kenji", "Sato"),
+    ("Fatima", "Al-Sabah"),
+    ("Lena", "Fischer"),
+    ("Omar", "Haddad"),
+    ("Yuki", "Tanaka"),
+    ("Maria", "Garcia"),
+    ("John", "Smith"),
+    ("Chen", "Wei"),
+    ("Sofia", "Rossi"),
+)
+SALESFORCE_PLURALS = {
+    "Product2": "products",
+    "Account": "accounts",
+    "Contact": "contacts",
+    "Opportunity": "opportunities",
+    "OpportunityLineItem": "opportunity_line_items",
+}
 OPEN_STAGES = ("Prospecting", "Qualification", "Proposal/Price Quote", "Negotiation/Review")
 
 DAY = 86_400
@@ -212,8 +272,10 @@ class ScenarioSummary:
     def to_text(self) -> str:
         currencies = sorted({c for per in self.counts.values() for c in per} - {"all"}) + ["all"]
         width = max(len(k) for k in [*self.counts, *self.totals, "object"]) + 2
-        lines = [f"Sandbox scenario {self.window[0]} .. {self.window[1]} (seed {self.seed})",
-                 "object".ljust(width) + "".join(c.upper().rjust(9) for c in currencies)]
+        lines = [
+            f"Sandbox scenario {self.window[0]} .. {self.window[1]} (seed {self.seed})",
+            "object".ljust(width) + "".join(c.upper().rjust(9) for c in currencies),
+        ]
         for name, per in sorted(self.counts.items()):
             lines.append(name.ljust(width) + "".join(str(per.get(c, "")).rjust(9) for c in currencies))
         lines.append("")
@@ -316,8 +378,18 @@ class _Planner:
             start = self.at(customer.created_at + self.rng.randint(10 * 60, 6 * HOUR))
             coupon = "welcome10" if self.rng.random() < 0.15 else None
             taxed = customer.currency in TAX_RATES and self.rng.random() < 0.3
-            self.add(start, customer.ref, "subscribe", sub, customer=customer.ref, plan=plan, quantity=quantity,
-                     coupon=coupon, taxed=taxed, opportunity=customer.salesforce_account_ref and f"opp-{sub}")
+            self.add(
+                start,
+                customer.ref,
+                "subscribe",
+                sub,
+                customer=customer.ref,
+                plan=plan,
+                quantity=quantity,
+                coupon=coupon,
+                taxed=taxed,
+                opportunity=customer.salesforce_account_ref and f"opp-{sub}",
+            )
             paid[f"{sub}:0"] = (customer.ref, start)
             made += 1
             upgrade_at = start + self.rng.randint(5 * DAY, 20 * DAY)
@@ -344,18 +416,26 @@ class _Planner:
         outcome_pool = list(refs)
         self.rng.shuffle(outcome_pool)
         outcomes: dict[str, str] = {}
-        for outcome, share in (("failed_then_paid", 0.05), ("past_due", 0.04), ("void", 0.02),
-                               ("uncollectible", 0.02)):
+        for outcome, share in (("failed_then_paid", 0.05), ("past_due", 0.04), ("void", 0.02), ("uncollectible", 0.02)):
             for ref in self.take(outcome_pool, share, budget):
                 outcomes[ref] = outcome
-        for ref, customer in zip(refs, owners):
+        for ref, customer in zip(refs, owners, strict=True):
             created = self.at(self.rng.uniform(customer.created_at + HOUR, self.end - 2 * HOUR))
             items = self._invoice_items(customer.currency, first=ref == refs[0])
             outcome = outcomes.get(ref, "paid")
             coupon = self.rng.choice(list(COUPONS)) if self.rng.random() < 0.1 else None
             taxed = customer.currency in TAX_RATES and self.rng.random() < 0.25
-            self.add(created, customer.ref, "invoice", ref, customer=customer.ref, items=items,
-                     coupon=coupon, taxed=taxed, outcome=outcome)
+            self.add(
+                created,
+                customer.ref,
+                "invoice",
+                ref,
+                customer=customer.ref,
+                items=items,
+                coupon=coupon,
+                taxed=taxed,
+                outcome=outcome,
+            )
             later = created + self.rng.randint(2 * DAY, 6 * DAY)
             if outcome == "failed_then_paid":
                 self.add(later, customer.ref, "retry", ref)
@@ -372,8 +452,9 @@ class _Planner:
         if first or self.rng.random() < 0.15:
             items.append({"catalog": "onboarding", "quantity": 1})
         for _ in range(self.rng.randint(0 if items else 1, 2)):
-            description = self.rng.choice(("Professional services", "Usage overage", "Training workshop",
-                                           "Premium support"))
+            description = self.rng.choice(
+                ("Professional services", "Usage overage", "Training workshop", "Premium support")
+            )
             items.append({"description": description, "amount": self.amount(currency, 80, 4_000)})
         return items
 
@@ -381,9 +462,15 @@ class _Planner:
         for n in range(max(3, self.options.invoices // 10)):
             customer = self.rng.choice(customers)
             ref = f"pi{n}"
-            at = self.add(self.rng.uniform(customer.created_at + HOUR, self.end - 2 * HOUR), customer.ref,
-                          "charge", ref, customer=customer.ref, amount=self.amount(customer.currency, 20, 900),
-                          description=self.rng.choice(("Add-on credits", "Extra seats", "Data export")))
+            at = self.add(
+                self.rng.uniform(customer.created_at + HOUR, self.end - 2 * HOUR),
+                customer.ref,
+                "charge",
+                ref,
+                customer=customer.ref,
+                amount=self.amount(customer.currency, 20, 900),
+                description=self.rng.choice(("Add-on credits", "Extra seats", "Data export")),
+            )
             paid[ref] = (customer.ref, at)
 
     def _after_payment(self, paid: dict[str, tuple[str, int]]) -> None:
@@ -401,8 +488,13 @@ class _Planner:
             actor, paid_at = paid[ref]
             # Mostly within days; one in five weeks later (the "40-day refund" of real life).
             delay = self.rng.randint(HOUR, 5 * DAY) if self.rng.random() < 0.8 else self.rng.randint(20, 40) * DAY
-            self.add(paid_at + delay, actor, "refund", ref, share=None if ref in full else
-                     self.rng.choice((Decimal("0.1"), Decimal("0.25"), Decimal("0.5"))))
+            self.add(
+                paid_at + delay,
+                actor,
+                "refund",
+                ref,
+                share=None if ref in full else self.rng.choice((Decimal("0.1"), Decimal("0.25"), Decimal("0.5"))),
+            )
         for ref, outcome in [(r, "lost") for r in lost] + [(r, "won") for r in won]:
             actor, paid_at = paid[ref]
             opened = paid_at + self.rng.randint(2 * DAY, 5 * DAY)
@@ -430,9 +522,15 @@ class _Planner:
                 self._account(customer.salesforce_account_ref, customer.name, customer.currency, customer.ref)
                 sub = subscribed.get(customer.ref)
                 if sub is not None:
-                    self._opportunity(f"opp-{sub.ref}", customer.salesforce_account_ref, customer.currency,
-                                      "Closed Won", customer.created_at, billed_by=sub.ref,
-                                      lines=[(sub.args["plan"], sub.args["quantity"])])
+                    self._opportunity(
+                        f"opp-{sub.ref}",
+                        customer.salesforce_account_ref,
+                        customer.currency,
+                        "Closed Won",
+                        customer.created_at,
+                        billed_by=sub.ref,
+                        lines=[(sub.args["plan"], sub.args["quantity"])],
+                    )
         prospects = max(3, len(customers) // 3)
         names = [f"{a} {b}" for a in FIRST_NAMES for b in ("Group", "Ventures", "Industries", "Co")]
         self.rng.shuffle(names)
@@ -441,37 +539,79 @@ class _Planner:
             ref = f"prospect{n}"
             self._account(ref, names[n % len(names)] + (f" {n}" if n >= len(names) else ""), currency, None)
             # The first two always close: unbilled Closed-Won deals the pipeline must pick up.
-            stage = "Closed Won" if n < 2 or self.rng.random() < 0.35 else self.rng.choice(
-                OPEN_STAGES + ("Closed Lost",))
+            stage = (
+                "Closed Won" if n < 2 or self.rng.random() < 0.35 else self.rng.choice(OPEN_STAGES + ("Closed Lost",))
+            )
             plan = self.rng.choice(("pro", "enterprise"))
             lines = [(plan, self.rng.randint(1, 10))] + ([("onboarding", 1)] if self.rng.random() < 0.5 else [])
             close = self.start + self.rng.randint(0, self.end - self.start)
             self._opportunity(f"opp-{ref}", ref, currency, stage, close, billed_by=None, lines=lines)
 
     def _account(self, ref: str, name: str, currency: str, customer_ref: str | None) -> None:
-        self.salesforce.accounts.append({"ref": ref, "customer_ref": customer_ref, "fields": {
-            "Name": name, "BillingCountry": COUNTRY[currency], "CurrencyIsoCode": currency.upper(),
-            "Industry": self.rng.choice(("Technology", "Retail", "Manufacturing", "Finance", "Healthcare")),
-        }})
+        self.salesforce.accounts.append(
+            {
+                "ref": ref,
+                "customer_ref": customer_ref,
+                "fields": {
+                    "Name": name,
+                    "BillingCountry": COUNTRY[currency],
+                    "CurrencyIsoCode": currency.upper(),
+                    "Industry": self.rng.choice(("Technology", "Retail", "Manufacturing", "Finance", "Healthcare")),
+                },
+            }
+        )
         first, last = self.rng.choice(CONTACT_NAMES)
         domain = "".join(ch for ch in name.lower() if ch.isalnum())
-        self.salesforce.contacts.append({"ref": f"contact-{ref}", "account_ref": ref, "fields": {
-            "FirstName": first, "LastName": last, "Email": f"{first.lower()}@{domain}.example",
-        }})
+        self.salesforce.contacts.append(
+            {
+                "ref": f"contact-{ref}",
+                "account_ref": ref,
+                "fields": {
+                    "FirstName": first,
+                    "LastName": last,
+                    "Email": f"{first.lower()}@{domain}.example",
+                },
+            }
+        )
 
-    def _opportunity(self, ref: str, account_ref: str, currency: str, stage: str, close_at: int,
-                     billed_by: str | None, lines: list[tuple[str, int]]) -> None:
+    def _opportunity(
+        self,
+        ref: str,
+        account_ref: str,
+        currency: str,
+        stage: str,
+        close_at: int,
+        billed_by: str | None,
+        lines: list[tuple[str, int]],
+    ) -> None:
         """An opportunity with its products; `billed_by` names the subscription that already bills it."""
         amount = sum(CATALOG[code].unit_amounts[currency] * qty for code, qty in lines)
         close_date = dt.datetime.fromtimestamp(close_at, dt.UTC).date().isoformat()
-        self.salesforce.opportunities.append({"ref": ref, "account_ref": account_ref, "billed_by": billed_by, "fields": {
-            "Name": f"{CATALOG[lines[0][0]].name} x{lines[0][1]}", "StageName": stage, "CloseDate": close_date,
-            "CurrencyIsoCode": currency.upper(), "Amount": minor_to_decimal(amount, currency),
-        }})
+        self.salesforce.opportunities.append(
+            {
+                "ref": ref,
+                "account_ref": account_ref,
+                "billed_by": billed_by,
+                "fields": {
+                    "Name": f"{CATALOG[lines[0][0]].name} x{lines[0][1]}",
+                    "StageName": stage,
+                    "CloseDate": close_date,
+                    "CurrencyIsoCode": currency.upper(),
+                    "Amount": minor_to_decimal(amount, currency),
+                },
+            }
+        )
         for code, quantity in lines:
-            self.salesforce.line_items.append({"opportunity_ref": ref, "catalog": code, "fields": {
-                "Quantity": quantity, "UnitPrice": minor_to_decimal(CATALOG[code].unit_amounts[currency], currency),
-            }})
+            self.salesforce.line_items.append(
+                {
+                    "opportunity_ref": ref,
+                    "catalog": code,
+                    "fields": {
+                        "Quantity": quantity,
+                        "UnitPrice": minor_to_decimal(CATALOG[code].unit_amounts[currency], currency),
+                    },
+                }
+            )
 
 
 def build_plan(options: ScenarioOptions) -> Plan:
@@ -520,7 +660,7 @@ class SandboxClients:
     _sessions_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "SandboxClients":
+    def from_env(cls, env: Mapping[str, str]) -> SandboxClients:
         # Imported here, not at the top: every `sync-pipeline` command imports this module.
         import stripe
         from requests_oauthlib import OAuth1
@@ -528,24 +668,40 @@ class SandboxClients:
 
         stripe_base = env["STRIPE_API_BASE"].rstrip("/")
         stripe_client = stripe.StripeClient(
-            env["STRIPE_API_KEY"], base_addresses={"api": stripe_base}, stripe_version=STRIPE_API_VERSION,
-            max_network_retries=2, http_client=stripe.RequestsClient(timeout=60),
+            env["STRIPE_API_KEY"],
+            base_addresses={"api": stripe_base},
+            stripe_version=STRIPE_API_VERSION,
+            max_network_retries=2,
+            http_client=stripe.RequestsClient(timeout=60),
         )
         netsuite = requests.Session()
-        netsuite.auth = OAuth1(env["NETSUITE_CONSUMER_KEY"], env["NETSUITE_CONSUMER_SECRET"], env["NETSUITE_TOKEN_ID"],
-                               env["NETSUITE_TOKEN_SECRET"], realm=env["NETSUITE_ACCOUNT_ID"],
-                               signature_method="HMAC-SHA256")
+        netsuite.auth = OAuth1(
+            env["NETSUITE_CONSUMER_KEY"],
+            env["NETSUITE_CONSUMER_SECRET"],
+            env["NETSUITE_TOKEN_ID"],
+            env["NETSUITE_TOKEN_SECRET"],
+            realm=env["NETSUITE_ACCOUNT_ID"],
+            signature_method="HMAC-SHA256",
+        )
         sf_session = requests.Session()
         sf_session.verify = env.get("SALESFORCE_CA_BUNDLE") or True
         sf_session.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, silently replaces `verify`
         if env.get("SALESFORCE_SESSION_ID"):
-            salesforce = Salesforce(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
-                                    session=sf_session, version=SALESFORCE_API_VERSION)
+            salesforce = Salesforce(
+                instance_url=env["SALESFORCE_INSTANCE_URL"],
+                session_id=env["SALESFORCE_SESSION_ID"],
+                session=sf_session,
+                version=SALESFORCE_API_VERSION,
+            )
         else:
-            salesforce = Salesforce(username=env["SALESFORCE_USERNAME"], password=env["SALESFORCE_PASSWORD"],
-                                    security_token=env.get("SALESFORCE_SECURITY_TOKEN", ""),
-                                    instance_url=env["SALESFORCE_INSTANCE_URL"], session=sf_session,
-                                    version=SALESFORCE_API_VERSION)
+            salesforce = Salesforce(
+                username=env["SALESFORCE_USERNAME"],
+                password=env["SALESFORCE_PASSWORD"],
+                security_token=env.get("SALESFORCE_SECURITY_TOKEN", ""),
+                instance_url=env["SALESFORCE_INSTANCE_URL"],
+                session=sf_session,
+                version=SALESFORCE_API_VERSION,
+            )
         return cls(stripe_client, stripe_base, netsuite, env["NETSUITE_BASE_URL"].rstrip("/"), salesforce)
 
     def stripe_control(self, path: str, body: Mapping[str, Any]) -> Any:
@@ -616,8 +772,15 @@ class _Seeder:
             if failed_attempts is None:
                 failed_attempts = previous.failed_attempts if previous else 0
             self.documents[ref] = _DocumentFacts(
-                "invoice", invoice.currency, invoice.status, invoice.total, invoice.amount_paid,
-                discounted=bool(invoice.discounts), taxed=bool(invoice.total_taxes), failed_attempts=failed_attempts)
+                "invoice",
+                invoice.currency,
+                invoice.status,
+                invoice.total,
+                invoice.amount_paid,
+                discounted=bool(invoice.discounts),
+                taxed=bool(invoice.total_taxes),
+                failed_attempts=failed_attempts,
+            )
             self.ids[ref] = invoice.id
 
     # -- running -------------------------------------------------------------------------------
@@ -665,15 +828,19 @@ class _Seeder:
         for customer in self.plan.customers:
             if not customer.netsuite_external_id:
                 continue
-            body = {"companyName": customer.name, "email": customer.email, "isPerson": False,
-                    "subsidiary": {"id": NETSUITE_SUBSIDIARY_ID[customer.currency]},
-                    "currency": {"id": NETSUITE_CURRENCY_ID[customer.currency]}}
-            url = (f"{self.clients.netsuite_base}/services/rest/record/v1/customer/"
-                   f"eid:{customer.netsuite_external_id}")
+            body = {
+                "companyName": customer.name,
+                "email": customer.email,
+                "isPerson": False,
+                "subsidiary": {"id": NETSUITE_SUBSIDIARY_ID[customer.currency]},
+                "currency": {"id": NETSUITE_CURRENCY_ID[customer.currency]},
+            }
+            url = f"{self.clients.netsuite_base}/services/rest/record/v1/customer/eid:{customer.netsuite_external_id}"
             response = self.clients.netsuite.put(url, json=body, timeout=60)
             if response.status_code != 204:
-                raise ScenarioError(f"NetSuite customer {customer.netsuite_external_id}: "
-                                    f"{response.status_code} {response.text[:300]}")
+                raise ScenarioError(
+                    f"NetSuite customer {customer.netsuite_external_id}: {response.status_code} {response.text[:300]}"
+                )
             self.remember(f"ns:{customer.ref}", response.headers["Location"].rstrip("/").rsplit("/", 1)[-1])
             self.count("netsuite_customers", customer.currency)
 
@@ -681,9 +848,10 @@ class _Seeder:
     def sf_collection(self, method: str, records: list[dict[str, Any]]) -> list[str]:
         ids: list[str] = []
         for offset in range(0, len(records), SALESFORCE_BATCH):
-            batch = records[offset:offset + SALESFORCE_BATCH]
+            batch = records[offset : offset + SALESFORCE_BATCH]
             results = self.clients.salesforce.restful(
-                "composite/sobjects", method=method, data=_json_text({"allOrNone": True, "records": batch}))
+                "composite/sobjects", method=method, data=_json_text({"allOrNone": True, "records": batch})
+            )
             failed = [r for r in results if not r.get("success")]
             if failed:
                 raise ScenarioError(f"Salesforce {method} composite/sobjects failed: {failed[:3]}")
@@ -692,23 +860,34 @@ class _Seeder:
 
     def sf_create(self, sobject: str, rows: list[dict[str, Any]], fields: Callable[[dict[str, Any]], dict]) -> None:
         records = [{"attributes": {"type": sobject}, **fields(row)} for row in rows]
-        for row, new_id in zip(rows, self.sf_collection("POST", records)):
+        for row, new_id in zip(rows, self.sf_collection("POST", records), strict=True):
             if "ref" in row:
                 self.remember(f"sf:{row['ref']}", new_id)
         self.count(f"salesforce_{SALESFORCE_PLURALS[sobject]}", n=len(rows))
 
     def salesforce_records(self) -> None:
         sf = self.plan.salesforce
-        products = [{"ref": code, "fields": {"Name": item.name, "ProductCode": item.code, "IsActive": True}}
-                    for code, item in CATALOG.items()]
+        products = [
+            {"ref": code, "fields": {"Name": item.name, "ProductCode": item.code, "IsActive": True}}
+            for code, item in CATALOG.items()
+        ]
         self.sf_create("Product2", products, lambda r: r["fields"])
         self.sf_create("Account", sf.accounts, lambda r: r["fields"])
-        self.sf_create("Contact", sf.contacts, lambda r: {**r["fields"], "AccountId": self.ids[f"sf:{r['account_ref']}"]})
-        self.sf_create("Opportunity", sf.opportunities,
-                       lambda r: {**r["fields"], "AccountId": self.ids[f"sf:{r['account_ref']}"]})
-        self.sf_create("OpportunityLineItem", sf.line_items, lambda r: {
-            **r["fields"], "OpportunityId": self.ids[f"sf:{r['opportunity_ref']}"],
-            "Product2Id": self.ids[f"sf:{r['catalog']}"]})
+        self.sf_create(
+            "Contact", sf.contacts, lambda r: {**r["fields"], "AccountId": self.ids[f"sf:{r['account_ref']}"]}
+        )
+        self.sf_create(
+            "Opportunity", sf.opportunities, lambda r: {**r["fields"], "AccountId": self.ids[f"sf:{r['account_ref']}"]}
+        )
+        self.sf_create(
+            "OpportunityLineItem",
+            sf.line_items,
+            lambda r: {
+                **r["fields"],
+                "OpportunityId": self.ids[f"sf:{r['opportunity_ref']}"],
+                "Product2Id": self.ids[f"sf:{r['catalog']}"],
+            },
+        )
         for opportunity in sf.opportunities:
             stage = opportunity["fields"]["StageName"]
             detail = ("_billed" if opportunity["billed_by"] else "_unbilled") if stage == "Closed Won" else ""
@@ -717,25 +896,43 @@ class _Seeder:
     def salesforce_billing_links(self) -> None:
         """Deals already billed in Stripe carry the Stripe ids, as the pipeline's write-back leaves them."""
         sf = self.plan.salesforce
-        accounts = [{"attributes": {"type": "Account"}, "id": self.ids[f"sf:{a['ref']}"],
-                     ACCOUNT_STRIPE_CUSTOMER_FIELD: self.ids[a["customer_ref"]]}
-                    for a in sf.accounts if a["customer_ref"]]
-        opportunities = [{"attributes": {"type": "Opportunity"}, "id": self.ids[f"sf:{o['ref']}"],
-                          OPPORTUNITY_STRIPE_SUBSCRIPTION_FIELD: self.ids[o["billed_by"]]}
-                         for o in sf.opportunities if o["billed_by"]]
+        accounts = [
+            {
+                "attributes": {"type": "Account"},
+                "id": self.ids[f"sf:{a['ref']}"],
+                ACCOUNT_STRIPE_CUSTOMER_FIELD: self.ids[a["customer_ref"]],
+            }
+            for a in sf.accounts
+            if a["customer_ref"]
+        ]
+        opportunities = [
+            {
+                "attributes": {"type": "Opportunity"},
+                "id": self.ids[f"sf:{o['ref']}"],
+                OPPORTUNITY_STRIPE_SUBSCRIPTION_FIELD: self.ids[o["billed_by"]],
+            }
+            for o in sf.opportunities
+            if o["billed_by"]
+        ]
         self.sf_collection("PATCH", accounts)
         self.sf_collection("PATCH", opportunities)
 
     # -- Stripe steps --------------------------------------------------------------------------
     def step_catalog(self, step: Step) -> None:
         for code, item in CATALOG.items():
-            product = self.stripe.products.create({"name": item.name, "metadata": {
-                "sku": item.code, "netsuite_item_id": item.netsuite_item_id}})
+            product = self.stripe.products.create(
+                {"name": item.name, "metadata": {"sku": item.code, "netsuite_item_id": item.netsuite_item_id}}
+            )
             self.remember(f"product:{code}", product.id)
             for currency, amount in item.unit_amounts.items():
                 # A second scenario in the same account takes the lookup keys over, as Stripe requires.
-                params: dict[str, Any] = {"product": product.id, "currency": currency, "unit_amount": amount,
-                                          "lookup_key": f"{code}_{currency}", "transfer_lookup_key": True}
+                params: dict[str, Any] = {
+                    "product": product.id,
+                    "currency": currency,
+                    "unit_amount": amount,
+                    "lookup_key": f"{code}_{currency}",
+                    "transfer_lookup_key": True,
+                }
                 if item.recurring:
                     params["recurring"] = {"interval": "month"}
                 self.remember(f"price:{code}:{currency}", self.stripe.prices.create(params).id)
@@ -744,8 +941,9 @@ class _Seeder:
             coupon = self.stripe.coupons.create({"name": name, "percent_off": percent, "duration": "once"})
             self.remember(f"coupon:{code}", coupon.id)
         for currency, (name, country, percentage) in TAX_RATES.items():
-            rate = self.stripe.tax_rates.create({"display_name": name, "country": country, "inclusive": False,
-                                                 "percentage": str(percentage)})
+            rate = self.stripe.tax_rates.create(
+                {"display_name": name, "country": country, "inclusive": False, "percentage": str(percentage)}
+            )
             self.remember(f"tax:{currency}", rate.id)
         self.count("products", n=len(CATALOG))
 
@@ -756,9 +954,14 @@ class _Seeder:
             metadata["netsuite_customer_id"] = self.ids[f"ns:{customer.ref}"]
         if customer.salesforce_account_ref:
             metadata["salesforce_account_id"] = self.ids[f"sf:{customer.salesforce_account_ref}"]
-        created = self.stripe.customers.create({
-            "name": customer.name, "email": customer.email, "metadata": metadata,
-            "address": {"country": {"usd": "US", "eur": "DE", "jpy": "JP", "kwd": "KW"}[customer.currency]}})
+        created = self.stripe.customers.create(
+            {
+                "name": customer.name,
+                "email": customer.email,
+                "metadata": metadata,
+                "address": {"country": {"usd": "US", "eur": "DE", "jpy": "JP", "kwd": "KW"}[customer.currency]},
+            }
+        )
         self.remember(customer.ref, created.id)
         card = self.stripe.payment_methods.attach("pm_card_visa", {"customer": created.id})
         self.stripe.customers.update(created.id, {"invoice_settings": {"default_payment_method": card.id}})
@@ -769,7 +972,9 @@ class _Seeder:
         """A second card on file that attaches fine but declines every charge."""
         key = f"{customer_ref}:failing_card"
         if key not in self.ids:
-            card = self.stripe.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": self.ids[customer_ref]})
+            card = self.stripe.payment_methods.attach(
+                "pm_card_chargeCustomerFail", {"customer": self.ids[customer_ref]}
+            )
             self.remember(key, card.id)
         return self.ids[key]
 
@@ -786,10 +991,17 @@ class _Seeder:
         metadata = {"sandbox_ref": step.ref}
         if step.args.get("opportunity"):
             metadata["salesforce_opportunity_id"] = self.ids[f"sf:{step.args['opportunity']}"]
-        subscription = self.stripe.subscriptions.create({
-            "customer": self.ids[step.actor], "metadata": metadata, "expand": ["latest_invoice"],
-            "items": [{"price": self.ids[f"price:{step.args['plan']}:{currency}"], "quantity": step.args["quantity"]}],
-            **self.discounts_and_taxes(step.args, currency)})
+        subscription = self.stripe.subscriptions.create(
+            {
+                "customer": self.ids[step.actor],
+                "metadata": metadata,
+                "expand": ["latest_invoice"],
+                "items": [
+                    {"price": self.ids[f"price:{step.args['plan']}:{currency}"], "quantity": step.args["quantity"]}
+                ],
+                **self.discounts_and_taxes(step.args, currency),
+            }
+        )
         self.remember(step.ref, subscription.id)
         self.remember(f"{step.ref}:item", subscription["items"].data[0].id)
         self.record_invoice(f"{step.ref}:0", subscription.latest_invoice)
@@ -797,9 +1009,16 @@ class _Seeder:
 
     def step_upgrade(self, step: Step) -> None:
         currency = self.currency_of[step.actor]
-        subscription = self.stripe.subscriptions.update(self.ids[step.ref], {
-            "items": [{"id": self.ids[f"{step.ref}:item"], "price": self.ids[f"price:{step.args['to_plan']}:{currency}"]}],
-            "proration_behavior": "always_invoice", "expand": ["latest_invoice"]})
+        subscription = self.stripe.subscriptions.update(
+            self.ids[step.ref],
+            {
+                "items": [
+                    {"id": self.ids[f"{step.ref}:item"], "price": self.ids[f"price:{step.args['to_plan']}:{currency}"]}
+                ],
+                "proration_behavior": "always_invoice",
+                "expand": ["latest_invoice"],
+            },
+        )
         self.record_invoice(f"{step.ref}:upgrade", subscription.latest_invoice)
         self.count("subscription_upgrades", currency)
 
@@ -813,15 +1032,23 @@ class _Seeder:
     def step_invoice(self, step: Step) -> None:
         currency = self.currency_of[step.actor]
         customer = self.ids[step.actor]
-        draft = self.stripe.invoices.create({
-            "customer": customer, "currency": currency, "collection_method": "charge_automatically",
-            "auto_advance": False, "pending_invoice_items_behavior": "exclude", "metadata": {"sandbox_ref": step.ref},
-            **self.discounts_and_taxes(step.args, currency)})
+        draft = self.stripe.invoices.create(
+            {
+                "customer": customer,
+                "currency": currency,
+                "collection_method": "charge_automatically",
+                "auto_advance": False,
+                "pending_invoice_items_behavior": "exclude",
+                "metadata": {"sandbox_ref": step.ref},
+                **self.discounts_and_taxes(step.args, currency),
+            }
+        )
         for item in step.args["items"]:
             params: dict[str, Any] = {"customer": customer, "invoice": draft.id}
             if "catalog" in item:
-                params.update(pricing={"price": self.ids[f"price:{item['catalog']}:{currency}"]},
-                              quantity=item["quantity"])
+                params.update(
+                    pricing={"price": self.ids[f"price:{item['catalog']}:{currency}"]}, quantity=item["quantity"]
+                )
             else:
                 params.update(amount=item["amount"], currency=currency, description=item["description"])
             self.stripe.invoice_items.create(params)
@@ -853,14 +1080,24 @@ class _Seeder:
 
     def step_charge(self, step: Step) -> None:
         currency = self.currency_of[step.actor]
-        intent = self.stripe.payment_intents.create({
-            "amount": step.args["amount"], "currency": currency, "customer": self.ids[step.actor],
-            "payment_method": self.ids[f"{step.actor}:card"], "payment_method_types": ["card"], "confirm": True,
-            "off_session": True, "description": step.args["description"], "metadata": {"sandbox_ref": step.ref}})
+        intent = self.stripe.payment_intents.create(
+            {
+                "amount": step.args["amount"],
+                "currency": currency,
+                "customer": self.ids[step.actor],
+                "payment_method": self.ids[f"{step.actor}:card"],
+                "payment_method_types": ["card"],
+                "confirm": True,
+                "off_session": True,
+                "description": step.args["description"],
+                "metadata": {"sandbox_ref": step.ref},
+            }
+        )
         self.remember(step.ref, intent.id)
         with self.lock:
-            self.documents[step.ref] = _DocumentFacts("charge", currency, intent.status, intent.amount,
-                                                      intent.amount_received)
+            self.documents[step.ref] = _DocumentFacts(
+                "charge", currency, intent.status, intent.amount, intent.amount_received
+            )
 
     def payment_intent_of(self, ref: str) -> str:
         if self.documents[ref].kind == "charge":
@@ -893,8 +1130,9 @@ class _Seeder:
         dispute_id = self.ids[f"{step.ref}:dispute"]
         # Test mode's magic evidence decides a dispute on submission, as in Stripe's own test mode.
         evidence = "winning_evidence" if step.args["outcome"] == "won" else "losing_evidence"
-        dispute = self.stripe.disputes.update(dispute_id, {"evidence": {"uncategorized_text": evidence},
-                                                           "submit": True})
+        dispute = self.stripe.disputes.update(
+            dispute_id, {"evidence": {"uncategorized_text": evidence}, "submit": True}
+        )
         with self.lock:
             self.disputes[step.ref] = (dispute.currency, dispute.amount, dispute.status)
 
@@ -902,8 +1140,12 @@ class _Seeder:
         # Stripe's automatic payout of each currency's available balance (a sandbox control: the
         # real one runs on Stripe's schedule); it links every balance transaction it contains.
         for payout in self.clients.stripe_control("payouts", {}):
-            fees = sum(txn.fee for txn in self.stripe.balance_transactions.list(
-                {"payout": payout["id"], "limit": 100}).auto_paging_iter())
+            fees = sum(
+                txn.fee
+                for txn in self.stripe.balance_transactions.list(
+                    {"payout": payout["id"], "limit": 100}
+                ).auto_paging_iter()
+            )
             self.remember(f"{step.ref}:{payout['currency']}", payout["id"])
             with self.lock:
                 self.payouts.append((payout["currency"], payout["amount"], fees))
@@ -919,7 +1161,9 @@ class _Seeder:
                 counts[(f"invoices_{facts.status}", currency)] += 1
                 counts[("invoices_discounted", currency)] += facts.discounted
                 counts[("invoices_taxed", currency)] += facts.taxed
-                counts[("invoices_failed_then_paid", currency)] += bool(facts.failed_attempts and facts.status == "paid")
+                counts[("invoices_failed_then_paid", currency)] += bool(
+                    facts.failed_attempts and facts.status == "paid"
+                )
                 totals[("invoiced", currency)] += facts.total
             else:
                 counts[("charges_without_invoice", currency)] += 1

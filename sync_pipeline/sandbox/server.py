@@ -111,7 +111,7 @@ class ServerHandle:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "ServerHandle":
+    def __enter__(self) -> ServerHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -100,13 +100,20 @@ class TransactionModel(RecordModel):
 
     @pa.dataframe_check(name="amount_precision")
     def _amount_precision(cls, frame: pd.DataFrame) -> pd.Series:
-        return pd.Series([_within_precision(d, c) for d, c in zip(frame["max_decimals"], frame["currency"])],
-                         index=frame.index)
+        return pd.Series(
+            [_within_precision(d, c) for d, c in zip(frame["max_decimals"], frame["currency"], strict=True)],
+            index=frame.index,
+        )
 
     @pa.dataframe_check(name="lines_sum_to_total")
     def _lines_sum_to_total(cls, frame: pd.DataFrame) -> pd.Series:
-        return pd.Series([line is None or pd.isna(line) or line == total
-                          for line, total in zip(frame["line_total"], frame["total"])], index=frame.index)
+        return pd.Series(
+            [
+                line is None or pd.isna(line) or line == total
+                for line, total in zip(frame["line_total"], frame["total"], strict=True)
+            ],
+            index=frame.index,
+        )
 
 
 class InvoiceModel(TransactionModel):
@@ -137,8 +144,13 @@ MODELS: dict[str, type[RecordModel]] = {
 }
 
 # Frame columns that are not body fields under the same name, for messages.
-_FIELD_OF_COLUMN = {"currency_id": "currency", "currency": "currency", "total": "amount",
-                    "line_total": "item", "max_decimals": "amount"}
+_FIELD_OF_COLUMN = {
+    "currency_id": "currency",
+    "currency": "currency",
+    "total": "amount",
+    "line_total": "item",
+    "max_decimals": "amount",
+}
 
 
 def schema_for(record_type: str, fm: FieldMapping) -> pa.DataFrameSchema:
@@ -148,14 +160,14 @@ def schema_for(record_type: str, fm: FieldMapping) -> pa.DataFrameSchema:
     known = {name: {"nullable": False} for name in required if name in schema.columns}
     if known:
         schema = schema.update_columns(known)
-    extra = {name: pa.Column(object, nullable=False, required=True)
-             for name in required if name not in schema.columns}
+    extra = {name: pa.Column(object, nullable=False, required=True) for name in required if name not in schema.columns}
     if extra:
         schema = schema.add_columns(extra)
     return schema
 
 
 # -- records -> frame ---------------------------------------------------------------------------------
+
 
 def _flat(value: Any) -> Any:
     if isinstance(value, Mapping):
@@ -195,8 +207,9 @@ def _max_decimals(value: Any) -> int:
 def record_row(record: NetSuiteRecord) -> dict[str, Any]:
     """The flat header row of one record (what the models validate)."""
     body = record.body
-    row: dict[str, Any] = {name: _flat(value) for name, value in body.items()
-                           if name not in ("externalId", "item", "apply", "currency")}
+    row: dict[str, Any] = {
+        name: _flat(value) for name, value in body.items() if name not in ("externalId", "item", "apply", "currency")
+    }
     line_total = _sublist_total(body, "item")
     if line_total is None:
         line_total = _sublist_total(body, "apply")
@@ -206,9 +219,15 @@ def record_row(record: NetSuiteRecord) -> dict[str, Any]:
             total = to_decimal(record.amount_minor, record.currency)
         except MoneyError:
             total = None
-    row.update(external_id=record.external_id, source_id=record.source_id, currency=record.currency or None,
-               currency_id=_flat(body.get("currency")), total=total, line_total=line_total,
-               max_decimals=_max_decimals(body))
+    row.update(
+        external_id=record.external_id,
+        source_id=record.source_id,
+        currency=record.currency or None,
+        currency_id=_flat(body.get("currency")),
+        total=total,
+        line_total=line_total,
+        max_decimals=_max_decimals(body),
+    )
     return row
 
 
@@ -224,14 +243,16 @@ def records_frame(records: Sequence[NetSuiteRecord], columns: Iterable[str] = ()
 
 # -- validation -------------------------------------------------------------------------------------
 
+
 @dataclass
 class ValidationOutcome:
     valid: list[NetSuiteRecord]
     issues: list[SyncIssue]
 
 
-def validate_records(records: Iterable[NetSuiteRecord], fm: FieldMapping, *,
-                     hold_dependents: bool = True) -> ValidationOutcome:
+def validate_records(
+    records: Iterable[NetSuiteRecord], fm: FieldMapping, *, hold_dependents: bool = True
+) -> ValidationOutcome:
     """Split records into those safe to send and issues for the rest (with field, value and fix).
 
     Identical duplicates (the same customer mapped from two invoices) are sent once; different
@@ -265,10 +286,19 @@ def _dedupe(records: list[NetSuiteRecord]) -> tuple[list[NetSuiteRecord], list[S
             first[key] = record
         elif first[key].body != record.body:
             conflicting.setdefault(key, [first[key]]).append(record)
-    issues = [make_issue("DUPLICATE_EXTERNAL_ID", record_type=r.record_type, external_id=r.external_id,
-                         source_id=r.source_id, field="externalId", value=r.external_id,
-                         detail=f" (from {', '.join(sorted({x.source_id for x in group}))})")
-              for key, group in conflicting.items() for r in group[:1]]
+    issues = [
+        make_issue(
+            "DUPLICATE_EXTERNAL_ID",
+            record_type=r.record_type,
+            external_id=r.external_id,
+            source_id=r.source_id,
+            field="externalId",
+            value=r.external_id,
+            detail=f" (from {', '.join(sorted({x.source_id for x in group}))})",
+        )
+        for key, group in conflicting.items()
+        for r in group[:1]
+    ]
     return [r for k, r in first.items() if k not in conflicting], issues
 
 
@@ -282,8 +312,7 @@ def _validate_group(record_type: str, group: list[NetSuiteRecord], fm: FieldMapp
     return []
 
 
-def _issues_from_failures(failures: pd.DataFrame, group: list[NetSuiteRecord],
-                          frame: pd.DataFrame) -> list[SyncIssue]:
+def _issues_from_failures(failures: pd.DataFrame, group: list[NetSuiteRecord], frame: pd.DataFrame) -> list[SyncIssue]:
     issues: list[SyncIssue] = []
     seen: set[tuple[int, str, str]] = set()
     for failure in failures.to_dict("records"):
@@ -309,8 +338,12 @@ def _issue_for(check: str, column: str, record: NetSuiteRecord, row: pd.Series) 
     value = row.get(column) if column in row.index else None
     field = _FIELD_OF_COLUMN.get(column, column)
     if check in ("not_nullable", "column_in_dataframe"):
-        return make_issue("MISSING_REQUIRED_FIELD", **common, field=field,
-                          how=missing_field_fix(record.record_type, field, subsidiary, record.currency or None))
+        return make_issue(
+            "MISSING_REQUIRED_FIELD",
+            **common,
+            field=field,
+            how=missing_field_fix(record.record_type, field, subsidiary, record.currency or None),
+        )
     # Pandera names a custom check by its `name`, but has been seen to report it by the method name in
     # some import orders: decide by the column for the pattern checks.
     if check == "external_id_pattern" or (column == "external_id" and check != "field_uniqueness"):
@@ -320,25 +353,44 @@ def _issue_for(check: str, column: str, record: NetSuiteRecord, row: pd.Series) 
     if check == "iso_date":
         return make_issue("INVALID_DATE", **common, field=field, value=value)
     if check == "amount_not_negative":
-        return make_issue("INVALID_AMOUNT", **common, field="amount", value=row.get("total"),
-                          problem="is negative", how=(
-                              "NetSuite transactions cannot be negative; a Stripe document with a negative total "
-                              "is a credit to the customer: book it as a credit memo by hand"))
+        return make_issue(
+            "INVALID_AMOUNT",
+            **common,
+            field="amount",
+            value=row.get("total"),
+            problem="is negative",
+            how=(
+                "NetSuite transactions cannot be negative; a Stripe document with a negative total "
+                "is a credit to the customer: book it as a credit memo by hand"
+            ),
+        )
     if check == "amount_precision":
-        return make_issue("INVALID_AMOUNT", **common, field="amount", value=row.get("total"),
-                          problem=f"has more decimals than {record.currency} allows",
-                          how="amounts must come from integer minor units via sync_pipeline.mapping.money")
+        return make_issue(
+            "INVALID_AMOUNT",
+            **common,
+            field="amount",
+            value=row.get("total"),
+            problem=f"has more decimals than {record.currency} allows",
+            how="amounts must come from integer minor units via sync_pipeline.mapping.money",
+        )
     if check == "lines_sum_to_total":
-        return make_issue("LINES_DO_NOT_SUM", **common, field="item", value=row.get("line_total"),
-                          line_total=row.get("line_total"), total=row.get("total"),
-                          how="the lines of this record do not add up to its total; report it as a mapping bug")
+        return make_issue(
+            "LINES_DO_NOT_SUM",
+            **common,
+            field="item",
+            value=row.get("line_total"),
+            line_total=row.get("line_total"),
+            total=row.get("total"),
+            how="the lines of this record do not add up to its total; report it as a mapping bug",
+        )
     if check == "field_uniqueness":
         return make_issue("DUPLICATE_EXTERNAL_ID", **common, field="externalId", value=record.external_id, detail="")
     return make_issue("VALIDATION_FAILED", **common, field=field, value=value, check=check)
 
 
-def _hold_dependents(valid: list[NetSuiteRecord],
-                     failed: set[tuple[str, str]]) -> tuple[list[NetSuiteRecord], list[SyncIssue]]:
+def _hold_dependents(
+    valid: list[NetSuiteRecord], failed: set[tuple[str, str]]
+) -> tuple[list[NetSuiteRecord], list[SyncIssue]]:
     held: list[SyncIssue] = []
     blocked = set(failed)
     changed = True
@@ -352,10 +404,17 @@ def _hold_dependents(valid: list[NetSuiteRecord],
                 keep.append(record)
                 continue
             blocked.add((record.record_type, record.external_id))
-            held.append(make_issue("DEPENDENCY_NOT_SYNCED", record_type=record.record_type,
-                                   external_id=record.external_id, source_id=record.source_id,
-                                   field=_dependency_field(record, missing), value=missing[1],
-                                   because=" (it was held back in this run: see its own exception)"))
+            held.append(
+                make_issue(
+                    "DEPENDENCY_NOT_SYNCED",
+                    record_type=record.record_type,
+                    external_id=record.external_id,
+                    source_id=record.source_id,
+                    field=_dependency_field(record, missing),
+                    value=missing[1],
+                    because=" (it was held back in this run: see its own exception)",
+                )
+            )
             changed = True
         remaining = keep
     return remaining, held

@@ -53,15 +53,34 @@ class BillingPlanModel(pa.DataFrameModel):
 
 
 def plans_frame(plans: Sequence[BillingPlan]) -> pd.DataFrame:
-    rows = [{
-        "opportunity_id": p.opportunity_id, "account_name": p.account_name, "currency": p.currency,
-        "amount_minor": p.amount_minor, "lines": len(p.lines), "unmapped_products": len(p.unmapped_products),
-        "price_problems": sum(1 for line in p.lines if line.problem),
-        "billing_modes": int(bool(p.recurring_lines)) + int(bool(p.one_time_lines)),
-        "lines_total_minor": p.lines_total_minor,
-    } for p in plans]
-    frame = pd.DataFrame(rows, columns=["opportunity_id", "account_name", "currency", "amount_minor", "lines",
-                                        "unmapped_products", "price_problems", "billing_modes", "lines_total_minor"])
+    rows = [
+        {
+            "opportunity_id": p.opportunity_id,
+            "account_name": p.account_name,
+            "currency": p.currency,
+            "amount_minor": p.amount_minor,
+            "lines": len(p.lines),
+            "unmapped_products": len(p.unmapped_products),
+            "price_problems": sum(1 for line in p.lines if line.problem),
+            "billing_modes": int(bool(p.recurring_lines)) + int(bool(p.one_time_lines)),
+            "lines_total_minor": p.lines_total_minor,
+        }
+        for p in plans
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "opportunity_id",
+            "account_name",
+            "currency",
+            "amount_minor",
+            "lines",
+            "unmapped_products",
+            "price_problems",
+            "billing_modes",
+            "lines_total_minor",
+        ],
+    )
     for column in ("amount_minor", "lines_total_minor"):
         frame[column] = frame[column].astype("Int64")
     for column in ("lines", "unmapped_products", "price_problems", "billing_modes"):
@@ -76,41 +95,106 @@ class BillingValidation:
 
 
 def _issue(plan: BillingPlan, field: str, value: object, problem: str, how: str) -> SyncIssue:
-    return make_issue("INVALID_OPPORTUNITY", record_type=BILLED_OPPORTUNITY, external_id=plan.opportunity_id,
-                      source_id=plan.account_id or None, field=field, value=value, problem=problem, how=how)
+    return make_issue(
+        "INVALID_OPPORTUNITY",
+        record_type=BILLED_OPPORTUNITY,
+        external_id=plan.opportunity_id,
+        source_id=plan.account_id or None,
+        field=field,
+        value=value,
+        problem=problem,
+        how=how,
+    )
 
 
 def _issues_for(plan: BillingPlan, column: str, check: str) -> list[SyncIssue]:
     """The SyncIssues (with their fixes) of one failed check on one opportunity."""
     if column == "unmapped_products":
-        return [make_issue("UNMAPPED_SALESFORCE_PRODUCT", record_type=BILLED_OPPORTUNITY,
-                           external_id=plan.opportunity_id, source_id=plan.account_id or None, field="Product2Id",
-                           value=line.product_id, product_name=line.product_name or "no name")
-                for line in plan.unmapped_products]
+        return [
+            make_issue(
+                "UNMAPPED_SALESFORCE_PRODUCT",
+                record_type=BILLED_OPPORTUNITY,
+                external_id=plan.opportunity_id,
+                source_id=plan.account_id or None,
+                field="Product2Id",
+                value=line.product_id,
+                product_name=line.product_name or "no name",
+            )
+            for line in plan.unmapped_products
+        ]
     if column == "price_problems":
-        return [_issue(plan, "Product2Id", line.product_id, f"cannot be billed: {line.problem}",
-                       f"map product {line.product_id} to a Stripe price in {plan.currency} whose amount matches the "
-                       f"line (`salesforce: product_prices:` in {FIELD_MAPPING_FILE}), or correct the line item")
-                for line in plan.lines if line.problem]
+        return [
+            _issue(
+                plan,
+                "Product2Id",
+                line.product_id,
+                f"cannot be billed: {line.problem}",
+                f"map product {line.product_id} to a Stripe price in {plan.currency} whose amount matches the "
+                f"line (`salesforce: product_prices:` in {FIELD_MAPPING_FILE}), or correct the line item",
+            )
+            for line in plan.lines
+            if line.problem
+        ]
     if column == "account_name":
-        return [_issue(plan, "Account.Name", plan.account_name or None, "is empty: a Stripe customer needs a name",
-                       "link the opportunity to an Account with a name in Salesforce")]
+        return [
+            _issue(
+                plan,
+                "Account.Name",
+                plan.account_name or None,
+                "is empty: a Stripe customer needs a name",
+                "link the opportunity to an Account with a name in Salesforce",
+            )
+        ]
     if column == "currency":
-        return [_issue(plan, "CurrencyIsoCode", plan.currency or None, "is not a currency Stripe bills in",
-                       "set the opportunity's currency to a three-letter ISO code")]
+        return [
+            _issue(
+                plan,
+                "CurrencyIsoCode",
+                plan.currency or None,
+                "is not a currency Stripe bills in",
+                "set the opportunity's currency to a three-letter ISO code",
+            )
+        ]
     if column == "amount_minor":
-        return [_issue(plan, "Amount", plan.amount, f"is not a positive amount with at most the decimals of "
-                       f"{plan.currency or 'its currency'}", "set the opportunity's amount (its products' total)")]
+        return [
+            _issue(
+                plan,
+                "Amount",
+                plan.amount,
+                f"is not a positive amount with at most the decimals of {plan.currency or 'its currency'}",
+                "set the opportunity's amount (its products' total)",
+            )
+        ]
     if column == "lines":
-        return [_issue(plan, "OpportunityLineItems", 0, "has no products, so there is nothing to bill",
-                       "add the products sold to the opportunity")]
+        return [
+            _issue(
+                plan,
+                "OpportunityLineItems",
+                0,
+                "has no products, so there is nothing to bill",
+                "add the products sold to the opportunity",
+            )
+        ]
     if column == "billing_modes":
-        return [_issue(plan, "OpportunityLineItems", len(plan.lines), "mixes recurring and one-time Stripe prices",
-                       "split the one-time products into their own Closed-Won opportunity")]
+        return [
+            _issue(
+                plan,
+                "OpportunityLineItems",
+                len(plan.lines),
+                "mixes recurring and one-time Stripe prices",
+                "split the one-time products into their own Closed-Won opportunity",
+            )
+        ]
     if check == LINES_ADD_UP:
-        return [_issue(plan, "Amount", plan.amount, f"differs from the total of its line items "
-                       f"({plan.lines_total_minor} in minor units)",
-                       "correct the opportunity's amount or its line items so they agree")]
+        return [
+            _issue(
+                plan,
+                "Amount",
+                plan.amount,
+                f"differs from the total of its line items ({plan.lines_total_minor} in minor units)",
+                "correct the opportunity's amount or its line items so they agree",
+            )
+        ]
     if column == "opportunity_id":
         return [_issue(plan, "Id", plan.opportunity_id, "appears twice in one run", "report this as a bug")]
     return [_issue(plan, column, None, f"fails the check {check}", "correct the opportunity in Salesforce")]

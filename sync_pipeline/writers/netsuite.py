@@ -57,9 +57,16 @@ def _dependency_internal_ids(records: Sequence[NetSuiteRecord], ledger: Ledger) 
     return resolved
 
 
-def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient, ledger: Ledger,
-                   partition_key: str | None, run_id: str | None, record_type: str,
-                   log: Callable[[str], None] = lambda _msg: None) -> Report:
+def upsert_records(
+    records: Sequence[NetSuiteRecord],
+    *,
+    client: NetSuiteClient,
+    ledger: Ledger,
+    partition_key: str | None,
+    run_id: str | None,
+    record_type: str,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> Report:
     """Upsert every record whose content changed since the ledger last saw it.
 
     Never raises for a record: its problem is an exception row and an outcome. Raises `AccessDenied`
@@ -74,13 +81,23 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
     to_send: list[tuple[NetSuiteRecord, dict, str]] = []
     denied: AccessDenied | None = None
 
-    def book(record: NetSuiteRecord, action: Action, *, internal_id: str | None = None,
-             issue: SyncIssue | None = None) -> None:
+    def book(
+        record: NetSuiteRecord, action: Action, *, internal_id: str | None = None, issue: SyncIssue | None = None
+    ) -> None:
         if issue is not None:
             exceptions.append(exception_row(issue, TARGET))
-        report.add(Outcome(record.record_type, record.external_id, action, source_id=record.source_id,
-                           internal_id=internal_id, currency=record.currency, amount_minor=record.amount_minor,
-                           issue=issue))
+        report.add(
+            Outcome(
+                record.record_type,
+                record.external_id,
+                action,
+                source_id=record.source_id,
+                internal_id=internal_id,
+                currency=record.currency,
+                amount_minor=record.amount_minor,
+                issue=issue,
+            )
+        )
 
     def flush() -> None:
         ledger.record_synced(pending_ledger)
@@ -95,21 +112,45 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
             denied = denied or error  # systemic: no record is blamed for it
         except NetSuiteError as error:
             answered = error.status is not None
-            issue = classify_netsuite_error(error.status, error.body if answered else error.detail,
-                                            record.record_type, record.external_id, body if answered else None,
-                                            source_id=record.source_id, attempts=error.attempts,
-                                            value_sources=dict(record.value_sources))
+            issue = classify_netsuite_error(
+                error.status,
+                error.body if answered else error.detail,
+                record.record_type,
+                record.external_id,
+                body if answered else None,
+                source_id=record.source_id,
+                attempts=error.attempts,
+                value_sources=dict(record.value_sources),
+            )
             book(record, Action.FAILED if issue.retryable else Action.QUARANTINED, issue=issue)
         except Exception as error:  # unexpected: kept as a failure the next run retries, never lost
-            book(record, Action.FAILED, issue=make_issue("NETSUITE_NO_ANSWER", record_type=record.record_type,
-                                                         external_id=record.external_id, source_id=record.source_id,
-                                                         attempts="?", detail=type(error).__name__))
+            book(
+                record,
+                Action.FAILED,
+                issue=make_issue(
+                    "NETSUITE_NO_ANSWER",
+                    record_type=record.record_type,
+                    external_id=record.external_id,
+                    source_id=record.source_id,
+                    attempts="?",
+                    detail=type(error).__name__,
+                ),
+            )
         else:
             report.writes += 1
             book(record, Action.UPDATED if record.external_id in existing else Action.CREATED, internal_id=internal_id)
-            pending_ledger.append(LedgerEntry(TARGET, record.record_type, record.external_id, internal_id,
-                                              digest, source_id=record.source_id,
-                                              partition_key=partition_key, run_id=run_id))
+            pending_ledger.append(
+                LedgerEntry(
+                    TARGET,
+                    record.record_type,
+                    record.external_id,
+                    internal_id,
+                    digest,
+                    source_id=record.source_id,
+                    partition_key=partition_key,
+                    run_id=run_id,
+                )
+            )
             if len(pending_ledger) >= LEDGER_BATCH:
                 flush()
 
@@ -117,9 +158,18 @@ def upsert_records(records: Sequence[NetSuiteRecord], *, client: NetSuiteClient,
         try:
             body = resolve_references(record.body, internal_ids, record)
         except _Unresolved as missing:
-            book(record, Action.QUARANTINED, issue=make_issue(
-                "DEPENDENCY_NOT_SYNCED", record_type=record.record_type, external_id=record.external_id,
-                source_id=record.source_id, field=f"{missing.record_type} reference", value=missing.external_id))
+            book(
+                record,
+                Action.QUARANTINED,
+                issue=make_issue(
+                    "DEPENDENCY_NOT_SYNCED",
+                    record_type=record.record_type,
+                    external_id=record.external_id,
+                    source_id=record.source_id,
+                    field=f"{missing.record_type} reference",
+                    value=missing.external_id,
+                ),
+            )
             continue
         digest = content_hash(body)
         known = existing.get(record.external_id)
@@ -170,4 +220,3 @@ def quarantine(issues: Iterable[SyncIssue], ledger: Ledger, partition_key: str |
     rows = [exception_row(i, TARGET) for i in issues]
     ledger.record_exceptions(rows, partition_key=partition_key, run_id=run_id)
     return len(rows)
-

@@ -34,11 +34,36 @@ class Action(enum.StrEnum):
 # The actions after which the target holds the record as the source has it.
 IN_TARGET = (Action.CREATED, Action.UPDATED, Action.UNCHANGED)
 
-COLUMNS = ["record_type", "external_id", "source_id", "action", "internal_id", "error_code", "field", "message",
-           "fix", "currency", "amount_minor"]
+COLUMNS = [
+    "record_type",
+    "external_id",
+    "source_id",
+    "action",
+    "internal_id",
+    "error_code",
+    "field",
+    "message",
+    "fix",
+    "currency",
+    "amount_minor",
+]
 EXCEPTION_TABLE_COLUMNS = ["record_type", "external_id", "error_code", "field", "fix"]
-OPEN_EXCEPTION_COLUMNS = ["target", "record_type", "external_id", "source_id", "partition_key", "field", "value",
-                          "error_code", "message", "fix", "first_seen_at", "last_seen_at", "occurrences", "run_id"]
+OPEN_EXCEPTION_COLUMNS = [
+    "target",
+    "record_type",
+    "external_id",
+    "source_id",
+    "partition_key",
+    "field",
+    "value",
+    "error_code",
+    "message",
+    "fix",
+    "first_seen_at",
+    "last_seen_at",
+    "occurrences",
+    "run_id",
+]
 
 
 @dataclass(frozen=True)
@@ -57,11 +82,20 @@ class Outcome:
 
     def row(self) -> dict[str, Any]:
         issue = self.issue
-        return {"record_type": self.record_type, "external_id": self.external_id, "source_id": self.source_id,
-                "action": self.action.value, "internal_id": self.internal_id,
-                "error_code": issue.error_code if issue else None, "field": issue.field if issue else None,
-                "message": issue.message if issue else None, "fix": issue.fix if issue else None,
-                "currency": self.currency, "amount_minor": self.amount_minor, **self.detail}
+        return {
+            "record_type": self.record_type,
+            "external_id": self.external_id,
+            "source_id": self.source_id,
+            "action": self.action.value,
+            "internal_id": self.internal_id,
+            "error_code": issue.error_code if issue else None,
+            "field": issue.field if issue else None,
+            "message": issue.message if issue else None,
+            "fix": issue.fix if issue else None,
+            "currency": self.currency,
+            "amount_minor": self.amount_minor,
+            **self.detail,
+        }
 
 
 @dataclass
@@ -117,8 +151,11 @@ def open_exceptions_output(rows: list[dict]) -> dg.Output[pd.DataFrame]:
     """The ledger's open exception rows as an exceptions report: the table, and counts by error code."""
     frame = pd.DataFrame(rows, columns=OPEN_EXCEPTION_COLUMNS)
     by_code = frame.groupby("error_code").size().to_dict() if len(frame) else {}
-    return dg.Output(frame, metadata={
-        "open_exceptions": len(frame),
-        "by_error_code": dg.MetadataValue.json({k: int(v) for k, v in by_code.items()}),
-        "first_exceptions": dg.MetadataValue.md(exceptions_markdown(frame, limit=20)),
-    })
+    return dg.Output(
+        frame,
+        metadata={
+            "open_exceptions": len(frame),
+            "by_error_code": dg.MetadataValue.json({k: int(v) for k, v in by_code.items()}),
+            "first_exceptions": dg.MetadataValue.md(exceptions_markdown(frame, limit=20)),
+        },
+    )

@@ -39,8 +39,15 @@ class _Writeback:
     netsuite_id: str | None = None
 
     def outcome(self, action: Action, internal_id: str | None = None, issue: SyncIssue | None = None) -> Outcome:
-        return Outcome(self.sobject, self.record_id, action, source_id=self.stripe_id, internal_id=internal_id,
-                       issue=issue, detail={"billing_status": self.status, "netsuite_id": self.netsuite_id})
+        return Outcome(
+            self.sobject,
+            self.record_id,
+            action,
+            source_id=self.stripe_id,
+            internal_id=internal_id,
+            issue=issue,
+            detail={"billing_status": self.status, "netsuite_id": self.netsuite_id},
+        )
 
 
 def _refunded_minor(invoice: Mapping[str, Any]) -> int:
@@ -81,9 +88,14 @@ def _settled(entry: LedgerEntry, written: Mapping[str, LedgerEntry], netsuite_in
     if known is None or not entry.internal_id.startswith("in_"):
         return False
     netsuite_id = netsuite_invoices.get(entry.internal_id)
-    return any(writeback_hash(writeback.opportunity_writeback(entry.external_id, entry.internal_id, status,
-                                                              netsuite_id),
-                              entry.external_id) == known.content_hash for status in writeback.FINAL_STATUSES)
+    return any(
+        writeback_hash(
+            writeback.opportunity_writeback(entry.external_id, entry.internal_id, status, netsuite_id),
+            entry.external_id,
+        )
+        == known.content_hash
+        for status in writeback.FINAL_STATUSES
+    )
 
 
 def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_Writeback]:
@@ -91,14 +103,18 @@ def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_W
     stripe_entries = ledger.entries(target=billing.STRIPE_TARGET)
     billed = [e for e in stripe_entries if e.record_type == billing.BILLED_OPPORTUNITY]
     customers = [e for e in stripe_entries if e.record_type == billing.STRIPE_CUSTOMER]
-    written = {e.external_id: e for e in ledger.entries(target=writeback.SALESFORCE_TARGET)
-               if e.record_type == "Opportunity"}
+    written = {
+        e.external_id: e for e in ledger.entries(target=writeback.SALESFORCE_TARGET) if e.record_type == "Opportunity"
+    }
     one_off = [e.internal_id for e in billed if e.internal_id.startswith("in_")]
     netsuite_invoices = _netsuite_ids(ledger, ns.INVOICE, one_off)
     active = [e for e in billed if not _settled(e, written, netsuite_invoices)]
     invoices = {e.external_id: current_invoice(stripe, e.internal_id) for e in active}
-    netsuite_invoices.update(_netsuite_ids(ledger, ns.INVOICE, [i["id"] for i in invoices.values()
-                                                                if i and i["id"] not in netsuite_invoices]))
+    netsuite_invoices.update(
+        _netsuite_ids(
+            ledger, ns.INVOICE, [i["id"] for i in invoices.values() if i and i["id"] not in netsuite_invoices]
+        )
+    )
     netsuite_customers = _netsuite_ids(ledger, ns.CUSTOMER, [e.internal_id for e in customers])
     plans = []
     for entry in active:
@@ -111,13 +127,22 @@ def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_W
             # The opportunity holds its Stripe id already: match on it, as an external id.
             by_field = next(k for k in record if k.startswith("Stripe_"))
             record.pop("Id")
-        plans.append(_Writeback("Opportunity", entry.external_id, by_field, record, entry.internal_id, status,
-                                netsuite_id))
+        plans.append(
+            _Writeback("Opportunity", entry.external_id, by_field, record, entry.internal_id, status, netsuite_id)
+        )
     for entry in customers:
         netsuite_id = netsuite_customers.get(entry.internal_id)
-        plans.append(_Writeback("Account", entry.external_id, "Id",
-                                writeback.account_writeback(entry.external_id, entry.internal_id, netsuite_id),
-                                entry.internal_id, None, netsuite_id))
+        plans.append(
+            _Writeback(
+                "Account",
+                entry.external_id,
+                "Id",
+                writeback.account_writeback(entry.external_id, entry.internal_id, netsuite_id),
+                entry.internal_id,
+                None,
+                netsuite_id,
+            )
+        )
     return plans
 
 
@@ -126,16 +151,33 @@ def _writeback_issue(item: _Writeback, result: SaveResult) -> SyncIssue:
     codes = {str(e.get("statusCode") or e.get("errorCode")) for e in result.errors}
     if "DUPLICATE_EXTERNAL_ID" in codes and item.by_field != "Id":
         ids = writeback.duplicate_ids(result.errors)
-        return make_issue("SALESFORCE_DUPLICATE_MATCH", record_type=record_type, external_id=item.record_id,
-                          source_id=item.stripe_id, field=f"{item.sobject}.{item.by_field}", value=item.stripe_id,
-                          record_ids=", ".join(ids) or "ids not given")
+        return make_issue(
+            "SALESFORCE_DUPLICATE_MATCH",
+            record_type=record_type,
+            external_id=item.record_id,
+            source_id=item.stripe_id,
+            field=f"{item.sobject}.{item.by_field}",
+            value=item.stripe_id,
+            record_ids=", ".join(ids) or "ids not given",
+        )
     detail = "; ".join(f"{e.get('statusCode') or e.get('errorCode')}: {e.get('message')}" for e in result.errors)
-    return make_issue("SALESFORCE_WRITE_REJECTED", record_type=record_type, external_id=item.record_id,
-                      source_id=item.stripe_id, detail=detail or "no detail")
+    return make_issue(
+        "SALESFORCE_WRITE_REJECTED",
+        record_type=record_type,
+        external_id=item.record_id,
+        source_id=item.stripe_id,
+        detail=detail or "no detail",
+    )
 
 
-def write_back(salesforce: SalesforceResource, ledger: Ledger, stripe: StripeResource, *,
-               run_id: str | None = None, now: int | None = None) -> Report:
+def write_back(
+    salesforce: SalesforceResource,
+    ledger: Ledger,
+    stripe: StripeResource,
+    *,
+    run_id: str | None = None,
+    now: int | None = None,
+) -> Report:
     """Upsert the Stripe ids, NetSuite ids and billing status onto Salesforce; unchanged records are skipped."""
     report = Report("salesforce write-back", detail_columns=DETAIL_COLUMNS)
     plans = plan_writebacks(ledger, stripe, int(now if now is not None else time.time()))
@@ -156,9 +198,17 @@ def write_back(salesforce: SalesforceResource, ledger: Ledger, stripe: StripeRes
             if result.success:
                 report.writes += 1
                 internal_id = result.id or item.record_id
-                synced.append(LedgerEntry(writeback.SALESFORCE_TARGET, sobject, item.record_id, internal_id,
-                                          writeback_hash(item.record, item.record_id),
-                                          source_id=item.stripe_id, run_id=run_id))
+                synced.append(
+                    LedgerEntry(
+                        writeback.SALESFORCE_TARGET,
+                        sobject,
+                        item.record_id,
+                        internal_id,
+                        writeback_hash(item.record, item.record_id),
+                        source_id=item.stripe_id,
+                        run_id=run_id,
+                    )
+                )
                 report.add(item.outcome(Action.CREATED if result.created else Action.UPDATED, internal_id))
             else:
                 issue = _writeback_issue(item, result)

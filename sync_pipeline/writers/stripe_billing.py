@@ -42,8 +42,9 @@ def read_opportunities(salesforce: SalesforceResource, where: str = "") -> list[
 
 
 def read_opportunities_by_id(salesforce: SalesforceResource, ids: Sequence[str]) -> list[dict[str, Any]]:
-    return [billing.flatten_opportunity(r)
-            for r in salesforce.select_by_ids("Opportunity", billing.OPPORTUNITY_FIELDS, ids)]
+    return [
+        billing.flatten_opportunity(r) for r in salesforce.select_by_ids("Opportunity", billing.OPPORTUNITY_FIELDS, ids)
+    ]
 
 
 class StripeBilling:
@@ -65,8 +66,9 @@ class StripeBilling:
         return {p["id"]: p for p in self.stripe.list_prices() if p["id"] in wanted}
 
     def customer_for(self, plan: billing.BillingPlan, known: str | None) -> str:
-        entry = self.ledger.lookup(billing.STRIPE_TARGET, billing.STRIPE_CUSTOMER,
-                                   [plan.account_id]).get(plan.account_id)
+        entry = self.ledger.lookup(billing.STRIPE_TARGET, billing.STRIPE_CUSTOMER, [plan.account_id]).get(
+            plan.account_id
+        )
         if entry is not None:
             return entry.internal_id
         if known:
@@ -76,29 +78,34 @@ class StripeBilling:
         if found is not None:
             return str(found["id"])
         self._writing()
-        created = self.stripe.create_customer(billing.customer_params(plan),
-                                              idempotency_key=billing.idempotency_key(plan.account_id, "customer"))
+        created = self.stripe.create_customer(
+            billing.customer_params(plan), idempotency_key=billing.idempotency_key(plan.account_id, "customer")
+        )
         return str(created["id"])
 
     def subscription(self, plan: billing.BillingPlan, customer_id: str) -> str:
-        existing = billing.find_by_metadata(self.stripe.list_subscriptions(customer_id), "salesforce_opportunity_id",
-                                            plan.opportunity_id)
+        existing = billing.find_by_metadata(
+            self.stripe.list_subscriptions(customer_id), "salesforce_opportunity_id", plan.opportunity_id
+        )
         if existing is not None:
             return str(existing["id"])
         self._writing()
         created = self.stripe.create_subscription(
             billing.subscription_params(plan, customer_id),
-            idempotency_key=billing.idempotency_key(plan.opportunity_id, billing.SUBSCRIPTION))
+            idempotency_key=billing.idempotency_key(plan.opportunity_id, billing.SUBSCRIPTION),
+        )
         return str(created["id"])
 
     def invoice(self, plan: billing.BillingPlan, customer_id: str) -> str:
-        invoice = billing.find_by_metadata(self.stripe.list_invoices(customer=customer_id), "salesforce_opportunity_id",
-                                           plan.opportunity_id)
+        invoice = billing.find_by_metadata(
+            self.stripe.list_invoices(customer=customer_id), "salesforce_opportunity_id", plan.opportunity_id
+        )
         if invoice is None:
             self._writing()
             invoice = self.stripe.create_invoice(
                 billing.invoice_params(plan, customer_id),
-                idempotency_key=billing.idempotency_key(plan.opportunity_id, "invoice"))
+                idempotency_key=billing.idempotency_key(plan.opportunity_id, "invoice"),
+            )
         if invoice.get("status") != "draft":
             return str(invoice["id"])
         items = list(self.stripe.list_invoice_items(invoice["id"]))
@@ -107,40 +114,68 @@ class StripeBilling:
                 self._writing()
                 self.stripe.create_invoice_item(
                     billing.invoice_item_params(plan, line, customer_id, invoice["id"]),
-                    idempotency_key=billing.idempotency_key(plan.opportunity_id, f"item-{line.line_id}"))
+                    idempotency_key=billing.idempotency_key(plan.opportunity_id, f"item-{line.line_id}"),
+                )
         self._writing()
         finalized = self.stripe.finalize_invoice(
-            invoice["id"], idempotency_key=billing.idempotency_key(plan.opportunity_id, "finalize"))
+            invoice["id"], idempotency_key=billing.idempotency_key(plan.opportunity_id, "finalize")
+        )
         return str(finalized["id"])
 
     def billed_metadata(self, stripe_id: str) -> dict[str, str]:
-        found = (self.stripe.retrieve_subscription(stripe_id) if stripe_id.startswith("sub_")
-                 else self.stripe.retrieve_invoice(stripe_id))
+        found = (
+            self.stripe.retrieve_subscription(stripe_id)
+            if stripe_id.startswith("sub_")
+            else self.stripe.retrieve_invoice(stripe_id)
+        )
         return dict(found.get("metadata") or {})
 
 
 def count_billings(stripe: StripeResource, opportunity_id: str, customer_id: str) -> int:
     """The opportunity's subscriptions and one-off invoices in Stripe (listed, so never stale as search can be)."""
     subscriptions = list(stripe.list_subscriptions(customer_id))
-    one_off = [i for i in stripe.list_invoices(customer=customer_id)
-               if not (i.get("parent") or {}).get("subscription_details")]
-    return sum(1 for o in (*subscriptions, *one_off)
-               if (o.get("metadata") or {}).get("salesforce_opportunity_id") == opportunity_id)
+    one_off = [
+        i for i in stripe.list_invoices(customer=customer_id) if not (i.get("parent") or {}).get("subscription_details")
+    ]
+    return sum(
+        1
+        for o in (*subscriptions, *one_off)
+        if (o.get("metadata") or {}).get("salesforce_opportunity_id") == opportunity_id
+    )
 
 
-def _outcome(opportunity_id: str, action: Action, plan: billing.BillingPlan | None = None, *,
-             customer: str | None = None, stripe_id: str | None = None, issue: SyncIssue | None = None) -> Outcome:
-    return Outcome(billing.BILLED_OPPORTUNITY, opportunity_id, action, source_id=plan.account_id if plan else None,
-                   internal_id=stripe_id, currency=plan.currency if plan else "",
-                   amount_minor=(plan.amount_minor or 0) if plan else 0, issue=issue,
-                   detail={"stripe_customer_id": customer, "mode": plan.mode if plan else None})
+def _outcome(
+    opportunity_id: str,
+    action: Action,
+    plan: billing.BillingPlan | None = None,
+    *,
+    customer: str | None = None,
+    stripe_id: str | None = None,
+    issue: SyncIssue | None = None,
+) -> Outcome:
+    return Outcome(
+        billing.BILLED_OPPORTUNITY,
+        opportunity_id,
+        action,
+        source_id=plan.account_id if plan else None,
+        internal_id=stripe_id,
+        currency=plan.currency if plan else "",
+        amount_minor=(plan.amount_minor or 0) if plan else 0,
+        issue=issue,
+        detail={"stripe_customer_id": customer, "mode": plan.mode if plan else None},
+    )
 
 
 def _stripe_failure(plan: billing.BillingPlan, error: Exception) -> SyncIssue:
     detail = getattr(error, "user_message", None) or str(error) or type(error).__name__
-    return make_issue("STRIPE_BILLING_FAILED", record_type=billing.BILLED_OPPORTUNITY, external_id=plan.opportunity_id,
-                      source_id=plan.account_id or None, action=f"the {plan.mode} of the opportunity",
-                      detail=detail[:500])
+    return make_issue(
+        "STRIPE_BILLING_FAILED",
+        record_type=billing.BILLED_OPPORTUNITY,
+        external_id=plan.opportunity_id,
+        source_id=plan.account_id or None,
+        action=f"the {plan.mode} of the opportunity",
+        detail=detail[:500],
+    )
 
 
 def _changed_issue(plan: billing.BillingPlan, stripe_billing: StripeBilling, stripe_id: str) -> SyncIssue:
@@ -148,9 +183,16 @@ def _changed_issue(plan: billing.BillingPlan, stripe_billing: StripeBilling, str
         changes = billing.changes_since_billing(stripe_billing.billed_metadata(stripe_id), plan)
     except stripe_sdk.StripeError:
         changes = "products, quantities or amount changed"
-    return make_issue("OPPORTUNITY_CHANGED_AFTER_BILLING", record_type=billing.BILLED_OPPORTUNITY,
-                      external_id=plan.opportunity_id, source_id=plan.account_id or None, field="Amount",
-                      value=plan.amount, changes=changes, billed_as=stripe_id)
+    return make_issue(
+        "OPPORTUNITY_CHANGED_AFTER_BILLING",
+        record_type=billing.BILLED_OPPORTUNITY,
+        external_id=plan.opportunity_id,
+        source_id=plan.account_id or None,
+        field="Amount",
+        value=plan.amount,
+        changes=changes,
+        billed_as=stripe_id,
+    )
 
 
 def _closed_before_start(opportunity: Mapping[str, Any], config: SalesforceConfig) -> bool:
@@ -158,8 +200,14 @@ def _closed_before_start(opportunity: Mapping[str, Any], config: SalesforceConfi
     return start is not None and bool(closed) and dt.date.fromisoformat(str(closed)[:10]) < start
 
 
-def _won_to_plan(won: Mapping[str, Mapping[str, Any]], billed: Mapping[str, LedgerEntry], config: SalesforceConfig,
-                 report: Report, ledger: Ledger, run_id: str | None) -> tuple[list[Mapping[str, Any]], list[str]]:
+def _won_to_plan(
+    won: Mapping[str, Mapping[str, Any]],
+    billed: Mapping[str, LedgerEntry],
+    config: SalesforceConfig,
+    report: Report,
+    ledger: Ledger,
+    run_id: str | None,
+) -> tuple[list[Mapping[str, Any]], list[str]]:
     """The won opportunities to plan, and the ids of those closed before the billing start date.
 
     One billed before this ledger existed (or with the ledger lost) is adopted from the Stripe id written
@@ -174,8 +222,16 @@ def _won_to_plan(won: Mapping[str, Mapping[str, Any]], billed: Mapping[str, Ledg
             continue
         in_salesforce = billing.is_billed_in_salesforce(opportunity)
         if opportunity_id not in billed and in_salesforce:
-            adopted.append(LedgerEntry(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, opportunity_id, in_salesforce,
-                                       billing.fingerprint(opportunity), run_id=run_id))
+            adopted.append(
+                LedgerEntry(
+                    billing.STRIPE_TARGET,
+                    billing.BILLED_OPPORTUNITY,
+                    opportunity_id,
+                    in_salesforce,
+                    billing.fingerprint(opportunity),
+                    run_id=run_id,
+                )
+            )
             report.add(_outcome(opportunity_id, Action.UNCHANGED, stripe_id=in_salesforce))
             continue
         to_plan.append(opportunity)
@@ -183,9 +239,15 @@ def _won_to_plan(won: Mapping[str, Mapping[str, Any]], billed: Mapping[str, Ledg
     return to_plan, before_start
 
 
-def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: StripeResource, ledger: Ledger,
-                       config: SalesforceConfig, run_id: str | None = None,
-                       log: Callable[[str], None] = lambda _m: None) -> Report:
+def bill_opportunities(
+    opportunities: Sequence[Mapping[str, Any]],
+    *,
+    stripe: StripeResource,
+    ledger: Ledger,
+    config: SalesforceConfig,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> Report:
     """Bill every Closed-Won opportunity not billed yet; report the rest. Never raises per opportunity.
 
     Billed is `created`, billed before and unchanged is `unchanged`, changed after billing or invalid is
@@ -214,12 +276,14 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
         else:
             issue = _changed_issue(plan, stripe_billing, entry.internal_id)
             exceptions.append(exception_row(issue, billing.STRIPE_TARGET))
-            report.add(_outcome(plan.opportunity_id, Action.QUARANTINED, plan, stripe_id=entry.internal_id,
-                                issue=issue))
+            report.add(
+                _outcome(plan.opportunity_id, Action.QUARANTINED, plan, stripe_id=entry.internal_id, issue=issue)
+            )
 
     # Exceptions are re-found below when they still hold; a restored edit or a fixed problem is closed here.
-    ledger.resolve_exceptions(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY,
-                              [*settled, *unchanged, *(p.opportunity_id for p in unbilled)])
+    ledger.resolve_exceptions(
+        billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, [*settled, *unchanged, *(p.opportunity_id for p in unbilled)]
+    )
     validation = validate_plans(unbilled)
     exceptions.extend(exception_row(issue, billing.STRIPE_TARGET) for issue in validation.issues)
     for issue in validation.issues:
@@ -237,30 +301,60 @@ def bill_opportunities(opportunities: Sequence[Mapping[str, Any]], *, stripe: St
     return report
 
 
-def _bill(plan: billing.BillingPlan, stripe_billing: StripeBilling, known_customer: str | None, report: Report,
-          exceptions: list[ExceptionRow], run_id: str | None, log: Callable[[str], None]) -> None:
+def _bill(
+    plan: billing.BillingPlan,
+    stripe_billing: StripeBilling,
+    known_customer: str | None,
+    report: Report,
+    exceptions: list[ExceptionRow],
+    run_id: str | None,
+    log: Callable[[str], None],
+) -> None:
     try:
         customer_id = stripe_billing.customer_for(plan, known_customer)
-        stripe_id = (stripe_billing.subscription(plan, customer_id) if plan.mode == billing.SUBSCRIPTION
-                     else stripe_billing.invoice(plan, customer_id))
+        stripe_id = (
+            stripe_billing.subscription(plan, customer_id)
+            if plan.mode == billing.SUBSCRIPTION
+            else stripe_billing.invoice(plan, customer_id)
+        )
     except stripe_sdk.StripeError as error:
         issue = _stripe_failure(plan, error)
         exceptions.append(exception_row(issue, billing.STRIPE_TARGET))
         report.add(_outcome(plan.opportunity_id, Action.FAILED, plan, issue=issue))
         return
     # Written right after Stripe answered: a crash before this line is healed by the look-ups above.
-    stripe_billing.ledger.record_synced([
-        LedgerEntry(billing.STRIPE_TARGET, billing.STRIPE_CUSTOMER, plan.account_id, customer_id,
-                    content_hash({"customer": customer_id}), run_id=run_id),
-        LedgerEntry(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, plan.opportunity_id, stripe_id,
-                    plan.fingerprint, source_id=customer_id, run_id=run_id),
-    ])
+    stripe_billing.ledger.record_synced(
+        [
+            LedgerEntry(
+                billing.STRIPE_TARGET,
+                billing.STRIPE_CUSTOMER,
+                plan.account_id,
+                customer_id,
+                content_hash({"customer": customer_id}),
+                run_id=run_id,
+            ),
+            LedgerEntry(
+                billing.STRIPE_TARGET,
+                billing.BILLED_OPPORTUNITY,
+                plan.opportunity_id,
+                stripe_id,
+                plan.fingerprint,
+                source_id=customer_id,
+                run_id=run_id,
+            ),
+        ]
+    )
     report.add(_outcome(plan.opportunity_id, Action.CREATED, plan, customer=customer_id, stripe_id=stripe_id))
     log(f"opportunity {plan.opportunity_id} billed as {stripe_id} (customer {customer_id})")
 
 
 def retry_queue(ledger: Ledger) -> list[str]:
     """Opportunities whose billing is held back by an open exception: re-read them until they bill."""
-    return sorted({row["external_id"] for row in ledger.open_exceptions(target=billing.STRIPE_TARGET)
-                   if row["record_type"] == billing.BILLED_OPPORTUNITY
-                   and row["error_code"] != "OPPORTUNITY_CHANGED_AFTER_BILLING"})
+    return sorted(
+        {
+            row["external_id"]
+            for row in ledger.open_exceptions(target=billing.STRIPE_TARGET)
+            if row["record_type"] == billing.BILLED_OPPORTUNITY
+            and row["error_code"] != "OPPORTUNITY_CHANGED_AFTER_BILLING"
+        }
+    )

@@ -22,11 +22,11 @@ from sync_pipeline.sandbox.stripe import start_stripe
 # clock once, so a session that runs past midnight keeps one day; relative rather than fixed, because the
 # stand-ins and the pipeline compare some dates with the real clock (Stripe's 30-day Events API, invoices
 # due 30 days after DAY that must still read "Invoiced" in Salesforce).
-DAY = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=2)
+DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
 
 
 def at(day: dt.date, hour: int, minute: int = 0) -> int:
-    return int(dt.datetime.combine(day, dt.time(hour, minute), tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime.combine(day, dt.time(hour, minute), tzinfo=dt.UTC).timestamp())
 
 
 @dataclass
@@ -42,16 +42,26 @@ class Sandbox:
         requests.post(f"{self.stripe_url}/_sandbox/clock", json=body, timeout=10).raise_for_status()
 
     def customer(self, name: str, currency: str, **extra) -> str:
-        return self.client.v1.customers.create({"name": name, "email": f"{name.lower().replace(' ', '.')}@example.test",
-                                                **extra}).id
+        return self.client.v1.customers.create(
+            {"name": name, "email": f"{name.lower().replace(' ', '.')}@example.test", **extra}
+        ).id
 
-    def invoice(self, customer: str, currency: str, amounts: list[int], *, pay: str | None = "pm_card_visa",
-                description: str = "Pro plan") -> stripe.Invoice:
+    def invoice(
+        self,
+        customer: str,
+        currency: str,
+        amounts: list[int],
+        *,
+        pay: str | None = "pm_card_visa",
+        description: str = "Pro plan",
+    ) -> stripe.Invoice:
         for amount in amounts:
-            self.client.v1.invoice_items.create({"customer": customer, "amount": amount, "currency": currency,
-                                                 "description": description})
-        invoice = self.client.v1.invoices.create({"customer": customer, "currency": currency,
-                                                  "pending_invoice_items_behavior": "include"})
+            self.client.v1.invoice_items.create(
+                {"customer": customer, "amount": amount, "currency": currency, "description": description}
+            )
+        invoice = self.client.v1.invoices.create(
+            {"customer": customer, "currency": currency, "pending_invoice_items_behavior": "include"}
+        )
         invoice = self.client.v1.invoices.finalize_invoice(invoice.id)
         if pay:
             try:
@@ -61,7 +71,9 @@ class Sandbox:
         return invoice
 
     def charge_of(self, invoice_id: str) -> str:
-        payments = self.client.v1.invoice_payments.list({"invoice": invoice_id, "expand": ["data.payment.payment_intent"]})
+        payments = self.client.v1.invoice_payments.list(
+            {"invoice": invoice_id, "expand": ["data.payment.payment_intent"]}
+        )
         return payments.data[0].payment.payment_intent.latest_charge
 
     # -- NetSuite, as the stand-in's inspection API shows it ---------------------------------------
@@ -80,20 +92,29 @@ class Sandbox:
 
     # -- NetSuite changed behind the pipeline's back (someone editing records, an import) ---------------
     def edit_in_netsuite(self, record_type: str, external_id: str, fields: dict) -> dict:
-        response = requests.patch(f"{self.netsuite_url}/_sandbox/records/{record_type}/eid:{external_id}",
-                                  data=netsuite_json(fields), timeout=10)
+        response = requests.patch(
+            f"{self.netsuite_url}/_sandbox/records/{record_type}/eid:{external_id}",
+            data=netsuite_json(fields),
+            timeout=10,
+        )
         response.raise_for_status()
         return response.json()
 
     def duplicate_in_netsuite(self, record_type: str, external_id: str) -> dict:
-        response = requests.post(f"{self.netsuite_url}/_sandbox/records/{record_type}/eid:{external_id}/duplicate",
-                                 timeout=10)
+        response = requests.post(
+            f"{self.netsuite_url}/_sandbox/records/{record_type}/eid:{external_id}/duplicate", timeout=10
+        )
         response.raise_for_status()
         return response.json()
 
     # -- the pipeline ------------------------------------------------------------------------------
-    def materialize(self, partition: dt.date = DAY, instance: dg.DagsterInstance | None = None,
-                    raise_on_error: bool = False, netsuite_retries: int | None = None) -> dg.ExecuteInProcessResult:
+    def materialize(
+        self,
+        partition: dt.date = DAY,
+        instance: dg.DagsterInstance | None = None,
+        raise_on_error: bool = False,
+        netsuite_retries: int | None = None,
+    ) -> dg.ExecuteInProcessResult:
         """The day's Stripe → NetSuite assets; `netsuite_retries` caps NetSuite attempts (quick give-up tests)."""
         from sync_pipeline.definitions import ALL_ASSETS, build_resources
 
@@ -103,8 +124,13 @@ class Sandbox:
             netsuite = resources["netsuite"]
             fields = {name: getattr(netsuite, name) for name in type(netsuite).model_fields}
             resources["netsuite"] = type(netsuite)(**{**fields, "retry_max_attempts": netsuite_retries})
-        return dg.materialize(ALL_ASSETS, partition_key=partition.isoformat(), resources=resources,
-                              instance=instance, raise_on_error=raise_on_error)
+        return dg.materialize(
+            ALL_ASSETS,
+            partition_key=partition.isoformat(),
+            resources=resources,
+            instance=instance,
+            raise_on_error=raise_on_error,
+        )
 
 
 def amount(record: dict, field: str = "total") -> Decimal:
@@ -131,8 +157,9 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetC
 
 
 @contextmanager
-def running_sandbox(tmp_path: Path, monkeypatch, database_url: str | None = None,
-                    field_mapping: Path | None = None, **netsuite_config) -> Iterator[Sandbox]:
+def running_sandbox(
+    tmp_path: Path, monkeypatch, database_url: str | None = None, field_mapping: Path | None = None, **netsuite_config
+) -> Iterator[Sandbox]:
     stripe_sandbox = start_stripe()
     netsuite_sandbox = start_netsuite(**netsuite_config)
     try:

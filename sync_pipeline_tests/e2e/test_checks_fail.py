@@ -22,8 +22,13 @@ from sync_pipeline_tests.e2e.harness import DAY, amount, at, checks, metadata, r
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-WRITERS = ("netsuite_customers", "netsuite_invoices", "netsuite_customer_payments", "netsuite_credit_memos",
-           "netsuite_customer_refunds")
+WRITERS = (
+    "netsuite_customers",
+    "netsuite_invoices",
+    "netsuite_customer_payments",
+    "netsuite_credit_memos",
+    "netsuite_customer_refunds",
+)
 
 
 @pytest.fixture
@@ -107,8 +112,9 @@ def _plan_that_lets_every_record_through(records, fm, *, hold_dependents=True):
 
 
 def test_an_invalid_record_in_the_write_set_fails_required_fields_and_nothing_reaches_netsuite(tmp_path, monkeypatch):
-    with running_sandbox(tmp_path, monkeypatch, field_mapping=_mapping_with_department_only_for_the_us(tmp_path)) \
-            as sandbox:
+    with running_sandbox(
+        tmp_path, monkeypatch, field_mapping=_mapping_with_department_only_for_the_us(tmp_path)
+    ) as sandbox:
         good = _paid_invoice(sandbox, "Dollar Inc", "usd", 1000)
         bad = _paid_invoice(sandbox, "Euro GmbH", "eur", 2000)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -52,11 +51,18 @@ def test_run_killed_mid_write_then_rerun_leaves_every_record_once(tmp_path):
     # exactly that point on any machine, instead of "some time after 40", which a busy one could overshoot.
     netsuite = start_netsuite(hold_writes_after=50)
     try:
-        invoice_ids = seed_paid_invoices(stripe.state, stripe.config, 150, customers=10, start=at(DAY, 1),
-                                         spacing_seconds=60)
+        invoice_ids = seed_paid_invoices(
+            stripe.state, stripe.config, 150, customers=10, start=at(DAY, 1), spacing_seconds=60
+        )
         env = _pipeline_env(tmp_path, stripe, netsuite)
-        run = subprocess.Popen([sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        run = subprocess.Popen(
+            [sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         # Kill the whole run (process group) once it is stuck on a held write: mid-write, with requests in flight.
         deadline = time.monotonic() + 120
         while not (stats := _netsuite_stats(netsuite))["writes_held"]:
@@ -77,8 +83,15 @@ def test_run_killed_mid_write_then_rerun_leaves_every_record_once(tmp_path):
             instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
         instance.dispose()
 
-        rerun = subprocess.Popen([sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()], env=env, cwd=ROOT,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        rerun = subprocess.Popen(
+            [sys.executable, "-c", RUN_ONE_PARTITION, DAY.isoformat()],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             _, stderr = rerun.communicate(timeout=300)
         finally:
@@ -109,8 +122,14 @@ def test_dev_serves_the_asset_graph_and_stops_with_its_children(tmp_path):
     netsuite = start_netsuite()
     port = _free_port()
     env = _pipeline_env(tmp_path, stripe, netsuite)
-    dev = subprocess.Popen([sys.executable, "-m", "sync_pipeline.cli", "dev", "--port", str(port)], env=env, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "sync_pipeline.cli", "dev", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

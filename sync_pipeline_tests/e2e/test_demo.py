@@ -13,16 +13,25 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-TOTAL = re.compile(r"^total\s+(?P<created>\d+)\s+(?P<updated>\d+)\s+(?P<unchanged>\d+)\s+(?P<quarantined>\d+)\s+"
-                   r"(?P<failed>\d+)\s+(?P<reconciled>\d+)/(?P<days>\d+) days reconcile$", re.MULTILINE)
+TOTAL = re.compile(
+    r"^total\s+(?P<created>\d+)\s+(?P<updated>\d+)\s+(?P<unchanged>\d+)\s+(?P<quarantined>\d+)\s+"
+    r"(?P<failed>\d+)\s+(?P<reconciled>\d+)/(?P<days>\d+) days reconcile$",
+    re.MULTILINE,
+)
 WRITES = re.compile(r"^NetSuite writes this run: (\d+)$", re.MULTILINE)
 
 
 def _demo(home: Path) -> tuple[subprocess.CompletedProcess, dict[str, int], int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "NETSUITE_", "SALESFORCE_", "SYNC_"))}
     env["DAGSTER_HOME"] = str(home)
-    done = subprocess.run([sys.executable, "-m", "sync_pipeline.cli", "demo", "--days", "4", "--invoices", "24",
-                           "--seed", "5"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "sync_pipeline.cli", "demo", "--days", "4", "--invoices", "24", "--seed", "5"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     total = TOTAL.search(done.stdout)
     writes = WRITES.search(done.stdout)
     assert total and writes, done.stdout + done.stderr

@@ -4,8 +4,8 @@ re-run converges. Real Dagster materializations against the Stripe and NetSuite 
 
 from __future__ import annotations
 
-import requests
 import pytest
+import requests
 
 from sync_pipeline.resources.ledger import Ledger
 from sync_pipeline_tests.e2e.harness import DAY, amount, at, checks, running_sandbox, step_failures
@@ -49,13 +49,19 @@ def test_netsuite_not_answering_fails_the_step_at_its_end_and_the_clean_rerun_co
         line = failures["netsuite_customers"]
         assert "\n" not in line and "NETSUITE_NO_ANSWER" in line and "the next run retries" in line
         ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-        booked = {e.external_id: e.internal_id for e in ledger.entries("netsuite", DAY.isoformat())
-                  if e.record_type == "customer"}
+        booked = {
+            e.external_id: e.internal_id
+            for e in ledger.entries("netsuite", DAY.isoformat())
+            if e.record_type == "customer"
+        }
         in_netsuite = sandbox.netsuite("customer")
         # Every write NetSuite answered is in the ledger, with the internal id NetSuite gave it.
         assert booked and all(str(in_netsuite[eid]["id"]) == internal for eid, internal in booked.items())
-        no_answer = {r["external_id"]: r for r in ledger.open_exceptions(DAY.isoformat())
-                     if r["error_code"] == "NETSUITE_NO_ANSWER"}
+        no_answer = {
+            r["external_id"]: r
+            for r in ledger.open_exceptions(DAY.isoformat())
+            if r["error_code"] == "NETSUITE_NO_ANSWER"
+        }
         # ...and every one it did not answer is an exception saying the next run retries it.
         assert set(no_answer) == customers - set(booked) and no_answer
         assert all("NetSuite did not answer; the next run retries it" in r["fix"] for r in no_answer.values())
@@ -73,9 +79,11 @@ def test_netsuite_not_answering_fails_the_step_at_its_end_and_the_clean_rerun_co
         assert checks(rerun)[("netsuite_invoices", "totals_match_stripe")].passed
         assert [r for r in ledger.open_exceptions(DAY.isoformat()) if r["error_code"] == "NETSUITE_NO_ANSWER"] == []
         with capsys.disabled():
-            print(f"\n[fault test] customers answered {len(booked)}, unanswered {len(no_answer)}, lost responses "
-                  f"{lost}, exceptions {len(no_answer)}; re-run writes {sandbox.netsuite_writes() - writes_before_rerun}"
-                  f" (the {len(no_answer)} unanswered customers, 12 invoices, 12 payments), duplicates 0")
+            print(
+                f"\n[fault test] customers answered {len(booked)}, unanswered {len(no_answer)}, lost responses "
+                f"{lost}, exceptions {len(no_answer)}; re-run writes {sandbox.netsuite_writes() - writes_before_rerun}"
+                f" (the {len(no_answer)} unanswered customers, 12 invoices, 12 payments), duplicates 0"
+            )
 
 
 def test_a_wrong_netsuite_secret_stops_the_step_at_once_and_blames_no_record(tmp_path, monkeypatch):
@@ -120,9 +128,11 @@ def test_a_wrong_stripe_key_stops_the_extract_naming_the_variable(tmp_path, monk
 def test_a_restricted_stripe_key_without_the_permission_stops_the_extract(tmp_path, monkeypatch):
     with running_sandbox(tmp_path, monkeypatch) as sandbox:
         _paid_invoices(sandbox, 1)
-        requests.post(f"{sandbox.stripe_url}/_sandbox/config",
-                      json={"restricted_keys": {"rk_test_customers_only": ["/v1/customers"]}},
-                      timeout=10).raise_for_status()
+        requests.post(
+            f"{sandbox.stripe_url}/_sandbox/config",
+            json={"restricted_keys": {"rk_test_customers_only": ["/v1/customers"]}},
+            timeout=10,
+        ).raise_for_status()
         monkeypatch.setenv("STRIPE_API_KEY", "rk_test_customers_only")
 
         result = sandbox.materialize()

@@ -59,7 +59,12 @@ class Loop:
         log = self.log_path.open("ab")
         self.daemon = subprocess.Popen(
             [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(ROOT / "workspace.yaml")],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop_daemon(self) -> None:
         if self.daemon is None:
@@ -88,8 +93,12 @@ class Loop:
 
     def sensor_ticks_since(self, since: float) -> int:
         states = [s for s in self.instance.all_instigator_state() if s.instigator_name == SENSOR_NAME]
-        return sum(1 for s in states for t in self.instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=50)
-                   if t.timestamp > since)
+        return sum(
+            1
+            for s in states
+            for t in self.instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=50)
+            if t.timestamp > since
+        )
 
     def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float = SYNC_TIMEOUT) -> Any:
         deadline = time.monotonic() + timeout
@@ -104,8 +113,10 @@ class Loop:
 
     def wait_until_idle(self) -> None:
         """Inbox drained and acknowledged, and every run the sensor requested has finished."""
-        self.wait_for("an idle loop", lambda: self.ledger.inbox_status().depth == 0
-                      and all(r.status in FINISHED for r in self.sensor_runs()))
+        self.wait_for(
+            "an idle loop",
+            lambda: self.ledger.inbox_status().depth == 0 and all(r.status in FINISHED for r in self.sensor_runs()),
+        )
 
     def inbox_payloads(self) -> list[str]:
         with self.ledger.engine.connect() as conn:
@@ -113,8 +124,9 @@ class Loop:
 
 
 @contextmanager
-def running_loop(tmp: Path, source: str = "webhooks", netsuite_latency_ms: float = 5,
-                 dagster_yaml_extra: str = "") -> Iterator[Loop]:
+def running_loop(
+    tmp: Path, source: str = "webhooks", netsuite_latency_ms: float = 5, dagster_yaml_extra: str = ""
+) -> Iterator[Loop]:
     """Stand-ins, receiver (registered as the Stripe endpoint) and daemon; everything stopped on exit.
 
     Also used by `benchmarks/event_latency.py` (which may append instance settings to the repo's dagster.yaml).
@@ -130,13 +142,24 @@ def running_loop(tmp: Path, source: str = "webhooks", netsuite_latency_ms: float
         stack.callback(netsuite_sandbox.stop)
         receiver = serve_in_thread(create_webhook_app(ReceiverConfig(secret=SECRET), ledger))
         stack.callback(receiver.stop)
-        env = {**os.environ, **stripe_sandbox.env(), **netsuite_sandbox.env(), "DAGSTER_HOME": str(home),
-               "SYNC_DATABASE_URL": database_url, "SYNC_EVENT_SOURCE": source}
+        env = {
+            **os.environ,
+            **stripe_sandbox.env(),
+            **netsuite_sandbox.env(),
+            "DAGSTER_HOME": str(home),
+            "SYNC_DATABASE_URL": database_url,
+            "SYNC_EVENT_SOURCE": source,
+        }
         client = stripe.StripeClient(stripe_sandbox.api_key, base_addresses={"api": stripe_sandbox.url})
         if source == "webhooks":
             client.v1.webhook_endpoints.create({"url": receiver.url + WEBHOOK_PATH, "enabled_events": ["*"]})
-        state = Loop(Sandbox(stripe_sandbox.url, netsuite_sandbox.url, client, home), receiver.url + WEBHOOK_PATH,
-                     ledger, env, tmp / "daemon.log")
+        state = Loop(
+            Sandbox(stripe_sandbox.url, netsuite_sandbox.url, client, home),
+            receiver.url + WEBHOOK_PATH,
+            ledger,
+            env,
+            tmp / "daemon.log",
+        )
         stack.callback(state.stop_daemon)
         # Create Dagster's SQLite storage before the daemon starts: two processes creating it at once race
         # ("table alembic_version already exists").
@@ -152,8 +175,14 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
 
 
 def _payment_applied_to(sandbox: Sandbox, invoice_internal_id: str) -> dict | None:
-    return next((p for p in sandbox.netsuite("customerPayment").values()
-                 if any(a["doc"]["id"] == invoice_internal_id for a in p["apply"]["items"])), None)
+    return next(
+        (
+            p
+            for p in sandbox.netsuite("customerPayment").values()
+            if any(a["doc"]["id"] == invoice_internal_id for a in p["apply"]["items"])
+        ),
+        None,
+    )
 
 
 def _synced_with_payment(sandbox: Sandbox, invoice_id: str) -> tuple[dict, dict] | None:
@@ -167,11 +196,17 @@ def paid_invoice(loop) -> dict:
     """One invoice paid now, and what the loop made of it."""
     started = time.monotonic()
     invoice = loop.sandbox.invoice(loop.sandbox.customer("Instant Payer", "usd"), "usd", [24900])
-    invoice_record, payment = loop.wait_for("the paid invoice in NetSuite",
-                                            lambda: _synced_with_payment(loop.sandbox, invoice.id))
+    invoice_record, payment = loop.wait_for(
+        "the paid invoice in NetSuite", lambda: _synced_with_payment(loop.sandbox, invoice.id)
+    )
     loop.wait_until_idle()
-    return {"id": invoice.id, "created": invoice.created, "invoice": invoice_record, "payment": payment,
-            "seconds": time.monotonic() - started}
+    return {
+        "id": invoice.id,
+        "created": invoice.created,
+        "invoice": invoice_record,
+        "payment": payment,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def test_a_newly_paid_invoice_reaches_netsuite_with_its_payment(loop, paid_invoice):
@@ -181,7 +216,7 @@ def test_a_newly_paid_invoice_reaches_netsuite_with_its_payment(loop, paid_invoi
     runs = loop.sensor_runs()
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     # The invoice's own day, not the clock's: the loop may finish after midnight.
-    invoice_day = dt.datetime.fromtimestamp(paid_invoice["created"], dt.timezone.utc).date().isoformat()
+    invoice_day = dt.datetime.fromtimestamp(paid_invoice["created"], dt.UTC).date().isoformat()
     assert {r.tags["dagster/partition"] for r in runs} == {invoice_day}
     assert all(r.tags[EVENTS_TAG] for r in runs), "each run says which events caused it"
 
@@ -196,8 +231,17 @@ def test_the_same_webhooks_replayed_three_times_shuffled_write_nothing_and_run_n
     for _ in range(3):
         for payload in random.sample(payloads, len(payloads)):
             body = payload.encode()
-            answers.append(requests.post(loop.receiver_url, data=body, timeout=10, headers={
-                "Stripe-Signature": sign(body, SECRET, int(time.time())), "Content-Type": "application/json"}))
+            answers.append(
+                requests.post(
+                    loop.receiver_url,
+                    data=body,
+                    timeout=10,
+                    headers={
+                        "Stripe-Signature": sign(body, SECRET, int(time.time())),
+                        "Content-Type": "application/json",
+                    },
+                )
+            )
     loop.wait_for("two sensor ticks after the replay", lambda: loop.sensor_ticks_since(replayed) >= 2, timeout=60)
 
     assert len(answers) == 3 * len(payloads) and all(a.status_code == 200 for a in answers)
@@ -208,7 +252,7 @@ def test_the_same_webhooks_replayed_three_times_shuffled_write_nothing_and_run_n
 
 
 def test_a_refund_forty_days_after_its_invoice_reruns_its_partition_and_adds_a_credit_memo(loop, paid_invoice):
-    invoice_day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=40)
+    invoice_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=40)
     loop.sandbox.clock(at(invoice_day, 11))
     invoice = loop.sandbox.invoice(loop.sandbox.customer("Forty Days Ago", "usd"), "usd", [30000])
     loop.sandbox.clock(None)
@@ -218,14 +262,16 @@ def test_a_refund_forty_days_after_its_invoice_reruns_its_partition_and_adds_a_c
 
     refund = loop.sandbox.client.v1.refunds.create({"charge": loop.sandbox.charge_of(invoice.id), "amount": 7500})
 
-    memo = loop.wait_for("the refund's credit memo",
-                         lambda: loop.sandbox.netsuite("creditMemo").get(f"stripe-{refund.id}-cm"))
+    memo = loop.wait_for(
+        "the refund's credit memo", lambda: loop.sandbox.netsuite("creditMemo").get(f"stripe-{refund.id}-cm")
+    )
     assert amount(memo) == Decimal("75.00")
     loop.wait_until_idle()
     new_runs = [r for r in loop.sensor_runs() if r.run_id not in runs_before]
     assert {r.tags["dagster/partition"] for r in new_runs} == {invoice_day.isoformat()}
-    refund_events = {json.loads(p)["id"] for p in loop.inbox_payloads()
-                     if json.loads(p)["data"]["object"].get("id") == refund.id}
+    refund_events = {
+        json.loads(p)["id"] for p in loop.inbox_payloads() if json.loads(p)["data"]["object"].get("id") == refund.id
+    }
     tagged = {e for r in new_runs for e in r.tags[EVENTS_TAG].split(",")}
     assert refund_events and refund_events <= tagged
 
@@ -238,8 +284,9 @@ def test_a_daemon_restart_skips_no_event_and_processes_none_twice(loop, paid_inv
 
     loop.start_daemon()
 
-    loop.wait_for("the invoice paid while the daemon was down",
-                  lambda: _synced_with_payment(loop.sandbox, while_down.id))
+    loop.wait_for(
+        "the invoice paid while the daemon was down", lambda: _synced_with_payment(loop.sandbox, while_down.id)
+    )
     loop.wait_until_idle()
     tagged = [e for r in loop.sensor_runs() for e in r.tags[EVENTS_TAG].split(",") if e]
     assert len(tagged) == len(set(tagged)), "an event was turned into two runs"
@@ -259,13 +306,18 @@ def test_the_events_api_cursor_survives_a_daemon_restart(tmp_path):
 
         events_loop.start_daemon()
 
-        events_loop.wait_for("the invoice paid while the daemon was down",
-                             lambda: _synced_with_payment(events_loop.sandbox, while_down.id))
+        events_loop.wait_for(
+            "the invoice paid while the daemon was down",
+            lambda: _synced_with_payment(events_loop.sandbox, while_down.id),
+        )
         events_loop.wait_until_idle()
         runs = events_loop.sensor_runs()
         tagged = [e for r in runs for e in r.tags[EVENTS_TAG].split(",") if e]
         assert len(tagged) == len(set(tagged)), "an event was read again after the restart"
-        polled = {e.id for e in events_loop.sandbox.client.v1.events.list({"limit": 100}).data
-                  if e.type in ("invoice.paid", "invoice_payment.paid")}
+        polled = {
+            e.id
+            for e in events_loop.sandbox.client.v1.events.list({"limit": 100}).data
+            if e.type in ("invoice.paid", "invoice_payment.paid")
+        }
         assert polled <= set(tagged), "an event was skipped"
         assert {r.tags["sync_pipeline/event_source"] for r in runs} == {"events_api"}

@@ -44,19 +44,50 @@ class World:
     products: dict[str, str]  # name -> Salesforce Product2 id
 
     # -- Salesforce -------------------------------------------------------------------------------
-    def deal(self, name: str, lines: list[tuple[str, int, str]], currency: str = "USD",
-             account: str | None = None, won: bool = True, at: dt.datetime | None = None) -> str:
+    def deal(
+        self,
+        name: str,
+        lines: list[tuple[str, int, str]],
+        currency: str = "USD",
+        account: str | None = None,
+        won: bool = True,
+        at: dt.datetime | None = None,
+    ) -> str:
         """An opportunity with its account and products, closed won unless `won=False` (all written `at`)."""
         state = self.salesforce.state
-        account_id = account or state.insert("Account", {"Name": f"{name} Corp", "BillingStreet": "1 Main St",
-                                                         "BillingCity": "Springfield", "BillingPostalCode": "12345",
-                                                         "BillingCountry": "US"}, at=at)
-        opportunity = state.insert("Opportunity", {"Name": name, "AccountId": account_id,
-                                                   "StageName": "Negotiation/Review", "CloseDate": DAY.isoformat(),
-                                                   "CurrencyIsoCode": currency}, at=at)
+        account_id = account or state.insert(
+            "Account",
+            {
+                "Name": f"{name} Corp",
+                "BillingStreet": "1 Main St",
+                "BillingCity": "Springfield",
+                "BillingPostalCode": "12345",
+                "BillingCountry": "US",
+            },
+            at=at,
+        )
+        opportunity = state.insert(
+            "Opportunity",
+            {
+                "Name": name,
+                "AccountId": account_id,
+                "StageName": "Negotiation/Review",
+                "CloseDate": DAY.isoformat(),
+                "CurrencyIsoCode": currency,
+            },
+            at=at,
+        )
         for product, quantity, total in lines:
-            state.insert("OpportunityLineItem", {"OpportunityId": opportunity, "Product2Id": self.products[product],
-                                                 "Quantity": quantity, "TotalPrice": Decimal(total)}, at=at)
+            state.insert(
+                "OpportunityLineItem",
+                {
+                    "OpportunityId": opportunity,
+                    "Product2Id": self.products[product],
+                    "Quantity": quantity,
+                    "TotalPrice": Decimal(total),
+                },
+                at=at,
+            )
         if won:
             state.update("Opportunity", opportunity, {"StageName": "Closed Won"}, at=at)
         return opportunity
@@ -73,8 +104,11 @@ class World:
         return body["data"] if isinstance(body, dict) and "data" in body else body
 
     def billed(self, kind: str, opportunity_id: str) -> list[dict]:
-        return [o for o in self.stripe_records(kind)
-                if (o.get("metadata") or {}).get("salesforce_opportunity_id") == opportunity_id]
+        return [
+            o
+            for o in self.stripe_records(kind)
+            if (o.get("metadata") or {}).get("salesforce_opportunity_id") == opportunity_id
+        ]
 
     def map_product(self, product: str) -> None:
         data = yaml.safe_load(self.mapping_path.read_text())
@@ -82,8 +116,9 @@ class World:
         self.mapping_path.write_text(yaml.safe_dump(data))
 
     # -- the pipeline -----------------------------------------------------------------------------
-    def run(self, *assets: str, raise_on_error: bool = True,
-            snapshots: Path | None = None) -> dg.ExecuteInProcessResult:
+    def run(
+        self, *assets: str, raise_on_error: bool = True, snapshots: Path | None = None
+    ) -> dg.ExecuteInProcessResult:
         from sync_pipeline.definitions import SALESFORCE_ASSETS, build_resources
         from sync_pipeline.io_managers import ParquetIOManager
 
@@ -91,8 +126,9 @@ class World:
         if snapshots is not None:
             resources["io_manager"] = ParquetIOManager(base_dir=str(snapshots))
         selection = list(assets) or None
-        return dg.materialize(SALESFORCE_ASSETS, selection=selection, resources=resources,
-                              raise_on_error=raise_on_error)
+        return dg.materialize(
+            SALESFORCE_ASSETS, selection=selection, resources=resources, raise_on_error=raise_on_error
+        )
 
     def ledger(self) -> Ledger:
         return Ledger(self.database_url)
@@ -113,12 +149,13 @@ def _catalogue(box: Sandbox) -> dict[str, str]:
     pro = box.client.v1.products.create({"name": "Pro plan"})
     onboarding = box.client.v1.products.create({"name": "Onboarding"})
     return {
-        "pro": box.client.v1.prices.create({"product": pro.id, "currency": "usd", "unit_amount": 60000,
-                                            "recurring": {"interval": "month"}}).id,
-        "onboarding": box.client.v1.prices.create({"product": onboarding.id, "currency": "usd",
-                                                   "unit_amount": 120000}).id,
-        "training": box.client.v1.prices.create({"product": onboarding.id, "currency": "usd",
-                                                 "unit_amount": 50000}).id,
+        "pro": box.client.v1.prices.create(
+            {"product": pro.id, "currency": "usd", "unit_amount": 60000, "recurring": {"interval": "month"}}
+        ).id,
+        "onboarding": box.client.v1.prices.create(
+            {"product": onboarding.id, "currency": "usd", "unit_amount": 120000}
+        ).id,
+        "training": box.client.v1.prices.create({"product": onboarding.id, "currency": "usd", "unit_amount": 50000}).id,
     }
 
 
@@ -132,8 +169,10 @@ def world(tmp_path, monkeypatch) -> Iterator[World]:
                 monkeypatch.setenv(name, value)
             box.clock(at(DAY, 10))  # Stripe objects land in a past, complete daily partition
             prices = _catalogue(box)
-            products = {name: salesforce.state.insert("Product2", {"Name": name.title(), "IsActive": True})
-                        for name in ("pro", "onboarding", "training")}
+            products = {
+                name: salesforce.state.insert("Product2", {"Name": name.title(), "IsActive": True})
+                for name in ("pro", "onboarding", "training")
+            }
             mapped = {products[n]: prices[n] for n in ("pro", "onboarding")}  # training: not mapped yet
             path = _mapping_file(tmp_path, mapped)
             monkeypatch.setenv("SYNC_FIELD_MAPPING", str(path))
@@ -162,8 +201,7 @@ def test_closed_won_subscription_and_invoice_are_billed_once_across_repeated_run
     invoices = world.billed("invoice", invoice_deal)
     assert len(invoices) == 1 and invoices[0]["status"] == "open" and invoices[0]["total"] == 120000
     assert world.billed("subscription", open_deal) == [] and world.billed("invoice", open_deal) == []
-    customers = [c for c in world.stripe_records("customer")
-                 if (c.get("metadata") or {}).get("salesforce_account_id")]
+    customers = [c for c in world.stripe_records("customer") if (c.get("metadata") or {}).get("salesforce_account_id")]
     assert sorted(c["name"] for c in customers) == ["Acme Corp", "Globex Corp"]
     assert customers[0]["address"]["city"] == "Springfield"
     # Write-back: Stripe ids on the account and opportunity, the status of the invoice.
@@ -173,8 +211,12 @@ def test_closed_won_subscription_and_invoice_are_billed_once_across_repeated_run
     assert world.account_of(invoice_deal)["Stripe_Customer_Id__c"] == invoices[0]["customer"]
     second_billing = second.asset_materializations_for_node(BILLING)[0].metadata
     assert second_billing["stripe_writes"].value == 0
-    assert second.asset_materializations_for_node("salesforce_billing_writeback")[0].metadata[
-        "salesforce_records_written"].value == 0
+    assert (
+        second.asset_materializations_for_node("salesforce_billing_writeback")[0]
+        .metadata["salesforce_records_written"]
+        .value
+        == 0
+    )
 
 
 def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
@@ -185,7 +227,7 @@ def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str
 
 
 def test_opportunities_are_read_incrementally_from_the_high_water_mark_with_a_look_back(world):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     hour_old = world.deal("Hour old", [("pro", 1, "600.00")], at=now - dt.timedelta(hours=1))
     recent = world.deal("Recent", [("pro", 1, "600.00")], at=now - dt.timedelta(minutes=3))
     # (Without the write-back, which touches the billed opportunities and so brings them back next time.)
@@ -212,13 +254,22 @@ def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
     # The sensor's run and the scheduled run start together. (Each keeps its own snapshot folder: the
     # Parquet IO manager's fixed temporary file name collides when two runs write one unpartitioned asset.)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda n: world.run(raise_on_error=False, snapshots=world.box.home / f"run{n}"),
-                                range(2)))
+        results = list(
+            pool.map(lambda n: world.run(raise_on_error=False, snapshots=world.box.home / f"run{n}"), range(2))
+        )
     assert all(r.success for r in results)
     assert len(world.billed("subscription", deal)) == 1
     account_id = world.opportunity(deal)["AccountId"]
-    assert len([c for c in world.stripe_records("customer")
-                if (c.get("metadata") or {}).get("salesforce_account_id") == account_id]) == 1
+    assert (
+        len(
+            [
+                c
+                for c in world.stripe_records("customer")
+                if (c.get("metadata") or {}).get("salesforce_account_id") == account_id
+            ]
+        )
+        == 1
+    )
     # A later change to the won deal is a new request.
     world.salesforce.state.update("Opportunity", deal, {"NextStep": "Kick-off"})
     assert isinstance(_sensor_tick(cursor)[0], dg.RunRequest)
@@ -238,8 +289,11 @@ def test_crash_between_stripe_and_the_ledger_with_expired_keys_does_not_bill_twi
 
     invoices = world.billed("invoice", deal)
     assert len(invoices) == 1 and invoices[0]["total"] == 240000
-    items = [i for i in world.stripe_records("invoiceitem")
-             if (i.get("metadata") or {}).get("salesforce_opportunity_id") == deal]
+    items = [
+        i
+        for i in world.stripe_records("invoiceitem")
+        if (i.get("metadata") or {}).get("salesforce_opportunity_id") == deal
+    ]
     assert len(items) == 1
     assert len([c for c in world.stripe_records("customer") if c.get("name") == "Crash Corp"]) == 1
     assert world.ledger().lookup("stripe", "opportunity", [deal])[deal].internal_id == invoices[0]["id"]
@@ -339,8 +393,13 @@ def test_paid_then_refunded_invoice_shows_on_the_opportunity_with_its_netsuite_i
     results = []
     assert reads_before > 0
     assert _invoice_reads(world, lambda: results.append(world.run("salesforce_billing_writeback"))) == 0
-    assert results[0].asset_materializations_for_node("salesforce_billing_writeback")[0].metadata[
-        "salesforce_records_written"].value == 0
+    assert (
+        results[0]
+        .asset_materializations_for_node("salesforce_billing_writeback")[0]
+        .metadata["salesforce_records_written"]
+        .value
+        == 0
+    )
 
 
 def _invoice_reads(world: World, action) -> int:
@@ -358,8 +417,15 @@ def test_write_back_matching_several_opportunities_is_an_exception_with_their_id
     # An admin cloned the billed opportunity, Stripe id included, in an org where the field is not unique.
     world.salesforce.config.unique_external_ids = False
     clone = world.salesforce.state.insert(
-        "Opportunity", {"Name": "Cloned (copy)", "StageName": "Prospecting", "CloseDate": DAY.isoformat(),
-                        "Stripe_Invoice_Id__c": invoice["id"]}, enforce_unique=False)
+        "Opportunity",
+        {
+            "Name": "Cloned (copy)",
+            "StageName": "Prospecting",
+            "CloseDate": DAY.isoformat(),
+            "Stripe_Invoice_Id__c": invoice["id"],
+        },
+        enforce_unique=False,
+    )
     _pay(world, invoice["id"])
 
     world.run("salesforce_billing_writeback")
@@ -383,16 +449,18 @@ def _bill_with_expiry_midway(world: World, salesforce: SalesforceResource, strip
 
     opportunities = read_opportunities(salesforce, "")
     world.salesforce.state.expire_sessions()  # e.g. the org's session timeout, or an admin's "log out everyone"
-    bill_opportunities(opportunities, stripe=stripe, ledger=world.ledger(),
-                       config=FieldMapping.load(world.mapping_path).salesforce)
+    bill_opportunities(
+        opportunities, stripe=stripe, ledger=world.ledger(), config=FieldMapping.load(world.mapping_path).salesforce
+    )
     write_back(salesforce, world.ledger(), stripe)
 
 
 def test_session_expiring_mid_run_is_renewed_by_logging_in_again(world):
     deal = world.deal("Renewed", [("onboarding", 1, "1200.00")])
     config = world.salesforce.config
-    salesforce, stripe = _resources(world, username=config.username, password=config.password,
-                                    security_token=config.security_token)
+    salesforce, stripe = _resources(
+        world, username=config.username, password=config.password, security_token=config.security_token
+    )
 
     _bill_with_expiry_midway(world, salesforce, stripe)
 
@@ -437,11 +505,13 @@ def test_billed_once_check_fails_when_stripe_holds_two_billings_of_a_deal(world)
     deal = world.deal("Twice", [("onboarding", 1, "1200.00")])
     account_id = world.opportunity(deal)["AccountId"]
     # Someone billed the deal by hand, twice, before the pipeline ran.
-    customer = world.box.client.v1.customers.create({"name": "Twice Corp",
-                                                     "metadata": {"salesforce_account_id": account_id}})
+    customer = world.box.client.v1.customers.create(
+        {"name": "Twice Corp", "metadata": {"salesforce_account_id": account_id}}
+    )
     for _ in range(2):
-        world.box.client.v1.invoices.create({"customer": customer.id, "currency": "usd",
-                                             "metadata": {"salesforce_opportunity_id": deal}})
+        world.box.client.v1.invoices.create(
+            {"customer": customer.id, "currency": "usd", "metadata": {"salesforce_opportunity_id": deal}}
+        )
 
     result = world.run(BILLING, "salesforce_opportunities")
 

@@ -19,8 +19,12 @@ from sync_pipeline_tests.e2e.harness import DAY, amount, at, checks, metadata, r
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CURRENCIES = [("usd", 12345, Decimal("123.45")), ("eur", 9900, Decimal("99.00")),
-              ("jpy", 5000, Decimal("5000")), ("kwd", 12340, Decimal("12.340"))]
+CURRENCIES = [
+    ("usd", 12345, Decimal("123.45")),
+    ("eur", 9900, Decimal("99.00")),
+    ("jpy", 5000, Decimal("5000")),
+    ("kwd", 12340, Decimal("12.340")),
+]
 
 
 @pytest.fixture
@@ -53,8 +57,9 @@ def test_paid_invoices_in_four_currencies_land_with_payments_applied_to_the_cent
         invoice = ns_invoices[f"stripe-{invoices[currency]}"]
         assert amount(invoice) == expected, currency
         assert amount(invoice, "amountRemaining") == 0, f"{currency} invoice should be paid in full"
-        payment = next(p for p in ns_payments.values()
-                       if any(a["doc"]["id"] == invoice["id"] for a in p["apply"]["items"]))
+        payment = next(
+            p for p in ns_payments.values() if any(a["doc"]["id"] == invoice["id"] for a in p["apply"]["items"])
+        )
         assert amount(payment, "payment") == expected
     evaluations = checks(result)
     assert evaluations[("netsuite_invoices", "totals_match_stripe")].passed
@@ -119,8 +124,9 @@ def test_refunds_become_credit_memo_and_refund_and_standalone_charges_payments(s
     invoice = sandbox.invoice(customer, "usd", [10000])
     charge = sandbox.charge_of(invoice.id)
     partial = sandbox.client.v1.refunds.create({"charge": charge, "amount": 2500})
-    intent = sandbox.client.v1.payment_intents.create({"amount": 7000, "currency": "usd", "customer": customer,
-                                                      "payment_method": "pm_card_visa", "confirm": True})
+    intent = sandbox.client.v1.payment_intents.create(
+        {"amount": 7000, "currency": "usd", "customer": customer, "payment_method": "pm_card_visa", "confirm": True}
+    )
     standalone_refund = sandbox.client.v1.refunds.create({"payment_intent": intent.id})
     sandbox.clock(None)
 

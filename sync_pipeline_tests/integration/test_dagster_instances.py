@@ -21,16 +21,28 @@ def _dagster_cli() -> str:
 def test_definitions_validate_from_the_workspace_file(tmp_path):
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    result = subprocess.run([_dagster_cli(), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [_dagster_cli(), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
 def test_malformed_setting_stops_the_code_location_with_the_variable_named(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "NETSUITE_CONCURRENCY": "many"}
-    result = subprocess.run([_dagster_cli(), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [_dagster_cli(), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "NETSUITE_CONCURRENCY: expected a whole number from 1 to 1000" in result.stderr + result.stdout
 
@@ -41,9 +53,18 @@ def _materialize_exceptions_report(instance: dg.DagsterInstance, ledger_url: str
 
     ledger = LedgerResource(database_url=ledger_url)
     ledger.get_ledger().record_exceptions(
-        [ExceptionRow("netsuite", "invoice", "stripe-in_1", "UNMAPPED_CURRENCY", "no subsidiary for CHF",
-                      "map CHF to a subsidiary under currencies: in field_mapping.yaml", field="currency",
-                      value="chf")],
+        [
+            ExceptionRow(
+                "netsuite",
+                "invoice",
+                "stripe-in_1",
+                "UNMAPPED_CURRENCY",
+                "no subsidiary for CHF",
+                "map CHF to a subsidiary under currencies: in field_mapping.yaml",
+                field="currency",
+                value="chf",
+            )
+        ],
         partition_key="2026-11-02",
     )
     from sync_pipeline.assets.quality import sync_exceptions

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError, NetSuiteResource, OAuth1Credentials
 from sync_pipeline.resources.access import AccessDenied
+from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError, NetSuiteResource, OAuth1Credentials
 from sync_pipeline.resources.retry import RetryPolicy
 from sync_pipeline.sandbox.netsuite import NetSuiteConfig, NetSuiteSandbox, generate_m2m_key_pair, start_netsuite
 from sync_pipeline.sandbox.server import serve_in_thread
@@ -55,8 +55,9 @@ def resource_for(sandbox: NetSuiteSandbox, **overrides: Any) -> NetSuiteResource
 
 def client_for(sandbox: NetSuiteSandbox, concurrency: int = 5, timeout_seconds: float = 30.0) -> NetSuiteClient:
     env = sandbox.env()
-    credentials = OAuth1Credentials(*(env[f"NETSUITE_{name}"] for name in ("CONSUMER_KEY", "CONSUMER_SECRET",
-                                                                         "TOKEN_ID", "TOKEN_SECRET")))
+    credentials = OAuth1Credentials(
+        *(env[f"NETSUITE_{name}"] for name in ("CONSUMER_KEY", "CONSUMER_SECRET", "TOKEN_ID", "TOKEN_SECRET"))
+    )
     return NetSuiteClient(
         env["NETSUITE_ACCOUNT_ID"],
         oauth1=credentials,
@@ -251,8 +252,10 @@ def test_wrong_secret_is_access_denied_naming_the_variables_and_never_retried_or
 
 def test_secrets_stay_out_of_reprs_errors_and_logs(netsuite, caplog):
     env = netsuite.env()
-    secrets = [env[name] for name in ("NETSUITE_CONSUMER_KEY", "NETSUITE_CONSUMER_SECRET",
-                                      "NETSUITE_TOKEN_ID", "NETSUITE_TOKEN_SECRET")]
+    secrets = [
+        env[name]
+        for name in ("NETSUITE_CONSUMER_KEY", "NETSUITE_CONSUMER_SECRET", "NETSUITE_TOKEN_ID", "NETSUITE_TOKEN_SECRET")
+    ]
     resource = resource_for(netsuite)
     client = resource.get_client()
     caplog.set_level(logging.DEBUG)
@@ -261,8 +264,9 @@ def test_secrets_stay_out_of_reprs_errors_and_logs(netsuite, caplog):
     with pytest.raises(NetSuiteError) as raised:
         client.upsert("invoice", "stripe-in_S1", {"entity": {"id": "424242"}})
 
-    shown = " ".join([repr(resource), str(resource), repr(client), str(client), str(raised.value),
-                      repr(raised.value), caplog.text])
+    shown = " ".join(
+        [repr(resource), str(resource), repr(client), str(client), str(raised.value), repr(raised.value), caplog.text]
+    )
     assert "NetSuiteClient(" in shown and env["NETSUITE_ACCOUNT_ID"] in shown
     for secret in secrets:
         assert secret not in shown
@@ -308,6 +312,7 @@ def test_oauth2_token_is_renewed_before_it_expires(start_sandbox):
     assert netsuite.stats.auth_failures == 0
     assert client.get("customer", "eid:stripe-cus_T1")["companyName"] == "After"
 
+
 def test_retry_after_is_honoured_when_a_server_sends_it():
     # NetSuite is not known to send Retry-After (the stand-in does not); a proxy in front of it may.
     answers = iter([429, 204])
@@ -315,14 +320,21 @@ def test_retry_after_is_honoured_when_a_server_sends_it():
     async def put(request: Request) -> Response:
         status = next(answers)
         if status == 429:
-            return JSONResponse({"status": 429, "o:errorDetails": [{"detail": "Slow down", "o:errorCode": "X"}]},
-                                status_code=429, headers={"Retry-After": "0.6"})
+            return JSONResponse(
+                {"status": 429, "o:errorDetails": [{"detail": "Slow down", "o:errorCode": "X"}]},
+                status_code=429,
+                headers={"Retry-After": "0.6"},
+            )
         return Response(status_code=204, headers={"Location": f"{request.base_url}services/rest/record/v1/customer/7"})
 
     app = Starlette(routes=[Route("/services/rest/record/v1/customer/{key}", put, methods=["PUT"])])
     with serve_in_thread(app) as server:
-        client = NetSuiteClient("123456_SB1", oauth1=OAuth1Credentials("ck", "cs", "tk", "ts"), base_url=server.url,
-                                retry_policy=FAST_RETRIES)
+        client = NetSuiteClient(
+            "123456_SB1",
+            oauth1=OAuth1Credentials("ck", "cs", "tk", "ts"),
+            base_url=server.url,
+            retry_policy=FAST_RETRIES,
+        )
         started = time.monotonic()
         internal_id = client.upsert("customer", "stripe-cus_RA", customer_body("Patient"))
         waited = time.monotonic() - started

@@ -129,8 +129,10 @@ def test_query_all_follows_next_records_url_and_keeps_amounts_exact(start_sandbo
     resource.upsert_many(
         "Opportunity",
         "Stripe_Invoice_Id__c",
-        [opportunity(f"Deal {n}", Stripe_Invoice_Id__c=f"in_{n:02d}", Amount=Decimal("1234567.89") + n)
-         for n in range(12)],
+        [
+            opportunity(f"Deal {n}", Stripe_Invoice_Id__c=f"in_{n:02d}", Amount=Decimal("1234567.89") + n)
+            for n in range(12)
+        ],
     )
 
     rows = list(resource.query_all("SELECT Id, Stripe_Invoice_Id__c, Amount FROM Opportunity"))
@@ -187,8 +189,7 @@ def test_server_errors_and_lost_responses_are_retried_without_duplicates(start_s
     salesforce = start_sandbox(server_error_rate=0.2, lost_response_rate=0.2, seed=5)
     resource = resource_for(salesforce)
 
-    statuses = [resource.upsert("Account", "Stripe_Customer_Id__c", f"cus_F{n}", {"Name": f"F{n}"})
-                for n in range(20)]
+    statuses = [resource.upsert("Account", "Stripe_Customer_Id__c", f"cus_F{n}", {"Name": f"F{n}"}) for n in range(20)]
     results = resource.upsert_many("Account", "Stripe_Customer_Id__c", accounts(300))
 
     stats = sandbox_stats(salesforce)

@@ -49,8 +49,14 @@ def stats(sandbox: StripeSandbox) -> dict[str, Any]:
 
 def seed_invoices(sandbox: StripeSandbox, count: int, currency: str = "usd", unit_amount: int = 1000) -> list[str]:
     return seed_paid_invoices(
-        sandbox.state, sandbox.config, count, currency=currency, unit_amount=unit_amount, customers=5,
-        start=START, spacing_seconds=SPACING,
+        sandbox.state,
+        sandbox.config,
+        count,
+        currency=currency,
+        unit_amount=unit_amount,
+        customers=5,
+        start=START,
+        spacing_seconds=SPACING,
     )
 
 
@@ -111,8 +117,7 @@ def test_writes_whose_response_was_lost_are_retried_without_duplicates(start_san
     sandbox = start_sandbox(lost_response_rate=0.4, seed=2)
     resource = resource_for(sandbox)
 
-    created = [resource.create_customer({"name": f"Lost {n}"}, idempotency_key=f"sf-lost-{n}")["id"]
-               for n in range(15)]
+    created = [resource.create_customer({"name": f"Lost {n}"}, idempotency_key=f"sf-lost-{n}")["id"] for n in range(15)]
 
     assert stats(sandbox)["faults"]["lost_response"] > 0
     assert stats(sandbox)["idempotent_replays"] >= stats(sandbox)["faults"]["lost_response"]
@@ -145,9 +150,14 @@ def test_salesforce_to_stripe_write_helpers_build_a_finalized_invoice(sandbox):
         idempotency_key=f"{opportunity}-item-1",
     )
     draft = resource.create_invoice(
-        {"customer": customer["id"], "currency": "kwd", "pending_invoice_items_behavior": "include",
-         "collection_method": "send_invoice", "days_until_due": 30,
-         "metadata": {"salesforce_opportunity_id": opportunity}},
+        {
+            "customer": customer["id"],
+            "currency": "kwd",
+            "pending_invoice_items_behavior": "include",
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "metadata": {"salesforce_opportunity_id": opportunity},
+        },
         idempotency_key=f"{opportunity}-invoice",
     )
     finalized = resource.finalize_invoice(draft["id"], idempotency_key=f"{opportunity}-finalize")
@@ -163,11 +173,20 @@ def test_salesforce_to_stripe_write_helpers_build_a_finalized_invoice(sandbox):
 def test_create_subscription_for_a_price(sandbox):
     resource = resource_for(sandbox)
     prices = resource.get_client().v1.prices
-    price = prices.create({"currency": "jpy", "unit_amount": 5000, "recurring": {"interval": "month"},
-                           "product_data": {"name": "Pro plan"}})
+    price = prices.create(
+        {
+            "currency": "jpy",
+            "unit_amount": 5000,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Pro plan"},
+        }
+    )
     customer = resource.create_customer(
-        {"name": "Tokyo KK", "payment_method": "pm_card_visa",
-         "invoice_settings": {"default_payment_method": "pm_card_visa"}},
+        {
+            "name": "Tokyo KK",
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        },
         idempotency_key="006SUB-customer",
     )
 
@@ -219,13 +238,15 @@ def test_disputes_credit_notes_payouts_and_customer_search(sandbox):
     assert dispute["charge"] == charge["id"] and dispute["amount"] == 2500
     assert credit_note["amount"] == 500 and credit_note["invoice"] == invoice_ids[1]
     assert [p["id"] for p in resource.list_payouts(arrival_date_gte=arrival, arrival_date_lt=arrival + 1)] == [
-        payout["id"]]
+        payout["id"]
+    ]
     assert list(resource.list_payouts(arrival_date_gte=arrival + 1)) == []
     # A payout's balance transactions: what it pays out (charges net of fees, less the dispute) and itself.
     assert {t["type"] for t in settled} >= {"charge", "payout"} and len(settled) > 4
     assert sum(t["net"] for t in settled if t["type"] != "payout") == payout["amount"]
     assert sum(t["net"] for t in settled) == 0
     assert [c["name"] for c in resource.search_customers("name:'Seed customer 1'")] == ["Seed customer 1"]
+
 
 def test_events_page_both_ways(sandbox):
     resource = resource_for(sandbox)

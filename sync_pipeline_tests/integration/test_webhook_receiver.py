@@ -20,8 +20,13 @@ from sync_pipeline.sandbox.stripe.events import sign
 from sync_pipeline.webhooks import WEBHOOK_PATH, ReceiverConfig, create_webhook_app
 from sync_pipeline_tests.integration.webhook_server import SECRET, running_receiver
 
-EVENT = {"id": "evt_test_1", "object": "event", "type": "invoice.paid", "created": 1_795_000_000,
-         "data": {"object": {"id": "in_1", "object": "invoice", "created": 1_795_000_000}}}
+EVENT = {
+    "id": "evt_test_1",
+    "object": "event",
+    "type": "invoice.paid",
+    "created": 1_795_000_000,
+    "data": {"object": {"id": "in_1", "object": "invoice", "created": 1_795_000_000}},
+}
 
 
 @pytest.fixture
@@ -97,16 +102,20 @@ def _signed(body: bytes, secret: str = SECRET, age: int = 0) -> tuple[bytes, str
 BODY = json.dumps(EVENT).encode()
 
 
-@pytest.mark.parametrize(("delivery", "reason"), [
-    pytest.param(_tampered, "No signatures found matching the expected signature", id="tampered-body"),
-    pytest.param(lambda: _signed(BODY, secret="whsec_someone_else"), "No signatures found matching",
-                 id="wrong-secret"),
-    pytest.param(lambda: _signed(BODY, age=301), "Timestamp outside the tolerance zone", id="stale-timestamp"),
-    pytest.param(lambda: (BODY, None), "missing Stripe-Signature header", id="missing-header"),
-    pytest.param(lambda: (BODY, "v1=abc"), "Unable to extract timestamp and signatures", id="malformed-header"),
-    pytest.param(lambda: _signed(b'{"object": "charge", "id": "ch_1"}'), 'not a Stripe event', id="not-an-event"),
-    pytest.param(lambda: _signed(b"hello"), "the body is not JSON", id="not-json"),
-])
+@pytest.mark.parametrize(
+    ("delivery", "reason"),
+    [
+        pytest.param(_tampered, "No signatures found matching the expected signature", id="tampered-body"),
+        pytest.param(
+            lambda: _signed(BODY, secret="whsec_someone_else"), "No signatures found matching", id="wrong-secret"
+        ),
+        pytest.param(lambda: _signed(BODY, age=301), "Timestamp outside the tolerance zone", id="stale-timestamp"),
+        pytest.param(lambda: (BODY, None), "missing Stripe-Signature header", id="missing-header"),
+        pytest.param(lambda: (BODY, "v1=abc"), "Unable to extract timestamp and signatures", id="malformed-header"),
+        pytest.param(lambda: _signed(b'{"object": "charge", "id": "ch_1"}'), "not a Stripe event", id="not-an-event"),
+        pytest.param(lambda: _signed(b"hello"), "the body is not JSON", id="not-json"),
+    ],
+)
 def test_refused_deliveries_get_400_with_a_reason_and_leave_the_inbox_unchanged(receiver, ledger, delivery, reason):
     body, header = delivery()
 

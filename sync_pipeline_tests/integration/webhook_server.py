@@ -65,16 +65,32 @@ class ReceiverProcess:
 
 
 @contextmanager
-def running_receiver(log_dir: Path, database_url: str, *args: str, secret: str = SECRET,
-                     log_level: str = "info") -> Iterator[ReceiverProcess]:
+def running_receiver(
+    log_dir: Path, database_url: str, *args: str, secret: str = SECRET, log_level: str = "info"
+) -> Iterator[ReceiverProcess]:
     """Start the receiver on 127.0.0.1, wait until it answers, and stop it (its whole process group)."""
     port = free_port()
     log_path = log_dir / f"receiver-{port}.log"
     env = {**os.environ, "STRIPE_WEBHOOK_SECRET": secret, "SYNC_DATABASE_URL": database_url}
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "sync_pipeline.cli", "webhooks", "serve", "--port", str(port),
-                                 "--log-level", log_level, *args],
-                                env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sync_pipeline.cli",
+                "webhooks",
+                "serve",
+                "--port",
+                str(port),
+                "--log-level",
+                log_level,
+                *args,
+            ],
+            env=env,
+            start_new_session=True,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     server = ReceiverProcess(proc, port, log_path)
     try:
         deadline = time.monotonic() + 30

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
 import requests
 from requests_oauthlib import OAuth1
 
-from sync_pipeline.sandbox.netsuite.jsonio import dumps
 from sync_pipeline.sandbox.netsuite import (
     NetSuiteConfig,
     NetSuiteSandbox,
@@ -21,6 +21,7 @@ from sync_pipeline.sandbox.netsuite import (
     generate_m2m_key_pair,
     start_netsuite,
 )
+from sync_pipeline.sandbox.netsuite.jsonio import dumps
 
 RECORD = "/services/rest/record/v1"
 SUITEQL = "/services/rest/query/v1/suiteql"
@@ -37,7 +38,9 @@ def m2m_keys() -> dict[str, tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def m2m_config(m2m_keys) -> NetSuiteConfig:
-    return NetSuiteConfig(m2m_certificates={CERTIFICATE_ID: m2m_keys["PS256"][1], EC_CERTIFICATE_ID: m2m_keys["ES256"][1]})
+    return NetSuiteConfig(
+        m2m_certificates={CERTIFICATE_ID: m2m_keys["PS256"][1], EC_CERTIFICATE_ID: m2m_keys["ES256"][1]}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +64,12 @@ def netsuite(server, m2m_config) -> Iterator[NetSuiteSandbox]:
 
 def oauth1(env: dict[str, str], **changes: str) -> OAuth1:
     credentials = {
-        "client_key": env["NETSUITE_CONSUMER_KEY"], "client_secret": env["NETSUITE_CONSUMER_SECRET"],
-        "resource_owner_key": env["NETSUITE_TOKEN_ID"], "resource_owner_secret": env["NETSUITE_TOKEN_SECRET"],
-        "realm": env["NETSUITE_ACCOUNT_ID"], **changes,
+        "client_key": env["NETSUITE_CONSUMER_KEY"],
+        "client_secret": env["NETSUITE_CONSUMER_SECRET"],
+        "resource_owner_key": env["NETSUITE_TOKEN_ID"],
+        "resource_owner_secret": env["NETSUITE_TOKEN_SECRET"],
+        "realm": env["NETSUITE_ACCOUNT_ID"],
+        **changes,
     }
     return OAuth1(signature_method="HMAC-SHA256", **credentials)
 
@@ -84,8 +90,13 @@ class Api:
 
     def send(self, method: str, path: str, body: Any) -> requests.Response:
         """A JSON body with Decimal amounts written as exact JSON numbers (requests' json= cannot)."""
-        return self.http.request(method, f"{self.url}{RECORD}/{path}", data=dumps(body),
-                                 headers={"Content-Type": "application/json"}, timeout=10)
+        return self.http.request(
+            method,
+            f"{self.url}{RECORD}/{path}",
+            data=dumps(body),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
 
     def put(self, record_type: str, external_id: str, body: dict[str, Any]) -> requests.Response:
         return self.send("PUT", f"{record_type}/eid:{external_id}", body)
@@ -99,29 +110,56 @@ class Api:
         return response.headers["Location"].rsplit("/", 1)[1]
 
     def customer(self, external_id: str = "stripe-cus_1", subsidiary: str = "1", currency: str = "1") -> str:
-        return self.upserted_id("customer", external_id, {
-            "companyName": f"Company {external_id}", "isPerson": False, "email": "ap@acme.test",
-            "subsidiary": {"id": subsidiary}, "currency": {"id": currency},
-        })
+        return self.upserted_id(
+            "customer",
+            external_id,
+            {
+                "companyName": f"Company {external_id}",
+                "isPerson": False,
+                "email": "ap@acme.test",
+                "subsidiary": {"id": subsidiary},
+                "currency": {"id": currency},
+            },
+        )
 
-    def invoice_body(self, customer_id: str, lines: list[dict[str, Any]], currency: str = "1",
-                     subsidiary: str = "1", **extra: Any) -> dict[str, Any]:
-        return {"entity": {"id": customer_id}, "subsidiary": {"id": subsidiary}, "currency": {"id": currency},
-                "tranDate": "2026-11-02", "item": {"items": lines}, **extra}
+    def invoice_body(
+        self, customer_id: str, lines: list[dict[str, Any]], currency: str = "1", subsidiary: str = "1", **extra: Any
+    ) -> dict[str, Any]:
+        return {
+            "entity": {"id": customer_id},
+            "subsidiary": {"id": subsidiary},
+            "currency": {"id": currency},
+            "tranDate": "2026-11-02",
+            "item": {"items": lines},
+            **extra,
+        }
 
     def invoice(self, external_id: str, customer_id: str, amount: str = "100.00", **extra: Any) -> str:
         lines = [{"item": {"id": "101"}, "quantity": 1, "amount": Decimal(amount)}]
         return self.upserted_id("invoice", external_id, self.invoice_body(customer_id, lines, **extra))
 
     def payment_body(self, customer_id: str, amount: str, applications: list[tuple[str, str]]) -> dict[str, Any]:
-        return {"customer": {"id": customer_id}, "payment": Decimal(amount), "currency": {"id": "1"},
-                "account": {"id": "1"}, "tranDate": "2026-11-03",
-                "apply": {"items": [{"doc": {"id": doc}, "apply": True, "amount": Decimal(applied)}
-                                    for doc, applied in applications]}}
+        return {
+            "customer": {"id": customer_id},
+            "payment": Decimal(amount),
+            "currency": {"id": "1"},
+            "account": {"id": "1"},
+            "tranDate": "2026-11-03",
+            "apply": {
+                "items": [
+                    {"doc": {"id": doc}, "apply": True, "amount": Decimal(applied)} for doc, applied in applications
+                ]
+            },
+        }
 
     def suiteql(self, query: str, limit: int = 1000, offset: int = 0) -> requests.Response:
-        return self.http.post(f"{self.url}{SUITEQL}", params={"limit": limit, "offset": offset}, json={"q": query},
-                              headers={"Prefer": "transient"}, timeout=10)
+        return self.http.post(
+            f"{self.url}{SUITEQL}",
+            params={"limit": limit, "offset": offset},
+            json={"q": query},
+            headers={"Prefer": "transient"},
+            timeout=10,
+        )
 
     def configure(self, **changes: Any) -> None:
         requests.post(f"{self.url}/_sandbox/config", json=changes, timeout=10).raise_for_status()
@@ -164,8 +202,9 @@ def test_post_with_an_existing_external_id_is_refused(api):
 
 
 def test_post_creates_with_204_and_absolute_location(api, netsuite):
-    response = api.http.post(f"{api.url}{RECORD}/customer", json={"companyName": "New", "subsidiary": {"id": "2"}},
-                             timeout=10)
+    response = api.http.post(
+        f"{api.url}{RECORD}/customer", json={"companyName": "New", "subsidiary": {"id": "2"}}, timeout=10
+    )
     assert response.status_code == 204 and response.content == b""
     assert response.headers["Location"].startswith(f"{netsuite.url}{RECORD}/customer/")
     assert api.get("customer", response.headers["Location"].rsplit("/", 1)[1]).json()["companyName"] == "New"
@@ -179,8 +218,9 @@ def test_external_id_with_a_colon_is_refused(api):
 
 def test_patch_keeps_omitted_fields_and_null_clears(api):
     customer_id = api.customer("stripe-cus_P")
-    response = api.http.patch(f"{api.url}{RECORD}/customer/{customer_id}", json={"email": None, "phone": "+1 555"},
-                              timeout=10)
+    response = api.http.patch(
+        f"{api.url}{RECORD}/customer/{customer_id}", json={"email": None, "phone": "+1 555"}, timeout=10
+    )
     assert response.status_code == 204 and response.headers["Location"].endswith(f"/customer/{customer_id}")
     record = api.get("customer", customer_id).json()
     assert "email" not in record and record["phone"] == "+1 555" and record["companyName"] == "Company stripe-cus_P"
@@ -198,7 +238,9 @@ def test_get_renders_references_and_sublists(api, netsuite):
     invoice_id = api.invoice("stripe-in_R", customer_id, department={"id": "3"})
     plain = api.get("invoice", invoice_id).json()
     assert plain["department"] == {
-        "links": [{"rel": "self", "href": f"{netsuite.url}{RECORD}/department/3"}], "id": "3", "refName": "Subscriptions",
+        "links": [{"rel": "self", "href": f"{netsuite.url}{RECORD}/department/3"}],
+        "id": "3",
+        "refName": "Subscriptions",
     }
     assert plain["entity"]["refName"] == "Company stripe-cus_1"
     assert "items" not in plain["item"] and plain["item"]["links"][0]["href"].endswith(f"/invoice/{invoice_id}/item")
@@ -215,8 +257,11 @@ def test_reference_lists_are_readable(api):
 
 def test_references_by_external_id(api):
     api.customer("stripe-cus_E")
-    invoice_id = api.upserted_id("invoice", "stripe-in_E", api.invoice_body(
-        "0", [{"item": {"id": "100"}, "amount": 5}], entity={"externalId": "stripe-cus_E"}))
+    invoice_id = api.upserted_id(
+        "invoice",
+        "stripe-in_E",
+        api.invoice_body("0", [{"item": {"id": "100"}, "amount": 5}], entity={"externalId": "stripe-cus_E"}),
+    )
     assert api.get("invoice", invoice_id).json()["entity"]["refName"] == "Company stripe-cus_E"
 
 
@@ -241,24 +286,31 @@ def test_opaque_list_fields_survive_a_second_upsert(api):
 
 
 # ---- authentication ------------------------------------------------------------------------------
-@pytest.mark.parametrize("change", [
-    {"client_secret": "not-the-consumer-secret"},
-    {"resource_owner_secret": "not-the-token-secret"},
-    {"realm": "123456"},
-    {"realm": "123456-sb1"},
-    {"resource_owner_key": "unknown-token"},
-    {"client_key": "unknown-consumer"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"client_secret": "not-the-consumer-secret"},
+        {"resource_owner_secret": "not-the-token-secret"},
+        {"realm": "123456"},
+        {"realm": "123456-sb1"},
+        {"resource_owner_key": "unknown-token"},
+        {"client_key": "unknown-consumer"},
+    ],
+)
 def test_bad_credentials_get_invalid_login(netsuite, change):
     response = requests.get(f"{netsuite.url}{RECORD}/currency/1", auth=oauth1(netsuite.env(), **change), timeout=10)
     assert response.status_code == 401
     assert response.json() == {
-        "type": "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.2", "title": "Unauthorized", "status": 401,
-        "o:errorDetails": [{
-            "detail": "Invalid login attempt. For more details, see the Login Audit Trail in the NetSuite UI at "
-                      "Setup > Users/Roles > User Management > View Login Audit Trail.",
-            "o:errorCode": "INVALID_LOGIN",
-        }],
+        "type": "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.2",
+        "title": "Unauthorized",
+        "status": 401,
+        "o:errorDetails": [
+            {
+                "detail": "Invalid login attempt. For more details, see the Login Audit Trail in the NetSuite UI at "
+                "Setup > Users/Roles > User Management > View Login Audit Trail.",
+                "o:errorCode": "INVALID_LOGIN",
+            }
+        ],
     }
 
 
@@ -279,12 +331,15 @@ def test_a_replayed_request_is_refused(netsuite):
         assert http.send(prepared, timeout=10).status_code == 401
 
 
-@pytest.mark.parametrize("url, body", [
-    ("http://127.0.0.1:8080/services/rest/record/v1/customer/eid:stripe-cus_1?expandSubResources=true", None),
-    ("HTTP://LocalHost:80/a%20b/c?q=%C3%BC&q=a%2Bb&empty=&z=~x", None),
-    ("https://123456-sb1.suitetalk.api.netsuite.com:443/services/rest/query/v1/suiteql?limit=2&offset=4", None),
-    ("http://127.0.0.1:9/services/rest/auth/oauth2/v1/token", "grant_type=client_credentials&scope=a+b%21"),
-])
+@pytest.mark.parametrize(
+    "url, body",
+    [
+        ("http://127.0.0.1:8080/services/rest/record/v1/customer/eid:stripe-cus_1?expandSubResources=true", None),
+        ("HTTP://LocalHost:80/a%20b/c?q=%C3%BC&q=a%2Bb&empty=&z=~x", None),
+        ("https://123456-sb1.suitetalk.api.netsuite.com:443/services/rest/query/v1/suiteql?limit=2&offset=4", None),
+        ("http://127.0.0.1:9/services/rest/auth/oauth2/v1/token", "grant_type=client_credentials&scope=a+b%21"),
+    ],
+)
 def test_local_signature_base_string_equals_oauthlibs(url, body):
     from urllib.parse import urlsplit
 
@@ -294,35 +349,54 @@ def test_local_signature_base_string_equals_oauthlibs(url, body):
     from sync_pipeline.sandbox.netsuite.auth import base_uri_prefix, parse_oauth_header, signature_base_string
 
     headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
-    client = Client("ck/+ü", client_secret="cs", resource_owner_key="tk=1", resource_owner_secret="ts",
-                    signature_method="HMAC-SHA256", realm="123456_SB1")
+    client = Client(
+        "ck/+ü",
+        client_secret="cs",
+        resource_owner_key="tk=1",
+        resource_owner_secret="ts",
+        signature_method="HMAC-SHA256",
+        realm="123456_SB1",
+    )
     _, signed_headers, _ = client.sign(url, "POST", body=body, headers=headers)
     authorization = signed_headers["Authorization"]
     parts = urlsplit(url)
-    expected_params = signature.collect_parameters(uri_query=parts.query, body=body or [],
-                                                   headers={"Authorization": authorization})
+    expected_params = signature.collect_parameters(
+        uri_query=parts.query, body=body or [], headers={"Authorization": authorization}
+    )
     expected = signature.signature_base_string(
-        "POST", signature.base_string_uri(url), signature.normalize_parameters(expected_params))
+        "POST", signature.base_string_uri(url), signature.normalize_parameters(expected_params)
+    )
     header = [(k, v) for k, v in parse_oauth_header(authorization) if k not in ("realm", "oauth_signature")]
     request_params = signature.collect_parameters(uri_query=parts.query, body=body or [])
-    local = signature_base_string("POST", base_uri_prefix(parts.scheme.lower(), parts.netloc) + parts.path,
-                                  header + request_params)
+    local = signature_base_string(
+        "POST", base_uri_prefix(parts.scheme.lower(), parts.netloc) + parts.path, header + request_params
+    )
     assert local == expected
 
 
 def client_assertion(private_pem: str, algorithm: str, kid: str, token_url: str, **changes: Any) -> str:
     now = int(time.time())
-    claims = {"iss": "sandbox-m2m-client-id", "scope": "rest_webservices", "aud": token_url, "iat": now,
-              "exp": now + 3600, **changes}
+    claims = {
+        "iss": "sandbox-m2m-client-id",
+        "scope": "rest_webservices",
+        "aud": token_url,
+        "iat": now,
+        "exp": now + 3600,
+        **changes,
+    }
     return jwt.encode(claims, private_pem, algorithm=algorithm, headers={"kid": kid})
 
 
 def request_token(netsuite: NetSuiteSandbox, assertion: str) -> requests.Response:
-    return requests.post(f"{netsuite.url}{TOKEN}", timeout=10, data={
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion,
-    })
+    return requests.post(
+        f"{netsuite.url}{TOKEN}",
+        timeout=10,
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+    )
 
 
 @pytest.mark.parametrize("algorithm, kid", [("PS256", CERTIFICATE_ID), ("ES256", EC_CERTIFICATE_ID)])
@@ -333,11 +407,19 @@ def test_oauth2_client_credentials_give_a_working_bearer_token(netsuite, m2m_key
     token = response.json()
     assert token["token_type"] == "bearer" and token["expires_in"] == 3600
     bearer = {"Authorization": f"Bearer {token['access_token']}"}
-    put = requests.put(f"{netsuite.url}{RECORD}/customer/eid:m2m-1", headers=bearer, timeout=10,
-                       json={"companyName": "Via M2M", "subsidiary": {"id": "1"}})
+    put = requests.put(
+        f"{netsuite.url}{RECORD}/customer/eid:m2m-1",
+        headers=bearer,
+        timeout=10,
+        json={"companyName": "Via M2M", "subsidiary": {"id": "1"}},
+    )
     assert put.status_code == 204
-    query = requests.post(f"{netsuite.url}{SUITEQL}", headers={**bearer, "Prefer": "transient"}, timeout=10,
-                          json={"q": "SELECT companyname FROM customer WHERE externalid = 'm2m-1'"})
+    query = requests.post(
+        f"{netsuite.url}{SUITEQL}",
+        headers={**bearer, "Prefer": "transient"},
+        timeout=10,
+        json={"q": "SELECT companyname FROM customer WHERE externalid = 'm2m-1'"},
+    )
     assert query.json()["items"][0]["companyname"] == "Via M2M"
 
 
@@ -370,7 +452,10 @@ def test_an_account_mandatory_department_gives_netsuites_user_error(api):
     api.configure(mandatory_fields={"invoice": ["department"]})
     response = api.put("invoice", "stripe-in_M", api.invoice_body(customer_id, [{"item": {"id": "101"}, "amount": 5}]))
     assert response.status_code == 400
-    assert error_of(response) == ("USER_ERROR", "Error while accessing a resource. Please enter value(s) for: Department.")
+    assert error_of(response) == (
+        "USER_ERROR",
+        "Error while accessing a resource. Please enter value(s) for: Department.",
+    )
     with_department = api.invoice_body(customer_id, [{"item": {"id": "101"}, "amount": 5}], department={"id": "3"})
     assert api.put("invoice", "stripe-in_M", with_department).status_code == 204
 
@@ -378,7 +463,9 @@ def test_an_account_mandatory_department_gives_netsuites_user_error(api):
 def test_missing_required_fields_are_all_named(api):
     response = api.put("customer", "stripe-cus_R", {"email": "x@y.test"})
     assert error_of(response) == (
-        "USER_ERROR", "Error while accessing a resource. Please enter value(s) for: Company Name, Subsidiary.")
+        "USER_ERROR",
+        "Error while accessing a resource. Please enter value(s) for: Company Name, Subsidiary.",
+    )
     invoice = api.put("invoice", "stripe-in_noline", api.invoice_body(api.customer(), []))
     assert error_of(invoice)[1] == "You must enter at least one line item for this transaction."
 
@@ -388,7 +475,10 @@ def test_missing_or_inactive_reference_is_invalid_key_or_ref(api, reference, val
     body = api.invoice_body(api.customer(), [{"item": {"id": "101"}, "amount": 5}], **{reference: {"id": value}})
     response = api.put("invoice", "stripe-in_X", body)
     assert response.status_code == 400
-    assert error_of(response) == ("INVALID_KEY_OR_REF", f"Invalid Field Value {value} for the following field: {reference}")
+    assert error_of(response) == (
+        "INVALID_KEY_OR_REF",
+        f"Invalid Field Value {value} for the following field: {reference}",
+    )
 
 
 def test_transaction_currency_must_be_allowed_for_the_customers_subsidiary(api):
@@ -400,16 +490,22 @@ def test_transaction_currency_must_be_allowed_for_the_customers_subsidiary(api):
 
 
 # ---- money ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("currency, subsidiary, lines, expected", [
-    ("1", "1", [(3, "33.335"), (1, "-10.00"), (2, "0.125")], Decimal("90.26")),  # 100.01 - 10.00 + 0.25
-    ("3", "3", [(3, "333.5"), (1, "1200")], Decimal("2201")),  # JPY: no minor unit, 1000.5 rounds half up
-    ("4", "4", [(3, "1.2345"), (1, "0.0005")], Decimal("3.705")),  # KWD: three decimals
-])
+@pytest.mark.parametrize(
+    "currency, subsidiary, lines, expected",
+    [
+        ("1", "1", [(3, "33.335"), (1, "-10.00"), (2, "0.125")], Decimal("90.26")),  # 100.01 - 10.00 + 0.25
+        ("3", "3", [(3, "333.5"), (1, "1200")], Decimal("2201")),  # JPY: no minor unit, 1000.5 rounds half up
+        ("4", "4", [(3, "1.2345"), (1, "0.0005")], Decimal("3.705")),  # KWD: three decimals
+    ],
+)
 def test_invoice_total_is_computed_from_lines_to_the_minor_unit(api, currency, subsidiary, lines, expected):
     customer_id = api.customer(f"stripe-cus_{currency}", subsidiary=subsidiary, currency=currency)
     items = [{"item": {"id": "101"}, "quantity": quantity, "rate": Decimal(rate)} for quantity, rate in lines]
-    invoice_id = api.upserted_id("invoice", f"stripe-in_{currency}",
-                                 api.invoice_body(customer_id, items, currency=currency, subsidiary=subsidiary))
+    invoice_id = api.upserted_id(
+        "invoice",
+        f"stripe-in_{currency}",
+        api.invoice_body(customer_id, items, currency=currency, subsidiary=subsidiary),
+    )
     record = decimal_json(api.get("invoice", invoice_id))
     assert record["total"] == expected and record["amountRemaining"] == expected
     assert str(record["total"]) == str(expected)  # rendered with the currency's precision, not as a float
@@ -420,10 +516,14 @@ def test_invoice_total_is_computed_from_lines_to_the_minor_unit(api, currency, s
 def test_payment_cannot_over_apply_and_reupserting_does_not_double_apply(api):
     customer_id = api.customer()
     invoice_id = api.invoice("stripe-in_P", customer_id, "100.00")
-    over = api.put("customerPayment", "stripe-ch_over", api.payment_body(customer_id, "150.00", [(invoice_id, "150.00")]))
+    over = api.put(
+        "customerPayment", "stripe-ch_over", api.payment_body(customer_id, "150.00", [(invoice_id, "150.00")])
+    )
     assert over.status_code == 400 and "amount remaining is 100.00" in error_of(over)[1]
     for _ in range(2):
-        api.upserted_id("customerPayment", "stripe-ch_1", api.payment_body(customer_id, "60.00", [(invoice_id, "60.00")]))
+        api.upserted_id(
+            "customerPayment", "stripe-ch_1", api.payment_body(customer_id, "60.00", [(invoice_id, "60.00")])
+        )
     invoice = decimal_json(api.get("invoice", invoice_id))
     assert invoice["amountRemaining"] == Decimal("40.00") and invoice["status"]["refName"] == "Open"
     second = api.put("customerPayment", "stripe-ch_2", api.payment_body(customer_id, "50.00", [(invoice_id, "50.00")]))
@@ -440,10 +540,17 @@ def test_credit_memo_applies_to_an_open_invoice_and_stays_credit_on_a_paid_one(a
     api.upserted_id("customerPayment", "stripe-ch_P", api.payment_body(customer_id, "80.00", [(paid_invoice, "80.00")]))
 
     def credit_memo(external_id: str, invoice_id: str, amount: str) -> dict[str, Any]:
-        api.upserted_id("creditMemo", external_id, {
-            "entity": {"id": customer_id}, "currency": {"id": "1"}, "tranDate": "2026-11-05",
-            "createdFrom": {"id": invoice_id}, "item": {"items": [{"item": {"id": "101"}, "amount": Decimal(amount)}]},
-        })
+        api.upserted_id(
+            "creditMemo",
+            external_id,
+            {
+                "entity": {"id": customer_id},
+                "currency": {"id": "1"},
+                "tranDate": "2026-11-05",
+                "createdFrom": {"id": invoice_id},
+                "item": {"items": [{"item": {"id": "101"}, "amount": Decimal(amount)}]},
+            },
+        )
         return decimal_json(api.get("creditMemo", f"eid:{external_id}"))
 
     applied = credit_memo("stripe-cn_1", open_invoice, "30.00")
@@ -453,10 +560,16 @@ def test_credit_memo_applies_to_an_open_invoice_and_stays_credit_on_a_paid_one(a
     assert credit["applied"] == Decimal("0") and credit["unapplied"] == Decimal("25.00")
 
     def refund(amount: str) -> requests.Response:
-        return api.put("customerRefund", "stripe-re_1", {
-            "customer": {"id": customer_id}, "currency": {"id": "1"}, "tranDate": "2026-11-06",
-            "apply": {"items": [{"doc": {"externalId": "stripe-cn_2"}, "apply": True, "amount": Decimal(amount)}]},
-        })
+        return api.put(
+            "customerRefund",
+            "stripe-re_1",
+            {
+                "customer": {"id": customer_id},
+                "currency": {"id": "1"},
+                "tranDate": "2026-11-06",
+                "apply": {"items": [{"doc": {"externalId": "stripe-cn_2"}, "apply": True, "amount": Decimal(amount)}]},
+            },
+        )
 
     assert refund("25.01").status_code == 400
     assert refund("25.00").status_code == 204
@@ -466,11 +579,16 @@ def test_credit_memo_applies_to_an_open_invoice_and_stays_credit_on_a_paid_one(a
 def test_deposit_gathers_payments_with_fee_lines_once(api):
     customer_id = api.customer()
     invoice_id = api.invoice("stripe-in_D", customer_id, "100.00")
-    payment_id = api.upserted_id("customerPayment", "stripe-ch_D",
-                                 api.payment_body(customer_id, "100.00", [(invoice_id, "100.00")]))
-    body = {"account": {"id": "10"}, "currency": {"id": "1"}, "tranDate": "2026-11-07",
-            "payment": {"items": [{"doc": {"id": payment_id}, "deposit": True}]},
-            "other": {"items": [{"account": {"id": "60"}, "amount": Decimal("-3.20"), "memo": "Stripe fees"}]}}
+    payment_id = api.upserted_id(
+        "customerPayment", "stripe-ch_D", api.payment_body(customer_id, "100.00", [(invoice_id, "100.00")])
+    )
+    body = {
+        "account": {"id": "10"},
+        "currency": {"id": "1"},
+        "tranDate": "2026-11-07",
+        "payment": {"items": [{"doc": {"id": payment_id}, "deposit": True}]},
+        "other": {"items": [{"account": {"id": "60"}, "amount": Decimal("-3.20"), "memo": "Stripe fees"}]},
+    }
     deposit_id = api.upserted_id("deposit", "stripe-po_1", body)
     assert decimal_json(api.get("deposit", deposit_id))["total"] == Decimal("96.80")
     assert api.get("customerPayment", payment_id).json()["status"]["refName"] == "Deposited"
@@ -481,8 +599,19 @@ def test_deposit_gathers_payments_with_fee_lines_once(api):
 
 def test_journal_entry_must_balance(api):
     def journal(credit: str) -> requests.Response:
-        return api.put("journalEntry", "stripe-je_1", {"subsidiary": {"id": "1"}, "line": {"items": [
-            {"account": {"id": "60"}, "debit": Decimal("1.87")}, {"account": {"id": "10"}, "credit": Decimal(credit)}]}})
+        return api.put(
+            "journalEntry",
+            "stripe-je_1",
+            {
+                "subsidiary": {"id": "1"},
+                "line": {
+                    "items": [
+                        {"account": {"id": "60"}, "debit": Decimal("1.87")},
+                        {"account": {"id": "10"}, "credit": Decimal(credit)},
+                    ]
+                },
+            },
+        )
 
     assert "Out of Balance" in error_of(journal("1.86"))[1]
     assert journal("1.87").status_code == 204
@@ -565,7 +694,10 @@ def test_suiteql_external_id_in_pages_through_results(api):
     ids = [api.invoice(external_id, customer_id, f"{n + 1}.50") for n, external_id in enumerate(external_ids)]
     api.invoice("stripe-in_other", customer_id)
     quoted = ", ".join(f"'{e}'" for e in external_ids)
-    query = f"SELECT id, externalid, foreigntotal FROM transaction WHERE type = 'CustInvc' AND externalid IN ({quoted}) ORDER BY id"
+    query = (
+        "SELECT id, externalid, foreigntotal FROM transaction "
+        f"WHERE type = 'CustInvc' AND externalid IN ({quoted}) ORDER BY id"
+    )
     pages, offset = [], 0
     while True:
         page = api.suiteql(query, limit=2, offset=offset).json()
@@ -590,16 +722,20 @@ def test_suiteql_filters_and_orders(api):
         api.invoice(f"stripe-in_F{n}", customer_id, amount)
     rows = api.suiteql(
         "SELECT t.externalid FROM transaction t WHERE t.foreigntotal >= 50 AND trandate <= TO_DATE('2026-11-02', "
-        "'YYYY-MM-DD') AND status = 'A' ORDER BY foreigntotal DESC").json()["items"]
+        "'YYYY-MM-DD') AND status = 'A' ORDER BY foreigntotal DESC"
+    ).json()["items"]
     assert [r["externalid"] for r in rows] == ["stripe-in_F2", "stripe-in_F1"]
 
 
-@pytest.mark.parametrize("query", [
-    "SELECT id FROM transaction GROUP BY id",
-    "SELECT nonsense FROM transaction",
-    "SELECT id FROM salesorder",
-    "DELETE FROM transaction",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT id FROM transaction GROUP BY id",
+        "SELECT nonsense FROM transaction",
+        "SELECT id FROM salesorder",
+        "DELETE FROM transaction",
+    ],
+)
 def test_unsupported_suiteql_gets_netsuites_400(api, query):
     response = api.suiteql(query)
     assert response.status_code == 400
@@ -627,15 +763,17 @@ def test_an_invoice_edited_behind_the_apis_back_gets_its_new_total_and_costs_no_
     invoice_id = api.invoice("stripe-in_E", api.customer(), "100.00")
     lines = [{"item": {"id": "101"}, "quantity": 1, "amount": Decimal("130.00")}]
 
-    edited = requests.patch(f"{netsuite.url}/_sandbox/records/invoice/eid:stripe-in_E",
-                            data=dumps({"item": {"items": lines}}), timeout=10)
+    edited = requests.patch(
+        f"{netsuite.url}/_sandbox/records/invoice/eid:stripe-in_E", data=dumps({"item": {"items": lines}}), timeout=10
+    )
 
     assert edited.status_code == 200 and decimal_json(edited)["total"] == Decimal("130.00")
     rows = decimal_json(api.suiteql("SELECT externalid, foreigntotal FROM transaction WHERE type = 'CustInvc'"))
     assert Decimal(rows["items"][0]["foreigntotal"]) == Decimal("130.00")  # SuiteQL answers text
     assert requests.get(f"{netsuite.url}/_sandbox/stats", timeout=10).json()["writes_applied"] == 2  # the API's two
-    refused = requests.patch(f"{netsuite.url}/_sandbox/records/invoice/{invoice_id}", json={"tranDate": None},
-                             timeout=10)
+    refused = requests.patch(
+        f"{netsuite.url}/_sandbox/records/invoice/{invoice_id}", json={"tranDate": None}, timeout=10
+    )
     assert refused.status_code == 400  # the account's rules hold for these edits too
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -25,7 +25,7 @@ from sync_pipeline.sandbox.salesforce import SalesforceConfig, SalesforceState, 
 from sync_pipeline.sandbox.salesforce.schema import make_id, normalize_id
 
 SF_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000$")
-WINDOW_START = datetime(2026, 11, 1, tzinfo=timezone.utc)
+WINDOW_START = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def https_session(ca_bundle: str) -> requests.Session:
@@ -116,7 +116,13 @@ def test_each_object_gets_18_character_ids_with_its_key_prefix(sf):
     line = sf.OpportunityLineItem.create(
         {"OpportunityId": opportunity, "Product2Id": product, "Quantity": 3, "UnitPrice": 19.99}
     )["id"]
-    for record_id, prefix in ((account, "001"), (contact, "003"), (opportunity, "006"), (line, "00k"), (product, "01t")):
+    for record_id, prefix in (
+        (account, "001"),
+        (contact, "003"),
+        (opportunity, "006"),
+        (line, "00k"),
+        (product, "01t"),
+    ):
         assert record_id[:3] == prefix
         # The last three characters are Salesforce's case checksum of the first fifteen.
         assert normalize_id(record_id[:15]) == record_id
@@ -132,24 +138,39 @@ def test_id_checksum_restores_the_18_character_form(number):
 def test_line_items_derive_total_price_and_roll_up_into_the_opportunity_amount(sf):
     account = sf.Account.create({"Name": "Rollup Ltd"})["id"]
     opportunity = sf.Opportunity.create(
-        {"Name": "Deal", "AccountId": account, "StageName": "Closed Won", "CloseDate": "2026-11-20",
-         "CurrencyIsoCode": "EUR", "Amount": 1}
+        {
+            "Name": "Deal",
+            "AccountId": account,
+            "StageName": "Closed Won",
+            "CloseDate": "2026-11-20",
+            "CurrencyIsoCode": "EUR",
+            "Amount": 1,
+        }
     )["id"]
     product = sf.Product2.create({"Name": "Seat", "ProductCode": "SEAT"})["id"]
-    sf.OpportunityLineItem.create({"OpportunityId": opportunity, "Product2Id": product, "Quantity": 3, "UnitPrice": 19.99})
+    sf.OpportunityLineItem.create(
+        {"OpportunityId": opportunity, "Product2Id": product, "Quantity": 3, "UnitPrice": 19.99}
+    )
     sf.OpportunityLineItem.create({"OpportunityId": opportunity, "Quantity": 1, "TotalPrice": 0.05})
 
-    lines = sf.query(f"SELECT UnitPrice, TotalPrice, CurrencyIsoCode FROM OpportunityLineItem "
-                     f"WHERE OpportunityId = '{opportunity}' ORDER BY TotalPrice DESC")["records"]
+    lines = sf.query(
+        f"SELECT UnitPrice, TotalPrice, CurrencyIsoCode FROM OpportunityLineItem "
+        f"WHERE OpportunityId = '{opportunity}' ORDER BY TotalPrice DESC"
+    )["records"]
     assert [(line["UnitPrice"], line["TotalPrice"], line["CurrencyIsoCode"]) for line in lines] == [
         (Decimal("19.99"), Decimal("59.97"), "EUR"),
         (Decimal("0.05"), Decimal("0.05"), "EUR"),
     ]
     # (SFType.get does not pass parse_float on; a query does.)
-    [deal] = sf.query(f"SELECT Amount, IsWon, IsClosed, HasOpportunityLineItem FROM Opportunity "
-                      f"WHERE Id = '{opportunity}'")["records"]
+    [deal] = sf.query(
+        f"SELECT Amount, IsWon, IsClosed, HasOpportunityLineItem FROM Opportunity WHERE Id = '{opportunity}'"
+    )["records"]
     assert (deal["Amount"], deal["IsWon"], deal["IsClosed"], deal["HasOpportunityLineItem"]) == (
-        Decimal("60.02"), True, True, True)
+        Decimal("60.02"),
+        True,
+        True,
+        True,
+    )
     with pytest.raises(SalesforceMalformedRequest) as currency_change:
         sf.Opportunity.update(opportunity, {"CurrencyIsoCode": "USD"})
     assert error_code(currency_change.value) == "FIELD_INTEGRITY_EXCEPTION"
@@ -180,30 +201,41 @@ def test_upsert_before_api_46_answers_204_for_an_update(sandbox):
 
 def test_upsert_matching_two_records_is_300_with_their_urls(sf, sandbox):
     # Legacy data loaded before the field was made unique: two accounts share the Stripe id.
-    ids = [sandbox.state.insert("Account", {"Name": name, "Stripe_Customer_Id__c": "cus_DUP"}, enforce_unique=False)
-           for name in ("Twin A", "Twin B")]
+    ids = [
+        sandbox.state.insert("Account", {"Name": name, "Stripe_Customer_Id__c": "cus_DUP"}, enforce_unique=False)
+        for name in ("Twin A", "Twin B")
+    ]
     with pytest.raises(SalesforceMoreThanOneRecord) as raised:
         sf.Account.upsert("Stripe_Customer_Id__c/cus_DUP", {"Name": "Which one?"})
     assert raised.value.status == 300
     assert raised.value.content == [f"/services/data/v59.0/sobjects/Account/{record_id}" for record_id in ids]
-    assert {row["Name"] for row in sandbox.state.find("Account", Stripe_Customer_Id__c="cus_DUP")} == {"Twin A", "Twin B"}
+    assert {row["Name"] for row in sandbox.state.find("Account", Stripe_Customer_Id__c="cus_DUP")} == {
+        "Twin A",
+        "Twin B",
+    }
 
 
 def test_upsert_update_only_refuses_to_create(sf, sandbox):
     with pytest.raises(SalesforceResourceNotFound):
-        sf.restful("sobjects/Account/Stripe_Customer_Id__c/cus_NEW", params={"updateOnly": "true"},
-                   method="PATCH", json={"Name": "Should not exist"})
+        sf.restful(
+            "sobjects/Account/Stripe_Customer_Id__c/cus_NEW",
+            params={"updateOnly": "true"},
+            method="PATCH",
+            json={"Name": "Should not exist"},
+        )
     assert sandbox.state.find("Account", Stripe_Customer_Id__c="cus_NEW") == []
 
 
 def test_required_fields_missing_is_a_400_in_salesforce_error_format(sf):
     with pytest.raises(SalesforceMalformedRequest) as raised:
         sf.Opportunity.create({"Name": "No stage, no close date"})
-    assert raised.value.content == [{
-        "message": "Required fields are missing: [StageName, CloseDate]",
-        "errorCode": "REQUIRED_FIELD_MISSING",
-        "fields": ["StageName", "CloseDate"],
-    }]
+    assert raised.value.content == [
+        {
+            "message": "Required fields are missing: [StageName, CloseDate]",
+            "errorCode": "REQUIRED_FIELD_MISSING",
+            "fields": ["StageName", "CloseDate"],
+        }
+    ]
 
 
 def test_duplicate_unique_external_id_is_duplicate_value(sf):
@@ -212,14 +244,16 @@ def test_duplicate_unique_external_id_is_duplicate_value(sf):
         sf.Account.create({"Name": "Two", "Stripe_Customer_Id__c": "cus_SAME"})
     assert error_code(raised.value) == "DUPLICATE_VALUE"
     assert raised.value.content[0]["message"] == (
-        f"duplicate value found: Stripe_Customer_Id__c duplicates value on record with id: {first}")
+        f"duplicate value found: Stripe_Customer_Id__c duplicates value on record with id: {first}"
+    )
 
 
 def test_unknown_field_read_only_field_and_unknown_object(sf):
     with pytest.raises(SalesforceMalformedRequest) as unknown_field:
         sf.Account.create({"Name": "X", "Colour__c": "red"})
     assert unknown_field.value.content == [
-        {"message": "No such column 'Colour__c' on sobject of type Account", "errorCode": "INVALID_FIELD"}]
+        {"message": "No such column 'Colour__c' on sobject of type Account", "errorCode": "INVALID_FIELD"}
+    ]
     with pytest.raises(SalesforceMalformedRequest) as read_only:
         sf.Opportunity.create({"Name": "X", "StageName": "Closed Won", "CloseDate": "2026-11-01", "IsWon": True})
     assert error_code(read_only.value) == "INVALID_FIELD_FOR_INSERT_UPDATE"
@@ -250,12 +284,24 @@ def test_bad_values_are_refused_with_salesforce_codes(sf):
 
 def test_a_parent_can_be_named_by_its_external_id(sf):
     account = sf.Account.create({"Name": "Parent", "Stripe_Customer_Id__c": "cus_PARENT"})["id"]
-    opportunity = sf.Opportunity.create({"Name": "Child", "StageName": "Closed Won", "CloseDate": "2026-11-02",
-                                         "Account": {"Stripe_Customer_Id__c": "cus_PARENT"}})["id"]
+    opportunity = sf.Opportunity.create(
+        {
+            "Name": "Child",
+            "StageName": "Closed Won",
+            "CloseDate": "2026-11-02",
+            "Account": {"Stripe_Customer_Id__c": "cus_PARENT"},
+        }
+    )["id"]
     assert sf.Opportunity.get(opportunity)["AccountId"] == account
     with pytest.raises(SalesforceMalformedRequest) as raised:
-        sf.Opportunity.create({"Name": "Orphan", "StageName": "Closed Won", "CloseDate": "2026-11-02",
-                               "Account": {"Stripe_Customer_Id__c": "cus_NOBODY"}})
+        sf.Opportunity.create(
+            {
+                "Name": "Orphan",
+                "StageName": "Closed Won",
+                "CloseDate": "2026-11-02",
+                "Account": {"Stripe_Customer_Id__c": "cus_NOBODY"},
+            }
+        )
     assert "Foreign key external ID: cus_NOBODY not found" in raised.value.content[0]["message"]
 
 
@@ -310,8 +356,13 @@ def _seed_opportunities(state: SalesforceState) -> list[tuple[str, datetime]]:
         stage = "Closed Won" if hour % 2 == 0 else "Negotiation/Review"
         record_id = state.insert(
             "Opportunity",
-            {"Name": f"Deal {hour:02d}", "AccountId": account, "StageName": stage, "CloseDate": "2026-11-05",
-             "Amount": "100.00"},
+            {
+                "Name": f"Deal {hour:02d}",
+                "AccountId": account,
+                "StageName": stage,
+                "CloseDate": "2026-11-05",
+                "Amount": "100.00",
+            },
             at=stamp,
         )
         if stage == "Closed Won" and stamp > WINDOW_START:
@@ -322,8 +373,10 @@ def _seed_opportunities(state: SalesforceState) -> list[tuple[str, datetime]]:
 def test_incremental_soql_pages_through_query_all(sf, sandbox):
     expected = _seed_opportunities(sandbox.state)
     # Insert order differs from the requested order, so ORDER BY must do the work.
-    soql = ("SELECT Id, Name, SystemModstamp, Account.Name FROM Opportunity "
-            "WHERE SystemModstamp > 2026-11-01T00:00:00Z AND StageName = 'Closed Won' ORDER BY SystemModstamp DESC")
+    soql = (
+        "SELECT Id, Name, SystemModstamp, Account.Name FROM Opportunity "
+        "WHERE SystemModstamp > 2026-11-01T00:00:00Z AND StageName = 'Closed Won' ORDER BY SystemModstamp DESC"
+    )
     first_page = sf.query(soql)
     assert first_page["totalSize"] == len(expected) and len(expected) > 5
     assert first_page["done"] is False and len(first_page["records"]) == 5
@@ -348,8 +401,10 @@ def test_soql_filters_in_null_numbers_booleans_and_or(sf, sandbox):
         ("Lost", other, "Closed Lost", "700"),
         ("Open", other, "Prospecting", None),
     ):
-        state.insert("Opportunity", {"Name": name, "AccountId": account, "StageName": stage,
-                                     "CloseDate": "2026-11-03", "Amount": amount})
+        state.insert(
+            "Opportunity",
+            {"Name": name, "AccountId": account, "StageName": stage, "CloseDate": "2026-11-03", "Amount": amount},
+        )
 
     def names(where: str) -> list[str]:
         rows = sf.query_all(f"SELECT Name FROM Opportunity WHERE {where} ORDER BY Name")["records"]
@@ -369,13 +424,18 @@ def test_soql_child_relationship_subquery_returns_line_items(sf, sandbox):
     state = sandbox.state
     account = state.insert("Account", {"Name": "Parent Co"})
     product = state.insert("Product2", {"Name": "Pro plan", "ProductCode": "PRO"})
-    with_lines = state.insert("Opportunity", {"Name": "With lines", "AccountId": account, "StageName": "Closed Won",
-                                              "CloseDate": "2026-11-04"})
-    state.insert("Opportunity", {"Name": "Without", "AccountId": account, "StageName": "Closed Won",
-                                 "CloseDate": "2026-11-04"})
+    with_lines = state.insert(
+        "Opportunity",
+        {"Name": "With lines", "AccountId": account, "StageName": "Closed Won", "CloseDate": "2026-11-04"},
+    )
+    state.insert(
+        "Opportunity", {"Name": "Without", "AccountId": account, "StageName": "Closed Won", "CloseDate": "2026-11-04"}
+    )
     for quantity, price in ((2, "50.00"), (1, "7.50")):
-        state.insert("OpportunityLineItem", {"OpportunityId": with_lines, "Product2Id": product,
-                                             "Quantity": quantity, "UnitPrice": price})
+        state.insert(
+            "OpportunityLineItem",
+            {"OpportunityId": with_lines, "Product2Id": product, "Quantity": quantity, "UnitPrice": price},
+        )
     rows = sf.query_all(
         "SELECT Name, (SELECT Quantity, TotalPrice, Product2.ProductCode FROM OpportunityLineItems "
         "ORDER BY TotalPrice DESC) FROM Opportunity ORDER BY Name"
@@ -384,7 +444,9 @@ def test_soql_child_relationship_subquery_returns_line_items(sf, sandbox):
     lines = rows[0]["OpportunityLineItems"]
     assert (lines["totalSize"], lines["done"]) == (2, True)
     assert [(line["Quantity"], line["TotalPrice"], line["Product2"]["ProductCode"]) for line in lines["records"]] == [
-        (Decimal("2"), Decimal("100"), "PRO"), (Decimal("1"), Decimal("7.5"), "PRO")]
+        (Decimal("2"), Decimal("100"), "PRO"),
+        (Decimal("1"), Decimal("7.5"), "PRO"),
+    ]
     assert rows[1]["OpportunityLineItems"] is None
 
 
@@ -424,13 +486,23 @@ def test_soql_filters_and_ordering_match_a_plain_python_reading(sf, sandbox, row
     expected = []
     for n, (amount, stage, close_date) in enumerate(rows):
         name = f"Deal {n:02d}"
-        state.insert("Opportunity", {"Name": name, "AccountId": account, "StageName": stage,
-                                     "CloseDate": close_date.isoformat(), "Amount": amount})
+        state.insert(
+            "Opportunity",
+            {
+                "Name": name,
+                "AccountId": account,
+                "StageName": stage,
+                "CloseDate": close_date.isoformat(),
+                "Amount": amount,
+            },
+        )
         if amount is not None and amount >= threshold and stage in stages and close_date > close_after:
             expected.append((-amount, name))
     stage_list = ", ".join(f"'{stage}'" for stage in sorted(stages))
-    soql = (f"SELECT Name, Amount FROM Opportunity WHERE Amount >= {threshold} AND StageName IN ({stage_list}) "
-            f"AND CloseDate > {close_after.isoformat()} ORDER BY Amount DESC NULLS LAST, Name")
+    soql = (
+        f"SELECT Name, Amount FROM Opportunity WHERE Amount >= {threshold} AND StageName IN ({stage_list}) "
+        f"AND CloseDate > {close_after.isoformat()} ORDER BY Amount DESC NULLS LAST, Name"
+    )
     result = sf.query_all(soql)["records"]
     assert [row["Name"] for row in result] == [name for _, name in sorted(expected)]
 
@@ -463,23 +535,34 @@ def test_query_all_endpoint_includes_deleted_records(sf, sandbox):
 
 
 def _account_records(count: int, prefix: str = "cus_BULK") -> list[dict]:
-    return [{"attributes": {"type": "Account"}, "Stripe_Customer_Id__c": f"{prefix}{n:03d}", "Name": f"Bulk {n}"}
-            for n in range(count)]
+    return [
+        {"attributes": {"type": "Account"}, "Stripe_Customer_Id__c": f"{prefix}{n:03d}", "Name": f"Bulk {n}"}
+        for n in range(count)
+    ]
 
 
 def test_collection_upsert_of_200_records_in_one_call_and_201_refused(sf, sandbox):
-    results = sf.restful("composite/sobjects/Account/Stripe_Customer_Id__c", method="PATCH",
-                         json={"allOrNone": False, "records": _account_records(200)})
+    results = sf.restful(
+        "composite/sobjects/Account/Stripe_Customer_Id__c",
+        method="PATCH",
+        json={"allOrNone": False, "records": _account_records(200)},
+    )
     assert len(results) == 200 and all(result["success"] and result["created"] for result in results)
-    again = sf.restful("composite/sobjects/Account/Stripe_Customer_Id__c", method="PATCH",
-                       json={"allOrNone": False, "records": _account_records(200)})
+    again = sf.restful(
+        "composite/sobjects/Account/Stripe_Customer_Id__c",
+        method="PATCH",
+        json={"allOrNone": False, "records": _account_records(200)},
+    )
     assert [result["id"] for result in again] == [result["id"] for result in results]
     assert not any(result["created"] for result in again)
     assert len(sandbox.state.records("Account")) == 200
 
     with pytest.raises(SalesforceMalformedRequest) as raised:
-        sf.restful("composite/sobjects/Account/Stripe_Customer_Id__c", method="PATCH",
-                   json={"allOrNone": False, "records": _account_records(201, "cus_MORE")})
+        sf.restful(
+            "composite/sobjects/Account/Stripe_Customer_Id__c",
+            method="PATCH",
+            json={"allOrNone": False, "records": _account_records(201, "cus_MORE")},
+        )
     assert error_code(raised.value) == "EXCEEDED_ID_LIMIT"
     assert sandbox.state.find("Account", Stripe_Customer_Id__c="cus_MORE000") == []
 
@@ -488,19 +571,29 @@ def test_collection_upsert_reports_each_bad_record(sf, sandbox):
     records = _account_records(3)
     records[1]["Stripe_Customer_Id__c"] = records[0]["Stripe_Customer_Id__c"]  # the same id twice in one call
     records[2].pop("Name")
-    results = sf.restful("composite/sobjects/Account/Stripe_Customer_Id__c", method="PATCH",
-                         json={"allOrNone": False, "records": records})
+    results = sf.restful(
+        "composite/sobjects/Account/Stripe_Customer_Id__c",
+        method="PATCH",
+        json={"allOrNone": False, "records": records},
+    )
     assert [result["errors"][0]["statusCode"] for result in results] == [
-        "DUPLICATE_EXTERNAL_ID", "DUPLICATE_EXTERNAL_ID", "REQUIRED_FIELD_MISSING"]
+        "DUPLICATE_EXTERNAL_ID",
+        "DUPLICATE_EXTERNAL_ID",
+        "REQUIRED_FIELD_MISSING",
+    ]
     assert sandbox.state.records("Account") == []
 
 
 def test_collection_create_all_or_none_rolls_everything_back(sf, sandbox):
-    records = [{"attributes": {"type": "Account"}, "Name": "Fine"},
-               {"attributes": {"type": "Contact"}, "FirstName": "No last name"}]
+    records = [
+        {"attributes": {"type": "Account"}, "Name": "Fine"},
+        {"attributes": {"type": "Contact"}, "FirstName": "No last name"},
+    ]
     results = sf.restful("composite/sobjects", method="POST", json={"allOrNone": True, "records": records})
     assert [result["errors"][0]["statusCode"] for result in results] == [
-        "ALL_OR_NONE_OPERATION_ROLLED_BACK", "REQUIRED_FIELD_MISSING"]
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+        "REQUIRED_FIELD_MISSING",
+    ]
     assert sandbox.state.records("Account") == []
 
     results = sf.restful("composite/sobjects", method="POST", json={"allOrNone": False, "records": records})
@@ -510,13 +603,17 @@ def test_collection_create_all_or_none_rolls_everything_back(sf, sandbox):
 
 def test_collection_update_retrieve_and_delete(sf, sandbox):
     ids = [sandbox.state.insert("Account", {"Name": f"A{n}"}) for n in range(3)]
-    updates = [{"attributes": {"type": "Account"}, "id": record_id, "NetSuite_Customer_Id__c": f"ns-{n}"}
-               for n, record_id in enumerate(ids)]
+    updates = [
+        {"attributes": {"type": "Account"}, "id": record_id, "NetSuite_Customer_Id__c": f"ns-{n}"}
+        for n, record_id in enumerate(ids)
+    ]
     results = sf.restful("composite/sobjects", method="PATCH", json={"records": updates})
     assert [result["id"] for result in results] == ids and all(result["success"] for result in results)
 
-    fetched = sf.restful("composite/sobjects/Account", params={"ids": ",".join(ids + ["0015g00000zzzzzAAA"]),
-                                                               "fields": "Id,NetSuite_Customer_Id__c"})
+    fetched = sf.restful(
+        "composite/sobjects/Account",
+        params={"ids": ",".join(ids + ["0015g00000zzzzzAAA"]), "fields": "Id,NetSuite_Customer_Id__c"},
+    )
     assert [row and row["NetSuite_Customer_Id__c"] for row in fetched] == ["ns-0", "ns-1", "ns-2", None]
 
     deleted = sf.restful("composite/sobjects", method="DELETE", params={"ids": ",".join(ids[:2])})
@@ -526,8 +623,9 @@ def test_collection_update_retrieve_and_delete(sf, sandbox):
 
 def test_deleting_an_opportunity_takes_its_line_items(sf, sandbox):
     account = sandbox.state.insert("Account", {"Name": "Cascade"})
-    opportunity = sandbox.state.insert("Opportunity", {"Name": "D", "AccountId": account, "StageName": "Closed Won",
-                                                       "CloseDate": "2026-11-01"})
+    opportunity = sandbox.state.insert(
+        "Opportunity", {"Name": "D", "AccountId": account, "StageName": "Closed Won", "CloseDate": "2026-11-01"}
+    )
     sandbox.state.insert("OpportunityLineItem", {"OpportunityId": opportunity, "Quantity": 1, "UnitPrice": 10})
     sf.Account.delete(account)
     assert sandbox.state.records("Opportunity") == [] and sandbox.state.records("OpportunityLineItem") == []
@@ -551,13 +649,22 @@ def test_describe_lists_fields_with_external_id_and_uniqueness(sf):
     fields = {field["name"]: field for field in sf.Account.describe()["fields"]}
     stripe_id = fields["Stripe_Customer_Id__c"]
     assert (stripe_id["externalId"], stripe_id["unique"], stripe_id["nillable"], stripe_id["type"]) == (
-        True, True, True, "string")
+        True,
+        True,
+        True,
+        "string",
+    )
     assert (fields["Name"]["nillable"], fields["Id"]["type"]) == (False, "id")
     opportunity = {field["name"]: field for field in sf.Opportunity.describe()["fields"]}
     assert opportunity["IsWon"]["createable"] is False
     assert "Closed Won" in [value["value"] for value in opportunity["StageName"]["picklistValues"]]
     assert {item["name"] for item in sf.describe()["sobjects"]} == {
-        "Account", "Contact", "Opportunity", "OpportunityLineItem", "Product2"}
+        "Account",
+        "Contact",
+        "Opportunity",
+        "OpportunityLineItem",
+        "Product2",
+    }
 
 
 def test_sandbox_control_endpoints(sf, sandbox):
@@ -582,8 +689,10 @@ def test_sandbox_control_endpoints(sf, sandbox):
 def test_state_survives_save_and_load(tmp_path):
     state = SalesforceState()
     account = state.insert("Account", {"Name": "Persisted", "Stripe_Customer_Id__c": "cus_KEEP"})
-    opportunity = state.insert("Opportunity", {"Name": "Kept", "AccountId": account, "StageName": "Closed Won",
-                                               "CloseDate": "2026-11-09", "Amount": "12.34"})
+    opportunity = state.insert(
+        "Opportunity",
+        {"Name": "Kept", "AccountId": account, "StageName": "Closed Won", "CloseDate": "2026-11-09", "Amount": "12.34"},
+    )
     state.save(tmp_path / "salesforce.json")
     with start_salesforce(state=SalesforceState.load(tmp_path / "salesforce.json"), tls_dir=str(tmp_path)) as sandbox:
         sf = connect(sandbox, parse_float=Decimal)
@@ -607,7 +716,8 @@ def test_faults_server_errors_and_lost_responses(sandbox):
         sf.Account.upsert("Stripe_Customer_Id__c/cus_LOST", {"Name": "Committed anyway"})
     # The write was applied even though the answer never arrived.
     assert [row["Name"] for row in sandbox.state.find("Account", Stripe_Customer_Id__c="cus_LOST")] == [
-        "Committed anyway"]
+        "Committed anyway"
+    ]
 
 
 def test_config_defaults_are_realistic():

@@ -32,8 +32,9 @@ def sandbox():
 @pytest.fixture(scope="module")
 def stripe_client(sandbox):
     env = sandbox.env()
-    return stripe.StripeClient(env["STRIPE_API_KEY"], base_addresses={"api": env["STRIPE_API_BASE"]},
-                               stripe_version=STRIPE_API_VERSION)
+    return stripe.StripeClient(
+        env["STRIPE_API_KEY"], base_addresses={"api": env["STRIPE_API_BASE"]}, stripe_version=STRIPE_API_VERSION
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,9 @@ def salesforce(sandbox):
     session = requests.Session()
     session.verify = env["SALESFORCE_CA_BUNDLE"]
     session.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, replaces `verify`
-    return Salesforce(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
-                      session=session)
+    return Salesforce(
+        instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"], session=session
+    )
 
 
 def all_of(listing) -> list:
@@ -117,9 +119,12 @@ def test_open_void_and_uncollectible_invoices_exist(invoices):
 
 
 def test_an_upgrade_produced_proration_lines(invoices):
-    proration_lines = [line for invoice in invoices for line in invoice.lines.data
-                       if line.parent and line.parent.subscription_item_details
-                       and line.parent.subscription_item_details.proration]
+    proration_lines = [
+        line
+        for invoice in invoices
+        for line in invoice.lines.data
+        if line.parent and line.parent.subscription_item_details and line.parent.subscription_item_details.proration
+    ]
     assert proration_lines
     assert any(line.amount < 0 for line in proration_lines) and any(line.amount > 0 for line in proration_lines)
 
@@ -168,10 +173,19 @@ def test_a_payout_is_the_sum_of_its_balance_transactions(stripe_client):
 
 def test_customers_link_to_netsuite_customers_made_first(sandbox, stripe_client):
     env = sandbox.env()
-    auth = OAuth1(env["NETSUITE_CONSUMER_KEY"], env["NETSUITE_CONSUMER_SECRET"], env["NETSUITE_TOKEN_ID"],
-                  env["NETSUITE_TOKEN_SECRET"], realm=env["NETSUITE_ACCOUNT_ID"], signature_method="HMAC-SHA256")
-    linked = [c for c in all_of(stripe_client.v1.customers.list({"limit": 100}))
-              if c.metadata and "netsuite_customer_id" in c.metadata]
+    auth = OAuth1(
+        env["NETSUITE_CONSUMER_KEY"],
+        env["NETSUITE_CONSUMER_SECRET"],
+        env["NETSUITE_TOKEN_ID"],
+        env["NETSUITE_TOKEN_SECRET"],
+        realm=env["NETSUITE_ACCOUNT_ID"],
+        signature_method="HMAC-SHA256",
+    )
+    linked = [
+        c
+        for c in all_of(stripe_client.v1.customers.list({"limit": 100}))
+        if c.metadata and "netsuite_customer_id" in c.metadata
+    ]
     assert linked
     for customer in linked:
         url = f"{env['NETSUITE_BASE_URL']}/services/rest/record/v1/customer/{customer.metadata['netsuite_customer_id']}"
@@ -188,7 +202,8 @@ def test_salesforce_accounts_opportunities_and_line_items(sandbox, stripe_client
     for account in billed:
         assert customers[account["Stripe_Customer_Id__c"]].metadata["salesforce_account_id"] == account["Id"]
     won = salesforce.query_all(
-        "SELECT Id, AccountId, Amount, CurrencyIsoCode FROM Opportunity WHERE StageName = 'Closed Won'")["records"]
+        "SELECT Id, AccountId, Amount, CurrencyIsoCode FROM Opportunity WHERE StageName = 'Closed Won'"
+    )["records"]
     items = salesforce.query_all("SELECT OpportunityId, Quantity, UnitPrice FROM OpportunityLineItem")["records"]
     with_items = {item["OpportunityId"] for item in items}
     assert won and all(o["Id"] in with_items for o in won)
@@ -196,8 +211,9 @@ def test_salesforce_accounts_opportunities_and_line_items(sandbox, stripe_client
     assert any(o["AccountId"] in billed_ids for o in won)
     assert any(o["AccountId"] not in billed_ids for o in won)
     subscriptions = {s.id: s for s in all_of(stripe_client.v1.subscriptions.list({"limit": 100}))}
-    linked = salesforce.query_all("SELECT Id, Stripe_Subscription_Id__c FROM Opportunity "
-                                  "WHERE Stripe_Subscription_Id__c != null")["records"]
+    linked = salesforce.query_all(
+        "SELECT Id, Stripe_Subscription_Id__c FROM Opportunity WHERE Stripe_Subscription_Id__c != null"
+    )["records"]
     assert linked
     for opportunity in linked:
         subscription = subscriptions[opportunity["Stripe_Subscription_Id__c"]]
@@ -216,8 +232,20 @@ def test_same_seed_gives_the_same_summary_on_fresh_stand_ins():
 
 def test_the_activity_left_events_as_stripe_would(stripe_client):
     types = Counter(event.type for event in all_of(stripe_client.v1.events.list({"limit": 100})))
-    for expected in ("customer.created", "customer.subscription.created", "invoice.finalized", "invoice.paid",
-                     "invoice.payment_failed", "invoice.voided", "invoice.marked_uncollectible", "charge.succeeded",
-                     "charge.failed", "charge.refunded", "charge.dispute.created", "charge.dispute.closed",
-                     "payout.created", "payout.paid"):
+    for expected in (
+        "customer.created",
+        "customer.subscription.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "invoice.voided",
+        "invoice.marked_uncollectible",
+        "charge.succeeded",
+        "charge.failed",
+        "charge.refunded",
+        "charge.dispute.created",
+        "charge.dispute.closed",
+        "payout.created",
+        "payout.paid",
+    ):
         assert types[expected] >= 1, expected

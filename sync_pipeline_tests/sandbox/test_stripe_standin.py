@@ -56,16 +56,22 @@ def control(sandbox: StripeSandbox, path: str, body: dict | None = None, method:
 
 
 def raw_get(sandbox: StripeSandbox, path: str, **params: Any) -> dict:
-    response = requests.get(f"{sandbox.url}{path}", params=params, headers={"Authorization": f"Bearer {sandbox.api_key}"}, timeout=30)
+    response = requests.get(
+        f"{sandbox.url}{path}", params=params, headers={"Authorization": f"Bearer {sandbox.api_key}"}, timeout=30
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def paying_customer(client: stripe.StripeClient, card: str = "pm_card_visa", **params: Any):
-    return client.v1.customers.create(params={
-        "email": "buyer@example.com", "payment_method": card, "invoice_settings": {"default_payment_method": card},
-        **params,
-    })
+    return client.v1.customers.create(
+        params={
+            "email": "buyer@example.com",
+            "payment_method": card,
+            "invoice_settings": {"default_payment_method": card},
+            **params,
+        }
+    )
 
 
 def invoice_for(client: stripe.StripeClient, customer: str, currency: str, lines: list[dict], **params: Any):
@@ -83,7 +89,9 @@ def one_time_price(client: stripe.StripeClient, currency: str, unit_amount: int,
 
 def paid_invoice(client: stripe.StripeClient, amount: int = 10_000, currency: str = "usd", card: str = "pm_card_visa"):
     customer = paying_customer(client, card)
-    invoice = invoice_for(client, customer.id, currency, [{"amount": amount, "currency": currency, "description": "Work"}])
+    invoice = invoice_for(
+        client, customer.id, currency, [{"amount": amount, "currency": currency, "description": "Work"}]
+    )
     client.v1.invoices.finalize_invoice(invoice.id)
     return client.v1.invoices.pay(invoice.id)
 
@@ -147,23 +155,36 @@ def _every_kind_of_object(client: stripe.StripeClient, sandbox: StripeSandbox) -
     a refund, a credit note, a dispute, a payout, a subscription, a webhook endpoint, events."""
     client.v1.webhook_endpoints.create(params={"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]})
     coupon = client.v1.coupons.create(params={"percent_off": 10, "duration": "once"})
-    rate = client.v1.tax_rates.create(params={"display_name": "VAT", "percentage": "19", "inclusive": False, "country": "DE"})
+    rate = client.v1.tax_rates.create(
+        params={"display_name": "VAT", "percentage": "19", "inclusive": False, "country": "DE"}
+    )
     price = one_time_price(client, "usd", 2500)
     customer = paying_customer(client)
-    invoice = invoice_for(client, customer.id, "usd", [{"pricing": {"price": price.id}, "quantity": 2}],
-                          discounts=[{"coupon": coupon.id}], default_tax_rates=[rate.id])
+    invoice = invoice_for(
+        client,
+        customer.id,
+        "usd",
+        [{"pricing": {"price": price.id}, "quantity": 2}],
+        discounts=[{"coupon": coupon.id}],
+        default_tax_rates=[rate.id],
+    )
     client.v1.invoices.finalize_invoice(invoice.id)
     invoice = client.v1.invoices.pay(invoice.id)
     charge = charge_of(client, invoice.id)
     client.v1.refunds.create(params={"charge": charge.id, "amount": 500})
     line = client.v1.invoices.line_items.list(invoice.id).data[0]
-    client.v1.credit_notes.create(params={"invoice": invoice.id, "lines": [
-        {"type": "invoice_line_item", "invoice_line_item": line.id, "quantity": 1}]})
+    client.v1.credit_notes.create(
+        params={
+            "invoice": invoice.id,
+            "lines": [{"type": "invoice_line_item", "invoice_line_item": line.id, "quantity": 1}],
+        }
+    )
     disputed = paid_invoice(client, 4000)
     control(sandbox, "disputes", {"charge": charge_of(client, disputed.id).id, "reason": "fraudulent"})
     client.v1.payouts.create(params={"amount": client.v1.balance.retrieve().available[0].amount, "currency": "usd"})
-    monthly = client.v1.prices.create(params={"product": price.product, "currency": "usd", "unit_amount": 1000,
-                                              "recurring": {"interval": "month"}})
+    monthly = client.v1.prices.create(
+        params={"product": price.product, "currency": "usd", "unit_amount": 1000, "recurring": {"interval": "month"}}
+    )
     client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": monthly.id}]})
 
 
@@ -220,10 +241,25 @@ def test_every_served_object_has_the_fixture_field_names_and_json_types(client, 
     subscription = raw_get(sandbox, "/v1/subscriptions")["data"][0]
     check(raw_get(sandbox, f"/v1/subscriptions/{subscription['id']}", **{"expand[]": ["discounts"]}), "subscription")
     check(raw_get(sandbox, f"/v1/invoices/{invoice_id}", **{"expand[]": ["discounts"]}), "invoice")
-    check(raw_get(sandbox, f"/v1/payment_methods/{subscription['default_payment_method'] or raw_get(sandbox, '/v1/charges')['data'][0]['payment_method']}"), "pm")
+    check(
+        raw_get(
+            sandbox,
+            "/v1/payment_methods/"
+            + (subscription["default_payment_method"] or raw_get(sandbox, "/v1/charges")["data"][0]["payment_method"]),
+        ),
+        "pm",
+    )
     check(raw_get(sandbox, "/v1/balance"), "balance")
     assert not problems, "\n".join(problems)
-    assert {"line_item", "discount", "plan", "subscription_item", "credit_note_line_item", "payment_method", "balance"} <= seen
+    assert {
+        "line_item",
+        "discount",
+        "plan",
+        "subscription_item",
+        "credit_note_line_item",
+        "payment_method",
+        "balance",
+    } <= seen
 
 
 # ---- invoices: amounts to the minor unit, in two-, zero- and three-decimal currencies ----------------
@@ -232,14 +268,25 @@ def test_usd_invoice_with_amount_off_coupon_and_exclusive_tax_is_paid_to_the_cen
     price = one_time_price(client, "usd", 1999)
     coupon = client.v1.coupons.create(params={"amount_off": 500, "currency": "usd", "duration": "once"})
     tax = client.v1.tax_rates.create(params={"display_name": "Sales tax", "percentage": "8.875", "inclusive": False})
-    invoice = invoice_for(client, customer.id, "usd", [
-        {"pricing": {"price": price.id}, "quantity": 3},  # 59.97
-        {"amount": 1003, "currency": "usd", "description": "Setup"},  # 10.03
-    ], discounts=[{"coupon": coupon.id}], default_tax_rates=[tax.id])
+    invoice = invoice_for(
+        client,
+        customer.id,
+        "usd",
+        [
+            {"pricing": {"price": price.id}, "quantity": 3},  # 59.97
+            {"amount": 1003, "currency": "usd", "description": "Setup"},  # 10.03
+        ],
+        discounts=[{"coupon": coupon.id}],
+        default_tax_rates=[tax.id],
+    )
     # $5.00 off split by line amount: 4.29 and 0.71; tax 8.875% of 55.68 = 4.94 and of 9.32 = 0.83.
     assert [line.discount_amounts[0].amount for line in invoice.lines.data] == [429, 71]
     assert [line.taxes[0].amount for line in invoice.lines.data] == [494, 83]
-    assert (invoice.subtotal, invoice.total_discount_amounts[0].amount, invoice.total_taxes[0].amount) == (7000, 500, 577)
+    assert (invoice.subtotal, invoice.total_discount_amounts[0].amount, invoice.total_taxes[0].amount) == (
+        7000,
+        500,
+        577,
+    )
     assert invoice.total == 7077 and invoice.status == "draft" and invoice.number is None
 
     finalized = client.v1.invoices.finalize_invoice(invoice.id)
@@ -266,11 +313,15 @@ def test_zero_and_three_decimal_currencies_are_exact(
 ):
     customer = paying_customer(client)
     price = one_time_price(client, currency, unit_amount)
-    tax = client.v1.tax_rates.create(params={"display_name": "Tax", "percentage": tax_percentage, "inclusive": inclusive})
+    tax = client.v1.tax_rates.create(
+        params={"display_name": "Tax", "percentage": tax_percentage, "inclusive": inclusive}
+    )
     extra: dict[str, Any] = {"default_tax_rates": [tax.id]}
     if coupon_percent:
         extra["discounts"] = [{"coupon": client.v1.coupons.create(params={"percent_off": coupon_percent}).id}]
-    invoice = invoice_for(client, customer.id, currency, [{"pricing": {"price": price.id}, "quantity": quantity}], **extra)
+    invoice = invoice_for(
+        client, customer.id, currency, [{"pricing": {"price": price.id}, "quantity": quantity}], **extra
+    )
     client.v1.invoices.finalize_invoice(invoice.id)
     paid = client.v1.invoices.pay(invoice.id)
     assert (paid.currency, paid.total, paid.amount_paid, paid.status) == (currency, total, total, "paid")
@@ -304,7 +355,9 @@ def test_a_declined_payment_leaves_the_invoice_open_and_a_later_payment_pays_it(
     payments = client.v1.invoice_payments.list(params={"invoice": invoice.id})
     assert [(p.status, p.amount_paid, p.payment.type) for p in payments.data] == [("paid", 4200, "payment_intent")]
     intent_id = payments.data[0].payment.payment_intent
-    by_intent = client.v1.invoice_payments.list(params={"payment": {"type": "payment_intent", "payment_intent": intent_id}})
+    by_intent = client.v1.invoice_payments.list(
+        params={"payment": {"type": "payment_intent", "payment_intent": intent_id}}
+    )
     assert [p.invoice for p in by_intent.data] == [invoice.id]
     charges = client.v1.charges.list(params={"payment_intent": intent_id})
     assert sorted(c.status for c in charges.data) == ["failed", "succeeded"]
@@ -317,15 +370,24 @@ def test_a_declined_payment_leaves_the_invoice_open_and_a_later_payment_pays_it(
 
 def test_a_failed_payment_intent_is_a_402_and_the_intent_waits_for_a_new_method(client, sandbox):
     with pytest.raises(stripe.CardError) as caught:
-        client.v1.payment_intents.create(params={
-            "amount": 1000, "currency": "eur", "payment_method": "pm_card_chargeDeclinedInsufficientFunds", "confirm": True})
+        client.v1.payment_intents.create(
+            params={
+                "amount": 1000,
+                "currency": "eur",
+                "payment_method": "pm_card_chargeDeclinedInsufficientFunds",
+                "confirm": True,
+            }
+        )
     assert caught.value.error.decline_code == "insufficient_funds"
     intent = client.v1.payment_intents.retrieve(caught.value.error.payment_intent.id)
     assert intent.status == "requires_payment_method" and intent.last_payment_error.code == "card_declined"
     confirmed = client.v1.payment_intents.confirm(intent.id, params={"payment_method": "pm_card_mastercard"})
     assert confirmed.status == "succeeded" and confirmed.amount_received == 1000
     charge = client.v1.charges.retrieve(confirmed.latest_charge)
-    assert (charge.payment_method_details.card.brand, charge.payment_method_details.card.last4) == ("mastercard", "4444")
+    assert (charge.payment_method_details.card.brand, charge.payment_method_details.card.last4) == (
+        "mastercard",
+        "4444",
+    )
 
 
 # ---- lists: created filters, cursors, the clock, events and their retention -------------------------
@@ -373,10 +435,14 @@ def test_events_older_than_the_retention_are_gone(client, sandbox):
 
 def test_customer_search_by_metadata_and_email_pages_with_next_page(client, sandbox):
     for n in range(5):
-        client.v1.customers.create(params={"email": f"c{n}@example.com", "metadata": {"region": "emea" if n % 2 else "apac"}})
+        client.v1.customers.create(
+            params={"email": f"c{n}@example.com", "metadata": {"region": "emea" if n % 2 else "apac"}}
+        )
     first = client.v1.customers.search(params={"query": "metadata['region']:'apac'", "limit": 2})
     assert len(first.data) == 2 and first.has_more and first.next_page
-    everything = list(client.v1.customers.search(params={"query": "metadata['region']:'apac'", "limit": 2}).auto_paging_iter())
+    everything = list(
+        client.v1.customers.search(params={"query": "metadata['region']:'apac'", "limit": 2}).auto_paging_iter()
+    )
     assert sorted(c.email for c in everything) == ["c0@example.com", "c2@example.com", "c4@example.com"]
     by_email = client.v1.customers.search(params={"query": "email:'c3@example.com'"})
     assert [c.metadata["region"] for c in by_email.data] == ["emea"]
@@ -395,7 +461,9 @@ def test_idempotent_replay_returns_the_first_response_and_other_params_are_an_er
     assert len(control(sandbox, "records/customer", method="GET")) == 1
 
     control(sandbox, "clock", {"advance": 25 * 3600})  # keys expire after 24 h
-    later = client.v1.customers.create(params={"email": "other@example.com"}, options={"idempotency_key": "create-once"})
+    later = client.v1.customers.create(
+        params={"email": "other@example.com"}, options={"idempotency_key": "create-once"}
+    )
     assert later.id != first.id
 
 
@@ -405,8 +473,9 @@ def test_a_declined_payment_is_replayed_under_its_key_without_charging_again(cli
     client.v1.invoices.finalize_invoice(invoice.id)
     for attempt in range(2):
         with pytest.raises(stripe.CardError) as caught:
-            client.v1.invoices.pay(invoice.id, params={"payment_method": "pm_card_chargeDeclined"},
-                                   options={"idempotency_key": "pay-1"})
+            client.v1.invoices.pay(
+                invoice.id, params={"payment_method": "pm_card_chargeDeclined"}, options={"idempotency_key": "pay-1"}
+            )
         replayed = caught.value.headers.get("Idempotent-Replayed")
         assert replayed == ("true" if attempt else None)
     assert client.v1.invoices.retrieve(invoice.id).attempt_count == 1
@@ -448,7 +517,11 @@ def test_refunds_are_bounded_by_what_is_left_and_a_partial_then_full_refund_adds
 def test_a_lost_dispute_withdraws_the_amount_and_the_fee(client, sandbox):
     charge = charge_of(client, paid_invoice(client, 5000).id)
     dispute = control(sandbox, "disputes", {"charge": charge.id, "reason": "product_not_received"})
-    assert (dispute["status"], dispute["amount"], client.v1.charges.retrieve(charge.id).disputed) == ("needs_response", 5000, True)
+    assert (dispute["status"], dispute["amount"], client.v1.charges.retrieve(charge.id).disputed) == (
+        "needs_response",
+        5000,
+        True,
+    )
     withdrawal = dispute["balance_transactions"][0]
     assert (withdrawal["amount"], withdrawal["fee"], withdrawal["net"]) == (-5000, 1500, -6500)
     with pytest.raises(stripe.InvalidRequestError) as caught:
@@ -464,9 +537,14 @@ def test_a_dispute_won_with_evidence_gives_the_money_and_the_fee_back(client, sa
     invoice = paid_invoice(client, 8000, "eur", card="pm_card_createDispute")  # this card is disputed right away
     dispute = client.v1.disputes.list(params={"charge": charge_of(client, invoice.id).id}).data[0]
     assert dispute.reason == "fraudulent"
-    won = client.v1.disputes.update(dispute.id, params={"evidence": {"uncategorized_text": "winning_evidence"}, "submit": True})
+    won = client.v1.disputes.update(
+        dispute.id, params={"evidence": {"uncategorized_text": "winning_evidence"}, "submit": True}
+    )
     assert won.status == "won"
-    assert [(t.amount, t.fee, t.net) for t in won.balance_transactions] == [(-8000, 2000, -10_000), (8000, -2000, 10_000)]
+    assert [(t.amount, t.fee, t.net) for t in won.balance_transactions] == [
+        (-8000, 2000, -10_000),
+        (8000, -2000, 10_000),
+    ]
 
 
 def test_a_payout_lists_the_balance_transactions_it_contains_and_they_sum_to_it(client, sandbox):
@@ -502,13 +580,28 @@ def test_subscription_invoices_prorations_and_renewal(client, sandbox):
     january = 1767225600  # 2026-01-01T00:00:00Z
     control(sandbox, "clock", {"now": january})
     product = client.v1.products.create(params={"name": "Pro plan"})
-    basic = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 3000, "recurring": {"interval": "month"}})
-    pro = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 6000, "recurring": {"interval": "month"}})
+    basic = client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": 3000, "recurring": {"interval": "month"}}
+    )
+    pro = client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": 6000, "recurring": {"interval": "month"}}
+    )
     customer = paying_customer(client)
-    subscription = client.v1.subscriptions.create(params={
-        "customer": customer.id, "items": [{"price": basic.id}], "metadata": {"opportunity": "006A"}, "expand": ["latest_invoice"]})
+    subscription = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": basic.id}],
+            "metadata": {"opportunity": "006A"},
+            "expand": ["latest_invoice"],
+        }
+    )
     first = subscription.latest_invoice
-    assert (subscription.status, first.status, first.amount_paid, first.billing_reason) == ("active", "paid", 3000, "subscription_create")
+    assert (subscription.status, first.status, first.amount_paid, first.billing_reason) == (
+        "active",
+        "paid",
+        3000,
+        "subscription_create",
+    )
     assert first.parent.subscription_details.subscription == subscription.id
     assert first.parent.subscription_details.metadata["opportunity"] == "006A"
     item = subscription["items"].data[0]
@@ -521,7 +614,11 @@ def test_subscription_invoices_prorations_and_renewal(client, sandbox):
     assert {i.parent.subscription_details.subscription_item for i in pending} == {item.id}
 
     renewal = control(sandbox, f"subscriptions/{subscription.id}/advance")["invoice"]
-    assert (renewal["billing_reason"], renewal["status"], renewal["created"]) == ("subscription_cycle", "paid", 1769904000)
+    assert (renewal["billing_reason"], renewal["status"], renewal["created"]) == (
+        "subscription_cycle",
+        "paid",
+        1769904000,
+    )
     assert renewal["total"] == 6000 - 1500 + 3000
     lines = client.v1.invoices.line_items.list(renewal["id"]).data
     prorations = [line for line in lines if line.parent.subscription_item_details.proration]
@@ -530,8 +627,14 @@ def test_subscription_invoices_prorations_and_renewal(client, sandbox):
     assert (renewed.current_period_start, renewed.current_period_end) == (1769904000, 1772323200)  # Feb -> Mar
 
     control(sandbox, "clock", {"now": 1769904000 + 14 * DAY})  # half of February left
-    upgraded = client.v1.subscriptions.update(subscription.id, params={
-        "items": [{"id": item.id, "quantity": 2}], "proration_behavior": "always_invoice", "expand": ["latest_invoice"]})
+    upgraded = client.v1.subscriptions.update(
+        subscription.id,
+        params={
+            "items": [{"id": item.id, "quantity": 2}],
+            "proration_behavior": "always_invoice",
+            "expand": ["latest_invoice"],
+        },
+    )
     assert upgraded.latest_invoice.billing_reason == "subscription_update"
     assert (upgraded.latest_invoice.total, upgraded.latest_invoice.status) == (-3000 + 6000, "paid")
     updates = client.v1.events.list(params={"type": "customer.subscription.updated"}).data
@@ -540,7 +643,9 @@ def test_subscription_invoices_prorations_and_renewal(client, sandbox):
 
 def test_a_renewal_that_cannot_be_charged_makes_the_subscription_past_due(client, sandbox):
     product = client.v1.products.create(params={"name": "Seat"})
-    price = client.v1.prices.create(params={"product": product.id, "currency": "gbp", "unit_amount": 1200, "recurring": {"interval": "month"}})
+    price = client.v1.prices.create(
+        params={"product": product.id, "currency": "gbp", "unit_amount": 1200, "recurring": {"interval": "month"}}
+    )
     customer = paying_customer(client, card="pm_card_chargeCustomerFail")
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     assert subscription.status == "incomplete"
@@ -598,7 +703,11 @@ def test_webhooks_are_signed_like_stripe_retried_and_only_for_enabled_events(cli
     payload, signature = hook.wait_for(1)[0]
 
     event = stripe.Webhook.construct_event(payload.decode(), signature, endpoint.secret)
-    assert (event.type, event.data.object.id, event.data.object.email) == ("customer.created", customer.id, "hooked@example.com")
+    assert (event.type, event.data.object.id, event.data.object.email) == (
+        "customer.created",
+        customer.id,
+        "hooked@example.com",
+    )
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(payload.decode().replace("hooked@", "attacker@"), signature, endpoint.secret)
     with pytest.raises(stripe.SignatureVerificationError):
@@ -608,7 +717,9 @@ def test_webhooks_are_signed_like_stripe_retried_and_only_for_enabled_events(cli
     later = client.v1.customers.create(params={"email": "later@example.com"})
     received = [json.loads(body) for body, _ in hook.wait_for(2)]
     assert [(e["type"], e["data"]["object"]["id"]) for e in received] == [
-        ("customer.created", customer.id), ("customer.created", later.id)]
+        ("customer.created", customer.id),
+        ("customer.created", later.id),
+    ]
     deliveries = control(sandbox, "webhooks", method="GET")["deliveries"]
     attempts = [(d["attempt"], d["status"]) for d in deliveries if d["event"] == received[0]["id"]]
     assert attempts == [(1, 500), (2, 200)]  # the first attempt failed and was retried
@@ -623,7 +734,10 @@ def test_webhooks_can_arrive_twice_and_out_of_order(client, sandbox, receiver):
     invoice = invoice_for(client, customer.id, "usd", [{"amount": 500, "currency": "usd", "description": "x"}])
     client.v1.invoices.pay(invoice.id)
     created = [e.id for e in client.v1.events.list(params={"limit": 100}).auto_paging_iter()]
-    delivered = [stripe.Webhook.construct_event(body.decode(), sig, endpoint.secret).id for body, sig in hook.wait_for(2 * len(created))]
+    delivered = [
+        stripe.Webhook.construct_event(body.decode(), sig, endpoint.secret).id
+        for body, sig in hook.wait_for(2 * len(created))
+    ]
     assert sorted(delivered) == sorted(created * 2)
     first_arrivals = list(dict.fromkeys(delivered))
     assert first_arrivals != list(reversed(created))  # shuffled within the window
@@ -664,7 +778,9 @@ def test_errors_use_stripes_envelope_and_status_codes(client, sandbox):
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.invoices.list(params={"limit": 101})
     assert caught.value.param == "limit"
-    unknown = requests.get(f"{sandbox.url}/v1/nothing_here", headers={"Authorization": f"Bearer {sandbox.api_key}"}, timeout=10)
+    unknown = requests.get(
+        f"{sandbox.url}/v1/nothing_here", headers={"Authorization": f"Bearer {sandbox.api_key}"}, timeout=10
+    )
     assert unknown.status_code == 404 and "Unrecognized request URL" in unknown.json()["error"]["message"]
     assert anonymous.headers["Stripe-Version"] == API_VERSION
 
@@ -720,8 +836,14 @@ def test_the_sdk_works_through_the_module_level_api_base(sandbox):
 # ---- invoice changes after finalization, credit notes ---------------------------------------------
 def test_finalized_invoices_change_only_in_allowed_fields_and_each_change_is_an_event(client, sandbox):
     customer = paying_customer(client)
-    invoice = invoice_for(client, customer.id, "usd", [{"amount": 2000, "currency": "usd", "description": "x"}],
-                          collection_method="send_invoice", days_until_due=30)
+    invoice = invoice_for(
+        client,
+        customer.id,
+        "usd",
+        [{"amount": 2000, "currency": "usd", "description": "x"}],
+        collection_method="send_invoice",
+        days_until_due=30,
+    )
     client.v1.invoices.send_invoice(invoice.id)
     updated = client.v1.invoices.update(invoice.id, params={"metadata": {"po": "PO-7"}, "footer": "Thanks"})
     assert (updated.status, updated.metadata["po"], updated.footer) == ("open", "PO-7", "Thanks")
@@ -744,20 +866,31 @@ def test_credit_notes_reduce_an_open_invoice_or_refund_a_paid_one(client, sandbo
     client.v1.invoices.finalize_invoice(open_invoice.id)
     note = client.v1.credit_notes.create(params={"invoice": open_invoice.id, "amount": 4000, "reason": "order_change"})
     reduced = client.v1.invoices.retrieve(open_invoice.id)
-    assert (note.type, note.total, reduced.amount_remaining, reduced.pre_payment_credit_notes_amount) == ("pre_payment", 4000, 6000, 4000)
+    assert (note.type, note.total, reduced.amount_remaining, reduced.pre_payment_credit_notes_amount) == (
+        "pre_payment",
+        4000,
+        6000,
+        4000,
+    )
     assert client.v1.invoices.pay(open_invoice.id).amount_paid == 6000
 
     paid = paid_invoice(client, 5000)
     line = client.v1.invoices.line_items.list(paid.id).data[0]
-    refunding = client.v1.credit_notes.create(params={
-        "invoice": paid.id, "lines": [{"type": "invoice_line_item", "invoice_line_item": line.id, "amount": 2000}],
-        "refund_amount": 2000})
+    refunding = client.v1.credit_notes.create(
+        params={
+            "invoice": paid.id,
+            "lines": [{"type": "invoice_line_item", "invoice_line_item": line.id, "amount": 2000}],
+            "refund_amount": 2000,
+        }
+    )
     assert (refunding.type, refunding.total, refunding.refunds[0].amount_refunded) == ("post_payment", 2000, 2000)
     assert client.v1.charges.retrieve(charge_of(client, paid.id).id).amount_refunded == 2000
     assert client.v1.credit_notes.line_items.list(refunding.id).data[0].invoice_line_item == line.id
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.credit_notes.create(params={"invoice": paid.id, "amount": 3001})
-    assert [e.type for e in client.v1.events.list(params={"type": "credit_note.created"}).data] == ["credit_note.created"] * 2
+    assert [e.type for e in client.v1.events.list(params={"type": "credit_note.created"}).data] == [
+        "credit_note.created"
+    ] * 2
 
 
 # ---- state: persistence, determinism, control ------------------------------------------------------
@@ -792,7 +925,11 @@ def test_sandbox_controls_report_and_reconfigure(client, sandbox):
     assert time.monotonic() - started >= 0.03
     bad = requests.post(f"{sandbox.url}/_sandbox/config", json={"no_such_knob": 1}, timeout=10)
     assert bad.status_code == 400
-    assert sandbox.env() == {"STRIPE_API_KEY": sandbox.api_key, "STRIPE_API_BASE": sandbox.url, "STRIPE_WEBHOOK_SECRET": ""}
+    assert sandbox.env() == {
+        "STRIPE_API_KEY": sandbox.api_key,
+        "STRIPE_API_BASE": sandbox.url,
+        "STRIPE_WEBHOOK_SECRET": "",
+    }
 
 
 def test_test_card_tokens_attach_as_new_cards(client, sandbox):
@@ -800,8 +937,16 @@ def test_test_card_tokens_attach_as_new_cards(client, sandbox):
     card = client.v1.payment_methods.attach("pm_card_amex", params={"customer": customer.id})
     assert card.id.startswith("pm_") and card.id != "pm_card_amex" and card.customer == customer.id
     assert (card.card.brand, card.card.last4) == ("amex", "8431")
-    intent = client.v1.payment_intents.create(params={
-        "amount": 2000, "currency": "usd", "customer": customer.id, "payment_method": card.id, "confirm": True,
-        "off_session": True, "payment_method_types": ["card"]})
+    intent = client.v1.payment_intents.create(
+        params={
+            "amount": 2000,
+            "currency": "usd",
+            "customer": customer.id,
+            "payment_method": card.id,
+            "confirm": True,
+            "off_session": True,
+            "payment_method_types": ["card"],
+        }
+    )
     assert intent.status == "succeeded" and "invoice" not in intent
     assert [c.id for c in client.v1.charges.list(params={"customer": customer.id}).data] == [intent.latest_charge]

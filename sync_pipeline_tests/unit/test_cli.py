@@ -66,8 +66,11 @@ def dev(monkeypatch, tmp_path, capsys):
     return _dev
 
 
-REAL = {"STRIPE_API_KEY": "sk_live_51secretvalue", "NETSUITE_ACCOUNT_ID": "123456",
-        "SALESFORCE_INSTANCE_URL": "https://acme.my.salesforce.com"}
+REAL = {
+    "STRIPE_API_KEY": "sk_live_51secretvalue",
+    "NETSUITE_ACCOUNT_ID": "123456",
+    "SALESFORCE_INSTANCE_URL": "https://acme.my.salesforce.com",
+}
 
 
 def test_with_a_stripe_key_dev_runs_against_the_real_systems_and_names_them(dev, tmp_path):
@@ -83,22 +86,31 @@ def test_with_a_stripe_key_dev_runs_against_the_real_systems_and_names_them(dev,
 
 def test_no_sandbox_without_a_stripe_key_says_what_is_missing(dev):
     printed, env = dev("--no-sandbox", NETSUITE_ACCOUNT_ID="123456_SB1", NETSUITE_BASE_URL="https://proxy.example")
-    assert printed[0] == ("Against REAL systems, as the environment configures them: Stripe not configured "
-                          "(STRIPE_API_KEY is not set), NetSuite account 123456_SB1 at https://proxy.example, "
-                          "Salesforce not configured.")
+    assert printed[0] == (
+        "Against REAL systems, as the environment configures them: Stripe not configured "
+        "(STRIPE_API_KEY is not set), NetSuite account 123456_SB1 at https://proxy.example, "
+        "Salesforce not configured."
+    )
     assert "STRIPE_API_KEY" not in env
 
 
-@pytest.mark.parametrize(("args", "env", "why"), [
-    pytest.param((), {}, "STRIPE_API_KEY is not set", id="no-stripe-key"),
-    pytest.param(("--sandbox",), REAL, "--sandbox", id="asked-for"),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "why"),
+    [
+        pytest.param((), {}, "STRIPE_API_KEY is not set", id="no-stripe-key"),
+        pytest.param(("--sandbox",), REAL, "--sandbox", id="asked-for"),
+    ],
+)
 def test_the_sandbox_when_keyless_or_asked_for_and_it_says_so(dev, tmp_path, args, env, why):
     printed, dagster_env = dev(*args, "--days", "1", "--invoices", "2", **env)
-    assert printed[0] == (f"Against the SANDBOX ({why}): local stand-ins of Stripe, NetSuite and Salesforce, state in "
-                          f"{tmp_path / 'sandbox'}; no real system is called.")
-    assert printed[-1] == f"Dagster UI on http://127.0.0.1:3999 (DAGSTER_HOME={tmp_path}); Ctrl-C stops it and saves " \
-                          "the sandbox."
+    assert printed[0] == (
+        f"Against the SANDBOX ({why}): local stand-ins of Stripe, NetSuite and Salesforce, state in "
+        f"{tmp_path / 'sandbox'}; no real system is called."
+    )
+    assert (
+        printed[-1] == f"Dagster UI on http://127.0.0.1:3999 (DAGSTER_HOME={tmp_path}); Ctrl-C stops it and saves "
+        "the sandbox."
+    )
     assert dagster_env["STRIPE_API_BASE"].startswith("http://127.0.0.1:")
     assert dagster_env["STRIPE_API_KEY"] != REAL["STRIPE_API_KEY"]
     assert dagster_env["SALESFORCE_INSTANCE_URL"] != REAL["SALESFORCE_INSTANCE_URL"]

@@ -28,8 +28,14 @@ def run(tmp_path):
 
     def _run(*command: str, cwd: Path | str | None = None, **env: str) -> subprocess.CompletedProcess:
         base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
-        return subprocess.run([str(BIN / command[0]), *command[1:]], env={**base, **env}, cwd=cwd or tmp_path,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [str(BIN / command[0]), *command[1:]],
+            env={**base, **env},
+            cwd=cwd or tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     return _run
 
@@ -42,9 +48,16 @@ def assert_one_line(result: subprocess.CompletedProcess, line: str, code: int = 
 
 # -- environment variables ---------------------------------------------------------------------
 
+
 def test_help_works_whatever_the_environment_holds(run):
-    result = run("sync-pipeline", "--help", SYNC_START_DATE="2026-13-01", NETSUITE_CONCURRENCY="²",
-                 SYNC_FIELD_MAPPING="/nowhere.yaml", SYNC_DATABASE_URL="mysql://x")
+    result = run(
+        "sync-pipeline",
+        "--help",
+        SYNC_START_DATE="2026-13-01",
+        NETSUITE_CONCURRENCY="²",
+        SYNC_FIELD_MAPPING="/nowhere.yaml",
+        SYNC_DATABASE_URL="mysql://x",
+    )
     assert result.returncode == 0
     assert "check-config" in result.stdout
     assert result.stderr == ""
@@ -113,7 +126,8 @@ def test_importing_any_module_reads_no_setting_and_raises_nothing(run):
     assert (result.returncode, result.stderr) == (0, "")
     imported = json.loads(result.stdout)
     assert {"sync_pipeline.definitions", "sync_pipeline.assets.stripe", "sync_pipeline.sandbox.runner"} <= set(
-        imported["modules"])
+        imported["modules"]
+    )
     assert (imported["read"], imported["failed"]) == ([], {})
 
 
@@ -125,37 +139,62 @@ CURRENCIES = b'currencies:\n  USD: {netsuite_id: "1", subsidiary: "1"}\nsubsidia
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        pytest.param(b'currencies:\n  USD: {netsuite_id: "1"\nitems: {}\n',
-                     "not valid YAML at line 3, column 1 (expected ',' or '}', but got '<scalar>', while parsing a "
-                     "flow mapping that starts at line 2, column 8). Fix: check indentation and quoting there",
-                     id="bad-yaml"),
-        pytest.param(b"", "the file is empty. Fix: start from the example field_mapping.yaml at the repository root",
-                     id="empty"),
-        pytest.param(b'version: 1\nitems:\n  default: "100"\n',
-                     'currencies: missing: no currency is mapped. Fix: list each currency you sell in, e.g. '
-                     '`USD: {netsuite_id: "1", subsidiary: "1"}`', id="no-currencies"),
-        pytest.param(CURRENCIES + b'defaults:\n  invoices: {department: "3"}\n',
-                     "defaults.invoices: 'invoices' is not a NetSuite record type this pipeline writes. Fix: use one "
-                     "of: customer, invoice, creditMemo, customerPayment, customerRefund, deposit (names are "
-                     "case-sensitive)", id="unknown-record-type"),
-        pytest.param(b'currencies:\n  EUO: {netsuite_id: "2"}\n',
-                     "currencies.EUO: 'EUO' is not a three-letter ISO 4217 currency code. Fix: write codes like USD, "
-                     "EUR, JPY", id="bad-currency-code"),
-        pytest.param(b'currencies:\n  USD: {netsuite_id: "1", subsidiary: "9"}\n',
-                     'currencies.USD.subsidiary: subsidiary 9 is not listed under `subsidiaries:`. Fix: add '
-                     'subsidiary "9" under `subsidiaries:` or correct the id', id="undefined-subsidiary"),
-        pytest.param(CURRENCIES + b'items:\n  default: "Caf\xe9"\n',
-                     "not UTF-8 text (byte 0xe9 on line 6). Fix: save the file as UTF-8 in your editor",
-                     id="not-utf-8"),
-        pytest.param(CURRENCIES + b'accounts:\n  payments: Undeposited Funds\n',
-                     "accounts.payments: expected a NetSuite internal id, got 'Undeposited Funds'. Fix: write the "
-                     "internal id (the number after id= in the record's URL), e.g. \"3\"", id="account-not-an-id"),
-        pytest.param(CURRENCIES + b'items:\n  by_product:\n    pro: "101"\n',
-                     "items.by_product.pro: 'pro' is not a Stripe id starting with prod_. Fix: copy the id (prod_...) "
-                     "from the Stripe dashboard", id="item-not-a-stripe-id"),
-        pytest.param(b'currencies:\n  USD: {netsuite_id: "1"}\n  USD: {netsuite_id: "2"}\n',
-                     "not valid YAML at line 3, column 3 (USD is written twice in this section). Fix: check "
-                     "indentation and quoting there", id="key-twice"),
+        pytest.param(
+            b'currencies:\n  USD: {netsuite_id: "1"\nitems: {}\n',
+            "not valid YAML at line 3, column 1 (expected ',' or '}', but got '<scalar>', while parsing a "
+            "flow mapping that starts at line 2, column 8). Fix: check indentation and quoting there",
+            id="bad-yaml",
+        ),
+        pytest.param(
+            b"", "the file is empty. Fix: start from the example field_mapping.yaml at the repository root", id="empty"
+        ),
+        pytest.param(
+            b'version: 1\nitems:\n  default: "100"\n',
+            "currencies: missing: no currency is mapped. Fix: list each currency you sell in, e.g. "
+            '`USD: {netsuite_id: "1", subsidiary: "1"}`',
+            id="no-currencies",
+        ),
+        pytest.param(
+            CURRENCIES + b'defaults:\n  invoices: {department: "3"}\n',
+            "defaults.invoices: 'invoices' is not a NetSuite record type this pipeline writes. Fix: use one "
+            "of: customer, invoice, creditMemo, customerPayment, customerRefund, deposit (names are "
+            "case-sensitive)",
+            id="unknown-record-type",
+        ),
+        pytest.param(
+            b'currencies:\n  EUO: {netsuite_id: "2"}\n',
+            "currencies.EUO: 'EUO' is not a three-letter ISO 4217 currency code. Fix: write codes like USD, EUR, JPY",
+            id="bad-currency-code",
+        ),
+        pytest.param(
+            b'currencies:\n  USD: {netsuite_id: "1", subsidiary: "9"}\n',
+            "currencies.USD.subsidiary: subsidiary 9 is not listed under `subsidiaries:`. Fix: add "
+            'subsidiary "9" under `subsidiaries:` or correct the id',
+            id="undefined-subsidiary",
+        ),
+        pytest.param(
+            CURRENCIES + b'items:\n  default: "Caf\xe9"\n',
+            "not UTF-8 text (byte 0xe9 on line 6). Fix: save the file as UTF-8 in your editor",
+            id="not-utf-8",
+        ),
+        pytest.param(
+            CURRENCIES + b"accounts:\n  payments: Undeposited Funds\n",
+            "accounts.payments: expected a NetSuite internal id, got 'Undeposited Funds'. Fix: write the "
+            'internal id (the number after id= in the record\'s URL), e.g. "3"',
+            id="account-not-an-id",
+        ),
+        pytest.param(
+            CURRENCIES + b'items:\n  by_product:\n    pro: "101"\n',
+            "items.by_product.pro: 'pro' is not a Stripe id starting with prod_. Fix: copy the id (prod_...) "
+            "from the Stripe dashboard",
+            id="item-not-a-stripe-id",
+        ),
+        pytest.param(
+            b'currencies:\n  USD: {netsuite_id: "1"}\n  USD: {netsuite_id: "2"}\n',
+            "not valid YAML at line 3, column 3 (USD is written twice in this section). Fix: check "
+            "indentation and quoting there",
+            id="key-twice",
+        ),
     ],
 )
 def test_check_config_gives_each_field_mapping_problem_its_line(run, tmp_path, content, problem):
@@ -170,7 +209,11 @@ def test_every_problem_of_the_file_is_its_own_line(run, tmp_path):
     result = run("sync-pipeline", "check-config", SYNC_FIELD_MAPPING=str(path))
     assert result.returncode == 2
     assert [line.split(": ")[1] for line in result.stderr.splitlines()] == [
-        "colour", "currencies.EUO", "currencies.EUO.subsidiary", "accounts.bank"]
+        "colour",
+        "currencies.EUO",
+        "currencies.EUO.subsidiary",
+        "accounts.bank",
+    ]
     assert all(line.startswith(f"{path}: ") for line in result.stderr.splitlines())
 
 
@@ -182,8 +225,11 @@ def test_the_shipped_field_mapping_is_clean_and_found_from_any_directory(run):
 
 def test_a_missing_field_mapping_says_where_it_looked_and_what_to_set(run, tmp_path):
     result = run("sync-pipeline", "check-config", SYNC_FIELD_MAPPING="mapping.yaml", cwd=tmp_path)
-    assert_one_line(result, "SYNC_FIELD_MAPPING: expected the path of your field_mapping.yaml; cannot read "
-                            f"{tmp_path / 'mapping.yaml'} (No such file or directory)")
+    assert_one_line(
+        result,
+        "SYNC_FIELD_MAPPING: expected the path of your field_mapping.yaml; cannot read "
+        f"{tmp_path / 'mapping.yaml'} (No such file or directory)",
+    )
 
 
 def test_a_run_reading_a_broken_field_mapping_fails_with_the_same_lines(tmp_path):
@@ -193,10 +239,12 @@ def test_a_run_reading_a_broken_field_mapping_fails_with_the_same_lines(tmp_path
         FieldMappingResource(path=str(path)).load()
     assert failure.value.description.splitlines()[1:] == [
         f"  - {path}: currencies.EUO: 'EUO' is not a three-letter ISO 4217 currency code. Fix: write codes like "
-        "USD, EUR, JPY"]
+        "USD, EUR, JPY"
+    ]
 
 
 # -- the code location, loaded by Dagster ---------------------------------------------------------
+
 
 def test_the_code_location_loads_from_the_root_directory(run):
     result = run("dagster", "definitions", "validate", "-m", "sync_pipeline.definitions", cwd="/")
@@ -210,17 +258,22 @@ def test_the_code_location_refuses_to_load_with_the_field_mappings_line(run, tmp
     result = run("dagster", "definitions", "validate", "-w", str(ROOT / "workspace.yaml"), SYNC_FIELD_MAPPING=str(path))
     assert result.returncode == 1
     # Dagster logs our error's message on a line of its own, before its own short stack trace.
-    assert (f"sync_pipeline.settings.ConfigError: {path}: currencies: missing: no currency is mapped. Fix: list each "
-            'currency you sell in, e.g. `USD: {netsuite_id: "1", subsidiary: "1"}`') in result.stdout.splitlines()
+    assert (
+        f"sync_pipeline.settings.ConfigError: {path}: currencies: missing: no currency is mapped. Fix: list each "
+        'currency you sell in, e.g. `USD: {netsuite_id: "1", subsidiary: "1"}`'
+    ) in result.stdout.splitlines()
 
 
 # -- the ledger database -------------------------------------------------------------------------
 
+
 def test_check_config_connects_and_never_shows_the_password(run):
     result = run("sync-pipeline", "check-config", SYNC_DATABASE_URL=UNREACHABLE_POSTGRES)
     (line,) = result.stderr.splitlines()
-    assert line.startswith("SYNC_DATABASE_URL: cannot open postgresql+psycopg2://sync:***@127.0.0.1:1/ledger "
-                           '(connection to server at "127.0.0.1", port 1 failed: Connection refused')
+    assert line.startswith(
+        "SYNC_DATABASE_URL: cannot open postgresql+psycopg2://sync:***@127.0.0.1:1/ledger "
+        '(connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    )
     assert result.returncode == 2
     assert not any(p in result.stdout + result.stderr for p in PASSWORD_SPELLINGS)
 

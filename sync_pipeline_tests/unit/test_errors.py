@@ -10,8 +10,14 @@ from sync_pipeline.resources.ledger import ExceptionRow
 from sync_pipeline.resources.netsuite import NetSuiteError, access_denied
 
 RFC = "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.1"
-INVOICE_SENT = {"externalId": "stripe-in_1", "entity": {"externalId": "stripe-cus_1"}, "subsidiary": {"id": "2"},
-                "currency": {"id": "2"}, "tranDate": "2026-11-02", "class": {"id": "99"}}
+INVOICE_SENT = {
+    "externalId": "stripe-in_1",
+    "entity": {"externalId": "stripe-cus_1"},
+    "subsidiary": {"id": "2"},
+    "currency": {"id": "2"},
+    "tranDate": "2026-11-02",
+    "class": {"id": "99"},
+}
 
 
 def netsuite_error(status: int, title: str, *details: dict) -> dict:
@@ -19,8 +25,9 @@ def netsuite_error(status: int, title: str, *details: dict) -> dict:
 
 
 def classify(status: int, body: object, record_type: str = "invoice", sent: dict | None = None) -> SyncIssue:
-    return classify_netsuite_error(status, body, record_type, "stripe-in_1", sent if sent is not None else INVOICE_SENT,
-                                   source_id="in_1")
+    return classify_netsuite_error(
+        status, body, record_type, "stripe-in_1", sent if sent is not None else INVOICE_SENT, source_id="in_1"
+    )
 
 
 def rejected(detail: str, code: str = "USER_ERROR", path: str | None = None, **kwargs: object) -> SyncIssue:
@@ -65,17 +72,21 @@ def test_invalid_reference_to_a_record_we_sync_is_a_missing_dependency():
 
 
 def test_currency_not_allowed_for_subsidiary():
-    issue = rejected("Invalid Field Value 3 for the following field: currency. Currency JPY is not allowed for "
-                     "subsidiary 2 (Europe GmbH); allowed: EUR, USD.", code="INVALID_KEY_OR_REF",
-                     sent={**INVOICE_SENT, "currency": {"id": "3"}})
+    issue = rejected(
+        "Invalid Field Value 3 for the following field: currency. Currency JPY is not allowed for "
+        "subsidiary 2 (Europe GmbH); allowed: EUR, USD.",
+        code="INVALID_KEY_OR_REF",
+        sent={**INVOICE_SENT, "currency": {"id": "3"}},
+    )
     assert issue.error_code == "CURRENCY_NOT_ALLOWED"
     assert (issue.field, issue.value) == ("currency", "3")
     assert "subsidiary 2" in issue.message
 
 
 def test_over_applied_payment():
-    issue = rejected("You cannot apply 200.00 to Invoice #INV1001: its amount remaining is 100.00.",
-                     record_type="customerPayment")
+    issue = rejected(
+        "You cannot apply 200.00 to Invoice #INV1001: its amount remaining is 100.00.", record_type="customerPayment"
+    )
     assert issue.error_code == "OVER_APPLIED"
     assert issue.value == "200.00"
     assert "100.00" in issue.message and "Invoice #INV1001" in issue.message
@@ -88,8 +99,11 @@ def test_duplicate_record(code):
 
 @pytest.mark.parametrize("status", [429, 400])
 def test_concurrency_limit_is_retryable_whatever_the_status(status):
-    body = netsuite_error(status, "Too Many Requests", {
-        "detail": "Concurrent request limit exceeded. Request blocked.", "o:errorCode": "CONCURRENCY_LIMIT_EXCEEDED"})
+    body = netsuite_error(
+        status,
+        "Too Many Requests",
+        {"detail": "Concurrent request limit exceeded. Request blocked.", "o:errorCode": "CONCURRENCY_LIMIT_EXCEEDED"},
+    )
     issue = classify(status, body)
     assert issue.error_code == "NETSUITE_RATE_LIMITED"
     assert issue.retryable is True
@@ -103,8 +117,13 @@ def test_server_errors_are_retryable_even_without_a_json_body(body):
 
 
 def _netsuite_error(status: int, code: str, detail: str, request: str = "PUT /services/rest/record/v1/invoice/eid:x"):
-    return NetSuiteError(status, code, detail, body=netsuite_error(status, detail, {"detail": detail, "o:errorCode": code}),
-                         request=request)
+    return NetSuiteError(
+        status,
+        code,
+        detail,
+        body=netsuite_error(status, detail, {"detail": detail, "o:errorCode": code}),
+        request=request,
+    )
 
 
 def test_invalid_login_stops_the_step_naming_the_variables_of_the_auth_method_in_use():
@@ -118,8 +137,15 @@ def test_invalid_login_stops_the_step_naming_the_variables_of_the_auth_method_in
 
 
 def test_insufficient_permission_stops_the_step_naming_the_role_and_the_request():
-    denied = access_denied(_netsuite_error(403, "INSUFFICIENT_PERMISSION", "Permission Violation",
-                                           "PUT /services/rest/record/v1/customerRefund/eid:stripe-re_1"), "oauth1-tba")
+    denied = access_denied(
+        _netsuite_error(
+            403,
+            "INSUFFICIENT_PERMISSION",
+            "Permission Violation",
+            "PUT /services/rest/record/v1/customerRefund/eid:stripe-re_1",
+        ),
+        "oauth1-tba",
+    )
     assert "customerRefund" in denied.line and "NETSUITE_TOKEN_ID" in denied.line
 
 
@@ -128,15 +154,18 @@ def test_a_refused_oauth2_token_request_is_an_authentication_failure():
     assert "NETSUITE_CLIENT_ID" in access_denied(error, "oauth2-m2m").line
 
 
-@pytest.mark.parametrize("status, code", [(400, "USER_ERROR"), (404, "NONEXISTENT_ID"), (429, "CONCURRENCY_LIMIT_EXCEEDED"),
-                                          (503, "HTTP_503")])
+@pytest.mark.parametrize(
+    "status, code",
+    [(400, "USER_ERROR"), (404, "NONEXISTENT_ID"), (429, "CONCURRENCY_LIMIT_EXCEEDED"), (503, "HTTP_503")],
+)
 def test_record_and_transient_errors_are_not_access_failures(status, code):
     assert access_denied(_netsuite_error(status, code, "x"), "oauth1-tba") is None
 
 
 def test_a_write_without_an_answer_is_its_own_retryable_exception():
-    issue = classify_netsuite_error(None, "ConnectionError", "invoice", "stripe-in_1", None, source_id="in_1",
-                                    attempts=8)
+    issue = classify_netsuite_error(
+        None, "ConnectionError", "invoice", "stripe-in_1", None, source_id="in_1", attempts=8
+    )
     assert (issue.error_code, issue.retryable) == ("NETSUITE_NO_ANSWER", True)
     assert "after 8 attempt(s)" in issue.message and "ConnectionError" in issue.message
     assert "NetSuite did not answer; the next run retries it" in issue.fix
@@ -144,10 +173,24 @@ def test_a_write_without_an_answer_is_its_own_retryable_exception():
 
 def test_a_customer_id_from_stripe_metadata_is_fixed_in_stripe_not_in_field_mapping():
     sent = {**INVOICE_SENT, "entity": {"id": "9999"}}
-    body = netsuite_error(400, "Bad Request", {"detail": "Invalid Field Value 9999 for the following field: entity",
-                                               "o:errorCode": "INVALID_KEY_OR_REF", "o:errorPath": "entity"})
-    issue = classify_netsuite_error(400, body, "invoice", "stripe-in_1", sent, source_id="in_1",
-                                    value_sources={"entity": "`metadata.netsuite_customer_id` on Stripe customer cus_9"})
+    body = netsuite_error(
+        400,
+        "Bad Request",
+        {
+            "detail": "Invalid Field Value 9999 for the following field: entity",
+            "o:errorCode": "INVALID_KEY_OR_REF",
+            "o:errorPath": "entity",
+        },
+    )
+    issue = classify_netsuite_error(
+        400,
+        body,
+        "invoice",
+        "stripe-in_1",
+        sent,
+        source_id="in_1",
+        value_sources={"entity": "`metadata.netsuite_customer_id` on Stripe customer cus_9"},
+    )
     assert (issue.error_code, issue.field, issue.value) == ("INVALID_REFERENCE", "entity", "9999")
     assert "`metadata.netsuite_customer_id` on Stripe customer cus_9" in issue.fix
     assert "field_mapping.yaml" not in issue.fix
@@ -169,24 +212,35 @@ def test_unknown_rejection_keeps_netsuite_text():
 
 @pytest.mark.parametrize("code", sorted(CATALOGUE))
 def test_every_catalogue_entry_renders_without_template_leftovers(code):
-    issue = make_issue(code, record_type="invoice", external_id="stripe-in_1", source_id="in_1",
-                       field="department", value="3")
+    issue = make_issue(
+        code, record_type="invoice", external_id="stripe-in_1", source_id="in_1", field="department", value="3"
+    )
     assert issue.error_code == code
     for text in (issue.message, issue.fix):
         assert text and "{" not in text and "}" not in text
 
 
 def test_issue_becomes_a_ledger_exception_row():
-    issue = make_issue("UNMAPPED_CURRENCY", record_type="invoice", external_id="stripe-in_1", source_id="in_1",
-                       field="currency", value="CHF", currency="CHF")
+    issue = make_issue(
+        "UNMAPPED_CURRENCY",
+        record_type="invoice",
+        external_id="stripe-in_1",
+        source_id="in_1",
+        field="currency",
+        value="CHF",
+        currency="CHF",
+    )
     row = ExceptionRow(target="netsuite", **issue.exception_fields())
     assert (row.error_code, row.field, row.value) == ("UNMAPPED_CURRENCY", "currency", "CHF")
     assert "add CHF under `currencies:`" in row.fix
 
 
 def test_subsidiary_refused_for_the_customer_explains_both_causes():
-    issue = rejected("Invalid Field Value 2 for the following field: subsidiary. The customer Acme belongs to "
-                     "subsidiary 1 (Parent Company (US)).", code="INVALID_KEY_OR_REF")
+    issue = rejected(
+        "Invalid Field Value 2 for the following field: subsidiary. The customer Acme belongs to "
+        "subsidiary 1 (Parent Company (US)).",
+        code="INVALID_KEY_OR_REF",
+    )
     assert (issue.error_code, issue.field, issue.value) == ("INVALID_REFERENCE", "subsidiary", "2")
     assert "`currencies:`" in issue.fix and "metadata.netsuite_customer_id" in issue.fix
 

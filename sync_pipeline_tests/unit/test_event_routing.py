@@ -45,8 +45,11 @@ class KnownRoots:
         return self.customers.get(customer_id)
 
 
-LOOKUP = KnownRoots(invoices={"in_1": "2026-10-05"}, charges={"ch_1": "2026-10-05", "ch_2": "2026-11-20"},
-                    customers={"cus_1": "2026-10-05"})
+LOOKUP = KnownRoots(
+    invoices={"in_1": "2026-10-05"},
+    charges={"ch_1": "2026-10-05", "ch_2": "2026-11-20"},
+    customers={"cus_1": "2026-10-05"},
+)
 EVENTS = [
     _event("evt_a", "invoice.paid", {"id": "in_1", "object": "invoice", "created": at(INVOICE_DAY, 9)}, 100),
     _event("evt_b", "invoice_payment.paid", {"id": "inpay_1", "invoice": "in_1"}, 101),
@@ -64,8 +67,10 @@ EVENTS = [
 def test_each_event_lands_on_its_root_documents_partition():
     routed = routing.route_events(EVENTS, LOOKUP)
 
-    assert routed.dirty == {"2026-10-05": ["evt_a", "evt_b", "evt_c", "evt_d", "evt_f", "evt_j"],
-                            "2026-11-20": ["evt_e", "evt_g"]}
+    assert routed.dirty == {
+        "2026-10-05": ["evt_a", "evt_b", "evt_c", "evt_d", "evt_f", "evt_j"],
+        "2026-11-20": ["evt_e", "evt_g"],
+    }
     assert set(routed.ignored) == {"evt_h", "evt_i"}
     assert "payouts are partitioned by arrival date" in routed.ignored["evt_i"]
     assert routing.run_key("2026-10-05", routed.dirty["2026-10-05"]) == "2026-10-05:evt_j"
@@ -85,11 +90,23 @@ def test_a_batch_that_pays_an_invoice_routes_its_charge_and_payment_without_any_
     nothing_known = KnownRoots(invoices={}, charges={})
     batch = [
         _event("evt_1", "invoice.paid", {"id": "in_9", "object": "invoice", "created": created}, created + 90),
-        _event("evt_2", "invoice_payment.paid", {"id": "inpay_9", "object": "invoice_payment", "invoice": "in_9",
-                                                 "payment": {"type": "payment_intent", "payment_intent": "pi_9"}},
-               created + 90),
-        _event("evt_3", "charge.succeeded", {"id": "ch_9", "object": "charge", "payment_intent": "pi_9",
-                                             "created": created + 90}, created + 90),
+        _event(
+            "evt_2",
+            "invoice_payment.paid",
+            {
+                "id": "inpay_9",
+                "object": "invoice_payment",
+                "invoice": "in_9",
+                "payment": {"type": "payment_intent", "payment_intent": "pi_9"},
+            },
+            created + 90,
+        ),
+        _event(
+            "evt_3",
+            "charge.succeeded",
+            {"id": "ch_9", "object": "charge", "payment_intent": "pi_9", "created": created + 90},
+            created + 90,
+        ),
     ]
 
     routed = routing.route_events(batch, nothing_known)
@@ -105,8 +122,9 @@ def test_any_order_and_any_repetition_give_the_same_partitions_and_run_keys(shuf
     routed = routing.route_events([*shuffled, *repeats], LOOKUP)
 
     assert routed.dirty == expected.dirty
-    assert {p: routing.run_key(p, ids) for p, ids in routed.dirty.items()} == \
-           {p: routing.run_key(p, ids) for p, ids in expected.dirty.items()}
+    assert {p: routing.run_key(p, ids) for p, ids in routed.dirty.items()} == {
+        p: routing.run_key(p, ids) for p, ids in expected.dirty.items()
+    }
 
 
 def test_a_customer_not_synced_yet_is_left_to_its_first_document():
@@ -119,20 +137,29 @@ def test_a_customer_not_synced_yet_is_left_to_its_first_document():
 def test_partitions_since_covers_every_day_from_the_cursor_to_today_but_not_before_the_first():
     now = at(dt.date(2026, 11, 24), 10)
 
-    assert routing.partitions_since(at(dt.date(2026, 11, 21), 23), now) == \
-        ["2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24"]
-    assert routing.partitions_since(at(dt.date(2025, 12, 30), 0), at(dt.date(2026, 1, 2), 0), "2026-01-01") == \
-        ["2026-01-01", "2026-01-02"]
+    assert routing.partitions_since(at(dt.date(2026, 11, 21), 23), now) == [
+        "2026-11-21",
+        "2026-11-22",
+        "2026-11-23",
+        "2026-11-24",
+    ]
+    assert routing.partitions_since(at(dt.date(2025, 12, 30), 0), at(dt.date(2026, 1, 2), 0), "2026-01-01") == [
+        "2026-01-01",
+        "2026-01-02",
+    ]
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    ([], "not a JSON object"),
-    ({"object": "charge", "id": "ch_1"}, 'expected "object": "event"'),
-    ({"object": "event", "id": "x", "type": "a", "created": 1, "data": {"object": {}}}, 'starting with "evt_"'),
-    ({"object": "event", "id": "evt_1", "created": 1, "data": {"object": {"id": "x"}}}, "no type"),
-    ({"object": "event", "id": "evt_1", "type": "a", "created": "1", "data": {"object": {"id": "x"}}}, "created"),
-    ({"object": "event", "id": "evt_1", "type": "a", "created": 1, "data": {}}, "data.object"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ([], "not a JSON object"),
+        ({"object": "charge", "id": "ch_1"}, 'expected "object": "event"'),
+        ({"object": "event", "id": "x", "type": "a", "created": 1, "data": {"object": {}}}, 'starting with "evt_"'),
+        ({"object": "event", "id": "evt_1", "created": 1, "data": {"object": {"id": "x"}}}, "no type"),
+        ({"object": "event", "id": "evt_1", "type": "a", "created": "1", "data": {"object": {"id": "x"}}}, "created"),
+        ({"object": "event", "id": "evt_1", "type": "a", "created": 1, "data": {}}, "data.object"),
+    ],
+)
 def test_a_body_that_is_not_a_stripe_event_is_named_as_such(body, reason):
     assert reason in (routing.is_stripe_event(body) or "")
 
@@ -142,6 +169,7 @@ def test_a_well_formed_event_passes_the_shape_check():
 
 
 # --- the sensor, ticking against the Stripe stand-in ------------------------------------------------
+
 
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
@@ -162,8 +190,13 @@ def tick(instance: dg.DagsterInstance, cursor: str | None = None, last_start: fl
 
     definitions = defs()
     resources = {k: v for k, v in build_resources().items() if k in ("stripe", "ledger")}
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions, resources=resources,
-                                 last_sensor_start_time=last_start) as context:
+    with dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        definitions=definitions,
+        resources=resources,
+        last_sensor_start_time=last_start,
+    ) as context:
         return definitions.resolve_sensor_def(stripe_to_netsuite_sensor.SENSOR_NAME).evaluate_tick(context)
 
 
@@ -177,7 +210,7 @@ def now(monkeypatch) -> int:
 
 def _day_of(created: int) -> str:
     """The UTC day of a Stripe `created`: its partition, whenever the test happens to run."""
-    return dt.datetime.fromtimestamp(created, dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(created, dt.UTC).date().isoformat()
 
 
 def _events(sandbox) -> list[dict]:
@@ -220,7 +253,7 @@ def test_a_paid_invoice_requests_one_run_for_its_day_and_the_next_tick_only_sees
 
 
 def test_a_refund_forty_days_after_its_invoice_dirties_the_invoice_partition(sandbox, instance):
-    invoice_day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=40)
+    invoice_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=40)
     sandbox.clock(at(invoice_day, 10))
     invoice = sandbox.invoice(sandbox.customer("Old Deal", "usd"), "usd", [9900])
     sandbox.clock(None)
@@ -264,7 +297,8 @@ def test_a_sensor_that_was_stopped_catches_up_every_partition_since_its_last_tic
 
 
 def test_inbox_events_delivered_twice_and_shuffled_make_one_run_and_are_acknowledged_once(
-        sandbox, instance, tmp_path, monkeypatch):
+    sandbox, instance, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SYNC_EVENT_SOURCE", "webhooks")
     sandbox.invoice(sandbox.customer("Inbox Payer", "eur"), "eur", [5000])
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
@@ -291,8 +325,11 @@ def test_events_of_a_partition_whose_run_has_not_started_join_its_next_run(sandb
     today = _day_of(sandbox.invoice(customer, "usd", [1000]).created)
     first = tick(instance)
     (request,) = first.run_requests
-    queued = dg.DagsterRun(job_name=STRIPE_TO_NETSUITE_JOB, status=dg.DagsterRunStatus.NOT_STARTED,
-                           tags={**request.tags, "dagster/partition": today, "dagster/run_key": request.run_key})
+    queued = dg.DagsterRun(
+        job_name=STRIPE_TO_NETSUITE_JOB,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={**request.tags, "dagster/partition": today, "dagster/run_key": request.run_key},
+    )
     instance.add_run(queued)  # what the daemon does with the request
 
     later = sandbox.invoice(customer, "usd", [2000])

@@ -12,8 +12,16 @@ from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry
 
 
 def _entry(ext: str, internal: str, body: dict) -> LedgerEntry:
-    return LedgerEntry("netsuite", "invoice", ext, internal, content_hash(body), source_id=ext.removeprefix("stripe-"),
-                       partition_key="2026-11-02", run_id="run-1")
+    return LedgerEntry(
+        "netsuite",
+        "invoice",
+        ext,
+        internal,
+        content_hash(body),
+        source_id=ext.removeprefix("stripe-"),
+        partition_key="2026-11-02",
+        run_id="run-1",
+    )
 
 
 def test_unchanged_record_is_recognised_and_changed_one_is_not(database_url):
@@ -54,9 +62,16 @@ def test_float_money_is_refused_by_the_hash():
 
 def test_exception_recorded_once_counted_and_resolved_when_the_record_syncs(database_url):
     ledger = Ledger(database_url)
-    problem = ExceptionRow("netsuite", "invoice", "stripe-in_9", "MISSING_REQUIRED_FIELD",
-                           "Invoice stripe-in_9 has no department", "add a default `department` for invoices of "
-                           "subsidiary 2 in field_mapping.yaml", field="department", source_id="in_9")
+    problem = ExceptionRow(
+        "netsuite",
+        "invoice",
+        "stripe-in_9",
+        "MISSING_REQUIRED_FIELD",
+        "Invoice stripe-in_9 has no department",
+        "add a default `department` for invoices of subsidiary 2 in field_mapping.yaml",
+        field="department",
+        source_id="in_9",
+    )
     ledger.record_exceptions([problem], partition_key="2026-11-02", run_id="r1")
     ledger.record_exceptions([problem], partition_key="2026-11-02", run_id="r2")
     open_rows = ledger.open_exceptions("2026-11-02")
@@ -70,8 +85,12 @@ def test_exception_recorded_once_counted_and_resolved_when_the_record_syncs(data
 
 def test_inbox_stores_each_event_once_even_under_concurrent_delivery(database_url):
     ledger = Ledger(database_url)
-    event = {"id": "evt_1", "type": "invoice.paid", "created": 1_790_000_000,
-             "data": {"object": {"id": "in_1", "object": "invoice"}}}
+    event = {
+        "id": "evt_1",
+        "type": "invoice.paid",
+        "created": 1_790_000_000,
+        "data": {"object": {"id": "in_1", "object": "invoice"}},
+    }
     with ThreadPoolExecutor(4) as pool:
         inserted = list(pool.map(lambda _: ledger.add_event(event), range(8)))
     assert inserted.count(True) == 1

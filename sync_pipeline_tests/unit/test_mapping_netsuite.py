@@ -31,12 +31,13 @@ from sync_pipeline.mapping.netsuite import (
 from sync_pipeline_tests.fixtures import stripe_example_objects
 
 EXAMPLE_MAPPING = Path(__file__).resolve().parents[2] / "field_mapping.yaml"
-NOV_2 = int(dt.datetime(2026, 11, 2, 10, 30, tzinfo=dt.timezone.utc).timestamp())
-DEC_2 = int(dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc).timestamp())
-NOV_5 = int(dt.datetime(2026, 11, 5, 23, 59, tzinfo=dt.timezone.utc).timestamp())
+NOV_2 = int(dt.datetime(2026, 11, 2, 10, 30, tzinfo=dt.UTC).timestamp())
+DEC_2 = int(dt.datetime(2026, 12, 2, tzinfo=dt.UTC).timestamp())
+NOV_5 = int(dt.datetime(2026, 11, 5, 23, 59, tzinfo=dt.UTC).timestamp())
 
 
 # -- Stripe objects from the official example shapes ------------------------------------------------
+
 
 def stripe_object(kind: str, **overrides: Any) -> dict[str, Any]:
     """A deep copy of Stripe's example `kind` object with top-level fields replaced."""
@@ -46,73 +47,156 @@ def stripe_object(kind: str, **overrides: Any) -> dict[str, Any]:
 
 
 def tax(amount: int, inclusive: bool = False, rate: str = "txr_vat") -> dict:
-    return {"amount": amount, "tax_behavior": "inclusive" if inclusive else "exclusive",
-            "tax_rate_details": {"tax_rate": rate}, "taxability_reason": "standard_rated",
-            "taxable_amount": 0, "type": "tax_rate_details"}
+    return {
+        "amount": amount,
+        "tax_behavior": "inclusive" if inclusive else "exclusive",
+        "tax_rate_details": {"tax_rate": rate},
+        "taxability_reason": "standard_rated",
+        "taxable_amount": 0,
+        "type": "tax_rate_details",
+    }
 
 
-def line(amount: int, *, price: str | dict | None = "price_pro_monthly", product: str | None = "prod_pro",
-         proration: bool = False, taxes: list | None = None, discounts: list | None = None,
-         quantity: int = 1, line_id: str = "il_1") -> dict:
+def line(
+    amount: int,
+    *,
+    price: str | dict | None = "price_pro_monthly",
+    product: str | None = "prod_pro",
+    proration: bool = False,
+    taxes: list | None = None,
+    discounts: list | None = None,
+    quantity: int = 1,
+    line_id: str = "il_1",
+) -> dict:
     base = stripe_object("line_item")
     parent = copy.deepcopy(base["parent"])
     parent["type"] = "subscription_item_details"
     parent["subscription_item_details"]["proration"] = proration
     base.update(
-        id=line_id, amount=amount, quantity=quantity, description=f"line {line_id}", parent=parent,
-        pricing={"type": "price_details", "price_details": {"price": price, "product": product},
-                 "unit_amount_decimal": str(amount // max(quantity, 1))},
-        taxes=taxes or [], discount_amounts=discounts or [],
+        id=line_id,
+        amount=amount,
+        quantity=quantity,
+        description=f"line {line_id}",
+        parent=parent,
+        pricing={
+            "type": "price_details",
+            "price_details": {"price": price, "product": product},
+            "unit_amount_decimal": str(amount // max(quantity, 1)),
+        },
+        taxes=taxes or [],
+        discount_amounts=discounts or [],
     )
     return base
 
 
-def invoice(lines: list[dict], *, status: str = "paid", currency: str = "usd", invoice_id: str = "in_1",
-            customer: str | dict = "cus_1", total: int | None = None, discounts: list | None = None,
-            amount_paid: int | None = None, **overrides: Any) -> dict:
+def invoice(
+    lines: list[dict],
+    *,
+    status: str = "paid",
+    currency: str = "usd",
+    invoice_id: str = "in_1",
+    customer: str | dict = "cus_1",
+    total: int | None = None,
+    discounts: list | None = None,
+    amount_paid: int | None = None,
+    **overrides: Any,
+) -> dict:
     discount_total = sum(d["amount"] for d in discounts or [])
     exclusive_tax = sum(t["amount"] for item in lines for t in item["taxes"] if t["tax_behavior"] == "exclusive")
     if total is None:
         total = sum(item["amount"] for item in lines) - discount_total + exclusive_tax
-    obj = stripe_object("invoice", id=invoice_id, status=status, currency=currency, customer=customer,
-                        total=total, subtotal=sum(item["amount"] for item in lines),
-                        total_discount_amounts=discounts or [], total_taxes=[], total_pretax_credit_amounts=[],
-                        amount_paid=total if amount_paid is None and status == "paid" else (amount_paid or 0),
-                        number=f"INV-{invoice_id}", created=NOV_2, due_date=DEC_2, **overrides)
+    obj = stripe_object(
+        "invoice",
+        id=invoice_id,
+        status=status,
+        currency=currency,
+        customer=customer,
+        total=total,
+        subtotal=sum(item["amount"] for item in lines),
+        total_discount_amounts=discounts or [],
+        total_taxes=[],
+        total_pretax_credit_amounts=[],
+        amount_paid=total if amount_paid is None and status == "paid" else (amount_paid or 0),
+        number=f"INV-{invoice_id}",
+        created=NOV_2,
+        due_date=DEC_2,
+        **overrides,
+    )
     obj["lines"] = {**obj["lines"], "data": lines, "has_more": False}
     obj["status_transitions"] = {**obj["status_transitions"], "finalized_at": NOV_2}
     return obj
 
 
-def invoice_payment(inv: dict, *, charge: str | None = "ch_1", status: str = "paid", amount: int | None = None,
-                    payment_id: str = "inpay_1", payment_intent: str | None = None) -> dict:
-    payment = ({"type": "charge", "charge": charge} if charge
-               else {"type": "payment_intent", "payment_intent": payment_intent})
-    return stripe_object("invoice_payment", id=payment_id, invoice=inv["id"], currency=inv["currency"],
-                         amount_paid=(inv["total"] if amount is None else amount) if status == "paid" else None,
-                         amount_requested=inv["total"], status=status, payment=payment,
-                         status_transitions={"canceled_at": None, "paid_at": NOV_5 if status == "paid" else None})
+def invoice_payment(
+    inv: dict,
+    *,
+    charge: str | None = "ch_1",
+    status: str = "paid",
+    amount: int | None = None,
+    payment_id: str = "inpay_1",
+    payment_intent: str | None = None,
+) -> dict:
+    payment = (
+        {"type": "charge", "charge": charge} if charge else {"type": "payment_intent", "payment_intent": payment_intent}
+    )
+    return stripe_object(
+        "invoice_payment",
+        id=payment_id,
+        invoice=inv["id"],
+        currency=inv["currency"],
+        amount_paid=(inv["total"] if amount is None else amount) if status == "paid" else None,
+        amount_requested=inv["total"],
+        status=status,
+        payment=payment,
+        status_transitions={"canceled_at": None, "paid_at": NOV_5 if status == "paid" else None},
+    )
 
 
-def charge(*, charge_id: str = "ch_1", amount: int = 10000, currency: str = "usd", customer: str | None = "cus_1",
-           status: str = "succeeded", **overrides: Any) -> dict:
-    return stripe_object("charge", id=charge_id, amount=amount, amount_captured=amount if status == "succeeded" else 0,
-                         captured=status == "succeeded", currency=currency, customer=customer, status=status,
-                         paid=status == "succeeded", created=NOV_5, **overrides)
+def charge(
+    *,
+    charge_id: str = "ch_1",
+    amount: int = 10000,
+    currency: str = "usd",
+    customer: str | None = "cus_1",
+    status: str = "succeeded",
+    **overrides: Any,
+) -> dict:
+    return stripe_object(
+        "charge",
+        id=charge_id,
+        amount=amount,
+        amount_captured=amount if status == "succeeded" else 0,
+        captured=status == "succeeded",
+        currency=currency,
+        customer=customer,
+        status=status,
+        paid=status == "succeeded",
+        created=NOV_5,
+        **overrides,
+    )
 
 
-def refund(*, refund_id: str = "re_1", charge_id: str = "ch_1", amount: int = 2500, currency: str = "usd",
-           status: str = "succeeded") -> dict:
-    return stripe_object("refund", id=refund_id, charge=charge_id, amount=amount, currency=currency, status=status,
-                         created=NOV_5)
+def refund(
+    *,
+    refund_id: str = "re_1",
+    charge_id: str = "ch_1",
+    amount: int = 2500,
+    currency: str = "usd",
+    status: str = "succeeded",
+) -> dict:
+    return stripe_object(
+        "refund", id=refund_id, charge=charge_id, amount=amount, currency=currency, status=status, created=NOV_5
+    )
 
 
 def customer(*, customer_id: str = "cus_1", currency: str | None = "usd", metadata: dict | None = None) -> dict:
-    return stripe_object("customer", id=customer_id, currency=currency, name="Acme GmbH", email="ap@acme.test",
-                         metadata=metadata or {})
+    return stripe_object(
+        "customer", id=customer_id, currency=currency, name="Acme GmbH", email="ap@acme.test", metadata=metadata or {}
+    )
 
 
 # -- field mappings ----------------------------------------------------------------------------------
+
 
 def example_mapping_data() -> dict:
     return yaml.safe_load(EXAMPLE_MAPPING.read_text())
@@ -146,10 +230,12 @@ def line_amounts(record) -> list[Decimal]:
 
 # -- paid invoice: invoice + payment applied to it ---------------------------------------------------
 
+
 def test_paid_invoice_gives_invoice_and_payment_applied_to_the_cent(fm):
     inv = invoice([line(12345)], customer="cus_1")
-    result = map_invoice_tree(inv, fm, customer=customer(), invoice_payments=[invoice_payment(inv)],
-                              charges=[charge(amount=12345)])
+    result = map_invoice_tree(
+        inv, fm, customer=customer(), invoice_payments=[invoice_payment(inv)], charges=[charge(amount=12345)]
+    )
     assert not result.issues
     assert [r.record_type for r in result.records] == ["customer", "invoice", "customerPayment"]
 
@@ -162,8 +248,14 @@ def test_paid_invoice_gives_invoice_and_payment_applied_to_the_cent(fm):
     assert netsuite_invoice.body["dueDate"] == "2026-12-02"
     assert "INV-in_1" in netsuite_invoice.body["memo"]
     assert netsuite_invoice.body["item"]["items"] == [
-        {"item": {"id": "101"}, "quantity": 1, "rate": Decimal("123.45"), "amount": Decimal("123.45"),
-         "description": "line il_1"}]
+        {
+            "item": {"id": "101"},
+            "quantity": 1,
+            "rate": Decimal("123.45"),
+            "amount": Decimal("123.45"),
+            "description": "line il_1",
+        }
+    ]
     assert netsuite_invoice.depends_on == (("customer", "stripe-cus_1"),)
 
     payment = only(result, "customerPayment")
@@ -172,8 +264,9 @@ def test_paid_invoice_gives_invoice_and_payment_applied_to_the_cent(fm):
     assert payment.body["payment"] == Decimal("123.45")
     assert payment.body["account"] == {"id": "1"}  # Undeposited Funds
     assert payment.body["tranDate"] == "2026-11-05"
-    assert payment.body["apply"]["items"] == [{"doc": {"externalId": "stripe-in_1"}, "apply": True,
-                                              "amount": Decimal("123.45")}]
+    assert payment.body["apply"]["items"] == [
+        {"doc": {"externalId": "stripe-in_1"}, "apply": True, "amount": Decimal("123.45")}
+    ]
     assert ("invoice", "stripe-in_1") in payment.depends_on
     assert (payment.amount_minor, payment.currency) == (12345, "USD")
 
@@ -181,9 +274,15 @@ def test_paid_invoice_gives_invoice_and_payment_applied_to_the_cent(fm):
 def test_payment_through_a_payment_intent_is_keyed_by_its_charge(fm):
     inv = invoice([line(5000)])
     paid = invoice_payment(inv, charge=None, payment_intent="pi_9")
-    result = map_invoice_tree(inv, fm, invoice_payments=[paid],
-                              charges=[charge(charge_id="ch_old", status="failed", payment_intent="pi_9"),
-                                       charge(charge_id="ch_9", amount=5000, payment_intent="pi_9")])
+    result = map_invoice_tree(
+        inv,
+        fm,
+        invoice_payments=[paid],
+        charges=[
+            charge(charge_id="ch_old", status="failed", payment_intent="pi_9"),
+            charge(charge_id="ch_9", amount=5000, payment_intent="pi_9"),
+        ],
+    )
     assert only(result, "customerPayment").external_id == "stripe-ch_9"
 
 
@@ -203,11 +302,16 @@ def test_payment_larger_than_the_invoice_is_an_issue(fm):
 
 # -- open invoice with failed payments: invoice only -------------------------------------------------
 
+
 def test_open_invoice_with_failed_payment_gives_the_invoice_only(fm):
     inv = invoice([line(5000)], status="open", amount_paid=0)
     attempt = invoice_payment(inv, status="open")
-    result = map_invoice_tree(inv, fm, invoice_payments=[attempt],
-                              charges=[charge(status="failed", failure_message="Your card was declined.")])
+    result = map_invoice_tree(
+        inv,
+        fm,
+        invoice_payments=[attempt],
+        charges=[charge(status="failed", failure_message="Your card was declined.")],
+    )
     assert [r.record_type for r in result.records] == ["invoice"]
     assert not result.issues
     assert "nothing was collected" in result.skips[0].reason
@@ -221,9 +325,13 @@ def test_draft_invoice_is_skipped_with_a_reason(fm):
 
 # -- void / uncollectible: invoice closed by a credit memo -------------------------------------------
 
+
 def test_void_invoice_is_closed_by_a_credit_memo(fm):
-    inv = invoice([line(8000), line(2000, product="prod_onboarding", price="price_onb", line_id="il_2")],
-                  status="void", amount_paid=0)
+    inv = invoice(
+        [line(8000), line(2000, product="prod_onboarding", price="price_onb", line_id="il_2")],
+        status="void",
+        amount_paid=0,
+    )
     inv["status_transitions"]["voided_at"] = NOV_5
     result = map_invoice(inv, fm)
     credit_memo = only(result, "creditMemo")
@@ -231,8 +339,9 @@ def test_void_invoice_is_closed_by_a_credit_memo(fm):
     assert credit_memo.body["createdFrom"] == {"externalId": "stripe-in_1"}
     assert credit_memo.body["tranDate"] == "2026-11-05"
     assert line_amounts(credit_memo) == [Decimal("80.00"), Decimal("20.00")]
-    assert credit_memo.body["apply"]["items"] == [{"doc": {"externalId": "stripe-in_1"}, "apply": True,
-                                                  "amount": Decimal("100.00")}]
+    assert credit_memo.body["apply"]["items"] == [
+        {"doc": {"externalId": "stripe-in_1"}, "apply": True, "amount": Decimal("100.00")}
+    ]
     assert ("invoice", "stripe-in_1") in credit_memo.depends_on
     assert "void" in credit_memo.body["memo"]
 
@@ -252,6 +361,7 @@ def test_void_invoices_none_leaves_the_invoice_open_and_says_so():
 
 
 # -- invoice-less charges -----------------------------------------------------------------------------
+
 
 def test_invoice_less_charge_becomes_an_unapplied_payment(fm):
     result = map_charge_payment(charge(amount=4999, description="Workshop"), fm)
@@ -279,6 +389,7 @@ def test_uncaptured_charge_is_skipped(fm):
 
 # -- refunds -----------------------------------------------------------------------------------------
 
+
 def test_refund_of_invoiced_charge_gives_credit_memo_and_refund(fm):
     inv = invoice([line(10000)])
     result = map_refund(refund(amount=2500), charge(amount=10000), inv, fm)
@@ -292,8 +403,9 @@ def test_refund_of_invoiced_charge_gives_credit_memo_and_refund(fm):
 
     assert (customer_refund.record_type, customer_refund.external_id) == ("customerRefund", "stripe-re_1")
     assert customer_refund.body["account"] == {"id": "70"}  # Refunds Clearing
-    assert customer_refund.body["apply"]["items"] == [{"doc": {"externalId": "stripe-re_1-cm"}, "apply": True,
-                                                      "amount": Decimal("25.00")}]
+    assert customer_refund.body["apply"]["items"] == [
+        {"doc": {"externalId": "stripe-re_1-cm"}, "apply": True, "amount": Decimal("25.00")}
+    ]
     assert ("creditMemo", "stripe-re_1-cm") in customer_refund.depends_on
 
 
@@ -301,8 +413,9 @@ def test_refund_of_invoice_less_charge_refunds_the_payment(fm):
     result = map_refund(refund(amount=4999), charge(amount=4999), None, fm)
     customer_refund = only(result, "customerRefund")
     assert not result.of_type("creditMemo")
-    assert customer_refund.body["apply"]["items"] == [{"doc": {"externalId": "stripe-ch_1"}, "apply": True,
-                                                      "amount": Decimal("49.99")}]
+    assert customer_refund.body["apply"]["items"] == [
+        {"doc": {"externalId": "stripe-ch_1"}, "apply": True, "amount": Decimal("49.99")}
+    ]
     assert ("customerPayment", "stripe-ch_1") in customer_refund.depends_on
 
 
@@ -317,14 +430,19 @@ def test_refund_larger_than_the_charge_is_an_issue(fm):
 
 def test_invoice_tree_maps_refunds_against_the_invoice(fm):
     inv = invoice([line(10000)])
-    result = map_invoice_tree(inv, fm, invoice_payments=[invoice_payment(inv)], charges=[charge(amount=10000)],
-                              refunds=[refund(amount=10000)])
+    result = map_invoice_tree(
+        inv, fm, invoice_payments=[invoice_payment(inv)], charges=[charge(amount=10000)], refunds=[refund(amount=10000)]
+    )
     assert [(r.record_type, r.external_id) for r in result.records] == [
-        ("invoice", "stripe-in_1"), ("customerPayment", "stripe-ch_1"), ("creditMemo", "stripe-re_1-cm"),
-        ("customerRefund", "stripe-re_1")]
+        ("invoice", "stripe-in_1"),
+        ("customerPayment", "stripe-ch_1"),
+        ("creditMemo", "stripe-re_1-cm"),
+        ("customerRefund", "stripe-re_1"),
+    ]
 
 
 # -- customers ---------------------------------------------------------------------------------------
+
 
 def test_per_customer_mode_creates_the_customer_in_its_currency_subsidiary(fm):
     record = only(map_customer(customer(currency="eur"), fm), "customer")
@@ -367,23 +485,29 @@ def test_charge_without_customer_needs_a_guest_customer(fm):
     assert "guest_customer_id" in result.issues[0].fix
     with_guest = mapping_with(customers__guest_customer_id="901")
     assert only(map_charge_payment(charge(customer=None), with_guest), "customerPayment").body["customer"] == {
-        "id": "901"}
+        "id": "901"
+    }
 
 
 # -- lines: discounts, tax, proration sum to the total ------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("currency", "pro", "proration", "onboarding", "discount", "vat"),
-    [("usd", 4900, -1633, 10000, 1000, 1127),
-     ("jpy", 5000, -1667, 30000, 3000, 3033),
-     ("kwd", 15000, -5000, 30000, 4000, 3600)],
+    [
+        ("usd", 4900, -1633, 10000, 1000, 1127),
+        ("jpy", 5000, -1667, 30000, 3000, 3033),
+        ("kwd", 15000, -5000, 30000, 4000, 3600),
+    ],
 )
-def test_lines_with_discount_tax_and_proration_sum_to_the_total(fm, currency, pro, proration, onboarding,
-                                                                discount, vat):
-    lines = [line(pro, taxes=[tax(vat)], line_id="il_pro"),
-             line(proration, proration=True, line_id="il_prorate"),
-             line(onboarding, price={"id": "price_onb", "product": "prod_onboarding"}, product=None,
-                  line_id="il_onb")]
+def test_lines_with_discount_tax_and_proration_sum_to_the_total(
+    fm, currency, pro, proration, onboarding, discount, vat
+):
+    lines = [
+        line(pro, taxes=[tax(vat)], line_id="il_pro"),
+        line(proration, proration=True, line_id="il_prorate"),
+        line(onboarding, price={"id": "price_onb", "product": "prod_onboarding"}, product=None, line_id="il_onb"),
+    ]
     inv = invoice(lines, currency=currency, discounts=[{"amount": discount, "discount": "di_10off"}])
     record = only(map_invoice(inv, fm), "invoice")
     items = record.body["item"]["items"]
@@ -404,8 +528,7 @@ def test_inclusive_tax_is_moved_out_of_the_item_line(fm):
 
 
 def test_quantity_and_exact_rate(fm):
-    record = only(map_invoice(invoice([line(3000, quantity=3), line(1000, quantity=3, line_id="il_2")]), fm),
-                  "invoice")
+    record = only(map_invoice(invoice([line(3000, quantity=3), line(1000, quantity=3, line_id="il_2")]), fm), "invoice")
     first, second = record.body["item"]["items"]
     assert (first["quantity"], first["rate"], first["amount"]) == (3, Decimal("10.00"), Decimal("30.00"))
     assert "rate" not in second and second["amount"] == Decimal("10.00")  # 10.00 / 3 has no exact rate
@@ -420,6 +543,7 @@ def test_lines_that_do_not_add_up_are_an_issue(fm):
 
 
 # -- config gaps and bad data become issues, never exceptions -----------------------------------------
+
 
 def test_unmapped_currency_is_an_issue_with_the_fix(fm):
     result = map_invoice(invoice([line(5000)], currency="chf"), fm)
@@ -459,6 +583,7 @@ def test_paginated_lines_are_refused(fm):
 
 # -- defaults ------------------------------------------------------------------------------------------
 
+
 def test_defaults_follow_record_type_and_subsidiary(fm):
     usd = only(map_invoice(invoice([line(5000)]), fm), "invoice")
     kwd = only(map_invoice(invoice([line(5000)], currency="kwd"), fm), "invoice")
@@ -468,6 +593,8 @@ def test_defaults_follow_record_type_and_subsidiary(fm):
 
 def test_apply_defaults_never_overrides_and_is_idempotent(fm):
     record = only(map_invoice(invoice([line(5000)]), fm), "invoice")
-    changed = apply_defaults(type(record)(**{**record.__dict__, "body": {**record.body, "department": {"id": "1"}}}), fm)
+    changed = apply_defaults(
+        type(record)(**{**record.__dict__, "body": {**record.body, "department": {"id": "1"}}}), fm
+    )
     assert changed.body["department"] == {"id": "1"}
     assert apply_defaults(record, fm) == record

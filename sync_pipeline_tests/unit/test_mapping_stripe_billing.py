@@ -18,18 +18,39 @@ PRO, SETUP, UNMAPPED = "01t5g0000000001AAA", "01t5g0000000002AAA", "01t5g0000000
 USD = {"currencies": {"USD": {"netsuite_id": "1"}}}
 CONFIG = SalesforceConfig(product_prices={PRO[:15]: "price_pro", SETUP[:15]: "price_setup"})
 PRICES = {
-    "price_pro": {"id": "price_pro", "currency": "usd", "unit_amount": 60000, "active": True,
-                  "recurring": {"interval": "month", "interval_count": 1}},
+    "price_pro": {
+        "id": "price_pro",
+        "currency": "usd",
+        "unit_amount": 60000,
+        "active": True,
+        "recurring": {"interval": "month", "interval_count": 1},
+    },
     "price_setup": {"id": "price_setup", "currency": "usd", "unit_amount": 120000, "active": True, "recurring": None},
 }
 
 
 def opportunity(lines, amount="1200.0", currency="USD", account_name="Acme Corp", **extra) -> dict:
-    return {"Id": "0065g0000000001AAA", "Name": "Acme deal", "AccountId": "0015g0000000001AAA",
-            "AccountName": account_name, "Amount": Decimal(amount), "CurrencyIsoCode": currency, "IsWon": True,
-            "BillingCity": "Springfield", "lines": [
-                {"Id": f"00k5g000000000{i}AAA", "Product2Id": product, "ProductName": "P", "Quantity": Decimal(qty),
-                 "TotalPrice": Decimal(total)} for i, (product, qty, total) in enumerate(lines)], **extra}
+    return {
+        "Id": "0065g0000000001AAA",
+        "Name": "Acme deal",
+        "AccountId": "0015g0000000001AAA",
+        "AccountName": account_name,
+        "Amount": Decimal(amount),
+        "CurrencyIsoCode": currency,
+        "IsWon": True,
+        "BillingCity": "Springfield",
+        "lines": [
+            {
+                "Id": f"00k5g000000000{i}AAA",
+                "Product2Id": product,
+                "ProductName": "P",
+                "Quantity": Decimal(qty),
+                "TotalPrice": Decimal(total),
+            }
+            for i, (product, qty, total) in enumerate(lines)
+        ],
+        **extra,
+    }
 
 
 def test_recurring_products_make_a_subscription_with_whole_quantities():
@@ -49,16 +70,21 @@ def test_one_time_products_make_an_invoice_item_per_line_on_the_invoice():
 
     assert plan.mode == billing.INVOICE
     item = billing.invoice_item_params(plan, plan.lines[0], "cus_1", "in_1")
-    assert item == {"customer": "cus_1", "invoice": "in_1", "pricing": {"price": "price_setup"}, "quantity": 1,
-                    "metadata": {"salesforce_opportunity_id": "0065g0000000001AAA",
-                                 "salesforce_line_id": "00k5g0000000000AAA"}}
+    assert item == {
+        "customer": "cus_1",
+        "invoice": "in_1",
+        "pricing": {"price": "price_setup"},
+        "quantity": 1,
+        "metadata": {"salesforce_opportunity_id": "0065g0000000001AAA", "salesforce_line_id": "00k5g0000000000AAA"},
+    }
     assert billing.invoice_params(plan, "cus_1")["currency"] == "usd"
 
 
 def test_idempotency_keys_name_the_record_and_the_action():
     assert billing.idempotency_key("0065g0000000001AAA", "invoice") == "sf-0065g0000000001AAA-invoice"
-    assert billing.idempotency_key("0065g0000000001AAA", "invoice") != billing.idempotency_key("0065g0000000001AAA",
-                                                                                               "finalize")
+    assert billing.idempotency_key("0065g0000000001AAA", "invoice") != billing.idempotency_key(
+        "0065g0000000001AAA", "finalize"
+    )
 
 
 def test_each_problem_is_an_issue_with_its_fix_and_the_good_opportunity_still_bills():
@@ -93,10 +119,12 @@ def test_a_change_after_billing_is_described_from_what_was_billed():
 
     assert billing.changes_since_billing(billed, changed) == "amount 1200.00 → 1500.00"
     assert billing.fingerprint(opportunity([(SETUP, "1", "1200")])) != billing.fingerprint(
-        opportunity([(SETUP, "1", "1500")], amount="1500"))
+        opportunity([(SETUP, "1", "1500")], amount="1500")
+    )
     # Numbers as Salesforce spells them (1200.0 vs 1200.00) are the same fingerprint.
     assert billing.fingerprint(opportunity([(SETUP, "1", "1200.0")])) == billing.fingerprint(
-        opportunity([(SETUP, "1.0", "1200.00")], amount="1200.00"))
+        opportunity([(SETUP, "1.0", "1200.00")], amount="1200.00")
+    )
 
 
 def test_field_mapping_reads_product_prices_and_names_bad_lines():
@@ -119,10 +147,20 @@ def test_billing_start_date_is_read_and_checked():
 
 def test_netsuite_customer_of_a_salesforce_account_carries_its_id_and_billing_address():
     mapping = FieldMapping.load(ROOT / "field_mapping.yaml")
-    customer = {"id": "cus_1", "name": "Acme Corp", "currency": "usd",
-                "metadata": {"salesforce_account_id": "0015g0000000001AAA"},
-                "address": {"line1": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US",
-                            "line2": None, "state": None}}
+    customer = {
+        "id": "cus_1",
+        "name": "Acme Corp",
+        "currency": "usd",
+        "metadata": {"salesforce_account_id": "0015g0000000001AAA"},
+        "address": {
+            "line1": "1 Main St",
+            "city": "Springfield",
+            "postal_code": "12345",
+            "country": "US",
+            "line2": None,
+            "state": None,
+        },
+    }
 
     [record] = map_customer(customer, mapping).records
     plain = map_customer({**customer, "metadata": {}}, mapping).records[0]
@@ -130,7 +168,11 @@ def test_netsuite_customer_of_a_salesforce_account_carries_its_id_and_billing_ad
     assert record.body["companyName"] == "Acme Corp"
     assert record.body["custentity_sf_account_id"] == "0015g0000000001AAA"
     assert record.body["addressBook"]["items"][0]["addressBookAddress"] == {
-        "addr1": "1 Main St", "city": "Springfield", "zip": "12345", "country": "US"}
+        "addr1": "1 Main St",
+        "city": "Springfield",
+        "zip": "12345",
+        "country": "US",
+    }
     assert "custentity_sf_account_id" not in plain.body and "addressBook" not in plain.body
 
 

@@ -23,8 +23,21 @@ currencies = st.sampled_from(CURRENCIES)
 
 @pytest.mark.parametrize(
     ("code", "exponent"),
-    [("usd", 2), ("EUR", 2), ("jpy", 0), ("KRW", 0), ("vnd", 0), ("XPF", 0), ("kwd", 3), ("BHD", 3),
-     ("jod", 3), ("OMR", 3), ("tnd", 3), ("gbp", 2), ("chf", 2)],
+    [
+        ("usd", 2),
+        ("EUR", 2),
+        ("jpy", 0),
+        ("KRW", 0),
+        ("vnd", 0),
+        ("XPF", 0),
+        ("kwd", 3),
+        ("BHD", 3),
+        ("jod", 3),
+        ("OMR", 3),
+        ("tnd", 3),
+        ("gbp", 2),
+        ("chf", 2),
+    ],
 )
 def test_currency_exponent_follows_stripe_lists(code, exponent):
     assert currency_exponent(code) == exponent
@@ -32,8 +45,15 @@ def test_currency_exponent_follows_stripe_lists(code, exponent):
 
 @pytest.mark.parametrize(
     ("minor", "code", "text"),
-    [(1234, "usd", "12.34"), (5, "usd", "0.05"), (0, "usd", "0.00"), (-199, "eur", "-1.99"),
-     (1500, "jpy", "1500"), (12340, "kwd", "12.340"), (1, "kwd", "0.001")],
+    [
+        (1234, "usd", "12.34"),
+        (5, "usd", "0.05"),
+        (0, "usd", "0.00"),
+        (-199, "eur", "-1.99"),
+        (1500, "jpy", "1500"),
+        (12340, "kwd", "12.340"),
+        (1, "kwd", "0.001"),
+    ],
 )
 def test_to_decimal_has_exactly_the_currency_decimals(minor, code, text):
     value = to_decimal(minor, code)

@@ -9,9 +9,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "sync_pipeline"
 PURE_MODULES = sorted(path for folder in ("mapping", "schemas") for path in (PACKAGE / folder).glob("*.py"))
-NOT_PURE = ("sync_pipeline.resources", "sync_pipeline.assets", "sync_pipeline.writers", "sync_pipeline.definitions",
-            "sync_pipeline.jobs", "sync_pipeline.schedules", "sync_pipeline.stripe_to_netsuite_sensor",
-            "sync_pipeline.salesforce_to_stripe_sensor")
+NOT_PURE = (
+    "sync_pipeline.resources",
+    "sync_pipeline.assets",
+    "sync_pipeline.writers",
+    "sync_pipeline.definitions",
+    "sync_pipeline.jobs",
+    "sync_pipeline.schedules",
+    "sync_pipeline.stripe_to_netsuite_sensor",
+    "sync_pipeline.salesforce_to_stripe_sensor",
+)
 
 
 def _imported(path: Path) -> list[str]:

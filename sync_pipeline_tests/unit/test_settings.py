@@ -13,8 +13,10 @@ from sync_pipeline import settings
 GOOD = {
     "STRIPE_API_KEY": "sk_test_abc123",
     "NETSUITE_ACCOUNT_ID": "123456_SB1",
-    "NETSUITE_CONSUMER_KEY": "ck", "NETSUITE_CONSUMER_SECRET": "cs-secret-value",
-    "NETSUITE_TOKEN_ID": "tk", "NETSUITE_TOKEN_SECRET": "ts-secret-value",
+    "NETSUITE_CONSUMER_KEY": "ck",
+    "NETSUITE_CONSUMER_SECRET": "cs-secret-value",
+    "NETSUITE_TOKEN_ID": "tk",
+    "NETSUITE_TOKEN_SECRET": "ts-secret-value",
 }
 
 
@@ -65,8 +67,9 @@ def test_secret_values_never_appear_in_problems():
 
 def test_cli_check_config_fails_with_one_line_and_exit_code_2():
     env = {"PATH": "/usr/bin:/bin", "NETSUITE_CONCURRENCY": "zero"}
-    result = subprocess.run([sys.executable, "-m", "sync_pipeline.cli", "check-config"], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "sync_pipeline.cli", "check-config"], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "NETSUITE_CONCURRENCY: expected a whole number from 1 to 1000"
 
@@ -74,18 +77,25 @@ def test_cli_check_config_fails_with_one_line_and_exit_code_2():
 @pytest.mark.parametrize(
     ("url", "written", "shown"),
     [
-        ("postgresql+psycopg2://sync:p%40ss:w/rd@db:5432/sync", "p%40ss:w/rd",
-         "postgresql+psycopg2://sync:***@db:5432/sync"),
+        (
+            "postgresql+psycopg2://sync:p%40ss:w/rd@db:5432/sync",
+            "p%40ss:w/rd",
+            "postgresql+psycopg2://sync:***@db:5432/sync",
+        ),
         ("postgresql+psycopg2://sync:p@ss:w/rd@db/sync", "p@ss:w/rd", "postgresql+psycopg2://sync:***@db/sync"),
-        ("postgresql+psycopg2://sync@db/sync?password=p%40ss:w/rd", "p%40ss:w/rd",
-         "postgresql+psycopg2://sync@db/sync?password=***"),
+        (
+            "postgresql+psycopg2://sync@db/sync?password=p%40ss:w/rd",
+            "p%40ss:w/rd",
+            "postgresql+psycopg2://sync@db/sync?password=***",
+        ),
     ],
 )
 def test_a_database_that_cannot_be_opened_is_one_line_without_its_password(url, written, shown):
     # The driver may quote the password decoded or as written in the URL, over several lines.
     reason = f"FATAL: password p@ss:w/rd rejected\n\tcheck {written}"
     assert settings.database_open_problem(url, reason) == (
-        f"SYNC_DATABASE_URL: cannot open {shown} (FATAL: password *** rejected; check ***)")
+        f"SYNC_DATABASE_URL: cannot open {shown} (FATAL: password *** rejected; check ***)"
+    )
 
 
 def test_the_default_field_mapping_does_not_depend_on_the_working_directory(monkeypatch, tmp_path):

@@ -40,11 +40,16 @@ def without_department_for_subsidiary_2() -> FieldMapping:
 
 def paid_invoice_tree(fm: FieldMapping, invoice_id: str, currency: str, charge_id: str):
     inv = invoice([line(5000)], invoice_id=invoice_id, currency=currency)
-    return map_invoice_tree(inv, fm, invoice_payments=[invoice_payment(inv, charge=charge_id)],
-                            charges=[charge(charge_id=charge_id, amount=5000, currency=currency)])
+    return map_invoice_tree(
+        inv,
+        fm,
+        invoice_payments=[invoice_payment(inv, charge=charge_id)],
+        charges=[charge(charge_id=charge_id, amount=5000, currency=currency)],
+    )
 
 
 # -- records ----------------------------------------------------------------------------------------
+
 
 def test_missing_required_department_goes_to_issues_with_the_fix_and_the_rest_passes():
     fm = without_department_for_subsidiary_2()
@@ -53,7 +58,9 @@ def test_missing_required_department_goes_to_issues_with_the_fix_and_the_rest_pa
     outcome = validate_records(usd.records + eur.records, fm)
 
     assert {(r.record_type, r.external_id) for r in outcome.valid} == {
-        ("invoice", "stripe-in_usd"), ("customerPayment", "stripe-ch_usd")}
+        ("invoice", "stripe-in_usd"),
+        ("customerPayment", "stripe-ch_usd"),
+    }
     by_record = {(i.record_type, i.external_id): i for i in outcome.issues}
     missing = by_record[("invoice", "stripe-in_eur")]
     assert (missing.error_code, missing.field, missing.value) == ("MISSING_REQUIRED_FIELD", "department", None)
@@ -80,8 +87,9 @@ def test_account_specific_required_field_from_the_config():
     outcome = validate_records(records, fm)
     assert [(i.error_code, i.field) for i in outcome.issues] == [("MISSING_REQUIRED_FIELD", "custbody_region")]
     assert not outcome.valid
-    with_default = mapping_with(required_fields={"invoice": ["custbody_region"]},
-                                defaults={"invoice": {"custbody_region": {"id": "7"}}})
+    with_default = mapping_with(
+        required_fields={"invoice": ["custbody_region"]}, defaults={"invoice": {"custbody_region": {"id": "7"}}}
+    )
     assert validate_records(map_invoice(invoice([line(5000)]), with_default).records, with_default).issues == []
 
 
@@ -153,8 +161,10 @@ def test_schema_requires_the_configured_fields(fm):
 
 def test_required_fields_check_warns_for_held_back_records_and_errors_for_an_invalid_one_in_the_write_set():
     fm = without_department_for_subsidiary_2()
-    records = [*paid_invoice_tree(fm, "in_usd", "usd", "ch_usd").records,
-               *paid_invoice_tree(fm, "in_eur", "eur", "ch_eur").records]
+    records = [
+        *paid_invoice_tree(fm, "in_usd", "usd", "ch_usd").records,
+        *paid_invoice_tree(fm, "in_eur", "eur", "ch_eur").records,
+    ]
     outcome = validate_records(records, fm)
 
     clean = required_fields_check(plan_frame(outcome.valid, [], []), fm)
@@ -171,12 +181,22 @@ def test_required_fields_check_warns_for_held_back_records_and_errors_for_an_inv
 
 # -- the field-mapping file -------------------------------------------------------------------------
 
+
 def test_example_config_loads_with_the_sandbox_ids(fm):
     assert {c: (m.netsuite_id, m.subsidiary) for c, m in fm.currencies.items()} == {
-        "USD": ("1", "1"), "EUR": ("2", "2"), "JPY": ("3", "3"), "KWD": ("4", "4"), "GBP": ("5", "1")}
+        "USD": ("1", "1"),
+        "EUR": ("2", "2"),
+        "JPY": ("3", "3"),
+        "KWD": ("4", "4"),
+        "GBP": ("5", "1"),
+    }
     assert (fm.items.default, fm.items.discount, fm.items.tax, fm.items.proration) == ("100", "110", "120", "130")
     assert (fm.accounts.payments, fm.accounts.refunds, fm.accounts.stripe_fees, fm.accounts.bank) == (
-        "1", "70", "60", "10")
+        "1",
+        "70",
+        "60",
+        "10",
+    )
     assert fm.customers.mode == "per_customer" and fm.void_invoices == "credit_memo"
 
 

@@ -67,7 +67,7 @@ class NetSuiteSandbox:
     def stop(self) -> None:
         self.handle.stop()
 
-    def __enter__(self) -> "NetSuiteSandbox":
+    def __enter__(self) -> NetSuiteSandbox:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -33,8 +33,9 @@ import asyncio
 import json
 import random
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -174,8 +175,11 @@ class NetSuiteApp:
         if not (config.error_rate or config.timeout_rate or config.lost_response_rate):
             return None
         draw = self.random.random()
-        for name, rate in (("error", config.error_rate), ("timeout", config.timeout_rate),
-                           ("lost_response", config.lost_response_rate)):
+        for name, rate in (
+            ("error", config.error_rate),
+            ("timeout", config.timeout_rate),
+            ("lost_response", config.lost_response_rate),
+        ):
             if draw < rate:
                 self.stats.faults[name] += 1
                 return name
@@ -190,10 +194,15 @@ class NetSuiteApp:
         elif scheme == "oauth":
             scope = request.scope
             self.oauth1.verify(
-                self.config, request.method, scope["scheme"], _base_url(request).split("://", 1)[1],
+                self.config,
+                request.method,
+                scope["scheme"],
+                _base_url(request).split("://", 1)[1],
                 (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
-                scope.get("query_string", b"").decode("latin-1"), authorization,
-                await request.body(), request.headers.get("content-type", ""),
+                scope.get("query_string", b"").decode("latin-1"),
+                authorization,
+                await request.body(),
+                request.headers.get("content-type", ""),
             )
         else:
             raise invalid_login()
@@ -211,17 +220,21 @@ class NetSuiteApp:
             return self._written(request, record_type, rid)
         limit, offset = _paging(request, default_limit=1000)
         ids = self.state.list_ids(record_type)
-        page = ids[offset:offset + limit]
+        page = ids[offset : offset + limit]
         base = _base_url(request)
-        return DecimalJSONResponse({
-            "links": [{"rel": "self", "href": f"{base}{RECORD_PATH}/{record_type}"}],
-            "count": len(page),
-            "hasMore": offset + len(page) < len(ids),
-            "items": [{"links": [{"rel": "self", "href": f"{base}{RECORD_PATH}/{record_type}/{rid}"}], "id": rid}
-                      for rid in page],
-            "offset": offset,
-            "totalResults": len(ids),
-        })
+        return DecimalJSONResponse(
+            {
+                "links": [{"rel": "self", "href": f"{base}{RECORD_PATH}/{record_type}"}],
+                "count": len(page),
+                "hasMore": offset + len(page) < len(ids),
+                "items": [
+                    {"links": [{"rel": "self", "href": f"{base}{RECORD_PATH}/{record_type}/{rid}"}], "id": rid}
+                    for rid in page
+                ],
+                "offset": offset,
+                "totalResults": len(ids),
+            }
+        )
 
     async def instance(self, request: Request) -> Response:
         record_type = canonical_type(request.path_params["record_type"])
@@ -238,8 +251,9 @@ class NetSuiteApp:
             return Response(status_code=204)
         body = await _json_body(request)
         if request.method == "PUT" and not key.startswith("eid:"):
-            raise bad_request("PUT (upsert) needs an external id in the URL: .../{type}/eid:{externalId}",
-                              INVALID_PARAMETER)
+            raise bad_request(
+                "PUT (upsert) needs an external id in the URL: .../{type}/eid:{externalId}", INVALID_PARAMETER
+            )
         await self._hold_write()
         if request.method == "PATCH":
             return self._written(request, record_type, state.update(record_type, key, body, self.rules()))
@@ -262,11 +276,17 @@ class NetSuiteApp:
         await self._hold_write()
         rid = self.state.resolve_key(source_type, request.path_params["key"])
         invoice = self.state.render(source_type, rid, "", expand=True)
-        seed = {name: invoice[name] for name in ("entity", "subsidiary", "currency", "department", "class", "location")
-                if name in invoice}
-        seed["item"] = {"items": [{k: v for k, v in line.items() if k in ("item", "quantity", "rate", "amount",
-                                                                        "description")}
-                                  for line in invoice["item"]["items"]]}
+        seed = {
+            name: invoice[name]
+            for name in ("entity", "subsidiary", "currency", "department", "class", "location")
+            if name in invoice
+        }
+        seed["item"] = {
+            "items": [
+                {k: v for k, v in line.items() if k in ("item", "quantity", "rate", "amount", "description")}
+                for line in invoice["item"]["items"]
+            ]
+        }
         seed["tranDate"] = invoice.get("tranDate")
         seed["createdFrom"] = {"id": rid}
         created = self.state.create(target_type, {**seed, **overrides}, self.rules())
@@ -340,7 +360,9 @@ class NetSuiteApp:
             record_type = canonical_type(request.path_params["record_type"])
             if request.method == "POST":  # seed a record directly (e.g. a customer that pre-exists in NetSuite)
                 rid = self.state.create(record_type, await _json_body(request), self.rules())
-                return DecimalJSONResponse(self.state.render(record_type, rid, _base_url(request), True), status_code=201)
+                return DecimalJSONResponse(
+                    self.state.render(record_type, rid, _base_url(request), True), status_code=201
+                )
         except NetSuiteError as error:
             return _json_error(error)
         records = self.state.rendered(record_type, _base_url(request))

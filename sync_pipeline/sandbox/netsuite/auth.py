@@ -17,8 +17,8 @@ import re
 import secrets
 import time
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -99,8 +99,18 @@ class OAuth1Verifier:
     seen_nonces: dict[str, float] = field(default_factory=dict)
     _next_prune: float = 0.0
 
-    def verify(self, config: NetSuiteConfig, method: str, scheme: str, host: str, raw_path: str, query: str,
-               authorization: str, body: bytes, content_type: str) -> None:
+    def verify(
+        self,
+        config: NetSuiteConfig,
+        method: str,
+        scheme: str,
+        host: str,
+        raw_path: str,
+        query: str,
+        authorization: str,
+        body: bytes,
+        content_type: str,
+    ) -> None:
         """Raise INVALID_LOGIN unless the request is signed by the configured consumer and token.
 
         `raw_path` is the path as sent (still percent-encoded), `host` the Host header: the URL the client signed.
@@ -207,7 +217,11 @@ def verify_client_assertion(config: NetSuiteConfig, form: Mapping[str, str], tok
         raise OAuth2Error("invalid_client", "JWT kid names no certificate registered for this integration", 401)
     try:
         claims = jwt.decode(
-            assertion, key_pem, algorithms=[algorithm], audience=token_url, issuer=config.m2m_client_id,
+            assertion,
+            key_pem,
+            algorithms=[algorithm],
+            audience=token_url,
+            issuer=config.m2m_client_id,
             options={"require": ["exp", "iat", "iss", "aud", "scope"]},
         )
     except jwt.PyJWTError as exc:
@@ -227,9 +241,11 @@ def generate_m2m_key_pair(algorithm: str = "PS256") -> tuple[str, str]:
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private_pem, public_pem
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -141,17 +142,20 @@ class AccountRules:
     transaction_subsidiary_must_match_customer: bool
 
     @classmethod
-    def of(cls, config: NetSuiteConfig) -> "AccountRules":
+    def of(cls, config: NetSuiteConfig) -> AccountRules:
         account = load_account_file(config.account_file)
         match = config.transaction_subsidiary_must_match_customer
         return cls(
-            required_fields=_tuples(config.required_fields) if config.required_fields is not None
+            required_fields=_tuples(config.required_fields)
+            if config.required_fields is not None
             else account.required_fields,
-            mandatory_fields=_tuples(config.mandatory_fields) if config.mandatory_fields is not None
+            mandatory_fields=_tuples(config.mandatory_fields)
+            if config.mandatory_fields is not None
             else account.mandatory_fields,
             field_labels=account.field_labels,
             transaction_subsidiary_must_match_customer=account.transaction_subsidiary_must_match_customer
-            if match is None else match,
+            if match is None
+            else match,
         )
 
     def fields_required(self, record_type: str) -> tuple[str, ...]:

@@ -9,9 +9,10 @@ applications (they replace the old ones) instead of adding to them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .config import AccountRules
 from .errors import (
@@ -46,12 +47,12 @@ class Derived:
     deposits: frozenset[str] = frozenset()
 
 
-def derive(state: "NetSuiteState", record_type: str, record: Record, rid: str | None, rules: AccountRules) -> Derived:
+def derive(state: NetSuiteState, record_type: str, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     return _DERIVERS[record_type](state, record, rid, rules)
 
 
 # ---- checks shared by the record types ----------------------------------------------------------
-def _check_currency_allowed(state: "NetSuiteState", subsidiary_id: str | None, currency_id: str | None) -> None:
+def _check_currency_allowed(state: NetSuiteState, subsidiary_id: str | None, currency_id: str | None) -> None:
     if not subsidiary_id or not currency_id:
         return
     subsidiary = state.reference["subsidiary"][subsidiary_id]
@@ -66,13 +67,14 @@ def _check_currency_allowed(state: "NetSuiteState", subsidiary_id: str | None, c
         )
 
 
-def _check_customer_context(state: "NetSuiteState", record: Record, customer_field: str, rules: AccountRules) -> None:
+def _check_customer_context(state: NetSuiteState, record: Record, customer_field: str, rules: AccountRules) -> None:
     """The transaction's subsidiary is its customer's, and its currency is allowed there."""
     customer = state.get("customer", record.get(customer_field) or "") or {}
     subsidiary = record.get("subsidiary") or customer.get("subsidiary")
     if (
         rules.transaction_subsidiary_must_match_customer
-        and record.get("subsidiary") and customer.get("subsidiary")
+        and record.get("subsidiary")
+        and customer.get("subsidiary")
         and record["subsidiary"] != customer["subsidiary"]
     ):
         raise bad_request(
@@ -84,7 +86,7 @@ def _check_customer_context(state: "NetSuiteState", record: Record, customer_fie
     _check_currency_allowed(state, subsidiary, record.get("currency"))
 
 
-def _check_same_party(state: "NetSuiteState", record: Record, customer_field: str, doc_id: str) -> Record:
+def _check_same_party(state: NetSuiteState, record: Record, customer_field: str, doc_id: str) -> Record:
     """A document this record applies to must belong to the same customer and be in the same currency."""
     doc_type = state.type_of[doc_id]
     doc = state.records[doc_type][doc_id]
@@ -99,22 +101,22 @@ def _check_same_party(state: "NetSuiteState", record: Record, customer_field: st
     return doc
 
 
-def _base_currency(state: "NetSuiteState", subsidiary_id: str | None) -> str:
+def _base_currency(state: NetSuiteState, subsidiary_id: str | None) -> str:
     return str(state.reference["subsidiary"].get(subsidiary_id or "1", {}).get("currency", "1"))
 
 
 # ---- amounts remaining ------------------------------------------------------------------------
-def invoice_remaining(state: "NetSuiteState", invoice_id: str, excluding: str | None = None) -> Decimal:
+def invoice_remaining(state: NetSuiteState, invoice_id: str, excluding: str | None = None) -> Decimal:
     return state.records["invoice"][invoice_id]["total"] - state.applied_to(invoice_id, excluding)
 
 
-def credit_unapplied(state: "NetSuiteState", doc_id: str, excluding: str | None = None) -> Decimal:
+def credit_unapplied(state: NetSuiteState, doc_id: str, excluding: str | None = None) -> Decimal:
     """What is left of a credit memo or payment after its applications and refunds."""
     doc = state.records[state.type_of[doc_id]][doc_id]
     return doc["total"] - state.applied_from(doc_id) - state.applied_to(doc_id, excluding)
 
 
-def _item_total(state: "NetSuiteState", record: Record) -> Decimal:
+def _item_total(state: NetSuiteState, record: Record) -> Decimal:
     """Sum of item lines; a line without amount is quantity x rate, rounded to the currency's precision."""
     precision = state.precision(record.get("currency"))
     total = ZERO
@@ -144,11 +146,11 @@ def _selected_docs(lines: list[Record], flag: str, label: str) -> Iterator[tuple
 
 
 def _apply_lines(
-    state: "NetSuiteState",
+    state: NetSuiteState,
     record: Record,
     rid: str | None,
     customer_field: str,
-    remaining_of: Callable[["NetSuiteState", str, str | None], Decimal],
+    remaining_of: Callable[[NetSuiteState, str, str | None], Decimal],
     budget: Decimal | None,
 ) -> dict[str, Decimal]:
     """The `apply` sublist -> {document id: amount}; each amount within the document's remaining.
@@ -179,12 +181,12 @@ def _apply_lines(
 
 
 # ---- per record type --------------------------------------------------------------------------
-def derive_customer(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+def derive_customer(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     _check_currency_allowed(state, record.get("subsidiary"), record.get("currency"))
     return Derived()
 
 
-def derive_invoice(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+def derive_invoice(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     _check_customer_context(state, record, "entity", rules)
     total = _item_total(state, record)
     applied = state.applied_to(rid) if rid else ZERO
@@ -193,7 +195,7 @@ def derive_invoice(state: "NetSuiteState", record: Record, rid: str | None, rule
     return Derived(total=total)
 
 
-def derive_credit_memo(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+def derive_credit_memo(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     """Applies to its `createdFrom` invoice while that is open; on a paid invoice it stays unapplied credit."""
     _check_customer_context(state, record, "entity", rules)
     total = _item_total(state, record)
@@ -210,7 +212,7 @@ def derive_credit_memo(state: "NetSuiteState", record: Record, rid: str | None, 
     return Derived(total=total, outgoing=outgoing)
 
 
-def derive_customer_payment(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+def derive_customer_payment(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     _check_customer_context(state, record, "customer", rules)
     payment = quantize(record["payment"], state.precision(record.get("currency")))
     if payment < 0:
@@ -222,11 +224,13 @@ def derive_customer_payment(state: "NetSuiteState", record: Record, rid: str | N
         raise bad_request(f"The total applied ({applied}) exceeds the payment amount ({payment}).")
     refunded = state.applied_to(rid) if rid else ZERO
     if applied + refunded > payment:
-        raise bad_request(f"The payment amount {payment} is less than what is applied ({applied}) and refunded ({refunded}).")
+        raise bad_request(
+            f"The payment amount {payment} is less than what is applied ({applied}) and refunded ({refunded})."
+        )
     return Derived(total=payment, outgoing=outgoing)
 
 
-def derive_customer_refund(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+def derive_customer_refund(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     """Pays back a credit memo's or payment's unapplied money; cannot take more than is unapplied."""
     _check_customer_context(state, record, "customer", rules)
     outgoing = _apply_lines(state, record, rid, "customer", credit_unapplied, budget=None)
@@ -235,14 +239,15 @@ def derive_customer_refund(state: "NetSuiteState", record: Record, rid: str | No
     return Derived(total=sum(outgoing.values(), ZERO), outgoing=outgoing)
 
 
-def derive_deposit(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+def derive_deposit(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     """Customer payments (each in one deposit only) + other lines (fees are negative) - cash back."""
     account_id = record.get("account")
     if account_id and state.reference["account"][account_id].get("acctType") != "Bank":
         raise invalid_reference("account", account_id)
     payment_ids = _deposited_payments(state, record, rid)
     currency = record.get("currency") or (
-        state.records["customerPayment"][payment_ids[0]]["currency"] if payment_ids
+        state.records["customerPayment"][payment_ids[0]]["currency"]
+        if payment_ids
         else _base_currency(state, record.get("subsidiary"))
     )
     _check_currency_allowed(state, record.get("subsidiary"), currency)
@@ -260,7 +265,7 @@ def derive_deposit(state: "NetSuiteState", record: Record, rid: str | None, rule
     return Derived(total=total, deposits=frozenset(payment_ids))
 
 
-def _deposited_payments(state: "NetSuiteState", record: Record, rid: str | None) -> list[str]:
+def _deposited_payments(state: NetSuiteState, record: Record, rid: str | None) -> list[str]:
     payment_ids: list[str] = []
     for line, payment_id in _selected_docs(record.get("payment", []), "deposit", "Payment"):
         holder = state.deposited_in.get(payment_id)
@@ -285,7 +290,7 @@ def _account_lines_total(lines: list[Record], precision: int, allow_negative: bo
     return total
 
 
-def derive_journal_entry(state: "NetSuiteState", record: Record, rid: str | None, rules: AccountRules) -> Derived:
+def derive_journal_entry(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     currency = record.get("currency") or _base_currency(state, record.get("subsidiary"))
     _check_currency_allowed(state, record.get("subsidiary"), currency)
     precision = state.precision(currency)
@@ -305,7 +310,7 @@ def derive_journal_entry(state: "NetSuiteState", record: Record, rid: str | None
     return Derived(total=debits)
 
 
-_DERIVERS: dict[str, Callable[["NetSuiteState", Record, str | None, AccountRules], Derived]] = {
+_DERIVERS: dict[str, Callable[[NetSuiteState, Record, str | None, AccountRules], Derived]] = {
     "customer": derive_customer,
     "invoice": derive_invoice,
     "creditMemo": derive_credit_memo,
@@ -317,7 +322,7 @@ _DERIVERS: dict[str, Callable[["NetSuiteState", Record, str | None, AccountRules
 
 
 # ---- read side ---------------------------------------------------------------------------------
-def status_of(state: "NetSuiteState", record_type: str, rid: str) -> tuple[str, str] | None:
+def status_of(state: NetSuiteState, record_type: str, rid: str) -> tuple[str, str] | None:
     if record_type == "invoice":
         return INVOICE_OPEN if invoice_remaining(state, rid) > 0 else INVOICE_PAID
     if record_type == "creditMemo":
@@ -327,7 +332,7 @@ def status_of(state: "NetSuiteState", record_type: str, rid: str) -> tuple[str, 
     return None
 
 
-def amount_remaining(state: "NetSuiteState", record_type: str, rid: str) -> Decimal | None:
+def amount_remaining(state: NetSuiteState, record_type: str, rid: str) -> Decimal | None:
     """SuiteQL's foreignamountremaining: open balance of an invoice, unapplied credit of a memo or payment."""
     if record_type == "invoice":
         return invoice_remaining(state, rid)
@@ -336,7 +341,7 @@ def amount_remaining(state: "NetSuiteState", record_type: str, rid: str) -> Deci
     return None
 
 
-def derived_fields(state: "NetSuiteState", record_type: str, rid: str) -> dict[str, Any]:
+def derived_fields(state: NetSuiteState, record_type: str, rid: str) -> dict[str, Any]:
     """Read-only fields a GET shows: amounts remaining/applied and the status."""
     status = status_of(state, record_type, rid)
     fields: dict[str, Any] = {}

@@ -54,7 +54,15 @@ FIRST_INTERNAL_ID = 1001
 
 TRANSACTION_TYPES: tuple[str, ...] = tuple(TRANSACTION_TYPE_CODES)
 WRITABLE_TYPES: tuple[str, ...] = ("customer", *TRANSACTION_TYPES)
-REFERENCE_TYPES: tuple[str, ...] = ("subsidiary", "currency", "department", "classification", "location", "item", "account")
+REFERENCE_TYPES: tuple[str, ...] = (
+    "subsidiary",
+    "currency",
+    "department",
+    "classification",
+    "location",
+    "item",
+    "account",
+)
 RECORD_TYPES: tuple[str, ...] = WRITABLE_TYPES + REFERENCE_TYPES
 _TYPES_BY_LOWER = {name.lower(): name for name in RECORD_TYPES}
 
@@ -88,8 +96,21 @@ DOC_TARGETS: dict[str, tuple[str, ...]] = {
 NUMBER_FIELDS = frozenset({"quantity", "rate", "amount", "payment", "debit", "credit"})
 # Computed by the stand-in; a client sending them back (e.g. from a GET) has them ignored.
 READ_ONLY_FIELDS = frozenset(
-    {"id", "links", "refName", "line", "total", "subTotal", "amountRemaining", "amountPaid", "applied", "unapplied",
-     "status", "createdDate", "lastModifiedDate"}
+    {
+        "id",
+        "links",
+        "refName",
+        "line",
+        "total",
+        "subTotal",
+        "amountRemaining",
+        "amountPaid",
+        "applied",
+        "unapplied",
+        "status",
+        "createdDate",
+        "lastModifiedDate",
+    }
 )
 EXTERNAL_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import documents
 from .config import ACCOUNT_FILE, AccountRules, load_account_file
@@ -51,7 +52,7 @@ DEPENDENT_RECORDS_DETAIL = "This record cannot be deleted because it has depende
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _blank(value: Any) -> bool:
@@ -85,7 +86,8 @@ class NetSuiteState:
         with self.lock:
             account = load_account_file(self.account_file)
             self.reference: dict[str, dict[str, dict[str, Any]]] = {
-                record_type: {rid: dict(row) for rid, row in rows.items()} for record_type, rows in account.reference.items()
+                record_type: {rid: dict(row) for rid, row in rows.items()}
+                for record_type, rows in account.reference.items()
             }
             self.records: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in WRITABLE_TYPES}
             self.external_ids: dict[str, dict[str, str]] = {t: {} for t in WRITABLE_TYPES}
@@ -108,7 +110,7 @@ class NetSuiteState:
             }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "NetSuiteState":
+    def from_json(cls, data: dict[str, Any]) -> NetSuiteState:
         state = cls(data.get("account_file"))
         with state.lock:
             state.records.update(from_plain(data["records"]))
@@ -128,7 +130,7 @@ class NetSuiteState:
         Path(path).write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "NetSuiteState":
+    def load(cls, path: str | Path) -> NetSuiteState:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
     # ---- lookups ---------------------------------------------------------------------------
@@ -214,8 +216,11 @@ class NetSuiteState:
         with self.lock:
             self._writable(record_type)
             rid = self.resolve_key(record_type, key)
-            copy = {k: v for k, v in _copy_record(self.records[record_type][rid]).items()
-                    if k not in ("id", "tranId", "createdDate")}
+            copy = {
+                k: v
+                for k, v in _copy_record(self.records[record_type][rid]).items()
+                if k not in ("id", "tranId", "createdDate")
+            }
             new_id = str(self.next_id)
             self.next_id += 1
             copy["createdDate"] = copy["lastModifiedDate"] = _now()
@@ -295,7 +300,8 @@ class NetSuiteState:
         if record_type == "customer":
             return any(
                 rid in (rec.get("entity"), rec.get("customer"))
-                for t in TRANSACTION_TYPES for rec in self.records[t].values()
+                for t in TRANSACTION_TYPES
+                for rec in self.records[t].values()
             )
         if record_type == "invoice":
             return any(memo.get("createdFrom") == rid for memo in self.records["creditMemo"].values())
@@ -304,7 +310,8 @@ class NetSuiteState:
     def _writable(self, record_type: str) -> None:
         if record_type not in WRITABLE_TYPES:
             raise NetSuiteError(
-                403, INSUFFICIENT_PERMISSION,
+                403,
+                INSUFFICIENT_PERMISSION,
                 f"The sandbox's {record_type} list is read-only; change it in the account file.",
             )
 
@@ -337,9 +344,15 @@ class NetSuiteState:
             return None
         items = value.get("items") if isinstance(value, dict) else None
         if not isinstance(items, list) or not all(isinstance(line, dict) for line in items):
-            raise bad_request(f"The sublist {name} must be an object with an items array of objects.", INVALID_PARAMETER)
+            raise bad_request(
+                f"The sublist {name} must be an object with an items array of objects.", INVALID_PARAMETER
+            )
         return [
-            {key: self._normalize_value(record_type, key, item) for key, item in line.items() if key not in READ_ONLY_FIELDS}
+            {
+                key: self._normalize_value(record_type, key, item)
+                for key, item in line.items()
+                if key not in READ_ONLY_FIELDS
+            }
             for line in items
         ]
 
@@ -398,11 +411,17 @@ class NetSuiteState:
             url = f"{base_url}{RECORD_PATH}/{record_type}/{rid}/{name}"
             return self._render_sublist(record_type, record.get(name, []), url, base_url, True)
 
-    def _render_sublist(self, record_type: str, lines: list[dict[str, Any]], url: str, base_url: str, expand: bool) -> dict:
+    def _render_sublist(
+        self, record_type: str, lines: list[dict[str, Any]], url: str, base_url: str, expand: bool
+    ) -> dict:
         out: dict[str, Any] = {"links": [{"rel": "self", "href": url}]}
         if expand:
             out["items"] = [
-                {"links": [], "line": index, **{k: self._render_value(record_type, k, v, base_url) for k, v in line.items()}}
+                {
+                    "links": [],
+                    "line": index,
+                    **{k: self._render_value(record_type, k, v, base_url) for k, v in line.items()},
+                }
                 for index, line in enumerate(lines, start=1)
             ]
             out["totalResults"] = len(lines)

@@ -10,9 +10,10 @@ TO_DATE('2026-11-02', 'YYYY-MM-DD'). Anything else is refused with NetSuite's 40
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import documents
 from .errors import INVALID_PARAMETER, SUITEQL_ERROR_PREFIX, bad_request
@@ -37,13 +38,42 @@ Predicate = Callable[[Row], bool]
 
 # ---- tables -------------------------------------------------------------------------------------
 TRANSACTION_COLUMNS = (
-    "id", "externalid", "tranid", "type", "recordtype", "entity", "currency", "subsidiary", "trandate", "duedate",
-    "foreigntotal", "foreignamountremaining", "status", "createdfrom", "memo", "department", "class", "location",
-    "account", "createddate", "lastmodifieddate",
+    "id",
+    "externalid",
+    "tranid",
+    "type",
+    "recordtype",
+    "entity",
+    "currency",
+    "subsidiary",
+    "trandate",
+    "duedate",
+    "foreigntotal",
+    "foreignamountremaining",
+    "status",
+    "createdfrom",
+    "memo",
+    "department",
+    "class",
+    "location",
+    "account",
+    "createddate",
+    "lastmodifieddate",
 )
 CUSTOMER_COLUMNS = (
-    "id", "externalid", "entityid", "companyname", "firstname", "lastname", "email", "subsidiary", "currency",
-    "isperson", "isinactive", "datecreated", "lastmodifieddate",
+    "id",
+    "externalid",
+    "entityid",
+    "companyname",
+    "firstname",
+    "lastname",
+    "email",
+    "subsidiary",
+    "currency",
+    "isperson",
+    "isinactive",
+    "datecreated",
+    "lastmodifieddate",
 )
 TABLE_COLUMNS = {"transaction": TRANSACTION_COLUMNS, "customer": CUSTOMER_COLUMNS}
 
@@ -56,7 +86,7 @@ def _flag(value: Any) -> str:
     return "T" if value is True else "F"
 
 
-def transaction_rows(state: "NetSuiteState") -> list[Row]:
+def transaction_rows(state: NetSuiteState) -> list[Row]:
     rows = []
     for record_type in TRANSACTION_TYPES:
         for record in state.iter_records(record_type):
@@ -64,38 +94,59 @@ def transaction_rows(state: "NetSuiteState") -> list[Row]:
             customer_id = record.get("entity") or record.get("customer")
             customer = state.get("customer", customer_id or "") or {}
             status = documents.status_of(state, record_type, rid)
-            rows.append({
-                "id": int(rid), "externalid": record.get("externalId"), "tranid": record.get("tranId"),
-                "type": TRANSACTION_TYPE_CODES[record_type], "recordtype": record_type.lower(),
-                "entity": _int_or_none(customer_id), "currency": _int_or_none(record.get("currency")),
-                "subsidiary": _int_or_none(record.get("subsidiary") or customer.get("subsidiary")),
-                "trandate": record.get("tranDate"), "duedate": record.get("dueDate"),
-                "foreigntotal": record.get("total"),
-                "foreignamountremaining": documents.amount_remaining(state, record_type, rid),
-                "status": status[0] if status else None, "createdfrom": _int_or_none(record.get("createdFrom")),
-                "memo": record.get("memo"), "department": _int_or_none(record.get("department")),
-                "class": _int_or_none(record.get("class")), "location": _int_or_none(record.get("location")),
-                "account": _int_or_none(record.get("account")), "createddate": record.get("createdDate"),
-                "lastmodifieddate": record.get("lastModifiedDate"),
-            })
+            rows.append(
+                {
+                    "id": int(rid),
+                    "externalid": record.get("externalId"),
+                    "tranid": record.get("tranId"),
+                    "type": TRANSACTION_TYPE_CODES[record_type],
+                    "recordtype": record_type.lower(),
+                    "entity": _int_or_none(customer_id),
+                    "currency": _int_or_none(record.get("currency")),
+                    "subsidiary": _int_or_none(record.get("subsidiary") or customer.get("subsidiary")),
+                    "trandate": record.get("tranDate"),
+                    "duedate": record.get("dueDate"),
+                    "foreigntotal": record.get("total"),
+                    "foreignamountremaining": documents.amount_remaining(state, record_type, rid),
+                    "status": status[0] if status else None,
+                    "createdfrom": _int_or_none(record.get("createdFrom")),
+                    "memo": record.get("memo"),
+                    "department": _int_or_none(record.get("department")),
+                    "class": _int_or_none(record.get("class")),
+                    "location": _int_or_none(record.get("location")),
+                    "account": _int_or_none(record.get("account")),
+                    "createddate": record.get("createdDate"),
+                    "lastmodifieddate": record.get("lastModifiedDate"),
+                }
+            )
     return rows
 
 
-def customer_rows(state: "NetSuiteState") -> list[Row]:
+def customer_rows(state: NetSuiteState) -> list[Row]:
     return [
         {
-            "id": int(record["id"]), "externalid": record.get("externalId"), "entityid": record.get("entityId"),
-            "companyname": record.get("companyName"), "firstname": record.get("firstName"),
-            "lastname": record.get("lastName"), "email": record.get("email"),
-            "subsidiary": _int_or_none(record.get("subsidiary")), "currency": _int_or_none(record.get("currency")),
-            "isperson": _flag(record.get("isPerson")), "isinactive": _flag(record.get("isInactive")),
-            "datecreated": record.get("createdDate"), "lastmodifieddate": record.get("lastModifiedDate"),
+            "id": int(record["id"]),
+            "externalid": record.get("externalId"),
+            "entityid": record.get("entityId"),
+            "companyname": record.get("companyName"),
+            "firstname": record.get("firstName"),
+            "lastname": record.get("lastName"),
+            "email": record.get("email"),
+            "subsidiary": _int_or_none(record.get("subsidiary")),
+            "currency": _int_or_none(record.get("currency")),
+            "isperson": _flag(record.get("isPerson")),
+            "isinactive": _flag(record.get("isInactive")),
+            "datecreated": record.get("createdDate"),
+            "lastmodifieddate": record.get("lastModifiedDate"),
         }
         for record in state.iter_records("customer")
     ]
 
 
-TABLE_ROWS: dict[str, Callable[["NetSuiteState"], list[Row]]] = {"transaction": transaction_rows, "customer": customer_rows}
+TABLE_ROWS: dict[str, Callable[[NetSuiteState], list[Row]]] = {
+    "transaction": transaction_rows,
+    "customer": customer_rows,
+}
 
 
 # ---- parsing ------------------------------------------------------------------------------------
@@ -124,7 +175,7 @@ def tokenize(sql: str) -> list[Token]:
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None or match.end() == position:
-            raise query_error(f"Unsupported SuiteQL near '{text[position:position + 20].strip()}'.")
+            raise query_error(f"Unsupported SuiteQL near '{text[position : position + 20].strip()}'.")
         kind = match.lastgroup or ""
         tokens.append(Token(kind, match.group(kind)))
         position = match.end()
@@ -322,8 +373,13 @@ class _Parser:
 
 
 _OPERATORS: dict[str, Callable[[int], bool]] = {
-    "=": lambda c: c == 0, "<>": lambda c: c != 0, "!=": lambda c: c != 0,
-    "<": lambda c: c < 0, "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0,
+    "=": lambda c: c == 0,
+    "<>": lambda c: c != 0,
+    "!=": lambda c: c != 0,
+    "<": lambda c: c < 0,
+    "<=": lambda c: c <= 0,
+    ">": lambda c: c > 0,
+    ">=": lambda c: c >= 0,
 }
 
 
@@ -379,14 +435,16 @@ def _sorted(rows: list[Row], order: list[tuple[str, bool]]) -> list[Row]:
 
 def check_paging(limit: int, offset: int) -> None:
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise bad_request(f"Invalid 'limit' parameter value. The value must be between 1 and {MAX_PAGE_SIZE}.",
-                          INVALID_PARAMETER)
+        raise bad_request(
+            f"Invalid 'limit' parameter value. The value must be between 1 and {MAX_PAGE_SIZE}.", INVALID_PARAMETER
+        )
     if offset < 0 or (OFFSET_MUST_BE_MULTIPLE_OF_LIMIT and offset % limit):
-        raise bad_request("Invalid 'offset' parameter value. The offset must be a non-negative multiple of limit.",
-                          INVALID_PARAMETER)
+        raise bad_request(
+            "Invalid 'offset' parameter value. The offset must be a non-negative multiple of limit.", INVALID_PARAMETER
+        )
 
 
-def execute(state: "NetSuiteState", sql: str, limit: int, offset: int, base_url: str) -> dict[str, Any]:
+def execute(state: NetSuiteState, sql: str, limit: int, offset: int, base_url: str) -> dict[str, Any]:
     """Run a query and return NetSuite's page: links, count, hasMore, offset, totalResults, items."""
     check_paging(limit, offset)
     query = parse(sql)
@@ -396,10 +454,10 @@ def execute(state: "NetSuiteState", sql: str, limit: int, offset: int, base_url:
         rows = [row for row in rows if query.where(row)]
     if query.count_alias is not None:
         total = 1
-        items = [{"links": [], query.count_alias: _format(len(rows))}][offset:offset + limit]
+        items = [{"links": [], query.count_alias: _format(len(rows))}][offset : offset + limit]
     else:
         total = len(rows)
-        items = [_item(row, query.columns) for row in _sorted(rows, query.order)[offset:offset + limit]]
+        items = [_item(row, query.columns) for row in _sorted(rows, query.order)[offset : offset + limit]]
     has_more = offset + len(items) < total
     return {
         "links": _page_links(base_url, limit, offset, total, has_more),

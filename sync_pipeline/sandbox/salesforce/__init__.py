@@ -94,7 +94,7 @@ class SalesforceSandbox:
             self._tls_tempdir.cleanup()
             self._tls_tempdir = None
 
-    def __enter__(self) -> "SalesforceSandbox":
+    def __enter__(self) -> SalesforceSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

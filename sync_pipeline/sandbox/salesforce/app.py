@@ -257,8 +257,10 @@ async def _answer(
                 return ResponseLostResponse()
         return _json_response(status, payload, org.limit_header())
     except MultipleMatches as error:
-        urls = [OBJECTS[error.sobject].url(request.path_params.get("version", DEFAULT_API_VERSION), rid)
-                for rid in error.record_ids]
+        urls = [
+            OBJECTS[error.sobject].url(request.path_params.get("version", DEFAULT_API_VERSION), rid)
+            for rid in error.record_ids
+        ]
         return _json_response(300, urls, org.limit_header())
     except SalesforceApiError as error:
         return _json_response(error.status, error.rest_body(), org.limit_header() if authenticated else None)
@@ -316,8 +318,9 @@ def _save_failure(error: SalesforceApiError, record_id: str | None = None) -> Re
 
 
 def list_versions(call: Call) -> tuple[int, Any]:
-    return 200, [{"label": f"API {version}", "url": f"/services/data/v{version}", "version": version}
-                 for version in API_VERSIONS]
+    return 200, [
+        {"label": f"API {version}", "url": f"/services/data/v{version}", "version": version} for version in API_VERSIONS
+    ]
 
 
 def list_resources(call: Call) -> tuple[int, Any]:
@@ -490,7 +493,8 @@ def _collection_records(call: Call) -> tuple[list[Record], bool]:
 def _check_collection_size(count: int) -> None:
     if count > COLLECTION_LIMIT:
         raise bad_request(
-            "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {COLLECTION_LIMIT} records into this call"
+            "EXCEEDED_ID_LIMIT",
+            f"record limit reached. cannot submit more than {COLLECTION_LIMIT} records into this call",
         )
 
 
@@ -503,7 +507,11 @@ def _record_type(record: Any) -> str:
 
 
 def _apply_each(
-    call: Call, records: list[Any], all_or_none: bool, apply: Callable[[Any], Record], failure_id: Callable[[Any], str | None]
+    call: Call,
+    records: list[Any],
+    all_or_none: bool,
+    apply: Callable[[Any], Record],
+    failure_id: Callable[[Any], str | None],
 ) -> tuple[int, Any]:
     """Run `apply` per record (a SaveResult each); with allOrNone, one failure undoes them all."""
     results: list[Record] = []
@@ -523,7 +531,7 @@ def _apply_each(
             )
             results = [
                 result if not result["success"] else _save_failure(rolled_back, failure_id(record))
-                for record, result in zip(records, results)
+                for record, result in zip(records, results, strict=True)
             ]
     call.org.stats.records_written += sum(1 for result in results if result["success"])
     return 200, results
@@ -564,7 +572,9 @@ def upsert_collection(call: Call) -> tuple[int, Any]:
     spec = object_spec(call.param("sobject"))
     field_spec = spec.field(call.param("field"))
     if field_spec is None or not (field_spec.external_id or field_spec.name == "Id"):
-        raise bad_request("INVALID_FIELD", f"Provided external ID field does not exist or is not accessible: {call.param('field')}")
+        raise bad_request(
+            "INVALID_FIELD", f"Provided external ID field does not exist or is not accessible: {call.param('field')}"
+        )
     values = [_external_value(record, field_spec.name) for record in records]
     repeated = {value for value, count in Counter(values).items() if value is not None and count > 1}
 
@@ -853,10 +863,14 @@ def _api_routes() -> list[Route]:
                 writes=True,
             ),
         ),
-        *_routes(collections + "/{sobject}",
-                 api_endpoint("collection_retrieve", {"GET": retrieve_collection, "POST": retrieve_collection})),
-        *_routes(collections + "/{sobject}/{field}",
-                 api_endpoint("collection_upsert", {"PATCH": upsert_collection}, writes=True)),
+        *_routes(
+            collections + "/{sobject}",
+            api_endpoint("collection_retrieve", {"GET": retrieve_collection, "POST": retrieve_collection}),
+        ),
+        *_routes(
+            collections + "/{sobject}/{field}",
+            api_endpoint("collection_upsert", {"PATCH": upsert_collection}, writes=True),
+        ),
         _route(data + "/{rest:path}", api_endpoint("unknown", dict.fromkeys(_ALL_METHODS, not_a_resource))),
     ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -93,18 +93,16 @@ def normalize_id(value: str) -> str | None:
 
 
 def now_utc() -> datetime:
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def format_datetime(moment: datetime) -> str:
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
 
 
-_DATETIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:?\d{2})?$"
-)
+_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:?\d{2})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -115,7 +113,7 @@ def parse_datetime(text: str) -> datetime | None:
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     micros = int((fraction or "0").ljust(6, "0"))
     try:
-        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micros, timezone.utc)
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micros, UTC)
     except ValueError:
         return None
     if zone and zone != "Z":
@@ -216,7 +214,7 @@ class FieldSpec:
             return parsed
         if kind == "datetime":
             if isinstance(value, datetime) and value.tzinfo is not None:
-                return value.astimezone(timezone.utc).replace(microsecond=value.microsecond // 1000 * 1000)
+                return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
             parsed = parse_datetime(value) if isinstance(value, str) else None
             if parsed is None:
                 raise self._cannot_deserialize("datetime", value)
@@ -268,7 +266,13 @@ class FieldSpec:
         return rounded
 
     def _cannot_deserialize(self, type_name: str, value: Any) -> SalesforceApiError:
-        token = "VALUE_STRING" if isinstance(value, str) else "VALUE_NUMBER" if isinstance(value, (int, Decimal)) else "VALUE"
+        token = (
+            "VALUE_STRING"
+            if isinstance(value, str)
+            else "VALUE_NUMBER"
+            if isinstance(value, (int, Decimal))
+            else "VALUE"
+        )
         return bad_request(
             "JSON_PARSER_ERROR",
             f"Cannot deserialize instance of {type_name} from {token} value {value} "
@@ -298,7 +302,13 @@ class FieldSpec:
             "relationshipName": self.relationship_name,
             "restrictedPicklist": self.restricted_picklist,
             "picklistValues": [
-                {"active": True, "defaultValue": value == self.default, "label": value, "validFor": None, "value": value}
+                {
+                    "active": True,
+                    "defaultValue": value == self.default,
+                    "label": value,
+                    "validFor": None,
+                    "value": value,
+                }
                 for value in self.picklist
             ],
         }
@@ -410,7 +420,9 @@ def _external_id(name: str, label: str, unique: bool = True) -> FieldSpec:
 
 
 def _reference(name: str, label: str, target: str, relationship: str, **options: Any) -> FieldSpec:
-    return FieldSpec(name, "reference", label, length=18, reference_to=target, relationship_name=relationship, **options)
+    return FieldSpec(
+        name, "reference", label, length=18, reference_to=target, relationship_name=relationship, **options
+    )
 
 
 def _currency_code() -> FieldSpec:
@@ -476,8 +488,13 @@ OBJECTS: dict[str, ObjectSpec] = {
             [
                 _text("Name", "Account Name", required=True),
                 _text("AccountNumber", "Account Number", 40),
-                _text("Type", "Account Type", 255, type="picklist",
-                      picklist=("Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other")),
+                _text(
+                    "Type",
+                    "Account Type",
+                    255,
+                    type="picklist",
+                    picklist=("Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other"),
+                ),
                 _text("Industry", "Industry", type="picklist"),
                 *_address("Billing", "Billing"),
                 *_address("Shipping", "Shipping"),
@@ -514,15 +531,26 @@ OBJECTS: dict[str, ObjectSpec] = {
             [
                 _text("Name", "Name", 120, required=True),
                 _reference("AccountId", "Account ID", "Account", "Account"),
-                _text("StageName", "Stage", 255, type="picklist", required=True,
-                      picklist=tuple(OPPORTUNITY_STAGES), restricted_picklist=True),
+                _text(
+                    "StageName",
+                    "Stage",
+                    255,
+                    type="picklist",
+                    required=True,
+                    picklist=tuple(OPPORTUNITY_STAGES),
+                    restricted_picklist=True,
+                ),
                 FieldSpec("CloseDate", "date", "Close Date", required=True),
                 _money("Amount", "Amount"),
                 _currency_code(),
                 FieldSpec("Probability", "percent", "Probability (%)", precision=3, scale=0),
                 _text("ForecastCategoryName", "Forecast Category", 40, type="picklist", **_DERIVED),
-                _text("Type", "Opportunity Type", type="picklist",
-                      picklist=("New Business", "Existing Business", "Renewal")),
+                _text(
+                    "Type",
+                    "Opportunity Type",
+                    type="picklist",
+                    picklist=("New Business", "Existing Business", "Renewal"),
+                ),
                 _text("LeadSource", "Lead Source", type="picklist"),
                 _text("NextStep", "Next Step"),
                 _text("Description", "Description", 32000, type="textarea"),
@@ -541,8 +569,9 @@ OBJECTS: dict[str, ObjectSpec] = {
             "Opportunity Product",
             "00k",
             [
-                _reference("OpportunityId", "Opportunity ID", "Opportunity", "Opportunity", required=True,
-                           updateable=False),
+                _reference(
+                    "OpportunityId", "Opportunity ID", "Opportunity", "Opportunity", required=True, updateable=False
+                ),
                 _reference("Product2Id", "Product ID", "Product2", "Product2", updateable=False),
                 _text("Name", "Opportunity Product Name", 376, **_DERIVED),
                 _text("ProductCode", "Product Code", 255, **_DERIVED),
@@ -578,7 +607,9 @@ def find_object(name: str) -> ObjectSpec | None:
 
 
 # Deleting a parent deletes these children (master-detail-like, as Salesforce does for these lookups).
-CASCADE_DELETES = frozenset({("Contact", "AccountId"), ("Opportunity", "AccountId"), ("OpportunityLineItem", "OpportunityId")})
+CASCADE_DELETES = frozenset(
+    {("Contact", "AccountId"), ("Opportunity", "AccountId"), ("OpportunityLineItem", "OpportunityId")}
+)
 
 
 def child_relationships(parent: str) -> list[tuple[ObjectSpec, FieldSpec, str]]:

@@ -1,7 +1,8 @@
 """A SOQL subset: parse, check against the schema, run over the state's records.
 
 Supported: ``SELECT f, Parent.f, (SELECT f FROM ChildRelationship [WHERE] [ORDER BY] [LIMIT]) | COUNT()
-FROM Obj [WHERE ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], ...] [LIMIT n] [OFFSET n]``. Conditions: ``= != <> < <= > >= LIKE IN NOT IN``, ``AND``/``OR``/``NOT`` with
+FROM Obj [WHERE ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST], ...] [LIMIT n] [OFFSET n]``.
+Conditions: ``= != <> < <= > >= LIKE IN NOT IN``, ``AND``/``OR``/``NOT`` with
 parentheses (mixing AND and OR without parentheses is an error, as in Salesforce); literals: 'strings',
 numbers, true/false, null, dates (2026-11-01) and datetimes (2026-11-01T00:00:00Z), unquoted.
 Field and object names are case-insensitive; text comparisons too (except case-sensitive external ids).
@@ -10,9 +11,10 @@ Field and object names are case-insensitive; text comparisons too (except case-s
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .schema import (
     NUMBER_TYPES,
@@ -49,8 +51,28 @@ _TOKEN = re.compile(
 )
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "'": "'", '"': '"', "\\": "\\"}
 _KEYWORDS = frozenset(
-    {"select", "from", "where", "and", "or", "not", "in", "like", "order", "by", "asc", "desc", "nulls",
-     "first", "last", "limit", "offset", "null", "true", "false"}
+    {
+        "select",
+        "from",
+        "where",
+        "and",
+        "or",
+        "not",
+        "in",
+        "like",
+        "order",
+        "by",
+        "asc",
+        "desc",
+        "nulls",
+        "first",
+        "last",
+        "limit",
+        "offset",
+        "null",
+        "true",
+        "false",
+    }
 )
 
 
@@ -136,7 +158,7 @@ class SubQuery:
 
     relationship: str
     reference_field: str
-    query: "Query"
+    query: Query
 
 
 @dataclass(frozen=True)
@@ -249,8 +271,11 @@ class _Parser:
         name = self.advance()
         parent = self.sobject
         assert parent is not None
-        found = [(child, spec) for child, spec, relationship in child_relationships(parent.name)
-                 if relationship.lower() == name.text.lower()]
+        found = [
+            (child, spec)
+            for child, spec, relationship in child_relationships(parent.name)
+            if relationship.lower() == name.text.lower()
+        ]
         if not found:
             raise bad_request(
                 "INVALID_TYPE",
@@ -264,7 +289,9 @@ class _Parser:
             raise malformed("COUNT() is not allowed in a relationship query")
         self.expect_punct(")")
         self.sobject = parent
-        relationship = next(rel for kid, spec, rel in child_relationships(parent.name) if kid is child and spec is reference)
+        relationship = next(
+            rel for kid, spec, rel in child_relationships(parent.name) if kid is child and spec is reference
+        )
         return SubQuery(relationship, reference.name, Query(child, fields, False, where, order_by, limit, 0))
 
     def field_path(self, token: Token) -> FieldPath:
@@ -345,7 +372,9 @@ class _Parser:
             raise self.unexpected()
         expected = _expected_literal_kind(field)
         if kind != expected:
-            quoted = "and should be enclosed in quotes" if expected == "string" else "and should not be enclosed in quotes"
+            quoted = (
+                "and should be enclosed in quotes" if expected == "string" else "and should not be enclosed in quotes"
+            )
             type_name = {"datetime": "dateTime"}.get(expected, expected)
             raise bad_request(
                 "INVALID_FIELD",
@@ -509,7 +538,7 @@ def _sort_key(ordering: Ordering, row: Record, resolve: Resolver) -> tuple[int, 
     return (1, _comparable(ordering.path.field, value))
 
 
-def project(query: Query, row: Record, state: "SalesforceState", version: str) -> Record:
+def project(query: Query, row: Record, state: SalesforceState, version: str) -> Record:
     """One result row as the REST API sends it: attributes, then the selected fields in order."""
     output: Record = {"attributes": {"type": query.sobject.name, "url": query.sobject.url(version, row["Id"])}}
     for item in query.fields:
@@ -539,7 +568,7 @@ def _project_path(output: Record, path: FieldPath, row: Record, resolve: Resolve
     target[path.field.name] = to_json_value(current.get(path.field.name) if current else None)
 
 
-def _children(item: SubQuery, row: Record, state: "SalesforceState", version: str) -> Record | None:
+def _children(item: SubQuery, row: Record, state: SalesforceState, version: str) -> Record | None:
     """A child relationship's records, as a nested query result; null when there are none."""
     table = state.live_table(item.query.sobject.name)
     rows = [table[child_id] for child_id in state.children(item.query.sobject.name, item.reference_field, row["Id"])]
@@ -550,7 +579,7 @@ def _children(item: SubQuery, row: Record, state: "SalesforceState", version: st
     return {"totalSize": len(records), "done": True, "records": records}
 
 
-def execute(state: "SalesforceState", query: Query, include_deleted: bool, version: str) -> list[Record]:
+def execute(state: SalesforceState, query: Query, include_deleted: bool, version: str) -> list[Record]:
     """The query's result rows as the REST API sends them (all batches); COUNT() gives unprojected rows."""
     spec = query.sobject
     with state.lock:

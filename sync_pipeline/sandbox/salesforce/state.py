@@ -152,9 +152,7 @@ class SalesforceState:
 
     # ------------------------------------------------------------------------------ writing
 
-    def insert(
-        self, sobject: str, fields: Record, *, at: datetime | None = None, enforce_unique: bool = True
-    ) -> str:
+    def insert(self, sobject: str, fields: Record, *, at: datetime | None = None, enforce_unique: bool = True) -> str:
         """Create a record from JSON-style field values (as a REST body); returns its 18-character id.
 
         `at` backdates CreatedDate/LastModifiedDate/SystemModstamp (for seeding history).
@@ -169,7 +167,9 @@ class SalesforceState:
             stamp = self._stamp(at)
             self._counters[spec.name] += 1
             record_id = make_id(spec.key_prefix, self._counters[spec.name])
-            record.update(Id=record_id, IsDeleted=False, CreatedDate=stamp, LastModifiedDate=stamp, SystemModstamp=stamp)
+            record.update(
+                Id=record_id, IsDeleted=False, CreatedDate=stamp, LastModifiedDate=stamp, SystemModstamp=stamp
+            )
             self._set_live(spec, record_id, record)
             self._after_write(spec, record, stamp)
             return record_id
@@ -311,7 +311,7 @@ class SalesforceState:
             }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "SalesforceState":
+    def from_json(cls, data: dict[str, Any]) -> SalesforceState:
         state = cls()
         state._counters.update(data.get("counters", {}))
         for name, rows in data.get("records", {}).items():
@@ -331,7 +331,7 @@ class SalesforceState:
         Path(path).write_text(json.dumps(self.to_json()))
 
     @classmethod
-    def load(cls, path: str | Path) -> "SalesforceState":
+    def load(cls, path: str | Path) -> SalesforceState:
         return cls.from_json(json.loads(Path(path).read_text()))
 
     # ------------------------------------------------------------------------------ internals
@@ -387,11 +387,15 @@ class SalesforceState:
     def _check_reference(self, field_spec: FieldSpec, value: str) -> str:
         rid = normalize_id(value)
         if rid is None:
-            raise bad_request("MALFORMED_ID", f"{field_spec.label}: id value of incorrect type: {value}", [field_spec.name])
+            raise bad_request(
+                "MALFORMED_ID", f"{field_spec.label}: id value of incorrect type: {value}", [field_spec.name]
+            )
         target = OBJECTS[field_spec.reference_to or ""]
         if rid[:3] != target.key_prefix:
             raise bad_request(
-                "FIELD_INTEGRITY_EXCEPTION", f"{field_spec.label}: id value of incorrect type: {value}", [field_spec.name]
+                "FIELD_INTEGRITY_EXCEPTION",
+                f"{field_spec.label}: id value of incorrect type: {value}",
+                [field_spec.name],
             )
         if rid in self._recycled[target.name]:
             raise bad_request("ENTITY_IS_DELETED", "entity is deleted", [field_spec.name])
@@ -430,9 +434,7 @@ class SalesforceState:
     ) -> None:
         missing = [item.name for item in spec.required_fields if record.get(item.name) in (None, "")]
         if missing:
-            raise bad_request(
-                "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing
-            )
+            raise bad_request("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
         _DERIVATIONS.get(spec.name, _no_derivation)(self, record, values, record_id is None)
         if enforce_unique:
             self._check_unique(spec, record, record_id)
@@ -462,7 +464,10 @@ class SalesforceState:
         opportunity = self._live["Opportunity"].get(opportunity_id)
         if opportunity is None:
             return
-        lines = [self._live["OpportunityLineItem"][line] for line in self.children("OpportunityLineItem", "OpportunityId", opportunity_id)]
+        lines = [
+            self._live["OpportunityLineItem"][line]
+            for line in self.children("OpportunityLineItem", "OpportunityId", opportunity_id)
+        ]
         rolled = dict(opportunity, HasOpportunityLineItem=bool(lines))
         if lines:
             rolled["Amount"] = sum((line["TotalPrice"] or Decimal(0) for line in lines), Decimal("0.00"))
@@ -532,8 +537,9 @@ def _derive_opportunity(state: SalesforceState, record: Record, values: Record, 
     if not creating and "CurrencyIsoCode" in values:
         before = state.live_table("Opportunity")[record["Id"]]["CurrencyIsoCode"]
         if values["CurrencyIsoCode"] != before and state.children("OpportunityLineItem", "OpportunityId", record["Id"]):
-            raise _field_integrity("CurrencyIsoCode (cannot change the currency of an opportunity with products)",
-                                   "CurrencyIsoCode")
+            raise _field_integrity(
+                "CurrencyIsoCode (cannot change the currency of an opportunity with products)", "CurrencyIsoCode"
+            )
     probability, forecast, closed, won = OPPORTUNITY_STAGES[record["StageName"]]
     record.update(IsClosed=closed, IsWon=won, ForecastCategoryName=forecast)
     if "StageName" in values and "Probability" not in values:

@@ -82,7 +82,7 @@ class StripeSandbox:
         self.stand_in.dispatcher.shutdown()
         self.handle.stop()
 
-    def __enter__(self) -> "StripeSandbox":
+    def __enter__(self) -> StripeSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

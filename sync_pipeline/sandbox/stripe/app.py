@@ -9,13 +9,16 @@ import hashlib
 import random
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from sync_pipeline.sandbox.server import ResponseLostResponse
 
 # Importing the resource modules registers their routes.
 from sync_pipeline.sandbox.stripe import catalog, events, invoicing, payments, subscriptions  # noqa: F401  (registers routes)
@@ -29,7 +32,6 @@ from sync_pipeline.sandbox.stripe.routing import ROUTES, Router
 from sync_pipeline.sandbox.stripe.seeding import seed_paid_invoices
 from sync_pipeline.sandbox.stripe.state import Ctx, IdempotencyRecord, StripeState
 from sync_pipeline.sandbox.stripe.subscriptions import advance_subscription
-from sync_pipeline.sandbox.server import ResponseLostResponse
 
 JSON = "application/json"
 # Responses Stripe saves under an Idempotency-Key: anything that ran (a success, a decline, a 500).
@@ -127,7 +129,8 @@ class StripeApp:
             matched = self.router.match(method, path)
             if matched is None:
                 raise StripeApiError(
-                    404, "invalid_request_error",
+                    404,
+                    "invalid_request_error",
                     f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help "
                     "at https://support.stripe.com/.",
                 )
@@ -149,7 +152,9 @@ class StripeApp:
             self.stats.writes += 1
         status, payload = self._run(route, path_values, params, request_id, key)
         if key is not None and (status in CACHEABLE_STATUS or status >= 500):
-            record = IdempotencyRecord(_fingerprint(method, path, params), status, payload, self.state.clock.now(), path)
+            record = IdempotencyRecord(
+                _fingerprint(method, path, params), status, payload, self.state.clock.now(), path
+            )
             self.state.remember_response(key, record, self.config.idempotency_ttl_seconds)
         if route.writes and status == 200 and self._roll(self.config.lost_response_rate):
             self.stats.faults["lost_response"] += 1
@@ -184,7 +189,8 @@ class StripeApp:
             credential = ""
         if not credential:
             raise StripeApiError(
-                401, "invalid_request_error",
+                401,
+                "invalid_request_error",
                 "You did not provide an API key. You need to provide your API key in the Authorization header, using "
                 "Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
             )
@@ -193,12 +199,15 @@ class StripeApp:
         if allowed_paths is not None:
             if not any(request.url.path.startswith(prefix) for prefix in allowed_paths):
                 raise StripeApiError(
-                    403, "invalid_request_error",
+                    403,
+                    "invalid_request_error",
                     f"The provided key '{shown}' does not have the required permissions for this endpoint on account "
                     "'acct_sandbox'. Having the required read permission would allow this request to continue.",
                 )
         elif not credential.startswith(self.config.api_key_prefix):
-            raise StripeApiError(401, "invalid_request_error", f"Invalid API Key provided: {shown}", code="api_key_invalid")
+            raise StripeApiError(
+                401, "invalid_request_error", f"Invalid API Key provided: {shown}", code="api_key_invalid"
+            )
         version = request.headers.get("stripe-version")
         if self.config.strict_api_version and version and version != API_VERSION:
             raise invalid_param(f"This sandbox serves API version {API_VERSION} only, not {version}.", None)
@@ -222,7 +231,9 @@ class StripeApp:
                 429, "invalid_request_error", "Too many requests hit the API too quickly.", code="rate_limit"
             )
 
-    def _replay(self, key: str, method: str, path: str, params: dict, headers: dict, request_id: str) -> Response | None:
+    def _replay(
+        self, key: str, method: str, path: str, params: dict, headers: dict, request_id: str
+    ) -> Response | None:
         if len(key) > MAX_IDEMPOTENCY_KEY:
             error = invalid_param(f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters.", None)
             return _json(error.body(request_id), 400, headers)
@@ -234,13 +245,16 @@ class StripeApp:
             return None
         if record.fingerprint != _fingerprint(method, path, params):
             error = StripeApiError(
-                400, "idempotency_error",
+                400,
+                "idempotency_error",
                 f"Keys for idempotent requests can only be used with the same parameters they were first used with. "
                 f"Try using a key other than '{key}' if you meant to execute a different request.",
             )
             return _json(error.body(request_id), 400, headers)
         self.stats.idempotent_replays += 1
-        return Response(record.body, status_code=record.status, headers={**headers, "Idempotent-Replayed": "true"}, media_type=JSON)
+        return Response(
+            record.body, status_code=record.status, headers={**headers, "Idempotent-Replayed": "true"}, media_type=JSON
+        )
 
     def _roll(self, rate: float) -> bool:
         return rate > 0 and self.random.random() < rate
@@ -320,7 +334,9 @@ def _records(app: StripeApp, body: dict, kind: str) -> list:
         return EXTRA_RECORDS[kind](state)
     coll = state.collections.get(kind)
     if coll is None:
-        raise invalid_param(f"Unknown record type: {kind}. Known: {', '.join(sorted([*state.collections, *EXTRA_RECORDS]))}")
+        raise invalid_param(
+            f"Unknown record type: {kind}. Known: {', '.join(sorted([*state.collections, *EXTRA_RECORDS]))}"
+        )
     return [coll.objects[entry[2]] for entry in coll.index.entries]
 
 
@@ -362,7 +378,9 @@ def _close_dispute(app: StripeApp, body: dict, dispute_id: str) -> dict:
 
 def _advance_subscription(app: StripeApp, body: dict, subscription_id: str) -> dict:
     ctx = app.automatic_ctx()
-    result = advance_subscription(ctx, app.state.get("subscription", subscription_id), bool(body.get("move_clock", True)))
+    result = advance_subscription(
+        ctx, app.state.get("subscription", subscription_id), bool(body.get("move_clock", True))
+    )
     settle(Ctx(app.state, app.config, app.state.clock.now()))
     return result
 
@@ -370,8 +388,10 @@ def _advance_subscription(app: StripeApp, body: dict, subscription_id: str) -> d
 def _automatic_payouts(app: StripeApp, body: dict) -> list:
     """Stripe's automatic payout: the whole available balance of each currency (or the one asked)."""
     ctx = app.automatic_ctx()
-    currencies = [body["currency"]] if body.get("currency") else sorted(
-        {txn["currency"] for txn in app.state.collections["balance_transaction"].objects.values()}
+    currencies = (
+        [body["currency"]]
+        if body.get("currency")
+        else sorted({txn["currency"] for txn in app.state.collections["balance_transaction"].objects.values()})
     )
     made = []
     for currency in currencies:
@@ -382,8 +402,12 @@ def _automatic_payouts(app: StripeApp, body: dict) -> list:
 
 def _seed(app: StripeApp, body: dict) -> dict:
     ids = seed_paid_invoices(
-        app.state, app.config, int(body.get("invoices", 0)), currency=body.get("currency", "usd"),
-        unit_amount=int(body.get("unit_amount", 1000)), customers=int(body.get("customers", 100)),
+        app.state,
+        app.config,
+        int(body.get("invoices", 0)),
+        currency=body.get("currency", "usd"),
+        unit_amount=int(body.get("unit_amount", 1000)),
+        customers=int(body.get("customers", 100)),
         record_events=bool(body.get("events", False)),
     )
     return {"invoices": len(ids), "first": ids[0] if ids else None, "last": ids[-1] if ids else None}

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sync_pipeline.sandbox.stripe.common import add_interval, create_and_announce, address, apply_update, metadata_change, number, retrieve_route, string_changes
+from sync_pipeline.sandbox.stripe.common import (
+    add_interval,
+    address,
+    apply_update,
+    create_and_announce,
+    metadata_change,
+    number,
+    retrieve_route,
+    string_changes,
+)
 from sync_pipeline.sandbox.stripe.errors import invalid_param, invalid_state, missing_param, resource_missing
 from sync_pipeline.sandbox.stripe.listing import list_filtered, search
 from sync_pipeline.sandbox.stripe.money import check_amount, check_currency
@@ -88,14 +97,21 @@ def _fingerprint(ctx: Ctx, last4: str) -> str:
     return hashlib.sha256(f"{ctx.state.seed}:{last4}".encode()).hexdigest()[:16]
 
 
-def create_payment_method(ctx: Ctx, test_name: str, customer: str | None = None, billing: dict | None = None) -> dict[str, Any]:
+def create_payment_method(
+    ctx: Ctx, test_name: str, customer: str | None = None, billing: dict | None = None
+) -> dict[str, Any]:
     card = TEST_CARDS[test_name]
     pm = {
         "id": ctx.state.new_id("pm"),
         "object": "payment_method",
         "allow_redisplay": "unspecified",
         "billing_details": {
-            "address": None, "email": None, "name": None, "phone": None, "tax_id": None, **(billing or {}),
+            "address": None,
+            "email": None,
+            "name": None,
+            "phone": None,
+            "tax_id": None,
+            **(billing or {}),
         },
         "card": {
             "brand": card.brand,
@@ -123,7 +139,9 @@ def create_payment_method(ctx: Ctx, test_name: str, customer: str | None = None,
     return ctx.state.insert("payment_method", pm)
 
 
-def resolve_payment_method(ctx: Ctx, value: str, customer: str | None = None, param: str = "payment_method") -> dict[str, Any]:
+def resolve_payment_method(
+    ctx: Ctx, value: str, customer: str | None = None, param: str = "payment_method"
+) -> dict[str, Any]:
     """A stored `pm_...`, or a test token (`pm_card_visa`, `tok_visa`) that makes a new one."""
     test_name = token_to_test_name(value)
     if test_name is not None:
@@ -142,7 +160,8 @@ def attach_payment_method(ctx: Ctx, pm: dict[str, Any], customer_id: str) -> Non
         return
     if pm.get("customer"):
         raise invalid_state(
-            "The payment method you provided has already been attached to a customer.", "payment_method_unexpected_state"
+            "The payment method you provided has already been attached to a customer.",
+            "payment_method_unexpected_state",
         )
     coll = ctx.state.collections["payment_method"]
     pm["customer"] = customer_id
@@ -181,7 +200,9 @@ def attach_payment_method_endpoint(ctx: Ctx, params: dict, pm_id: str) -> dict:
 @route("GET", "/v1/payment_methods")
 def list_payment_methods(ctx: Ctx, params: dict) -> dict:
     coll = ctx.state.collections["payment_method"]
-    return list_filtered(coll, params, "/v1/payment_methods", {"customer": get_str(params, "customer"), "type": get_str(params, "type")})
+    return list_filtered(
+        coll, params, "/v1/payment_methods", {"customer": get_str(params, "customer"), "type": get_str(params, "type")}
+    )
 
 
 @route("GET", "/v1/customers/{id}/payment_methods")
@@ -195,8 +216,9 @@ def list_customer_payment_methods(ctx: Ctx, params: dict, customer_id: str) -> d
 
 
 def _invoice_settings(ctx: Ctx, params: dict, current: dict | None, customer_id: str, attached: dict[str, str]) -> dict:
-    settings = dict(current or {"custom_fields": None, "default_payment_method": None, "footer": None,
-                                "rendering_options": None})
+    settings = dict(
+        current or {"custom_fields": None, "default_payment_method": None, "footer": None, "rendering_options": None}
+    )
     raw = get_dict(params, "invoice_settings")
     if "default_payment_method" in raw:
         value = raw["default_payment_method"]
@@ -271,7 +293,9 @@ def update_customer(ctx: Ctx, params: dict, customer_id: str) -> dict:
         pm = resolve_payment_method(ctx, params["payment_method"], customer_id)
         attached[params["payment_method"]] = pm["id"]
     if "invoice_settings" in params:
-        changes["invoice_settings"] = _invoice_settings(ctx, params, customer["invoice_settings"], customer_id, attached)
+        changes["invoice_settings"] = _invoice_settings(
+            ctx, params, customer["invoice_settings"], customer_id, attached
+        )
     return apply_update(ctx, customer, changes, "customer.updated")
 
 
@@ -285,7 +309,9 @@ def delete_customer(ctx: Ctx, params: dict, customer_id: str) -> dict:
 
 @route("GET", "/v1/customers")
 def list_customers(ctx: Ctx, params: dict) -> dict:
-    return list_filtered(ctx.state.collections["customer"], params, "/v1/customers", {"email": get_str(params, "email")})
+    return list_filtered(
+        ctx.state.collections["customer"], params, "/v1/customers", {"email": get_str(params, "email")}
+    )
 
 
 @route("GET", "/v1/customers/search")
@@ -341,7 +367,10 @@ retrieve_route("product", "/v1/products/{id}")
 @route("POST", "/v1/products/{id}")
 def update_product(ctx: Ctx, params: dict, product_id: str) -> dict:
     product = ctx.state.get("product", product_id)
-    changes = {**metadata_change(product, params), **string_changes(params, ("description", "statement_descriptor", "unit_label", "url"))}
+    changes = {
+        **metadata_change(product, params),
+        **string_changes(params, ("description", "statement_descriptor", "unit_label", "url")),
+    }
     if "name" in params:
         changes["name"] = get_str(params, "name")
     if "active" in params:
@@ -355,7 +384,9 @@ def update_product(ctx: Ctx, params: dict, product_id: str) -> dict:
 
 @route("GET", "/v1/products")
 def list_products(ctx: Ctx, params: dict) -> dict:
-    return list_filtered(ctx.state.collections["product"], params, "/v1/products", {"active": get_bool(params, "active")})
+    return list_filtered(
+        ctx.state.collections["product"], params, "/v1/products", {"active": get_bool(params, "active")}
+    )
 
 
 @route("GET", "/v1/products/search")
@@ -499,7 +530,9 @@ retrieve_route("coupon", "/v1/coupons/{id}")
 @route("POST", "/v1/coupons/{id}")
 def update_coupon(ctx: Ctx, params: dict, coupon_id: str) -> dict:
     coupon = ctx.state.get("coupon", coupon_id)
-    return apply_update(ctx, coupon, {**metadata_change(coupon, params), **string_changes(params, ("name",))}, "coupon.updated")
+    return apply_update(
+        ctx, coupon, {**metadata_change(coupon, params), **string_changes(params, ("name",))}, "coupon.updated"
+    )
 
 
 @route("DELETE", "/v1/coupons/{id}")
@@ -533,7 +566,7 @@ def redeem_coupon(ctx: Ctx, coupon_id: str, param: str, currency: str, **attache
         "checkout_session": None,
         "customer": attached_to.get("customer"),
         "end": (
-            add_interval(ctx.now, "month", coupon["duration_in_months"], datetime.fromtimestamp(ctx.now, timezone.utc).day)
+            add_interval(ctx.now, "month", coupon["duration_in_months"], datetime.fromtimestamp(ctx.now, UTC).day)
             if coupon["duration"] == "repeating" and coupon["duration_in_months"]
             else None
         ),
@@ -558,7 +591,9 @@ def discounts_param(ctx: Ctx, params: dict, currency: str, **attached_to: str | 
         if item.get("discount"):
             ids.append(ctx.state.get("discount", item["discount"], f"discounts[{position}][discount]")["id"])
         elif item.get("coupon"):
-            ids.append(redeem_coupon(ctx, item["coupon"], f"discounts[{position}][coupon]", currency, **attached_to)["id"])
+            ids.append(
+                redeem_coupon(ctx, item["coupon"], f"discounts[{position}][coupon]", currency, **attached_to)["id"]
+            )
     if params.get("coupon"):
         ids.append(redeem_coupon(ctx, params["coupon"], "coupon", currency, **attached_to)["id"])
     return ids
@@ -603,7 +638,10 @@ retrieve_route("tax_rate", "/v1/tax_rates/{id}")
 @route("POST", "/v1/tax_rates/{id}")
 def update_tax_rate(ctx: Ctx, params: dict, rate_id: str) -> dict:
     rate = ctx.state.get("tax_rate", rate_id)
-    changes = {**metadata_change(rate, params), **string_changes(params, ("description", "display_name", "jurisdiction"))}
+    changes = {
+        **metadata_change(rate, params),
+        **string_changes(params, ("description", "display_name", "jurisdiction")),
+    }
     if "active" in params:
         changes["active"] = get_bool(params, "active")
     return apply_update(ctx, rate, changes, "tax_rate.updated")

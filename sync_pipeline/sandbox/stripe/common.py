@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sync_pipeline.sandbox.stripe.errors import invalid_param
@@ -15,7 +15,9 @@ DAY = 86400
 ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 
 
-def apply_update(ctx: Ctx, obj: dict[str, Any], changes: dict[str, Any], event_type: str | None = None) -> dict[str, Any]:
+def apply_update(
+    ctx: Ctx, obj: dict[str, Any], changes: dict[str, Any], event_type: str | None = None
+) -> dict[str, Any]:
     """Set fields; when any value changed, emit `event_type` with `previous_attributes`.
 
     Nested values are always replaced, never mutated in place, so the previous ones stay intact.
@@ -70,6 +72,7 @@ def number(value: Any, param: str) -> int | float:
 
 def retrieve_route(kind: str, pattern: str, show_deleted: bool = False) -> None:
     """`GET /v1/<things>/{id}`: the stored object (or its deleted stub), else 404."""
+
     def retrieve(ctx: Ctx, params: dict, object_id: str) -> dict:
         if show_deleted and object_id in ctx.state.deleted:
             return ctx.state.deleted[object_id]
@@ -80,6 +83,7 @@ def retrieve_route(kind: str, pattern: str, show_deleted: bool = False) -> None:
 
 def update_route(kind: str, pattern: str, strings: tuple[str, ...] = (), event: str | None = None) -> None:
     """`POST /v1/<things>/{id}` for objects where only metadata and a few strings change."""
+
     def update(ctx: Ctx, params: dict, object_id: str) -> dict:
         obj = ctx.state.get(kind, object_id)
         return apply_update(ctx, obj, {**metadata_change(obj, params), **string_changes(params, strings)}, event)
@@ -89,7 +93,7 @@ def update_route(kind: str, pattern: str, strings: tuple[str, ...] = (), event: 
 
 def add_interval(timestamp: int, interval: str, count: int, anchor_day: int) -> int:
     """The next period boundary; months keep the anchor's day, clamped to the month's last day."""
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, UTC)
     if interval == "day":
         return timestamp + count * DAY
     if interval == "week":

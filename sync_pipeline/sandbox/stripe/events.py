@@ -94,7 +94,10 @@ def _url(params: dict, required: bool) -> str | None:
 @route("POST", "/v1/webhook_endpoints")
 def create_webhook_endpoint(ctx: Ctx, params: dict) -> dict:
     endpoint_id = ctx.state.new_id("we")
-    secret = ctx.config.webhook_secret or "whsec_" + hashlib.sha256(f"{ctx.state.seed}:{endpoint_id}".encode()).hexdigest()[:32]
+    secret = (
+        ctx.config.webhook_secret
+        or "whsec_" + hashlib.sha256(f"{ctx.state.seed}:{endpoint_id}".encode()).hexdigest()[:32]
+    )
     endpoint = {
         "id": endpoint_id,
         "object": "webhook_endpoint",
@@ -219,7 +222,7 @@ class WebhookDispatcher:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.POLL_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             batch = []
@@ -235,9 +238,9 @@ class WebhookDispatcher:
         if self.config.webhook_shuffle:
             window = max(self.config.webhook_shuffle_window, 1)
             for start in range(0, len(events), window):
-                chunk = events[start:start + window]
+                chunk = events[start : start + window]
                 self.random.shuffle(chunk)
-                events[start:start + window] = chunk
+                events[start : start + window] = chunk
         for event in events:
             targets = [endpoint for endpoint in endpoints if wants(endpoint, event["type"])]
             if not targets:
@@ -278,9 +281,13 @@ class WebhookDispatcher:
         assert self._client is not None
         try:
             response = await self._client.post(
-                endpoint["url"], content=payload,
-                headers={"Content-Type": "application/json; charset=utf-8", "Stripe-Signature": header,
-                         "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"},
+                endpoint["url"],
+                content=payload,
+                headers={
+                    "Content-Type": "application/json; charset=utf-8",
+                    "Stripe-Signature": header,
+                    "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                },
             )
             status = response.status_code
         except httpx.HTTPError as exc:
@@ -305,12 +312,23 @@ class WebhookDispatcher:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _record(self, endpoint: dict, event: dict, attempt: int, status: int | None, error: str | None, delivered: bool) -> None:
+    def _record(
+        self, endpoint: dict, event: dict, attempt: int, status: int | None, error: str | None, delivered: bool
+    ) -> None:
         log_ = self.state.webhook_deliveries
-        log_.append({
-            "event": event["id"], "type": event["type"], "endpoint": endpoint["id"], "url": endpoint["url"],
-            "attempt": attempt, "status": status, "error": error, "delivered": delivered, "at": time.time(),
-        })
+        log_.append(
+            {
+                "event": event["id"],
+                "type": event["type"],
+                "endpoint": endpoint["id"],
+                "url": endpoint["url"],
+                "attempt": attempt,
+                "status": status,
+                "error": error,
+                "delivered": delivered,
+                "at": time.time(),
+            }
+        )
         if len(log_) > MAX_DELIVERY_LOG:
             del log_[: len(log_) - MAX_DELIVERY_LOG]
 

@@ -11,7 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 from sync_pipeline.sandbox.stripe.catalog import discounts_param, price_for, resolve_payment_method, tax_rate_ids
-from sync_pipeline.sandbox.stripe.common import apply_update, metadata_change, retrieve_route, string_changes, update_route
+from sync_pipeline.sandbox.stripe.common import (
+    apply_update,
+    metadata_change,
+    retrieve_route,
+    string_changes,
+    update_route,
+)
 from sync_pipeline.sandbox.stripe.errors import StripeApiError, invalid_param, invalid_state, missing_param
 from sync_pipeline.sandbox.stripe.listing import list_filtered, list_object, search
 from sync_pipeline.sandbox.stripe.money import check_amount, check_currency, round_half_up
@@ -92,8 +98,10 @@ def new_invoice_item(
         "tax_rates": tax_rates or [],
         "test_clock": None,
         "parent": (
-            {"subscription_details": {"subscription": subscription, "subscription_item": subscription_item},
-             "type": "subscription_details"}
+            {
+                "subscription_details": {"subscription": subscription, "subscription_item": subscription_item},
+                "type": "subscription_details",
+            }
             if subscription
             else None
         ),
@@ -137,9 +145,19 @@ def attach_item(state: StripeState, invoice: dict[str, Any], item: dict[str, Any
             "subscription_item_details": None,
             "type": "invoice_item_details",
         }
-    add_line(state, invoice, amount=item["amount"], description=item["description"], discountable=item["discountable"],
-             metadata=item["metadata"], period=item["period"], quantity=item["quantity"], subscription=subscription,
-             parent=parent, pricing=item["pricing"])
+    add_line(
+        state,
+        invoice,
+        amount=item["amount"],
+        description=item["description"],
+        discountable=item["discountable"],
+        metadata=item["metadata"],
+        period=item["period"],
+        quantity=item["quantity"],
+        subscription=subscription,
+        parent=parent,
+        pricing=item["pricing"],
+    )
 
 
 def _item_amounts(ctx: Ctx, params: dict, current: dict[str, Any] | None, currency: str | None):
@@ -152,7 +170,9 @@ def _item_amounts(ctx: Ctx, params: dict, current: dict[str, Any] | None, curren
         price = price_for(ctx, price_id)
         unit_amount = price["unit_amount"]
         return price, unit_amount, quantity, unit_amount * quantity, price["currency"]
-    currency = check_currency(get_str(params, "currency") or currency or (current or {}).get("currency") or "", "currency")
+    currency = check_currency(
+        get_str(params, "currency") or currency or (current or {}).get("currency") or "", "currency"
+    )
     if params.get("amount") is not None:
         amount = get_int(params, "amount")
         check_amount(amount, currency, allow_negative=True)
@@ -178,7 +198,10 @@ def _period(params: dict, default: dict[str, int] | None, now: int) -> dict[str,
     raw = get_dict(params, "period")
     if not raw:
         return default or {"end": now, "start": now}
-    return {"end": get_int(raw, "end", now, param="period[end]"), "start": get_int(raw, "start", now, param="period[start]")}
+    return {
+        "end": get_int(raw, "end", now, param="period[end]"),
+        "start": get_int(raw, "start", now, param="period[start]"),
+    }
 
 
 @route("POST", "/v1/invoiceitems")
@@ -196,10 +219,19 @@ def create_invoice_item(ctx: Ctx, params: dict) -> dict:
     if invoice is not None and currency != invoice["currency"]:
         raise invalid_param(f"The currency ({currency}) must match the invoice's ({invoice['currency']}).", "currency")
     item = new_invoice_item(
-        ctx, customer=customer["id"], currency=currency, unit_amount=unit_amount, quantity=quantity, amount=amount,
-        description=get_str(params, "description") or _price_description(ctx, price), price=price, invoice=invoice,
-        metadata=merge_metadata({}, params), discountable=get_bool(params, "discountable", True),
-        tax_rates=_full_tax_rates(ctx, params, "tax_rates"), period=_period(params, None, ctx.now),
+        ctx,
+        customer=customer["id"],
+        currency=currency,
+        unit_amount=unit_amount,
+        quantity=quantity,
+        amount=amount,
+        description=get_str(params, "description") or _price_description(ctx, price),
+        price=price,
+        invoice=invoice,
+        metadata=merge_metadata({}, params),
+        discountable=get_bool(params, "discountable", True),
+        tax_rates=_full_tax_rates(ctx, params, "tax_rates"),
+        period=_period(params, None, ctx.now),
     )
     if invoice is not None:
         recompute_totals(ctx.state, invoice)
@@ -219,7 +251,8 @@ def _item_invoice(ctx: Ctx, item: dict[str, Any]) -> dict[str, Any] | None:
     invoice = ctx.state.get("invoice", item["invoice"])
     if invoice["status"] != "draft":
         raise invalid_state(
-            f"The invoice item {item['id']} is on a finalized invoice and can no longer be changed.", "invoice_not_editable"
+            f"The invoice item {item['id']} is on a finalized invoice and can no longer be changed.",
+            "invoice_not_editable",
         )
     return invoice
 
@@ -231,8 +264,13 @@ def update_invoice_item(ctx: Ctx, params: dict, item_id: str) -> dict:
     changes = {**metadata_change(item, params), **string_changes(params, ("description",))}
     if {"amount", "price", "pricing", "quantity", "unit_amount", "unit_amount_decimal"} & params.keys():
         price, unit_amount, quantity, amount, _ = _item_amounts(ctx, params, item, item["currency"])
-        changes.update(amount=amount, quantity=quantity, net_amount=amount, quantity_decimal=str(quantity),
-                       pricing=_pricing(price, unit_amount))
+        changes.update(
+            amount=amount,
+            quantity=quantity,
+            net_amount=amount,
+            quantity_decimal=str(quantity),
+            pricing=_pricing(price, unit_amount),
+        )
     if "discountable" in params:
         changes["discountable"] = get_bool(params, "discountable")
     if "tax_rates" in params:
@@ -242,9 +280,17 @@ def update_invoice_item(ctx: Ctx, params: dict, item_id: str) -> dict:
     apply_update(ctx, item, changes, "invoiceitem.updated")
     if invoice is not None:
         line = _line_of_item(ctx.state, invoice, item_id)
-        line.update(amount=item["amount"], subtotal=item["amount"], quantity=item["quantity"],
-                    quantity_decimal=str(item["quantity"]), description=item["description"], metadata=item["metadata"],
-                    discountable=item["discountable"], period=item["period"], pricing=item["pricing"])
+        line.update(
+            amount=item["amount"],
+            subtotal=item["amount"],
+            quantity=item["quantity"],
+            quantity_decimal=str(item["quantity"]),
+            description=item["description"],
+            metadata=item["metadata"],
+            discountable=item["discountable"],
+            period=item["period"],
+            pricing=item["pricing"],
+        )
         recompute_totals(ctx.state, invoice)
     return item
 
@@ -330,7 +376,9 @@ def add_line(
 
 def refresh_invoice_lines(state: StripeState, invoice: dict[str, Any]) -> None:
     lines = state.lines.get(invoice["id"], [])
-    invoice["lines"] = list_object(lines[:EMBEDDED_LINES], f"/v1/invoices/{invoice['id']}/lines", len(lines) > EMBEDDED_LINES)
+    invoice["lines"] = list_object(
+        lines[:EMBEDDED_LINES], f"/v1/invoices/{invoice['id']}/lines", len(lines) > EMBEDDED_LINES
+    )
 
 
 def _line_tax_rates(state: StripeState, invoice: dict[str, Any], line: dict[str, Any]) -> list[dict[str, Any]]:
@@ -346,7 +394,9 @@ def _line_tax_rates(state: StripeState, invoice: dict[str, Any], line: dict[str,
     return own or invoice["default_tax_rates"]
 
 
-def _line_discounts(lines: list[dict[str, Any]], discounts: list[dict[str, Any]], coupons: dict[str, dict]) -> dict[str, list[int]]:
+def _line_discounts(
+    lines: list[dict[str, Any]], discounts: list[dict[str, Any]], coupons: dict[str, dict]
+) -> dict[str, list[int]]:
     """Per discount id, the amount taken off each line (same order as `lines`)."""
     result: dict[str, list[int]] = {}
     remaining = [line["amount"] if line["discountable"] and line["amount"] > 0 else 0 for line in lines]
@@ -363,7 +413,7 @@ def _line_discounts(lines: list[dict[str, Any]], discounts: list[dict[str, Any]]
             for position in sorted(range(len(shares)), key=lambda i: -remaining[i])[: off - sum(shares)]:
                 shares[position] += 1
         result[discount["id"]] = shares
-        remaining = [rest - share for rest, share in zip(remaining, shares)]
+        remaining = [rest - share for rest, share in zip(remaining, shares, strict=True)]
     return result
 
 
@@ -386,7 +436,9 @@ def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
     tax_totals: dict[str, dict[str, Any]] = {}
     inclusive_tax = exclusive_tax = 0
     for position, line in enumerate(lines):
-        line_discounts = [{"amount": shares[d["id"]][position], "discount": d["id"]} for d in discounts if line["discountable"]]
+        line_discounts = [
+            {"amount": shares[d["id"]][position], "discount": d["id"]} for d in discounts if line["discountable"]
+        ]
         line["discount_amounts"] = line_discounts
         line["discounts"] = [d["discount"] for d in line_discounts] if line_discounts else []
         line["pretax_credit_amounts"] = [
@@ -398,10 +450,27 @@ def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
         for rate in _line_tax_rates(state, invoice, line):
             tax, taxable = _tax(base, rate)
             behavior = "inclusive" if rate["inclusive"] else "exclusive"
-            taxes.append({"amount": tax, "tax_behavior": behavior, "tax_rate_details": {"tax_rate": rate["id"]},
-                          "taxability_reason": "standard_rated", "taxable_amount": taxable, "type": "tax_rate_details"})
-            total = tax_totals.setdefault(rate["id"], {"amount": 0, "tax_behavior": behavior, "tax_rate_details": {"tax_rate": rate["id"]},
-                                                       "taxability_reason": "standard_rated", "taxable_amount": 0, "type": "tax_rate_details"})
+            taxes.append(
+                {
+                    "amount": tax,
+                    "tax_behavior": behavior,
+                    "tax_rate_details": {"tax_rate": rate["id"]},
+                    "taxability_reason": "standard_rated",
+                    "taxable_amount": taxable,
+                    "type": "tax_rate_details",
+                }
+            )
+            total = tax_totals.setdefault(
+                rate["id"],
+                {
+                    "amount": 0,
+                    "tax_behavior": behavior,
+                    "tax_rate_details": {"tax_rate": rate["id"]},
+                    "taxability_reason": "standard_rated",
+                    "taxable_amount": 0,
+                    "type": "tax_rate_details",
+                },
+            )
             total["amount"] += tax
             total["taxable_amount"] += taxable
             if rate["inclusive"]:
@@ -417,7 +486,12 @@ def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
         subtotal_excluding_tax=subtotal - inclusive_tax,
         total_discount_amounts=[{"amount": sum(shares[d["id"]]), "discount": d["id"]} for d in discounts],
         total_pretax_credit_amounts=[
-            {"amount": sum(shares[d["id"]]), "credit_balance_transaction": None, "discount": d["id"], "type": "discount"}
+            {
+                "amount": sum(shares[d["id"]]),
+                "credit_balance_transaction": None,
+                "discount": d["id"],
+                "type": "discount",
+            }
             for d in discounts
         ],
         total_taxes=list(tax_totals.values()),
@@ -465,7 +539,13 @@ def new_invoice(
         "attempt_count": 0,
         "attempted": False,
         "auto_advance": auto_advance,
-        "automatic_tax": {"enabled": False, "liability": None, "status": None, "disabled_reason": None, "provider": None},
+        "automatic_tax": {
+            "enabled": False,
+            "liability": None,
+            "status": None,
+            "disabled_reason": None,
+            "provider": None,
+        },
         "billing_reason": billing_reason,
         "collection_method": collection_method,
         "created": ctx.now,
@@ -506,13 +586,23 @@ def new_invoice(
         "post_payment_credit_notes_amount": 0,
         "pre_payment_credit_notes_amount": 0,
         "receipt_number": None,
-        "rendering": {"amount_tax_display": None, "pdf": {"page_size": "auto"}, "template": None, "template_version": None},
+        "rendering": {
+            "amount_tax_display": None,
+            "pdf": {"page_size": "auto"},
+            "template": None,
+            "template_version": None,
+        },
         "shipping_cost": None,
         "shipping_details": None,
         "starting_balance": 0,
         "statement_descriptor": None,
         "status": "draft",
-        "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None},
+        "status_transitions": {
+            "finalized_at": None,
+            "marked_uncollectible_at": None,
+            "paid_at": None,
+            "voided_at": None,
+        },
         "subscription": None,
         "subtotal": 0,
         "subtotal_excluding_tax": 0,
@@ -526,9 +616,14 @@ def new_invoice(
         "total_taxes": [],
         "amount_overpaid": 0,
         "parent": (
-            {"quote_details": None,
-             "subscription_details": {"metadata": dict(subscription["metadata"]), "subscription": subscription["id"]},
-             "type": "subscription_details"}
+            {
+                "quote_details": None,
+                "subscription_details": {
+                    "metadata": dict(subscription["metadata"]),
+                    "subscription": subscription["id"],
+                },
+                "type": "subscription_details",
+            }
             if subscription
             else None
         ),
@@ -546,7 +641,8 @@ def _require_draft(invoice: dict[str, Any], param: str | None = None) -> None:
     if invoice["status"] != "draft":
         raise invalid_state(
             f"You can only modify draft invoices; invoice {invoice['id']} is {invoice['status']}.",
-            "invoice_not_editable", param,
+            "invoice_not_editable",
+            param,
         )
 
 
@@ -555,25 +651,43 @@ def create_invoice(ctx: Ctx, params: dict) -> dict:
     customer = ctx.state.get("customer", get_str(params, "customer", required=True), "customer")
     behaviour = get_choice(params, "pending_invoice_items_behavior", ("exclude", "include"), "exclude")
     coll = ctx.state.collections["invoiceitem"]
-    pending = [
-        item for item in coll.newest_first(coll.index_for("customer", customer["id"]))
-        if item["invoice"] is None and not item["proration"]
-    ] if behaviour == "include" else []
-    currency = get_str(params, "currency") or (pending[0]["currency"] if pending else None) or customer["currency"] or "usd"
+    pending = (
+        [
+            item
+            for item in coll.newest_first(coll.index_for("customer", customer["id"]))
+            if item["invoice"] is None and not item["proration"]
+        ]
+        if behaviour == "include"
+        else []
+    )
+    currency = (
+        get_str(params, "currency") or (pending[0]["currency"] if pending else None) or customer["currency"] or "usd"
+    )
     currency = check_currency(currency)
-    collection_method = get_choice(params, "collection_method", ("charge_automatically", "send_invoice"), "charge_automatically")
+    collection_method = get_choice(
+        params, "collection_method", ("charge_automatically", "send_invoice"), "charge_automatically"
+    )
     days_until_due = get_int(params, "days_until_due")
     due_date = get_int(params, "due_date")
     if collection_method == "send_invoice" and days_until_due is None and due_date is None:
         raise invalid_param("Missing required param: days_until_due or due_date (for send_invoice).", "days_until_due")
     pm_id = None
     if params.get("default_payment_method"):
-        pm_id = resolve_payment_method(ctx, params["default_payment_method"], customer["id"], "default_payment_method")["id"]
+        pm_id = resolve_payment_method(ctx, params["default_payment_method"], customer["id"], "default_payment_method")[
+            "id"
+        ]
     invoice = new_invoice(
-        ctx, customer, currency=currency, collection_method=collection_method,
-        auto_advance=get_bool(params, "auto_advance", False), days_until_due=days_until_due, due_date=due_date,
-        description=get_str(params, "description"), footer=get_str(params, "footer"),
-        metadata=merge_metadata({}, params), default_payment_method=pm_id,
+        ctx,
+        customer,
+        currency=currency,
+        collection_method=collection_method,
+        auto_advance=get_bool(params, "auto_advance", False),
+        days_until_due=days_until_due,
+        due_date=due_date,
+        description=get_str(params, "description"),
+        footer=get_str(params, "footer"),
+        metadata=merge_metadata({}, params),
+        default_payment_method=pm_id,
         default_tax_rates=_full_tax_rates(ctx, params, "default_tax_rates"),
     )
     invoice["discounts"] = discounts_param(ctx, params, currency, customer=customer["id"], invoice=invoice["id"])
@@ -597,7 +711,9 @@ def update_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
         forbidden = sorted(set(params) - MUTABLE_AFTER_FINALIZE)
         if forbidden:
             raise invalid_state(
-                f"Finalized invoices can't be updated in this way ({forbidden[0]}).", "invoice_not_editable", forbidden[0]
+                f"Finalized invoices can't be updated in this way ({forbidden[0]}).",
+                "invoice_not_editable",
+                forbidden[0],
             )
     changes = {**metadata_change(invoice, params), **string_changes(params, ("description", "footer"))}
     if "due_date" in params:
@@ -632,7 +748,9 @@ def _draft_changes(ctx: Ctx, invoice: dict[str, Any], params: dict, changes: dic
     if "default_tax_rates" in params:
         changes["default_tax_rates"] = _full_tax_rates(ctx, params, "default_tax_rates")
     if "discounts" in params or "coupon" in params:
-        changes["discounts"] = discounts_param(ctx, params, invoice["currency"], customer=invoice["customer"], invoice=invoice["id"])
+        changes["discounts"] = discounts_param(
+            ctx, params, invoice["currency"], customer=invoice["customer"], invoice=invoice["id"]
+        )
 
 
 @route("DELETE", "/v1/invoices/{id}")
@@ -679,7 +797,9 @@ def finalize(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
         "customer_name": customer["name"],
         "customer_phone": customer["phone"],
         "next_payment_attempt": (
-            ctx.now + 3600 if invoice["auto_advance"] and invoice["collection_method"] == "charge_automatically" else None
+            ctx.now + 3600
+            if invoice["auto_advance"] and invoice["collection_method"] == "charge_automatically"
+            else None
         ),
     }
     apply_update(ctx, invoice, changes)
@@ -717,9 +837,12 @@ def _invoice_payment_method(ctx: Ctx, invoice: dict[str, Any], requested: str | 
         if pm_id:
             return ctx.state.get("payment_method", pm_id, "payment_method")
     raise StripeApiError(
-        400, "invalid_request_error",
+        400,
+        "invalid_request_error",
         f"This customer has no attached payment source or default payment method. Please consider adding a default "
-        f"payment method (customer {customer['id']}).", code="parameter_missing", param="payment_method",
+        f"payment method (customer {customer['id']}).",
+        code="parameter_missing",
+        param="payment_method",
     )
 
 
@@ -731,11 +854,22 @@ def _default_invoice_payment(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any
             intent = ctx.state.get("payment_intent", payment["payment"]["payment_intent"])
             if intent["amount"] == invoice["amount_remaining"]:
                 return payment
-            apply_update(ctx, payment, {"status": "canceled", "is_default": False,
-                                        "status_transitions": {**payment["status_transitions"], "canceled_at": ctx.now}})
+            apply_update(
+                ctx,
+                payment,
+                {
+                    "status": "canceled",
+                    "is_default": False,
+                    "status_transitions": {**payment["status_transitions"], "canceled_at": ctx.now},
+                },
+            )
     intent = new_payment_intent(
-        ctx, amount=invoice["amount_remaining"], currency=invoice["currency"], customer=invoice["customer"],
-        description=f"Payment for Invoice {invoice['number']}", metadata={},
+        ctx,
+        amount=invoice["amount_remaining"],
+        currency=invoice["currency"],
+        customer=invoice["customer"],
+        description=f"Payment for Invoice {invoice['number']}",
+        metadata={},
     )
     payment = {
         "id": ctx.state.new_id("inpay"),
@@ -761,8 +895,15 @@ def attempt_payment(ctx: Ctx, invoice: dict[str, Any], requested_pm: str | None 
     intent = ctx.state.get("payment_intent", payment["payment"]["payment_intent"])
     charge = confirm_payment_intent(ctx, intent, pm)
     if charge["status"] == "succeeded":
-        apply_update(ctx, payment, {"status": "paid", "amount_paid": charge["amount"],
-                                    "status_transitions": {**payment["status_transitions"], "paid_at": ctx.now}})
+        apply_update(
+            ctx,
+            payment,
+            {
+                "status": "paid",
+                "amount_paid": charge["amount"],
+                "status_transitions": {**payment["status_transitions"], "paid_at": ctx.now},
+            },
+        )
         ctx.state.emit(ctx, "invoice_payment.paid", payment)
         _mark_paid(ctx, invoice, charge["amount"])
         _maybe_dispute(ctx, charge, pm)
@@ -783,7 +924,9 @@ def attempt_payment(ctx: Ctx, invoice: dict[str, Any], requested_pm: str | None 
 def finalize_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     invoice = ctx.state.get("invoice", invoice_id)
     if invoice["status"] != "draft":
-        raise invalid_state(f"This invoice is already finalized; its status is {invoice['status']}.", "invoice_not_editable")
+        raise invalid_state(
+            f"This invoice is already finalized; its status is {invoice['status']}.", "invoice_not_editable"
+        )
     if get_bool(params, "auto_advance") is not None:
         invoice["auto_advance"] = get_bool(params, "auto_advance")
     return finalize(ctx, invoice)
@@ -811,7 +954,10 @@ def pay_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
 def void_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     invoice = ctx.state.get("invoice", invoice_id)
     if invoice["status"] not in ("open", "uncollectible"):
-        raise invalid_state(f"You can only void open or uncollectible invoices; this one is {invoice['status']}.", "invoice_not_editable")
+        raise invalid_state(
+            f"You can only void open or uncollectible invoices; this one is {invoice['status']}.",
+            "invoice_not_editable",
+        )
     _cancel_open_payments(ctx, invoice)
     return _close(ctx, invoice, "void", "voided_at", "invoice.voided")
 
@@ -819,8 +965,15 @@ def void_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
 def _close(ctx: Ctx, invoice: dict[str, Any], status: str, stamp: str, event_type: str) -> dict[str, Any]:
     """An open invoice that will not be paid: void or uncollectible, with both events."""
     previous = {"status": invoice["status"]}
-    apply_update(ctx, invoice, {"status": status, "next_payment_attempt": None,
-                                "status_transitions": {**invoice["status_transitions"], stamp: ctx.now}})
+    apply_update(
+        ctx,
+        invoice,
+        {
+            "status": status,
+            "next_payment_attempt": None,
+            "status_transitions": {**invoice["status_transitions"], stamp: ctx.now},
+        },
+    )
     ctx.state.emit(ctx, event_type, invoice)
     ctx.state.emit(ctx, "invoice.updated", invoice, previous)
     return invoice
@@ -830,10 +983,16 @@ def _cancel_open_payments(ctx: Ctx, invoice: dict[str, Any]) -> None:
     coll = ctx.state.collections["invoice_payment"]
     for payment in coll.newest_first(coll.index_for("invoice", invoice["id"])):
         if payment["status"] == "open":
-            apply_update(ctx, payment, {"status": "canceled", "status_transitions": {**payment["status_transitions"], "canceled_at": ctx.now}})
+            apply_update(
+                ctx,
+                payment,
+                {"status": "canceled", "status_transitions": {**payment["status_transitions"], "canceled_at": ctx.now}},
+            )
             intent = ctx.state.get("payment_intent", payment["payment"]["payment_intent"])
             if intent["status"] not in ("succeeded", "canceled"):
-                apply_update(ctx, intent, {"status": "canceled", "canceled_at": ctx.now, "cancellation_reason": "void_invoice"})
+                apply_update(
+                    ctx, intent, {"status": "canceled", "canceled_at": ctx.now, "cancellation_reason": "void_invoice"}
+                )
                 ctx.state.emit(ctx, "payment_intent.canceled", intent)
 
 
@@ -841,7 +1000,9 @@ def _cancel_open_payments(ctx: Ctx, invoice: dict[str, Any]) -> None:
 def mark_uncollectible(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     invoice = ctx.state.get("invoice", invoice_id)
     if invoice["status"] != "open":
-        raise invalid_state(f"You can only mark open invoices uncollectible; this one is {invoice['status']}.", "invoice_not_editable")
+        raise invalid_state(
+            f"You can only mark open invoices uncollectible; this one is {invoice['status']}.", "invoice_not_editable"
+        )
     return _close(ctx, invoice, "uncollectible", "marked_uncollectible_at", "invoice.marked_uncollectible")
 
 
@@ -849,11 +1010,15 @@ def mark_uncollectible(ctx: Ctx, params: dict, invoice_id: str) -> dict:
 def send_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     invoice = ctx.state.get("invoice", invoice_id)
     if invoice["collection_method"] != "send_invoice":
-        raise invalid_state("You can only manually send an invoice if its collection method is 'send_invoice'.", "invoice_not_editable")
+        raise invalid_state(
+            "You can only manually send an invoice if its collection method is 'send_invoice'.", "invoice_not_editable"
+        )
     if invoice["status"] == "draft":
         finalize(ctx, invoice)
     if invoice["status"] != "open":
-        raise invalid_state(f"You can only send open invoices; this one is {invoice['status']}.", "invoice_not_editable")
+        raise invalid_state(
+            f"You can only send open invoices; this one is {invoice['status']}.", "invoice_not_editable"
+        )
     ctx.state.emit(ctx, "invoice.sent", invoice)
     return invoice
 
@@ -871,7 +1036,7 @@ def list_invoice_lines(ctx: Ctx, params: dict, invoice_id: str) -> dict:
         if params["starting_after"] not in ids:
             raise invalid_param(f"No such line item: '{params['starting_after']}'", "starting_after")
         start = ids.index(params["starting_after"]) + 1
-    page = lines[start:start + limit]
+    page = lines[start : start + limit]
     return list_object(page, f"/v1/invoices/{invoice_id}/lines", start + limit < len(lines))
 
 
@@ -925,7 +1090,9 @@ def list_invoice_payments(ctx: Ctx, params: dict) -> dict:
 
 def refresh_credit_note_lines(state: StripeState, note: dict[str, Any]) -> None:
     lines = state.credit_note_lines.get(note["id"], [])
-    note["lines"] = list_object(lines[:EMBEDDED_LINES], f"/v1/credit_notes/{note['id']}/lines", len(lines) > EMBEDDED_LINES)
+    note["lines"] = list_object(
+        lines[:EMBEDDED_LINES], f"/v1/credit_notes/{note['id']}/lines", len(lines) > EMBEDDED_LINES
+    )
 
 
 def _scaled(value: int, numerator: int, denominator: int) -> int:
@@ -937,15 +1104,31 @@ def _credit_line(ctx: Ctx, invoice: dict[str, Any], raw: dict[str, Any], positio
     line_type = get_choice(raw, "type", ("invoice_line_item", "custom_line_item"))
     if line_type is None:
         raise missing_param(f"{param}[type]")
-    base = {"id": ctx.state.new_id("cnli"), "object": "credit_note_line_item", "livemode": False,
-            "description": get_str(raw, "description"), "metadata": None}
+    base = {
+        "id": ctx.state.new_id("cnli"),
+        "object": "credit_note_line_item",
+        "livemode": False,
+        "description": get_str(raw, "description"),
+        "metadata": None,
+    }
     if line_type == "custom_line_item":
         quantity = get_int(raw, "quantity", 1, param=f"{param}[quantity]")
         unit_amount = get_int(raw, "unit_amount", required=True, param=f"{param}[unit_amount]")
         amount = check_amount(unit_amount * quantity, invoice["currency"], f"{param}[unit_amount]")
-        return {**base, "amount": amount, "discount_amount": 0, "discount_amounts": [], "invoice_line_item": None,
-                "quantity": quantity, "tax_rates": [], "type": line_type, "unit_amount": unit_amount,
-                "unit_amount_decimal": str(unit_amount), "pretax_credit_amounts": [], "taxes": []}
+        return {
+            **base,
+            "amount": amount,
+            "discount_amount": 0,
+            "discount_amounts": [],
+            "invoice_line_item": None,
+            "quantity": quantity,
+            "tax_rates": [],
+            "type": line_type,
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": str(unit_amount),
+            "pretax_credit_amounts": [],
+            "taxes": [],
+        }
     line_id = get_str(raw, "invoice_line_item", required=True)
     line = ctx.state.find_line(line_id)
     if line is None or line["invoice"] != invoice["id"]:
@@ -959,18 +1142,40 @@ def _credit_line(ctx: Ctx, invoice: dict[str, Any], raw: dict[str, Any], positio
             raise invalid_param(f"quantity must be between 1 and {line['quantity']}.", f"{param}[quantity]")
         amount = _scaled(line["amount"], quantity, line["quantity"])
     if not 0 < amount <= line["amount"]:
-        raise invalid_param(f"The credit amount must be between 1 and the line amount ({line['amount']}).", f"{param}[amount]")
-    discounts = [{"amount": _scaled(d["amount"], amount, line["amount"]), "discount": d["discount"]} for d in line["discount_amounts"]]
-    taxes = [{**tax, "amount": _scaled(tax["amount"], amount, line["amount"]),
-              "taxable_amount": _scaled(tax["taxable_amount"], amount, line["amount"])} for tax in line["taxes"]]
+        raise invalid_param(
+            f"The credit amount must be between 1 and the line amount ({line['amount']}).", f"{param}[amount]"
+        )
+    discounts = [
+        {"amount": _scaled(d["amount"], amount, line["amount"]), "discount": d["discount"]}
+        for d in line["discount_amounts"]
+    ]
+    taxes = [
+        {
+            **tax,
+            "amount": _scaled(tax["amount"], amount, line["amount"]),
+            "taxable_amount": _scaled(tax["taxable_amount"], amount, line["amount"]),
+        }
+        for tax in line["taxes"]
+    ]
     rates = [ctx.state.find(tax["tax_rate_details"]["tax_rate"]) for tax in line["taxes"]]
-    return {**base, "description": base["description"] or line["description"], "amount": amount,
-            "discount_amount": sum(d["amount"] for d in discounts), "discount_amounts": discounts,
-            "invoice_line_item": line_id, "quantity": quantity, "tax_rates": [r for r in rates if r],
-            "type": line_type, "unit_amount": None, "unit_amount_decimal": None,
-            "pretax_credit_amounts": [{"amount": d["amount"], "credit_balance_transaction": None, "discount": d["discount"],
-                                       "type": "discount"} for d in discounts],
-            "taxes": taxes}
+    return {
+        **base,
+        "description": base["description"] or line["description"],
+        "amount": amount,
+        "discount_amount": sum(d["amount"] for d in discounts),
+        "discount_amounts": discounts,
+        "invoice_line_item": line_id,
+        "quantity": quantity,
+        "tax_rates": [r for r in rates if r],
+        "type": line_type,
+        "unit_amount": None,
+        "unit_amount_decimal": None,
+        "pretax_credit_amounts": [
+            {"amount": d["amount"], "credit_balance_transaction": None, "discount": d["discount"], "type": "discount"}
+            for d in discounts
+        ],
+        "taxes": taxes,
+    }
 
 
 def _credit_totals(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -994,8 +1199,10 @@ def _credit_totals(lines: list[dict[str, Any]]) -> dict[str, Any]:
         "subtotal_excluding_tax": subtotal - inclusive,
         "discount_amount": discount,
         "discount_amounts": [{"amount": a, "discount": d} for d, a in discounts.items()],
-        "pretax_credit_amounts": [{"amount": a, "credit_balance_transaction": None, "discount": d, "type": "discount"}
-                                  for d, a in discounts.items()],
+        "pretax_credit_amounts": [
+            {"amount": a, "credit_balance_transaction": None, "discount": d, "type": "discount"}
+            for d, a in discounts.items()
+        ],
         "total": total,
         "total_excluding_tax": total - exclusive - inclusive,
         "total_taxes": list(by_rate.values()),
@@ -1018,14 +1225,26 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
     if invoice["status"] not in ("open", "paid"):
         raise invalid_state(
             f"Credit notes can only be issued for open or paid invoices; this one is {invoice['status']}.",
-            "invoice_not_editable", "invoice",
+            "invoice_not_editable",
+            "invoice",
         )
     raw_lines = get_list(params, "lines")
     if raw_lines:
         lines = [_credit_line(ctx, invoice, raw, position) for position, raw in enumerate(raw_lines)]
     elif params.get("amount") is not None:
-        lines = [_credit_line(ctx, invoice, {"type": "custom_line_item", "unit_amount": params["amount"], "quantity": "1",
-                                             "description": get_str(params, "memo") or "Credit"}, 0)]
+        lines = [
+            _credit_line(
+                ctx,
+                invoice,
+                {
+                    "type": "custom_line_item",
+                    "unit_amount": params["amount"],
+                    "quantity": "1",
+                    "description": get_str(params, "memo") or "Credit",
+                },
+                0,
+            )
+        ]
     else:
         raise missing_param("lines")
     totals = _credit_totals(lines)
@@ -1034,7 +1253,9 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
     if total <= 0 or total + credited > invoice["total"]:
         raise invalid_param(
             f"The credit note total ({total}) must be positive and at most what is left to credit on the invoice "
-            f"({invoice['total'] - credited}).", "lines", code="credit_note_amount_too_large" if total > 0 else "parameter_invalid",
+            f"({invoice['total'] - credited}).",
+            "lines",
+            code="credit_note_amount_too_large" if total > 0 else "parameter_invalid",
         )
     note_type = "post_payment" if invoice["status"] == "paid" else "pre_payment"
     refund_amount = get_int(params, "refund_amount", 0)
@@ -1042,11 +1263,15 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
     credit_amount = get_int(params, "credit_amount")
     if note_type == "pre_payment":
         if refund_amount or out_of_band or credit_amount:
-            raise invalid_param("An open invoice's credit note reduces its amount due; it cannot refund.", "refund_amount")
+            raise invalid_param(
+                "An open invoice's credit note reduces its amount due; it cannot refund.", "refund_amount"
+            )
         if total > invoice["amount_remaining"]:
             raise invalid_param(
-                f"The credit note total ({total}) exceeds the invoice's amount remaining ({invoice['amount_remaining']}).",
-                "lines", code="credit_note_amount_too_large",
+                f"The credit note total ({total}) exceeds the invoice's amount remaining "
+                f"({invoice['amount_remaining']}).",
+                "lines",
+                code="credit_note_amount_too_large",
             )
     else:
         if credit_amount is None:
@@ -1061,7 +1286,14 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
         if charge is None:
             raise invalid_param("The invoice has no payment to refund.", "refund_amount")
         refund = refund_charge(ctx, charge, refund_amount, "requested_by_customer", param="refund_amount")
-        refunds.append({"amount_refunded": refund["amount"], "refund": refund["id"], "payment_record_refund": None, "type": "refund"})
+        refunds.append(
+            {
+                "amount_refunded": refund["amount"],
+                "refund": refund["id"],
+                "payment_record_refund": None,
+                "type": "refund",
+            }
+        )
     coll = ctx.state.collections["credit_note"]
     sequence = len(coll.index_for("invoice", invoice["id"])) + 1
     note = {
@@ -1102,8 +1334,16 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
 
 def _apply_credit(ctx: Ctx, invoice: dict[str, Any], note: dict[str, Any], credit_amount: int, sign: int) -> None:
     total = note["total"] * sign
-    previous = {key: invoice[key] for key in ("pre_payment_credit_notes_amount", "post_payment_credit_notes_amount",
-                                              "amount_remaining", "amount_due", "status")}
+    previous = {
+        key: invoice[key]
+        for key in (
+            "pre_payment_credit_notes_amount",
+            "post_payment_credit_notes_amount",
+            "amount_remaining",
+            "amount_due",
+            "status",
+        )
+    }
     if note["type"] == "pre_payment":
         changes: dict[str, Any] = {
             "pre_payment_credit_notes_amount": invoice["pre_payment_credit_notes_amount"] + total,

@@ -40,7 +40,7 @@ def parse_range(params: dict[str, Any], name: str) -> tuple[int | None, int | No
     if not isinstance(value, dict):
         raise invalid_param(f"Invalid {name}", name)
     gte = lte = None
-    for op, raw in value.items():
+    for op in value:
         bound = get_int(value, op, param=f"{name}[{op}]")
         if op == "gt":
             gte = max(gte or bound + 1, bound + 1)
@@ -181,15 +181,18 @@ def _clause(text: str, resolver: Resolver) -> Predicate:
         else:
             if not isinstance(actual, int) or not isinstance(expected, int):
                 return False
-            result = {">": actual > expected, "<": actual < expected, ">=": actual >= expected, "<=": actual <= expected}[op]
+            result = {
+                ">": actual > expected,
+                "<": actual < expected,
+                ">=": actual >= expected,
+                "<=": actual <= expected,
+            }[op]
         return result != negate
 
     return test
 
 
-def search(
-    coll: Collection, params: dict[str, Any], url: str, resolver: Resolver = _plain_field
-) -> dict[str, Any]:
+def search(coll: Collection, params: dict[str, Any], url: str, resolver: Resolver = _plain_field) -> dict[str, Any]:
     predicate = parse_search_query(params.get("query") or "", resolver)
     limit = parse_limit(params)
     entries = coll.index.entries

@@ -7,9 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from sync_pipeline.sandbox.stripe.errors import invalid_param
 
 # Stripe's zero-decimal and three-decimal currency lists (docs.stripe.com/currencies).
-ZERO_DECIMAL = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
-)
+ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
 THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
 
 # Processing fee: percentage in basis points plus a fixed part in minor units.
@@ -65,7 +63,8 @@ def check_amount(amount: int, currency: str, param: str = "amount", allow_negati
         raise invalid_param("This value must be greater than or equal to 0.", param)
     if exponent(currency) == 3 and amount % 10:
         raise invalid_param(
-            f"Amounts in {currency.upper()} must be a multiple of 10 (the last digit must be 0).", param,
+            f"Amounts in {currency.upper()} must be a multiple of 10 (the last digit must be 0).",
+            param,
             code="invalid_amount",
         )
     return amount

@@ -68,7 +68,9 @@ def get_str(params: dict, name: str, default: str | None = None, required: bool 
     return value
 
 
-def get_int(params: dict, name: str, default: int | None = None, required: bool = False, param: str | None = None) -> int | None:
+def get_int(
+    params: dict, name: str, default: int | None = None, required: bool = False, param: str | None = None
+) -> int | None:
     value = params.get(name)
     if value is None or value == "":
         if required:

@@ -11,7 +11,13 @@ import heapq
 from typing import Any
 
 from sync_pipeline.sandbox.stripe.catalog import resolve_payment_method, test_card_of
-from sync_pipeline.sandbox.stripe.common import apply_update, metadata_change, retrieve_route, string_changes, update_route
+from sync_pipeline.sandbox.stripe.common import (
+    apply_update,
+    metadata_change,
+    retrieve_route,
+    string_changes,
+    update_route,
+)
 from sync_pipeline.sandbox.stripe.errors import (
     StripeApiError,
     card_error,
@@ -57,7 +63,15 @@ def new_balance_transaction(
         "exchange_rate": None,
         "fee": fee,
         "fee_details": (
-            [{"amount": fee, "application": None, "currency": currency, "description": fee_description, "type": "stripe_fee"}]
+            [
+                {
+                    "amount": fee,
+                    "application": None,
+                    "currency": currency,
+                    "description": fee_description,
+                    "type": "stripe_fee",
+                }
+            ]
             if fee
             else []
         ),
@@ -85,7 +99,9 @@ def _pending_balance(state: StripeState) -> list[tuple[int, str]]:
 def _payouts_in_transit(state: StripeState) -> list[tuple[int, str]]:
     if state.payouts_in_transit is None:
         payouts = state.collections["payout"].objects.values()
-        state.payouts_in_transit = [(p["arrival_date"], p["id"]) for p in payouts if p["status"] in ("pending", "in_transit")]
+        state.payouts_in_transit = [
+            (p["arrival_date"], p["id"]) for p in payouts if p["status"] in ("pending", "in_transit")
+        ]
         heapq.heapify(state.payouts_in_transit)
     return state.payouts_in_transit
 
@@ -104,7 +120,12 @@ def settle(ctx: Ctx) -> None:
         payout = ctx.state.collections["payout"].get(payout_id)
         if payout and payout["status"] in ("pending", "in_transit"):
             auto = ctx.automatic()
-            apply_update(auto, payout, {"status": "paid", "reconciliation_status": "completed" if payout["automatic"] else "not_applicable"}, "payout.updated")
+            apply_update(
+                auto,
+                payout,
+                {"status": "paid", "reconciliation_status": "completed" if payout["automatic"] else "not_applicable"},
+                "payout.updated",
+            )
             ctx.state.emit(auto, "payout.paid", payout)
 
 
@@ -114,7 +135,11 @@ retrieve_route("balance_transaction", "/v1/balance_transactions/{id}")
 @route("GET", "/v1/balance_transactions")
 def list_balance_transactions(ctx: Ctx, params: dict) -> dict:
     coll = ctx.state.collections["balance_transaction"]
-    filters = {"type": get_str(params, "type"), "source": get_str(params, "source"), "currency": get_str(params, "currency")}
+    filters = {
+        "type": get_str(params, "type"),
+        "source": get_str(params, "source"),
+        "currency": get_str(params, "currency"),
+    }
     payout_id = get_str(params, "payout")
     if payout_id:
         ctx.state.get("payout", payout_id, "payout")
@@ -141,7 +166,9 @@ def retrieve_balance(ctx: Ctx, params: dict) -> dict:
     currencies = sorted(set(available) | set(pending)) or ["usd"]
 
     def rows(bucket: dict[str, int]) -> list[dict]:
-        return [{"amount": bucket.get(c, 0), "currency": c, "source_types": {"card": bucket.get(c, 0)}} for c in currencies]
+        return [
+            {"amount": bucket.get(c, 0), "currency": c, "source_types": {"card": bucket.get(c, 0)}} for c in currencies
+        ]
 
     return {
         "object": "balance",
@@ -277,7 +304,10 @@ def create_charge(
 
 
 def decline_error(charge: dict[str, Any], payment_intent: dict[str, Any] | None = None) -> StripeApiError:
-    extra: dict[str, Any] = {"charge": charge["id"], "payment_method": {"id": charge["payment_method"], "object": "payment_method"}}
+    extra: dict[str, Any] = {
+        "charge": charge["id"],
+        "payment_method": {"id": charge["payment_method"], "object": "payment_method"},
+    }
     if payment_intent is not None:
         extra["payment_intent"] = snapshot(payment_intent)
     return card_error(charge["failure_message"], charge["failure_code"], charge["outcome"]["reason"], **extra)
@@ -299,8 +329,15 @@ def create_legacy_charge(ctx: Ctx, params: dict) -> dict:
     else:
         raise missing_param("source")
     charge = create_charge(
-        ctx, amount=amount, currency=currency, customer=customer_id, pm=pm, description=get_str(params, "description"),
-        metadata=merge_metadata({}, params), payment_intent=None, receipt_email=get_str(params, "receipt_email"),
+        ctx,
+        amount=amount,
+        currency=currency,
+        customer=customer_id,
+        pm=pm,
+        description=get_str(params, "description"),
+        metadata=merge_metadata({}, params),
+        payment_intent=None,
+        receipt_email=get_str(params, "receipt_email"),
     )
     if charge["status"] == "failed":
         raise decline_error(charge)
@@ -328,7 +365,9 @@ def search_charges(ctx: Ctx, params: dict) -> dict:
 @route("GET", "/v1/charges/{id}/refunds")
 def list_charge_refunds(ctx: Ctx, params: dict, charge_id: str) -> dict:
     ctx.state.get("charge", charge_id)
-    return list_filtered(ctx.state.collections["refund"], params, f"/v1/charges/{charge_id}/refunds", {"charge": charge_id})
+    return list_filtered(
+        ctx.state.collections["refund"], params, f"/v1/charges/{charge_id}/refunds", {"charge": charge_id}
+    )
 
 
 def _customer_default_payment_method(ctx: Ctx, customer_id: str) -> dict[str, Any]:
@@ -337,7 +376,8 @@ def _customer_default_payment_method(ctx: Ctx, customer_id: str) -> dict[str, An
     if not pm_id:
         raise invalid_state(
             f"Customer {customer_id} has no attached payment source or default payment method.",
-            "missing", "payment_method",
+            "missing",
+            "payment_method",
         )
     return ctx.state.get("payment_method", pm_id, "payment_method")
 
@@ -385,7 +425,14 @@ def new_payment_intent(
         "on_behalf_of": None,
         "payment_method": payment_method,
         "payment_method_configuration_details": None,
-        "payment_method_options": {"card": {"installments": None, "mandate_options": None, "network": None, "request_three_d_secure": "automatic"}},
+        "payment_method_options": {
+            "card": {
+                "installments": None,
+                "mandate_options": None,
+                "network": None,
+                "request_three_d_secure": "automatic",
+            }
+        },
         "payment_method_types": ["card"],
         "processing": None,
         "receipt_email": receipt_email,
@@ -415,13 +462,24 @@ def confirm_payment_intent(ctx: Ctx, intent: dict[str, Any], pm: dict[str, Any])
             "payment_intent_unexpected_state",
         )
     charge = create_charge(
-        ctx, amount=intent["amount"], currency=intent["currency"], customer=intent["customer"], pm=pm,
-        description=intent["description"], metadata=intent["metadata"], payment_intent=intent["id"],
+        ctx,
+        amount=intent["amount"],
+        currency=intent["currency"],
+        customer=intent["customer"],
+        pm=pm,
+        description=intent["description"],
+        metadata=intent["metadata"],
+        payment_intent=intent["id"],
         receipt_email=intent["receipt_email"],
     )
     if charge["status"] == "succeeded":
-        changes = {"status": "succeeded", "amount_received": intent["amount"], "latest_charge": charge["id"],
-                   "payment_method": pm["id"], "last_payment_error": None}
+        changes = {
+            "status": "succeeded",
+            "amount_received": intent["amount"],
+            "latest_charge": charge["id"],
+            "payment_method": pm["id"],
+            "last_payment_error": None,
+        }
         apply_update(ctx, intent, changes)
         ctx.state.emit(ctx, "payment_intent.succeeded", intent)
     else:
@@ -438,8 +496,12 @@ def confirm_payment_intent(ctx: Ctx, intent: dict[str, Any], pm: dict[str, Any])
             "payment_method": snapshot(pm),
             "type": "card_error",
         }
-        changes = {"status": "requires_payment_method", "latest_charge": charge["id"], "payment_method": None,
-                   "last_payment_error": error}
+        changes = {
+            "status": "requires_payment_method",
+            "latest_charge": charge["id"],
+            "payment_method": None,
+            "last_payment_error": error,
+        }
         apply_update(ctx, intent, changes)
         ctx.state.emit(ctx, "payment_intent.payment_failed", intent)
     return charge
@@ -466,8 +528,13 @@ def create_payment_intent(ctx: Ctx, params: dict) -> dict:
     if params.get("payment_method"):
         pm = resolve_payment_method(ctx, params["payment_method"], None)
     intent = new_payment_intent(
-        ctx, amount=amount, currency=currency, customer=customer_id, description=get_str(params, "description"),
-        metadata=merge_metadata({}, params), payment_method=pm["id"] if pm else None,
+        ctx,
+        amount=amount,
+        currency=currency,
+        customer=customer_id,
+        description=get_str(params, "description"),
+        metadata=merge_metadata({}, params),
+        payment_method=pm["id"] if pm else None,
         receipt_email=get_str(params, "receipt_email"),
     )
     if get_bool(params, "confirm", False):
@@ -479,7 +546,8 @@ def _confirm_or_raise(ctx: Ctx, intent: dict[str, Any], pm: dict[str, Any] | Non
     if pm is None:
         raise invalid_state(
             "You cannot confirm this PaymentIntent because it's missing a payment method.",
-            "payment_intent_unexpected_state", "payment_method",
+            "payment_intent_unexpected_state",
+            "payment_method",
         )
     charge = confirm_payment_intent(ctx, intent, pm)
     if charge["status"] == "failed":
@@ -507,7 +575,9 @@ def cancel_payment_intent(ctx: Ctx, params: dict, pi_id: str) -> dict:
             f"You cannot cancel this PaymentIntent because it has a status of {intent['status']}.",
             "payment_intent_unexpected_state",
         )
-    reason = get_choice(params, "cancellation_reason", ("duplicate", "fraudulent", "requested_by_customer", "abandoned"))
+    reason = get_choice(
+        params, "cancellation_reason", ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
+    )
     apply_update(ctx, intent, {"status": "canceled", "canceled_at": ctx.now, "cancellation_reason": reason})
     ctx.state.emit(ctx, "payment_intent.canceled", intent)
     return intent
@@ -525,7 +595,12 @@ def update_payment_intent(ctx: Ctx, params: dict, pi_id: str) -> dict:
 
 @route("GET", "/v1/payment_intents")
 def list_payment_intents(ctx: Ctx, params: dict) -> dict:
-    return list_filtered(ctx.state.collections["payment_intent"], params, "/v1/payment_intents", {"customer": get_str(params, "customer")})
+    return list_filtered(
+        ctx.state.collections["payment_intent"],
+        params,
+        "/v1/payment_intents",
+        {"customer": get_str(params, "customer")},
+    )
 
 
 @route("GET", "/v1/payment_intents/search")
@@ -558,12 +633,18 @@ def refund_charge(
     check_amount(amount, charge["currency"], param)
     if amount > remaining:
         raise invalid_param(
-            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})", param,
+            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})",
+            param,
             code="amount_too_large",
         )
     refund_id = ctx.state.new_id("re")
     txn = new_balance_transaction(
-        ctx, amount=-amount, currency=charge["currency"], txn_type="refund", category="refund", source=refund_id,
+        ctx,
+        amount=-amount,
+        currency=charge["currency"],
+        txn_type="refund",
+        category="refund",
+        source=refund_id,
         description="REFUND FOR CHARGE" + (f" ({charge['description']})" if charge["description"] else ""),
     )
     refund = {
@@ -575,7 +656,12 @@ def refund_charge(
         "created": ctx.now,
         "currency": charge["currency"],
         "destination_details": {
-            "card": {"reference": None, "reference_status": "pending", "reference_type": "acquirer_reference_number", "type": "refund"},
+            "card": {
+                "reference": None,
+                "reference_status": "pending",
+                "reference_type": "acquirer_reference_number",
+                "type": "refund",
+            },
             "type": "card",
         },
         "metadata": dict(metadata or {}),
@@ -591,7 +677,12 @@ def refund_charge(
     }
     ctx.state.insert("refund", refund)
     refunded_total = charge["amount_refunded"] + amount
-    apply_update(ctx, charge, {"amount_refunded": refunded_total, "refunded": refunded_total == charge["amount"]}, "charge.refunded")
+    apply_update(
+        ctx,
+        charge,
+        {"amount_refunded": refunded_total, "refunded": refunded_total == charge["amount"]},
+        "charge.refunded",
+    )
     ctx.state.emit(ctx, "refund.created", refund)
     return refund
 
@@ -639,15 +730,27 @@ EVIDENCE_FIELDS = (
     "uncategorized_file uncategorized_text"
 ).split()
 DISPUTE_REASONS = (
-    "bank_cannot_process", "credit_not_processed", "customer_initiated", "debit_not_authorized", "duplicate",
-    "fraudulent", "general", "incorrect_account_details", "insufficient_funds", "product_not_received",
-    "product_unacceptable", "subscription_canceled", "unrecognized",
+    "bank_cannot_process",
+    "credit_not_processed",
+    "customer_initiated",
+    "debit_not_authorized",
+    "duplicate",
+    "fraudulent",
+    "general",
+    "incorrect_account_details",
+    "insufficient_funds",
+    "product_not_received",
+    "product_unacceptable",
+    "subscription_canceled",
+    "unrecognized",
 )
 TEST_EVIDENCE_OUTCOMES = {"winning_evidence": "won", "losing_evidence": "lost"}
 NETWORK_REASON_CODES = {"fraudulent": "10.4", "duplicate": "12.6.1", "product_not_received": "13.1"}
 
 
-def open_dispute(ctx: Ctx, charge: dict[str, Any], reason: str = "general", amount: int | None = None) -> dict[str, Any]:
+def open_dispute(
+    ctx: Ctx, charge: dict[str, Any], reason: str = "general", amount: int | None = None
+) -> dict[str, Any]:
     if charge["status"] != "succeeded":
         raise invalid_state(f"Charge {charge['id']} has not succeeded; it cannot be disputed.")
     if charge["disputed"]:
@@ -661,8 +764,15 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], reason: str = "general", amou
     dispute_id = ctx.state.new_id("dp")
     fee = dispute_fee(charge["currency"])
     txn = new_balance_transaction(
-        ctx, amount=-amount, currency=charge["currency"], txn_type="adjustment", category="dispute",
-        source=dispute_id, description=f"Chargeback withdrawal for {charge['id']}", fee=fee, fee_description="Dispute fee",
+        ctx,
+        amount=-amount,
+        currency=charge["currency"],
+        txn_type="adjustment",
+        category="dispute",
+        source=dispute_id,
+        description=f"Chargeback withdrawal for {charge['id']}",
+        fee=fee,
+        fee_description="Dispute fee",
     )
     card = charge["payment_method_details"]["card"]
     dispute = {
@@ -674,15 +784,24 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], reason: str = "general", amou
         "created": ctx.now,
         "currency": charge["currency"],
         "evidence": {**{name: None for name in EVIDENCE_FIELDS}, "enhanced_evidence": {}},
-        "evidence_details": {"due_by": ctx.now + 7 * DAY, "has_evidence": False, "past_due": False,
-                             "submission_count": 0, "enhanced_eligibility": {}},
+        "evidence_details": {
+            "due_by": ctx.now + 7 * DAY,
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+            "enhanced_eligibility": {},
+        },
         "is_charge_refundable": False,
         "livemode": False,
         "metadata": {},
         "payment_intent": charge["payment_intent"],
         "payment_method_details": {
-            "card": {"brand": card["brand"], "case_type": "chargeback",
-                     "network_reason_code": NETWORK_REASON_CODES.get(reason, "13.7"), "network": card["network"]},
+            "card": {
+                "brand": card["brand"],
+                "case_type": "chargeback",
+                "network_reason_code": NETWORK_REASON_CODES.get(reason, "13.7"),
+                "network": card["network"],
+            },
             "type": "card",
         },
         "reason": reason,
@@ -706,9 +825,15 @@ def close_dispute(ctx: Ctx, dispute: dict[str, Any], outcome: str) -> dict[str, 
         withdrawal = transactions[0]
         charge = ctx.state.get("charge", dispute["charge"])
         txn = new_balance_transaction(
-            ctx, amount=dispute["amount"], currency=dispute["currency"], txn_type="adjustment",
-            category="dispute_reversal", source=dispute["id"], description=f"Chargeback reversal for {charge['id']}",
-            fee=-withdrawal["fee"], fee_description="Dispute fee refund",
+            ctx,
+            amount=dispute["amount"],
+            currency=dispute["currency"],
+            txn_type="adjustment",
+            category="dispute_reversal",
+            source=dispute["id"],
+            description=f"Chargeback reversal for {charge['id']}",
+            fee=-withdrawal["fee"],
+            fee_description="Dispute fee refund",
         )
         transactions = [*transactions, txn]
     apply_update(ctx, dispute, {"status": outcome, "balance_transactions": transactions})
@@ -764,14 +889,16 @@ def _unpaid_available(state: StripeState, currency: str) -> list[dict[str, Any]]
     coll = state.collections["balance_transaction"]
     paid_out = {entry[2] for index in coll.secondary.get("payout", {}).values() for entry in index.entries}
     return [
-        txn for txn in coll.objects.values()
+        txn
+        for txn in coll.objects.values()
         if txn["currency"] == currency and txn["status"] == "available" and txn["id"] not in paid_out
     ]
 
 
 def available_balance(state: StripeState, currency: str) -> int:
     return sum(
-        txn["net"] for txn in state.collections["balance_transaction"].objects.values()
+        txn["net"]
+        for txn in state.collections["balance_transaction"].objects.values()
         if txn["currency"] == currency and txn["status"] == "available"
     )
 
@@ -797,12 +924,18 @@ def create_payout(
         raise invalid_state(
             "You have insufficient funds in your Stripe account for this transfer. Your card balance is too low. "
             "You can use the /v1/balance endpoint to view your Stripe balance.",
-            "balance_insufficient", "amount",
+            "balance_insufficient",
+            "amount",
         )
     contained = _unpaid_available(ctx.state, currency) if amount == available else []
     payout_id = ctx.state.new_id("po")
     txn = new_balance_transaction(
-        ctx, amount=-amount, currency=currency, txn_type="payout", category="payout", source=payout_id,
+        ctx,
+        amount=-amount,
+        currency=currency,
+        txn_type="payout",
+        category="payout",
+        source=payout_id,
         description=description or "STRIPE PAYOUT",
     )
     linked = bool(contained)
@@ -850,7 +983,11 @@ def create_payout(
 def create_payout_endpoint(ctx: Ctx, params: dict) -> dict:
     currency = check_currency(get_str(params, "currency", "usd"))
     return create_payout(
-        ctx, currency, get_int(params, "amount"), get_str(params, "description"), merge_metadata({}, params),
+        ctx,
+        currency,
+        get_int(params, "amount"),
+        get_str(params, "description"),
+        merge_metadata({}, params),
         statement_descriptor=get_str(params, "statement_descriptor"),
     )
 
@@ -865,4 +1002,6 @@ update_route("payout", "/v1/payouts/{id}", event="payout.updated")
 def list_payouts(ctx: Ctx, params: dict) -> dict:
     arrival = parse_range(params, "arrival_date")
     predicate = (lambda payout: in_range(payout["arrival_date"], arrival)) if arrival != (None, None) else None
-    return list_filtered(ctx.state.collections["payout"], params, "/v1/payouts", {"status": get_str(params, "status")}, predicate)
+    return list_filtered(
+        ctx.state.collections["payout"], params, "/v1/payouts", {"status": get_str(params, "status")}, predicate
+    )

@@ -48,7 +48,7 @@ class Router:
         parts = path.strip("/").split("/")
         for candidate in self._by_shape.get((method, len(parts)), ()):
             values = []
-            for expected, actual in zip(candidate.segments, parts):
+            for expected, actual in zip(candidate.segments, parts, strict=True):
                 if expected is None:
                     values.append(actual)
                 elif expected != actual:

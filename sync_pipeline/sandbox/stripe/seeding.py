@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from sync_pipeline.sandbox.stripe.catalog import create_customer, create_price, create_product
 from sync_pipeline.sandbox.stripe.config import StripeConfig
-from sync_pipeline.sandbox.stripe.invoicing import attempt_payment, finalize, new_invoice, new_invoice_item, recompute_totals
+from sync_pipeline.sandbox.stripe.invoicing import (
+    attempt_payment,
+    finalize,
+    new_invoice,
+    new_invoice_item,
+    recompute_totals,
+)
 from sync_pipeline.sandbox.stripe.state import Ctx, StripeState
 
 
@@ -35,9 +41,15 @@ def seed_paid_invoices(
             product = create_product(ctx, {"name": "Seeded plan"})
             price = create_price(ctx, {"product": product["id"], "currency": currency, "unit_amount": str(unit_amount)})
             customer_ids = [
-                create_customer(ctx, {"email": f"seed{n}@example.com", "name": f"Seed customer {n}",
-                                      "payment_method": "pm_card_visa",
-                                      "invoice_settings": {"default_payment_method": "pm_card_visa"}})["id"]
+                create_customer(
+                    ctx,
+                    {
+                        "email": f"seed{n}@example.com",
+                        "name": f"Seed customer {n}",
+                        "payment_method": "pm_card_visa",
+                        "invoice_settings": {"default_payment_method": "pm_card_visa"},
+                    },
+                )["id"]
                 for n in range(max(1, min(customers, count)))
             ]
             invoice_ids = []
@@ -45,8 +57,16 @@ def seed_paid_invoices(
                 ctx.now = first + n * spacing_seconds
                 customer = state.collections["customer"].objects[customer_ids[n % len(customer_ids)]]
                 invoice = new_invoice(ctx, customer, currency=currency, metadata={"seed": str(n)})
-                new_invoice_item(ctx, customer=customer["id"], currency=currency, unit_amount=unit_amount, quantity=1,
-                                 description="Seeded plan", price=price, invoice=invoice)
+                new_invoice_item(
+                    ctx,
+                    customer=customer["id"],
+                    currency=currency,
+                    unit_amount=unit_amount,
+                    quantity=1,
+                    description="Seeded plan",
+                    price=price,
+                    invoice=invoice,
+                )
                 recompute_totals(state, invoice)
                 finalize(ctx, invoice)
                 attempt_payment(ctx, invoice)

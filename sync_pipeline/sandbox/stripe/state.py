@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,10 @@ COLLECTION_INDEXES: dict[str, dict[str, Any]] = {
     "tax_rate": {},
     "payment_method": {"customer": _nested("customer")},
     "invoiceitem": {"customer": _nested("customer"), "invoice": _nested("invoice")},
-    "invoice": {"customer": _nested("customer"), "subscription": _nested("parent", "subscription_details", "subscription")},
+    "invoice": {
+        "customer": _nested("customer"),
+        "subscription": _nested("parent", "subscription_details", "subscription"),
+    },
     "invoice_payment": {"invoice": _nested("invoice"), "payment_intent": _nested("payment", "payment_intent")},
     "payment_intent": {"customer": _nested("customer")},
     "charge": {"customer": _nested("customer"), "payment_intent": _nested("payment_intent")},
@@ -65,13 +68,13 @@ def snapshot(obj: Any) -> Any:
 class Ctx:
     """What one API call knows about itself; events record its request id and idempotency key."""
 
-    state: "StripeState"
+    state: StripeState
     config: StripeConfig
     now: int
     request_id: str | None = None
     idempotency_key: str | None = None
 
-    def automatic(self) -> "Ctx":
+    def automatic(self) -> Ctx:
         """The same moment, but for changes Stripe makes on its own (no request behind them)."""
         return Ctx(self.state, self.config, self.now)
 
@@ -154,7 +157,9 @@ class StripeState:
     def get(self, kind: str, object_id: str, param: str = "id") -> dict[str, Any]:
         obj = self.collections[kind].get(object_id) if isinstance(object_id, str) else None
         if obj is None:
-            raise resource_missing(kind.replace("_", " ") if kind != "invoiceitem" else "invoiceitem", str(object_id), param)
+            raise resource_missing(
+                kind.replace("_", " ") if kind != "invoiceitem" else "invoiceitem", str(object_id), param
+            )
         return obj
 
     def remove(self, kind: str, object_id: str) -> dict[str, Any]:
@@ -241,7 +246,7 @@ class StripeState:
         return manual
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "StripeState":
+    def from_json(cls, raw: bytes | str) -> StripeState:
         data = orjson.loads(raw)
         state = cls(seed=data.get("seed", 0))
         state.seq = data["seq"]
@@ -274,7 +279,7 @@ class StripeState:
         Path(path).write_bytes(self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "StripeState":
+    def load(cls, path: str | Path) -> StripeState:
         return cls.from_json(Path(path).read_bytes())
 
     def reset(self) -> None:
@@ -282,7 +287,14 @@ class StripeState:
         with self.lock:
             fresh = StripeState(seed=self.seed)
             for name in (
-                "ids", "seq", "collections", "kind_of_id", "lines", "line_owner", "credit_note_lines", "deleted",
+                "ids",
+                "seq",
+                "collections",
+                "kind_of_id",
+                "lines",
+                "line_owner",
+                "credit_note_lines",
+                "deleted",
                 "idempotency",
             ):
                 setattr(self, name, getattr(fresh, name))

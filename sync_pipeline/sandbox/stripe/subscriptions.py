@@ -6,7 +6,7 @@ Since API version 2025-03-31.basil the billing period lives on each subscription
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,13 @@ from sync_pipeline.sandbox.stripe.catalog import (
     resolve_payment_method,
     tax_rate_ids,
 )
-from sync_pipeline.sandbox.stripe.common import add_interval, apply_update, metadata_change, retrieve_route, string_changes
+from sync_pipeline.sandbox.stripe.common import (
+    add_interval,
+    apply_update,
+    metadata_change,
+    retrieve_route,
+    string_changes,
+)
 from sync_pipeline.sandbox.stripe.errors import invalid_param, invalid_state, missing_param
 from sync_pipeline.sandbox.stripe.invoicing import (
     _pricing,
@@ -83,7 +89,15 @@ def _period(state: StripeState, subscription: dict[str, Any]) -> tuple[int, int]
     return first["current_period_start"], first["current_period_end"]
 
 
-def _new_item(ctx: Ctx, subscription: dict[str, Any], price: dict[str, Any], quantity: int, tax_rates: list, metadata: dict, period: tuple[int, int]) -> dict[str, Any]:
+def _new_item(
+    ctx: Ctx,
+    subscription: dict[str, Any],
+    price: dict[str, Any],
+    quantity: int,
+    tax_rates: list,
+    metadata: dict,
+    period: tuple[int, int],
+) -> dict[str, Any]:
     item = {
         "id": ctx.state.new_id("si"),
         "object": "subscription_item",
@@ -104,7 +118,9 @@ def _new_item(ctx: Ctx, subscription: dict[str, Any], price: dict[str, Any], qua
 
 def _check_price(price: dict[str, Any], currency: str | None, interval: tuple[str, int] | None, param: str) -> None:
     if price["type"] != "recurring":
-        raise invalid_param(f"The price specified ({price['id']}) is a one-time price; subscriptions need recurring prices.", param)
+        raise invalid_param(
+            f"The price specified ({price['id']}) is a one-time price; subscriptions need recurring prices.", param
+        )
     if currency and price["currency"] != currency:
         raise invalid_param("All prices on a subscription must have the same currency.", param)
     if interval and (price["recurring"]["interval"], price["recurring"]["interval_count"]) != interval:
@@ -114,20 +130,31 @@ def _check_price(price: dict[str, Any], currency: str | None, interval: tuple[st
 def _line_description(ctx: Ctx, price: dict[str, Any], quantity: int) -> str:
     product = ctx.state.find(price["product"]) or {"name": price["product"]}
     amount = to_decimal(price["unit_amount"], price["currency"])
-    return f"{quantity} × {product['name']} (at {amount} {price['currency'].upper()} / {price['recurring']['interval']})"
+    return (
+        f"{quantity} × {product['name']} (at {amount} {price['currency'].upper()} / {price['recurring']['interval']})"
+    )
 
 
 def _add_item_line(ctx: Ctx, invoice: dict[str, Any], item: dict[str, Any], period: tuple[int, int]) -> None:
     price = item["price"]
     add_line(
-        ctx.state, invoice, amount=price["unit_amount"] * item["quantity"],
-        description=_line_description(ctx, price, item["quantity"]), discountable=True, metadata={},
-        period={"end": period[1], "start": period[0]}, quantity=item["quantity"], subscription=item["subscription"],
+        ctx.state,
+        invoice,
+        amount=price["unit_amount"] * item["quantity"],
+        description=_line_description(ctx, price, item["quantity"]),
+        discountable=True,
+        metadata={},
+        period={"end": period[1], "start": period[0]},
+        quantity=item["quantity"],
+        subscription=item["subscription"],
         parent={
             "invoice_item_details": None,
             "subscription_item_details": {
-                "invoice_item": None, "proration": False, "proration_details": {"credited_items": None},
-                "subscription": item["subscription"], "subscription_item": item["id"],
+                "invoice_item": None,
+                "proration": False,
+                "proration_details": {"credited_items": None},
+                "subscription": item["subscription"],
+                "subscription_item": item["id"],
             },
             "type": "subscription_item_details",
         },
@@ -139,24 +166,36 @@ def _pending_items(ctx: Ctx, subscription: dict[str, Any]) -> list[dict[str, Any
     coll = ctx.state.collections["invoiceitem"]
     items = coll.newest_first(coll.index_for("customer", subscription["customer"]))
     pending = [
-        item for item in items
-        if item["invoice"] is None and ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription") == subscription["id"]
+        item
+        for item in items
+        if item["invoice"] is None
+        and ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription") == subscription["id"]
     ]
     return list(reversed(pending))
 
 
 def _subscription_invoice(
-    ctx: Ctx, subscription: dict[str, Any], billing_reason: str,
-    item_period: tuple[int, int] | None, invoice_period: tuple[int, int],
+    ctx: Ctx,
+    subscription: dict[str, Any],
+    billing_reason: str,
+    item_period: tuple[int, int] | None,
+    invoice_period: tuple[int, int],
 ) -> dict[str, Any]:
     """Create, finalize and (when collecting automatically) pay a subscription invoice."""
     customer = ctx.state.get("customer", subscription["customer"])
     invoice = new_invoice(
-        ctx, customer, currency=subscription["currency"], billing_reason=billing_reason,
-        collection_method=subscription["collection_method"], auto_advance=True,
-        days_until_due=subscription["days_until_due"], description=subscription["description"],
+        ctx,
+        customer,
+        currency=subscription["currency"],
+        billing_reason=billing_reason,
+        collection_method=subscription["collection_method"],
+        auto_advance=True,
+        days_until_due=subscription["days_until_due"],
+        description=subscription["description"],
         default_payment_method=subscription["default_payment_method"],
-        default_tax_rates=subscription["default_tax_rates"], subscription=subscription, period=invoice_period,
+        default_tax_rates=subscription["default_tax_rates"],
+        subscription=subscription,
+        period=invoice_period,
     )
     invoice["discounts"] = _use_discounts(ctx, subscription)
     for item in _pending_items(ctx, subscription):
@@ -209,11 +248,21 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
         _check_price(price, currency, interval, f"items[{position}][price]")
         currency, interval = price["currency"], (price["recurring"]["interval"], price["recurring"]["interval_count"])
         quantity = get_int(raw, "quantity", 1, param=f"items[{position}][quantity]")
-        prices.append((price, quantity, [ctx.state.get("tax_rate", r) for r in tax_rate_ids(ctx, raw, "tax_rates")],
-                       merge_metadata({}, raw)))
-    collection_method = get_choice(params, "collection_method", ("charge_automatically", "send_invoice"), "charge_automatically")
+        prices.append(
+            (
+                price,
+                quantity,
+                [ctx.state.get("tax_rate", r) for r in tax_rate_ids(ctx, raw, "tax_rates")],
+                merge_metadata({}, raw),
+            )
+        )
+    collection_method = get_choice(
+        params, "collection_method", ("charge_automatically", "send_invoice"), "charge_automatically"
+    )
     payment_behavior = get_choice(
-        params, "payment_behavior", ("allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete"),
+        params,
+        "payment_behavior",
+        ("allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete"),
         "allow_incomplete",
     )
     days_until_due = get_int(params, "days_until_due")
@@ -225,7 +274,7 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
         attach_payment_method(ctx, pm, customer["id"])
         pm_id = pm["id"]
     start = ctx.now
-    anchor_day = datetime.fromtimestamp(start, timezone.utc).day
+    anchor_day = datetime.fromtimestamp(start, UTC).day
     end = add_interval(start, interval[0], interval[1], anchor_day)
     subscription_id = ctx.state.new_id("sub")
     subscription = {
@@ -258,8 +307,11 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
         "next_pending_invoice_item_invoice": None,
         "on_behalf_of": None,
         "pause_collection": None,
-        "payment_settings": {"payment_method_options": None, "payment_method_types": None,
-                             "save_default_payment_method": "off"},
+        "payment_settings": {
+            "payment_method_options": None,
+            "payment_method_types": None,
+            "save_default_payment_method": "off",
+        },
         "pending_invoice_item_interval": None,
         "pending_setup_intent": None,
         "pending_update": None,
@@ -279,7 +331,9 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
         "billing_schedules": [],
     }
     ctx.state.insert("subscription", subscription)
-    subscription["discounts"] = discounts_param(ctx, params, currency, customer=customer["id"], subscription=subscription_id)
+    subscription["discounts"] = discounts_param(
+        ctx, params, currency, customer=customer["id"], subscription=subscription_id
+    )
     for price, quantity, rates, metadata in prices:
         _new_item(ctx, subscription, price, quantity, rates, metadata, (start, end))
     refresh_subscription_items(ctx.state, subscription)
@@ -291,7 +345,9 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
         failed = _collect(ctx, subscription, invoice)
     if failed is not None and payment_behavior == "error_if_incomplete":
         void_invoice(ctx, {}, invoice["id"])
-        apply_update(ctx, subscription, {"status": "incomplete_expired", "ended_at": ctx.now}, "customer.subscription.updated")
+        apply_update(
+            ctx, subscription, {"status": "incomplete_expired", "ended_at": ctx.now}, "customer.subscription.updated"
+        )
         raise decline_error(failed)
     if invoice["status"] == "paid" and subscription["status"] == "incomplete":
         apply_update(ctx, subscription, {"status": "active"}, "customer.subscription.updated")
@@ -299,33 +355,53 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
 
 
 def _proration(
-    ctx: Ctx, subscription: dict[str, Any], item: dict[str, Any], price: dict[str, Any], quantity: int,
-    proration_date: int, period: tuple[int, int], credit: bool,
+    ctx: Ctx,
+    subscription: dict[str, Any],
+    item: dict[str, Any],
+    price: dict[str, Any],
+    quantity: int,
+    proration_date: int,
+    period: tuple[int, int],
+    credit: bool,
 ) -> dict[str, Any] | None:
     start, end = period
     remaining = end - proration_date
     if remaining <= 0 or end <= start:
         return None
     # Prorated KWD amounts must end in 0 like every three-decimal Stripe amount.
-    amount = round_for_currency(round_half_up(Decimal(price["unit_amount"] * quantity) * remaining / (end - start)),
-                                subscription["currency"])
-    when = datetime.fromtimestamp(proration_date, timezone.utc).strftime("%d %b %Y")
+    amount = round_for_currency(
+        round_half_up(Decimal(price["unit_amount"] * quantity) * remaining / (end - start)), subscription["currency"]
+    )
+    when = datetime.fromtimestamp(proration_date, UTC).strftime("%d %b %Y")
     product = ctx.state.find(price["product"]) or {"name": price["product"]}
     description = f"{'Unused' if credit else 'Remaining'} time on {quantity} × {product['name']} after {when}"
     return new_invoice_item(
-        ctx, customer=subscription["customer"], currency=subscription["currency"], unit_amount=price["unit_amount"],
-        quantity=quantity, amount=-amount if credit else amount, description=description, price=price,
-        period={"end": end, "start": proration_date}, proration=True, subscription=subscription["id"],
-        subscription_item=item["id"], tax_rates=item["tax_rates"],
+        ctx,
+        customer=subscription["customer"],
+        currency=subscription["currency"],
+        unit_amount=price["unit_amount"],
+        quantity=quantity,
+        amount=-amount if credit else amount,
+        description=description,
+        price=price,
+        period={"end": end, "start": proration_date},
+        proration=True,
+        subscription=subscription["id"],
+        subscription_item=item["id"],
+        tax_rates=item["tax_rates"],
     )
 
 
-def _apply_item_changes(ctx: Ctx, subscription: dict[str, Any], params: dict, behavior: str, proration_date: int) -> list[dict]:
+def _apply_item_changes(
+    ctx: Ctx, subscription: dict[str, Any], params: dict, behavior: str, proration_date: int
+) -> list[dict]:
     """Change, add or delete items; returns the proration invoice items it created."""
     period = _period(ctx.state, subscription)
     current = {item["id"]: item for item in _items(ctx.state, subscription)}
-    interval = (subscription["items"]["data"][0]["price"]["recurring"]["interval"],
-                subscription["items"]["data"][0]["price"]["recurring"]["interval_count"])
+    interval = (
+        subscription["items"]["data"][0]["price"]["recurring"]["interval"],
+        subscription["items"]["data"][0]["price"]["recurring"]["interval_count"],
+    )
     prorations: list[dict] = []
 
     def prorate(item: dict, price: dict, quantity: int, credit: bool) -> None:
@@ -395,7 +471,9 @@ def update_subscription(ctx: Ctx, params: dict, subscription_id: str) -> dict:
     if "days_until_due" in params:
         changes["days_until_due"] = get_int(params, "days_until_due")
     if "default_tax_rates" in params:
-        changes["default_tax_rates"] = [ctx.state.get("tax_rate", r) for r in tax_rate_ids(ctx, params, "default_tax_rates")]
+        changes["default_tax_rates"] = [
+            ctx.state.get("tax_rate", r) for r in tax_rate_ids(ctx, params, "default_tax_rates")
+        ]
     if "discounts" in params or "coupon" in params:
         changes["discounts"] = discounts_param(
             ctx, params, subscription["currency"], customer=subscription["customer"], subscription=subscription["id"]
@@ -429,7 +507,7 @@ def advance_subscription(ctx: Ctx, subscription: dict[str, Any], move_clock: boo
         _cancel(ctx, subscription, end)
         return {"subscription": subscription, "invoice": None}
     price = subscription["items"]["data"][0]["price"]["recurring"]
-    anchor_day = datetime.fromtimestamp(subscription["billing_cycle_anchor"], timezone.utc).day
+    anchor_day = datetime.fromtimestamp(subscription["billing_cycle_anchor"], UTC).day
     next_end = add_interval(end, price["interval"], price["interval_count"], anchor_day)
     for item in _items(ctx.state, subscription):
         item.update(current_period_start=end, current_period_end=next_end)
@@ -447,8 +525,16 @@ def advance_subscription(ctx: Ctx, subscription: dict[str, Any], move_clock: boo
 
 
 def _cancel(ctx: Ctx, subscription: dict[str, Any], at: int) -> None:
-    apply_update(ctx, subscription, {"status": "canceled", "canceled_at": ctx.now, "ended_at": at,
-                                     "cancellation_details": {"comment": None, "feedback": None, "reason": "cancellation_requested"}})
+    apply_update(
+        ctx,
+        subscription,
+        {
+            "status": "canceled",
+            "canceled_at": ctx.now,
+            "ended_at": at,
+            "cancellation_details": {"comment": None, "feedback": None, "reason": "cancellation_requested"},
+        },
+    )
     ctx.state.emit(ctx, "customer.subscription.deleted", subscription)
 
 
@@ -496,4 +582,3 @@ def list_subscription_items(ctx: Ctx, params: dict) -> dict:
 
 
 retrieve_route("subscription_item", "/v1/subscription_items/{id}")
-
