@@ -41,6 +41,8 @@ from sync_pipeline.sandbox.stripe.routing import route
 from sync_pipeline.sandbox.stripe.state import Ctx, StripeState
 
 DAY = 86400
+# An invoice embeds its first lines only (`lines.has_more` says there are more); the rest are paged
+# from /v1/invoices/{id}/lines.
 EMBEDDED_LINES = 10
 ACCOUNT_NAME = "Sandbox Inc."
 # Fields Stripe still lets you change once an invoice is finalized.
@@ -87,6 +89,8 @@ def new_invoice_item(
         "customer": customer,
         "date": ctx.now,
         "description": description,
+        # Prorations are never discounted: the lines they adjust were discounted already.
+        # https://docs.stripe.com/api/invoiceitems/create#create_invoiceitem-discountable
         "discountable": discountable and not proration,
         "discounts": [],
         "invoice": None,
@@ -121,6 +125,8 @@ def attach_item(state: StripeState, invoice: dict[str, Any], item: dict[str, Any
     coll = state.collections["invoiceitem"]
     item["invoice"] = invoice["id"]
     coll.add_to_secondary("invoice", invoice["id"], coll.entries[item["id"]])
+    # Since basil a line names its source in `parent`: an item billed for a subscription makes a
+    # subscription_item_details line, any other an invoice_item_details line.
     subscription = ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription")
     if subscription:
         parent = {
@@ -176,6 +182,7 @@ def _item_amounts(ctx: Ctx, params: dict, current: dict[str, Any] | None, curren
     if params.get("amount") is not None:
         amount = get_int(params, "amount")
         check_amount(amount, currency, allow_negative=True)
+        # `amount` alone is a quantity-1 item of that amount; a negative one is a manual credit line.
         return None, amount, 1, amount, currency
     unit_amount = get_int(params, "unit_amount")
     if unit_amount is None and params.get("unit_amount_decimal") is not None:
@@ -391,6 +398,8 @@ def _line_tax_rates(state: StripeState, invoice: dict[str, Any], line: dict[str,
     elif details.get("subscription_item"):
         sub_item = state.find(details["subscription_item"])
         own = (sub_item or {}).get("tax_rates") or []
+    # A line's own rates replace the invoice's defaults rather than adding to them.
+    # https://docs.stripe.com/billing/taxes/tax-rates
     return own or invoice["default_tax_rates"]
 
 
@@ -399,6 +408,8 @@ def _line_discounts(
 ) -> dict[str, list[int]]:
     """Per discount id, the amount taken off each line (same order as `lines`)."""
     result: dict[str, list[int]] = {}
+    # Non-discountable and credit lines take no share; each discount applies to what the ones before it
+    # left, so stacked discounts never take a line below zero.
     remaining = [line["amount"] if line["discountable"] and line["amount"] > 0 else 0 for line in lines]
     for discount in discounts:
         coupon = coupons[discount["id"]]
@@ -421,6 +432,8 @@ def _tax(base: int, rate: dict[str, Any]) -> tuple[int, int]:
     """(tax, taxable amount) of a line amount for one rate."""
     percent = Decimal(str(rate["percentage"]))
     if rate["inclusive"]:
+        # An inclusive rate is inside the amount: the tax is what remains after taking out the net, so
+        # net + tax is the line amount exactly, whatever the rounding.
         net = round_half_up(Decimal(base) * 100 / (100 + percent))
         return base - net, net
     return round_half_up(Decimal(base) * percent / 100), base
@@ -480,6 +493,7 @@ def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
         line["taxes"] = taxes
     subtotal = sum(line["amount"] for line in lines)
     discount_total = sum(sum(values) for values in shares.values())
+    # Inclusive tax is inside the subtotal already; only exclusive tax adds to the total.
     total = subtotal - discount_total + exclusive_tax
     invoice.update(
         subtotal=subtotal,
@@ -497,6 +511,7 @@ def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
         total_taxes=list(tax_totals.values()),
         total=total,
         total_excluding_tax=total - exclusive_tax - inclusive_tax,
+        # Nothing is due on a negative total; finalizing credits it to the customer balance (see `finalize`).
         amount_due=max(total, 0),
         amount_remaining=max(total, 0),
     )
@@ -611,6 +626,8 @@ def new_invoice(
         "total_discount_amounts": [],
         "total_excluding_tax": 0,
         "webhooks_delivered_at": ctx.now,
+        # Stripe finalizes an auto-advancing draft about an hour after it is created.
+        # https://docs.stripe.com/invoicing/integration/automatic-advancement-collection
         "automatically_finalizes_at": ctx.now + 3600 if auto_advance else None,
         "total_pretax_credit_amounts": [],
         "total_taxes": [],
@@ -629,6 +646,7 @@ def new_invoice(
         ),
         "customer_account": None,
     }
+    # A sent invoice needs a due date; 30 days unless the caller says otherwise.
     if collection_method == "send_invoice" and due_date is None:
         invoice["due_date"] = ctx.now + (days_until_due if days_until_due is not None else 30) * DAY
     ctx.state.lines.setdefault(invoice_id, [])
@@ -649,12 +667,15 @@ def _require_draft(invoice: dict[str, Any], param: str | None = None) -> None:
 @route("POST", "/v1/invoices")
 def create_invoice(ctx: Ctx, params: dict) -> dict:
     customer = ctx.state.get("customer", get_str(params, "customer", required=True), "customer")
+    # `exclude` has been the default since API version 2022-08-01: a new invoice takes pending items
+    # only when asked to.
     behaviour = get_choice(params, "pending_invoice_items_behavior", ("exclude", "include"), "exclude")
     coll = ctx.state.collections["invoiceitem"]
     pending = (
         [
             item
             for item in coll.newest_first(coll.index_for("customer", customer["id"]))
+            # Prorations wait for their subscription's next invoice; a one-off invoice never sweeps them up.
             if item["invoice"] is None and not item["proration"]
         ]
         if behaviour == "include"
@@ -691,6 +712,7 @@ def create_invoice(ctx: Ctx, params: dict) -> dict:
         default_tax_rates=_full_tax_rates(ctx, params, "default_tax_rates"),
     )
     invoice["discounts"] = discounts_param(ctx, params, currency, customer=customer["id"], invoice=invoice["id"])
+    # Oldest first; items in another currency stay pending for an invoice in theirs.
     for item in reversed(pending):
         if item["currency"] == currency:
             attach_item(ctx.state, invoice, item)
@@ -724,6 +746,8 @@ def update_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
         changes["auto_advance"] = get_bool(params, "auto_advance")
     if invoice["status"] == "draft":
         _draft_changes(ctx, invoice, params, changes)
+    # `previous_attributes` also shows the totals a change moved (a new discount changes total and
+    # amount_due), not only the fields the request named.
     watched = {*changes, "subtotal", "total", "amount_due", "amount_remaining", "total_discount_amounts", "total_taxes"}
     before = {key: invoice.get(key) for key in watched}
     invoice.update(changes)
@@ -772,10 +796,15 @@ def finalize(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
     _require_draft(invoice)
     customer = ctx.state.get("customer", invoice["customer"], "customer")
     recompute_totals(ctx.state, invoice)
+    # The customer balance (negative: credit held for the customer) is applied at finalization: a credit
+    # lowers amount_due, a debit raises it, an unused credit stays on the customer.
+    # https://docs.stripe.com/invoicing/customer/balance
     starting_balance = customer["balance"]
     applied = invoice["total"] + starting_balance
+    # Numbers are given at finalization, never to drafts, per customer (Stripe's default numbering).
     number = f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
     customer["next_invoice_sequence"] += 1
+    # The first finalized invoice fixes the customer's currency, as in Stripe.
     if customer["currency"] is None:
         customer["currency"] = invoice["currency"]
     if starting_balance or applied < 0:
@@ -796,6 +825,7 @@ def finalize(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
         "customer_email": customer["email"],
         "customer_name": customer["name"],
         "customer_phone": customer["phone"],
+        # Automatic collection first tries the card about an hour after finalization.
         "next_payment_attempt": (
             ctx.now + 3600
             if invoice["auto_advance"] and invoice["collection_method"] == "charge_automatically"
@@ -804,6 +834,7 @@ def finalize(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
     }
     apply_update(ctx, invoice, changes)
     ctx.state.emit(ctx, "invoice.finalized", invoice)
+    # Nothing due (a zero total, or one the customer's credit covers): paid at once, with no payment.
     if invoice["amount_due"] == 0:
         _mark_paid(ctx, invoice, 0)
     return invoice
@@ -818,6 +849,7 @@ def _mark_paid(ctx: Ctx, invoice: dict[str, Any], amount: int) -> None:
         "status_transitions": {**invoice["status_transitions"], "paid_at": ctx.now},
     }
     if amount:
+        # Settled with nothing to pay, an invoice was never attempted.
         changes.update(attempted=True, attempt_count=invoice["attempt_count"] + 1)
     apply_update(ctx, invoice, changes)
     ctx.state.emit(ctx, "invoice.paid", invoice)
@@ -827,6 +859,8 @@ def _mark_paid(ctx: Ctx, invoice: dict[str, Any], amount: int) -> None:
 def _invoice_payment_method(ctx: Ctx, invoice: dict[str, Any], requested: str | None) -> dict[str, Any]:
     if requested:
         return resolve_payment_method(ctx, requested, invoice["customer"])
+    # Stripe's order: the invoice's default payment method, then the subscription's, then the
+    # customer's invoice_settings default.
     candidates = [invoice["default_payment_method"]]
     subscription_id = ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
     if subscription_id:
@@ -852,6 +886,8 @@ def _default_invoice_payment(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any
     for payment in coll.newest_first(coll.index_for("invoice", invoice["id"])):
         if payment["status"] == "open" and payment["is_default"]:
             intent = ctx.state.get("payment_intent", payment["payment"]["payment_intent"])
+            # A credit note since the last attempt changed what is due: the stale intent is canceled and a new
+            # one made for the new amount.
             if intent["amount"] == invoice["amount_remaining"]:
                 return payment
             apply_update(
@@ -941,6 +977,8 @@ def pay_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
         raise invalid_state("Invoice is already paid.", "invoice_unexpected_state")
     if invoice["status"] == "void":
         raise invalid_state("You cannot pay a void invoice.", "invoice_unexpected_state")
+    # Paid outside Stripe (a bank transfer, a cheque): marked paid without a charge.
+    # https://docs.stripe.com/api/invoices/pay#pay_invoice-paid_out_of_band
     if get_bool(params, "paid_out_of_band", False):
         _mark_paid(ctx, invoice, invoice["amount_remaining"])
         return invoice
@@ -1140,6 +1178,8 @@ def _credit_line(ctx: Ctx, invoice: dict[str, Any], raw: dict[str, Any], positio
         quantity = get_int(raw, "quantity", line["quantity"], param=f"{param}[quantity]")
         if not 0 < quantity <= line["quantity"]:
             raise invalid_param(f"quantity must be between 1 and {line['quantity']}.", f"{param}[quantity]")
+        # Part of a line's quantity credits that share of its amount; its discounts and taxes below are
+        # scaled the same way, each rounded half up.
         amount = _scaled(line["amount"], quantity, line["quantity"])
     if not 0 < amount <= line["amount"]:
         raise invalid_param(
@@ -1249,6 +1289,8 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
         raise missing_param("lines")
     totals = _credit_totals(lines)
     total = totals["total"]
+    # All credit notes together may not exceed the invoice's total.
+    # https://docs.stripe.com/invoicing/integration/programmatic-credit-notes
     credited = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
     if total <= 0 or total + credited > invoice["total"]:
         raise invalid_param(
@@ -1257,6 +1299,9 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
             "lines",
             code="credit_note_amount_too_large" if total > 0 else "parameter_invalid",
         )
+    # Before payment a credit note lowers what is due (pre_payment). After payment it must say where the
+    # money goes (refunded, credited to the customer balance, or paid outside Stripe), and the three
+    # must add up to the note's total (post_payment).
     note_type = "post_payment" if invoice["status"] == "paid" else "pre_payment"
     refund_amount = get_int(params, "refund_amount", 0)
     out_of_band = get_int(params, "out_of_band_amount", 0)
@@ -1295,6 +1340,7 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
             }
         )
     coll = ctx.state.collections["credit_note"]
+    # Credit note numbers extend the invoice's: <invoice number>-CN-01, -CN-02, ...
     sequence = len(coll.index_for("invoice", invoice["id"])) + 1
     note = {
         "id": ctx.state.new_id("cn"),
@@ -1355,7 +1401,10 @@ def _apply_credit(ctx: Ctx, invoice: dict[str, Any], note: dict[str, Any], credi
     apply_update(ctx, invoice, changes)
     if credit_amount:
         customer = ctx.state.get("customer", invoice["customer"])
+        # A balance in the customer's favour is negative, so a credit lowers it.
         apply_update(ctx, customer, {"balance": customer["balance"] - credit_amount * sign}, "customer.updated")
+    # A pre-payment credit note that leaves nothing to pay settles the invoice: paid, with no payment, and
+    # its open PaymentIntent canceled so the card is not charged after all.
     if note["type"] == "pre_payment" and invoice["status"] == "open" and invoice["amount_remaining"] == 0:
         _cancel_open_payments(ctx, invoice)
         _mark_paid(ctx, invoice, 0)

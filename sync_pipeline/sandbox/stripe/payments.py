@@ -51,6 +51,8 @@ def new_balance_transaction(
     fee_description: str = "Stripe processing fees",
     available_days: int = 0,
 ) -> dict[str, Any]:
+    # Card funds settle after a delay; until then the transaction is pending and cannot be paid out.
+    # https://docs.stripe.com/payouts#standard-payout-timing
     available_on = ctx.now + available_days * DAY
     txn = {
         "id": ctx.state.new_id("txn"),
@@ -84,11 +86,13 @@ def new_balance_transaction(
     }
     ctx.state.insert("balance_transaction", txn)
     if txn["status"] == "pending":
+        # Kept by availability date, so `settle` releases funds without scanning every transaction.
         heapq.heappush(_pending_balance(ctx.state), (available_on, txn["id"]))
     return txn
 
 
 def _pending_balance(state: StripeState) -> list[tuple[int, str]]:
+    # Built lazily (e.g. after a saved state is loaded); inserts keep it current from then on.
     if state.pending_funds is None:
         txns = state.collections["balance_transaction"].objects.values()
         state.pending_funds = [(t["available_on"], t["id"]) for t in txns if t["status"] == "pending"]
@@ -119,6 +123,7 @@ def settle(ctx: Ctx) -> None:
         _, payout_id = heapq.heappop(payouts)
         payout = ctx.state.collections["payout"].get(payout_id)
         if payout and payout["status"] in ("pending", "in_transit"):
+            # The payout arriving is Stripe's own doing: its events carry no request.
             auto = ctx.automatic()
             apply_update(
                 auto,
@@ -163,6 +168,7 @@ def retrieve_balance(ctx: Ctx, params: dict) -> dict:
     for txn in ctx.state.collections["balance_transaction"].objects.values():
         bucket = available if txn["status"] == "available" else pending
         bucket[txn["currency"]] = bucket.get(txn["currency"], 0) + txn["net"]
+    # An account with no transactions still reports its default currency, with zero amounts.
     currencies = sorted(set(available) | set(pending)) or ["usd"]
 
     def rows(bucket: dict[str, int]) -> list[dict]:
@@ -294,6 +300,7 @@ def create_charge(
             category="charge",
             source=charge_id,
             description=description,
+            # Stripe takes its fee out of the charge's balance transaction: net = amount - fee.
             fee=processing_fee(amount, currency),
             available_days=ctx.config.balance_available_days,
         )
@@ -303,6 +310,8 @@ def create_charge(
     return charge
 
 
+# A decline answers 402 card_error naming the charge (and, for an intent, the intent as it now is).
+# https://docs.stripe.com/error-handling#payment-errors
 def decline_error(charge: dict[str, Any], payment_intent: dict[str, Any] | None = None) -> StripeApiError:
     extra: dict[str, Any] = {
         "charge": charge["id"],
@@ -397,6 +406,7 @@ def new_payment_intent(
     receipt_email: str | None = None,
 ) -> dict[str, Any]:
     pi_id = ctx.state.new_id("pi")
+    # Derived from the id, not random, so a seeded sandbox produces the same objects every run.
     secret = hashlib.sha256(f"{pi_id}:secret".encode()).hexdigest()[:24]
     intent = {
         "id": pi_id,
@@ -441,6 +451,7 @@ def new_payment_intent(
         "shipping": None,
         "statement_descriptor": None,
         "statement_descriptor_suffix": None,
+        # https://docs.stripe.com/payments/paymentintents/lifecycle
         "status": "requires_confirmation" if payment_method else "requires_payment_method",
         "transfer_data": None,
         "transfer_group": None,
@@ -497,6 +508,7 @@ def confirm_payment_intent(ctx: Ctx, intent: dict[str, Any], pm: dict[str, Any])
             "type": "card_error",
         }
         changes = {
+            # After a decline the intent waits for another payment method; it can be confirmed again.
             "status": "requires_payment_method",
             "latest_charge": charge["id"],
             "payment_method": None,
@@ -519,6 +531,7 @@ def create_payment_intent(ctx: Ctx, params: dict) -> dict:
     amount = check_amount(get_int(params, "amount", required=True), currency)
     if amount <= 0:
         raise invalid_param("Amount must be at least 1.", "amount", code="amount_too_small")
+    # Authorise-now-capture-later is not emulated; automatic_async settles like automatic here.
     if get_str(params, "capture_method", "automatic") not in ("automatic", "automatic_async"):
         raise invalid_param("The sandbox supports capture_method=automatic only.", "capture_method")
     customer_id = get_str(params, "customer")
@@ -623,6 +636,7 @@ def refund_charge(
     if charge["status"] != "succeeded":
         raise invalid_state(f"Charge {charge['id']} has not succeeded; it cannot be refunded.", "charge_not_refundable")
     if charge["disputed"]:
+        # A disputed charge cannot be refunded (charge_disputed): the dispute decides where the money goes.
         raise invalid_state(f"Charge {charge['id']} has been charged back; cannot issue a refund.", "charge_disputed")
     remaining = charge["amount"] - charge["amount_refunded"]
     if remaining <= 0:
@@ -645,6 +659,8 @@ def refund_charge(
         txn_type="refund",
         category="refund",
         source=refund_id,
+        # No fee on a refund: Stripe does not return the charge's processing fee, so the refund's
+        # transaction is just -amount. https://support.stripe.com/questions/understanding-fees-for-refunded-payments
         description="REFUND FOR CHARGE" + (f" ({charge['description']})" if charge["description"] else ""),
     )
     refund = {
@@ -680,6 +696,7 @@ def refund_charge(
     apply_update(
         ctx,
         charge,
+        # `refunded` turns true only when the whole amount is back; partial refunds only raise amount_refunded.
         {"amount_refunded": refunded_total, "refunded": refunded_total == charge["amount"]},
         "charge.refunded",
     )
@@ -762,6 +779,8 @@ def open_dispute(
     if not 0 < amount <= disputable:
         raise invalid_param(f"Dispute amount must be between 1 and {disputable}.", "amount")
     dispute_id = ctx.state.new_id("dp")
+    # Opening a dispute withdraws the disputed amount and the dispute fee at once, in one transaction.
+    # https://docs.stripe.com/disputes/how-disputes-work
     fee = dispute_fee(charge["currency"])
     txn = new_balance_transaction(
         ctx,
@@ -785,6 +804,7 @@ def open_dispute(
         "currency": charge["currency"],
         "evidence": {**{name: None for name in EVIDENCE_FIELDS}, "enhanced_evidence": {}},
         "evidence_details": {
+            # Evidence deadlines vary by card network (7 to 21 days); the sandbox takes the shortest.
             "due_by": ctx.now + 7 * DAY,
             "has_evidence": False,
             "past_due": False,
@@ -811,6 +831,7 @@ def open_dispute(
     ctx.state.insert("dispute", dispute)
     apply_update(ctx, charge, {"disputed": True}, "charge.updated")
     ctx.state.emit(ctx, "charge.dispute.created", dispute)
+    # Stripe sends both: the dispute opened, and the money taken from the balance.
     ctx.state.emit(ctx, "charge.dispute.funds_withdrawn", dispute)
     return dispute
 
@@ -820,6 +841,8 @@ def close_dispute(ctx: Ctx, dispute: dict[str, Any], outcome: str) -> dict[str, 
         raise invalid_state(f"Dispute {dispute['id']} is already closed ({dispute['status']}).")
     if outcome not in ("won", "lost"):
         raise invalid_param("outcome must be won or lost", "outcome")
+    # A won dispute returns the amount and the dispute fee (a negative fee) in a second transaction;
+    # a lost one leaves the withdrawal as it is.
     transactions = dispute["balance_transactions"]
     if outcome == "won":
         withdrawal = transactions[0]
@@ -887,6 +910,7 @@ def list_disputes(ctx: Ctx, params: dict) -> dict:
 
 def _unpaid_available(state: StripeState, currency: str) -> list[dict[str, Any]]:
     coll = state.collections["balance_transaction"]
+    # Transactions already in a payout's index are never paid out twice.
     paid_out = {entry[2] for index in coll.secondary.get("payout", {}).values() for entry in index.entries}
     return [
         txn
@@ -927,6 +951,7 @@ def create_payout(
             "balance_insufficient",
             "amount",
         )
+    # The payout's own negative transaction joins the linked ones below, so `?payout=` lists nets to zero.
     contained = _unpaid_available(ctx.state, currency) if amount == available else []
     payout_id = ctx.state.new_id("po")
     txn = new_balance_transaction(

@@ -44,10 +44,15 @@ from sync_pipeline.sandbox.stripe.routing import route
 from sync_pipeline.sandbox.stripe.state import Ctx, StripeState, snapshot
 
 DAY = 86400
+# Statuses that still renew: Stripe keeps cutting renewal invoices for past_due and unpaid subscriptions
+# (its retries and dunning act on those); canceled and incomplete_expired ones never renew.
+# https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
 ACTIVE_STATUSES = ("active", "past_due", "trialing", "incomplete", "unpaid")
 PRORATION_BEHAVIORS = ("create_prorations", "none", "always_invoice")
 
 
+# Subscription items still carry the deprecated `plan` beside `price`; Stripe derives it from the price,
+# so it is rebuilt from the price whenever the item's price changes.
 def _plan(price: dict[str, Any]) -> dict[str, Any]:
     recurring = price["recurring"]
     return {
@@ -85,6 +90,8 @@ def _items(state: StripeState, subscription: dict[str, Any]) -> list[dict[str, A
 
 
 def _period(state: StripeState, subscription: dict[str, Any]) -> tuple[int, int]:
+    # Since basil the period lives on each item; `_check_price` keeps every item on one interval, so
+    # the first item's period is the subscription's.
     first = _items(state, subscription)[0]
     return first["current_period_start"], first["current_period_end"]
 
@@ -121,6 +128,7 @@ def _check_price(price: dict[str, Any], currency: str | None, interval: tuple[st
         raise invalid_param(
             f"The price specified ({price['id']}) is a one-time price; subscriptions need recurring prices.", param
         )
+    # One invoice per period needs one currency and one billing cycle: Stripe refuses mixed prices.
     if currency and price["currency"] != currency:
         raise invalid_param("All prices on a subscription must have the same currency.", param)
     if interval and (price["recurring"]["interval"], price["recurring"]["interval_count"]) != interval:
@@ -171,6 +179,7 @@ def _pending_items(ctx: Ctx, subscription: dict[str, Any]) -> list[dict[str, Any
         if item["invoice"] is None
         and ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription") == subscription["id"]
     ]
+    # Oldest first, so the invoice lists the items in the order they were created.
     return list(reversed(pending))
 
 
@@ -198,8 +207,11 @@ def _subscription_invoice(
         period=invoice_period,
     )
     invoice["discounts"] = _use_discounts(ctx, subscription)
+    # Pending items of this subscription (the prorations `create_prorations` left) ride on its next
+    # invoice: https://docs.stripe.com/billing/subscriptions/prorations
     for item in _pending_items(ctx, subscription):
         attach_item(ctx.state, invoice, item)
+    # None for an update's `always_invoice` invoice: it bills the prorations only, not a new period.
     if item_period is not None:
         for item in _items(ctx.state, subscription):
             _add_item_line(ctx, invoice, item, item_period)
@@ -218,6 +230,8 @@ def _use_discounts(ctx: Ctx, subscription: dict[str, Any]) -> list[str]:
             continue
         applied.append(discount_id)
         coupon = ctx.state.find(discount["source"]["coupon"]) or {}
+        # `once` discounts the next invoice only; `repeating` runs until the discount's `end` (set when it
+        # was redeemed); `forever` never ends. https://docs.stripe.com/api/coupons/object#coupon_object-duration
         if coupon.get("duration") == "once":
             discount["end"] = ctx.now
         else:
@@ -274,6 +288,8 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
         attach_payment_method(ctx, pm, customer["id"])
         pm_id = pm["id"]
     start = ctx.now
+    # The anchor's day of month: a period starting on the 31st ends on the 30th (or 28th) in shorter
+    # months and goes back to the 31st after. https://docs.stripe.com/billing/subscriptions/billing-cycle
     anchor_day = datetime.fromtimestamp(start, UTC).day
     end = add_interval(start, interval[0], interval[1], anchor_day)
     subscription_id = ctx.state.new_id("sub")
@@ -317,6 +333,8 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
         "pending_update": None,
         "schedule": None,
         "start_date": start,
+        # send_invoice subscriptions are active at once (the customer pays later); charge_automatically
+        # ones stay incomplete until their first invoice is paid.
         "status": "active" if collection_method == "send_invoice" else "incomplete",
         "test_clock": None,
         "transfer_data": None,
@@ -338,11 +356,16 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
         _new_item(ctx, subscription, price, quantity, rates, metadata, (start, end))
     refresh_subscription_items(ctx.state, subscription)
     ctx.state.emit(ctx, "customer.subscription.created", subscription)
+    # The first invoice bills the coming period in advance (its lines run start..end), while the
+    # invoice's own period_start/period_end both sit at the creation time, as on Stripe's first invoices.
     invoice = _subscription_invoice(ctx, subscription, "subscription_create", (start, end), (start, start))
     subscription["latest_invoice"] = invoice["id"]
     failed = None
+    # default_incomplete leaves the first invoice open for the client to confirm; the others charge now.
     if payment_behavior != "default_incomplete":
         failed = _collect(ctx, subscription, invoice)
+    # error_if_incomplete: a declined first payment voids the invoice, expires the subscription and
+    # answers 402. https://docs.stripe.com/api/subscriptions/create#create_subscription-payment_behavior
     if failed is not None and payment_behavior == "error_if_incomplete":
         void_invoice(ctx, {}, invoice["id"])
         apply_update(
@@ -365,6 +388,8 @@ def _proration(
     credit: bool,
 ) -> dict[str, Any] | None:
     start, end = period
+    # Stripe prorates to the second: the share of the period left after proration_date, times the
+    # full price. https://docs.stripe.com/billing/subscriptions/prorations
     remaining = end - proration_date
     if remaining <= 0 or end <= start:
         return None
@@ -431,6 +456,8 @@ def _apply_item_changes(
             item = _new_item(ctx, subscription, price, quantity, rates, merge_metadata({}, raw), period)
             prorate(item, price, quantity, credit=False)
             continue
+        # A change is a credit for the unused time at the old price and quantity plus a charge for the rest
+        # of the period at the new ones: two proration items, as Stripe makes them.
         if price["id"] == item["price"]["id"] and quantity == item["quantity"]:
             continue
         prorate(item, item["price"], item["quantity"], credit=True)
@@ -453,6 +480,7 @@ def update_subscription(ctx: Ctx, params: dict, subscription_id: str) -> dict:
         )
     behavior = get_choice(params, "proration_behavior", PRORATION_BEHAVIORS, "create_prorations")
     start, end = _period(ctx.state, subscription)
+    # Clamped into the current period: a date outside it would credit or charge more than the period.
     proration_date = min(max(get_int(params, "proration_date", ctx.now), start), end)
     before = snapshot(subscription)
     prorations = _apply_item_changes(ctx, subscription, params, behavior, proration_date) if "items" in params else []
@@ -479,11 +507,13 @@ def update_subscription(ctx: Ctx, params: dict, subscription_id: str) -> dict:
             ctx, params, subscription["currency"], customer=subscription["customer"], subscription=subscription["id"]
         )
     subscription.update(changes)
+    # always_invoice bills the prorations at once; create_prorations leaves them pending for the renewal.
     if behavior == "always_invoice" and prorations:
         invoice = _subscription_invoice(ctx, subscription, "subscription_update", None, (proration_date, end))
         subscription["latest_invoice"] = invoice["id"]
         if _collect(ctx, subscription, invoice) is not None:
             subscription["status"] = "past_due"
+    # The event's `previous_attributes`: only the keys that changed, with their old values.
     previous = {key: before[key] for key in subscription if key in before and subscription[key] != before[key]}
     if previous:
         ctx.state.emit(ctx, "customer.subscription.updated", subscription, previous)
@@ -512,11 +542,14 @@ def advance_subscription(ctx: Ctx, subscription: dict[str, Any], move_clock: boo
     for item in _items(ctx.state, subscription):
         item.update(current_period_start=end, current_period_end=next_end)
     refresh_subscription_items(ctx.state, subscription)
+    # Licensed prices bill in advance: the renewal's lines cover the new period (end..next_end), while
+    # the invoice's period_start/period_end name the period just ended, as Stripe's cycle invoices do.
     invoice = _subscription_invoice(ctx, subscription, "subscription_cycle", (end, next_end), (start, end))
     subscription["latest_invoice"] = invoice["id"]
     failed = _collect(ctx, subscription, invoice)
     if failed is not None:
         subscription["status"] = "past_due"
+    # A paid renewal brings a past_due subscription back to active.
     elif subscription["status"] == "past_due" or subscription["status"] == "incomplete":
         subscription["status"] = "active"
     previous = {key: before[key] for key in subscription if subscription[key] != before[key]}
@@ -555,6 +588,8 @@ def list_subscriptions(ctx: Ctx, params: dict) -> dict:
     status = get_str(params, "status")
     price_id = get_str(params, "price")
     checks = []
+    # Stripe's default list leaves canceled subscriptions out; `all` takes every status and `ended` means
+    # canceled or incomplete_expired. https://docs.stripe.com/api/subscriptions/list#list_subscriptions-status
     if status is None:
         checks.append(lambda s: s["status"] not in ("canceled", "incomplete_expired"))
     elif status not in ("all", "ended"):
