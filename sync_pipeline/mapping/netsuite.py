@@ -729,6 +729,24 @@ def _require_lines_sum(
         )
 
 
+def _credit_item(fm: FieldMapping, external_id: str, source_id: str, what: str) -> str:
+    """The item a credit memo line books to when it does not mirror an invoice line (a refund, a write-off)."""
+    item_id = fm.items.refund or fm.items.default
+    if not item_id:
+        raise _Blocked(
+            make_issue(
+                "UNMAPPED_ITEM",
+                record_type=CREDIT_MEMO,
+                external_id=external_id,
+                source_id=source_id,
+                field="items.refund",
+                what=what,
+                how="set `items.refund` or `items.default` in field_mapping.yaml",
+            )
+        )
+    return item_id
+
+
 def _closing_credit_memo(
     invoice: Mapping,
     invoice_record: NetSuiteRecord,
@@ -769,19 +787,7 @@ def _closing_credit_memo(
     if open_minor == invoice_record.amount_minor:
         cm_lines = list(lines)  # a full reversal mirrors the invoice line for line
     else:
-        item_id = fm.items.refund or fm.items.default
-        if not item_id:
-            raise _Blocked(
-                make_issue(
-                    "UNMAPPED_ITEM",
-                    record_type=CREDIT_MEMO,
-                    external_id=external_id,
-                    source_id=invoice_id,
-                    field="items.default",
-                    what="the write-off line",
-                    how="set `items.default` (or `items.refund`) in field_mapping.yaml",
-                )
-            )
+        item_id = _credit_item(fm, external_id, invoice_id, "the write-off line")
         cm_lines = [_Line(item_id, open_minor, f"Open balance of Stripe invoice {invoice_id} ({status})", 1)]
     closed_ts = _dig(invoice, "status_transitions", "voided_at") or _dig(
         invoice, "status_transitions", "marked_uncollectible_at"
@@ -1046,19 +1052,7 @@ def _refund_credit_memo(
     refund_id = refund["id"]
     external_id = refund_credit_memo_external_id(refund_id)
     invoice_eid = _external_id(CREDIT_MEMO, invoice["id"])
-    item_id = fm.items.refund or fm.items.default
-    if not item_id:
-        raise _Blocked(
-            make_issue(
-                "UNMAPPED_ITEM",
-                record_type=CREDIT_MEMO,
-                external_id=external_id,
-                source_id=refund_id,
-                field="items.refund",
-                what="the refund credit memo line",
-                how="set `items.refund` or `items.default` in field_mapping.yaml",
-            )
-        )
+    item_id = _credit_item(fm, external_id, refund_id, "the refund credit memo line")
     if normalize_currency(invoice.get("currency")) != money.code:
         raise _Blocked(
             make_issue(
