@@ -134,6 +134,8 @@ class NetSuiteApp:
 
     async def _governed(self, request: Request, handler: Handler, authenticate: bool) -> Response:
         stats, config = self.stats, self.config
+        # Checked before authentication: NetSuite counts every request against the account's concurrency
+        # limit (shared by SOAP, REST and RESTlets) and turns the excess away at once (wire-protocols.md §A).
         if stats.in_flight >= config.concurrency_limit:
             stats.concurrency_rejections += 1
             return JSONResponse(
@@ -154,8 +156,11 @@ class NetSuiteApp:
                     status_code=FAULT_STATUS,
                 )
             if fault == "timeout":
+                # A timeout still applies the request after the wait: the client gave up, the write happened anyway,
+                # which is what an idempotent upsert has to survive.
                 await asyncio.sleep(config.timeout_seconds)
             response = await self._handle(request, handler)
+            # Lost after the handler ran: the record is written but the client never learns its id.
             return ResponseLostResponse() if fault == "lost_response" else response
         except NetSuiteError as error:
             if error.status == 401:
@@ -183,6 +188,7 @@ class NetSuiteApp:
             if draw < rate:
                 self.stats.faults[name] += 1
                 return name
+            # One draw over consecutive bands: the rates are exclusive and add up, as configured.
             draw -= rate
         return None
 
@@ -197,6 +203,8 @@ class NetSuiteApp:
                 self.config,
                 request.method,
                 scope["scheme"],
+                # The base string uses the URL exactly as the client signed it (host as sent, raw path and query),
+                # or the signatures would never match.
                 _base_url(request).split("://", 1)[1],
                 (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
                 scope.get("query_string", b"").decode("latin-1"),
@@ -250,6 +258,7 @@ class NetSuiteApp:
             self._count_write(record_type)
             return Response(status_code=204)
         body = await _json_body(request)
+        # PUT is NetSuite's upsert and only works by external id; by internal id it is a PATCH.
         if request.method == "PUT" and not key.startswith("eid:"):
             raise bad_request(
                 "PUT (upsert) needs an external id in the URL: .../{type}/eid:{externalId}", INVALID_PARAMETER
@@ -276,6 +285,8 @@ class NetSuiteApp:
         await self._hold_write()
         rid = self.state.resolve_key(source_type, request.path_params["key"])
         invoice = self.state.render(source_type, rid, "", expand=True)
+        # What NetSuite's transform copies from the invoice: header references and the item lines; the
+        # request body may override any of them.
         seed = {
             name: invoice[name]
             for name in ("entity", "subsidiary", "currency", "department", "class", "location")
@@ -316,6 +327,7 @@ class NetSuiteApp:
         self.stats.writes_by_record_type[record_type] += 1
 
     async def run_suiteql(self, request: Request) -> Response:
+        # NetSuite refuses SuiteQL over REST without `Prefer: transient` (wire-protocols.md §A, SuiteQL).
         if SUITEQL_NEEDS_PREFER_TRANSIENT and "transient" not in request.headers.get("prefer", "").lower():
             raise bad_request("SuiteQL requests need the header 'Prefer: transient'.", INVALID_PARAMETER)
         body = await _json_body(request)
@@ -339,6 +351,7 @@ class NetSuiteApp:
         return JSONResponse(self.stats.to_json())
 
     async def reset_stats(self, request: Request) -> Response:
+        # Requests still running will decrement these when they finish; zeroing them would go negative.
         self.stats = Stats(in_flight=self.stats.in_flight, writes_held=self.stats.writes_held)
         return JSONResponse({"ok": True})
 
@@ -414,6 +427,8 @@ class NetSuiteApp:
 def _base_url(request: Request) -> str:
     """scheme://host[:port] as the client addressed us (Location headers and links are absolute)."""
     scope = request.scope
+    # The Host header, not the bound address: behind a proxy or a port map the client's view is what
+    # Location headers must point at.
     host = request.headers.get("host") or "{}:{}".format(*scope["server"])
     return f"{scope['scheme']}://{host}"
 

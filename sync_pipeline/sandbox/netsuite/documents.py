@@ -56,6 +56,8 @@ def _check_currency_allowed(state: NetSuiteState, subsidiary_id: str | None, cur
     if not subsidiary_id or not currency_id:
         return
     subsidiary = state.reference["subsidiary"][subsidiary_id]
+    # In OneWorld a transaction's currency must be the subsidiary's base currency or one it allows;
+    # NetSuite answers INVALID_KEY_OR_REF on the currency field otherwise.
     allowed = [str(c) for c in subsidiary.get("allowedCurrencies", [subsidiary.get("currency")])]
     if currency_id not in allowed:
         names = ", ".join(state.ref_name("currency", c) for c in allowed)
@@ -91,6 +93,7 @@ def _check_same_party(state: NetSuiteState, record: Record, customer_field: str,
     doc_type = state.type_of[doc_id]
     doc = state.records[doc_type][doc_id]
     doc_name = state.ref_name(doc_type, doc_id)
+    # Invoices and credit memos name their customer in `entity`, payments and refunds in `customer`.
     if (doc.get("entity") or doc.get("customer")) != record.get(customer_field):
         raise bad_request(f"{doc_name} belongs to another customer than this transaction's.", INVALID_KEY_OR_REF)
     if record.get("currency") and doc.get("currency") != record.get("currency"):
@@ -113,6 +116,7 @@ def invoice_remaining(state: NetSuiteState, invoice_id: str, excluding: str | No
 def credit_unapplied(state: NetSuiteState, doc_id: str, excluding: str | None = None) -> Decimal:
     """What is left of a credit memo or payment after its applications and refunds."""
     doc = state.records[state.type_of[doc_id]][doc_id]
+    # Unapplied = total - what it pays to invoices (outgoing) - what refunds took from it (incoming).
     return doc["total"] - state.applied_from(doc_id) - state.applied_to(doc_id, excluding)
 
 
@@ -128,6 +132,7 @@ def _item_total(state: NetSuiteState, record: Record) -> Decimal:
             if line.get("rate") is None:
                 raise missing_values(["Amount"])
             amount = line.get("quantity", Decimal(1)) * line["rate"]
+        # Rounded per line, as NetSuite does, so the total is the sum of the rounded lines (precision 0 or 2).
         line["amount"] = quantize(amount, precision)
         total += line["amount"]
     if total < 0:
@@ -161,6 +166,7 @@ def _apply_lines(
     applied: dict[str, Decimal] = {}
     for line, doc_id in _selected_docs(record.get("apply", []), "apply", "Applied To"):
         _check_same_party(state, record, customer_field, doc_id)
+        # `rid` excluded: on a re-save this document's own earlier application is replaced, not counted twice.
         remaining = remaining_of(state, doc_id, rid) - applied.get(doc_id, ZERO)
         if line.get("amount") is None:
             left = None if budget is None else budget - sum(applied.values(), ZERO)
@@ -206,6 +212,7 @@ def derive_credit_memo(state: NetSuiteState, record: Record, rid: str | None, ru
     invoice_id = record.get("createdFrom")
     if invoice_id:
         _check_same_party(state, record, "entity", invoice_id)
+        # Applied up to what the invoice still owes; the rest stays on the memo as unapplied credit.
         amount = min(total - refunded, invoice_remaining(state, invoice_id, rid))
         if amount > 0:
             outgoing[invoice_id] = amount
@@ -259,6 +266,8 @@ def derive_deposit(state: NetSuiteState, record: Record, rid: str | None, rules:
         total += payment["total"]
     precision = state.precision(currency)
     total += _account_lines_total(record.get("other", []), precision, allow_negative=True)
+    # Other deposits add to the deposit (fees are negative lines), cash back takes from it: NetSuite help,
+    # "Adding a Record With Other Deposit, Cash Back Lines".
     total -= _account_lines_total(record.get("cashBack", []), precision, allow_negative=False)
     if not (payment_ids or record.get("other") or record.get("cashBack")):
         raise bad_request(LINE_ITEM_REQUIRED_DETAIL)
@@ -268,6 +277,8 @@ def derive_deposit(state: NetSuiteState, record: Record, rid: str | None, rules:
 def _deposited_payments(state: NetSuiteState, record: Record, rid: str | None) -> list[str]:
     payment_ids: list[str] = []
     for line, payment_id in _selected_docs(record.get("payment", []), "deposit", "Payment"):
+        # A payment leaves Undeposited Funds once: a second deposit of it is refused (re-saving its own
+        # deposit is fine).
         holder = state.deposited_in.get(payment_id)
         if holder not in (None, rid) or payment_id in payment_ids:
             raise bad_request(f"{state.ref_name('customerPayment', payment_id)} has already been deposited.")
@@ -305,6 +316,7 @@ def derive_journal_entry(state: NetSuiteState, record: Record, rid: str | None, 
                     raise bad_request(f"A journal line's {side} cannot be negative.")
         debits += line.get("debit", ZERO)
         credits += line.get("credit", ZERO)
+    # Compared after rounding each line to the currency's precision, as NetSuite balances the entry.
     if debits != credits:
         raise bad_request(OUT_OF_BALANCE_DETAIL)
     return Derived(total=debits)
@@ -324,6 +336,7 @@ _DERIVERS: dict[str, Callable[[NetSuiteState, Record, str | None, AccountRules],
 # ---- read side ---------------------------------------------------------------------------------
 def status_of(state: NetSuiteState, record_type: str, rid: str) -> tuple[str, str] | None:
     if record_type == "invoice":
+        # A zero-total invoice is Paid In Full from the start, as in NetSuite.
         return INVOICE_OPEN if invoice_remaining(state, rid) > 0 else INVOICE_PAID
     if record_type == "creditMemo":
         return CREDIT_OPEN if credit_unapplied(state, rid) > 0 else CREDIT_FULLY_APPLIED

@@ -162,6 +162,7 @@ class NetSuiteState:
 
     def precision(self, currency_id: str | None) -> int:
         currency = self.reference["currency"].get(currency_id or "", {})
+        # NetSuite supports 0 or 2 decimal places only (help: "Currency Decimal Precision").
         return int(currency.get("currencyPrecision", 2))
 
     def ref_name(self, record_type: str, rid: str) -> str:
@@ -184,6 +185,8 @@ class NetSuiteState:
         with self.lock:
             fields = self._normalize(record_type, body)
             external_id = fields.get("externalId")
+            # POST never upserts: an external id already in use is "This record already exists" (400).
+            # Only PUT eid:X creates-or-updates.
             if external_id is not None and external_id in self.external_ids[record_type]:
                 raise bad_request(DUPLICATE_RECORD_DETAIL, DUPLICATE_RECORD)
             return self._save(record_type, None, fields, rules)
@@ -234,11 +237,14 @@ class NetSuiteState:
         with self.lock:
             self._writable(record_type)
             rid = self.resolve_key(record_type, key)
+            # NetSuite refuses to delete a record others point at (applied payments, deposits, a credit memo's
+            # createdFrom, a customer's transactions): unapply or delete those first.
             if self.incoming.get(rid) or rid in self.deposited_in or self._has_dependents(record_type, rid):
                 raise bad_request(DEPENDENT_RECORDS_DETAIL)
             record = self.records[record_type].pop(rid)
             self.external_ids[record_type].pop(record.get("externalId") or "", None)
             self.type_of.pop(rid, None)
+            # Deleting a payment or memo releases what it applied, so the invoices it paid reopen.
             self._replace_outgoing(rid, {})
             self._replace_deposits(rid, frozenset())
 
@@ -263,6 +269,7 @@ class NetSuiteState:
             if record_type in TRANSACTION_TYPES and not record.get("tranId"):
                 record["tranId"] = self._next_tran_id(record_type)
         else:
+            # An update may change the external id: the old one is released from the index.
             previous = self.records[record_type][rid].get("externalId")
             self.external_ids[record_type].pop(previous or "", None)
         if derived.total is not None:
@@ -431,6 +438,8 @@ class NetSuiteState:
         targets = reference_targets(record_type, name)
         if not targets or not isinstance(value, str):
             return value
+        # A field that can point at several types (a refund's `doc`: credit memo or payment) links to the
+        # record's actual type; internal ids are unique across types.
         target = self.type_of.get(value, targets[0]) if len(targets) > 1 else targets[0]
         return {
             "links": [{"rel": "self", "href": f"{base_url}{RECORD_PATH}/{target}/{value}"}],

@@ -64,6 +64,8 @@ TEST_CARDS: dict[str, TestCard] = {
     "pm_card_chargeCustomerFail": TestCard("visa", "0341", decline=_DECLINED),
     "pm_card_createDispute": TestCard("visa", "0259", dispute_reason="fraudulent"),
 }
+# A stored payment method keeps only brand and last4, so its test behaviour is found again by last4
+# (each test card above has its own).
 CARD_BY_LAST4 = {card.last4: card for card in TEST_CARDS.values()}
 # Stripe's test card numbers, so `card[number]` works too (only brand and last4 are kept).
 CARD_NUMBERS = {
@@ -93,6 +95,7 @@ def token_to_test_name(token: str) -> str | None:
     return None
 
 
+# The same card gives the same fingerprint in one sandbox, as Stripe's per-account fingerprints do.
 def _fingerprint(ctx: Ctx, last4: str) -> str:
     return hashlib.sha256(f"{ctx.state.seed}:{last4}".encode()).hexdigest()[:16]
 
@@ -119,6 +122,7 @@ def create_payment_method(
             "country": card.country,
             "display_brand": card.brand,
             "exp_month": 12,
+            # Test cards accept any future expiry; a fixed one keeps seeded objects identical.
             "exp_year": 2034,
             "fingerprint": _fingerprint(ctx, card.last4),
             "funding": card.funding,
@@ -155,6 +159,8 @@ def resolve_payment_method(
     return pm
 
 
+# A payment method belongs to one customer for good: attaching it to another is refused.
+# https://docs.stripe.com/api/payment_methods/attach
 def attach_payment_method(ctx: Ctx, pm: dict[str, Any], customer_id: str) -> None:
     if pm.get("customer") == customer_id:
         return
@@ -235,6 +241,7 @@ def _invoice_settings(ctx: Ctx, params: dict, current: dict | None, customer_id:
     return settings
 
 
+# Stable per customer, so invoice numbers in a replayed sandbox come out the same.
 def _invoice_prefix(customer_id: str) -> str:
     return hashlib.sha256(customer_id.encode()).hexdigest()[:8].upper()
 
@@ -418,6 +425,7 @@ def _new_price(ctx: Ctx, params: dict) -> dict:
         product_id = ctx.state.get("product", get_str(params, "product", required=True), "product")["id"]
     unit_amount = get_int(params, "unit_amount")
     if unit_amount is None and params.get("unit_amount_decimal") is not None:
+        # Sub-unit prices are not emulated: the fraction of a minor unit is dropped.
         unit_amount = int(str(params["unit_amount_decimal"]).split(".")[0])
     if unit_amount is None:
         raise missing_param("unit_amount")
@@ -479,6 +487,7 @@ def list_prices(ctx: Ctx, params: dict) -> dict:
 
 def price_for(ctx: Ctx, price_id: str, param: str = "price") -> dict:
     price = ctx.state.get("price", price_id, param)
+    # Archived prices stay readable but cannot be billed: Stripe refuses them on new items.
     if not price["active"]:
         raise invalid_param("The price specified is inactive. This field only accepts active prices.", param)
     return price
@@ -503,6 +512,7 @@ def create_coupon(ctx: Ctx, params: dict) -> dict:
     percent = number(percent_off, "percent_off") if percent_off is not None else None
     if percent is not None and not 0 < percent <= 100:
         raise invalid_param("percent_off must be between 0 and 100.", "percent_off")
+    # Stripe's default duration is `once`. https://docs.stripe.com/api/coupons/create#create_coupon-duration
     duration = get_choice(params, "duration", ("forever", "once", "repeating"), "once")
     coupon = {
         "id": coupon_id,
@@ -553,12 +563,14 @@ def redeem_coupon(ctx: Ctx, coupon_id: str, param: str, currency: str, **attache
     coupon = ctx.state.get("coupon", coupon_id, param)
     if not coupon["valid"]:
         raise invalid_param(f"Coupon {coupon_id} is no longer valid.", param, code="coupon_expired")
+    # An amount_off coupon is money in one currency; it cannot discount an invoice in another.
     if coupon["amount_off"] is not None and coupon["currency"] != currency:
         raise invalid_param(f"Coupon {coupon_id} is in {coupon['currency']}, not {currency}.", param)
     if coupon["max_redemptions"] is not None and coupon["times_redeemed"] >= coupon["max_redemptions"]:
         raise invalid_param(f"Coupon {coupon_id} has been fully redeemed.", param, code="coupon_expired")
     coupon["times_redeemed"] += 1
     if coupon["max_redemptions"] is not None and coupon["times_redeemed"] >= coupon["max_redemptions"]:
+        # The last allowed redemption retires the coupon, as Stripe marks it `valid: false`.
         coupon["valid"] = False
     discount = {
         "id": ctx.state.new_id("di"),
@@ -567,6 +579,7 @@ def redeem_coupon(ctx: Ctx, coupon_id: str, param: str, currency: str, **attache
         "customer": attached_to.get("customer"),
         "end": (
             add_interval(ctx.now, "month", coupon["duration_in_months"], datetime.fromtimestamp(ctx.now, UTC).day)
+            # A repeating coupon ends duration_in_months after it is redeemed, on the same day of month.
             if coupon["duration"] == "repeating" and coupon["duration_in_months"]
             else None
         ),

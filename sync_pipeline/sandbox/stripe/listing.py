@@ -43,6 +43,7 @@ def parse_range(params: dict[str, Any], name: str) -> tuple[int | None, int | No
     for op in value:
         bound = get_int(value, op, param=f"{name}[{op}]")
         if op == "gt":
+            # Timestamps are whole seconds, so strict bounds become inclusive ones a second inside.
             gte = max(gte or bound + 1, bound + 1)
         elif op == "gte":
             gte = max(gte or bound, bound)
@@ -141,6 +142,8 @@ def parse_search_query(query: str, resolver: Resolver = _plain_field) -> Predica
     parts = _JOIN.split(query.strip())
     clauses = parts[0::2]
     joins = {join.upper() for join in parts[1::2]}
+    # Stripe's search language has no precedence or parentheses, so one query is all AND or all OR.
+    # https://docs.stripe.com/search#search-query-language
     if len(joins) > 1:
         raise invalid_param("Search queries cannot mix AND and OR.", "query")
     tests = [_clause(text, resolver) for text in clauses]
@@ -172,6 +175,7 @@ def _clause(text: str, resolver: Resolver) -> Predicate:
     def test(obj: dict[str, Any]) -> bool:
         actual = value_of(obj)
         if op in (":", "="):
+            # `:` is an exact match, case-insensitive for strings; `~` below is a substring match.
             if isinstance(actual, str) and isinstance(expected, str):
                 result = actual.lower() == expected.lower()
             else:
@@ -192,6 +196,8 @@ def _clause(text: str, resolver: Resolver) -> Predicate:
     return test
 
 
+# Unlike Stripe's index, which can lag up to a minute behind writes, this one is always current: a test
+# passing here can still miss a just-written object in real search. https://docs.stripe.com/search#data-freshness
 def search(coll: Collection, params: dict[str, Any], url: str, resolver: Resolver = _plain_field) -> dict[str, Any]:
     predicate = parse_search_query(params.get("query") or "", resolver)
     limit = parse_limit(params)
@@ -215,6 +221,7 @@ def search(coll: Collection, params: dict[str, Any], url: str, resolver: Resolve
 
 def _encode_page(coll: Collection, last_id: str) -> str:
     created, seq, object_id = coll.entries[last_id]
+    # The token names the last object returned, so a page stays stable while newer objects arrive.
     return base64.urlsafe_b64encode(f"{created}:{seq}:{object_id}".encode()).decode()
 
 
@@ -241,6 +248,7 @@ def list_filtered(
         if value is None:
             continue
         extract = coll.extractors.get(name)
+        # Walking one secondary index beats filtering the whole collection; one index is enough.
         if extract is not None and index is None:
             index = coll.index_for(name, value)
             continue
