@@ -59,7 +59,11 @@ TRANSACTION_TYPES = {
     ns.CREDIT_MEMO: "CustCred",
     ns.CUSTOMER_REFUND: "CustRfnd",
 }
+# NetSuite refuses a reference to a record that does not exist yet (INVALID_KEY_OR_REF): customers
+# before their invoices, invoices before the payments and credit memos applied to them, and refunds
+# after the memos and payments they pay out.
 SYNC_ORDER = (ns.CUSTOMER, ns.INVOICE, ns.CUSTOMER_PAYMENT, ns.CREDIT_MEMO, ns.CUSTOMER_REFUND)
+# External ids per `IN (...)`: keeps each SuiteQL statement short.
 SUITEQL_IN_CHUNK = 500
 
 
@@ -285,6 +289,8 @@ def totals_check(
     netsuite_totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
         code = codes.get(str(row.get("currency")), f"currency {row.get('currency')}")
+        # abs(): the comparison holds whichever sign NetSuite gives a payment's or credit's total (the
+        # stand-in sends it positive).
         netsuite_totals[code] += abs(Decimal(str(row.get("foreigntotal") or "0")))
     table = []
     for currency in sorted(set(stripe_totals) | set(netsuite_totals)):
@@ -309,6 +315,7 @@ def totals_check(
 
 def stripe_invoice_amounts(stripe_invoices: pd.DataFrame) -> dict[str, tuple[str, int]]:
     """external id -> (currency, total) of every finalized invoice of the partition: what NetSuite must hold."""
+    # Drafts are not accounting documents yet: only finalized invoices must be in NetSuite.
     finalized = stripe_invoices[stripe_invoices["status"].isin(ns.FINALIZED_INVOICE_STATUSES)]
     return {
         netsuite_external_id(row.id): (row.currency, int(row.amount_minor)) for row in finalized.itertuples(index=False)
@@ -421,6 +428,7 @@ def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_ch
         field_mapping: FieldMappingResource,
     ):
         report, outcomes, client = run_sync_step(context, record_type, plan, netsuite, ledger)
+        # Before the output: a run with NetSuite errors shows red, and its checks would only repeat them.
         _fail_if_transient_failures(report)
         yield dg.Output(outcomes, metadata=_sync_metadata(report, client, outcomes))
         yield duplicates_check(client, record_type, outcomes)

@@ -243,11 +243,14 @@ class SalesforceResource(dg.ConfigurableResource):
 
     def select(self, sobject: str, fields: str, where: str = "") -> Iterator[dict[str, Any]]:
         """`SELECT fields FROM sobject`, narrowed by a WHERE clause such as `modified_since`'s, oldest change first."""
+        # Oldest change first, so the high-water mark only moves past what was read; Id breaks ties
+        # between records changed in the same millisecond.
         return self.query_all(f"SELECT {fields} FROM {sobject}{where} ORDER BY SystemModstamp, Id")
 
     def select_by_ids(self, sobject: str, fields: str, ids: Sequence[str]) -> Iterator[dict[str, Any]]:
         """The records with these ids (anything but a Salesforce id is left out of the SOQL)."""
         for start in range(0, len(ids), IDS_PER_QUERY):
+            # Salesforce ids are alphanumeric: anything else is dropped, so no quote can reach the SOQL.
             quoted = ", ".join(f"'{i}'" for i in ids[start : start + IDS_PER_QUERY] if i.isalnum())
             if quoted:
                 yield from self.select(sobject, fields, f" WHERE Id IN ({quoted})")
@@ -276,6 +279,7 @@ class SalesforceResource(dg.ConfigurableResource):
                 raise ValueError(f"record {index} has no {external_id_field}: every record needs its external id")
         path = f"composite/sobjects/{sobject}/{external_id_field}"
         results: list[SaveResult] = []
+        # allOrNone holds within one request only: an earlier chunk stays written if a later one fails.
         for start in range(0, len(records), COLLECTION_LIMIT):
             chunk = records[start : start + COLLECTION_LIMIT]
             body = {
@@ -335,6 +339,8 @@ class SalesforceResource(dg.ConfigurableResource):
                     policy=self._retry_policy,
                     description=description,
                 )
+            # Sessions time out after inactivity (2 hours by default): renew once by logging in again; a
+            # second refusal right after a fresh login is a configuration problem, not an expiry.
             except SalesforceExpiredSession as error:
                 if not self._can_log_in:
                     raise SalesforceSessionExpired(SESSION_ID_EXPIRED_MESSAGE) from error

@@ -73,6 +73,8 @@ class StripeBilling:
             return entry.internal_id
         if known:
             return known
+        # Search can lag up to a minute behind a create, so two racing runs may both miss the customer; the
+        # Idempotency-Key below then makes their creates one. https://docs.stripe.com/search#data-freshness
         query = f"metadata['salesforce_account_id']:'{plan.account_id}'"
         found = next(iter(self.stripe.search_customers(query)), None)
         if found is not None:
@@ -106,6 +108,8 @@ class StripeBilling:
                 billing.invoice_params(plan, customer_id),
                 idempotency_key=billing.idempotency_key(plan.opportunity_id, "invoice"),
             )
+        # Finalized already: nothing more to add. A draft is a run that stopped half-way: its missing items
+        # are added (each looked up by line id first) and it is finalized.
         if invoice.get("status") != "draft":
             return str(invoice["id"])
         items = list(self.stripe.list_invoice_items(invoice["id"]))
@@ -256,6 +260,7 @@ def bill_opportunities(
     """
     report = Report(billing.BILLED_OPPORTUNITY, detail_columns=DETAIL_COLUMNS)
     stripe_billing = StripeBilling(stripe, ledger)
+    # IsWon arrives as a JSON boolean from the REST API, as text from a CSV or a hand-made fixture.
     won = {o["Id"]: o for o in opportunities if o.get("IsWon") in (True, "True", "true")}
     billed = ledger.lookup(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, list(won))
     to_plan, before_start = _won_to_plan(won, billed, config, report, ledger, run_id)
@@ -270,6 +275,8 @@ def bill_opportunities(
         entry = billed.get(plan.opportunity_id)
         if entry is None:
             unbilled.append(plan)
+        # Billed before: the same content is nothing to do; changed content is never re-billed
+        # automatically (money already taken), it waits for a person as an exception.
         elif entry.content_hash == plan.fingerprint:
             unchanged.append(plan.opportunity_id)
             report.add(_outcome(plan.opportunity_id, Action.UNCHANGED, plan, stripe_id=entry.internal_id))

@@ -44,6 +44,8 @@ from .schema import (
 from .state import MultipleMatches, Record, SalesforceState, object_spec
 
 USER_ID = "0055g00000SbxIntAAA"
+# Salesforce drops a query cursor left idle for 15 minutes; its nextRecordsUrl then answers
+# INVALID_QUERY_LOCATOR.
 CURSOR_IDLE_SECONDS = 15 * 60
 USAGE_WINDOW_SECONDS = 24 * 60 * 60
 _VERSION = re.compile(r"^\d{1,3}\.\d$")
@@ -59,6 +61,7 @@ class SalesforceConfig:
     query_batch_size: int = 2000
     daily_request_limit: int = 15000
     session_timeout_seconds: float = 2 * 60 * 60
+    # Salesforce keeps at most 10 open query cursors per user; opening another drops the oldest.
     max_open_cursors: int = 10
     username: str = "integration@sync-pipeline.sandbox"
     password: str = "sandbox-password"
@@ -100,6 +103,7 @@ class RollingUsage:
         self._total = 0
 
     def used(self, now: float) -> int:
+        # The allocation is a rolling 24 hours, not a calendar day: requests drop out minute by minute.
         oldest_minute = int((now - USAGE_WINDOW_SECONDS) // 60)
         while self._buckets and self._buckets[0][0] <= oldest_minute:
             self._total -= self._buckets.popleft()[1]
@@ -261,6 +265,7 @@ async def _answer(
             OBJECTS[error.sobject].url(request.path_params.get("version", DEFAULT_API_VERSION), rid)
             for rid in error.record_ids
         ]
+        # 300 Multiple Choices: the body lists the URLs of the records the external id matched.
         return _json_response(300, urls, org.limit_header())
     except SalesforceApiError as error:
         return _json_response(error.status, error.rest_body(), org.limit_header() if authenticated else None)
@@ -275,6 +280,7 @@ def _authenticate(request: Request, org: _Org) -> None:
     if not valid:
         raise SalesforceApiError(401, "INVALID_SESSION_ID", "Session expired or invalid")
     now = time.time()
+    # Checked after the session: an invalid session is a 401 whatever the usage, and counts nothing.
     if org.usage.used(now) >= org.config.daily_request_limit:
         raise SalesforceApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
     org.usage.add(now)
@@ -430,6 +436,7 @@ def upsert_record(call: Call) -> tuple[int, Any]:
     call.org.stats.records_written += 1
     if created:
         return 201, _save_result(record_id, created=True)
+    # Before API 46.0 an upsert that updated answered 204 with no body; since then 200 and created=false.
     if float(call.version) < UPSERT_BODY_SINCE_VERSION:
         return 204, None
     return 200, _save_result(record_id, created=False)
@@ -455,6 +462,8 @@ def _batch_size(call: Call) -> int:
     options = call.request.headers.get("sforce-query-options", "")
     match = re.search(r"batchSize=(\d+)", options)
     if match:
+        # Sforce-Query-Options batchSize is clamped to 200..2000 and only ever lowers the batch.
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_queryoptions.htm
         size = min(size, max(200, min(2000, int(match.group(1)))))
     return size
 
@@ -463,6 +472,7 @@ def _batch(cursor: _Cursor, locator: str, offset: int) -> dict[str, Any]:
     end = offset + cursor.batch_size
     body: dict[str, Any] = {"totalSize": len(cursor.rows), "done": end >= len(cursor.rows)}
     if not body["done"]:
+        # A path, not a URL, as Salesforce sends it: <locator>-<offset of the next batch>.
         body["nextRecordsUrl"] = f"/services/data/v{cursor.version}/{cursor.endpoint}/{locator}-{end}"
     body["records"] = cursor.rows[offset:end]
     return body
@@ -471,6 +481,7 @@ def _batch(cursor: _Cursor, locator: str, offset: int) -> dict[str, Any]:
 def query_more(call: Call) -> tuple[int, Any]:
     locator, _, offset_text = call.param("locator").rpartition("-")
     cursor = call.org.cursors.get(locator)
+    # Only offsets this cursor handed out are valid: a made-up one is refused as Salesforce does.
     if cursor is None or not offset_text.isdigit() or int(offset_text) % cursor.batch_size:
         raise bad_request("INVALID_QUERY_LOCATOR", "invalid query locator")
     cursor.last_used = time.time()
@@ -522,6 +533,9 @@ def _apply_each(
             except SalesforceApiError as error:
                 results.append(_save_failure(error, failure_id(record)))
         failed = any(not result["success"] for result in results)
+        # allOrNone: the failed records keep their own errors, every other one is rolled back and reported
+        # ALL_OR_NONE_OPERATION_ROLLED_BACK; the request itself still answers 200.
+        # (Salesforce REST API Developer Guide: sObject Collections.)
         if all_or_none and failed:
             call.state.rollback(point)
             rolled_back = SalesforceApiError(
@@ -576,6 +590,7 @@ def upsert_collection(call: Call) -> tuple[int, Any]:
             "INVALID_FIELD", f"Provided external ID field does not exist or is not accessible: {call.param('field')}"
         )
     values = [_external_value(record, field_spec.name) for record in records]
+    # The same external id twice in one request fails both records: Salesforce cannot order them.
     repeated = {value for value, count in Counter(values).items() if value is not None and count > 1}
 
     def upsert(record: Any) -> Record:
@@ -689,6 +704,7 @@ async def soap_login(request: Request) -> Response:
     if credentials is None:
         return _soap_fault("INVALID_LOGIN", _INVALID_LOGIN)
     username, password = credentials
+    # The SOAP login takes the password with the security token appended (unless the IP is trusted).
     if username != config.username or password != config.password + config.security_token:
         org.stats.failed_logins += 1
         return _soap_fault("INVALID_LOGIN", _INVALID_LOGIN)
@@ -838,6 +854,8 @@ def _api_routes() -> list[Route]:
         *_routes(data + "/limits", api_endpoint("limits", {"GET": get_limits})),
         *_routes(data + "/sobjects", api_endpoint("describe_global", {"GET": describe_global})),
         *_routes(sobject, api_endpoint("sobject", {"GET": object_info, "POST": create_record}, writes=True)),
+        # Starlette takes the first matching route: /describe must come before /{record_id}, and the
+        # catch-all last.
         *_routes(sobject + "/describe", api_endpoint("describe", {"GET": describe_object})),
         _route(
             sobject + "/{record_id}",

@@ -319,6 +319,7 @@ class _Parser:
         parts = [first]
         while self.current.is_keyword("and", "or"):
             word = self.advance().text.lower()
+            # SOQL has no precedence between AND and OR: mixing them without parentheses is MALFORMED_QUERY.
             if joiner is not None and word != joiner:
                 raise malformed(f"unexpected token: '{word.upper()}' (use parentheses to mix AND and OR)")
             joiner = word
@@ -396,6 +397,8 @@ class _Parser:
             descending = False
             if self.current.is_keyword("asc", "desc"):
                 descending = self.advance().text.lower() == "desc"
+            # SOQL's default: nulls first when ascending, last when descending.
+            # (SOQL and SOSL Reference: ORDER BY.)
             nulls_first = not descending
             if self.current.is_keyword("nulls"):
                 self.advance()
@@ -449,6 +452,7 @@ def _expected_literal_kind(field: FieldSpec) -> str:
 
 
 def _like_pattern(pattern: str) -> re.Pattern[str]:
+    # LIKE: % is any run of characters, _ exactly one; matching ignores case, as in SOQL.
     regex = "".join(".*" if char == "%" else "." if char == "_" else re.escape(char) for char in pattern)
     return re.compile(f"^{regex}$", re.IGNORECASE | re.DOTALL)
 
@@ -466,6 +470,7 @@ def _compare(field: FieldSpec, value: Any, operator: str, operand: Any) -> bool:
         return not any(_compare(field, value, "=", item) for item in operand)
     if operator == "like":
         return isinstance(value, str) and operand.match(value) is not None
+    # SOQL nulls: `= null` and `!= null` test for null; any other comparison with null is false.
     if operand is None or value is None:
         if operator == "=":
             return value is None and operand is None
@@ -523,7 +528,9 @@ def run(
     """The matching records, ordered, limited (not yet projected)."""
     matched = [row for row in rows if query.where is None or query.where.matches(row, resolve)]
     if not query.order_by:
+        # Salesforce promises no order without ORDER BY; Id order keeps the sandbox's answers repeatable.
         matched.sort(key=lambda row: row["Id"])
+    # Stable sorts from the last key to the first give a multi-key ORDER BY.
     for ordering in reversed(query.order_by):
         matched.sort(key=lambda row: _sort_key(ordering, row, resolve), reverse=ordering.descending)
     end = None if query.limit is None else query.offset + query.limit
@@ -585,6 +592,7 @@ def execute(state: SalesforceState, query: Query, include_deleted: bool, version
     with state.lock:
         live = state.live_table(spec.name)
         candidates = None
+        # The recycle bin is not indexed: queryAll scans.
         if not include_deleted:
             candidates = candidate_ids(query, lambda field, value: state.lookup(spec, field, value))
         if candidates is not None:

@@ -105,6 +105,7 @@ class SalesforceState:
             rows = list(self._live[spec.name].values())
             if include_deleted:
                 rows += list(self._recycled[spec.name].values())
+            # Id order is creation order (ids come from a counter), a stable answer for tests and seeding.
             return [dict(row) for row in sorted(rows, key=lambda row: row["Id"])]
 
     def find(self, sobject: str, **equals: Any) -> list[Record]:
@@ -211,6 +212,8 @@ class SalesforceState:
         field_spec = spec.field(external_field)
         if field_spec is None or not (field_spec.external_id or field_spec.name == "Id"):
             raise not_found(f"Provided external ID field does not exist or is not accessible: {external_field}")
+        # The external id comes from the URL; Salesforce refuses it again in the body, so it is dropped here
+        # and set from the URL value on create.
         body = {key: raw for key, raw in fields.items() if key.lower() != field_spec.name.lower()}
         with self._lock:
             matches = self.lookup(spec, field_spec, value)
@@ -219,6 +222,7 @@ class SalesforceState:
             if matches:
                 self.update(spec.name, matches[0], body, at=at, enforce_unique=enforce_unique)
                 return matches[0], False
+            # `updateOnly=true` forbids creating; upserting by Id can only update (an id cannot be chosen).
             if update_only or field_spec.name == "Id":
                 raise not_found()
             created = self.insert(spec.name, {**body, field_spec.name: value}, at=at, enforce_unique=enforce_unique)
@@ -229,6 +233,8 @@ class SalesforceState:
         spec = object_spec(sobject)
         with self._lock:
             rid = self._require_live(spec, record_id)
+            # Products in use on opportunities cannot be deleted (Salesforce's DELETE_FAILED); lines would lose
+            # their product otherwise.
             if spec.name == "Product2" and self.children("OpportunityLineItem", "Product2Id", rid):
                 raise bad_request(
                     "DELETE_FAILED",
@@ -270,6 +276,7 @@ class SalesforceState:
     # ------------------------------------------------------------------------------ sessions
 
     def new_session(self) -> str:
+        # Real session ids start with the 15-character org id and `!`; some clients read the org from it.
         session_id = f"{ORG_ID[:15]}!AR" + secrets.token_urlsafe(72).replace("-", ".").replace("_", ".")
         with self._lock:
             self.sessions[session_id] = time.time()
@@ -287,6 +294,7 @@ class SalesforceState:
         now = time.time()
         if last_used is None or now - last_used > timeout_seconds:
             return False
+        # Salesforce's timeout counts from the last request, not from login: every use extends it.
         if touch:
             self.sessions[session_id] = now
         return True
@@ -338,6 +346,7 @@ class SalesforceState:
 
     def _stamp(self, at: datetime | None) -> datetime:
         moment = at or self.clock()
+        # Salesforce keeps datetimes to the millisecond (2026-11-24T08:00:00.000+0000).
         return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
     def _require_live(self, spec: ObjectSpec, record_id: str) -> str:
@@ -365,6 +374,7 @@ class SalesforceState:
                     values[relationship.name] = self._resolve_foreign_key(relationship, raw)
                     continue
                 raise bad_request("INVALID_FIELD", f"No such column '{key}' on sobject of type {spec.name}")
+            # A body may repeat the record's own Id (collections put it there); only a different Id is an error.
             if field_spec.name == "Id" and record_id is not None and normalize_id(raw) == record_id:
                 continue
             if not (field_spec.createable if creating else field_spec.updateable):
@@ -391,6 +401,7 @@ class SalesforceState:
                 "MALFORMED_ID", f"{field_spec.label}: id value of incorrect type: {value}", [field_spec.name]
             )
         target = OBJECTS[field_spec.reference_to or ""]
+        # The first three characters of an id name its object: an Account id in a Contact lookup is refused.
         if rid[:3] != target.key_prefix:
             raise bad_request(
                 "FIELD_INTEGRITY_EXCEPTION",
@@ -435,6 +446,7 @@ class SalesforceState:
         missing = [item.name for item in spec.required_fields if record.get(item.name) in (None, "")]
         if missing:
             raise bad_request("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
+        # Derived fields before the unique check: derivations may refuse the write (FIELD_INTEGRITY_EXCEPTION).
         _DERIVATIONS.get(spec.name, _no_derivation)(self, record, values, record_id is None)
         if enforce_unique:
             self._check_unique(spec, record, record_id)
@@ -468,6 +480,8 @@ class SalesforceState:
             self._live["OpportunityLineItem"][line]
             for line in self.children("OpportunityLineItem", "OpportunityId", opportunity_id)
         ]
+        # While an opportunity has products, Salesforce computes its Amount as the sum of their TotalPrice
+        # (Amount is then read-only); without products the Amount is left as it was.
         rolled = dict(opportunity, HasOpportunityLineItem=bool(lines))
         if lines:
             rolled["Amount"] = sum((line["TotalPrice"] or Decimal(0) for line in lines), Decimal("0.00"))
@@ -477,6 +491,7 @@ class SalesforceState:
             self._set_live(OBJECTS["Opportunity"], opportunity_id, rolled)
 
     def _delete_tree(self, spec: ObjectSpec, record_id: str, stamp: datetime) -> None:
+        # Children first, as Salesforce cascades (an opportunity's line items go to the recycle bin with it).
         for child_name, reference_field in sorted(CASCADE_DELETES):
             if OBJECTS[child_name].fields[reference_field].reference_to == spec.name:
                 for child_id in self.children(child_name, reference_field, record_id):
@@ -536,12 +551,14 @@ def _no_derivation(state: SalesforceState, record: Record, values: Record, creat
 def _derive_opportunity(state: SalesforceState, record: Record, values: Record, creating: bool) -> None:
     if not creating and "CurrencyIsoCode" in values:
         before = state.live_table("Opportunity")[record["Id"]]["CurrencyIsoCode"]
+        # Line items take the opportunity's currency, so it is fixed once products are added.
         if values["CurrencyIsoCode"] != before and state.children("OpportunityLineItem", "OpportunityId", record["Id"]):
             raise _field_integrity(
                 "CurrencyIsoCode (cannot change the currency of an opportunity with products)", "CurrencyIsoCode"
             )
     probability, forecast, closed, won = OPPORTUNITY_STAGES[record["StageName"]]
     record.update(IsClosed=closed, IsWon=won, ForecastCategoryName=forecast)
+    # A stage change resets Probability to the stage's default unless the request sets it too.
     if "StageName" in values and "Probability" not in values:
         record["Probability"] = Decimal(probability)
     if creating:
@@ -563,6 +580,8 @@ def _derive_line_item(state: SalesforceState, record: Record, values: Record, cr
     if "UnitPrice" in values and "TotalPrice" in values and values["TotalPrice"] is not None:
         raise _field_integrity("TotalPrice (cannot specify both UnitPrice and TotalPrice)", "TotalPrice")
     if values.get("TotalPrice") is not None:
+        # Given TotalPrice, Salesforce derives UnitPrice = TotalPrice / Quantity (one of the two, never both).
+        # (Salesforce Object Reference: OpportunityLineItem, UnitPrice and TotalPrice.)
         record["UnitPrice"] = (values["TotalPrice"] / quantity).quantize(_CENT, rounding=ROUND_HALF_UP)
     if record["UnitPrice"] is None:
         raise _field_integrity("unknown (must specify either UnitPrice or TotalPrice)", "UnitPrice")
