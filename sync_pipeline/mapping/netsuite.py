@@ -45,7 +45,11 @@ CREDIT_MEMO = "creditMemo"
 CUSTOMER_PAYMENT = "customerPayment"
 CUSTOMER_REFUND = "customerRefund"
 
+# Stripe's invoice lifecycle is draft -> open -> paid | void | uncollectible. Only a finalized invoice has a
+# number and frozen lines, so only these statuses are booked; a draft can still change or be deleted.
 FINALIZED_INVOICE_STATUSES = ("open", "paid", "void", "uncollectible")
+# Statuses in which Stripe stops collecting: what is still open on the NetSuite invoice is closed by a credit
+# memo (`_closing_credit_memo`), which keeps the invoice and its reversal both visible in the books.
 CLOSED_INVOICE_STATUSES = ("void", "uncollectible")
 
 
@@ -107,6 +111,8 @@ def _never_raises(record_type: str) -> Callable:
                 return fn(obj, *args, **kwargs)
             except _Blocked as blocked:
                 return MappingResult(issues=[blocked.issue])
+            # The errors a malformed dict raises while being read; one bad Stripe object must become an
+            # issue for that record, not abort the batch it came in with.
             except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
                 source_id = id_of(obj) or "?"
                 eid = _safe_external_id(source_id)
@@ -172,12 +178,16 @@ def _external_id(record_type: str, stripe_id: Any, suffix: str | None = None) ->
 
 
 def _utc_date(timestamp: Any) -> str | None:
+    # Stripe timestamps are Unix seconds; the date is taken in UTC so a rerun on a host in another time
+    # zone gives the same tranDate. `bool` is excluded because it is a subclass of `int`.
     if isinstance(timestamp, bool) or not isinstance(timestamp, int):
         return None
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date().isoformat()
 
 
 def _minor(value: Any, record_type: str, external_id: str, source_id: str, field_name: str) -> int:
+    # Stripe amounts are integers in the minor unit; a float or string here means the input was not a Stripe
+    # object, and guessing its scale would book a wrong amount.
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Blocked(
             make_issue(
@@ -233,6 +243,8 @@ def _money(currency: Any, fm: FieldMapping, record_type: str, external_id: str, 
                 currency=code,
             )
         )
+    # A currency mapped to its own subsidiary wins over the record type's default: in NetSuite a subsidiary
+    # transacts in its base currency and those enabled for it, so the currency decides where the record lives.
     subsidiary = mapping.subsidiary or _type_default_id(fm, record_type, "subsidiary")
     return _Money(code=code, netsuite_id=mapping.netsuite_id, subsidiary=subsidiary)
 
@@ -261,6 +273,9 @@ def resolve_customer(customer_field: Any, fm: FieldMapping, customer: Mapping | 
     Pass the Stripe `customer` object when the field is only an id, so a link through
     `metadata.<link_metadata_key>` is honoured.
     """
+    # Precedence: global mode books everything to one customer; an explicit metadata link to an existing
+    # NetSuite customer beats our own record (it avoids a duplicate of a customer that predates the sync);
+    # the guest customer is only for documents without any Stripe customer.
     if fm.customers.mode == "global":
         return CustomerRef(
             ref=reference(fm.customers.global_customer_id),
@@ -331,6 +346,9 @@ def _is_empty(value: Any) -> bool:
 
 def _with_defaults(record_type: str, body: dict, fm: FieldMapping) -> dict:
     out = dict(body)
+    # The subsidiary is settled first because the other defaults (department, class, location) may be
+    # configured per subsidiary; NetSuite refuses a reference belonging to another subsidiary, and a missing
+    # one gives "Please enter value(s) for: Department" (USER_ERROR).
     if _is_empty(out.get("subsidiary")) and _type_default_id(fm, record_type, "subsidiary"):
         out["subsidiary"] = reference(_type_default_id(fm, record_type, "subsidiary"))
     subsidiary = _dig(out, "subsidiary", "id")
@@ -371,7 +389,7 @@ def _record(
         external_id=external_id,
         body=body,
         source_id=source_id,
-        depends_on=tuple(dict.fromkeys(depends_on)),
+        depends_on=tuple(dict.fromkeys(depends_on)),  # de-duplicated, order kept: it is the write order
         amount_minor=amount_minor,
         currency=currency,
         value_sources=party.sources(PARTY_FIELDS[record_type]) if party is not None else (),
@@ -387,6 +405,8 @@ def _header(money: _Money, party_field: str, party: CustomerRef, tran_date: str 
     }
     if money.subsidiary:
         body["subsidiary"] = reference(money.subsidiary)
+    # Unknown values are left out rather than sent as null: on PUT/PATCH NetSuite treats `null` as "clear the
+    # field", which would wipe a value set earlier or by hand.
     return {k: v for k, v in body.items() if v is not None}
 
 
@@ -416,6 +436,8 @@ def map_customer(customer: Mapping, fm: FieldMapping, currency: str | None = Non
             else f"linked to the existing {where} through {party.linked_by}"
         )
         return MappingResult(skips=[Skip(CUSTOMER, customer_id, reason, external_id)])
+    # A new Stripe customer has no currency until its first invoice; the invoice's currency then picks the
+    # customer's primary currency, since NetSuite refuses transactions outside the customer's currency list.
     code = customer.get("currency") or currency
     body: dict[str, Any] = {
         "companyName": customer.get("name") or customer.get("email") or customer_id,
@@ -486,6 +508,8 @@ def _line_price_and_product(line: Mapping) -> tuple[str | None, str | None]:
 
 
 def _is_proration(line: Mapping) -> bool:
+    # Since 2025-03-31.basil the flag lives under `parent.<parent.type>.proration` (e.g.
+    # `parent.subscription_item_details.proration`); the top-level `proration` is the older shape.
     parent = line.get("parent")
     if isinstance(parent, Mapping):
         details = parent.get(parent.get("type") or "")
@@ -506,6 +530,8 @@ def _line_taxes(line: Mapping) -> list[tuple[int, bool, str]]:
 
 
 def _quantity(line: Mapping) -> Decimal | int | None:
+    # `quantity_decimal` (a string, for fractional metered usage) is more precise than the integer
+    # `quantity`, so it wins; a whole decimal becomes an int so the body matches what NetSuite echoes back.
     if line.get("quantity_decimal") not in (None, ""):
         quantity = Decimal(str(line["quantity_decimal"]))
         return int(quantity) if quantity == quantity.to_integral_value() else quantity
@@ -563,6 +589,8 @@ class _InvoiceContext:
 def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
     """NetSuite lines for a Stripe invoice: items, then discounts, credits and taxes, summing to `total`."""
     lines_obj = invoice.get("lines")
+    # An invoice embeds only the first page of its lines; booking a partial list would under-state
+    # the invoice, so a truncated list is refused rather than mapped.
     if isinstance(lines_obj, Mapping) and lines_obj.get("has_more"):
         raise _Blocked(
             make_issue(
@@ -588,6 +616,8 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
             key = id_of(discount.get("discount")) or ""
             line_discounts[key] = line_discounts.get(key, 0) + discount["amount"]
         description = line.get("description") or line.get("id") or ""
+        # Inclusive tax is already inside Stripe's line amount; it is taken out here because it is booked
+        # again on the tax line below, and counting it twice would break the sum to `total`.
         out.append(_Line(ctx.item_line_item(line), line["amount"] - inclusive, description, _quantity(line)))
 
     discount_amounts = invoice.get("total_discount_amounts")
@@ -600,6 +630,8 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
         if amount:
             item_id = ctx.configured_item("discount", "discounts")
             out.append(_Line(item_id, -amount, f"Discount {_discount_label(discount) or discount_id}".strip(), 1))
+    # Billing credit grants reduce the amount before tax, like a discount; other pretax credit types are
+    # not booked here, and `_require_lines_sum` reports the invoice if they change its total.
     for credit in _list(invoice.get("total_pretax_credit_amounts")):
         if credit.get("type") == "credit_balance_transaction" and credit.get("amount"):
             item_id = ctx.configured_item("discount", "credit grants")
@@ -623,7 +655,7 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
 def _discount_label(discount: Any) -> str:
     if not isinstance(discount, Mapping):
         return ""
-    coupon = _dig(discount, "source", "coupon") or discount.get("coupon")
+    coupon = _dig(discount, "source", "coupon") or discount.get("coupon")  # 2025-09-30.clover moved it to source
     if isinstance(coupon, Mapping):
         return str(coupon.get("name") or coupon.get("id") or "")
     return str(coupon or "")
@@ -637,6 +669,8 @@ def _line_body(line: _Line, money: _Money) -> dict:
         rate = amount / line.quantity
         quantum = Decimal(1).scaleb(-currency_exponent(money.code))
         # Send a rate only when it is exact at the currency's precision; NetSuite keeps `amount` as sent.
+        # A rounded rate would make NetSuite's rate x quantity differ from the amount by a cent, which is
+        # worse than leaving the rate for NetSuite to derive.
         if rate == rate.quantize(quantum):
             body["rate"] = rate.quantize(quantum)
     body["amount"] = amount
@@ -686,6 +720,8 @@ def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = N
     lines = _invoice_lines(invoice, _InvoiceContext(invoice, fm, external_id))
     _require_lines_sum(lines, total, money, INVOICE, external_id, invoice_id)
 
+    # The invoice is issued when it is finalized (subscription drafts wait about an hour, manual ones can
+    # wait days), so that is the accounting date; `created` is the fallback for objects without transitions.
     tran_ts = _dig(invoice, "status_transitions", "finalized_at") or invoice.get("created")
     body = _header(money, "entity", party, _utc_date(tran_ts), _invoice_memo(invoice))
     if _utc_date(invoice.get("due_date")):
@@ -711,6 +747,11 @@ def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = N
 def _require_lines_sum(
     lines: Sequence[_Line], total: int, money: _Money, record_type: str, external_id: str, source_id: str
 ) -> None:
+    """Refuse an invoice whose NetSuite lines would not add up to Stripe's `total`.
+
+    NetSuite computes the transaction total from its lines, so any gap would surface later as an
+    unexplained difference between the two ledgers; it is reported now, with the invoice named.
+    """
     line_total = sum(line.amount_minor for line in lines)
     if line_total != total:
         raise _Blocked(
@@ -771,6 +812,8 @@ def _closing_credit_memo(
                 )
             ]
         )
+    # Only what is still open is credited: payments already taken stay applied to the NetSuite invoice, and
+    # crediting them too would leave the customer with a balance Stripe does not have.
     paid = invoice.get("amount_paid") or 0
     open_minor = invoice_record.amount_minor - paid
     if open_minor <= 0:
@@ -786,6 +829,8 @@ def _closing_credit_memo(
         )
     if open_minor == invoice_record.amount_minor:
         cm_lines = list(lines)  # a full reversal mirrors the invoice line for line
+        # so revenue and tax are reversed on the same items; a partial one cannot be split back over the
+        # lines without guessing, so it goes to the single write-off item.
     else:
         item_id = _credit_item(fm, external_id, invoice_id, "the write-off line")
         cm_lines = [_Line(item_id, open_minor, f"Open balance of Stripe invoice {invoice_id} ({status})", 1)]
@@ -839,6 +884,8 @@ def map_invoice_payment(
     latest charge), else `stripe-<inpay id>`. Unpaid (open/failed/canceled) payments are skipped.
     """
     payment_id = invoice_payment["id"]
+    # Keyed by the charge when there is one, so the same money gets the same external id whichever way it
+    # is found (invoice payment or bare charge); the upsert then cannot create it twice.
     charge_id = _charge_id_of_payment(invoice_payment, charge)
     external_id = _external_id(CUSTOMER_PAYMENT, charge_id or payment_id)
     source_id = charge_id or payment_id
@@ -874,6 +921,8 @@ def map_invoice_payment(
         )
     amount = _minor(invoice_payment.get("amount_paid"), CUSTOMER_PAYMENT, external_id, source_id, "amount_paid")
     invoice_total = invoice.get("total") or 0
+    # NetSuite refuses an apply line larger than the invoice's amount due; catching it here names the
+    # Stripe objects instead of surfacing a generic 400 on write.
     if amount > invoice_total:
         raise _Blocked(
             make_issue(
@@ -889,6 +938,7 @@ def map_invoice_payment(
             )
         )
     party = _party(invoice.get("customer"), fm, customer, CUSTOMER_PAYMENT, external_id, source_id)
+    # The date money was collected, most precise first: the InvoicePayment's paid_at, then the charge.
     paid_ts = (
         _dig(invoice_payment, "status_transitions", "paid_at")
         or _dig(charge, "created")
@@ -938,6 +988,7 @@ def map_charge_payment(charge: Mapping, fm: FieldMapping, customer: Mapping | No
     if reason:
         return MappingResult(skips=[Skip(CUSTOMER_PAYMENT, charge_id, reason, external_id)])
     money = _money(charge.get("currency"), fm, CUSTOMER_PAYMENT, external_id, charge_id)
+    # A partial capture books what was captured, not what was authorized; `amount` covers older objects.
     amount = charge.get("amount_captured") or charge.get("amount")
     amount = _minor(amount, CUSTOMER_PAYMENT, external_id, charge_id, "amount_captured")
     party = _party(charge.get("customer"), fm, customer, CUSTOMER_PAYMENT, external_id, charge_id)
@@ -1012,13 +1063,16 @@ def map_refund(
     party = _party(customer_field, fm, customer, CUSTOMER_REFUND, external_id, refund_id)
     tran_date = _utc_date(refund.get("created"))
     result = MappingResult()
+    # A NetSuite customer refund can only apply credits (credit memos, payments), never an invoice directly;
+    # so a refund of an invoiced charge first needs a credit memo made from the invoice.
     if invoice is not None:
         credit_memo = _refund_credit_memo(refund, charge_id, invoice, money, amount, party, tran_date, fm)
         result.records.append(credit_memo)
         applies_to = (CREDIT_MEMO, credit_memo.external_id)
         memo = f"Stripe refund {refund_id} of charge {charge_id} ({_invoice_memo(invoice)})"
     else:
-        applies_to = (CUSTOMER_PAYMENT, _external_id(CUSTOMER_REFUND, charge_id))  # the charge's payment
+        # the charge's payment (record type given only for error reports; the id is the payment's)
+        applies_to = (CUSTOMER_PAYMENT, _external_id(CUSTOMER_REFUND, charge_id))
         memo = f"Stripe refund {refund_id} of charge {charge_id}"
     body = _header(money, "customer", party, tran_date, memo)
     body["apply"] = {"items": [{"doc": {"externalId": applies_to[1]}, "apply": True, "amount": money.amount(amount)}]}
@@ -1086,6 +1140,8 @@ def _refund_credit_memo(
 
 
 def _charge_for_payment(invoice_payment: Mapping, charges: Mapping[str, Mapping]) -> Mapping | None:
+    # Since basil the Charge no longer names its invoice; the link runs InvoicePayment -> payment -> charge
+    # or -> PaymentIntent -> latest_charge.
     payment = invoice_payment.get("payment") or {}
     if payment.get("type") == "charge":
         charge = payment.get("charge")
@@ -1103,6 +1159,7 @@ def _charge_for_payment(invoice_payment: Mapping, charges: Mapping[str, Mapping]
             for c in charges.values()
             if id_of(c.get("payment_intent")) == intent_id and c.get("status") == "succeeded"
         ]
+        # A PaymentIntent has at most one succeeded charge (earlier attempts failed), so the last one is it.
         return succeeded[-1] if succeeded else None
     return None
 
@@ -1123,7 +1180,7 @@ def map_invoice_tree(
     charges_by_id = {c["id"]: c for c in charges if isinstance(c, Mapping) and c.get("id")}
     result = MappingResult()
     if invoice.get("status") == "draft":
-        return map_invoice(invoice, fm, customer)
+        return map_invoice(invoice, fm, customer)  # just the Skip; a draft's customer needs no record yet
     customer_obj = invoice.get("customer") if isinstance(invoice.get("customer"), Mapping) else customer
     if isinstance(customer_obj, Mapping):
         result.extend(map_customer(customer_obj, fm, currency=invoice.get("currency")))
