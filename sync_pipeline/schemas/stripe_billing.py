@@ -20,6 +20,8 @@ from sync_pipeline.mapping.stripe_billing import BILLED_OPPORTUNITY, BillingPlan
 
 
 def _known_currency(code: object) -> bool:
+    # Salesforce's CurrencyIsoCode is an upper-case ISO 4217 code; requiring the normalized form unchanged
+    # also rejects codes the money table does not know, whose minor-unit exponent would be a guess.
     try:
         return isinstance(code, str) and len(code) == 3 and normalize_currency(code) == code
     except MoneyError:
@@ -33,10 +35,14 @@ class BillingPlanModel(pa.DataFrameModel):
     opportunity_id: Series[str] = pa.Field(unique=True)
     account_name: Series[str] = pa.Field(str_length={"min_value": 1})
     currency: Series[str]
+    # Nullable Int64 so a plan whose Amount could not be converted (None) fails on its own row; with
+    # plain int64 one None would turn the whole column to float and every amount would be suspect.
     amount_minor: Series[pd.Int64Dtype] = pa.Field(nullable=False, gt=0)
     lines: Series[int] = pa.Field(gt=0)
     unmapped_products: Series[int] = pa.Field(eq=0)
     price_problems: Series[int] = pa.Field(eq=0)
+    # A Stripe subscription's items accept only recurring prices and a one-off invoice only one-time ones,
+    # so an opportunity mixing both cannot be billed by one Stripe object.
     billing_modes: Series[int] = pa.Field(le=1)
 
     @pa.check("currency", name="iso_currency", element_wise=True)
@@ -45,14 +51,17 @@ class BillingPlanModel(pa.DataFrameModel):
 
     @pa.dataframe_check(name=LINES_ADD_UP)
     def _lines_add_up(cls, frame: pd.DataFrame) -> pd.Series:
+        # No line total (NA) means some line's TotalPrice is missing or has more decimals than the currency;
+        # a sum over the other lines would report a mismatch that is not there.
         return frame["lines_total_minor"].isna() | (frame["lines_total_minor"] == frame["amount_minor"])
 
     class Config:
-        strict = False
-        coerce = False
+        strict = False  # `lines_total_minor` is an input of a check, not a validated column
+        coerce = False  # dtypes are set by `plans_frame`; coercing here would hide a value of the wrong type
 
 
 def plans_frame(plans: Sequence[BillingPlan]) -> pd.DataFrame:
+    """One row per plan, in the plans' order: the frame's position is the index back into `plans`."""
     rows = [
         {
             "opportunity_id": p.opportunity_id,
@@ -81,6 +90,8 @@ def plans_frame(plans: Sequence[BillingPlan]) -> pd.DataFrame:
             "lines_total_minor",
         ],
     )
+    # Explicit columns and dtypes: a frame built from rows infers `object` for a column that is all None,
+    # which would fail the schema's dtype check for every plan instead of the value check for one.
     for column in ("amount_minor", "lines_total_minor"):
         frame[column] = frame[column].astype("Int64")
     for column in ("lines", "unmapped_products", "price_problems", "billing_modes"):
@@ -206,6 +217,7 @@ def validate_plans(plans: Sequence[BillingPlan]) -> BillingValidation:
     if frame.empty:
         return BillingValidation([], [])
     try:
+        # lazy=True collects every failure, so a user fixes an opportunity in one pass, not one error per run.
         BillingPlanModel.validate(frame, lazy=True)
         return BillingValidation(list(plans), [])
     except pa.errors.SchemaErrors as errors:
@@ -214,12 +226,15 @@ def validate_plans(plans: Sequence[BillingPlan]) -> BillingValidation:
     bad: set[int] = set()
     seen: set[tuple[int, str, str]] = set()
     for case in failures.itertuples(index=False):
+        # A failure without a row index is about the schema itself (a column or dtype), which `plans_frame`
+        # guarantees; there is no opportunity to blame for it.
         if case.index is None or pd.isna(case.index):
             continue
         position = int(case.index)
         check = str(case.check)
         # A failed dataframe-wide check lists every column of the row: it is one problem, not nine.
         column = case.column if isinstance(case.column, str) and check != LINES_ADD_UP else ""
+        # pandera may list the same row and check more than once; one issue per problem is what a user reads.
         key = (position, column, check)
         if key in seen:
             continue
