@@ -53,6 +53,13 @@ OPPORTUNITY_SNAPSHOT_COLUMNS = [
 
 
 def opportunity_frame(opportunities: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A flat, string-typed view for the asset's preview plus the whole record as JSON.
+
+    The nested query result (line items, Account) cannot be a DataFrame column without losing shape
+    through the IO manager, so the billing step reads it back from `opportunity_json` unchanged.
+    Columns are stringified so a column of mixed None/number does not become float (an `Amount` of
+    1200 shown as 1200.0).
+    """
     rows = [
         {
             **{c: (str(o.get(c)) if o.get(c) is not None else None) for c in OPPORTUNITY_SNAPSHOT_COLUMNS[:-1]},
@@ -79,10 +86,14 @@ def salesforce_accounts(
     store = ledger.get_ledger()
     cursor = store.get_cursor(ACCOUNT_CURSOR)
     records = list(salesforce.select("Account", billing.ACCOUNT_FIELDS, modified_since(cursor)))
+    # Salesforce adds `attributes` ({type, url}) to every query record; it is metadata, not an Account field.
+    # The columns come from the field list so a run that reads nothing still has the snapshot's shape.
     frame = pd.DataFrame(
         [{k: v for k, v in r.items() if k != "attributes"} for r in records],
         columns=[c.strip() for c in billing.ACCOUNT_FIELDS.split(",")],
     ).astype(object)
+    # Accounts are only read here, not acted on, so the cursor can move as soon as they are read; the
+    # look-back in `modified_since` re-reads the last minutes to catch rows committed with an older stamp.
     newest = newest_modstamp(records, cursor)
     if newest:
         store.set_cursor(ACCOUNT_CURSOR, newest)
@@ -98,6 +109,8 @@ def salesforce_accounts(
 def salesforce_opportunities(
     context: dg.AssetExecutionContext, salesforce: SalesforceResource, ledger: LedgerResource
 ) -> pd.DataFrame:
+    # The cursor is read but not moved here: billing may still fail, and the opportunities it missed must
+    # be read again by the next run (`stripe_billing_from_opportunities` moves it afterwards).
     cursor = ledger.get_ledger().get_cursor(OPPORTUNITY_CURSOR)
     opportunities = read_opportunities(salesforce, modified_since(cursor))
     frame = opportunity_frame(opportunities)
@@ -109,6 +122,8 @@ def salesforce_opportunities(
 
 def billed_once_check(stripe: StripeResource, report: Report) -> dg.AssetCheckResult:
     """Each opportunity billed by this run has exactly one subscription or one-off invoice in Stripe."""
+    # Counted in Stripe itself, not in the ledger: a duplicate caused by a lost response or a concurrent
+    # run is only visible there. Only this run's creations are checked, to keep the Stripe reads bounded.
     counts = {
         o.external_id: count_billings(stripe, o.external_id, o.detail["stripe_customer_id"])
         for o in report.outcomes
@@ -146,6 +161,9 @@ def stripe_billing_from_opportunities(
 ):
     store = ledger.get_ledger()
     opportunities = opportunities_from_frame(salesforce_opportunities)
+    # Opportunities held back by an open exception are behind the cursor by now, and their fix may not touch
+    # Salesforce at all (a price mapped in field_mapping.yaml, Stripe back up), so they are re-read by id;
+    # those already in the window are not read twice.
     seen = {o["Id"] for o in opportunities}
     retry = [i for i in retry_queue(store) if i not in seen]
     opportunities += read_opportunities_by_id(salesforce, retry)
@@ -158,9 +176,13 @@ def stripe_billing_from_opportunities(
         log=context.log.info,
     )
     # Only now: a run that died above re-reads the same window next time.
+    # Only the window's records move it: a retried one read by id may have changed after the window was read,
+    # and its newer stamp would skip rows changed in between.
     newest = newest_modstamp(opportunities_from_frame(salesforce_opportunities), store.get_cursor(OPPORTUNITY_CURSOR))
     if newest:
         store.set_cursor(OPPORTUNITY_CURSOR, newest)
+    # Failing the run (after the cursor moved, and with each failure kept as an open exception that the
+    # retry queue re-reads) makes a Stripe outage visible in Dagster instead of a green run with gaps.
     failed = report.counts()[Action.FAILED]
     if failed:
         raise dg.Failure(
