@@ -27,13 +27,15 @@ from sync_pipeline.sandbox.stripe.state import Ctx, StripeState
 
 log = logging.getLogger(__name__)
 DAY = 86400
-MAX_TYPES = 20
-MAX_DELIVERY_LOG = 10_000
+MAX_TYPES = 20  # Stripe's limit on `types[]` in GET /v1/events
+MAX_DELIVERY_LOG = 10_000  # bounds memory over a long soak run; only the recent attempts are inspected
 
 # --- events ---------------------------------------------------------------------------------------
 
 
 def _retention_floor(ctx: Ctx) -> int:
+    # Stripe keeps events for 30 days only; older ones are gone from both list and retrieve, which is what
+    # forces clients to fall back to listing objects by `created`. The events stay stored here, only hidden.
     return ctx.now - ctx.config.event_retention_days * DAY
 
 
@@ -55,6 +57,7 @@ def list_events(ctx: Ctx, params: dict) -> dict:
         raise invalid_param("You may pass either type or types, not both.", "types")
     if len(types) > MAX_TYPES:
         raise invalid_param(f"You may pass at most {MAX_TYPES} types.", "types")
+    # `type` accepts `*` wildcards (`invoice.*`); an exact type can use the index instead of a scan.
     if event_type and "*" not in event_type:
         return paginate(coll, params, "/v1/events", index=coll.index_for("type", event_type), min_created=floor)
     predicate: Callable[[dict[str, Any]], bool] | None = None
@@ -94,6 +97,8 @@ def _url(params: dict, required: bool) -> str | None:
 @route("POST", "/v1/webhook_endpoints")
 def create_webhook_endpoint(ctx: Ctx, params: dict) -> dict:
     endpoint_id = ctx.state.new_id("we")
+    # A configured secret lets a receiver be set up before the endpoint exists; otherwise it is derived
+    # from the seed so a replayed run gets the same secret.
     secret = (
         ctx.config.webhook_secret
         or "whsec_" + hashlib.sha256(f"{ctx.state.seed}:{endpoint_id}".encode()).hexdigest()[:32]
@@ -101,7 +106,7 @@ def create_webhook_endpoint(ctx: Ctx, params: dict) -> dict:
     endpoint = {
         "id": endpoint_id,
         "object": "webhook_endpoint",
-        "api_version": get_str(params, "api_version"),
+        "api_version": get_str(params, "api_version"),  # null: the account's default version, as in Stripe
         "application": None,
         "created": ctx.now,
         "description": get_str(params, "description"),
@@ -147,6 +152,8 @@ def list_webhook_endpoints(ctx: Ctx, params: dict) -> dict:
 
 
 def wants(endpoint: dict[str, Any], event_type: str) -> bool:
+    # An endpoint's `enabled_events` takes exact types or "*" alone; prefix wildcards are an Events API
+    # feature only.
     return endpoint["status"] == "enabled" and any(
         enabled == "*" or enabled == event_type for enabled in endpoint["enabled_events"]
     )
@@ -156,7 +163,11 @@ def wants(endpoint: dict[str, Any], event_type: str) -> bool:
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
-    """Stripe's scheme: `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<payload>">` keyed by the whsec_ secret."""
+    """Stripe's scheme: `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<payload>">` keyed by the whsec_ secret.
+
+    The key is the whole `whsec_...` string as UTF-8 (not base64-decoded), as stripe-python's `_webhook.py`
+    verifies it; the timestamp is inside the MAC so a replayed body fails the receiver's 300 s tolerance.
+    """
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
 
@@ -220,6 +231,8 @@ class WebhookDispatcher:
         assert self._wake is not None
         self._client = httpx.AsyncClient(timeout=self.config.webhook_timeout_seconds)
         while True:
+            # The timeout is a safety net: events appended without a `notify()` (or before the loop had
+            # its event) are still picked up within POLL_SECONDS.
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.POLL_SECONDS)
             except TimeoutError:
@@ -235,6 +248,9 @@ class WebhookDispatcher:
         endpoints = [e for e in self.state.collections["webhook_endpoint"].objects.values() if e["status"] == "enabled"]
         if not endpoints:
             return
+        # Stripe does not guarantee delivery order; shuffling within a small window reorders events that happen
+        # close together (e.g. invoice.paid before invoice.finalized) without making distant ones arrive
+        # hours out of place. Seeded, so a failing order can be replayed.
         if self.config.webhook_shuffle:
             window = max(self.config.webhook_shuffle_window, 1)
             for start in range(0, len(events), window):
@@ -245,9 +261,13 @@ class WebhookDispatcher:
             targets = [endpoint for endpoint in endpoints if wants(endpoint, event["type"])]
             if not targets:
                 continue
-            event["pending_webhooks"] = len(targets)
+            event["pending_webhooks"] = len(targets)  # as on Stripe's event: endpoints yet to acknowledge it
+            # Serialized once: every copy and retry carries the same bytes, and the signature is over those raw
+            # bytes. Stripe sends pretty-printed JSON, so a receiver that verifies a re-serialized body fails
+            # here as it would against Stripe.
             payload = orjson.dumps(event, option=orjson.OPT_INDENT_2)
             for endpoint in targets:
+                # Stripe documents that an endpoint may receive the same event more than once.
                 copies = 2 if self.random.random() < self.config.webhook_duplicate_rate else 1
                 for _ in range(copies):
                     self._enqueue(endpoint["id"], (event, payload, 1))
@@ -272,6 +292,8 @@ class WebhookDispatcher:
 
     async def _deliver(self, endpoint_id: str, event: dict[str, Any], payload: bytes, attempt: int) -> None:
         endpoint = self.state.collections["webhook_endpoint"].get(endpoint_id)
+        # Checked at each attempt, not at enqueue: disabling or deleting an endpoint stops its pending retries,
+        # as it does on Stripe.
         if endpoint is None or endpoint["status"] != "enabled":
             return
         # Signed with wall-clock time (not the sandbox clock): receivers check it against theirs.
@@ -292,6 +314,8 @@ class WebhookDispatcher:
             status = response.status_code
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
+        # Only 2xx acknowledges: Stripe treats redirects and every other status as a failure to retry
+        # (httpx does not follow redirects by default, so a 3xx lands here as itself).
         delivered = status is not None and 200 <= status < 300
         self._record(endpoint, event, attempt, status, error, delivered)
         if delivered:
@@ -300,6 +324,8 @@ class WebhookDispatcher:
             self._retry_later(endpoint_id, (event, payload, attempt + 1))
 
     def _retry_later(self, endpoint_id: str, job: tuple[dict[str, Any], bytes, int]) -> None:
+        # Exponential backoff like Stripe's (which spreads retries over days in live mode), scaled down: the
+        # second attempt waits the base delay, each later one twice the one before.
         delay = self.config.webhook_retry_base_seconds * 2 ** (job[2] - 2)
 
         async def later() -> None:
@@ -307,6 +333,8 @@ class WebhookDispatcher:
             self._enqueue(endpoint_id, job)
             self.in_flight -= 1
 
+        # A sleeping retry counts as in flight (handed over to `_enqueue`'s count once re-queued), so
+        # `pending()` does not report an idle dispatcher while a redelivery is still due.
         self.in_flight += 1
         task = asyncio.get_running_loop().create_task(later())
         self._background.add(task)
