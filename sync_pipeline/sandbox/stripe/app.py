@@ -37,7 +37,7 @@ JSON = "application/json"
 # Responses Stripe saves under an Idempotency-Key: anything that ran (a success, a decline, a 500).
 # Validation failures (400/404) did not run, so a corrected retry with the same key may proceed.
 CACHEABLE_STATUS = (200, 402)
-MAX_IDEMPOTENCY_KEY = 255
+MAX_IDEMPOTENCY_KEY = 255  # docs.stripe.com/idempotency: keys up to 255 characters
 
 
 class Stats:
@@ -121,8 +121,12 @@ class StripeApp:
         method = request.method
         path = request.scope["path"]
         self.stats.by_method[method] += 1
+        # Stripe answers every request with a Request-Id (clients log it for support) and the version the
+        # response was rendered in.
         request_id = "req_" + self.state.new_id("req")[4:]
         headers = {"Request-Id": request_id, "Stripe-Version": API_VERSION}
+        # Failures up to here (auth, rate limit, unknown URL, bad form) are returned before the idempotency
+        # lookup: the request never started executing, and Stripe saves no result for it under the key.
         try:
             self._authenticate(request)
             self._check_rate_limit()
@@ -142,6 +146,7 @@ class StripeApp:
         except StripeApiError as error:
             return _json(error.body(request_id), error.status, headers)
 
+        # Stripe honours Idempotency-Key on POST only; GET and DELETE are idempotent by definition.
         key = request.headers.get("idempotency-key") if method == "POST" else None
         if key is not None:
             headers["Idempotency-Key"] = key
@@ -156,6 +161,9 @@ class StripeApp:
                 _fingerprint(method, path, params), status, payload, self.state.clock.now(), path
             )
             self.state.remember_response(key, record, self.config.idempotency_ttl_seconds)
+        # The lost response is injected after the write ran and its response was saved: the client sees a
+        # dropped connection for work that happened, which only a retry with the same key handles without a
+        # duplicate. Reads are left alone, since losing one costs nothing but a retry.
         if route.writes and status == 200 and self._roll(self.config.lost_response_rate):
             self.stats.faults["lost_response"] += 1
             return ResponseLostResponse()
@@ -163,12 +171,15 @@ class StripeApp:
 
     def _run(self, route, path_values: list[str], params: dict, request_id: str, key: str | None) -> tuple[int, bytes]:
         try:
+            # Injected inside the run, so an injected 500 under a key is saved and replayed like Stripe's.
             if self._roll(self.config.error_rate):
                 self.stats.faults["api_error"] += 1
                 raise StripeApiError(500, "api_error", "An unknown error occurred (sandbox fault injection).")
             expand_paths = parse_expand(params.pop("expand", None))
             with self.state.lock:
                 ctx = Ctx(self.state, self.config, self.state.clock.now(), request_id, key)
+                # There is no background clock: funds becoming available and payouts arriving are applied
+                # lazily, before each request, so every response reflects the current (possibly frozen) time.
                 settle(ctx)
                 result = route.handler(ctx, params, *path_values)
                 if expand_paths:
@@ -180,6 +191,8 @@ class StripeApp:
     def _authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, credential = header.partition(" ")
+        # Stripe takes the secret key as Bearer token or as the Basic-auth user name with an empty password
+        # (`curl -u sk_test_...:`); both must work.
         if scheme.lower() == "basic":
             try:
                 credential = base64.b64decode(credential).decode().split(":", 1)[0]
@@ -194,7 +207,8 @@ class StripeApp:
                 "You did not provide an API key. You need to provide your API key in the Authorization header, using "
                 "Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
             )
-        shown = credential[:8] + "*" * max(len(credential) - 12, 0) + credential[-4:]
+        shown = credential[:8] + "*" * max(len(credential) - 12, 0) + credential[-4:]  # masked as Stripe shows it
+        # A restricted key is limited to some resources and gets 403, not 401, outside them: it is a valid key.
         allowed_paths = self.config.restricted_keys.get(credential)
         if allowed_paths is not None:
             if not any(request.url.path.startswith(prefix) for prefix in allowed_paths):
@@ -209,6 +223,8 @@ class StripeApp:
                 401, "invalid_request_error", f"Invalid API Key provided: {shown}", code="api_key_invalid"
             )
         version = request.headers.get("stripe-version")
+        # Real Stripe renders any requested version; this stand-in has one shape per object. Strict mode
+        # catches a client that stopped pinning API_VERSION instead of serving it shapes it did not ask for.
         if self.config.strict_api_version and version and version != API_VERSION:
             raise invalid_param(f"This sandbox serves API version {API_VERSION} only, not {version}.", None)
 
@@ -219,6 +235,8 @@ class StripeApp:
         self._every = (every, counted)
         limited = bool(every) and counted % every == 0
         limit = self.config.rate_limit_per_second
+        # A fixed one-second window, simpler than Stripe's limiter but enough to produce its 429 with code
+        # `rate_limit` (stripe-python's RateLimitError); set it to 25 to match a test-mode key.
         if limit:
             now = self.monotonic()
             if now - self._window_start >= 1.0:
@@ -240,6 +258,7 @@ class StripeApp:
         record = self.state.idempotency.get(key)
         if record is None:
             return None
+        # Stripe prunes keys after at least 24 h; an expired key starts a new request rather than replaying.
         if self.state.clock.now() - record.created > self.config.idempotency_ttl_seconds:
             del self.state.idempotency[key]
             return None
@@ -291,6 +310,8 @@ class StripeApp:
 
 
 def _fingerprint(method: str, path: str, params: dict) -> str:
+    # Reusing a key with other parameters (or on another endpoint) is Stripe's idempotency_error; keys are
+    # sorted so the same parameters sent in another order still match.
     canonical = orjson.dumps([method, path, params], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
@@ -337,7 +358,7 @@ def _records(app: StripeApp, body: dict, kind: str) -> list:
         raise invalid_param(
             f"Unknown record type: {kind}. Known: {', '.join(sorted([*state.collections, *EXTRA_RECORDS]))}"
         )
-    return [coll.objects[entry[2]] for entry in coll.index.entries]
+    return [coll.objects[entry[2]] for entry in coll.index.entries]  # index order, so the listing is stable
 
 
 def _reset(app: StripeApp, body: dict) -> dict:
@@ -381,6 +402,8 @@ def _advance_subscription(app: StripeApp, body: dict, subscription_id: str) -> d
     result = advance_subscription(
         ctx, app.state.get("subscription", subscription_id), bool(body.get("move_clock", True))
     )
+    # Settled again: with move_clock the clock is now past the new period, and the payments just made
+    # must become available at that time, as a request would see them.
     settle(Ctx(app.state, app.config, app.state.clock.now()))
     return result
 
