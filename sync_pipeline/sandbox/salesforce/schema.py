@@ -18,9 +18,10 @@ API_VERSIONS = ("57.0", "58.0", "59.0", "60.0", "61.0", "62.0")
 DEFAULT_API_VERSION = "59.0"
 # Upserts answer 200 + body for an update only from this API version on; older versions answer 204.
 UPSERT_BODY_SINCE_VERSION = 46.0
-COLLECTION_LIMIT = 200
+COLLECTION_LIMIT = 200  # records per sObject Collections request (create, update, upsert)
 
-# Currencies the sandbox org has enabled (a multi-currency org).
+# Currencies the sandbox org has enabled (a multi-currency org). Zero-decimal JPY and the three-decimal ones
+# (KWD, BHD, JOD, OMR, TND) are there so the flow meets currencies whose minor unit is not a cent.
 CURRENCY_CODES = ("USD", "EUR", "GBP", "JPY", "KWD", "BHD", "JOD", "OMR", "TND", "CAD", "AUD", "CHF")
 CORPORATE_CURRENCY = "USD"
 
@@ -64,6 +65,9 @@ _POD = "5g00000"  # instance and reserved characters, as in ids of a real org
 
 def id_checksum(id15: str) -> str:
     """The three characters that make a 15-character id case-insensitively unique."""
+    # Salesforce's 15-character id is case-sensitive; the suffix encodes, per 5-character chunk, which
+    # characters are upper case (first character = lowest bit), so tools that ignore case still keep ids
+    # apart.
     suffix = ""
     for chunk_start in (0, 5, 10):
         chunk = id15[chunk_start : chunk_start + 5]
@@ -85,6 +89,8 @@ def normalize_id(value: str) -> str | None:
     """The 18-character form of a 15- or 18-character id; None when it is not shaped like an id."""
     if not isinstance(value, str) or not _ID_SHAPE.match(value):
         return None
+    # The API accepts either form and always answers with 18 characters; the suffix is recomputed, so ids
+    # given in either form are stored and compared in one form.
     id15 = value[:15]
     return id15 + id_checksum(id15)
 
@@ -93,11 +99,14 @@ def normalize_id(value: str) -> str | None:
 
 
 def now_utc() -> datetime:
+    # Salesforce keeps milliseconds only. Truncating here keeps a stored SystemModstamp equal to the text a
+    # client reads back, so a `SystemModstamp >= <cursor>` query finds the record the cursor came from.
     moment = datetime.now(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def format_datetime(moment: datetime) -> str:
+    # The REST API's own format: always UTC with milliseconds and `+0000` (not `Z`, not `+00:00`).
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
 
@@ -107,6 +116,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def parse_datetime(text: str) -> datetime | None:
+    # Lenient on input: `Z`, `+hh:mm`, `+hhmm` or no zone (taken as UTC), any fraction length.
     match = _DATETIME.match(text)
     if not match:
         return None
@@ -177,6 +187,7 @@ class FieldSpec:
 
     @property
     def nillable(self) -> bool:
+        # Salesforce booleans are never null (unset means false), and Id is always set.
         return not self.required and self.type != "boolean" and self.name != "Id"
 
     @property
@@ -185,6 +196,8 @@ class FieldSpec:
 
     @property
     def case_insensitive_text(self) -> bool:
+        # Salesforce text compares case-insensitively (SOQL `=`, unique and external-id matching) unless the
+        # field is marked case-sensitive; ids have their own case rule (`normalize_id`).
         return not self.case_sensitive and self.type in STRING_TYPES and self.type not in ("id", "reference")
 
     def index_key(self, value: Any) -> Any:
@@ -222,6 +235,8 @@ class FieldSpec:
         raise AssertionError(f"unhandled field type {kind}")
 
     def _coerce_text(self, value: Any, sobject: str) -> str:
+        # A JSON number sent to a text field is stored as its text; a JSON boolean is refused like any
+        # other value that does not deserialize into a string.
         if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
             raise self._cannot_deserialize("string", value)
         text = str(value)
@@ -256,6 +271,9 @@ class FieldSpec:
             if number != number.to_integral_value():
                 raise self._cannot_deserialize("int", value)
             return int(number)
+        # Extra decimals are rounded to the field's scale on save, not refused (half-up is the assumed rule,
+        # unconfirmed); only too many digits before the point fail. The Stripe billing side therefore checks
+        # decimals itself instead of relying on Salesforce to reject them.
         rounded = number.quantize(Decimal(1).scaleb(-self.scale), rounding=ROUND_HALF_UP)
         if len(rounded.as_tuple().digits) - self.scale > self.precision - self.scale and rounded != 0:
             raise bad_request(
@@ -266,6 +284,8 @@ class FieldSpec:
         return rounded
 
     def _cannot_deserialize(self, type_name: str, value: Any) -> SalesforceApiError:
+        # A wrongly typed JSON value fails in Salesforce's JSON parser, before any field validation: hence
+        # JSON_PARSER_ERROR without `fields`, in the parser's wording.
         token = (
             "VALUE_STRING"
             if isinstance(value, str)
@@ -426,6 +446,8 @@ def _reference(name: str, label: str, target: str, relationship: str, **options:
 
 
 def _currency_code() -> FieldSpec:
+    # In a multi-currency org only the org's active currencies are accepted, and a record created without
+    # one gets a default (here the corporate currency).
     return FieldSpec(
         "CurrencyIsoCode",
         "picklist",
@@ -569,6 +591,7 @@ OBJECTS: dict[str, ObjectSpec] = {
             "Opportunity Product",
             "00k",
             [
+                # A line item cannot be moved to another opportunity or product once created.
                 _reference(
                     "OpportunityId", "Opportunity ID", "Opportunity", "Opportunity", required=True, updateable=False
                 ),
@@ -580,6 +603,7 @@ OBJECTS: dict[str, ObjectSpec] = {
                 _money("TotalPrice", "Total Price"),
                 FieldSpec("ServiceDate", "date", "Date"),
                 _text("Description", "Line Description"),
+                # A line item always has its opportunity's currency; it cannot be set on the line.
                 _text("CurrencyIsoCode", "Currency ISO Code", 3, type="picklist", **_DERIVED),
             ],
         ),
@@ -614,6 +638,8 @@ CASCADE_DELETES = frozenset(
 
 def child_relationships(parent: str) -> list[tuple[ObjectSpec, FieldSpec, str]]:
     """(child object, its lookup field, the relationship name) for every child of `parent`."""
+    # The standard child relationship names, as a SOQL subquery must spell them (`SELECT ... FROM
+    # OpportunityLineItems`); they are irregular plurals, so they are listed, not derived.
     plural = {"Contact": "Contacts", "Opportunity": "Opportunities", "OpportunityLineItem": "OpportunityLineItems"}
     return [
         (child, spec, plural.get(child.name, child.name + "s"))
