@@ -268,8 +268,25 @@ def make_issue(
 # -- fix texts that depend on where in field_mapping.yaml the value belongs ----------------------
 
 
-def missing_field_fix(record_type: str, field: str, subsidiary: str | None, currency: str | None = None) -> str:
-    """Where in field_mapping.yaml a missing header field gets its value."""
+# Fields the mapping copies from the Stripe object when it has them: when NetSuite requires one the Stripe
+# object lacks, the first fix is on that object in Stripe, not a default in field_mapping.yaml.
+FIELDS_FROM_STRIPE = {("customer", "email"): "email", ("customer", "phone"): "phone"}
+
+
+def missing_field_fix(
+    record_type: str,
+    field: str,
+    subsidiary: str | None,
+    currency: str | None = None,
+    source_id: str | None = None,
+) -> str:
+    """Where a missing header field gets its value: the Stripe object it is copied from, or field_mapping.yaml."""
+    in_stripe = FIELDS_FROM_STRIPE.get((record_type, field))
+    if in_stripe and source_id:
+        return (
+            f"set `{in_stripe}` on Stripe {record_type} {source_id} (NetSuite requires it on {record_type} records), "
+            f"or add a default `{field}` under `defaults: {record_type}:` in {FIELD_MAPPING_FILE}"
+        )
     plural = RECORD_PLURALS.get(record_type, record_type)
     if field == "subsidiary":
         return (
@@ -433,13 +450,16 @@ def _classify_detail(
 
     if match := _PLEASE_ENTER.search(text):
         fields = [_field_for_label(label, record_type) for label in re.split(r",\s*", match["labels"]) if label]
-        how = "; ".join(missing_field_fix(record_type, f, subsidiary) for f in fields)
+        how = "; ".join(missing_field_fix(record_type, f, subsidiary, source_id=common["source_id"]) for f in fields)
         return make_issue("MISSING_REQUIRED_FIELD", **common, field=", ".join(fields), how=how)
     if code == "FIELD_PARAM_REQD" or (match := _PLEASE_ENTER_ONE.search(text)):
         field = path or (match["field"] if match else "")
         field = _field_for_label(field, record_type) if field and not path else field
         return make_issue(
-            "MISSING_REQUIRED_FIELD", **common, field=field, how=missing_field_fix(record_type, field, subsidiary)
+            "MISSING_REQUIRED_FIELD",
+            **common,
+            field=field,
+            how=missing_field_fix(record_type, field, subsidiary, source_id=common["source_id"]),
         )
     if _CURRENCY_SUBSIDIARY.search(text):
         ref = _ref_in(body_sent, "currency") or {}

@@ -342,7 +342,7 @@ def _issue_for(check: str, column: str, record: NetSuiteRecord, row: pd.Series) 
             "MISSING_REQUIRED_FIELD",
             **common,
             field=field,
-            how=missing_field_fix(record.record_type, field, subsidiary, record.currency or None),
+            how=missing_field_fix(record.record_type, field, subsidiary, record.currency or None, record.source_id),
         )
     # Pandera names a custom check by its `name`, but has been seen to report it by the method name in
     # some import orders: decide by the column for the pattern checks.

@@ -248,3 +248,24 @@ def test_subsidiary_refused_for_the_customer_explains_both_causes():
 def test_labels_of_the_record_api_become_field_ids():
     issue = rejected("Please enter value(s) for: Payment Amount, Items.", record_type="customerPayment")
     assert issue.field == "payment, item"
+
+
+def test_a_field_netsuite_requires_that_the_stripe_object_lacks_is_fixed_on_that_object_first():
+    body = netsuite_error(
+        400, "Bad Request", {"detail": "Please enter value(s) for: Email.", "o:errorCode": "USER_ERROR"}
+    )
+    issue = classify_netsuite_error(400, body, "customer", "stripe-cus_9", {"companyName": "X"}, source_id="cus_9")
+    assert (issue.error_code, issue.field) == ("MISSING_REQUIRED_FIELD", "email")
+    assert issue.fix.startswith("set `email` on Stripe customer cus_9")
+    assert "field_mapping.yaml" in issue.fix  # the default remains the other way
+    department = classify_netsuite_error(
+        400,
+        netsuite_error(
+            400, "Bad Request", {"detail": "Please enter value(s) for: Department.", "o:errorCode": "USER_ERROR"}
+        ),
+        "customer",
+        "stripe-cus_9",
+        {"companyName": "X"},
+        source_id="cus_9",
+    )
+    assert "Stripe customer" not in department.fix, "a NetSuite-only field is fixed in field_mapping.yaml"
