@@ -90,6 +90,9 @@ class Sandbox:
     def configure_netsuite(self, **knobs) -> None:
         requests.post(f"{self.netsuite_url}/_sandbox/config", json=knobs, timeout=10).raise_for_status()
 
+    def configure_stripe(self, **knobs) -> None:
+        requests.post(f"{self.stripe_url}/_sandbox/config", json=knobs, timeout=10).raise_for_status()
+
     # -- NetSuite changed behind the pipeline's back (someone editing records, an import) ---------------
     def edit_in_netsuite(self, record_type: str, external_id: str, fields: dict) -> dict:
         response = requests.patch(

@@ -538,10 +538,10 @@ def test_a_refused_renewal_stops_the_run_naming_the_login_variables(world, monke
     assert world.exceptions() == []
 
 
-def test_a_refused_stripe_key_stops_billing_at_once_and_quarantines_no_deal(world, monkeypatch):
+def test_a_refused_stripe_key_stops_billing_at_once_and_quarantines_no_deal(world):
     deals = [world.deal(f"Deal {i}", [("onboarding", 1, "1200.00")]) for i in range(3)]
     assert world.run("salesforce_opportunities").success
-    monkeypatch.setenv("STRIPE_API_KEY", "sk_live_revoked0000000000")
+    world.box.configure_stripe(api_key_prefix="sk_test_rolled_")  # STRIPE_API_KEY was rolled in the Dashboard
 
     result = world.run(BILLING, raise_on_error=False)
 

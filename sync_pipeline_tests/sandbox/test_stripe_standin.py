@@ -765,7 +765,7 @@ def test_expansions_through_lists_and_up_to_four_levels(client, sandbox):
 
 def test_errors_use_stripes_envelope_and_status_codes(client, sandbox):
     with pytest.raises(stripe.AuthenticationError) as caught:
-        stripe.StripeClient("rk_live_nope", base_addresses={"api": sandbox.url}).v1.customers.list()
+        stripe.StripeClient("not-a-stripe-key", base_addresses={"api": sandbox.url}).v1.customers.list()
     assert caught.value.http_status == 401
     anonymous = requests.get(f"{sandbox.url}/v1/customers", timeout=10)
     assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "invalid_request_error"

@@ -67,7 +67,7 @@ def dev(monkeypatch, tmp_path, capsys):
 
 
 REAL = {
-    "STRIPE_API_KEY": "sk_live_51secretvalue",
+    "STRIPE_API_KEY": "sk_test_51secretvalue",
     "NETSUITE_ACCOUNT_ID": "123456",
     "SALESFORCE_INSTANCE_URL": "https://acme.my.salesforce.com",
 }
@@ -76,7 +76,7 @@ REAL = {
 def test_with_a_stripe_key_dev_runs_against_the_real_systems_and_names_them(dev, tmp_path):
     printed, env = dev(**REAL)
     assert printed == [
-        "Against REAL systems, as the environment configures them: Stripe https://api.stripe.com (live key), "
+        "Against REAL systems, as the environment configures them: Stripe https://api.stripe.com (test key), "
         "NetSuite account 123456, Salesforce https://acme.my.salesforce.com.",
         f"Dagster UI on http://127.0.0.1:3999 (DAGSTER_HOME={tmp_path}); Ctrl-C stops it.",
     ]
