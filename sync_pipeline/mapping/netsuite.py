@@ -380,6 +380,10 @@ def _record(
     fallbacks: Mapping[str, Any] | None = None,
     party: CustomerRef | None = None,
 ) -> NetSuiteRecord:
+    """A record with field_mapping.yaml's defaults; a transaction's `party` brings its customer dependency first
+    and says where the customer id came from (`value_sources`)."""
+    if party is not None:
+        depends_on = (*party.depends_on, *depends_on)
     body = _with_defaults(record_type, {"externalId": external_id, **body}, fm)
     for name, value in (fallbacks or {}).items():
         if value is not None and _is_empty(body.get(name)):
@@ -734,7 +738,6 @@ def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = N
         invoice_id,
         fm,
         party=party,
-        depends_on=party.depends_on,
         amount_minor=total,
         currency=money.code,
     )
@@ -853,7 +856,7 @@ def _closing_credit_memo(
         invoice_id,
         fm,
         party=party,
-        depends_on=(*party.depends_on, (INVOICE, invoice_record.external_id)),
+        depends_on=((INVOICE, invoice_record.external_id),),
         amount_minor=open_minor,
         currency=money.code,
     )
@@ -955,7 +958,7 @@ def map_invoice_payment(
         source_id,
         fm,
         party=party,
-        depends_on=(*party.depends_on, (INVOICE, invoice_eid)),
+        depends_on=((INVOICE, invoice_eid),),
         amount_minor=amount,
         currency=money.code,
         fallbacks={"account": _account_ref(fm.accounts.payments)},
@@ -1002,7 +1005,6 @@ def map_charge_payment(charge: Mapping, fm: FieldMapping, customer: Mapping | No
         charge_id,
         fm,
         party=party,
-        depends_on=party.depends_on,
         amount_minor=amount,
         currency=money.code,
         fallbacks={"account": _account_ref(fm.accounts.payments)},
@@ -1084,7 +1086,7 @@ def map_refund(
             refund_id,
             fm,
             party=party,
-            depends_on=(*party.depends_on, applies_to),
+            depends_on=(applies_to,),
             amount_minor=amount,
             currency=money.code,
             fallbacks={"account": _account_ref(fm.accounts.refunds)},
@@ -1130,7 +1132,7 @@ def _refund_credit_memo(
         refund_id,
         fm,
         party=party,
-        depends_on=(*party.depends_on, (INVOICE, invoice_eid)),
+        depends_on=((INVOICE, invoice_eid),),
         amount_minor=amount,
         currency=money.code,
     )

@@ -56,25 +56,19 @@ _PARTNER_NS = "urn:partner.soap.sforce.com"
 LOGIN_VARIABLES = "SALESFORCE_INSTANCE_URL, SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN"
 
 
-class SalesforceSessionExpired(AccessDenied):
+class SalesforceAccessDenied(AccessDenied):
+    """Salesforce refused the integration user (a 403 on a request, not one record's data problem)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__("salesforce", line)
+
+
+class SalesforceSessionExpired(SalesforceAccessDenied):
     """The session is no longer valid and cannot be renewed with the configured settings."""
 
-    def __init__(self, line: str) -> None:
-        super().__init__("salesforce", line)
 
-
-class SalesforceLoginFailed(AccessDenied):
+class SalesforceLoginFailed(SalesforceAccessDenied):
     """The SOAP login was refused (the message has Salesforce's code and text, never the password)."""
-
-    def __init__(self, line: str) -> None:
-        super().__init__("salesforce", line)
-
-
-class SalesforceAccessDenied(AccessDenied):
-    """Salesforce refused a request for the integration user's permissions (403), not for one record's data."""
-
-    def __init__(self, line: str) -> None:
-        super().__init__("salesforce", line)
 
 
 class SalesforceRequestLimitExceeded(Exception):
