@@ -304,7 +304,8 @@ def test_usd_invoice_with_amount_off_coupon_and_exclusive_tax_is_paid_to_the_cen
     [
         # ¥1,500 x 3 = ¥4,500; 10% off = ¥4,050; 10% tax = ¥405 -> ¥4,455; fee 3.6% = ¥160 (160.38)
         ("jpy", 1500, 3, "10", False, 10, 4455, 160),
-        # KWD 12.340 with 5% tax included (0.588 of it); fee 2.9% + 0.100 = 0.458 -> 0.460 (3-decimal amounts end in 0)
+        # KWD 12.340 with 5% tax included: net 11.752 -> 11.750, tax 0.590 (3-decimal amounts end in 0, computed ones
+        # too); fee 2.9% + 0.100 = 0.458 -> 0.460
         ("kwd", 12340, 1, "5", True, None, 12340, 460),
     ],
 )
@@ -326,9 +327,88 @@ def test_zero_and_three_decimal_currencies_are_exact(
     paid = client.v1.invoices.pay(invoice.id)
     assert (paid.currency, paid.total, paid.amount_paid, paid.status) == (currency, total, total, "paid")
     if inclusive:
-        assert paid.total_taxes[0].amount == 588 and paid.total_excluding_tax == 12340 - 588
+        assert paid.total_taxes[0].amount == 590 and paid.total_excluding_tax == 12340 - 590
     txn = client.v1.balance_transactions.retrieve(charge_of(client, invoice.id).balance_transaction)
     assert (txn.amount, txn.fee, txn.net) == (total, fee, total - fee)
+
+
+def test_kwd_percent_discounts_and_taxes_round_to_ten_fils(client, sandbox):
+    customer = paying_customer(client)
+    coupon = client.v1.coupons.create(params={"percent_off": 15, "duration": "once"})
+    tax = client.v1.tax_rates.create(params={"display_name": "VAT", "percentage": "5.5", "inclusive": False})
+    invoice = invoice_for(
+        client,
+        customer.id,
+        "kwd",
+        [{"amount": 12_340, "currency": "kwd", "description": "Work"}],
+        discounts=[{"coupon": coupon.id}],
+        default_tax_rates=[tax.id],
+    )
+    line = invoice.lines.data[0]
+    # 15% of 12.340 = 1.851 -> 1.850; 5.5% of 10.490 = 0.57695 -> 0.580; every computed amount ends in 0.
+    assert (line.discount_amounts[0].amount, line.taxes[0].amount, invoice.total) == (1850, 580, 11_070)
+    client.v1.invoices.finalize_invoice(invoice.id)
+    assert client.v1.invoices.pay(invoice.id).amount_paid == 11_070
+    # A credit note for part of the line carries its share of the discount and tax, rounded the same way.
+    note = client.v1.credit_notes.create(
+        params={
+            "invoice": invoice.id,
+            "lines": [{"type": "invoice_line_item", "invoice_line_item": line.id, "amount": 4_930}],
+            "out_of_band_amount": 4_420,
+        }
+    )
+    note_line = note.lines.data[0]
+    # 4.930 / 12.340 of the 1.850 discount = 0.7391 -> 0.740; of the 0.580 tax = 0.2317 -> 0.230.
+    assert (note_line.discount_amounts[0].amount, note_line.taxes[0].amount) == (740, 230)
+    assert note.total == 4_930 - 740 + 230 == 4_420 and note.out_of_band_amount == 4_420
+
+
+def test_two_inclusive_rates_on_one_line_add_up_to_the_line_amount(client, sandbox):
+    customer = paying_customer(client)
+    state = client.v1.tax_rates.create(params={"display_name": "GST", "percentage": "5", "inclusive": True})
+    province = client.v1.tax_rates.create(params={"display_name": "PST", "percentage": "7", "inclusive": True})
+    invoice = invoice_for(
+        client,
+        customer.id,
+        "usd",
+        [{"amount": 10_001, "currency": "usd", "description": "Work", "tax_rates": [state.id, province.id]}],
+    )
+    taxes = invoice.lines.data[0].taxes
+    # net = 100.01 / 1.12 = 89.29; GST 5% = 4.46 (4.4645), PST 7% = 6.26 after taking the rounding difference.
+    assert [t.taxable_amount for t in taxes] == [8_929, 8_929]
+    assert [t.amount for t in taxes] == [446, 626]
+    assert 8_929 + sum(t.amount for t in taxes) == invoice.lines.data[0].amount == invoice.total == 10_001
+    assert invoice.total_excluding_tax == 8_929 and invoice.subtotal_excluding_tax == 8_929
+
+
+def test_unit_amount_decimal_keeps_its_fraction_and_the_amount_rounds_once(client, sandbox):
+    customer = paying_customer(client)
+    item = client.v1.invoice_items.create(
+        params={"customer": customer.id, "currency": "usd", "unit_amount_decimal": "0.555", "quantity": 1_000}
+    )
+    assert (item.amount, str(item.pricing.unit_amount_decimal)) == (555, "0.555")
+    product = client.v1.products.create(params={"name": "Metered"})
+    price = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount_decimal": "12.3456"})
+    assert (price.unit_amount, str(price.unit_amount_decimal)) == (None, "12.3456")
+    priced = client.v1.invoice_items.create(
+        params={"customer": customer.id, "pricing": {"price": price.id}, "quantity": 3}
+    )
+    assert (priced.amount, str(priced.pricing.unit_amount_decimal)) == (37, "12.3456")  # 37.0368 -> 37
+    kwd = client.v1.invoice_items.create(
+        params={"customer": customer.id, "currency": "kwd", "unit_amount_decimal": "1234.5", "quantity": 3}
+    )
+    assert kwd.amount == 3_700  # 3703.5 fils -> 3.700 KWD, the last digit 0
+
+
+def test_paying_out_of_band_is_not_a_payment_attempt(client, sandbox):
+    customer = paying_customer(client)
+    invoice = invoice_for(client, customer.id, "usd", [{"amount": 5_000, "currency": "usd", "description": "x"}])
+    client.v1.invoices.finalize_invoice(invoice.id)
+    paid = client.v1.invoices.pay(invoice.id, params={"paid_out_of_band": True})
+    assert (paid.status, paid.amount_paid, paid.amount_remaining) == ("paid", 5_000, 0)
+    assert (paid.attempt_count, paid.attempted) == (0, False)
+    assert not client.v1.invoice_payments.list(params={"invoice": invoice.id, "status": "paid"}).data
+    assert not client.v1.charges.list(params={"customer": customer.id}).data
 
 
 def test_three_decimal_amounts_must_end_in_zero(client, sandbox):
@@ -891,6 +971,29 @@ def test_credit_notes_reduce_an_open_invoice_or_refund_a_paid_one(client, sandbo
     assert [e.type for e in client.v1.events.list(params={"type": "credit_note.created"}).data] == [
         "credit_note.created"
     ] * 2
+
+
+def test_credit_note_lines_page_and_notes_list_by_invoice_and_customer(client, sandbox):
+    customer = paying_customer(client)
+    work = [{"amount": 1_000 + n, "currency": "usd", "description": f"Line {n}"} for n in range(12)]
+    invoice = client.v1.invoices.finalize_invoice(invoice_for(client, customer.id, "usd", work).id)
+    lines = client.v1.invoices.line_items.list(invoice.id, params={"limit": 100}).data
+    note = client.v1.credit_notes.create(
+        params={
+            "invoice": invoice.id,
+            "lines": [{"type": "invoice_line_item", "invoice_line_item": line.id, "amount": 100} for line in lines],
+        }
+    )
+    assert (len(note.lines.data), note.lines.has_more, note.total) == (10, True, 1_200)
+    first = client.v1.credit_notes.line_items.list(note.id, params={"limit": 5})
+    second = client.v1.credit_notes.line_items.list(note.id, params={"limit": 5, "starting_after": first.data[-1].id})
+    third = client.v1.credit_notes.line_items.list(note.id, params={"limit": 5, "starting_after": second.data[-1].id})
+    assert (first.has_more, second.has_more, third.has_more, len(third.data)) == (True, True, False, 2)
+    paged = [line.invoice_line_item for page in (first, second, third) for line in page.data]
+    assert paged == [line.id for line in lines]
+    assert [n.id for n in client.v1.credit_notes.list(params={"invoice": invoice.id}).data] == [note.id]
+    assert [n.id for n in client.v1.credit_notes.list(params={"customer": customer.id}).data] == [note.id]
+    assert not client.v1.credit_notes.list(params={"customer": paying_customer(client).id}).data
 
 
 # ---- state: persistence, determinism, control ------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sync_pipeline.sandbox.stripe.common import (
@@ -19,7 +20,7 @@ from sync_pipeline.sandbox.stripe.common import (
 )
 from sync_pipeline.sandbox.stripe.errors import invalid_param, invalid_state, missing_param, resource_missing
 from sync_pipeline.sandbox.stripe.listing import list_filtered, search
-from sync_pipeline.sandbox.stripe.money import check_amount, check_currency
+from sync_pipeline.sandbox.stripe.money import check_amount, check_currency, decimal_text
 from sync_pipeline.sandbox.stripe.params import (
     get_bool,
     get_choice,
@@ -424,12 +425,18 @@ def _new_price(ctx: Ctx, params: dict) -> dict:
     else:
         product_id = ctx.state.get("product", get_str(params, "product", required=True), "product")["id"]
     unit_amount = get_int(params, "unit_amount")
-    if unit_amount is None and params.get("unit_amount_decimal") is not None:
-        # Sub-unit prices are not emulated: the fraction of a minor unit is dropped.
-        unit_amount = int(str(params["unit_amount_decimal"]).split(".")[0])
-    if unit_amount is None:
+    if unit_amount is not None:
+        check_amount(unit_amount, currency, "unit_amount")
+        unit_decimal = Decimal(unit_amount)
+    elif params.get("unit_amount_decimal") is not None:
+        # Kept to the digit (up to 12 decimal places): an amount billed at this price is the unit amount
+        # times the quantity, rounded then. `unit_amount` is "a whole integer if possible", else null.
+        unit_decimal = decimal_param(params, "unit_amount_decimal")
+        if unit_decimal < 0:
+            raise invalid_param("This value must be greater than or equal to 0.", "unit_amount_decimal")
+        unit_amount = int(unit_decimal) if unit_decimal == unit_decimal.to_integral_value() else None
+    else:
         raise missing_param("unit_amount")
-    check_amount(unit_amount, currency, "unit_amount")
     recurring = _recurring(params)
     price = {
         "id": ctx.state.new_id("price"),
@@ -450,9 +457,20 @@ def _new_price(ctx: Ctx, params: dict) -> dict:
         "transform_quantity": None,
         "type": "recurring" if recurring else "one_time",
         "unit_amount": unit_amount,
-        "unit_amount_decimal": str(unit_amount),
+        "unit_amount_decimal": decimal_text(unit_decimal),
     }
     return create_and_announce(ctx, "price", price)
+
+
+def decimal_param(params: dict, name: str) -> Decimal:
+    """A `*_decimal` parameter: a decimal string with at most 12 decimal places, as Stripe takes it."""
+    try:
+        value = Decimal(str(params[name]))
+    except (ArithmeticError, ValueError):
+        raise invalid_param(f"Invalid decimal: {params[name]}", name) from None
+    if not value.is_finite() or -value.as_tuple().exponent > 12:
+        raise invalid_param(f"Invalid decimal: {params[name]} (at most 12 decimal places).", name)
+    return value
 
 
 @route("POST", "/v1/prices")

@@ -10,7 +10,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sync_pipeline.sandbox.stripe.catalog import discounts_param, price_for, resolve_payment_method, tax_rate_ids
+from sync_pipeline.sandbox.stripe.catalog import (
+    decimal_param,
+    discounts_param,
+    price_for,
+    resolve_payment_method,
+    tax_rate_ids,
+)
 from sync_pipeline.sandbox.stripe.common import (
     apply_update,
     metadata_change,
@@ -19,8 +25,14 @@ from sync_pipeline.sandbox.stripe.common import (
     update_route,
 )
 from sync_pipeline.sandbox.stripe.errors import StripeApiError, invalid_param, invalid_state, missing_param
-from sync_pipeline.sandbox.stripe.listing import list_filtered, list_object, search
-from sync_pipeline.sandbox.stripe.money import check_amount, check_currency, round_half_up
+from sync_pipeline.sandbox.stripe.listing import list_filtered, list_object, parse_limit, search
+from sync_pipeline.sandbox.stripe.money import (
+    amount_grid,
+    check_amount,
+    check_currency,
+    decimal_text,
+    round_minor,
+)
 from sync_pipeline.sandbox.stripe.params import (
     get_bool,
     get_choice,
@@ -53,12 +65,18 @@ RETRY_DELAY = 3 * DAY
 # --- invoice items --------------------------------------------------------------------------------
 
 
-def _pricing(price: dict[str, Any] | None, unit_amount: int) -> dict[str, Any]:
+def _pricing(price: dict[str, Any] | None, unit_amount: int | Decimal) -> dict[str, Any]:
     return {
         "price_details": {"price": price["id"], "product": price["product"]} if price else None,
         "type": "price_details",
-        "unit_amount_decimal": str(unit_amount),
+        # Kept to the digit: a unit amount of 0.5 cent stays "0.5", and the line amount rounds the product.
+        "unit_amount_decimal": decimal_text(Decimal(unit_amount)),
     }
+
+
+def unit_amount_of(price: dict[str, Any]) -> Decimal:
+    """A price's unit amount with its fraction of a minor unit (`unit_amount` is null for those)."""
+    return Decimal(price["unit_amount_decimal"])
 
 
 def new_invoice_item(
@@ -66,7 +84,7 @@ def new_invoice_item(
     *,
     customer: str,
     currency: str,
-    unit_amount: int,
+    unit_amount: int | Decimal,
     quantity: int,
     description: str | None,
     price: dict[str, Any] | None = None,
@@ -80,7 +98,7 @@ def new_invoice_item(
     subscription_item: str | None = None,
     amount: int | None = None,
 ) -> dict[str, Any]:
-    amount = unit_amount * quantity if amount is None else amount
+    amount = round_minor(Decimal(unit_amount) * quantity, currency) if amount is None else amount
     item = {
         "id": ctx.state.new_id("ii"),
         "object": "invoiceitem",
@@ -167,15 +185,17 @@ def attach_item(state: StripeState, invoice: dict[str, Any], item: dict[str, Any
 
 
 def _item_amounts(ctx: Ctx, params: dict, current: dict[str, Any] | None, currency: str | None):
-    """(price, unit_amount, quantity, amount, currency) from `amount` | `price`/`pricing[price]` | `unit_amount`."""
+    """(price, unit_amount, quantity, amount, currency) from `amount` | `price`/`pricing[price]` |
+    `unit_amount` | `unit_amount_decimal`; the unit amount is a Decimal, since `unit_amount_decimal` may
+    carry a fraction of a minor unit (up to 12 decimal places), which the line amount then rounds."""
     quantity = get_int(params, "quantity", current["quantity"] if current else 1)
     if quantity is None or quantity < 0:
         raise invalid_param("quantity must be a non-negative integer.", "quantity")
     price_id = get_str(params, "price") or get_dict(params, "pricing").get("price")
     if price_id:
         price = price_for(ctx, price_id)
-        unit_amount = price["unit_amount"]
-        return price, unit_amount, quantity, unit_amount * quantity, price["currency"]
+        unit = unit_amount_of(price)
+        return price, unit, quantity, round_minor(unit * quantity, price["currency"]), price["currency"]
     currency = check_currency(
         get_str(params, "currency") or currency or (current or {}).get("currency") or "", "currency"
     )
@@ -183,18 +203,19 @@ def _item_amounts(ctx: Ctx, params: dict, current: dict[str, Any] | None, curren
         amount = get_int(params, "amount")
         check_amount(amount, currency, allow_negative=True)
         # `amount` alone is a quantity-1 item of that amount; a negative one is a manual credit line.
-        return None, amount, 1, amount, currency
+        return None, Decimal(amount), 1, amount, currency
     unit_amount = get_int(params, "unit_amount")
-    if unit_amount is None and params.get("unit_amount_decimal") is not None:
-        unit_amount = int(Decimal(str(params["unit_amount_decimal"])))
-    if unit_amount is None:
-        if current is None:
-            raise missing_param("amount")
-        unit_amount = int(current["pricing"]["unit_amount_decimal"])
-        price = ctx.state.find((current["pricing"].get("price_details") or {}).get("price") or "")
-        return price, unit_amount, quantity, unit_amount * quantity, currency
-    check_amount(unit_amount, currency, "unit_amount", allow_negative=True)
-    return None, unit_amount, quantity, unit_amount * quantity, currency
+    if unit_amount is not None:
+        check_amount(unit_amount, currency, "unit_amount", allow_negative=True)
+        return None, Decimal(unit_amount), quantity, unit_amount * quantity, currency
+    if params.get("unit_amount_decimal") is not None:
+        unit = decimal_param(params, "unit_amount_decimal")
+        return None, unit, quantity, round_minor(unit * quantity, currency), currency
+    if current is None:
+        raise missing_param("amount")
+    unit = Decimal(current["pricing"]["unit_amount_decimal"])
+    price = ctx.state.find((current["pricing"].get("price_details") or {}).get("price") or "")
+    return price, unit, quantity, round_minor(unit * quantity, currency), currency
 
 
 def _full_tax_rates(ctx: Ctx, params: dict, name: str) -> list[dict[str, Any]]:
@@ -404,10 +425,11 @@ def _line_tax_rates(state: StripeState, invoice: dict[str, Any], line: dict[str,
 
 
 def _line_discounts(
-    lines: list[dict[str, Any]], discounts: list[dict[str, Any]], coupons: dict[str, dict]
+    lines: list[dict[str, Any]], discounts: list[dict[str, Any]], coupons: dict[str, dict], currency: str
 ) -> dict[str, list[int]]:
     """Per discount id, the amount taken off each line (same order as `lines`)."""
     result: dict[str, list[int]] = {}
+    grid = amount_grid(currency)
     # Non-discountable and credit lines take no share; each discount applies to what the ones before it
     # left, so stacked discounts never take a line below zero.
     remaining = [line["amount"] if line["discountable"] and line["amount"] > 0 else 0 for line in lines]
@@ -415,28 +437,50 @@ def _line_discounts(
         coupon = coupons[discount["id"]]
         if coupon["percent_off"] is not None:
             percent = Decimal(str(coupon["percent_off"]))
-            shares = [min(rest, round_half_up(Decimal(rest) * percent / 100)) for rest in remaining]
+            # Each share is rounded as Stripe rounds any computed amount: half up, to a multiple of 10
+            # minor units in a three-decimal currency (10% of KWD 12.345 is 1.230, never 1.235).
+            shares = [min(rest, round_minor(Decimal(rest) * percent / 100, currency)) for rest in remaining]
         else:
             base = sum(remaining)
-            off = min(coupon["amount_off"], base)
-            shares = [off * rest // base if base else 0 for rest in remaining]
+            # Worked in steps of the currency's grid, so KWD shares stay multiples of 10 fils too.
+            off = min(coupon["amount_off"], base) // grid
+            units = [rest // grid for rest in remaining]
+            base_units = sum(units)
+            shares = [off * unit // base_units if base_units else 0 for unit in units]
             # Largest lines absorb the rounding remainder, so the shares sum to the coupon.
             for position in sorted(range(len(shares)), key=lambda i: -remaining[i])[: off - sum(shares)]:
                 shares[position] += 1
+            shares = [share * grid for share in shares]
         result[discount["id"]] = shares
         remaining = [rest - share for rest, share in zip(remaining, shares, strict=True)]
     return result
 
 
-def _tax(base: int, rate: dict[str, Any]) -> tuple[int, int]:
-    """(tax, taxable amount) of a line amount for one rate."""
-    percent = Decimal(str(rate["percentage"]))
-    if rate["inclusive"]:
-        # An inclusive rate is inside the amount: the tax is what remains after taking out the net, so
-        # net + tax is the line amount exactly, whatever the rounding.
-        net = round_half_up(Decimal(base) * 100 / (100 + percent))
-        return base - net, net
-    return round_half_up(Decimal(base) * percent / 100), base
+def line_taxes(base: int, rates: list[dict[str, Any]], currency: str) -> list[tuple[int, int]]:
+    """(tax, taxable amount) of a line amount for each of its rates, in the order of `rates`.
+
+    Inclusive rates are inside the amount, together: the net is the amount over (1 + the sum of their
+    percentages), and the inclusive taxes are what remains, split by rate, so net + every inclusive tax
+    is the line amount exactly, however many rates there are and however they round. Exclusive rates
+    add to the amount, each on the whole base. Every tax is rounded half up, to a multiple of 10 minor
+    units in a three-decimal currency.
+    """
+    inclusive = [Decimal(str(rate["percentage"])) for rate in rates if rate["inclusive"]]
+    net = round_minor(Decimal(base) * 100 / (100 + sum(inclusive)), currency) if inclusive else base
+    inclusive_taxes = [round_minor(Decimal(net) * percent / 100, currency) for percent in inclusive]
+    if inclusive_taxes:
+        # The rounding difference goes to the largest rate, so the taxes sum to amount - net.
+        largest = max(range(len(inclusive)), key=lambda i: inclusive[i])
+        inclusive_taxes[largest] += base - net - sum(inclusive_taxes)
+    results: list[tuple[int, int]] = []
+    position = 0
+    for rate in rates:
+        if rate["inclusive"]:
+            results.append((inclusive_taxes[position], net))
+            position += 1
+        else:
+            results.append((round_minor(Decimal(base) * Decimal(str(rate["percentage"])) / 100, currency), base))
+    return results
 
 
 def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
@@ -445,7 +489,7 @@ def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
     discounts = [state.find(discount_id) for discount_id in invoice["discounts"]]
     discounts = [d for d in discounts if d]
     coupons = {d["id"]: state.find(d["source"]["coupon"]) or {"percent_off": 0, "amount_off": None} for d in discounts}
-    shares = _line_discounts(lines, discounts, coupons)
+    shares = _line_discounts(lines, discounts, coupons, invoice["currency"])
     tax_totals: dict[str, dict[str, Any]] = {}
     inclusive_tax = exclusive_tax = 0
     for position, line in enumerate(lines):
@@ -460,8 +504,8 @@ def recompute_totals(state: StripeState, invoice: dict[str, Any]) -> None:
         ]
         base = line["amount"] - sum(d["amount"] for d in line_discounts)
         taxes = []
-        for rate in _line_tax_rates(state, invoice, line):
-            tax, taxable = _tax(base, rate)
+        rates = _line_tax_rates(state, invoice, line)
+        for rate, (tax, taxable) in zip(rates, line_taxes(base, rates, invoice["currency"]), strict=True):
             behavior = "inclusive" if rate["inclusive"] else "exclusive"
             taxes.append(
                 {
@@ -840,7 +884,8 @@ def finalize(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
     return invoice
 
 
-def _mark_paid(ctx: Ctx, invoice: dict[str, Any], amount: int) -> None:
+def _mark_paid(ctx: Ctx, invoice: dict[str, Any], amount: int, attempted: bool = True) -> None:
+    """Paid: `amount` more was paid (a charge when `attempted`, else outside Stripe or by a credit)."""
     changes = {
         "status": "paid",
         "amount_paid": invoice["amount_paid"] + amount,
@@ -848,8 +893,9 @@ def _mark_paid(ctx: Ctx, invoice: dict[str, Any], amount: int) -> None:
         "next_payment_attempt": None,
         "status_transitions": {**invoice["status_transitions"], "paid_at": ctx.now},
     }
-    if amount:
-        # Settled with nothing to pay, an invoice was never attempted.
+    if amount and attempted:
+        # Settled with nothing to pay, or paid outside Stripe, an invoice was never attempted: only a
+        # charge Stripe made counts in attempt_count.
         changes.update(attempted=True, attempt_count=invoice["attempt_count"] + 1)
     apply_update(ctx, invoice, changes)
     ctx.state.emit(ctx, "invoice.paid", invoice)
@@ -980,7 +1026,8 @@ def pay_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     # Paid outside Stripe (a bank transfer, a cheque): marked paid without a charge.
     # https://docs.stripe.com/api/invoices/pay#pay_invoice-paid_out_of_band
     if get_bool(params, "paid_out_of_band", False):
-        _mark_paid(ctx, invoice, invoice["amount_remaining"])
+        _cancel_open_payments(ctx, invoice)
+        _mark_paid(ctx, invoice, invoice["amount_remaining"], attempted=False)
         return invoice
     failed = attempt_payment(ctx, invoice, get_str(params, "payment_method"))
     if failed is not None:
@@ -1061,21 +1108,30 @@ def send_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     return invoice
 
 
+def page_of_lines(lines: list[dict[str, Any]], params: dict, url: str) -> dict:
+    """A page of a document's lines, in document order: `limit` and `starting_after`/`ending_before`."""
+    limit = parse_limit(params)
+    ids = [line["id"] for line in lines]
+    start, end = 0, len(lines)
+    for name in ("starting_after", "ending_before"):
+        cursor = params.get(name)
+        if cursor:
+            if cursor not in ids:
+                raise invalid_param(f"No such line item: '{cursor}'", name)
+            if name == "starting_after":
+                start = ids.index(cursor) + 1
+            else:
+                end = ids.index(cursor)
+    if params.get("ending_before") and not params.get("starting_after"):
+        start = max(start, end - limit)
+        return list_object(lines[start:end], url, start > 0)
+    return list_object(lines[start : min(start + limit, end)], url, start + limit < end)
+
+
 @route("GET", "/v1/invoices/{id}/lines")
 def list_invoice_lines(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     ctx.state.get("invoice", invoice_id)
-    lines = ctx.state.lines.get(invoice_id, [])
-    limit = get_int(params, "limit", 10)
-    if not 1 <= limit <= 100:
-        raise invalid_param("Invalid limit: must be between 1 and 100", "limit")
-    start = 0
-    if params.get("starting_after"):
-        ids = [line["id"] for line in lines]
-        if params["starting_after"] not in ids:
-            raise invalid_param(f"No such line item: '{params['starting_after']}'", "starting_after")
-        start = ids.index(params["starting_after"]) + 1
-    page = lines[start : start + limit]
-    return list_object(page, f"/v1/invoices/{invoice_id}/lines", start + limit < len(lines))
+    return page_of_lines(ctx.state.lines.get(invoice_id, []), params, f"/v1/invoices/{invoice_id}/lines")
 
 
 def _invoice_subscription(invoice: dict[str, Any]) -> str | None:
@@ -1133,8 +1189,9 @@ def refresh_credit_note_lines(state: StripeState, note: dict[str, Any]) -> None:
     )
 
 
-def _scaled(value: int, numerator: int, denominator: int) -> int:
-    return round_half_up(Decimal(value) * numerator / denominator) if denominator else 0
+def _scaled(value: int, numerator: int, denominator: int, currency: str) -> int:
+    """`value` * numerator / denominator, rounded as Stripe rounds computed amounts in `currency`."""
+    return round_minor(Decimal(value) * numerator / denominator, currency) if denominator else 0
 
 
 def _credit_line(ctx: Ctx, invoice: dict[str, Any], raw: dict[str, Any], position: int) -> dict[str, Any]:
@@ -1180,20 +1237,20 @@ def _credit_line(ctx: Ctx, invoice: dict[str, Any], raw: dict[str, Any], positio
             raise invalid_param(f"quantity must be between 1 and {line['quantity']}.", f"{param}[quantity]")
         # Part of a line's quantity credits that share of its amount; its discounts and taxes below are
         # scaled the same way, each rounded half up.
-        amount = _scaled(line["amount"], quantity, line["quantity"])
+        amount = _scaled(line["amount"], quantity, line["quantity"], invoice["currency"])
     if not 0 < amount <= line["amount"]:
         raise invalid_param(
             f"The credit amount must be between 1 and the line amount ({line['amount']}).", f"{param}[amount]"
         )
     discounts = [
-        {"amount": _scaled(d["amount"], amount, line["amount"]), "discount": d["discount"]}
+        {"amount": _scaled(d["amount"], amount, line["amount"], invoice["currency"]), "discount": d["discount"]}
         for d in line["discount_amounts"]
     ]
     taxes = [
         {
             **tax,
-            "amount": _scaled(tax["amount"], amount, line["amount"]),
-            "taxable_amount": _scaled(tax["taxable_amount"], amount, line["amount"]),
+            "amount": _scaled(tax["amount"], amount, line["amount"], invoice["currency"]),
+            "taxable_amount": _scaled(tax["taxable_amount"], amount, line["amount"], invoice["currency"]),
         }
         for tax in line["taxes"]
     ]
@@ -1436,8 +1493,7 @@ update_route("credit_note", "/v1/credit_notes/{id}", ("memo",), "credit_note.upd
 @route("GET", "/v1/credit_notes/{id}/lines")
 def list_credit_note_lines(ctx: Ctx, params: dict, note_id: str) -> dict:
     ctx.state.get("credit_note", note_id)
-    lines = ctx.state.credit_note_lines.get(note_id, [])
-    return list_object(lines[:100], f"/v1/credit_notes/{note_id}/lines", len(lines) > 100)
+    return page_of_lines(ctx.state.credit_note_lines.get(note_id, []), params, f"/v1/credit_notes/{note_id}/lines")
 
 
 @route("GET", "/v1/credit_notes")

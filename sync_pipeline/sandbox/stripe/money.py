@@ -34,6 +34,25 @@ def round_half_up(value: Decimal) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+def round_minor(value: Decimal, currency: str) -> int:
+    """A computed amount (a percentage share, a tax, a prorated or fractional price) in whole minor units,
+    half up; three-decimal currencies round to a multiple of 10, as Stripe requires their last digit to be 0."""
+    if exponent(currency) == 3:
+        return round_half_up(value / 10) * 10
+    return round_half_up(value)
+
+
+def amount_grid(currency: str) -> int:
+    """The smallest step an amount in `currency` may take, in minor units (10 for KWD, BHD, ...)."""
+    return 10 if exponent(currency) == 3 else 1
+
+
+def decimal_text(value: Decimal) -> str:
+    """A `*_decimal` field as Stripe writes it: plain digits, no exponent, no trailing zeros after the point."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def round_for_currency(amount: int, currency: str) -> int:
     # Stripe requires three-decimal amounts to end in 0.
     if exponent(currency) == 3:

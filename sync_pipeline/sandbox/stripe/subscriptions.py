@@ -7,7 +7,6 @@ Since API version 2025-03-31.basil the billing period lives on each subscription
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sync_pipeline.sandbox.stripe.catalog import (
@@ -34,10 +33,11 @@ from sync_pipeline.sandbox.stripe.invoicing import (
     new_invoice,
     new_invoice_item,
     recompute_totals,
+    unit_amount_of,
     void_invoice,
 )
 from sync_pipeline.sandbox.stripe.listing import list_filtered, list_object, search
-from sync_pipeline.sandbox.stripe.money import round_for_currency, round_half_up, to_decimal
+from sync_pipeline.sandbox.stripe.money import exponent, round_minor
 from sync_pipeline.sandbox.stripe.params import get_bool, get_choice, get_int, get_list, get_str, merge_metadata
 from sync_pipeline.sandbox.stripe.payments import decline_error
 from sync_pipeline.sandbox.stripe.routing import route
@@ -137,7 +137,7 @@ def _check_price(price: dict[str, Any], currency: str | None, interval: tuple[st
 
 def _line_description(ctx: Ctx, price: dict[str, Any], quantity: int) -> str:
     product = ctx.state.find(price["product"]) or {"name": price["product"]}
-    amount = to_decimal(price["unit_amount"], price["currency"])
+    amount = unit_amount_of(price).scaleb(-exponent(price["currency"]))
     return (
         f"{quantity} × {product['name']} (at {amount} {price['currency'].upper()} / {price['recurring']['interval']})"
     )
@@ -148,7 +148,7 @@ def _add_item_line(ctx: Ctx, invoice: dict[str, Any], item: dict[str, Any], peri
     add_line(
         ctx.state,
         invoice,
-        amount=price["unit_amount"] * item["quantity"],
+        amount=round_minor(unit_amount_of(price) * item["quantity"], price["currency"]),
         description=_line_description(ctx, price, item["quantity"]),
         discountable=True,
         metadata={},
@@ -166,7 +166,7 @@ def _add_item_line(ctx: Ctx, invoice: dict[str, Any], item: dict[str, Any], peri
             },
             "type": "subscription_item_details",
         },
-        pricing=_pricing(price, price["unit_amount"]),
+        pricing=_pricing(price, unit_amount_of(price)),
     )
 
 
@@ -393,10 +393,8 @@ def _proration(
     remaining = end - proration_date
     if remaining <= 0 or end <= start:
         return None
-    # Prorated KWD amounts must end in 0 like every three-decimal Stripe amount.
-    amount = round_for_currency(
-        round_half_up(Decimal(price["unit_amount"] * quantity) * remaining / (end - start)), subscription["currency"]
-    )
+    # Rounded once, half up; prorated KWD amounts end in 0 like every three-decimal Stripe amount.
+    amount = round_minor(unit_amount_of(price) * quantity * remaining / (end - start), subscription["currency"])
     when = datetime.fromtimestamp(proration_date, UTC).strftime("%d %b %Y")
     product = ctx.state.find(price["product"]) or {"name": price["product"]}
     description = f"{'Unused' if credit else 'Remaining'} time on {quantity} × {product['name']} after {when}"
@@ -404,7 +402,7 @@ def _proration(
         ctx,
         customer=subscription["customer"],
         currency=subscription["currency"],
-        unit_amount=price["unit_amount"],
+        unit_amount=unit_amount_of(price),
         quantity=quantity,
         amount=-amount if credit else amount,
         description=description,
