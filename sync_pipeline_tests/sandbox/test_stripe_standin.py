@@ -996,6 +996,96 @@ def test_credit_note_lines_page_and_notes_list_by_invoice_and_customer(client, s
     assert not client.v1.credit_notes.list(params={"customer": paying_customer(client).id}).data
 
 
+def _finalized(client: stripe.StripeClient, customer: str, amount: int, currency: str = "usd"):
+    draft = invoice_for(client, customer, currency, [{"amount": amount, "currency": currency, "description": "x"}])
+    return client.v1.invoices.finalize_invoice(draft.id)
+
+
+def test_the_customer_balance_is_a_ledger_applied_at_finalization(client, sandbox):
+    customer = paying_customer(client)
+    credit = client.v1.customers.balance_transactions.create(customer.id, params={"amount": -3_000, "currency": "usd"})
+    assert (credit.type, credit.ending_balance, client.v1.customers.retrieve(customer.id).balance) == (
+        "adjustment",
+        -3_000,
+        -3_000,
+    )
+    assert client.v1.customers.retrieve(customer.id).currency == "usd"
+    problems = _shape_problems(credit.to_dict(), stripe_example_objects(), "cbtxn")
+    assert not problems, problems
+    # Partly paid from the credit: amount_due is what is left to charge.
+    partly = _finalized(client, customer.id, 5_000)
+    assert (partly.starting_balance, partly.ending_balance, partly.total, partly.amount_due) == (
+        -3_000,
+        0,
+        5_000,
+        2_000,
+    )
+    assert client.v1.invoices.pay(partly.id).amount_paid == 2_000
+    # A credit note's credit_amount goes back to the balance, linked both ways.
+    line = partly.lines.data[0]
+    note = client.v1.credit_notes.create(
+        params={
+            "invoice": partly.id,
+            "lines": [{"type": "invoice_line_item", "invoice_line_item": line.id, "amount": 4_000}],
+            "credit_amount": 4_000,
+        }
+    )
+    note_txn = client.v1.customers.balance_transactions.retrieve(customer.id, note.customer_balance_transaction)
+    assert (note_txn.type, note_txn.amount, note_txn.credit_note, note_txn.invoice) == (
+        "credit_note",
+        -4_000,
+        note.id,
+        partly.id,
+    )
+    # Wholly paid from the credit: paid at finalization with nothing charged, the rest of the credit kept.
+    wholly = _finalized(client, customer.id, 1_000)
+    assert (wholly.status, wholly.amount_due, wholly.amount_paid, wholly.ending_balance) == ("paid", 0, 0, -3_000)
+    # A negative invoice adds its total to the credit.
+    negative = _finalized(client, customer.id, -2_000)
+    assert (negative.total, negative.amount_due, negative.status, negative.ending_balance) == (
+        -2_000,
+        0,
+        "paid",
+        -5_000,
+    )
+    covered = _finalized(client, customer.id, 1_500)
+    assert (covered.amount_due, covered.ending_balance) == (0, -3_500)
+    # Voiding gives back what an invoice applied (one paid by the credit alone is paid, so not voidable).
+    owing = _finalized(client, customer.id, 10_000)
+    assert (owing.starting_balance, owing.ending_balance, owing.amount_due) == (-3_500, 0, 6_500)
+    client.v1.invoices.void_invoice(owing.id)
+    assert client.v1.customers.retrieve(customer.id).balance == -3_500
+    # A debit balance: the next invoice's amount_due exceeds its total.
+    client.v1.customers.balance_transactions.create(customer.id, params={"amount": 5_000, "currency": "usd"})
+    debit = _finalized(client, customer.id, 2_000)
+    assert (debit.starting_balance, debit.ending_balance, debit.total, debit.amount_due) == (1_500, 0, 2_000, 3_500)
+    # An amount due below Stripe's minimum charge is not charged: paid, and carried on the balance as a debit.
+    small = _finalized(client, customer.id, 30)
+    assert (small.status, small.amount_paid, small.amount_remaining, small.ending_balance) == ("paid", 0, 0, 30)
+    txns = client.v1.customers.balance_transactions.list(customer.id, params={"limit": 100}).data
+    assert [t.type for t in reversed(txns)] == [
+        "adjustment",
+        "applied_to_invoice",
+        "credit_note",
+        "applied_to_invoice",
+        "applied_to_invoice",
+        "applied_to_invoice",
+        "applied_to_invoice",
+        "unapplied_from_invoice",
+        "adjustment",
+        "applied_to_invoice",
+        "invoice_too_small",
+    ]
+    assert txns[0].ending_balance == client.v1.customers.retrieve(customer.id).balance == 30
+    assert sum(t.amount for t in txns) == 30
+    assert [t.invoice for t in txns if t.type == "unapplied_from_invoice"] == [owing.id]
+    # A balance in another currency is kept apart by Stripe; this stand-in refuses it rather than mixing them.
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.customers.balance_transactions.create(customer.id, params={"amount": -100, "currency": "eur"})
+    euro = _finalized(client, customer.id, 2_000, "eur")
+    assert (euro.starting_balance, euro.amount_due) == (0, 2_000)
+
+
 # ---- state: persistence, determinism, control ------------------------------------------------------
 def test_state_survives_save_and_load_and_ids_follow_the_seed(client, sandbox, tmp_path):
     invoice = paid_invoice(client, 1234)

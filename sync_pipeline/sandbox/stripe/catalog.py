@@ -295,7 +295,15 @@ def update_customer(ctx: Ctx, params: dict, customer_id: str) -> dict:
     if "address" in params:
         changes["address"] = address(params)
     if "balance" in params:
-        changes["balance"] = get_int(params, "balance")
+        # Setting the balance directly is recorded as an `adjustment` for the difference, as in Stripe.
+        balance = get_int(params, "balance")
+        if balance != customer["balance"]:
+            if customer["currency"] is None:
+                raise invalid_param(
+                    "This customer has no currency yet; create a balance transaction with a currency instead.",
+                    "balance",
+                )
+            balance_transaction(ctx, customer, balance - customer["balance"], "adjustment")
     attached: dict[str, str] = {}
     if params.get("payment_method"):
         pm = resolve_payment_method(ctx, params["payment_method"], customer_id)
@@ -325,6 +333,114 @@ def list_customers(ctx: Ctx, params: dict) -> dict:
 @route("GET", "/v1/customers/search")
 def search_customers(ctx: Ctx, params: dict) -> dict:
     return search(ctx.state.collections["customer"], params, "/v1/customers/search")
+
+
+# --- customer balance transactions ------------------------------------------------------------------
+# The customer's invoice credit balance is a ledger: every change is a customer balance transaction, and
+# `customer.balance` is the last one's `ending_balance`. Negative is credit (we owe the customer), positive
+# is debit. https://docs.stripe.com/billing/customer/balance
+BALANCE_TRANSACTION_TYPES = (
+    "adjustment",  # made through the API (or by setting `balance` on the customer)
+    "applied_to_invoice",  # applied at an invoice's finalization; a negative total's credit lands here too
+    "credit_note",  # a credit note's `credit_amount`
+    "invoice_too_small",  # an amount due below the minimum charge, moved to the balance as a debit
+    "unapplied_from_invoice",  # what a voided invoice had applied, given back
+)
+
+
+def balance_transaction(
+    ctx: Ctx,
+    customer: dict[str, Any],
+    amount: int,
+    txn_type: str,
+    *,
+    currency: str | None = None,
+    invoice: str | None = None,
+    credit_note: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Move the customer's balance by `amount` and record it; emits `customer.updated` for the balance."""
+    currency = currency or customer["currency"]
+    if customer["currency"] is not None and currency != customer["currency"]:
+        # Stripe keeps credit in other currencies apart (`invoice_credit_balance`); this stand-in keeps the
+        # balance of the customer's own currency only, and says so rather than mixing currencies.
+        raise invalid_param(
+            f"This sandbox keeps a customer's balance in the customer's currency ({customer['currency']}) only.",
+            "currency",
+        )
+    ending = customer["balance"] + amount
+    txn = {
+        "id": ctx.state.new_id("cbtxn"),
+        "object": "customer_balance_transaction",
+        "amount": amount,
+        "checkout_session": None,
+        "created": ctx.now,
+        "credit_note": credit_note,
+        "currency": currency,
+        "customer": customer["id"],
+        "customer_account": None,
+        "description": description,
+        "ending_balance": ending,
+        "invoice": invoice,
+        "livemode": False,
+        "metadata": dict(metadata or {}),
+        "type": txn_type,
+    }
+    ctx.state.insert("customer_balance_transaction", txn)
+    changes: dict[str, Any] = {"balance": ending}
+    if customer["currency"] is None:
+        # The first balance transaction sets a currency-less customer's currency, as Stripe documents.
+        changes["currency"] = currency
+    apply_update(ctx, customer, changes, "customer.updated")
+    return txn
+
+
+@route("POST", "/v1/customers/{id}/balance_transactions")
+def create_balance_transaction(ctx: Ctx, params: dict, customer_id: str) -> dict:
+    customer = ctx.state.get("customer", customer_id)
+    amount = get_int(params, "amount", required=True)
+    currency = check_currency(get_str(params, "currency", required=True))
+    check_amount(amount, currency, allow_negative=True)
+    if amount == 0:
+        raise invalid_param("The amount must not be zero.", "amount")
+    return balance_transaction(
+        ctx,
+        customer,
+        amount,
+        "adjustment",
+        currency=currency,
+        description=get_str(params, "description"),
+        metadata=merge_metadata({}, params),
+    )
+
+
+def _customer_balance_transaction(ctx: Ctx, customer_id: str, txn_id: str) -> dict:
+    ctx.state.get("customer", customer_id)
+    txn = ctx.state.get("customer_balance_transaction", txn_id)
+    if txn["customer"] != customer_id:
+        raise resource_missing("customer_balance_transaction", txn_id)
+    return txn
+
+
+@route("GET", "/v1/customers/{id}/balance_transactions/{txn}")
+def retrieve_balance_transaction(ctx: Ctx, params: dict, customer_id: str, txn_id: str) -> dict:
+    return _customer_balance_transaction(ctx, customer_id, txn_id)
+
+
+@route("POST", "/v1/customers/{id}/balance_transactions/{txn}")
+def update_balance_transaction(ctx: Ctx, params: dict, customer_id: str, txn_id: str) -> dict:
+    # The ledger is immutable: only the description and metadata change.
+    txn = _customer_balance_transaction(ctx, customer_id, txn_id)
+    return apply_update(ctx, txn, {**metadata_change(txn, params), **string_changes(params, ("description",))})
+
+
+@route("GET", "/v1/customers/{id}/balance_transactions")
+def list_balance_transactions(ctx: Ctx, params: dict, customer_id: str) -> dict:
+    ctx.state.get("customer", customer_id)
+    coll = ctx.state.collections["customer_balance_transaction"]
+    filters = {"customer": customer_id, "invoice": get_str(params, "invoice")}
+    return list_filtered(coll, params, f"/v1/customers/{customer_id}/balance_transactions", filters)
 
 
 # --- products and prices --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sync_pipeline.sandbox.stripe.catalog import (
+    balance_transaction,
     decimal_param,
     discounts_param,
     price_for,
@@ -61,6 +62,9 @@ ACCOUNT_NAME = "Sandbox Inc."
 MUTABLE_AFTER_FINALIZE = {"metadata", "description", "footer", "due_date", "auto_advance", "expand"}
 # Smart Retries' first retry, for invoices that collect automatically.
 RETRY_DELAY = 3 * DAY
+# Stripe's minimum charge amounts, in minor units (docs.stripe.com/currencies#minimum-and-maximum-charge-amounts);
+# an invoice whose amount due is below it is not charged.
+MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "jpy": 50, "cad": 50, "aud": 50, "chf": 50}
 
 # --- invoice items --------------------------------------------------------------------------------
 
@@ -840,27 +844,47 @@ def finalize(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
     _require_draft(invoice)
     customer = ctx.state.get("customer", invoice["customer"], "customer")
     recompute_totals(ctx.state, invoice)
-    # The customer balance (negative: credit held for the customer) is applied at finalization: a credit
-    # lowers amount_due, a debit raises it, an unused credit stays on the customer.
-    # https://docs.stripe.com/invoicing/customer/balance
-    starting_balance = customer["balance"]
-    applied = invoice["total"] + starting_balance
-    # Numbers are given at finalization, never to drafts, per customer (Stripe's default numbering).
-    number = f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
-    customer["next_invoice_sequence"] += 1
     # The first finalized invoice fixes the customer's currency, as in Stripe.
     if customer["currency"] is None:
         customer["currency"] = invoice["currency"]
-    if starting_balance or applied < 0:
-        apply_update(ctx, customer, {"balance": min(applied, 0)}, "customer.updated")
+    # The customer balance (negative: credit held for the customer) is applied at finalization: a credit
+    # lowers amount_due, a debit raises it, an unused credit stays on the customer, and a negative total
+    # adds to the credit. Only an invoice in the customer's currency touches that balance (credit in other
+    # currencies is kept apart by Stripe). https://docs.stripe.com/invoicing/customer/balance
+    starting_balance = customer["balance"] if invoice["currency"] == customer["currency"] else 0
+    applied = invoice["total"] + starting_balance
+    ending_balance = min(applied, 0)
+    if ending_balance != starting_balance:
+        balance_transaction(
+            ctx, customer, ending_balance - starting_balance, "applied_to_invoice", invoice=invoice["id"]
+        )
+    amount_due = max(applied, 0)
+    # An amount due below the minimum Stripe can charge is not collected: the invoice is paid and the amount
+    # moves to the customer balance as a debit, for the next invoice (customers without a cash balance).
+    too_small = 0 < amount_due < MINIMUM_CHARGE.get(invoice["currency"], 0)
+    if too_small:
+        if invoice["currency"] != customer["currency"]:
+            raise invalid_state(
+                f"The amount due ({amount_due}) is below the minimum charge, and this sandbox keeps a customer's "
+                f"balance in the customer's currency ({customer['currency']}) only.",
+                "invoice_payment_intent_requires_action",
+            )
+        ending_balance = balance_transaction(ctx, customer, amount_due, "invoice_too_small", invoice=invoice["id"])[
+            "ending_balance"
+        ]
+    # Numbers are given at finalization, never to drafts, per customer (Stripe's default numbering).
+    number = f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
+    customer["next_invoice_sequence"] += 1
     changes = {
         "status": "open",
         "number": number,
         "starting_balance": starting_balance,
-        "ending_balance": min(applied, 0),
-        "amount_due": max(applied, 0),
-        "amount_remaining": max(applied, 0),
-        "effective_at": ctx.now,
+        "ending_balance": ending_balance,
+        "amount_due": amount_due,
+        "amount_remaining": 0 if too_small else amount_due,
+        # A backdated invoice keeps the date it was given (`effective_at` on create or update); otherwise
+        # it takes effect when finalized. https://docs.stripe.com/api/invoices/object#invoice_object-effective_at
+        "effective_at": invoice["effective_at"] if invoice["effective_at"] is not None else ctx.now,
         "automatically_finalizes_at": None,
         "hosted_invoice_url": f"https://invoice.stripe.com/i/sandbox/{invoice['id']}",
         "invoice_pdf": f"https://pay.stripe.com/invoice/sandbox/{invoice['id']}/pdf",
@@ -878,8 +902,9 @@ def finalize(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
     }
     apply_update(ctx, invoice, changes)
     ctx.state.emit(ctx, "invoice.finalized", invoice)
-    # Nothing due (a zero total, or one the customer's credit covers): paid at once, with no payment.
-    if invoice["amount_due"] == 0:
+    # Nothing due (a zero total, one the customer's credit covers, or one too small to charge): paid at
+    # once, with no payment.
+    if invoice["amount_remaining"] == 0:
         _mark_paid(ctx, invoice, 0)
     return invoice
 
@@ -1044,6 +1069,12 @@ def void_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
             "invoice_not_editable",
         )
     _cancel_open_payments(ctx, invoice)
+    # The customer balance the invoice applied (a credit used, a debit collected, a negative total's credit) is
+    # given back when it is voided (since API version 2019-12-03).
+    applied = (invoice["ending_balance"] or 0) - invoice["starting_balance"]
+    if applied:
+        customer = ctx.state.get("customer", invoice["customer"])
+        balance_transaction(ctx, customer, -applied, "unapplied_from_invoice", invoice=invoice["id"])
     return _close(ctx, invoice, "void", "voided_at", "invoice.voided")
 
 
@@ -1356,31 +1387,34 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
             "lines",
             code="credit_note_amount_too_large" if total > 0 else "parameter_invalid",
         )
-    # Before payment a credit note lowers what is due (pre_payment). After payment it must say where the
-    # money goes (refunded, credited to the customer balance, or paid outside Stripe), and the three
-    # must add up to the note's total (post_payment).
-    note_type = "post_payment" if invoice["status"] == "paid" else "pre_payment"
+    # A credit note first lowers what is still due on an open invoice, not below zero (its pre_payment_amount);
+    # the rest (post_payment_amount) was paid already, so it must say where the money goes: refunded, credited to
+    # the customer balance, or paid back outside Stripe, the three adding up to it. A note with both parts (an
+    # invoice partly paid) is `mixed`. https://docs.stripe.com/changelog/basil/2025-05-28/partial-payments
+    pre_payment = min(total, invoice["amount_remaining"]) if invoice["status"] == "open" else 0
+    post_payment = total - pre_payment
+    note_type = "pre_payment" if not post_payment else "post_payment" if not pre_payment else "mixed"
     refund_amount = get_int(params, "refund_amount", 0)
     out_of_band = get_int(params, "out_of_band_amount", 0)
     credit_amount = get_int(params, "credit_amount")
-    if note_type == "pre_payment":
+    if not post_payment:
         if refund_amount or out_of_band or credit_amount:
             raise invalid_param(
-                "An open invoice's credit note reduces its amount due; it cannot refund.", "refund_amount"
-            )
-        if total > invoice["amount_remaining"]:
-            raise invalid_param(
-                f"The credit note total ({total}) exceeds the invoice's amount remaining "
-                f"({invoice['amount_remaining']}).",
-                "lines",
-                code="credit_note_amount_too_large",
+                f"The credit note only reduces the invoice's amount remaining ({invoice['amount_remaining']}); there "
+                "is nothing paid to refund, credit or pay back.",
+                "refund_amount",
             )
     else:
         if credit_amount is None:
-            credit_amount = total - refund_amount - out_of_band
-        if refund_amount + out_of_band + credit_amount != total or min(refund_amount, out_of_band, credit_amount) < 0:
+            credit_amount = post_payment - refund_amount - out_of_band
+        if (
+            refund_amount + out_of_band + credit_amount != post_payment
+            or min(refund_amount, out_of_band, credit_amount) < 0
+        ):
             raise invalid_param(
-                "refund_amount + credit_amount + out_of_band_amount must equal the credit note total.", "refund_amount"
+                f"refund_amount + credit_amount + out_of_band_amount must equal the credit note's post-payment "
+                f"amount ({post_payment}: its total less the invoice's amount remaining).",
+                "refund_amount",
             )
     refunds = []
     if refund_amount:
@@ -1407,7 +1441,8 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
         "currency": invoice["currency"],
         "customer": invoice["customer"],
         "customer_balance_transaction": None,
-        "effective_at": ctx.now,
+        # Backdating: the date printed as the note's date of issue, when it differs from its creation.
+        "effective_at": get_int(params, "effective_at", ctx.now),
         "invoice": invoice["id"],
         "lines": None,
         "livemode": False,
@@ -1421,8 +1456,8 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
         "type": note_type,
         "voided_at": None,
         "refunds": refunds,
-        "post_payment_amount": total if note_type == "post_payment" else 0,
-        "pre_payment_amount": total if note_type == "pre_payment" else 0,
+        "post_payment_amount": post_payment,
+        "pre_payment_amount": pre_payment,
         "reason": get_choice(params, "reason", ("duplicate", "fraudulent", "order_change", "product_unsatisfactory")),
         "customer_account": None,
         **totals,
@@ -1436,33 +1471,41 @@ def create_credit_note(ctx: Ctx, params: dict) -> dict:
 
 
 def _apply_credit(ctx: Ctx, invoice: dict[str, Any], note: dict[str, Any], credit_amount: int, sign: int) -> None:
-    total = note["total"] * sign
-    previous = {
-        key: invoice[key]
-        for key in (
-            "pre_payment_credit_notes_amount",
-            "post_payment_credit_notes_amount",
-            "amount_remaining",
-            "amount_due",
-            "status",
-        )
-    }
-    if note["type"] == "pre_payment":
-        changes: dict[str, Any] = {
-            "pre_payment_credit_notes_amount": invoice["pre_payment_credit_notes_amount"] + total,
-            "amount_remaining": invoice["amount_remaining"] - total,
-            "amount_due": invoice["amount_due"] - total,
-        }
-    else:
-        changes = {"post_payment_credit_notes_amount": invoice["post_payment_credit_notes_amount"] + total}
-    apply_update(ctx, invoice, changes)
+    pre_payment, post_payment = note["pre_payment_amount"] * sign, note["post_payment_amount"] * sign
+    watched = (
+        "pre_payment_credit_notes_amount",
+        "post_payment_credit_notes_amount",
+        "amount_remaining",
+        "amount_due",
+        "status",
+    )
+    previous = {key: invoice[key] for key in watched}
+    apply_update(
+        ctx,
+        invoice,
+        {
+            "pre_payment_credit_notes_amount": invoice["pre_payment_credit_notes_amount"] + pre_payment,
+            "amount_remaining": invoice["amount_remaining"] - pre_payment,
+            "amount_due": invoice["amount_due"] - pre_payment,
+            "post_payment_credit_notes_amount": invoice["post_payment_credit_notes_amount"] + post_payment,
+        },
+    )
     if credit_amount:
         customer = ctx.state.get("customer", invoice["customer"])
         # A balance in the customer's favour is negative, so a credit lowers it.
-        apply_update(ctx, customer, {"balance": customer["balance"] - credit_amount * sign}, "customer.updated")
-    # A pre-payment credit note that leaves nothing to pay settles the invoice: paid, with no payment, and
+        txn = balance_transaction(
+            ctx,
+            customer,
+            -credit_amount * sign,
+            "credit_note",
+            currency=note["currency"],
+            invoice=invoice["id"],
+            credit_note=note["id"],
+        )
+        note["customer_balance_transaction"] = txn["id"]
+    # A credit note that leaves nothing to pay settles the open invoice: paid with what was paid so far, and
     # its open PaymentIntent canceled so the card is not charged after all.
-    if note["type"] == "pre_payment" and invoice["status"] == "open" and invoice["amount_remaining"] == 0:
+    if pre_payment and invoice["status"] == "open" and invoice["amount_remaining"] == 0:
         _cancel_open_payments(ctx, invoice)
         _mark_paid(ctx, invoice, 0)
     ctx.state.emit(ctx, "invoice.updated", invoice, {k: v for k, v in previous.items() if invoice[k] != v})
@@ -1473,7 +1516,8 @@ def void_credit_note(ctx: Ctx, params: dict, note_id: str) -> dict:
     note = ctx.state.get("credit_note", note_id)
     if note["status"] == "void":
         raise invalid_state("This credit note is already void.")
-    if note["refunds"] or note["type"] == "post_payment":
+    # Money a note refunded, credited or paid back cannot be taken back by voiding it.
+    if note["refunds"] or note["type"] != "pre_payment":
         raise invalid_state("Only credit notes that reduced an open invoice's amount due can be voided.")
     invoice = ctx.state.get("invoice", note["invoice"])
     if invoice["status"] != "open":

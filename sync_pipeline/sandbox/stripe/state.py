@@ -30,6 +30,7 @@ def _nested(*path: str):
 # type -> immutable fields with a secondary index
 COLLECTION_INDEXES: dict[str, dict[str, Any]] = {
     "customer": {},
+    "customer_balance_transaction": {"customer": _nested("customer")},
     "product": {},
     "price": {"product": _nested("product")},
     "coupon": {},
