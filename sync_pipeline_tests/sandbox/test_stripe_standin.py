@@ -1086,6 +1086,73 @@ def test_the_customer_balance_is_a_ledger_applied_at_finalization(client, sandbo
     assert (euro.starting_balance, euro.amount_due) == (0, 2_000)
 
 
+def test_an_attached_payment_pays_part_of_an_invoice_and_a_credit_note_then_is_mixed(client, sandbox):
+    customer = paying_customer(client)
+    invoice = _finalized(client, customer.id, 10_000)
+    intent = client.v1.payment_intents.create(
+        params={
+            "amount": 4_000,
+            "currency": "usd",
+            "customer": customer.id,
+            "payment_method": customer.invoice_settings.default_payment_method,
+            "confirm": True,
+            "off_session": True,
+        }
+    )
+    partly = client.v1.invoices.attach_payment(invoice.id, params={"payment_intent": intent.id})
+    assert (partly.status, partly.amount_paid, partly.amount_remaining, partly.attempt_count) == (
+        "open",
+        4_000,
+        6_000,
+        0,
+    )
+    paid = client.v1.invoice_payments.list(params={"invoice": invoice.id, "status": "paid"}).data
+    assert [(p.amount_paid, p.is_default, p.payment.payment_intent) for p in paid] == [(4_000, False, intent.id)]
+    # A refund of the partial payment leaves the invoice as it was: refunds never change an invoice.
+    refund = client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 1_000})
+    assert client.v1.invoices.retrieve(invoice.id).amount_paid == 4_000 and refund.amount == 1_000
+    # A credit note bigger than what is left first clears the amount remaining, then refunds the rest.
+    line = partly.lines.data[0]
+    note = client.v1.credit_notes.create(
+        params={
+            "invoice": invoice.id,
+            "lines": [{"type": "invoice_line_item", "invoice_line_item": line.id, "amount": 7_000}],
+            "refund_amount": 1_000,
+        }
+    )
+    assert (note.type, note.pre_payment_amount, note.post_payment_amount) == ("mixed", 6_000, 1_000)
+    assert [(r.amount_refunded, r.type) for r in note.refunds] == [(1_000, "refund")]
+    settled = client.v1.invoices.retrieve(invoice.id)
+    assert (settled.status, settled.amount_paid, settled.amount_remaining) == ("paid", 4_000, 0)
+    assert (settled.pre_payment_credit_notes_amount, settled.post_payment_credit_notes_amount) == (6_000, 1_000)
+    assert (
+        client.v1.charges.retrieve(client.v1.payment_intents.retrieve(intent.id).latest_charge).amount_refunded == 2_000
+    )
+
+
+def test_backdated_invoices_uncollectible_then_paid_and_voided_credit_notes(client, sandbox):
+    customer = paying_customer(client)
+    backdated = client.v1.invoices.create(params={"customer": customer.id, "effective_at": 1_700_000_000})
+    client.v1.invoice_items.create(
+        params={"customer": customer.id, "invoice": backdated.id, "amount": 900, "currency": "usd"}
+    )
+    finalized = client.v1.invoices.finalize_invoice(backdated.id)
+    assert finalized.effective_at == 1_700_000_000 < finalized.status_transitions.finalized_at
+    later = _finalized(client, customer.id, 2_000)
+    assert later.effective_at == later.status_transitions.finalized_at
+    client.v1.invoices.mark_uncollectible(later.id)
+    recovered = client.v1.invoices.pay(later.id)
+    assert (recovered.status, recovered.amount_paid) == ("paid", 2_000)
+    assert recovered.status_transitions.marked_uncollectible_at is not None
+    note = client.v1.credit_notes.create(params={"invoice": finalized.id, "amount": 300})
+    voided = client.v1.credit_notes.void_credit_note(note.id)
+    assert (voided.status, voided.voided_at is not None) == ("void", True)
+    restored = client.v1.invoices.retrieve(finalized.id)
+    assert (restored.amount_remaining, restored.pre_payment_credit_notes_amount) == (900, 0)
+    types = [e.type for e in client.v1.events.list(params={"type": "credit_note.*"}).data]
+    assert sorted(types) == ["credit_note.created", "credit_note.voided"]
+
+
 # ---- state: persistence, determinism, control ------------------------------------------------------
 def test_state_survives_save_and_load_and_ids_follow_the_seed(client, sandbox, tmp_path):
     invoice = paid_invoice(client, 1234)

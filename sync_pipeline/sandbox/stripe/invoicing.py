@@ -760,6 +760,8 @@ def create_invoice(ctx: Ctx, params: dict) -> dict:
         default_tax_rates=_full_tax_rates(ctx, params, "default_tax_rates"),
     )
     invoice["discounts"] = discounts_param(ctx, params, currency, customer=customer["id"], invoice=invoice["id"])
+    # Backdating: the date of issue, kept through finalization (which otherwise sets it to its own time).
+    invoice["effective_at"] = get_int(params, "effective_at")
     # Oldest first; items in another currency stay pending for an invoice in theirs.
     for item in reversed(pending):
         if item["currency"] == currency:
@@ -819,6 +821,8 @@ def _draft_changes(ctx: Ctx, invoice: dict[str, Any], params: dict, changes: dic
         )
     if "default_tax_rates" in params:
         changes["default_tax_rates"] = _full_tax_rates(ctx, params, "default_tax_rates")
+    if "effective_at" in params:
+        changes["effective_at"] = get_int(params, "effective_at")
     if "discounts" in params or "coupon" in params:
         changes["discounts"] = discounts_param(
             ctx, params, invoice["currency"], customer=invoice["customer"], invoice=invoice["id"]
@@ -1057,6 +1061,64 @@ def pay_invoice(ctx: Ctx, params: dict, invoice_id: str) -> dict:
     failed = attempt_payment(ctx, invoice, get_str(params, "payment_method"))
     if failed is not None:
         raise decline_error(failed)
+    return invoice
+
+
+@route("POST", "/v1/invoices/{id}/attach_payment")
+def attach_payment(ctx: Ctx, params: dict, invoice_id: str) -> dict:
+    """A PaymentIntent made apart from the invoice pays part (or all) of it: partial payments, since
+    2025-05-28.basil. https://docs.stripe.com/api/invoices/attach_payment"""
+    invoice = ctx.state.get("invoice", invoice_id)
+    intent = ctx.state.get("payment_intent", get_str(params, "payment_intent", required=True), "payment_intent")
+    if invoice["status"] != "open":
+        raise invalid_state(
+            f"Payments can only be attached to open invoices; this one is {invoice['status']}.",
+            "invoice_unexpected_state",
+        )
+    coll = ctx.state.collections["invoice_payment"]
+    if coll.index_for("payment_intent", intent["id"]).entries:
+        raise invalid_param(f"PaymentIntent {intent['id']} is already attached to an invoice.", "payment_intent")
+    if intent["currency"] != invoice["currency"] or intent["customer"] not in (None, invoice["customer"]):
+        raise invalid_param("The PaymentIntent's currency and customer must be the invoice's.", "payment_intent")
+    # Stripe credits a PaymentIntent when it succeeds, attached before or after; this sandbox attaches succeeded
+    # ones only, and does not model overpayment (`amount_overpaid`, `invoice_overpaid` balance transactions).
+    if intent["status"] != "succeeded":
+        raise invalid_state("This sandbox attaches PaymentIntents that have already succeeded.", None, "payment_intent")
+    amount = intent["amount_received"]
+    if amount > invoice["amount_remaining"]:
+        raise invalid_param(
+            f"The payment ({amount}) exceeds the invoice's amount remaining ({invoice['amount_remaining']}); "
+            "this sandbox does not model overpayment.",
+            "payment_intent",
+        )
+    payment = {
+        "id": ctx.state.new_id("inpay"),
+        "object": "invoice_payment",
+        "amount_paid": amount,
+        "amount_requested": amount,
+        "created": ctx.now,
+        "currency": invoice["currency"],
+        "invoice": invoice["id"],
+        "is_default": False,
+        "livemode": False,
+        "payment": {"payment_intent": intent["id"], "type": "payment_intent"},
+        "status": "paid",
+        "status_transitions": {"canceled_at": None, "paid_at": ctx.now},
+    }
+    ctx.state.insert("invoice_payment", payment)
+    ctx.state.emit(ctx, "invoice_payment.paid", payment)
+    if amount == invoice["amount_remaining"]:
+        _cancel_open_payments(ctx, invoice)
+        _mark_paid(ctx, invoice, amount, attempted=False)
+        return invoice
+    previous = {"amount_paid": invoice["amount_paid"], "amount_remaining": invoice["amount_remaining"]}
+    apply_update(
+        ctx,
+        invoice,
+        {"amount_paid": invoice["amount_paid"] + amount, "amount_remaining": invoice["amount_remaining"] - amount},
+    )
+    # The default payment follows what is still due (its intent is re-made for that amount at the next attempt).
+    ctx.state.emit(ctx, "invoice.updated", invoice, previous)
     return invoice
 
 
