@@ -86,6 +86,26 @@ def _check_customer_context(state: NetSuiteState, record: Record, customer_field
             INVALID_KEY_OR_REF,
         )
     _check_currency_allowed(state, subsidiary, record.get("currency"))
+    currency = record.get("currency")
+    if (
+        rules.enforce_customer_currency_list
+        and customer
+        and currency
+        and currency not in customer_currencies(state, customer)
+    ):
+        # NetSuite's answer for a transaction outside the customer's currency list (wire-protocols.md §A).
+        raise bad_request(
+            f"Invalid currency reference key {currency} for entity {customer['id']}.", INVALID_KEY_OR_REF, "currency"
+        )
+
+
+def customer_currencies(state: NetSuiteState, customer: Record) -> list[str]:
+    """What a customer may transact in: its primary currency, then those on its currency list."""
+    # A customer saved before it had a currency (or loaded from an older state file) falls back to the base
+    # currency of its subsidiary, which is what NetSuite defaults the primary currency to.
+    primary = customer.get("currency") or _base_currency(state, customer.get("subsidiary"))
+    listed = [line["currency"] for line in customer.get("currencyList", []) if line.get("currency")]
+    return list(dict.fromkeys([primary, *listed]))
 
 
 def _check_same_party(state: NetSuiteState, record: Record, customer_field: str, doc_id: str) -> Record:
@@ -188,7 +208,22 @@ def _apply_lines(
 
 # ---- per record type --------------------------------------------------------------------------
 def derive_customer(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
-    _check_currency_allowed(state, record.get("subsidiary"), record.get("currency"))
+    """Primary currency (the subsidiary's base one when omitted) and the currency list, primary first."""
+    subsidiary = record.get("subsidiary")
+    if not record.get("currency"):
+        record["currency"] = _base_currency(state, subsidiary)
+    # A write adds currencies to the list and never drops one: NetSuite keeps a currency the customer has
+    # transactions in, and a pipeline re-upserting a customer with only its newest currency must not lose the rest.
+    stored = state.records["customer"].get(rid or "", {}).get("currencyList", [])
+    lines: dict[str, Record] = {}
+    for line in [*stored, *record.get("currencyList", [])]:
+        if not line.get("currency"):
+            raise missing_values(["Currency"])
+        lines[line["currency"]] = {**lines.get(line["currency"], {}), **line}
+    primary = lines.pop(record["currency"], {"currency": record["currency"]})
+    record["currencyList"] = [primary, *lines.values()]
+    for currency in customer_currencies(state, record):
+        _check_currency_allowed(state, subsidiary, currency)
     return Derived()
 
 

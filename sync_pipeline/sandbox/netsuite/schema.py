@@ -3,6 +3,8 @@
 The spec confirms customer, invoice, customerPayment and journalEntry bodies; the other three
 are modelled on them here, in one place:
 
+    customer:       the spec's body, plus "currencyList": {"items": [{"currency": {"id"}}]}? (the currencies
+                     it may transact in besides its primary `currency`; a write adds lines, never drops them)
     creditMemo:     {"externalId", "entity": {"id"}, "subsidiary"?, "currency": {"id"}, "tranDate",
                      "createdFrom": {"id": <invoice>}?,
                      "item": {"items": [{"item": {"id"}, "quantity", "rate", "amount"?}]}}
@@ -67,6 +69,7 @@ RECORD_TYPES: tuple[str, ...] = WRITABLE_TYPES + REFERENCE_TYPES
 _TYPES_BY_LOWER = {name.lower(): name for name in RECORD_TYPES}
 
 SUBLISTS: dict[str, tuple[str, ...]] = {
+    "customer": ("currencyList",),
     "invoice": ("item",),
     "creditMemo": ("item",),
     "customerPayment": ("apply",),

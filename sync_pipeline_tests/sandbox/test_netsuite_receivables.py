@@ -1,0 +1,151 @@
+"""Receivables rules of the NetSuite stand-in over real HTTP: customer currency lists, credit memo and payment
+applications, currency precision, and what SuiteQL shows a reconciliation."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+
+from sync_pipeline.sandbox.netsuite import NetSuiteConfig, NetSuiteSandbox, start_netsuite
+from sync_pipeline_tests.sandbox.test_netsuite_standin import Api, oauth1
+
+USD, EUR, JPY, KWD, GBP = "1", "2", "3", "4", "5"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[NetSuiteSandbox]:
+    with start_netsuite() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def api(server) -> Iterator[Api]:
+    """An empty account with default knobs (reset over HTTP) and a signed session."""
+    requests.post(f"{server.url}/_sandbox/config", json=dataclasses.asdict(NetSuiteConfig()), timeout=10)
+    requests.post(f"{server.url}/_sandbox/reset", timeout=10).raise_for_status()
+    with requests.Session() as http:
+        http.auth = oauth1(server.env())
+        yield Api(http, server.url)
+
+
+def error_detail(response: requests.Response) -> dict[str, Any]:
+    assert response.status_code == 400, response.text
+    return response.json()["o:errorDetails"][0]
+
+
+def patch(api: Api, record_type: str, key: str, body: dict[str, Any]) -> requests.Response:
+    return api.send("PATCH", f"{record_type}/{key}", body)
+
+
+def currency_list(api: Api, customer_id: str) -> list[str]:
+    record = api.get("customer", customer_id, expandSubResources="true").json()
+    return [line["currency"]["refName"] for line in record["currencyList"]["items"]]
+
+
+def line(amount: str, item: str = "101") -> dict[str, Any]:
+    return {"item": {"id": item}, "amount": Decimal(amount)}
+
+
+def invoice(api: Api, external_id: str, customer_id: str, amount: str, currency: str = USD) -> requests.Response:
+    return api.put("invoice", external_id, api.invoice_body(customer_id, [line(amount)], currency=currency))
+
+
+def credit_memo_body(customer_id: str, amount: str, currency: str = USD, **extra: Any) -> dict[str, Any]:
+    return {
+        "entity": {"id": customer_id},
+        "currency": {"id": currency},
+        "tranDate": "2026-11-05",
+        "item": {"items": [line(amount)]},
+        **extra,
+    }
+
+
+def applications(*pairs: tuple[str, str | None], apply: bool = True) -> dict[str, Any]:
+    """An apply/credit sublist: (document id, amount or None for "what is open") per line."""
+    return {
+        "items": [
+            {"doc": {"id": doc}, "apply": apply, **({} if amount is None else {"amount": Decimal(amount)})}
+            for doc, amount in pairs
+        ]
+    }
+
+
+# ---- 1. customer currency list -----------------------------------------------------------------------
+def test_an_invoice_outside_the_customers_currencies_is_refused_until_the_list_has_it(api):
+    customer_id = api.customer("stripe-cus_C", currency=USD)
+    assert invoice(api, "stripe-in_usd", customer_id, "10.00").status_code == 204
+
+    refused = invoice(api, "stripe-in_eur", customer_id, "10.00", currency=EUR)
+
+    assert error_detail(refused) == {
+        "detail": f"Invalid currency reference key {EUR} for entity {customer_id}.",
+        "o:errorCode": "INVALID_KEY_OR_REF",
+        "o:errorPath": "currency",
+    }
+    eur_added = patch(api, "customer", customer_id, {"currencyList": {"items": [{"currency": {"id": EUR}}]}})
+    assert eur_added.status_code == 204
+    assert currency_list(api, customer_id) == ["USD", "EUR"]  # the primary currency is listed first
+    assert invoice(api, "stripe-in_eur", customer_id, "10.00", currency=EUR).status_code == 204
+
+
+def test_credit_memos_payments_and_refunds_keep_to_the_currency_list_too(api):
+    customer_id = api.customer("stripe-cus_C", currency=USD)
+    bodies = {
+        "creditMemo": credit_memo_body(customer_id, "5.00", currency=GBP),
+        "customerPayment": {
+            "customer": {"id": customer_id},
+            "payment": 5,
+            "currency": {"id": GBP},
+            "tranDate": "2026-11-03",
+        },
+        "customerRefund": {"customer": {"id": customer_id}, "currency": {"id": GBP}, "tranDate": "2026-11-06"},
+    }
+    for record_type, body in bodies.items():
+        detail = error_detail(api.put(record_type, f"stripe-{record_type}", body))
+        assert (detail["o:errorCode"], detail["o:errorPath"]) == ("INVALID_KEY_OR_REF", "currency"), record_type
+        assert detail["detail"] == f"Invalid currency reference key {GBP} for entity {customer_id}."
+
+
+def test_a_customer_without_a_currency_transacts_in_its_subsidiarys_base_currency(api):
+    customer_id = api.upserted_id("customer", "stripe-cus_EU", {"companyName": "Euro Co", "subsidiary": {"id": "2"}})
+
+    record = api.get("customer", customer_id, expandSubResources="true").json()
+
+    assert record["currency"]["refName"] == "EUR"
+    assert [line["currency"]["id"] for line in record["currencyList"]["items"]] == [EUR]
+    assert invoice(api, "stripe-in_usd", customer_id, "10.00", currency=USD).status_code == 400  # allowed in GmbH
+    eur = api.put(
+        "invoice", "stripe-in_eur", api.invoice_body(customer_id, [line("10.00")], currency=EUR, subsidiary="2")
+    )
+    assert eur.status_code == 204
+
+
+def test_a_write_adds_to_the_currency_list_and_never_drops_a_currency(api):
+    customer_id = api.customer("stripe-cus_C", currency=USD)
+    api.customer("stripe-cus_C", currency=USD)  # a re-upsert without a list keeps it
+    for currency in (EUR, GBP):
+        body = {"currencyList": {"items": [{"currency": {"id": currency}}]}}
+        assert api.put("customer", "stripe-cus_C", body).status_code == 204
+
+    assert currency_list(api, customer_id) == ["USD", "EUR", "GBP"]
+    assert invoice(api, "stripe-in_eur", customer_id, "1.00", currency=EUR).status_code == 204
+    sublist = api.get("customer", f"{customer_id}/currencyList").json()
+    assert [line["currency"]["id"] for line in sublist["items"]] == [USD, EUR, GBP]
+
+
+def test_a_currency_list_entry_must_be_allowed_in_the_customers_subsidiary(api):
+    japan = api.customer("stripe-cus_JP", subsidiary="3", currency=JPY)
+    response = patch(api, "customer", japan, {"currencyList": {"items": [{"currency": {"id": EUR}}]}})
+    assert "Currency EUR is not allowed for subsidiary 3 (Japan KK)" in error_detail(response)["detail"]
+    assert currency_list(api, japan) == ["JPY"]
+
+
+def test_the_currency_list_rule_can_be_switched_off_per_account(api):
+    customer_id = api.customer("stripe-cus_C", currency=USD)
+    api.configure(enforce_customer_currency_list=False)
+    assert invoice(api, "stripe-in_eur", customer_id, "10.00", currency=EUR).status_code == 204
