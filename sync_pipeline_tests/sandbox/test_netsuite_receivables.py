@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from sync_pipeline.sandbox.netsuite import NetSuiteConfig, NetSuiteSandbox, start_netsuite
-from sync_pipeline_tests.sandbox.test_netsuite_standin import Api, oauth1
+from sync_pipeline_tests.sandbox.test_netsuite_standin import Api, decimal_json, oauth1
 
 USD, EUR, JPY, KWD, GBP = "1", "2", "3", "4", "5"
 
@@ -149,3 +149,87 @@ def test_the_currency_list_rule_can_be_switched_off_per_account(api):
     customer_id = api.customer("stripe-cus_C", currency=USD)
     api.configure(enforce_customer_currency_list=False)
     assert invoice(api, "stripe-in_eur", customer_id, "10.00", currency=EUR).status_code == 204
+
+
+# ---- 2. credit memo apply sublist ------------------------------------------------------------------------
+def remaining(api: Api, invoice_id: str) -> Decimal:
+    return decimal_json(api.get("invoice", invoice_id))["amountRemaining"]
+
+
+def memo(api: Api, external_id: str) -> dict[str, Any]:
+    return decimal_json(api.get("creditMemo", f"eid:{external_id}"))
+
+
+@pytest.fixture
+def two_invoices(api) -> tuple[str, str, str]:
+    customer_id = api.customer("stripe-cus_C")
+    first = api.upserted_id("invoice", "stripe-in_A", api.invoice_body(customer_id, [line("100.00")]))
+    second = api.upserted_id("invoice", "stripe-in_B", api.invoice_body(customer_id, [line("50.00")]))
+    return customer_id, first, second
+
+
+def test_a_credit_memos_apply_sublist_says_which_invoices_it_pays(api, two_invoices):
+    customer_id, first, second = two_invoices
+    body = credit_memo_body(customer_id, "70.00", apply=applications((first, "40.00"), (second, None)))
+
+    assert api.put("creditMemo", "stripe-cn_1", body).status_code == 204
+
+    credit = memo(api, "stripe-cn_1")
+    assert (credit["applied"], credit["unapplied"], credit["status"]["refName"]) == (70, 0, "Fully Applied")
+    # A line without an amount takes what is left of the memo, within the invoice's amount remaining.
+    lines = api.get("creditMemo", "eid:stripe-cn_1/apply").json()["items"]
+    assert [(x["doc"]["id"], Decimal(str(x["amount"]))) for x in lines] == [(first, 40), (second, 30)]
+    assert (remaining(api, first), remaining(api, second)) == (Decimal("60.00"), Decimal("20.00"))
+
+
+@pytest.mark.parametrize("sublist", [applications(("FIRST", "30.00"), apply=False), {"items": []}])
+def test_an_apply_sublist_without_lines_switched_on_leaves_the_memo_unapplied_despite_created_from(
+    api, two_invoices, sublist
+):
+    customer_id, first, _ = two_invoices
+    for item in sublist["items"]:
+        item["doc"]["id"] = first
+    body = credit_memo_body(customer_id, "30.00", createdFrom={"id": first}, apply=sublist)
+
+    assert api.put("creditMemo", "stripe-cn_1", body).status_code == 204
+
+    credit = memo(api, "stripe-cn_1")
+    assert (credit["applied"], credit["unapplied"], credit["status"]["refName"]) == (0, 30, "Open")
+    assert remaining(api, first) == Decimal("100.00")
+
+
+def test_without_an_apply_sublist_a_memo_still_applies_to_its_created_from_invoice(api, two_invoices):
+    customer_id, _, second = two_invoices
+    api.upserted_id("creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "80.00", createdFrom={"id": second}))
+    credit = memo(api, "stripe-cn_1")
+    assert (credit["applied"], credit["unapplied"]) == (50, 30)  # up to the invoice's amount remaining
+    assert remaining(api, second) == 0
+
+
+def test_over_applying_a_credit_memo_is_refused(api, two_invoices):
+    customer_id, first, second = two_invoices
+    beyond_invoice = credit_memo_body(customer_id, "80.00", apply=applications((second, "50.01")))
+    assert (
+        "its amount remaining is 50.00" in error_detail(api.put("creditMemo", "stripe-cn_1", beyond_invoice))["detail"]
+    )
+    beyond_memo = credit_memo_body(customer_id, "80.00", apply=applications((first, "60.00"), (second, "30.00")))
+    detail = error_detail(api.put("creditMemo", "stripe-cn_1", beyond_memo))["detail"]
+    assert detail == "The total applied (90.00) exceeds the amount of this credit memo available to apply (80.00)."
+    other_customer = api.customer("stripe-cus_other")
+    foreign = credit_memo_body(other_customer, "10.00", apply=applications((first, "10.00")))
+    assert "belongs to another customer" in error_detail(api.put("creditMemo", "stripe-cn_2", foreign))["detail"]
+    assert (remaining(api, first), remaining(api, second)) == (Decimal("100.00"), Decimal("50.00"))
+
+
+def test_resaving_a_credit_memo_replaces_its_applications(api, two_invoices):
+    customer_id, first, second = two_invoices
+    api.upserted_id(
+        "creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "30.00", apply=applications((first, "30.00")))
+    )
+    again = credit_memo_body(customer_id, "30.00", apply=applications((first, "30.00"), apply=False))
+    again["apply"]["items"].append({"doc": {"id": second}, "apply": True, "amount": Decimal("20.00")})
+
+    assert api.put("creditMemo", "stripe-cn_1", again).status_code == 204
+
+    assert (remaining(api, first), remaining(api, second)) == (Decimal("100.00"), Decimal("30.00"))
+    assert (memo(api, "stripe-cn_1")["applied"], memo(api, "stripe-cn_1")["unapplied"]) == (20, 10)

@@ -237,18 +237,31 @@ def derive_invoice(state: NetSuiteState, record: Record, rid: str | None, rules:
 
 
 def derive_credit_memo(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
-    """Applies to its `createdFrom` invoice while that is open; on a paid invoice it stays unapplied credit."""
+    """Applies to the invoices its `apply` sublist names; without that sublist, to its `createdFrom` invoice
+    while that is open (on a paid invoice it stays unapplied credit)."""
     _check_customer_context(state, record, "entity", rules)
     total = _item_total(state, record)
     refunded = state.applied_to(rid) if rid else ZERO
     if total < refunded:
         raise bad_request(f"The total {total} is less than the amount already refunded from this credit ({refunded}).")
+    available = total - refunded
     outgoing: dict[str, Decimal] = {}
+    if "apply" in record:
+        # An apply sublist is authoritative, as NetSuite's Apply subtab: lines switched off (or none at all) leave
+        # the memo unapplied even with createdFrom.
+        outgoing = _apply_lines(state, record, rid, "entity", invoice_remaining, budget=available)
+        applied = sum(outgoing.values(), ZERO)
+        if applied > available:
+            raise bad_request(
+                f"The total applied ({applied}) exceeds the amount of this credit memo available to apply "
+                f"({available})."
+            )
+        return Derived(total=total, outgoing=outgoing)
     invoice_id = record.get("createdFrom")
     if invoice_id:
         _check_same_party(state, record, "entity", invoice_id)
         # Applied up to what the invoice still owes; the rest stays on the memo as unapplied credit.
-        amount = min(total - refunded, invoice_remaining(state, invoice_id, rid))
+        amount = min(available, invoice_remaining(state, invoice_id, rid))
         if amount > 0:
             outgoing[invoice_id] = amount
     return Derived(total=total, outgoing=outgoing)

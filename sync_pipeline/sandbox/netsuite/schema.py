@@ -7,7 +7,8 @@ are modelled on them here, in one place:
                      it may transact in besides its primary `currency`; a write adds lines, never drops them)
     creditMemo:     {"externalId", "entity": {"id"}, "subsidiary"?, "currency": {"id"}, "tranDate",
                      "createdFrom": {"id": <invoice>}?,
-                     "item": {"items": [{"item": {"id"}, "quantity", "rate", "amount"?}]}}
+                     "item": {"items": [{"item": {"id"}, "quantity", "rate", "amount"?}]},
+                     "apply": {"items": [{"doc": {"id": <invoice>}, "apply": true, "amount"?}]}?}
     customerRefund: {"externalId", "customer": {"id"}, "currency": {"id"}, "tranDate", "account"?,
                      "apply": {"items": [{"doc": {"id": <credit memo or payment>}, "apply": true, "amount"}]}}
     deposit:        {"externalId", "account": {"id": <bank account>}, "subsidiary"?, "currency"?, "tranDate",
@@ -71,7 +72,7 @@ _TYPES_BY_LOWER = {name.lower(): name for name in RECORD_TYPES}
 SUBLISTS: dict[str, tuple[str, ...]] = {
     "customer": ("currencyList",),
     "invoice": ("item",),
-    "creditMemo": ("item",),
+    "creditMemo": ("item", "apply"),
     "customerPayment": ("apply",),
     "customerRefund": ("apply",),
     "deposit": ("payment", "other", "cashBack"),
@@ -92,6 +93,7 @@ REFERENCE_TARGETS: dict[str, tuple[str, ...]] = {
 }
 # `doc` on an apply/payment line names a transaction whose type depends on the record.
 DOC_TARGETS: dict[str, tuple[str, ...]] = {
+    "creditMemo": ("invoice",),
     "customerPayment": ("invoice",),
     "customerRefund": ("creditMemo", "customerPayment"),
     "deposit": ("customerPayment",),
