@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from sync_pipeline.sandbox.netsuite import NetSuiteConfig, NetSuiteSandbox, start_netsuite
+from sync_pipeline.sandbox.netsuite import NetSuiteConfig, NetSuiteSandbox, NetSuiteState, start_netsuite
 from sync_pipeline_tests.sandbox.test_netsuite_standin import Api, decimal_json, oauth1
 
 USD, EUR, JPY, KWD, GBP = "1", "2", "3", "4", "5"
@@ -233,3 +233,123 @@ def test_resaving_a_credit_memo_replaces_its_applications(api, two_invoices):
 
     assert (remaining(api, first), remaining(api, second)) == (Decimal("100.00"), Decimal("30.00"))
     assert (memo(api, "stripe-cn_1")["applied"], memo(api, "stripe-cn_1")["unapplied"]) == (20, 10)
+
+
+# ---- 3. customer payment credit sublist --------------------------------------------------------------------
+def payment_body(
+    customer_id: str, amount: str, apply: dict[str, Any], credit: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body = {
+        "customer": {"id": customer_id},
+        "payment": Decimal(amount),
+        "currency": {"id": USD},
+        "account": {"id": "1"},
+        "tranDate": "2026-11-03",
+        "apply": apply,
+    }
+    return body if credit is None else {**body, "credit": credit}
+
+
+def suiteql_rows(api: Api, external_ids: list[str]) -> dict[str, dict[str, str]]:
+    quoted = ", ".join(f"'{e}'" for e in external_ids)
+    query = (
+        "SELECT externalid, type, status, foreigntotal, foreignamountremaining FROM transaction "
+        f"WHERE externalid IN ({quoted})"
+    )
+    return {row.pop("externalid"): row for row in api.suiteql(query).json()["items"]}
+
+
+def test_a_payment_applies_a_credit_memo_and_cash_to_one_invoice(api, two_invoices):
+    customer_id, first, _ = two_invoices
+    memo_id = api.upserted_id("creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "30.00"))
+    body = payment_body(customer_id, "70.00", applications((first, "100.00")), applications((memo_id, "30.00")))
+
+    assert api.put("customerPayment", "stripe-ch_1", body).status_code == 204
+
+    payment = decimal_json(api.get("customerPayment", "eid:stripe-ch_1"))
+    assert (payment["total"], payment["applied"], payment["unapplied"]) == (70, 100, 0)
+    rows = suiteql_rows(api, ["stripe-in_A", "stripe-cn_1", "stripe-ch_1"])
+    assert rows["stripe-in_A"] == {
+        "links": [],
+        "type": "CustInvc",
+        "status": "B",
+        "foreigntotal": "100",
+        "foreignamountremaining": "0",
+    }
+    assert (rows["stripe-cn_1"]["status"], rows["stripe-cn_1"]["foreignamountremaining"]) == ("B", "0")
+    assert rows["stripe-ch_1"]["foreignamountremaining"] == "0"
+    assert memo(api, "stripe-cn_1")["status"]["refName"] == "Fully Applied"
+
+
+def test_a_zero_payment_moves_an_unapplied_payments_credit_onto_an_invoice(api, two_invoices):
+    customer_id, _, second = two_invoices
+    earlier = api.upserted_id("customerPayment", "stripe-ch_early", payment_body(customer_id, "45.00", {"items": []}))
+    body = payment_body(customer_id, "0", applications((second, "40.00")), applications((earlier, None)))
+
+    assert api.put("customerPayment", "stripe-ch_0", body).status_code == 204
+
+    # A credit line without an amount offers all of the credit's unapplied amount (45); the invoice takes 40,
+    # so the zero payment keeps 0 - (40 - 45) = 5 unapplied and the earlier payment none.
+    rows = suiteql_rows(api, ["stripe-in_B", "stripe-ch_early", "stripe-ch_0"])
+    assert rows["stripe-in_B"]["foreignamountremaining"] == "10"
+    assert rows["stripe-ch_early"]["foreignamountremaining"] == "0"
+    assert rows["stripe-ch_0"]["foreigntotal"] == "0" and rows["stripe-ch_0"]["foreignamountremaining"] == "5"
+
+
+def test_a_payment_cannot_apply_more_than_its_amount_and_credits_nor_take_more_than_a_credit_has(api, two_invoices):
+    customer_id, first, _ = two_invoices
+    memo_id = api.upserted_id("creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "30.00"))
+
+    too_much = payment_body(customer_id, "50.00", applications((first, "90.00")), applications((memo_id, "30.00")))
+    detail = error_detail(api.put("customerPayment", "stripe-ch_1", too_much))["detail"]
+    assert detail == "The total applied (90.00) exceeds the payment amount (50.00) plus the credits applied (30.00)."
+    beyond_credit = payment_body(customer_id, "0", applications((first, "30.01")), applications((memo_id, "30.01")))
+    detail = error_detail(api.put("customerPayment", "stripe-ch_1", beyond_credit))["detail"]
+    assert detail.endswith("its amount remaining is 30.00.")
+    other = api.customer("stripe-cus_other")
+    foreign = api.upserted_id("creditMemo", "stripe-cn_other", credit_memo_body(other, "5.00"))
+    stolen = payment_body(customer_id, "0", applications((first, "5.00")), applications((foreign, "5.00")))
+    assert "belongs to another customer" in error_detail(api.put("customerPayment", "stripe-ch_1", stolen))["detail"]
+    assert remaining(api, first) == Decimal("100.00") and memo(api, "stripe-cn_1")["unapplied"] == 30
+
+
+def test_resaving_a_payment_replaces_the_credits_it_used(api, two_invoices):
+    customer_id, first, _ = two_invoices
+    memo_id = api.upserted_id("creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "30.00"))
+    for credit in ("30.00", "10.00"):
+        body = payment_body(customer_id, "0", applications((first, credit)), applications((memo_id, credit)))
+        assert api.put("customerPayment", "stripe-ch_1", body).status_code == 204
+
+    assert memo(api, "stripe-cn_1")["unapplied"] == 20 and remaining(api, first) == Decimal("90.00")
+    # The memo cannot be deleted while a payment uses it; deleting the payment gives its credit back.
+    assert api.http.delete(f"{api.url}/services/rest/record/v1/creditMemo/{memo_id}", timeout=10).status_code == 400
+    assert api.http.delete(f"{api.url}/services/rest/record/v1/customerPayment/eid:stripe-ch_1", timeout=10).ok
+    assert memo(api, "stripe-cn_1")["unapplied"] == 30 and remaining(api, first) == Decimal("100.00")
+
+
+def test_a_refund_can_only_take_what_payments_left_of_a_credit_memo(api, two_invoices):
+    customer_id, first, _ = two_invoices
+    memo_id = api.upserted_id("creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "30.00"))
+    body = payment_body(customer_id, "0", applications((first, "25.00")), applications((memo_id, "25.00")))
+    api.upserted_id("customerPayment", "stripe-ch_1", body)
+
+    def refund(amount: str) -> requests.Response:
+        body = {"customer": {"id": customer_id}, "currency": {"id": USD}, "tranDate": "2026-11-06"}
+        return api.put("customerRefund", "stripe-re_1", {**body, "apply": applications((memo_id, amount))})
+
+    assert refund("5.01").status_code == 400
+    assert refund("5.00").status_code == 204
+    assert memo(api, "stripe-cn_1")["unapplied"] == 0
+
+
+def test_credits_a_payment_used_survive_a_state_file(api, server, two_invoices, tmp_path):
+    customer_id, first, _ = two_invoices
+    memo_id = api.upserted_id("creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "30.00"))
+    body = payment_body(customer_id, "0", applications((first, "30.00")), applications((memo_id, "30.00")))
+    api.upserted_id("customerPayment", "stripe-ch_1", body)
+
+    server.state.save(tmp_path / "netsuite.json")
+    loaded = NetSuiteState.load(tmp_path / "netsuite.json")
+
+    assert loaded.render("creditMemo", memo_id, "", expand=False)["unapplied"] == 0
+    assert loaded.render("invoice", first, "", expand=False)["amountRemaining"] == Decimal("70.00")

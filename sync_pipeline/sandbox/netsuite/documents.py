@@ -44,6 +44,7 @@ Record = dict[str, Any]
 class Derived:
     total: Decimal | None = None
     outgoing: dict[str, Decimal] = field(default_factory=dict)
+    credits: dict[str, Decimal] = field(default_factory=dict)  # a payment's credit lines: credit -> amount used
     deposits: frozenset[str] = frozenset()
 
 
@@ -134,10 +135,22 @@ def invoice_remaining(state: NetSuiteState, invoice_id: str, excluding: str | No
 
 
 def credit_unapplied(state: NetSuiteState, doc_id: str, excluding: str | None = None) -> Decimal:
-    """What is left of a credit memo or payment after its applications and refunds."""
+    """What is left of a credit memo or payment after its applications, refunds and use as a payment's credit."""
     doc = state.records[state.type_of[doc_id]][doc_id]
-    # Unapplied = total - what it pays to invoices (outgoing) - what refunds took from it (incoming).
-    return doc["total"] - state.applied_from(doc_id) - state.applied_to(doc_id, excluding)
+    # Unapplied = total - what it pays to invoices (outgoing) + the credits a payment used towards that
+    # - what refunds took from it (incoming) - what other payments used of it as credit.
+    return (
+        doc["total"]
+        - state.applied_from(doc_id)
+        + state.credits_given(doc_id)
+        - state.applied_to(doc_id, excluding)
+        - state.credit_taken(doc_id, excluding)
+    )
+
+
+def _taken_from(state: NetSuiteState, rid: str | None) -> Decimal:
+    """What refunds and other payments' credit lines already took from this credit memo or payment."""
+    return state.applied_to(rid) + state.credit_taken(rid) if rid else ZERO
 
 
 def _item_total(state: NetSuiteState, record: Record) -> Decimal:
@@ -177,14 +190,17 @@ def _apply_lines(
     customer_field: str,
     remaining_of: Callable[[NetSuiteState, str, str | None], Decimal],
     budget: Decimal | None,
+    sublist: str = "apply",
 ) -> dict[str, Decimal]:
-    """The `apply` sublist -> {document id: amount}; each amount within the document's remaining.
+    """The `apply` (or a payment's `credit`) sublist -> {document id: amount}; each within the document's remaining.
 
     A line without amount takes what the document has remaining (bounded by what is left of `budget`).
     """
     precision = state.precision(record.get("currency"))
     applied: dict[str, Decimal] = {}
-    for line, doc_id in _selected_docs(record.get("apply", []), "apply", "Applied To"):
+    for line, doc_id in _selected_docs(record.get(sublist, []), "apply", "Applied To"):
+        if doc_id == rid:
+            raise bad_request("A transaction cannot be applied to itself.")
         _check_same_party(state, record, customer_field, doc_id)
         # `rid` excluded: on a re-save this document's own earlier application is replaced, not counted twice.
         remaining = remaining_of(state, doc_id, rid) - applied.get(doc_id, ZERO)
@@ -241,10 +257,12 @@ def derive_credit_memo(state: NetSuiteState, record: Record, rid: str | None, ru
     while that is open (on a paid invoice it stays unapplied credit)."""
     _check_customer_context(state, record, "entity", rules)
     total = _item_total(state, record)
-    refunded = state.applied_to(rid) if rid else ZERO
-    if total < refunded:
-        raise bad_request(f"The total {total} is less than the amount already refunded from this credit ({refunded}).")
-    available = total - refunded
+    taken = _taken_from(state, rid)
+    if total < taken:
+        raise bad_request(
+            f"The total {total} is less than the amount already refunded or credited from this credit memo ({taken})."
+        )
+    available = total - taken
     outgoing: dict[str, Decimal] = {}
     if "apply" in record:
         # An apply sublist is authoritative, as NetSuite's Apply subtab: lines switched off (or none at all) leave
@@ -268,21 +286,28 @@ def derive_credit_memo(state: NetSuiteState, record: Record, rid: str | None, ru
 
 
 def derive_customer_payment(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
+    """Applies the payment plus the credits it uses (its `credit` lines) to invoices; what the invoices do not
+    take stays unapplied on the payment."""
     _check_customer_context(state, record, "customer", rules)
     payment = quantize(record["payment"], state.precision(record.get("currency")))
     if payment < 0:
         raise bad_request("The payment amount cannot be negative.")
     record["payment"] = payment
-    outgoing = _apply_lines(state, record, rid, "customer", invoice_remaining, budget=payment)
+    # Each credit within its own unapplied amount; they add to what the payment can apply (NetSuite's "To Apply").
+    credits = _apply_lines(state, record, rid, "customer", credit_unapplied, budget=None, sublist="credit")
+    credited = sum(credits.values(), ZERO)
+    to_apply = payment + credited
+    outgoing = _apply_lines(state, record, rid, "customer", invoice_remaining, budget=to_apply)
     applied = sum(outgoing.values(), ZERO)
-    if applied > payment:
-        raise bad_request(f"The total applied ({applied}) exceeds the payment amount ({payment}).")
-    refunded = state.applied_to(rid) if rid else ZERO
-    if applied + refunded > payment:
+    if applied > to_apply:
+        with_credits = f" plus the credits applied ({credited})" if credited else ""
+        raise bad_request(f"The total applied ({applied}) exceeds the payment amount ({payment}){with_credits}.")
+    taken = _taken_from(state, rid)
+    if applied + taken > to_apply:
         raise bad_request(
-            f"The payment amount {payment} is less than what is applied ({applied}) and refunded ({refunded})."
+            f"The payment amount {payment} is less than what is applied ({applied}) and refunded or credited ({taken})."
         )
-    return Derived(total=payment, outgoing=outgoing)
+    return Derived(total=payment, outgoing=outgoing, credits=credits)
 
 
 def derive_customer_refund(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:

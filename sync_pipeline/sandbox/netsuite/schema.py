@@ -9,6 +9,8 @@ are modelled on them here, in one place:
                      "createdFrom": {"id": <invoice>}?,
                      "item": {"items": [{"item": {"id"}, "quantity", "rate", "amount"?}]},
                      "apply": {"items": [{"doc": {"id": <invoice>}, "apply": true, "amount"?}]}?}
+    customerPayment: the spec's body, plus credits it uses up (memos, unapplied payments) towards its `apply`
+                     lines: "credit": {"items": [{"doc": {"id"}, "apply": true, "amount"?}]}?; `payment` may be 0
     customerRefund: {"externalId", "customer": {"id"}, "currency": {"id"}, "tranDate", "account"?,
                      "apply": {"items": [{"doc": {"id": <credit memo or payment>}, "apply": true, "amount"}]}}
     deposit:        {"externalId", "account": {"id": <bank account>}, "subsidiary"?, "currency"?, "tranDate",
@@ -73,7 +75,7 @@ SUBLISTS: dict[str, tuple[str, ...]] = {
     "customer": ("currencyList",),
     "invoice": ("item",),
     "creditMemo": ("item", "apply"),
-    "customerPayment": ("apply",),
+    "customerPayment": ("apply", "credit"),
     "customerRefund": ("apply",),
     "deposit": ("payment", "other", "cashBack"),
     "journalEntry": ("line",),
@@ -97,6 +99,10 @@ DOC_TARGETS: dict[str, tuple[str, ...]] = {
     "customerPayment": ("invoice",),
     "customerRefund": ("creditMemo", "customerPayment"),
     "deposit": ("customerPayment",),
+}
+# ... except on a payment's `credit` lines, which name the credits it uses: memos and unapplied payments.
+SUBLIST_DOC_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("customerPayment", "credit"): ("creditMemo", "customerPayment"),
 }
 NUMBER_FIELDS = frozenset({"quantity", "rate", "amount", "payment", "debit", "credit"})
 # Computed by the stand-in; a client sending them back (e.g. from a GET) has them ignored.
@@ -137,9 +143,9 @@ def canonical_type(name: str) -> str:
     return record_type
 
 
-def reference_targets(record_type: str, field_name: str) -> tuple[str, ...]:
+def reference_targets(record_type: str, field_name: str, sublist: str = "") -> tuple[str, ...]:
     if field_name == "doc":
-        return DOC_TARGETS.get(record_type, ())
+        return SUBLIST_DOC_TARGETS.get((record_type, sublist), DOC_TARGETS.get(record_type, ()))
     return REFERENCE_TARGETS.get(field_name, ())
 
 

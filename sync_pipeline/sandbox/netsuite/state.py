@@ -67,11 +67,25 @@ def _copy_record(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _relink(
+    forward: dict[str, dict[str, Decimal]], backward: dict[str, dict[str, Decimal]], source: str, targets: dict
+) -> None:
+    """Replace what `source` points at in a two-way index (forward[source][target] == backward[target][source])."""
+    for target in forward.pop(source, {}):
+        backward.get(target, {}).pop(source, None)
+    if targets:
+        forward[source] = dict(targets)
+        for target, amount in targets.items():
+            backward.setdefault(target, {})[source] = amount
+
+
 class NetSuiteState:
     """Records by type and id, external-id indexes, and the applications between documents.
 
     `incoming[target][source]` / `outgoing[source][target]` hold amounts applied (payment or credit
-    memo -> invoice, refund -> credit memo or payment); `deposited_in[payment] = deposit`.
+    memo -> invoice, refund -> credit memo or payment); `credits_used[payment][credit]` /
+    `credited[credit][payment]` the credits a payment uses up towards its applications;
+    `deposited_in[payment] = deposit`.
     Thread-safe through `lock` (the server's event loop writes while a test thread reads).
     """
 
@@ -94,6 +108,8 @@ class NetSuiteState:
             self.type_of: dict[str, str] = {}
             self.outgoing: dict[str, dict[str, Decimal]] = {}
             self.incoming: dict[str, dict[str, Decimal]] = {}
+            self.credits_used: dict[str, dict[str, Decimal]] = {}
+            self.credited: dict[str, dict[str, Decimal]] = {}
             self.deposited_in: dict[str, str] = {}
             self.next_id = FIRST_INTERNAL_ID
             self.tran_numbers: dict[str, int] = {}
@@ -104,6 +120,7 @@ class NetSuiteState:
                 "account_file": self.account_file,
                 "records": to_plain(self.records),
                 "outgoing": to_plain(self.outgoing),
+                "credits_used": to_plain(self.credits_used),
                 "deposited_in": dict(self.deposited_in),
                 "next_id": self.next_id,
                 "tran_numbers": dict(self.tran_numbers),
@@ -121,6 +138,8 @@ class NetSuiteState:
                         state.external_ids[record_type].setdefault(record["externalId"], rid)
             for source, targets in from_plain(data["outgoing"]).items():
                 state._replace_outgoing(source, targets)
+            for payment, credits in from_plain(data.get("credits_used", {})).items():
+                state._replace_credits(payment, credits)
             state.deposited_in = dict(data["deposited_in"])
             state.next_id = int(data["next_id"])
             state.tran_numbers = {k: int(v) for k, v in data["tran_numbers"].items()}
@@ -179,6 +198,14 @@ class NetSuiteState:
 
     def applied_to(self, target: str, excluding: str | None = None) -> Decimal:
         return sum((amount for src, amount in self.incoming.get(target, {}).items() if src != excluding), Decimal(0))
+
+    def credits_given(self, payment: str) -> Decimal:
+        """What a payment takes from credit memos and other payments towards its applications."""
+        return sum(self.credits_used.get(payment, {}).values(), Decimal(0))
+
+    def credit_taken(self, credit: str, excluding: str | None = None) -> Decimal:
+        """What payments took from a credit memo's or payment's unapplied amount (their `credit` lines)."""
+        return sum((amount for pay, amount in self.credited.get(credit, {}).items() if pay != excluding), Decimal(0))
 
     # ---- writes ----------------------------------------------------------------------------
     def create(self, record_type: str, body: Any, rules: AccountRules) -> str:
@@ -239,13 +266,19 @@ class NetSuiteState:
             rid = self.resolve_key(record_type, key)
             # NetSuite refuses to delete a record others point at (applied payments, deposits, a credit memo's
             # createdFrom, a customer's transactions): unapply or delete those first.
-            if self.incoming.get(rid) or rid in self.deposited_in or self._has_dependents(record_type, rid):
+            if (
+                self.incoming.get(rid)
+                or self.credited.get(rid)
+                or rid in self.deposited_in
+                or self._has_dependents(record_type, rid)
+            ):
                 raise bad_request(DEPENDENT_RECORDS_DETAIL)
             record = self.records[record_type].pop(rid)
             self.external_ids[record_type].pop(record.get("externalId") or "", None)
             self.type_of.pop(rid, None)
             # Deleting a payment or memo releases what it applied, so the invoices it paid reopen.
             self._replace_outgoing(rid, {})
+            self._replace_credits(rid, {})
             self._replace_deposits(rid, frozenset())
 
     def _save(self, record_type: str, rid: str | None, fields: dict[str, Any], rules: AccountRules) -> str:
@@ -281,6 +314,7 @@ class NetSuiteState:
         if record.get("externalId"):
             self.external_ids[record_type][record["externalId"]] = rid
         self._replace_outgoing(rid, derived.outgoing)
+        self._replace_credits(rid, derived.credits)
         self._replace_deposits(rid, derived.deposits)
         return rid
 
@@ -290,12 +324,10 @@ class NetSuiteState:
         return f"{TRAN_ID_PREFIXES[record_type]}{number}"
 
     def _replace_outgoing(self, source: str, targets: dict[str, Decimal]) -> None:
-        for target in self.outgoing.pop(source, {}):
-            self.incoming.get(target, {}).pop(source, None)
-        if targets:
-            self.outgoing[source] = dict(targets)
-            for target, amount in targets.items():
-                self.incoming.setdefault(target, {})[source] = amount
+        _relink(self.outgoing, self.incoming, source, targets)
+
+    def _replace_credits(self, payment: str, credits: dict[str, Decimal]) -> None:
+        _relink(self.credits_used, self.credited, payment, credits)
 
     def _replace_deposits(self, deposit: str, payments: frozenset[str]) -> None:
         for payment in [p for p, d in self.deposited_in.items() if d == deposit]:
@@ -356,19 +388,19 @@ class NetSuiteState:
             )
         return [
             {
-                key: self._normalize_value(record_type, key, item)
+                key: self._normalize_value(record_type, key, item, name)
                 for key, item in line.items()
                 if key not in READ_ONLY_FIELDS
             }
             for line in items
         ]
 
-    def _normalize_value(self, record_type: str, name: str, value: Any) -> Any:
+    def _normalize_value(self, record_type: str, name: str, value: Any, sublist: str = "") -> Any:
         if value is None:
             return None
         if name == "externalId":
             return check_external_id(value)
-        targets = reference_targets(record_type, name)
+        targets = reference_targets(record_type, name, sublist)
         if targets:
             return self._resolve_reference(name, value, targets)
         if name in NUMBER_FIELDS:
@@ -404,7 +436,7 @@ class NetSuiteState:
             sublists = SUBLISTS.get(record_type, ())
             for name, value in record.items():
                 if name in sublists:
-                    out[name] = self._render_sublist(record_type, value, f"{self_url}/{name}", base_url, expand)
+                    out[name] = self._render_sublist(record_type, name, value, f"{self_url}/{name}", base_url, expand)
                 else:
                     out[name] = self._render_value(record_type, name, value, base_url)
             out.update(documents.derived_fields(self, record_type, rid))
@@ -416,10 +448,10 @@ class NetSuiteState:
             if record is None or name not in SUBLISTS.get(record_type, ()):
                 raise not_found()
             url = f"{base_url}{RECORD_PATH}/{record_type}/{rid}/{name}"
-            return self._render_sublist(record_type, record.get(name, []), url, base_url, True)
+            return self._render_sublist(record_type, name, record.get(name, []), url, base_url, True)
 
     def _render_sublist(
-        self, record_type: str, lines: list[dict[str, Any]], url: str, base_url: str, expand: bool
+        self, record_type: str, name: str, lines: list[dict[str, Any]], url: str, base_url: str, expand: bool
     ) -> dict:
         out: dict[str, Any] = {"links": [{"rel": "self", "href": url}]}
         if expand:
@@ -427,15 +459,15 @@ class NetSuiteState:
                 {
                     "links": [],
                     "line": index,
-                    **{k: self._render_value(record_type, k, v, base_url) for k, v in line.items()},
+                    **{k: self._render_value(record_type, k, v, base_url, name) for k, v in line.items()},
                 }
                 for index, line in enumerate(lines, start=1)
             ]
             out["totalResults"] = len(lines)
         return out
 
-    def _render_value(self, record_type: str, name: str, value: Any, base_url: str) -> Any:
-        targets = reference_targets(record_type, name)
+    def _render_value(self, record_type: str, name: str, value: Any, base_url: str, sublist: str = "") -> Any:
+        targets = reference_targets(record_type, name, sublist)
         if not targets or not isinstance(value, str):
             return value
         # A field that can point at several types (a refund's `doc`: credit memo or payment) links to the
