@@ -353,3 +353,75 @@ def test_credits_a_payment_used_survive_a_state_file(api, server, two_invoices, 
 
     assert loaded.render("creditMemo", memo_id, "", expand=False)["unapplied"] == 0
     assert loaded.render("invoice", first, "", expand=False)["amountRemaining"] == Decimal("70.00")
+
+
+# ---- 4. currency precision and the precision journal -----------------------------------------------------
+def precision_journal(api: Api) -> list[dict[str, Any]]:
+    return decimal_json(requests.get(f"{api.url}/_sandbox/precision_violations", timeout=10))
+
+
+def test_kwd_has_netsuites_two_decimals(api):
+    assert api.get("currency", KWD).json()["currencyPrecision"] == 2
+
+
+def test_an_amount_beyond_the_currencys_precision_is_rounded_and_journaled(api):
+    customer_id = api.customer("stripe-cus_KW", subsidiary="4", currency=KWD)
+    lines = [line("12.345"), line("12.34"), line("1.100")]
+    body = api.invoice_body(customer_id, lines, currency=KWD, subsidiary="4")
+
+    invoice_id = api.upserted_id("invoice", "stripe-in_KW", body)
+
+    stored = decimal_json(api.get("invoice", invoice_id, expandSubResources="true"))
+    assert [x["amount"] for x in stored["item"]["items"]] == [Decimal("12.35"), Decimal("12.34"), Decimal("1.10")]
+    assert stored["total"] == Decimal("25.79")
+    journal = precision_journal(api)
+    assert [{k: v for k, v in entry.items() if k != "at"} for entry in journal] == [
+        {
+            "recordType": "invoice",
+            "id": invoice_id,
+            "externalId": "stripe-in_KW",
+            "field": "item[1].amount",
+            "sent": Decimal("12.345"),
+            "stored": Decimal("12.35"),
+            "currency": "KWD",
+            "currencyId": KWD,
+            "currencyPrecision": 2,
+        }
+    ]  # 12.34 fits, and so does 1.100: nothing is lost rounding them
+
+
+def test_the_journal_names_payment_and_apply_amounts_and_keeps_refused_requests_out(api):
+    customer_id = api.customer("stripe-cus_JP", subsidiary="3", currency=JPY)
+    invoice_id = api.upserted_id(
+        "invoice", "stripe-in_JP", api.invoice_body(customer_id, [line("1000")], currency=JPY, subsidiary="3")
+    )
+    body = {
+        "customer": {"id": customer_id},
+        "payment": Decimal("999.5"),
+        "currency": {"id": JPY},
+        "tranDate": "2026-11-03",
+        "apply": applications((invoice_id, "999.5")),
+    }
+    refused = {**body, "apply": applications((invoice_id, "1000.5"))}  # rounds to 1001: more than is open
+    assert api.put("customerPayment", "stripe-ch_JP", refused).status_code == 400
+    assert precision_journal(api) == []
+
+    assert api.put("customerPayment", "stripe-ch_JP", body).status_code == 204
+
+    journal = precision_journal(api)
+    assert [(e["field"], e["sent"], e["stored"], e["currency"]) for e in journal] == [
+        ("payment", Decimal("999.5"), Decimal("1000"), "JPY"),
+        ("apply[1].amount", Decimal("999.5"), Decimal("1000"), "JPY"),
+    ]
+    assert remaining(api, invoice_id) == 0
+    requests.post(f"{api.url}/_sandbox/reset", timeout=10).raise_for_status()
+    assert precision_journal(api) == []
+
+
+def test_an_account_file_with_a_three_decimal_currency_is_refused(tmp_path):
+    from sync_pipeline.sandbox.netsuite.config import ACCOUNT_FILE, load_account_file
+
+    text = ACCOUNT_FILE.read_text(encoding="utf-8").replace("currencyPrecision: 2}", "currencyPrecision: 3}", 1)
+    (tmp_path / "account.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="NetSuite supports only"):
+        load_account_file(str(tmp_path / "account.yaml"))

@@ -24,6 +24,9 @@ Control (no auth, never governed or faulted):
                                      NetSuite would (same rules, totals re-derived; not counted as a write)
     POST /_sandbox/records/{type}/{id | eid:X}/duplicate -> 201 + a second record with the same external id,
                                      which the REST API refuses but an import or a hand-made copy can leave
+    GET  /_sandbox/precision_violations -> [{"recordType", "id", "externalId", "field" ("item[1].amount"), "sent",
+                                     "stored", "currency", "currencyId", "currencyPrecision", "at"}]: amounts saved
+                                     with more decimals than their currency holds, which NetSuite rounded
     POST /_sandbox/reset          -> empty every writable type, forget nonces and bearer tokens
 """
 
@@ -398,6 +401,10 @@ class NetSuiteApp:
         except NetSuiteError as error:
             return _json_error(error)
 
+    async def get_precision_violations(self, request: Request) -> Response:
+        with self.state.lock:
+            return DecimalJSONResponse(list(self.state.precision_violations))
+
     async def reset_state(self, request: Request) -> Response:
         self.state.account_file = self.config.account_file  # reference lists reload from the configured file
         self.state.reset()
@@ -420,6 +427,7 @@ class NetSuiteApp:
             Route("/_sandbox/records/{record_type}", self.records_endpoint, methods=["GET", "POST"]),
             Route("/_sandbox/records/{record_type}/{key}", self.patch_record, methods=["PATCH"]),
             Route("/_sandbox/records/{record_type}/{key}/duplicate", self.duplicate_record, methods=["POST"]),
+            Route("/_sandbox/precision_violations", self.get_precision_violations, methods=["GET"]),
             Route("/_sandbox/reset", self.reset_state, methods=["POST"]),
         ]
 

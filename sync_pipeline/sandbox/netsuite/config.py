@@ -13,6 +13,7 @@ import yaml
 
 SANDBOX_ACCOUNT_ID = "123456_SB1"
 ACCOUNT_FILE = Path(__file__).resolve().parent.parent / "netsuite_account.yaml"
+CURRENCY_PRECISIONS = frozenset({0, 2})
 
 
 @dataclass
@@ -121,6 +122,13 @@ def load_account_file(path: str = str(ACCOUNT_FILE)) -> AccountFile:
         record_type: {str(row["id"]): {**row, "id": str(row["id"])} for row in rows}
         for record_type, rows in data.get("reference", {}).items()
     }
+    for currency in reference.get("currency", {}).values():
+        # An account file cannot describe a currency NetSuite could not hold (help: "Currency Decimal Precision").
+        if currency.get("currencyPrecision", 2) not in CURRENCY_PRECISIONS:
+            raise ValueError(
+                f"{path}: currency {currency.get('name')} has currencyPrecision {currency['currencyPrecision']}; "
+                f"NetSuite supports only {sorted(CURRENCY_PRECISIONS)}"
+            )
     return AccountFile(
         reference=reference,
         required_fields=_tuples(rules.get("required_fields", {})),

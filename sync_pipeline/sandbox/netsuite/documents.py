@@ -28,8 +28,10 @@ from .schema import (
     CREDIT_OPEN,
     INVOICE_OPEN,
     INVOICE_PAID,
+    MONEY_FIELDS,
     PAYMENT_DEPOSITED,
     PAYMENT_NOT_DEPOSITED,
+    SUBLISTS,
     quantize,
 )
 
@@ -46,6 +48,7 @@ class Derived:
     outgoing: dict[str, Decimal] = field(default_factory=dict)
     credits: dict[str, Decimal] = field(default_factory=dict)  # a payment's credit lines: credit -> amount used
     deposits: frozenset[str] = frozenset()
+    currency: str | None = None  # set where the record may omit it (deposit, journal entry)
 
 
 def derive(state: NetSuiteState, record_type: str, record: Record, rid: str | None, rules: AccountRules) -> Derived:
@@ -344,7 +347,7 @@ def derive_deposit(state: NetSuiteState, record: Record, rid: str | None, rules:
     total -= _account_lines_total(record.get("cashBack", []), precision, allow_negative=False)
     if not (payment_ids or record.get("other") or record.get("cashBack")):
         raise bad_request(LINE_ITEM_REQUIRED_DETAIL)
-    return Derived(total=total, deposits=frozenset(payment_ids))
+    return Derived(total=total, deposits=frozenset(payment_ids), currency=currency)
 
 
 def _deposited_payments(state: NetSuiteState, record: Record, rid: str | None) -> list[str]:
@@ -392,7 +395,7 @@ def derive_journal_entry(state: NetSuiteState, record: Record, rid: str | None, 
     # Compared after rounding each line to the currency's precision, as NetSuite balances the entry.
     if debits != credits:
         raise bad_request(OUT_OF_BALANCE_DETAIL)
-    return Derived(total=debits)
+    return Derived(total=debits, currency=currency)
 
 
 _DERIVERS: dict[str, Callable[[NetSuiteState, Record, str | None, AccountRules], Derived]] = {
@@ -404,6 +407,40 @@ _DERIVERS: dict[str, Callable[[NetSuiteState, Record, str | None, AccountRules],
     "deposit": derive_deposit,
     "journalEntry": derive_journal_entry,
 }
+
+
+# ---- precision journal (sandbox only) ----------------------------------------------------------
+def precision_violations(state: NetSuiteState, record_type: str, sent: Record, currency: str | None) -> list[Record]:
+    """Amounts a request sent with more decimals than the currency holds (NetSuite rounds them when saving).
+
+    Only what the request itself carried counts (a line's amount, not quantity x rate), and a value that fits,
+    such as 12.340 at precision 2, is no violation: nothing is lost rounding it.
+    """
+    precision = state.precision(currency)
+    found: list[Record] = []
+
+    def check(path: str, value: Any) -> None:
+        if isinstance(value, Decimal) and (stored := quantize(value, precision)) != value:
+            found.append(
+                {
+                    "recordType": record_type,
+                    "field": path,
+                    "sent": value,
+                    "stored": stored,
+                    "currency": state.ref_name("currency", currency or ""),
+                    "currencyId": currency,
+                    "currencyPrecision": precision,
+                }
+            )
+
+    for name, value in sent.items():
+        if name in SUBLISTS.get(record_type, ()) and isinstance(value, list):
+            for index, line in enumerate(value, start=1):
+                for key in MONEY_FIELDS:
+                    check(f"{name}[{index}].{key}", line.get(key))
+        elif name in MONEY_FIELDS:
+            check(name, value)
+    return found
 
 
 # ---- read side ---------------------------------------------------------------------------------

@@ -105,6 +105,8 @@ SUBLIST_DOC_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
     ("customerPayment", "credit"): ("creditMemo", "customerPayment"),
 }
 NUMBER_FIELDS = frozenset({"quantity", "rate", "amount", "payment", "debit", "credit"})
+# Of those, the money amounts NetSuite rounds to the currency's precision (rates and quantities keep their decimals).
+MONEY_FIELDS: tuple[str, ...] = ("amount", "payment", "debit", "credit")
 # Computed by the stand-in; a client sending them back (e.g. from a GET) has them ignored.
 READ_ONLY_FIELDS = frozenset(
     {

@@ -113,6 +113,9 @@ class NetSuiteState:
             self.deposited_in: dict[str, str] = {}
             self.next_id = FIRST_INTERNAL_ID
             self.tran_numbers: dict[str, int] = {}
+            # Sandbox only: amounts sent with more decimals than their currency holds
+            # (GET /_sandbox/precision_violations).
+            self.precision_violations: list[dict[str, Any]] = []
 
     def to_json(self) -> dict[str, Any]:
         with self.lock:
@@ -124,6 +127,7 @@ class NetSuiteState:
                 "deposited_in": dict(self.deposited_in),
                 "next_id": self.next_id,
                 "tran_numbers": dict(self.tran_numbers),
+                "precision_violations": to_plain(self.precision_violations),
             }
 
     @classmethod
@@ -143,6 +147,7 @@ class NetSuiteState:
             state.deposited_in = dict(data["deposited_in"])
             state.next_id = int(data["next_id"])
             state.tran_numbers = {k: int(v) for k, v in data["tran_numbers"].items()}
+            state.precision_violations = from_plain(data.get("precision_violations", []))
         return state
 
     def save(self, path: str | Path) -> None:
@@ -283,15 +288,21 @@ class NetSuiteState:
 
     def _save(self, record_type: str, rid: str | None, fields: dict[str, Any], rules: AccountRules) -> str:
         existing = self.records[record_type].get(rid) if rid else None
-        record = _copy_record(existing or {})
-        for name, value in fields.items():
-            if value is None:
-                record.pop(name, None)  # null clears
-            else:
-                record[name] = value
+        # null clears; lines are copied so that rounding them leaves the request's own values in `fields`.
+        merged = {**(existing or {}), **fields}
+        record = _copy_record({name: value for name, value in merged.items() if value is not None})
         self._check_required(record_type, record, rules)
         derived = documents.derive(self, record_type, record, rid, rules)
-        return self._commit(record_type, rid, record, derived)
+        # Judged on the request's own fields (stored amounts are rounded already), once the save is certain.
+        violations = documents.precision_violations(
+            self, record_type, fields, derived.currency or record.get("currency")
+        )
+        rid = self._commit(record_type, rid, record, derived)
+        for violation in violations:
+            self.precision_violations.append(
+                {**violation, "id": rid, "externalId": record.get("externalId"), "at": record["lastModifiedDate"]}
+            )
+        return rid
 
     def _commit(self, record_type: str, rid: str | None, record: dict[str, Any], derived: documents.Derived) -> str:
         now = _now()
