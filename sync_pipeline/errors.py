@@ -62,6 +62,7 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
         "(`netsuite_id`) and the subsidiary that books it (`subsidiary`)",
     ),
     ErrorKind("UNMAPPED_ITEM", "{record_label} {external_id}: no NetSuite item for {what}", "{how}"),
+    ErrorKind("UNMAPPED_ACCOUNT", "{record_label} {external_id}: no NetSuite account for {what}", "{how}"),
     ErrorKind(
         "MISSING_CUSTOMER",
         "{record_label} {external_id} has no Stripe customer, so there is no NetSuite customer to book it to",

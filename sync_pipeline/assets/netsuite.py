@@ -45,6 +45,7 @@ PLAN_COLUMNS = [
     "amount_minor",
     "body",
     "value_sources",
+    "residue_minor",
     "error_code",
     "field",
     "value",
@@ -72,25 +73,44 @@ SUITEQL_IN_CHUNK = 500
 
 def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], fm: FieldMapping) -> ns.MappingResult:
     result = ns.MappingResult()
+    # Each customer is mapped once, with every currency its documents of the day use (first seen is the
+    # primary when Stripe gives none): two records for one customer would collide on its external id.
+    customers: dict[str, tuple[dict, list[str]]] = {}
+
+    def saw(customer: object, currency: object) -> None:
+        if isinstance(customer, dict) and customer.get("id"):
+            _, currencies = customers.setdefault(customer["id"], (customer, []))
+            if isinstance(currency, str) and currency.upper() not in currencies:
+                currencies.append(currency.upper())
+
+    documents = ns.MappingResult()
     for tree in invoice_trees:
-        result.extend(
+        invoice = tree["invoice"]
+        if invoice.get("status") != "draft":
+            saw(tree.get("customer"), invoice.get("currency"))
+        documents.extend(
             ns.map_invoice_tree(
-                tree["invoice"],
+                invoice,
                 fm,
                 customer=tree.get("customer"),
                 invoice_payments=tree.get("invoice_payments") or (),
                 charges=tree.get("charges") or (),
                 refunds=tree.get("refunds") or (),
+                credit_notes=tree.get("credit_notes") or (),
+                with_customer=False,
             )
         )
     for tree in charge_trees:
         charge, customer = tree["charge"], tree.get("customer")
-        if isinstance(customer, dict):
-            result.extend(ns.map_customer(customer, fm, currency=charge.get("currency")))
-        result.extend(ns.map_charge_payment(charge, fm, customer=customer))
+        saw(customer, charge.get("currency"))
+        documents.extend(ns.map_charge_payment(charge, fm, customer=customer))
         for refund in tree.get("refunds") or ():
-            result.extend(ns.map_refund(refund, charge, None, fm, customer=customer))
-    return result
+            documents.extend(ns.map_refund(refund, charge, None, fm, customer=customer))
+    for customer, currencies in customers.values():
+        primary = customer.get("currency") or (currencies[0] if currencies else None)
+        others = [c for c in currencies if c != str(primary).upper()]
+        result.extend(ns.map_customer(customer, fm, currency=primary, other_currencies=others))
+    return result.extend(documents)
 
 
 def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequence[ns.Skip]) -> pd.DataFrame:
@@ -105,6 +125,7 @@ def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequ
             "amount_minor": r.amount_minor,
             "body": exact_json.dumps(r.body),
             "value_sources": json.dumps(r.value_sources),
+            "residue_minor": r.residue_minor,
         }
         for r in valid
     ]
@@ -133,8 +154,23 @@ def plan_frame(valid: Sequence[ns.NetSuiteRecord], issues: Sequence, skips: Sequ
         for s in skips
     ]
     frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
-    frame["amount_minor"] = frame["amount_minor"].fillna(0).astype("int64")
+    for column in ("amount_minor", "residue_minor"):
+        frame[column] = frame[column].fillna(0).astype("int64")
     return frame
+
+
+def rounding_residue_metadata(plan: pd.DataFrame) -> dict:
+    """What rounding to NetSuite's precision left out, per currency (Stripe's exact totals less NetSuite's):
+    below one unit of the precision per document, reported so it is never silently lost."""
+    rounded = plan[(plan["status"] == VALID) & (plan["residue_minor"] != 0)]
+    residue: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rounded.itertuples(index=False):
+        residue[row.currency] += to_decimal(int(row.residue_minor), row.currency)
+    return {
+        "rounded_documents": len(rounded),
+        # Decimal text: a person reads the exact amount, never a float.
+        "rounding_residue_by_currency": dg.MetadataValue.json({c: str(v) for c, v in sorted(residue.items())}),
+    }
 
 
 def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteRecord]:
@@ -149,6 +185,7 @@ def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteR
             amount_minor=int(row.amount_minor),
             currency=row.currency,
             value_sources=tuple(tuple(v) for v in json.loads(row.value_sources)),
+            residue_minor=int(row.residue_minor),
         )
         for row in rows.itertuples(index=False)
     ]
@@ -224,6 +261,7 @@ def netsuite_sync_plan(
             {k: int(v) for k, v in pd.Series([s.reason.split(":")[0] for s in mapped.skips]).value_counts().items()}
         ),
     }
+    metadata.update(rounding_residue_metadata(plan))
     del mapped, outcome, issues  # the check below re-reads the write set from the plan: hold one copy, not two
     yield dg.Output(plan, metadata=metadata)
     yield required_fields_check(plan, fm)

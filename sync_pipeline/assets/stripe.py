@@ -57,12 +57,38 @@ def _refunds_of(stripe: StripeResource, charge: dict) -> list[dict]:
     return list(stripe.list_refunds(charge=charge["id"]))
 
 
+def _may_have_credit_notes(invoice: dict) -> bool:
+    # Only these can carry credit notes: an invoice with credit-note amounts, or an open one (a credit note
+    # voided on it leaves its amounts at zero again). Asking only for them keeps the extract at one list call
+    # per few hundred invoices.
+    credited = (invoice.get("pre_payment_credit_notes_amount") or 0) + (
+        invoice.get("post_payment_credit_notes_amount") or 0
+    )
+    return bool(credited) or invoice.get("status") == "open"
+
+
+def _credit_notes_of(stripe: StripeResource, invoice: dict) -> list[dict]:
+    """The invoice's credit notes (issued and void), each with all its lines."""
+    if not _may_have_credit_notes(invoice):
+        return []
+    notes = []
+    for note in stripe.list_credit_notes(invoice=invoice["id"]):
+        lines = note.get("lines")
+        if isinstance(lines, dict) and lines.get("has_more"):
+            note = {
+                **note,
+                "lines": {**lines, "data": list(stripe.list_credit_note_lines(note["id"])), "has_more": False},
+            }
+        notes.append(note)
+    return notes
+
+
 def _collapse(obj: dict | None) -> dict | str | None:
     return obj["id"] if isinstance(obj, dict) and obj.get("id") else obj
 
 
 def invoice_tree(stripe: StripeResource, invoice: dict) -> dict:
-    """The invoice with everything the mapping needs: customer, payments, their charges and refunds.
+    """The invoice with everything the mapping needs: customer, payments, their charges and refunds, credit notes.
 
     Each object appears once (expanded copies inside the invoice are replaced by their ids), which
     halves what a partition of tens of thousands of invoices holds in memory and on disk.
@@ -84,6 +110,7 @@ def invoice_tree(stripe: StripeResource, invoice: dict) -> dict:
         "invoice_payments": slim_payments,
         "charges": charges,
         "refunds": refunds,
+        "credit_notes": _credit_notes_of(stripe, invoice),
     }
 
 
@@ -140,7 +167,7 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
     description="Stripe invoices created on the partition's UTC day, current state, with customer, payments, "
-    "charges and refunds.",
+    "charges, refunds and credit notes.",
 )
 def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)

@@ -17,6 +17,8 @@ STRIPE_ID_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 # Records derived from one Stripe object, beside the record that object maps to itself.
 VOID_CREDIT_MEMO_SUFFIX = "void"  # stripe-in_X-void: the credit memo closing a void/uncollectible invoice
 REFUND_CREDIT_MEMO_SUFFIX = "cm"  # stripe-re_X-cm: the credit memo a refund of an invoiced charge needs
+OUT_OF_BAND_SUFFIX = "oob"  # stripe-in_X-oob / stripe-cn_X-oob: money paid or refunded outside Stripe
+REVERSAL_SUFFIX = "reversal"  # stripe-cn_X-reversal / stripe-in_X-void-reversal: the invoice undoing a credit
 
 
 class ExternalIdError(ValueError):
@@ -42,3 +44,14 @@ def void_credit_memo_external_id(invoice_id: str) -> str:
 
 def refund_credit_memo_external_id(refund_id: str) -> str:
     return netsuite_external_id(refund_id, REFUND_CREDIT_MEMO_SUFFIX)
+
+
+def out_of_band_external_id(stripe_id: str) -> str:
+    return netsuite_external_id(stripe_id, OUT_OF_BAND_SUFFIX)
+
+
+def reversal_external_id(credit_external_id: str) -> str:
+    """The invoice that reverses a credit memo (a voided credit note, a write-off paid after all)."""
+    if not EXTERNAL_ID_PATTERN.fullmatch(credit_external_id):
+        raise ExternalIdError(f"{credit_external_id!r} is not an external id")
+    return f"{credit_external_id}-{REVERSAL_SUFFIX}"

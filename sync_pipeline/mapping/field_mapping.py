@@ -19,11 +19,19 @@ from typing import Any, Literal
 
 import yaml
 
-from sync_pipeline.mapping.money import MoneyError, normalize_currency
+from sync_pipeline.mapping.money import NETSUITE_PRECISIONS, MoneyError, default_netsuite_precision, normalize_currency
 
 RECORD_TYPES = ("customer", "invoice", "creditMemo", "customerPayment", "customerRefund", "deposit")
 CUSTOMER_MODES = ("per_customer", "global")
 VOID_INVOICE_MODES = ("credit_memo", "none")
+# bad_debt: what Stripe stopped collecting is written off to `items.bad_debt` (an expense), revenue and tax stay;
+# leave_open: the NetSuite invoice stays open for collections to handle.
+UNCOLLECTIBLE_MODES = ("bad_debt", "leave_open")
+# account: money paid outside Stripe is a customer payment to `accounts.out_of_band` (a clearing account);
+# credit_memo: it closes the invoice with a credit memo on `items.out_of_band`.
+OUT_OF_BAND_MODES = ("account", "credit_memo")
+SINGLE_ITEMS = ("default", "discount", "tax", "proration", "refund", "rounding", "bad_debt", "out_of_band")
+SINGLE_ACCOUNTS = ("payments", "refunds", "stripe_fees", "bank", "out_of_band")
 DEFAULT_LINK_METADATA_KEY = "netsuite_customer_id"
 
 # Header fields that hold a reference to another NetSuite record: a default `department: 3` is sent
@@ -101,6 +109,8 @@ _TOP_LEVEL_KEYS = (
     "items",
     "accounts",
     "void_invoices",
+    "uncollectible_invoices",
+    "out_of_band_payments",
     "salesforce",
 )
 
@@ -120,6 +130,7 @@ class CurrencyMapping:
     code: str  # ISO, upper case
     netsuite_id: str
     subsidiary: str | None
+    precision: int = 2  # decimals of the NetSuite currency (0 or 2): amounts are sent at this precision
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,9 @@ class ItemConfig:
     tax: str | None = None
     proration: str | None = None
     refund: str | None = None
+    rounding: str | None = None  # carries the difference when a document is rounded to NetSuite's precision
+    bad_debt: str | None = None  # write-off of uncollectible invoices (its account: bad-debt expense)
+    out_of_band: str | None = None  # closes invoices paid outside Stripe (out_of_band_payments: credit_memo)
     by_price: Mapping[str, str] = field(default_factory=dict)
     by_product: Mapping[str, str] = field(default_factory=dict)
 
@@ -155,6 +169,7 @@ class AccountConfig:
     refunds: str | None = None  # customer refunds are paid from here
     stripe_fees: str | None = None  # expense lines of deposits
     bank: str | None = None  # the bank account Stripe payouts arrive in
+    out_of_band: str | None = None  # money paid or refunded outside Stripe (never Undeposited Funds)
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,8 @@ class FieldMapping:
     items: ItemConfig = ItemConfig()
     accounts: AccountConfig = AccountConfig()
     void_invoices: Literal["credit_memo", "none"] = "credit_memo"
+    uncollectible_invoices: Literal["bad_debt", "leave_open"] = "bad_debt"
+    out_of_band_payments: Literal["account", "credit_memo"] = "account"
     salesforce: SalesforceConfig = SalesforceConfig()
     source: str = "<field mapping>"
 
@@ -196,6 +213,10 @@ class FieldMapping:
     # -- look-ups the mapping uses ---------------------------------------------------------------
     def currency(self, code: str) -> CurrencyMapping | None:
         return self.currencies.get(code.upper()) if isinstance(code, str) else None
+
+    def netsuite_precision(self, code: str) -> int:
+        mapping = self.currency(code)
+        return mapping.precision if mapping is not None else default_netsuite_precision(code)
 
     def defaults_for(self, record_type: str, subsidiary: str | None) -> dict[str, Any]:
         """Field defaults for a record, most specific winning: subsidiary+type > subsidiary `all` > type."""
@@ -443,6 +464,12 @@ class _Parser:
             items=self.items(top.get("items")),
             accounts=self.accounts(top.get("accounts")),
             void_invoices=self.choice(top.get("void_invoices"), "void_invoices", VOID_INVOICE_MODES, "credit_memo"),
+            uncollectible_invoices=self.choice(
+                top.get("uncollectible_invoices"), "uncollectible_invoices", UNCOLLECTIBLE_MODES, "bad_debt"
+            ),
+            out_of_band_payments=self.choice(
+                top.get("out_of_band_payments"), "out_of_band_payments", OUT_OF_BAND_MODES, "account"
+            ),
             salesforce=self.salesforce(top.get("salesforce")),
             source=self.source,
         )
@@ -512,7 +539,7 @@ class _Parser:
         for key, raw in self.mapping(value, "currencies").items():
             path = f"currencies.{key}"
             code = self.currency_code(key, path)
-            section = self.mapping(raw, path, allowed=("netsuite_id", "subsidiary"))
+            section = self.mapping(raw, path, allowed=("netsuite_id", "subsidiary", "precision"))
             netsuite_id = self.netsuite_id(section.get("netsuite_id"), f"{path}.netsuite_id", required=True)
             subsidiary = self.netsuite_id(section.get("subsidiary"), f"{path}.subsidiary")
             if subsidiary and subsidiary not in subsidiaries:
@@ -529,9 +556,25 @@ class _Parser:
                     f"map {code} to a subsidiary that allows it, or add {code} to "
                     f"subsidiaries.{subsidiary}.currencies once NetSuite allows it",
                 )
+            precision = self.precision(section.get("precision"), f"{path}.precision", code)
             if code and netsuite_id:
-                out[code] = CurrencyMapping(code=code, netsuite_id=netsuite_id, subsidiary=subsidiary)
+                out[code] = CurrencyMapping(
+                    code=code, netsuite_id=netsuite_id, subsidiary=subsidiary, precision=precision
+                )
         return out
+
+    def precision(self, value: Any, path: str, code: str | None) -> int:
+        default = default_netsuite_precision(code) if code else 2
+        if value is None:
+            return default
+        if isinstance(value, bool) or value not in NETSUITE_PRECISIONS:
+            self.problem(
+                path,
+                f"{value!r} is not a NetSuite currency precision (NetSuite supports only 0 and 2 decimals)",
+                f"write `precision: 0` or `precision: 2`, as the NetSuite currency record shows (default {default})",
+            )
+            return default
+        return value
 
     def defaults(self, value: Any) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -557,13 +600,8 @@ class _Parser:
         return out
 
     def items(self, value: Any) -> ItemConfig:
-        section = self.mapping(
-            value, "items", allowed=("default", "discount", "tax", "proration", "refund", "by_price", "by_product")
-        )
-        single = {
-            name: self.netsuite_id(section.get(name), f"items.{name}")
-            for name in ("default", "discount", "tax", "proration", "refund")
-        }
+        section = self.mapping(value, "items", allowed=(*SINGLE_ITEMS, "by_price", "by_product"))
+        single = {name: self.netsuite_id(section.get(name), f"items.{name}") for name in SINGLE_ITEMS}
         return ItemConfig(
             **single,
             by_price=self.stripe_id_table(section.get("by_price"), "items.by_price", "price_"),
@@ -587,12 +625,9 @@ class _Parser:
         return out
 
     def accounts(self, value: Any) -> AccountConfig:
-        section = self.mapping(value, "accounts", allowed=("payments", "refunds", "stripe_fees", "bank"))
+        section = self.mapping(value, "accounts", allowed=SINGLE_ACCOUNTS)
         return AccountConfig(
-            **{
-                name: self.netsuite_id(section.get(name), f"accounts.{name}")
-                for name in ("payments", "refunds", "stripe_fees", "bank")
-            }
+            **{name: self.netsuite_id(section.get(name), f"accounts.{name}") for name in SINGLE_ACCOUNTS}
         )
 
     def salesforce(self, value: Any) -> SalesforceConfig:

@@ -9,10 +9,15 @@ is not 0.3, and a ledger that is off by a cent does not reconcile.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
-# Stripe's zero-decimal currencies (docs.stripe.com/currencies#zero-decimal).
-ZERO_DECIMAL_CURRENCIES = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
+# Stripe's zero-decimal currencies in the API (docs.stripe.com/currencies#zero-decimal). UGX is shown
+# zero-decimal but Stripe's API still takes it in two decimals ("special cases", like ISK), so it is not here.
+ZERO_DECIMAL_CURRENCIES = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF VND VUV XAF XOF XPF".split())
+# NetSuite's "Currency Decimal Precision": "The only values supported are 0 and 2".
+NETSUITE_PRECISIONS = (0, 2)
 # Three-decimal currencies; Stripe requires their last digit to be 0, but the unit is still 1/1000.
 THREE_DECIMAL_CURRENCIES = frozenset("BHD JOD KWD OMR TND".split())
 
@@ -95,3 +100,60 @@ def to_minor(amount: Decimal | str | int, currency: str) -> int:
 def format_amount(amount_minor: int, currency: str) -> str:
     """Human text for messages: `'12.34 USD'`, `'1500 JPY'`."""
     return f"{to_decimal(amount_minor, currency)} {normalize_currency(currency)}"
+
+
+def default_netsuite_precision(currency: str) -> int:
+    """NetSuite's precision for a currency unless field_mapping.yaml says otherwise: Stripe's, capped at 2."""
+    return min(currency_exponent(currency), 2)
+
+
+def to_precision(amount_minor: int, currency: str, places: int) -> Decimal:
+    """Stripe minor units -> Decimal at `places` decimals (NetSuite's precision), rounded half-even.
+
+    Exact when `places` is the currency's own exponent; for a three-decimal currency sent at NetSuite's
+    two, the sub-unit part is rounded (banker's rounding, so repeated roundings do not drift one way).
+    """
+    return to_decimal(amount_minor, currency).quantize(_quantum(places), rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True)
+class RoundedDocument:
+    """A document's lines at NetSuite's precision, plus what keeps their sum equal to the rounded total."""
+
+    lines: tuple[Decimal, ...]
+    rounding: Decimal  # the extra line making the lines sum to `total` (0 when none is needed)
+    total: Decimal  # Stripe's total rounded half-even at NetSuite's precision
+    residue: Decimal  # Stripe's exact total - `total`: below one unit of the precision, reported, never booked
+
+
+def round_document(lines_minor: Sequence[int], currency: str, places: int) -> RoundedDocument:
+    """Round each line half-even; the document's total is Stripe's total rounded half-even, and any gap
+    between the rounded lines and that total is carried by one rounding line."""
+    total_minor = sum(lines_minor)
+    lines = tuple(to_precision(amount, currency, places) for amount in lines_minor)
+    total = to_precision(total_minor, currency, places)
+    return RoundedDocument(
+        lines=lines,
+        rounding=total - sum(lines, Decimal(0)),
+        total=total,
+        residue=to_decimal(total_minor, currency) - total,
+    )
+
+
+def allocate(amount: int, weights: Sequence[int]) -> list[int]:
+    """Split `amount` (minor units) over `weights` in proportion, to the unit, by largest remainder.
+
+    Each share is the floor of its exact proportion; the units left over go one each to the shares with
+    the largest remainders (earlier lines first on a tie). The shares always sum to `amount`. Weights may be
+    negative (discount lines) as long as they do not sum to zero.
+    """
+    whole = sum(weights)
+    if whole == 0:
+        raise ValueError("cannot allocate over weights that sum to zero")
+    exact = [Decimal(amount) * w / whole for w in weights]
+    shares = [int(e.to_integral_value(rounding=ROUND_FLOOR)) for e in exact]
+    left = amount - sum(shares)
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in by_remainder[:left]:
+        shares[i] += 1
+    return shares

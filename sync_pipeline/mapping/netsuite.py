@@ -26,16 +26,20 @@ from sync_pipeline.errors import FIELD_MAPPING_FILE, PARTY_FIELDS, SyncIssue, ma
 from sync_pipeline.mapping.external_ids import (
     ExternalIdError,
     netsuite_external_id,
+    out_of_band_external_id,
     refund_credit_memo_external_id,
+    reversal_external_id,
     void_credit_memo_external_id,
 )
 from sync_pipeline.mapping.field_mapping import FieldMapping, reference
 from sync_pipeline.mapping.money import (
     MoneyError,
-    currency_exponent,
+    allocate,
     format_amount,
     normalize_currency,
-    to_decimal,
+    round_document,
+    to_minor,
+    to_precision,
 )
 from sync_pipeline.mapping.stripe_refs import id_of
 
@@ -65,6 +69,9 @@ class NetSuiteRecord:
     # (body field, where its value came from) for values not from field_mapping.yaml's defaults, so a fix text
     # can name the place to correct (e.g. a Stripe customer's metadata).
     value_sources: tuple[tuple[str, str], ...] = ()
+    # Stripe's exact total less what NetSuite holds, in Stripe's minor units: non-zero only for a document in a
+    # three-decimal currency sent at NetSuite's precision (below one unit of it), reported per day.
+    residue_minor: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,9 +218,11 @@ class _Money:
     code: str  # ISO upper
     netsuite_id: str
     subsidiary: str | None
+    precision: int  # NetSuite's decimals for the currency (0 or 2)
 
     def amount(self, minor: int) -> Decimal:
-        return to_decimal(minor, self.code)
+        """Stripe minor units at NetSuite's precision: exact, except a three-decimal currency's last digit."""
+        return to_precision(minor, self.code, self.precision)
 
 
 def _money(currency: Any, fm: FieldMapping, record_type: str, external_id: str, source_id: str) -> _Money:
@@ -246,7 +255,7 @@ def _money(currency: Any, fm: FieldMapping, record_type: str, external_id: str, 
     # A currency mapped to its own subsidiary wins over the record type's default: in NetSuite a subsidiary
     # transacts in its base currency and those enabled for it, so the currency decides where the record lives.
     subsidiary = mapping.subsidiary or _type_default_id(fm, record_type, "subsidiary")
-    return _Money(code=code, netsuite_id=mapping.netsuite_id, subsidiary=subsidiary)
+    return _Money(code=code, netsuite_id=mapping.netsuite_id, subsidiary=subsidiary, precision=mapping.precision)
 
 
 def _type_default_id(fm: FieldMapping, record_type: str, field_name: str) -> str | None:
@@ -379,6 +388,7 @@ def _record(
     currency: str = "",
     fallbacks: Mapping[str, Any] | None = None,
     party: CustomerRef | None = None,
+    residue_minor: int = 0,
 ) -> NetSuiteRecord:
     """A record with field_mapping.yaml's defaults; a transaction's `party` brings its customer dependency first
     and says where the customer id came from (`value_sources`)."""
@@ -397,6 +407,7 @@ def _record(
         amount_minor=amount_minor,
         currency=currency,
         value_sources=party.sources(PARTY_FIELDS[record_type]) if party is not None else (),
+        residue_minor=residue_minor,
     )
 
 
@@ -422,10 +433,14 @@ def _account_ref(account_id: str | None) -> dict | None:
 
 
 @_never_raises(CUSTOMER)
-def map_customer(customer: Mapping, fm: FieldMapping, currency: str | None = None) -> MappingResult:
+def map_customer(
+    customer: Mapping, fm: FieldMapping, currency: str | None = None, other_currencies: Iterable[str] = ()
+) -> MappingResult:
     """A Stripe Customer -> NetSuite customer (per-customer mode), or a Skip when it is linked or global.
 
-    `currency` (e.g. the invoice's) decides the subsidiary when the customer has no currency yet.
+    `currency` (e.g. the invoice's) decides the subsidiary when the customer has no currency yet;
+    `other_currencies` are those its other documents use: NetSuite refuses a transaction in a currency
+    that is not on the customer's currency list, so each is added to it.
     """
     customer_id = customer["id"]
     external_id = _external_id(CUSTOMER, customer_id)
@@ -459,6 +474,15 @@ def map_customer(customer: Mapping, fm: FieldMapping, currency: str | None = Non
         body["currency"] = reference(money.netsuite_id)
         if money.subsidiary:
             body["subsidiary"] = reference(money.subsidiary)
+        listed = [money.netsuite_id]
+        for other in other_currencies:
+            other_id = _money(other, fm, CUSTOMER, external_id, customer_id).netsuite_id
+            if other_id not in listed:
+                listed.append(other_id)
+        # The primary currency is listed too, as NetSuite lists it; sending the whole list keeps a re-sync
+        # from dropping a currency an earlier day added (NetSuite keeps lines it already has).
+        if len(listed) > 1:
+            body["currencyList"] = {"items": [{"currency": reference(c)} for c in listed]}
     return MappingResult(records=[_record(CUSTOMER, external_id, body, customer_id, fm, currency=iso)])
 
 
@@ -493,7 +517,7 @@ def _salesforce_enrichment(customer: Mapping) -> dict[str, Any]:
     return fields
 
 
-# -- invoices ------------------------------------------------------------------------------------------
+# -- document lines --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -543,26 +567,31 @@ def _quantity(line: Mapping) -> Decimal | int | None:
     return quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None
 
 
-class _InvoiceContext:
-    def __init__(self, invoice: Mapping, fm: FieldMapping, external_id: str):
-        self.invoice = invoice
-        self.fm = fm
-        self.external_id = external_id
-        self.source_id = invoice["id"]
+class _DocumentContext:
+    """The Stripe document being mapped (invoice or credit note), for items and error reports."""
 
-    def unmapped(self, what: str, how: str, value: Any = None, field_name: str = "item") -> _Blocked:
+    def __init__(self, document: Mapping, fm: FieldMapping, record_type: str, external_id: str):
+        self.document = document
+        self.fm = fm
+        self.record_type = record_type
+        self.external_id = external_id
+        self.source_id = document["id"]
+
+    def issue(self, code: str, field_name: str, value: Any, **params: Any) -> _Blocked:
         return _Blocked(
             make_issue(
-                "UNMAPPED_ITEM",
-                record_type=INVOICE,
+                code,
+                record_type=self.record_type,
                 external_id=self.external_id,
                 source_id=self.source_id,
                 field=field_name,
                 value=value,
-                what=what,
-                how=how,
+                **params,
             )
         )
+
+    def unmapped(self, what: str, how: str, value: Any = None, field_name: str = "item") -> _Blocked:
+        return self.issue("UNMAPPED_ITEM", field_name, value, what=what, how=how)
 
     def configured_item(self, name: str, what: str) -> str:
         item_id = getattr(self.fm.items, name)
@@ -571,6 +600,15 @@ class _InvoiceContext:
                 what,
                 f"set `items.{name}` in field_mapping.yaml to the NetSuite item for {what}",
                 field_name=f"items.{name}",
+            )
+        return item_id
+
+    def credit_item(self, what: str) -> str:
+        """The item of a credit line that mirrors no invoice line (a refund, a custom credit note line)."""
+        item_id = self.fm.items.refund or self.fm.items.default
+        if not item_id:
+            raise self.unmapped(
+                what, "set `items.refund` or `items.default` in field_mapping.yaml", None, "items.refund"
             )
         return item_id
 
@@ -589,25 +627,29 @@ class _InvoiceContext:
             )
         return item_id
 
-
-def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
-    """NetSuite lines for a Stripe invoice: items, then discounts, credits and taxes, summing to `total`."""
-    lines_obj = invoice.get("lines")
-    # An invoice embeds only the first page of its lines; booking a partial list would under-state
-    # the invoice, so a truncated list is refused rather than mapped.
-    if isinstance(lines_obj, Mapping) and lines_obj.get("has_more"):
-        raise _Blocked(
-            make_issue(
+    def all_lines(self, lines_obj: Any) -> list[Mapping]:
+        # A document embeds only the first page of its lines; booking a partial list would under-state it,
+        # so a truncated list is refused rather than mapped.
+        if isinstance(lines_obj, Mapping) and lines_obj.get("has_more"):
+            raise self.issue(
                 "INVALID_STRIPE_DATA",
-                record_type=INVOICE,
-                external_id=ctx.external_id,
-                source_id=ctx.source_id,
-                field="lines.has_more",
-                value=True,
-                expected="all invoice lines (the extract must page through /v1/invoices/<id>/lines)",
+                "lines.has_more",
+                True,
+                expected="all lines (the extract must page through the document's /lines)",
             )
-        )
-    stripe_lines = _list(lines_obj)
+        return _list(lines_obj)
+
+
+def _document_lines(
+    stripe_lines: Sequence[Mapping],
+    ctx: _DocumentContext,
+    item_of: Callable[[Mapping], str],
+    discounts: Sequence[tuple[str, int, Any]] | None = None,
+    pretax_credits: Sequence[Mapping] = (),
+    invoice_taxes: Sequence[Mapping] = (),
+) -> list[_Line]:
+    """NetSuite lines of a Stripe invoice or credit note: items, then discounts, credits and taxes, summing to
+    its `total`. `discounts` are the document's own totals (else the lines' are summed)."""
     out: list[_Line] = []
     taxes: dict[str, list[int]] = {}  # tax rate -> amounts, first-seen order
     line_discounts: dict[str, int] = {}
@@ -622,30 +664,24 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
         description = line.get("description") or line.get("id") or ""
         # Inclusive tax is already inside Stripe's line amount; it is taken out here because it is booked
         # again on the tax line below, and counting it twice would break the sum to `total`.
-        out.append(_Line(ctx.item_line_item(line), line["amount"] - inclusive, description, _quantity(line)))
-
-    discount_amounts = invoice.get("total_discount_amounts")
-    # Invoice-level totals when Stripe gives them, else the sum of the lines' discount amounts.
-    if isinstance(discount_amounts, list):
-        discounts = [(id_of(d.get("discount")) or "", d["amount"], d.get("discount")) for d in discount_amounts]
-    else:
+        out.append(_Line(item_of(line), line["amount"] - inclusive, description, _quantity(line)))
+    if discounts is None:
         discounts = [(key, amount, key) for key, amount in line_discounts.items()]
     for discount_id, amount, discount in discounts:
         if amount:
             item_id = ctx.configured_item("discount", "discounts")
             out.append(_Line(item_id, -amount, f"Discount {_discount_label(discount) or discount_id}".strip(), 1))
     # Billing credit grants reduce the amount before tax, like a discount; other pretax credit types are
-    # not booked here, and `_require_lines_sum` reports the invoice if they change its total.
-    for credit in _list(invoice.get("total_pretax_credit_amounts")):
+    # not booked here, and `_require_lines_sum` reports the document if they change its total.
+    for credit in pretax_credits:
         if credit.get("type") == "credit_balance_transaction" and credit.get("amount"):
             item_id = ctx.configured_item("discount", "credit grants")
             label = id_of(credit.get("credit_balance_transaction")) or ""
             out.append(_Line(item_id, -credit["amount"], f"Credit grant {label}".strip(), 1))
-
     if not taxes:
-        # No per-line tax detail: only exclusive invoice-level taxes add to the lines; inclusive ones
+        # No per-line tax detail: only exclusive document-level taxes add to the lines; inclusive ones
         # are already inside the line amounts.
-        for tax in _list(invoice.get("total_taxes")):
+        for tax in invoice_taxes:
             if tax.get("tax_behavior") != "inclusive":
                 rate = id_of(_dig(tax, "tax_rate_details", "tax_rate")) or ""
                 taxes.setdefault(rate, []).append(tax["amount"])
@@ -654,6 +690,24 @@ def _invoice_lines(invoice: Mapping, ctx: _InvoiceContext) -> list[_Line]:
             item_id = ctx.configured_item("tax", "tax")
             out.append(_Line(item_id, sum(amounts), f"Tax {rate}".strip(), 1))
     return out
+
+
+def _invoice_lines(invoice: Mapping, ctx: _DocumentContext) -> list[_Line]:
+    discount_amounts = invoice.get("total_discount_amounts")
+    # Invoice-level totals when Stripe gives them, else the sum of the lines' discount amounts.
+    discounts = (
+        [(id_of(d.get("discount")) or "", d["amount"], d.get("discount")) for d in discount_amounts]
+        if isinstance(discount_amounts, list)
+        else None
+    )
+    return _document_lines(
+        ctx.all_lines(invoice.get("lines")),
+        ctx,
+        ctx.item_line_item,
+        discounts=discounts,
+        pretax_credits=_list(invoice.get("total_pretax_credit_amounts")),
+        invoice_taxes=_list(invoice.get("total_taxes")),
+    )
 
 
 def _discount_label(discount: Any) -> str:
@@ -665,14 +719,13 @@ def _discount_label(discount: Any) -> str:
     return str(coupon or "")
 
 
-def _line_body(line: _Line, money: _Money) -> dict:
-    amount = money.amount(line.amount_minor)
+def _line_body(line: _Line, amount: Decimal, money: _Money) -> dict:
     body: dict[str, Any] = {"item": reference(line.item_id)}
     if line.quantity:
         body["quantity"] = line.quantity
         rate = amount / line.quantity
-        quantum = Decimal(1).scaleb(-currency_exponent(money.code))
-        # Send a rate only when it is exact at the currency's precision; NetSuite keeps `amount` as sent.
+        quantum = Decimal(1).scaleb(-money.precision)
+        # Send a rate only when it is exact at NetSuite's precision; NetSuite keeps `amount` as sent.
         # A rounded rate would make NetSuite's rate x quantity differ from the amount by a cent, which is
         # worse than leaving the rate for NetSuite to derive.
         if rate == rate.quantize(quantum):
@@ -683,28 +736,98 @@ def _line_body(line: _Line, money: _Money) -> dict:
     return body
 
 
+@dataclass(frozen=True)
+class _Sublist:
+    body: dict  # {"items": [...]} ready for the record
+    total: Decimal  # what NetSuite's total will be
+    residue_minor: int  # Stripe's exact total - `total`, in Stripe minor units
+
+
+def _item_sublist(lines: Sequence[_Line], money: _Money, ctx: _DocumentContext) -> _Sublist:
+    """The `item` sublist at NetSuite's precision: each line rounded half-even, and one rounding line
+    (`items.rounding`) when needed so the lines sum to Stripe's total rounded half-even."""
+    rounded = round_document([line.amount_minor for line in lines], money.code, money.precision)
+    items = [_line_body(line, amount, money) for line, amount in zip(lines, rounded.lines, strict=True)]
+    if rounded.rounding:
+        item_id = ctx.configured_item("rounding", f"rounding {money.code} to NetSuite's {money.precision} decimals")
+        items.append(
+            {
+                "item": reference(item_id),
+                "amount": rounded.rounding,
+                "description": f"Rounding: Stripe's {money.code} lines to {money.precision} decimals",
+            }
+        )
+    return _Sublist({"items": items}, rounded.total, to_minor(rounded.residue, money.code))
+
+
+def _require_lines_sum(lines: Sequence[_Line], total: int, money: _Money, ctx: _DocumentContext) -> None:
+    """Refuse a document whose NetSuite lines would not add up to Stripe's `total`.
+
+    NetSuite computes the transaction total from its lines, so any gap would surface later as an
+    unexplained difference between the two ledgers; it is reported now, with the document named.
+    """
+    line_total = sum(line.amount_minor for line in lines)
+    if line_total != total:
+        raise ctx.issue(
+            "LINES_DO_NOT_SUM",
+            "item",
+            money.amount(line_total),
+            line_total=format_amount(line_total, money.code),
+            total=format_amount(total, money.code),
+            how="the Stripe document has amounts the mapping does not book as lines (shipping, or credits "
+            "of another kind); book the difference by hand and report the document's shape",
+        )
+
+
+def _share_of_lines(lines: Sequence[_Line], amount: int, fallback: Callable[[], _Line]) -> list[_Line]:
+    """`amount` spread over `lines` in proportion (largest remainder, to the unit): a partial refund or write-off
+    reverses each item, discount and tax line by its share. Lines that sum to nothing cannot be shared, nor an
+    amount larger than them (a payment that also settled a prior debit balance): one `fallback` line then."""
+    whole = sum(line.amount_minor for line in lines)
+    if whole <= 0 or not 0 < amount <= whole:
+        return [replace(fallback(), amount_minor=amount)]
+    if amount == whole:
+        return list(lines)
+    shares = allocate(amount, [line.amount_minor for line in lines])
+    return [
+        replace(line, amount_minor=share, quantity=1 if line.quantity else None)
+        for line, share in zip(lines, shares, strict=True)
+        if share
+    ]
+
+
+# -- invoices ------------------------------------------------------------------------------------------
+
+
 def _invoice_memo(invoice: Mapping) -> str:
     number = invoice.get("number")
     return f"Stripe invoice {number} ({invoice['id']})" if number else f"Stripe {invoice['id']}"
 
 
-@_never_raises(INVOICE)
-def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = None) -> MappingResult:
-    """A finalized Stripe Invoice -> NetSuite invoice (+ a credit memo closing it if void/uncollectible).
+def _invoice_date(invoice: Mapping) -> str | None:
+    # Stripe's `effective_at` is the invoice's accounting date: its finalization unless backdated. Older objects
+    # lack it; then finalization (subscription drafts wait about an hour, manual ones days), then `created`.
+    return _utc_date(
+        invoice.get("effective_at") or _dig(invoice, "status_transitions", "finalized_at") or invoice.get("created")
+    )
 
-    Drafts are skipped. Lines: one per Stripe line (item from price/product mapping, proration item for
-    prorations), then one negative line per discount, one line per tax rate; they sum to `total` exactly.
-    """
+
+@dataclass(frozen=True)
+class _MappedInvoice:
+    record: NetSuiteRecord
+    lines: list[_Line]
+    money: _Money
+    party: CustomerRef
+    ctx: _DocumentContext
+
+
+def _map_invoice_document(invoice: Mapping, fm: FieldMapping, customer: Mapping | None) -> _MappedInvoice | Skip:
     invoice_id = invoice["id"]
     external_id = _external_id(INVOICE, invoice_id)
     status = invoice.get("status")
     if status == "draft":
-        return MappingResult(
-            skips=[
-                Skip(
-                    INVOICE, invoice_id, "draft invoice: not posted to the books until Stripe finalizes it", external_id
-                )
-            ]
+        return Skip(
+            INVOICE, invoice_id, "draft invoice: not posted to the books until Stripe finalizes it", external_id
         )
     if status not in FINALIZED_INVOICE_STATUSES:
         raise _Blocked(
@@ -721,16 +844,18 @@ def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = N
     money = _money(invoice.get("currency"), fm, INVOICE, external_id, invoice_id)
     party = _party(invoice.get("customer"), fm, customer, INVOICE, external_id, invoice_id)
     total = _minor(invoice.get("total"), INVOICE, external_id, invoice_id, "total")
-    lines = _invoice_lines(invoice, _InvoiceContext(invoice, fm, external_id))
-    _require_lines_sum(lines, total, money, INVOICE, external_id, invoice_id)
-
-    # The invoice is issued when it is finalized (subscription drafts wait about an hour, manual ones can
-    # wait days), so that is the accounting date; `created` is the fallback for objects without transitions.
-    tran_ts = _dig(invoice, "status_transitions", "finalized_at") or invoice.get("created")
-    body = _header(money, "entity", party, _utc_date(tran_ts), _invoice_memo(invoice))
+    ctx = _DocumentContext(invoice, fm, INVOICE, external_id)
+    lines = _invoice_lines(invoice, ctx)
+    _require_lines_sum(lines, total, money, ctx)
+    if total < 0:
+        # NetSuite refuses a negative invoice; Stripe credits it to the customer balance, so in NetSuite it is
+        # what a credit is: a credit memo, left unapplied as the customer's credit.
+        return _negative_invoice(invoice, lines, money, party, fm)
+    body = _header(money, "entity", party, _invoice_date(invoice), _invoice_memo(invoice))
     if _utc_date(invoice.get("due_date")):
         body["dueDate"] = _utc_date(invoice.get("due_date"))
-    body["item"] = {"items": [_line_body(line, money) for line in lines]}
+    items = _item_sublist(lines, money, ctx)
+    body["item"] = items.body
     record = _record(
         INVOICE,
         external_id,
@@ -740,115 +865,27 @@ def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = N
         party=party,
         amount_minor=total,
         currency=money.code,
+        residue_minor=items.residue_minor,
     )
-    result = MappingResult(records=[record])
-    if status in CLOSED_INVOICE_STATUSES:
-        result.extend(_closing_credit_memo(invoice, record, lines, money, party, fm))
-    return result
+    return _MappedInvoice(record, lines, money, party, ctx)
 
 
-def _require_lines_sum(
-    lines: Sequence[_Line], total: int, money: _Money, record_type: str, external_id: str, source_id: str
-) -> None:
-    """Refuse an invoice whose NetSuite lines would not add up to Stripe's `total`.
-
-    NetSuite computes the transaction total from its lines, so any gap would surface later as an
-    unexplained difference between the two ledgers; it is reported now, with the invoice named.
-    """
-    line_total = sum(line.amount_minor for line in lines)
-    if line_total != total:
-        raise _Blocked(
-            make_issue(
-                "LINES_DO_NOT_SUM",
-                record_type=record_type,
-                external_id=external_id,
-                source_id=source_id,
-                field="item",
-                value=money.amount(line_total),
-                line_total=format_amount(line_total, money.code),
-                total=format_amount(total, money.code),
-                how="the Stripe invoice has amounts the mapping does not book as lines (shipping, or credits "
-                "of another kind); book the difference by hand and report the invoice shape",
-            )
-        )
-
-
-def _credit_item(fm: FieldMapping, external_id: str, source_id: str, what: str) -> str:
-    """The item a credit memo line books to when it does not mirror an invoice line (a refund, a write-off)."""
-    item_id = fm.items.refund or fm.items.default
-    if not item_id:
-        raise _Blocked(
-            make_issue(
-                "UNMAPPED_ITEM",
-                record_type=CREDIT_MEMO,
-                external_id=external_id,
-                source_id=source_id,
-                field="items.refund",
-                what=what,
-                how="set `items.refund` or `items.default` in field_mapping.yaml",
-            )
-        )
-    return item_id
-
-
-def _closing_credit_memo(
-    invoice: Mapping,
-    invoice_record: NetSuiteRecord,
-    lines: Sequence[_Line],
-    money: _Money,
-    party: CustomerRef,
-    fm: FieldMapping,
-) -> MappingResult:
+def _negative_invoice(
+    invoice: Mapping, lines: list[_Line], money: _Money, party: CustomerRef, fm: FieldMapping
+) -> _MappedInvoice:
     invoice_id = invoice["id"]
-    external_id = void_credit_memo_external_id(invoice_id)
-    status = invoice["status"]
-    if fm.void_invoices == "none":
-        return MappingResult(
-            skips=[
-                Skip(
-                    CREDIT_MEMO,
-                    invoice_id,
-                    f"the invoice is {status} but void_invoices is "
-                    "`none` in field_mapping.yaml: the NetSuite invoice stays open; close it "
-                    "by hand",
-                    external_id,
-                )
-            ]
-        )
-    # Only what is still open is credited: payments already taken stay applied to the NetSuite invoice, and
-    # crediting them too would leave the customer with a balance Stripe does not have.
-    paid = invoice.get("amount_paid") or 0
-    open_minor = invoice_record.amount_minor - paid
-    if open_minor <= 0:
-        return MappingResult(
-            skips=[
-                Skip(
-                    CREDIT_MEMO,
-                    invoice_id,
-                    f"the invoice is {status} with nothing left open: no credit memo needed",
-                    external_id,
-                )
-            ]
-        )
-    if open_minor == invoice_record.amount_minor:
-        cm_lines = list(lines)  # a full reversal mirrors the invoice line for line
-        # so revenue and tax are reversed on the same items; a partial one cannot be split back over the
-        # lines without guessing, so it goes to the single write-off item.
-    else:
-        item_id = _credit_item(fm, external_id, invoice_id, "the write-off line")
-        cm_lines = [_Line(item_id, open_minor, f"Open balance of Stripe invoice {invoice_id} ({status})", 1)]
-    closed_ts = _dig(invoice, "status_transitions", "voided_at") or _dig(
-        invoice, "status_transitions", "marked_uncollectible_at"
+    external_id = _external_id(CREDIT_MEMO, invoice_id)
+    ctx = _DocumentContext(invoice, fm, CREDIT_MEMO, external_id)
+    credit_lines = [replace(line, amount_minor=-line.amount_minor) for line in lines]
+    body = _header(
+        money,
+        "entity",
+        party,
+        _invoice_date(invoice),
+        f"{_invoice_memo(invoice)}: a negative invoice, credited to the customer's balance in Stripe",
     )
-    tran_date = _utc_date(closed_ts) or invoice_record.body.get("tranDate")
-    body = _header(money, "entity", party, tran_date, f"Closes {_invoice_memo(invoice)}: marked {status} in Stripe")
-    body["createdFrom"] = {"externalId": invoice_record.external_id}
-    body["item"] = {"items": [_line_body(line, money) for line in cm_lines]}
-    body["apply"] = {
-        "items": [
-            {"doc": {"externalId": invoice_record.external_id}, "apply": True, "amount": money.amount(open_minor)}
-        ]
-    }
+    items = _item_sublist(credit_lines, money, ctx)
+    body["item"] = items.body
     record = _record(
         CREDIT_MEMO,
         external_id,
@@ -856,14 +893,215 @@ def _closing_credit_memo(
         invoice_id,
         fm,
         party=party,
-        depends_on=((INVOICE, invoice_record.external_id),),
-        amount_minor=open_minor,
+        amount_minor=-invoice["total"],
         currency=money.code,
+        residue_minor=items.residue_minor,
     )
-    return MappingResult(records=[record])
+    return _MappedInvoice(record, credit_lines, money, party, ctx)
+
+
+@_never_raises(INVOICE)
+def map_invoice(invoice: Mapping, fm: FieldMapping, customer: Mapping | None = None) -> MappingResult:
+    """A finalized Stripe Invoice -> NetSuite invoice (+ the credit memo closing it if void/uncollectible).
+
+    Drafts are skipped. Lines: one per Stripe line (item from price/product mapping, proration item for
+    prorations), then one negative line per discount, one line per tax rate; they sum to `total` exactly
+    (and to its rounding at NetSuite's precision, with a rounding line). A negative invoice is a credit memo.
+    """
+    mapped = _map_invoice_document(invoice, fm, customer)
+    if isinstance(mapped, Skip):
+        return MappingResult(skips=[mapped])
+    result = MappingResult(records=[mapped.record])
+    if mapped.record.record_type == INVOICE:
+        result.extend(_closing_records(invoice, mapped, fm))
+    return result
+
+
+# -- closing an invoice Stripe stopped collecting ---------------------------------------------------------
+
+
+def _applied_credit_memo(
+    source: Mapping,
+    external_id: str,
+    money: _Money,
+    party: CustomerRef,
+    fm: FieldMapping,
+    lines: Sequence[_Line],
+    tran_date: str | None,
+    memo: str,
+    created_from: str | None,
+    apply_to: str | None,
+    depends_on: Iterable[tuple[str, str]] = (),
+    apply_minor: int | None = None,
+) -> NetSuiteRecord:
+    """A credit memo of `lines`, applied to `apply_to` (an invoice's external id) in full or for `apply_minor`,
+    or left unapplied.
+
+    The apply sublist always names the memo's invoice: `apply: false` says in so many words that the credit
+    stays the customer's (NetSuite would otherwise apply a memo to the invoice it was created from).
+    """
+    ctx = _DocumentContext(source, fm, CREDIT_MEMO, external_id)
+    items = _item_sublist(lines, money, ctx)
+    body = _header(money, "entity", party, tran_date, memo)
+    if created_from:
+        body["createdFrom"] = {"externalId": created_from}
+    body["item"] = items.body
+    apply_lines = []
+    if apply_to:
+        whole = apply_minor is None or apply_minor >= sum(line.amount_minor for line in lines)
+        amount = items.total if whole else money.amount(apply_minor)
+        apply_lines.append({"doc": {"externalId": apply_to}, "apply": True, "amount": amount})
+    if created_from and created_from != apply_to:
+        apply_lines.append({"doc": {"externalId": created_from}, "apply": False})
+    if apply_lines:
+        body["apply"] = {"items": apply_lines}
+    depends = [(INVOICE, eid) for eid in (created_from, apply_to) if eid]
+    return _record(
+        CREDIT_MEMO,
+        external_id,
+        body,
+        source["id"],
+        fm,
+        party=party,
+        depends_on=(*depends, *depends_on),
+        amount_minor=sum(line.amount_minor for line in lines),
+        currency=money.code,
+        residue_minor=items.residue_minor,
+    )
+
+
+def _reversal_invoice(
+    credit: NetSuiteRecord,
+    lines: Sequence[_Line],
+    money: _Money,
+    party: CustomerRef,
+    fm: FieldMapping,
+    source: Mapping,
+    tran_date: str | None,
+    memo: str,
+) -> NetSuiteRecord:
+    """An invoice with a credit memo's lines, to which that memo is applied: the credit is undone in the books
+    while both documents stay visible (a voided credit note, a write-off paid after all)."""
+    external_id = reversal_external_id(credit.external_id)
+    ctx = _DocumentContext(source, fm, INVOICE, external_id)
+    items = _item_sublist(lines, money, ctx)
+    body = _header(money, "entity", party, tran_date, memo)
+    body["item"] = items.body
+    return _record(
+        INVOICE,
+        external_id,
+        body,
+        source["id"],
+        fm,
+        party=party,
+        amount_minor=credit.amount_minor,
+        currency=money.code,
+        residue_minor=items.residue_minor,
+    )
+
+
+def _written_off_minor(invoice: Mapping, paid_before: int) -> int:
+    """What Stripe stopped collecting when it marked the invoice uncollectible."""
+    if invoice.get("status") == "uncollectible":
+        return invoice.get("amount_remaining") or 0
+    # Paid after all: what was due, less what had been paid before the mark.
+    return max((invoice.get("amount_due") or 0) - paid_before, 0)
+
+
+def _closing_records(
+    invoice: Mapping, mapped: _MappedInvoice, fm: FieldMapping, paid_before_mark: int = 0
+) -> MappingResult:
+    """Void: a credit memo reversing what is open, line by line (revenue and tax). Uncollectible: a write-off
+    to `items.bad_debt` (revenue and tax stay) or nothing, per `uncollectible_invoices`. An invoice paid after
+    being marked uncollectible keeps its write-off, reversed by an invoice, so the payment applies."""
+    invoice_id = invoice["id"]
+    external_id = void_credit_memo_external_id(invoice_id)
+    status = invoice.get("status")
+    marked_at = _dig(invoice, "status_transitions", "marked_uncollectible_at")
+    if status == "void":
+        if fm.void_invoices == "none":
+            return _skip_closing(
+                invoice_id,
+                external_id,
+                "the invoice is void but void_invoices is `none` in field_mapping.yaml: "
+                "the NetSuite invoice stays open; close it by hand",
+            )
+        # What is still open is reversed (Stripe's amount_remaining): payments and pre-payment credit notes
+        # already applied stay, and reversing them too would leave the customer a balance Stripe does not have.
+        open_minor = invoice.get("amount_remaining") or 0
+        if open_minor <= 0:
+            return _skip_closing(invoice_id, external_id, "the invoice is void with nothing left open")
+        lines = _share_of_lines(
+            mapped.lines, open_minor, lambda: _Line(mapped.ctx.credit_item("the void line"), 0, "Void", 1)
+        )
+        when = _dig(invoice, "status_transitions", "voided_at")
+        memo = f"Closes {_invoice_memo(invoice)}: voided in Stripe"
+        return MappingResult(
+            records=[
+                _applied_credit_memo(
+                    invoice,
+                    external_id,
+                    mapped.money,
+                    mapped.party,
+                    fm,
+                    lines,
+                    _utc_date(when) or mapped.record.body.get("tranDate"),
+                    memo,
+                    mapped.record.external_id,
+                    mapped.record.external_id,
+                )
+            ]
+        )
+    if status != "uncollectible" and not (status == "paid" and marked_at):
+        return MappingResult()
+    if fm.uncollectible_invoices == "leave_open":
+        return _skip_closing(
+            invoice_id,
+            external_id,
+            "the invoice is uncollectible and uncollectible_invoices is `leave_open`: "
+            "the NetSuite invoice stays open for collections",
+        )
+    written_off = _written_off_minor(invoice, paid_before_mark)
+    if written_off <= 0:
+        return _skip_closing(invoice_id, external_id, "the invoice was marked uncollectible with nothing left open")
+    item_id = mapped.ctx.configured_item("bad_debt", "writing off uncollectible invoices")
+    lines = [_Line(item_id, written_off, f"Bad debt: {_invoice_memo(invoice)} marked uncollectible in Stripe", 1)]
+    when = _utc_date(marked_at) or mapped.record.body.get("tranDate")
+    memo = f"Writes off {_invoice_memo(invoice)}: marked uncollectible in Stripe"
+    invoice_eid = mapped.record.external_id
+    if status == "uncollectible":
+        write_off = _applied_credit_memo(
+            invoice, external_id, mapped.money, mapped.party, fm, lines, when, memo, invoice_eid, invoice_eid
+        )
+        return MappingResult(records=[write_off])
+    # Paid after the write-off: the memo is applied to an invoice reversing it, not to the paid invoice.
+    reversal_eid = reversal_external_id(external_id)
+    write_off = _applied_credit_memo(
+        invoice, external_id, mapped.money, mapped.party, fm, lines, when, memo, invoice_eid, reversal_eid
+    )
+    paid_at = _utc_date(_dig(invoice, "status_transitions", "paid_at")) or when
+    reversal = _reversal_invoice(
+        write_off,
+        lines,
+        mapped.money,
+        mapped.party,
+        fm,
+        invoice,
+        paid_at,
+        f"Reverses the write-off of {_invoice_memo(invoice)}: paid after being marked uncollectible",
+    )
+    return MappingResult(records=[reversal, write_off])
+
+
+def _skip_closing(invoice_id: str, external_id: str, reason: str) -> MappingResult:
+    return MappingResult(skips=[Skip(CREDIT_MEMO, invoice_id, reason, external_id)])
 
 
 # -- payments ------------------------------------------------------------------------------------------
+
+# InvoicePayment kinds whose money passed through Stripe; any other (a payment record of money received
+# elsewhere) is out of band and never goes to Undeposited Funds.
+STRIPE_PAYMENT_TYPES = ("payment_intent", "charge")
 
 
 def _charge_id_of_payment(invoice_payment: Mapping, charge: Mapping | None) -> str | None:
@@ -873,6 +1111,16 @@ def _charge_id_of_payment(invoice_payment: Mapping, charge: Mapping | None) -> s
     return id_of(payment.get("charge")) if payment.get("type") == "charge" else None
 
 
+def _is_stripe_payment(invoice_payment: Mapping) -> bool:
+    return (invoice_payment.get("payment") or {}).get("type", "payment_intent") in STRIPE_PAYMENT_TYPES
+
+
+def _payable_minor(invoice: Mapping) -> int:
+    """What payments can apply to the NetSuite invoice: its total less pre-payment credit notes (their memos
+    are applied to it)."""
+    return (invoice.get("total") or 0) - (invoice.get("pre_payment_credit_notes_amount") or 0)
+
+
 @_never_raises(CUSTOMER_PAYMENT)
 def map_invoice_payment(
     invoice_payment: Mapping,
@@ -880,11 +1128,14 @@ def map_invoice_payment(
     charge: Mapping | None,
     fm: FieldMapping,
     customer: Mapping | None = None,
+    apply_limit: int | None = None,
 ) -> MappingResult:
     """A paid Stripe InvoicePayment -> customer payment applied to the invoice.
 
     External id `stripe-<charge id>` when the payment has a charge (pass it, e.g. the PaymentIntent's
-    latest charge), else `stripe-<inpay id>`. Unpaid (open/failed/canceled) payments are skipped.
+    latest charge), else `stripe-<inpay id>`. Unpaid (open/failed/canceled) payments are skipped. The payment
+    applies at most `apply_limit` (default: what the invoice has payable); the rest of a larger payment (a
+    prior debit balance Stripe added to the amount due) stays unapplied on the payment, as the customer's.
     """
     payment_id = invoice_payment["id"]
     # Keyed by the charge when there is one, so the same money gets the same external id whichever way it
@@ -923,23 +1174,8 @@ def map_invoice_payment(
             )
         )
     amount = _minor(invoice_payment.get("amount_paid"), CUSTOMER_PAYMENT, external_id, source_id, "amount_paid")
-    invoice_total = invoice.get("total") or 0
-    # NetSuite refuses an apply line larger than the invoice's amount due; catching it here names the
-    # Stripe objects instead of surfacing a generic 400 on write.
-    if amount > invoice_total:
-        raise _Blocked(
-            make_issue(
-                "OVER_APPLIED",
-                record_type=CUSTOMER_PAYMENT,
-                external_id=external_id,
-                source_id=source_id,
-                field="apply.amount",
-                value=money.amount(amount),
-                applied=format_amount(amount, money.code),
-                doc=invoice_eid,
-                available=format_amount(invoice_total, money.code),
-            )
-        )
+    limit = _payable_minor(invoice) if apply_limit is None else apply_limit
+    applied = max(min(amount, limit), 0)
     party = _party(invoice.get("customer"), fm, customer, CUSTOMER_PAYMENT, external_id, source_id)
     # The date money was collected, most precise first: the InvoicePayment's paid_at, then the charge.
     paid_ts = (
@@ -948,9 +1184,13 @@ def map_invoice_payment(
         or invoice_payment.get("created")
     )
     memo = f"Stripe payment {source_id} for {_invoice_memo(invoice)}"
+    if applied < amount:
+        memo += f"; {format_amount(amount - applied, money.code)} beyond the invoice stays the customer's credit"
     body = _header(money, "customer", party, _utc_date(paid_ts), memo)
     body["payment"] = money.amount(amount)
-    body["apply"] = {"items": [{"doc": {"externalId": invoice_eid}, "apply": True, "amount": money.amount(amount)}]}
+    body["apply"] = {
+        "items": [{"doc": {"externalId": invoice_eid}, "apply": applied > 0, "amount": money.amount(applied)}]
+    }
     record = _record(
         CUSTOMER_PAYMENT,
         external_id,
@@ -962,6 +1202,57 @@ def map_invoice_payment(
         amount_minor=amount,
         currency=money.code,
         fallbacks={"account": _account_ref(fm.accounts.payments)},
+    )
+    return MappingResult(records=[record])
+
+
+def _out_of_band_payment(invoice: Mapping, mapped: _MappedInvoice, amount: int, fm: FieldMapping) -> MappingResult:
+    """Money Stripe recorded as paid outside it (`paid_out_of_band`, a payment record): never Undeposited Funds,
+    which holds only cash that passed through Stripe. Per `out_of_band_payments`: a customer payment to
+    `accounts.out_of_band`, or a credit memo on `items.out_of_band`; either closes the invoice."""
+    invoice_id = invoice["id"]
+    external_id = out_of_band_external_id(invoice_id)
+    money, party = mapped.money, mapped.party
+    paid_at = _utc_date(_dig(invoice, "status_transitions", "paid_at")) or mapped.record.body.get("tranDate")
+    memo = f"{_invoice_memo(invoice)} paid outside Stripe"
+    invoice_eid = mapped.record.external_id
+    if fm.out_of_band_payments == "credit_memo":
+        item_id = mapped.ctx.configured_item("out_of_band", "invoices paid outside Stripe")
+        line = _Line(item_id, amount, memo, 1)
+        return MappingResult(
+            records=[
+                _applied_credit_memo(
+                    invoice, external_id, money, party, fm, [line], paid_at, memo, invoice_eid, invoice_eid
+                )
+            ]
+        )
+    if not fm.accounts.out_of_band:
+        raise _Blocked(
+            make_issue(
+                "UNMAPPED_ACCOUNT",
+                record_type=CUSTOMER_PAYMENT,
+                external_id=external_id,
+                source_id=invoice_id,
+                field="accounts.out_of_band",
+                what="money paid outside Stripe",
+                how="set `accounts.out_of_band` in field_mapping.yaml to a clearing account (never Undeposited "
+                "Funds), or `out_of_band_payments: credit_memo` with `items.out_of_band`",
+            )
+        )
+    body = _header(money, "customer", party, paid_at, memo)
+    body["payment"] = money.amount(amount)
+    body["account"] = reference(fm.accounts.out_of_band)
+    body["apply"] = {"items": [{"doc": {"externalId": invoice_eid}, "apply": True, "amount": money.amount(amount)}]}
+    record = _record(
+        CUSTOMER_PAYMENT,
+        external_id,
+        body,
+        invoice_id,
+        fm,
+        party=party,
+        depends_on=((INVOICE, invoice_eid),),
+        amount_minor=amount,
+        currency=money.code,
     )
     return MappingResult(records=[record])
 
@@ -1012,18 +1303,165 @@ def map_charge_payment(charge: Mapping, fm: FieldMapping, customer: Mapping | No
     return MappingResult(records=[record])
 
 
+# -- credit notes --------------------------------------------------------------------------------------
+
+
+def _credit_note_memo(note: Mapping, invoice: Mapping) -> str:
+    number = note.get("number")
+    label = f"Stripe credit note {number} ({note['id']})" if number else f"Stripe credit note {note['id']}"
+    return f"{label} for {_invoice_memo(invoice)}"
+
+
+def _credit_note_lines(note: Mapping, mapped: _MappedInvoice, fm: FieldMapping, external_id: str) -> list[_Line]:
+    """The credit note's own lines: each credits its invoice line's item, with its share of discounts and tax."""
+    ctx = _DocumentContext(note, fm, CREDIT_MEMO, external_id)
+    invoice_lines = {line.get("id"): line for line in _list(_dig(mapped.ctx.document, "lines"))}
+
+    def item_of(line: Mapping) -> str:
+        invoice_line = invoice_lines.get(id_of(line.get("invoice_line_item")) or "")
+        if invoice_line is not None:
+            return mapped.ctx.item_line_item(invoice_line)
+        return ctx.credit_item(f"credit note line {line.get('id')} (not an invoice line)")
+
+    return _document_lines(ctx.all_lines(note.get("lines")), ctx, item_of)
+
+
+@_never_raises(CREDIT_MEMO)
+def map_credit_note(
+    note: Mapping, invoice: Mapping, fm: FieldMapping, customer: Mapping | None = None
+) -> MappingResult:
+    """A Stripe credit note -> credit memo `stripe-cn_…` with the note's lines (items, discounts, tax).
+
+    Before payment (pre_payment) it is applied to the invoice, lowering what is due as in Stripe. After payment
+    it stays unapplied: its refunded part is paid out by the refund's customer refund (`map_refund` with
+    `credit_note`), its out-of-band part by a customer refund from `accounts.out_of_band` (`stripe-cn_…-oob`),
+    and what Stripe credited to the customer balance stays on it as the customer's credit. A voided credit
+    note's memo is applied to an invoice reversing it (`stripe-cn_…-reversal`), so the invoice owes again.
+    """
+    note_id = note["id"]
+    external_id = _external_id(CREDIT_MEMO, note_id)
+    mapped = _map_invoice_document(invoice, fm, customer)
+    if isinstance(mapped, Skip) or mapped.record.record_type != INVOICE:
+        reason = "its invoice is a draft" if isinstance(mapped, Skip) else "its invoice is negative (a credit memo)"
+        return MappingResult(skips=[Skip(CREDIT_MEMO, note_id, reason, external_id)])
+    money, party = mapped.money, mapped.party
+    if normalize_currency(note.get("currency") or invoice.get("currency")) != money.code:
+        raise _Blocked(
+            make_issue(
+                "INVALID_STRIPE_DATA",
+                record_type=CREDIT_MEMO,
+                external_id=external_id,
+                source_id=note_id,
+                field="currency",
+                value=note.get("currency"),
+                expected=f"the invoice's currency {invoice.get('currency')}",
+            )
+        )
+    total = _minor(note.get("total"), CREDIT_MEMO, external_id, note_id, "total")
+    lines = _credit_note_lines(note, mapped, fm, external_id)
+    _require_lines_sum(lines, total, money, _DocumentContext(note, fm, CREDIT_MEMO, external_id))
+    invoice_eid = mapped.record.external_id
+    when = _utc_date(note.get("effective_at") or note.get("created"))
+    memo = _credit_note_memo(note, invoice)
+    pre_payment = note.get("pre_payment_amount")
+    pre_payment = total if pre_payment is None and note.get("type") == "pre_payment" else (pre_payment or 0)
+    if note.get("status") == "void":
+        reversal_eid = reversal_external_id(external_id)
+        credit = _applied_credit_memo(
+            note, external_id, money, party, fm, lines, when, memo, invoice_eid, reversal_eid, apply_minor=total
+        )
+        reversal = _reversal_invoice(
+            credit,
+            lines,
+            money,
+            party,
+            fm,
+            note,
+            _utc_date(note.get("voided_at")) or when,
+            f"Reverses {memo}: voided in Stripe",
+        )
+        return MappingResult(records=[reversal, credit])
+    credit = _applied_credit_memo(
+        note,
+        external_id,
+        money,
+        party,
+        fm,
+        lines,
+        when,
+        memo,
+        invoice_eid,
+        invoice_eid if pre_payment else None,
+        apply_minor=pre_payment,
+    )
+    result = MappingResult(records=[credit])
+    out_of_band = note.get("out_of_band_amount") or 0
+    if out_of_band > 0:
+        result.records.append(_out_of_band_refund(note, credit, out_of_band, money, party, fm, when))
+    return result
+
+
+def _out_of_band_refund(
+    note: Mapping,
+    credit: NetSuiteRecord,
+    amount: int,
+    money: _Money,
+    party: CustomerRef,
+    fm: FieldMapping,
+    tran_date: str | None,
+) -> NetSuiteRecord:
+    """The part of a credit note the merchant paid back outside Stripe: a customer refund of the credit memo
+    from `accounts.out_of_band`, so it never touches the Stripe cash accounts."""
+    external_id = out_of_band_external_id(note["id"])
+    if not fm.accounts.out_of_band:
+        raise _Blocked(
+            make_issue(
+                "UNMAPPED_ACCOUNT",
+                record_type=CUSTOMER_REFUND,
+                external_id=external_id,
+                source_id=note["id"],
+                field="accounts.out_of_band",
+                what="money refunded outside Stripe",
+                how="set `accounts.out_of_band` in field_mapping.yaml to a clearing account (never Undeposited Funds)",
+            )
+        )
+    body = _header(money, "customer", party, tran_date, f"Refunded outside Stripe: {credit.body.get('memo')}")
+    body["account"] = reference(fm.accounts.out_of_band)
+    body["apply"] = {
+        "items": [{"doc": {"externalId": credit.external_id}, "apply": True, "amount": money.amount(amount)}]
+    }
+    return _record(
+        CUSTOMER_REFUND,
+        external_id,
+        body,
+        note["id"],
+        fm,
+        party=party,
+        depends_on=((CREDIT_MEMO, credit.external_id),),
+        amount_minor=amount,
+        currency=money.code,
+    )
+
+
 # -- refunds -------------------------------------------------------------------------------------------
 
 
 @_never_raises(CUSTOMER_REFUND)
 def map_refund(
-    refund: Mapping, charge: Mapping | None, invoice: Mapping | None, fm: FieldMapping, customer: Mapping | None = None
+    refund: Mapping,
+    charge: Mapping | None,
+    invoice: Mapping | None,
+    fm: FieldMapping,
+    customer: Mapping | None = None,
+    credit_note: Mapping | None = None,
 ) -> MappingResult:
     """A succeeded Stripe refund -> NetSuite records giving the money back.
 
-    Refund of an invoiced charge: a credit memo `stripe-<re>-cm` made from the invoice, and a customer
-    refund `stripe-<re>` applying that credit memo. Refund of an invoice-less charge: a customer refund
-    applying the charge's customer payment `stripe-<ch>`. Pending, failed and canceled refunds are skipped.
+    Refund made by a credit note: a customer refund `stripe-<re>` applying the note's credit memo. Refund of an
+    invoiced charge: a credit memo `stripe-<re>-cm` reversing the invoice's lines by their share of the refund
+    (items, discounts and tax, largest remainder), left unapplied, and a customer refund applying it. Refund of
+    an invoice-less charge: a customer refund applying the charge's payment `stripe-<ch>`. Pending, failed and
+    canceled refunds are skipped.
     """
     refund_id = refund["id"]
     external_id = _external_id(CUSTOMER_REFUND, refund_id)
@@ -1066,9 +1504,13 @@ def map_refund(
     tran_date = _utc_date(refund.get("created"))
     result = MappingResult()
     # A NetSuite customer refund can only apply credits (credit memos, payments), never an invoice directly;
-    # so a refund of an invoiced charge first needs a credit memo made from the invoice.
-    if invoice is not None:
-        credit_memo = _refund_credit_memo(refund, charge_id, invoice, money, amount, party, tran_date, fm)
+    # so a refund of an invoiced charge pays out a credit memo: the credit note's, or one of its own.
+    if credit_note is not None:
+        applies_to = (CREDIT_MEMO, _external_id(CUSTOMER_REFUND, credit_note["id"]))
+        note_label = credit_note.get("number") or credit_note["id"]
+        memo = f"Stripe refund {refund_id} of charge {charge_id} (credit note {note_label})"
+    elif invoice is not None:
+        credit_memo = _refund_credit_memo(refund, charge_id, invoice, money, amount, party, tran_date, fm, customer)
         result.records.append(credit_memo)
         applies_to = (CREDIT_MEMO, credit_memo.external_id)
         memo = f"Stripe refund {refund_id} of charge {charge_id} ({_invoice_memo(invoice)})"
@@ -1104,11 +1546,11 @@ def _refund_credit_memo(
     party: CustomerRef,
     tran_date: str | None,
     fm: FieldMapping,
+    customer: Mapping | None,
 ) -> NetSuiteRecord:
     refund_id = refund["id"]
     external_id = refund_credit_memo_external_id(refund_id)
     invoice_eid = _external_id(CREDIT_MEMO, invoice["id"])
-    item_id = _credit_item(fm, external_id, refund_id, "the refund credit memo line")
     if normalize_currency(invoice.get("currency")) != money.code:
         raise _Blocked(
             make_issue(
@@ -1121,20 +1563,29 @@ def _refund_credit_memo(
                 expected=f"the invoice's currency {invoice.get('currency')}",
             )
         )
-    line = _Line(item_id, amount, f"Refund {refund_id} of charge {charge_id}", 1)
-    body = _header(money, "entity", party, tran_date, f"Stripe refund {refund_id} of {_invoice_memo(invoice)}")
-    body["createdFrom"] = {"externalId": invoice_eid}
-    body["item"] = {"items": [_line_body(line, money)]}
-    return _record(
-        CREDIT_MEMO,
+    ctx = _DocumentContext(refund, fm, CREDIT_MEMO, external_id)
+    mapped = _map_invoice_document(invoice, fm, customer)
+    invoice_lines = mapped.lines if isinstance(mapped, _MappedInvoice) and mapped.record.record_type == INVOICE else []
+    lines = _share_of_lines(
+        invoice_lines,
+        amount,
+        lambda: _Line(
+            ctx.credit_item("the refund credit memo line"), 0, f"Refund {refund_id} of charge {charge_id}", 1
+        ),
+    )
+    # Left unapplied, whatever the invoice still owes: Stripe's refund does not change the invoice's amount
+    # remaining, and the customer refund takes this credit out at once.
+    return _applied_credit_memo(
+        refund,
         external_id,
-        body,
-        refund_id,
+        money,
+        party,
         fm,
-        party=party,
-        depends_on=((INVOICE, invoice_eid),),
-        amount_minor=amount,
-        currency=money.code,
+        lines,
+        tran_date,
+        f"Stripe refund {refund_id} of {_invoice_memo(invoice)}",
+        invoice_eid,
+        None,
     )
 
 
@@ -1166,6 +1617,34 @@ def _charge_for_payment(invoice_payment: Mapping, charges: Mapping[str, Mapping]
     return None
 
 
+def _paid_at(invoice_payment: Mapping) -> int:
+    return _dig(invoice_payment, "status_transitions", "paid_at") or invoice_payment.get("created") or 0
+
+
+@_never_raises(INVOICE)
+def _invoice_and_closing(
+    invoice: Mapping, fm: FieldMapping, customer: Mapping | None, stripe_payments: Sequence[Mapping]
+) -> MappingResult:
+    mapped = _map_invoice_document(invoice, fm, customer)
+    if isinstance(mapped, Skip):
+        return MappingResult(skips=[mapped])
+    result = MappingResult(records=[mapped.record])
+    if mapped.record.record_type != INVOICE:
+        return result
+    marked_at = _dig(invoice, "status_transitions", "marked_uncollectible_at") or 0
+    paid_before_mark = sum(p.get("amount_paid") or 0 for p in stripe_payments if _paid_at(p) < marked_at)
+    result.extend(_closing_records(invoice, mapped, fm, paid_before_mark))
+    return result
+
+
+@_never_raises(CUSTOMER_PAYMENT)
+def _out_of_band(invoice: Mapping, fm: FieldMapping, customer: Mapping | None, amount: int) -> MappingResult:
+    mapped = _map_invoice_document(invoice, fm, customer)
+    if isinstance(mapped, Skip) or mapped.record.record_type != INVOICE:
+        return MappingResult()
+    return _out_of_band_payment(invoice, mapped, amount, fm)
+
+
 def map_invoice_tree(
     invoice: Mapping,
     fm: FieldMapping,
@@ -1174,23 +1653,45 @@ def map_invoice_tree(
     invoice_payments: Iterable[Mapping] = (),
     charges: Iterable[Mapping] = (),
     refunds: Iterable[Mapping] = (),
+    credit_notes: Iterable[Mapping] = (),
+    with_customer: bool = True,
 ) -> MappingResult:
-    """An invoice with its customer, payments and refunds -> every NetSuite record, in dependency order.
-
-    `charges` are the charges behind the invoice's payments; `refunds` those of these charges.
-    """
+    """An invoice with its customer, payments, credit notes and refunds -> every NetSuite record, in dependency
+    order. `charges` are the charges behind the invoice's payments; `refunds` those of these charges.
+    `with_customer=False` leaves the customer to the caller (a partition maps each customer once)."""
     charges_by_id = {c["id"]: c for c in charges if isinstance(c, Mapping) and c.get("id")}
     result = MappingResult()
     if invoice.get("status") == "draft":
         return map_invoice(invoice, fm, customer)  # just the Skip; a draft's customer needs no record yet
     customer_obj = invoice.get("customer") if isinstance(invoice.get("customer"), Mapping) else customer
-    if isinstance(customer_obj, Mapping):
+    if with_customer and isinstance(customer_obj, Mapping):
         result.extend(map_customer(customer_obj, fm, currency=invoice.get("currency")))
-    result.extend(map_invoice(invoice, fm, customer))
-    for invoice_payment in invoice_payments:
+    payments = sorted(invoice_payments, key=_paid_at)
+    through_stripe = [p for p in payments if _is_stripe_payment(p)]
+    paid_through_stripe = [p for p in through_stripe if p.get("status") == "paid"]
+    result.extend(_invoice_and_closing(invoice, fm, customer, paid_through_stripe))
+    payable = _payable_minor(invoice)
+    for invoice_payment in through_stripe:
         charge = _charge_for_payment(invoice_payment, charges_by_id)
-        result.extend(map_invoice_payment(invoice_payment, invoice, charge, fm, customer=customer))
+        result.extend(map_invoice_payment(invoice_payment, invoice, charge, fm, customer=customer, apply_limit=payable))
+        if invoice_payment.get("status") == "paid":
+            payable -= min(invoice_payment.get("amount_paid") or 0, max(payable, 0))
+    # What Stripe counts as paid beyond the charges' money was paid outside Stripe (paid_out_of_band, a payment
+    # record): booked apart from Undeposited Funds.
+    out_of_band = (invoice.get("amount_paid") or 0) - sum(p.get("amount_paid") or 0 for p in paid_through_stripe)
+    if out_of_band > 0 and invoice.get("status") == "paid":
+        result.extend(_out_of_band(invoice, fm, customer, out_of_band))
+    notes = [n for n in credit_notes if isinstance(n, Mapping)]
+    note_of_refund: dict[str, Mapping] = {}
+    for note in notes:
+        result.extend(map_credit_note(note, invoice, fm, customer=customer))
+        if note.get("status") != "void":
+            for part in note.get("refunds") or ():
+                refund_id = id_of(part.get("refund")) if isinstance(part, Mapping) else id_of(part)
+                if refund_id:
+                    note_of_refund[refund_id] = note
     for refund in refunds:
         charge = charges_by_id.get(id_of(refund.get("charge")) or "")
-        result.extend(map_refund(refund, charge, invoice, fm, customer=customer))
+        note = note_of_refund.get(refund.get("id") or "")
+        result.extend(map_refund(refund, charge, invoice, fm, customer=customer, credit_note=note))
     return result

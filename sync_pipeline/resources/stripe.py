@@ -202,6 +202,9 @@ class StripeResource(dg.ConfigurableResource):
         params = {"invoice": invoice, "customer": customer}
         return self._paginate("/v1/credit_notes", params)
 
+    def list_credit_note_lines(self, credit_note: str) -> Iterator[dict[str, Any]]:
+        return self._paginate(f"/v1/credit_notes/{credit_note}/lines", {})
+
     def list_payouts(
         self, arrival_date_gte: Timestamp | None = None, arrival_date_lt: Timestamp | None = None
     ) -> Iterator[dict[str, Any]]:

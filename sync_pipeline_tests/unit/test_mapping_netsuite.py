@@ -105,6 +105,17 @@ def invoice(
     exclusive_tax = sum(t["amount"] for item in lines for t in item["taxes"] if t["tax_behavior"] == "exclusive")
     if total is None:
         total = sum(item["amount"] for item in lines) - discount_total + exclusive_tax
+    paid = total if amount_paid is None and status == "paid" else (amount_paid or 0)
+    # Stripe's own arithmetic: due is the total (no customer balance here), remaining what is not paid, and
+    # effective_at the finalization unless a test backdates it.
+    defaults = {
+        "amount_due": max(total, 0),
+        "amount_remaining": 0 if status == "paid" else max(total - paid, 0),
+        "effective_at": NOV_2,
+        "pre_payment_credit_notes_amount": 0,
+        "post_payment_credit_notes_amount": 0,
+    }
+    overrides = {**defaults, **overrides}
     obj = stripe_object(
         "invoice",
         id=invoice_id,
@@ -116,7 +127,7 @@ def invoice(
         total_discount_amounts=discounts or [],
         total_taxes=[],
         total_pretax_credit_amounts=[],
-        amount_paid=total if amount_paid is None and status == "paid" else (amount_paid or 0),
+        amount_paid=paid,
         number=f"INV-{invoice_id}",
         created=NOV_2,
         due_date=DEC_2,
@@ -292,12 +303,17 @@ def test_payment_without_a_charge_is_keyed_by_the_invoice_payment(fm):
     assert only(result, "customerPayment").external_id == "stripe-inpay_1"
 
 
-def test_payment_larger_than_the_invoice_is_an_issue(fm):
-    inv = invoice([line(5000)])
+def test_payment_larger_than_the_invoice_applies_what_is_due_and_keeps_the_rest_as_credit(fm):
+    # A prior debit balance: Stripe added 10.00 to the amount due, so the card paid 60.00 for a 50.00 invoice.
+    inv = invoice([line(5000)], amount_due=6000, starting_balance=1000)
     result = map_invoice_payment(invoice_payment(inv, amount=6000), inv, None, fm)
-    assert not result.records
-    assert result.issues[0].error_code == "OVER_APPLIED"
-    assert "60.00 USD" in result.issues[0].message and "50.00 USD" in result.issues[0].message
+    assert not result.issues
+    payment = only(result, "customerPayment")
+    assert payment.body["payment"] == Decimal("60.00")
+    assert payment.body["apply"]["items"] == [
+        {"doc": {"externalId": "stripe-in_1"}, "apply": True, "amount": Decimal("50.00")}
+    ]
+    assert "10.00 USD beyond the invoice" in payment.body["memo"]
 
 
 # -- open invoice with failed payments: invoice only -------------------------------------------------
@@ -346,12 +362,16 @@ def test_void_invoice_is_closed_by_a_credit_memo(fm):
     assert "void" in credit_memo.body["memo"]
 
 
-def test_partly_paid_uncollectible_invoice_credits_only_what_is_open(fm):
+def test_partly_paid_uncollectible_invoice_writes_off_only_what_is_open_to_bad_debt(fm):
     inv = invoice([line(10000)], status="uncollectible", amount_paid=3000)
     credit_memo = only(map_invoice(inv, fm), "creditMemo")
     assert credit_memo.amount_minor == 7000
     assert line_amounts(credit_memo) == [Decimal("70.00")]
-    assert credit_memo.body["item"]["items"][0]["item"] == {"id": "100"}
+    # The bad-debt item (an expense): revenue and tax stay as invoiced.
+    assert credit_memo.body["item"]["items"][0]["item"] == {"id": "150"}
+    assert credit_memo.body["apply"]["items"] == [
+        {"doc": {"externalId": "stripe-in_1"}, "apply": True, "amount": Decimal("70.00")}
+    ]
 
 
 def test_void_invoices_none_leaves_the_invoice_open_and_says_so():
@@ -497,7 +517,7 @@ def test_charge_without_customer_needs_a_guest_customer(fm):
     [
         ("usd", 4900, -1633, 10000, 1000, 1127),
         ("jpy", 5000, -1667, 30000, 3000, 3033),
-        ("kwd", 15000, -5000, 30000, 4000, 3600),
+        ("kwd", 15000, -5000, 30000, 4000, 3600),  # every amount on NetSuite's 0.01 KWD grid: no rounding line
     ],
 )
 def test_lines_with_discount_tax_and_proration_sum_to_the_total(
@@ -516,8 +536,9 @@ def test_lines_with_discount_tax_and_proration_sum_to_the_total(
     assert amounts == [to_decimal(a, currency) for a in (pro, proration, onboarding, -discount, vat)]
     assert sum(amounts) == to_decimal(inv["total"], currency)
     assert record.amount_minor == inv["total"]
-    exponent = {"usd": 2, "jpy": 0, "kwd": 3}[currency]
-    assert all(a.as_tuple().exponent == -exponent for a in amounts)
+    # NetSuite's precision: 2 for USD and for KWD (NetSuite has no three-decimal currency), 0 for JPY.
+    precision = {"usd": 2, "jpy": 0, "kwd": 2}[currency]
+    assert all(a.as_tuple().exponent == -precision for a in amounts)
 
 
 def test_inclusive_tax_is_moved_out_of_the_item_line(fm):

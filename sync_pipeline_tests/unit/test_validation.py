@@ -121,11 +121,13 @@ def test_lines_must_equal_the_header_total(fm):
     assert "50.00" in issues[0].message and "60.00" in issues[0].message
 
 
-def test_negative_total_is_refused(fm):
+def test_negative_invoice_becomes_a_valid_credit_memo(fm):
+    # NetSuite refuses a negative invoice; Stripe credits it to the customer balance, so it is a credit memo.
     record = map_invoice(invoice([line(-500, proration=True)]), fm).records[0]
-    issues = validate_records([record], fm).issues
-    assert [(i.error_code, i.field) for i in issues] == [("INVALID_AMOUNT", "amount")]
-    assert "credit memo" in issues[0].fix
+    assert (record.record_type, record.external_id, record.amount_minor) == ("creditMemo", "stripe-in_1", 500)
+    assert [i["amount"] for i in record.body["item"]["items"]] == [Decimal("5.00")]
+    assert "apply" not in record.body  # unapplied: the customer's credit, as in Stripe
+    assert validate_records([record], fm).issues == []
 
 
 def test_external_id_currency_and_date_patterns(fm):
