@@ -425,3 +425,36 @@ def test_an_account_file_with_a_three_decimal_currency_is_refused(tmp_path):
     (tmp_path / "account.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match="NetSuite supports only"):
         load_account_file(str(tmp_path / "account.yaml"))
+
+
+# ---- 5. what a reconciliation reads back ---------------------------------------------------------------------
+def test_suiteql_and_record_gets_give_a_reconciliation_its_totals_balances_and_lines(api, two_invoices):
+    customer_id, first, _ = two_invoices
+    api.upserted_id(
+        "creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "30.00", apply=applications((first, "30.00")))
+    )
+    api.upserted_id(
+        "customerPayment", "stripe-ch_1", payment_body(customer_id, "60.00", applications((first, "50.00")))
+    )
+
+    query = (
+        "SELECT externalid, type, entity, currency, trandate, status, foreigntotal, foreignamountremaining "
+        f"FROM transaction WHERE entity = {customer_id} AND type IN ('CustInvc', 'CustCred', 'CustPymt') ORDER BY id"
+    )
+    rows = api.suiteql(query).json()["items"]
+
+    common = {"links": [], "entity": customer_id, "currency": USD}
+    assert rows == [
+        {**common, "externalid": "stripe-in_A", "type": "CustInvc", "trandate": "2026-11-02", "status": "A",
+         "foreigntotal": "100", "foreignamountremaining": "20"},
+        {**common, "externalid": "stripe-in_B", "type": "CustInvc", "trandate": "2026-11-02", "status": "A",
+         "foreigntotal": "50", "foreignamountremaining": "50"},
+        {**common, "externalid": "stripe-cn_1", "type": "CustCred", "trandate": "2026-11-05", "status": "B",
+         "foreigntotal": "30", "foreignamountremaining": "0"},
+        {**common, "externalid": "stripe-ch_1", "type": "CustPymt", "trandate": "2026-11-03", "status": "B",
+         "foreigntotal": "60", "foreignamountremaining": "10"},
+    ]  # fmt: skip
+    # No transactionline table in the stand-in's SuiteQL: the lines come from the record with its sublists.
+    for record_type, key, amount in (("invoice", first, "100.00"), ("creditMemo", "eid:stripe-cn_1", "30.00")):
+        items = decimal_json(api.get(record_type, key, expandSubResources="true"))["item"]["items"]
+        assert [(x["item"]["id"], x["amount"]) for x in items] == [("101", Decimal(amount))]
