@@ -174,6 +174,10 @@ class ScenarioOptions:
     # run concurrently. With 1 thread everything runs in plan order, so the stand-ins' seeded ids
     # come out the same every time; with more, amounts and times stay the same but ids may not.
     threads: int = 1
+    # Add the receivables cases (credit notes before and after payment, voided credit notes, customer
+    # balances, negative invoices, out-of-band, partial and uncollectible-then-paid payments, backdated
+    # invoices, a currency-less customer billed in two currencies, KWD coupons with tax): see `_receivables`.
+    receivables_cases: bool = False
     # Step instants are rounded to this many seconds; coarser rounding puts more steps on one
     # instant, which is what lets threads overlap. 0 = automatic (1 s single-threaded, else 600 s).
     resolution_seconds: int = 0
@@ -232,7 +236,7 @@ class Plan:
     salesforce: SalesforcePlan
 
     def invoice_count(self) -> int:
-        return sum(1 for s in self.steps if s.kind in ("subscribe", "upgrade", "renew", "invoice"))
+        return sum(1 for s in self.steps if s.kind in ("subscribe", "upgrade", "renew", "invoice", "case_invoice"))
 
 
 def add_months(instant: int, months: int) -> int:
@@ -259,15 +263,21 @@ class ScenarioSummary:
     counts: dict[str, dict[str, int]]  # object type -> currency ("all" when it has none) -> count
     totals: dict[str, dict[str, Decimal]]  # measure -> currency -> amount
     ids_digest: str  # hash of every id the stand-ins returned, by plan reference
+    # Receivables case -> one entry per occurrence: what it made, by role ("invoice", "credit_note",
+    # "refund", ...) -> Stripe id. Empty unless `receivables_cases` was on.
+    receivables: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        result = {
             "window": list(self.window),
             "seed": self.seed,
             "counts": self.counts,
             "totals": {m: {c: str(v) for c, v in per.items()} for m, per in self.totals.items()},
             "ids_digest": self.ids_digest,
         }
+        if self.receivables:
+            result["receivables"] = self.receivables
+        return result
 
     def to_text(self) -> str:
         currencies = sorted({c for per in self.counts.values() for c in per} - {"all"}) + ["all"]
@@ -282,6 +292,9 @@ class ScenarioSummary:
         lines.append("totals".ljust(width) + "".join(c.upper().rjust(16) for c in currencies[:-1]))
         for name, per in sorted(self.totals.items()):
             lines.append(name.ljust(width) + "".join(str(per.get(c, "")).rjust(16) for c in currencies[:-1]))
+        if self.receivables:
+            lines.append("")
+            lines.extend(f"receivables {case}: {len(entries)}" for case, entries in sorted(self.receivables.items()))
         return "\n".join(lines)
 
 
@@ -336,12 +349,18 @@ class _Planner:
         # Every document that ends up paid: its ref -> (actor, the instant it is paid).
         paid: dict[str, tuple[str, int]] = {}
         subscription_invoices = self._subscriptions(customers, paid)
-        one_off_budget = max(0, self.options.invoices - subscription_invoices)
+        # The receivables cases draw from a generator of their own, so turning them on leaves every other
+        # choice of the seed as it was; their invoices come out of the one-off budget.
+        # Their customers are their own: no other activity bills them or uses their balances.
+        case_customers: list[CustomerPlan] = []
+        case_invoices = _ReceivablesPlanner(self, case_customers).plan() if self.options.receivables_cases else 0
+        one_off_budget = max(0, self.options.invoices - subscription_invoices - case_invoices)
         self._one_off_invoices(customers, one_off_budget, paid)
         self._invoiceless_charges(customers, paid)
         self._after_payment(paid)
         self._payouts()
         self._salesforce(customers)
+        customers = customers + case_customers
         steps = sorted(self.steps, key=lambda s: (s.at, s.order))
         return Plan(self.options, (self.start, self.end), customers, steps, self.salesforce)
 
@@ -614,6 +633,201 @@ class _Planner:
             )
 
 
+# The receivables cases, each with the small fixed share of `invoices` it occurs at (at least once).
+RECEIVABLES_SHARES = {
+    "credit_note_open_invoice": 0.01,  # a: pre-payment credit note, line amounts carrying discount and tax
+    "credit_note_paid_split": 0.01,  # b: post-payment note split refund / customer balance / out of band
+    "credit_note_full_refund": 0.01,  # b: a paid invoice credited and refunded in full
+    "credit_note_voided": 0.005,  # c: a credit note created, then voided
+    "balance_credit_applied": 0.01,  # d: a credit balance (from b or an adjustment) paying a later invoice
+    "negative_invoice": 0.005,  # d: total < 0, credited to the customer balance at finalization
+    "balance_debit_applied": 0.005,  # d: a debit balance making amount_due exceed the total
+    "paid_out_of_band": 0.01,  # e
+    "partial_payment_refunded": 0.005,  # f: part paid through attach_payment, that part refunded, rest paid
+    "uncollectible_then_paid": 0.005,  # g
+    "backdated": 0.005,  # h: effective_at before finalization
+    "two_currencies_same_day": 0.005,  # i: a customer without a currency, billed in USD then EUR
+    "kwd_coupon_and_tax": 0.01,  # j
+}
+# Only for the KWD receivables case: the scenario's Kuwaiti customers otherwise pay no tax.
+CASE_TAX_RATES = {"kwd": ("GCC VAT", "KW", Decimal("5"))}
+
+
+class _ReceivablesPlanner:
+    """Plans the receivables cases on dedicated customers, so no other activity consumes their balances."""
+
+    def __init__(self, planner: _Planner, customers: list[CustomerPlan]) -> None:
+        self.p = planner
+        self.customers = customers
+        self.rng = random.Random(f"receivables-{planner.options.seed}")
+        self.invoices = 0
+
+    def count(self, case: str) -> int:
+        return max(1, round(RECEIVABLES_SHARES[case] * self.p.options.invoices))
+
+    def when(self) -> int:
+        """A start instant leaving about a week for the case's later steps (less in short windows)."""
+        latest = max(self.p.start + 2 * HOUR, self.p.end - 8 * DAY)
+        return int(self.rng.uniform(self.p.start + 2 * HOUR, latest))
+
+    def customer(self, currency: str, at: int) -> str:
+        index = len(self.customers)  # the case customers' own numbering: rcv0, rcv1, ...
+        name = f"{self.rng.choice(FIRST_NAMES)} {self.rng.choice(LAST_NAMES)} Receivables {index}"
+        slug = "".join(ch for ch in name.lower() if ch.isalnum())
+        plan = CustomerPlan(f"rcv{index}", name, f"billing@{slug}.example", currency, self.p.at(at - HOUR))
+        self.p.add(plan.created_at, plan.ref, "customer", plan.ref, customer=plan)
+        self.customers.append(plan)
+        return plan.ref
+
+    def amount(self, currency: str, low_usd: int, high_usd: int, grid: int = 0) -> int:
+        usd = self.rng.randint(low_usd, high_usd)
+        minor = int(usd * UNITS_PER_USD[currency] * 10 ** CURRENCY_EXPONENT[currency])
+        step = grid or AMOUNT_STEP[currency]
+        return max(step, minor - minor % step)
+
+    def items(self, currency: str, count: int = 2, grid: int = 0) -> list[dict[str, Any]]:
+        return [
+            {"description": f"Services {n + 1}", "amount": self.amount(currency, 150, 2_500, grid)}
+            for n in range(count)
+        ]
+
+    def invoice(self, at: int, actor: str, ref: str, case: str, currency: str, **args: Any) -> str:
+        self.invoices += 1
+        args.setdefault("items", self.items(currency))
+        self.p.add(at, actor, "case_invoice", ref, case=case, currency=currency, **args)
+        return ref
+
+    def plan(self) -> int:
+        cases = {
+            "credit_note_open_invoice": self.credit_note_open_invoice,
+            "credit_note_paid_split": self.credit_note_paid_split,
+            "credit_note_full_refund": self.credit_note_full_refund,
+            "credit_note_voided": self.credit_note_voided,
+            "balance_credit_applied": self.balance_credit_applied,
+            "negative_invoice": self.negative_invoice,
+            "balance_debit_applied": self.balance_debit_applied,
+            "paid_out_of_band": self.paid_out_of_band,
+            "partial_payment_refunded": self.partial_payment_refunded,
+            "uncollectible_then_paid": self.uncollectible_then_paid,
+            "backdated": self.backdated,
+            "two_currencies_same_day": self.two_currencies_same_day,
+            "kwd_coupon_and_tax": self.kwd_coupon_and_tax,
+        }
+        for case, make in cases.items():
+            for n in range(self.count(case)):
+                make(case, n)
+        return self.invoices
+
+    # -- the cases ------------------------------------------------------------------------------
+    def credit_note_open_invoice(self, case: str, n: int) -> None:
+        currency = ("usd", "eur", "jpy")[n % 3]
+        at = self.when()
+        actor = self.customer(currency, at)
+        ref = self.invoice(at, actor, f"{actor}:inv", case, currency, coupon="welcome10", taxed=True)
+        # Half of each line, so the note carries each line's share of the discount and tax.
+        self.p.add(at + HOUR, actor, "case_credit_note", ref, case=case, share=Decimal("0.5"), split=None)
+        self.p.add(at + 2 * DAY, actor, "case_pay", ref, case=case, out_of_band=False)
+
+    def credit_note_paid_split(self, case: str, n: int) -> None:
+        currency = ("usd", "eur")[n % 2]
+        at = self.when()
+        actor = self.customer(currency, at)
+        ref = self.invoice(at, actor, f"{actor}:inv", case, currency, pay="card")
+        self.p.add(at + DAY, actor, "case_credit_note", ref, case=case, share=Decimal("0.6"), split="thirds")
+        # The credit part of the note pays part of this customer's next invoice (case d).
+        self.invoice(at + 3 * DAY, actor, f"{actor}:next", "balance_credit_applied", currency, pay="card")
+
+    def credit_note_full_refund(self, case: str, n: int) -> None:
+        at = self.when()
+        actor = self.customer("usd", at)
+        ref = self.invoice(at, actor, f"{actor}:inv", case, "usd", coupon="annual20", taxed=True, pay="card")
+        self.p.add(at + 2 * DAY, actor, "case_credit_note", ref, case=case, share=None, split="refund")
+
+    def credit_note_voided(self, case: str, n: int) -> None:
+        at = self.when()
+        actor = self.customer("eur", at)
+        ref = self.invoice(at, actor, f"{actor}:inv", case, "eur")
+        self.p.add(at + HOUR, actor, "case_credit_note", ref, case=case, share=Decimal("0.3"), split=None)
+        self.p.add(at + 3 * HOUR, actor, "case_void_credit_note", ref, case=case)
+        self.p.add(at + DAY, actor, "case_pay", ref, case=case, out_of_band=False)
+
+    def balance_credit_applied(self, case: str, n: int) -> None:
+        # A credit adjustment bigger than the next invoice: paid wholly from the balance.
+        at = self.when()
+        actor = self.customer("usd", at)
+        self.p.add(at, actor, "case_balance", actor, case=case, amount=-self.amount("usd", 3_000, 4_000))
+        self.invoice(at + HOUR, actor, f"{actor}:inv", case, "usd", items=self.items("usd", 1), pay="card")
+
+    def negative_invoice(self, case: str, n: int) -> None:
+        at = self.when()
+        actor = self.customer("usd", at)
+        items = [
+            {"description": "Services", "amount": self.amount("usd", 200, 500)},
+            {"description": "Service credit", "amount": -self.amount("usd", 800, 1_500)},
+        ]
+        self.invoice(at, actor, f"{actor}:inv", case, "usd", items=items)
+        self.invoice(at + DAY, actor, f"{actor}:next", "balance_credit_applied", "usd", pay="card")
+
+    def balance_debit_applied(self, case: str, n: int) -> None:
+        at = self.when()
+        actor = self.customer("usd", at)
+        self.p.add(at, actor, "case_balance", actor, case=case, amount=self.amount("usd", 50, 200))
+        self.invoice(at + HOUR, actor, f"{actor}:inv", case, "usd", pay="card")
+
+    def paid_out_of_band(self, case: str, n: int) -> None:
+        currency = ("usd", "eur")[n % 2]
+        at = self.when()
+        actor = self.customer(currency, at)
+        ref = self.invoice(at, actor, f"{actor}:inv", case, currency)
+        self.p.add(at + 2 * DAY, actor, "case_pay", ref, case=case, out_of_band=True)
+
+    def partial_payment_refunded(self, case: str, n: int) -> None:
+        at = self.when()
+        actor = self.customer("usd", at)
+        ref = self.invoice(at, actor, f"{actor}:inv", case, "usd")
+        self.p.add(at + HOUR, actor, "case_partial_payment", ref, case=case, share=Decimal("0.4"))
+        self.p.add(at + DAY, actor, "case_refund_partial", ref, case=case, share=Decimal("0.5"))
+        self.p.add(at + 3 * DAY, actor, "case_pay", ref, case=case, out_of_band=False)
+
+    def uncollectible_then_paid(self, case: str, n: int) -> None:
+        currency = ("eur", "usd")[n % 2]
+        at = self.when()
+        actor = self.customer(currency, at)
+        ref = self.invoice(at, actor, f"{actor}:inv", case, currency, pay="fail")
+        self.p.add(at + 3 * DAY, actor, "uncollectible", ref)
+        self.p.add(at + 6 * DAY, actor, "case_pay", ref, case=case, out_of_band=False)
+
+    def backdated(self, case: str, n: int) -> None:
+        at = self.when()
+        actor = self.customer("usd", at)
+        effective_at = max(self.p.start, at - self.rng.randint(2, 5) * DAY)
+        self.invoice(at, actor, f"{actor}:inv", case, "usd", effective_at=effective_at, pay="card")
+
+    def two_currencies_same_day(self, case: str, n: int) -> None:
+        # Morning, so both invoices fall on the same UTC day.
+        day = self.when() // DAY * DAY
+        at = max(day + 8 * HOUR, self.p.start + 2 * HOUR)
+        actor = self.customer("usd", at)
+        for offset, currency in ((0, "usd"), (2 * HOUR, "eur")):
+            self.invoice(
+                at + offset,
+                actor,
+                f"{actor}:{currency}",
+                case,
+                currency,
+                pay="card",
+                entry=actor,
+                role=f"invoice_{currency}",
+            )
+
+    def kwd_coupon_and_tax(self, case: str, n: int) -> None:
+        at = self.when()
+        actor = self.customer("kwd", at)
+        # Amounts on the 10-fils grid (not the scenario's usual 100), so 10% off and 5% tax need rounding.
+        items = self.items("kwd", 2, grid=10)
+        self.invoice(at, actor, f"{actor}:inv", case, "kwd", items=items, coupon="welcome10", taxed=True, pay="card")
+
+
 def build_plan(options: ScenarioOptions) -> Plan:
     """Every customer, document, amount and instant of the scenario, decided from the seed alone."""
     return _Planner(options).build()
@@ -756,6 +970,8 @@ class _Seeder:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.lock = threading.Lock()
         self.currency_of = {c.ref: c.currency for c in plan.customers}
+        # receivables case -> occurrence (plan ref) -> role -> Stripe id
+        self.cases: dict[str, dict[str, dict[str, str]]] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def remember(self, ref: str, object_id: str) -> None:
@@ -940,7 +1156,8 @@ class _Seeder:
         for code, (name, percent) in COUPONS.items():
             coupon = self.stripe.coupons.create({"name": name, "percent_off": percent, "duration": "once"})
             self.remember(f"coupon:{code}", coupon.id)
-        for currency, (name, country, percentage) in TAX_RATES.items():
+        rates = {**TAX_RATES, **(CASE_TAX_RATES if self.plan.options.receivables_cases else {})}
+        for currency, (name, country, percentage) in rates.items():
             rate = self.stripe.tax_rates.create(
                 {"display_name": name, "country": country, "inclusive": False, "percentage": str(percentage)}
             )
@@ -1030,7 +1247,16 @@ class _Seeder:
         self.count("subscription_renewals", self.currency_of[step.actor])
 
     def step_invoice(self, step: Step) -> None:
-        currency = self.currency_of[step.actor]
+        invoice = self.open_invoice(step, self.currency_of[step.actor])
+        outcome = step.args["outcome"]
+        if outcome == "paid":
+            invoice = self.stripe.invoices.pay(invoice.id)
+        elif outcome in ("failed_then_paid", "past_due", "uncollectible"):
+            invoice = self.failed_payment(step.actor, invoice.id)
+        self.record_invoice(step.ref, invoice, failed_attempts=1 if outcome not in ("paid", "void") else 0)
+
+    def open_invoice(self, step: Step, currency: str, **extra: Any) -> Any:
+        """A one-off invoice of the step's items, finalized (not yet paid)."""
         customer = self.ids[step.actor]
         draft = self.stripe.invoices.create(
             {
@@ -1041,6 +1267,7 @@ class _Seeder:
                 "pending_invoice_items_behavior": "exclude",
                 "metadata": {"sandbox_ref": step.ref},
                 **self.discounts_and_taxes(step.args, currency),
+                **extra,
             }
         )
         for item in step.args["items"]:
@@ -1052,13 +1279,7 @@ class _Seeder:
             else:
                 params.update(amount=item["amount"], currency=currency, description=item["description"])
             self.stripe.invoice_items.create(params)
-        invoice = self.stripe.invoices.finalize_invoice(draft.id, {"auto_advance": False})
-        outcome = step.args["outcome"]
-        if outcome == "paid":
-            invoice = self.stripe.invoices.pay(invoice.id)
-        elif outcome in ("failed_then_paid", "past_due", "uncollectible"):
-            invoice = self.failed_payment(step.actor, invoice.id)
-        self.record_invoice(step.ref, invoice, failed_attempts=1 if outcome not in ("paid", "void") else 0)
+        return self.stripe.invoices.finalize_invoice(draft.id, {"auto_advance": False})
 
     def failed_payment(self, customer_ref: str, invoice_id: str) -> Any:
         import stripe
@@ -1150,6 +1371,108 @@ class _Seeder:
             with self.lock:
                 self.payouts.append((payout["currency"], payout["amount"], fees))
 
+    # -- receivables cases (see _ReceivablesPlanner) ------------------------------------------------
+    def note_case(self, case: str, entry: str, **ids: str) -> None:
+        """Remember what a case occurrence made: role -> Stripe id, per occurrence (the plan ref)."""
+        with self.lock:
+            self.cases.setdefault(case, {}).setdefault(entry, {}).update(ids)
+
+    def step_case_invoice(self, step: Step) -> None:
+        extra = {"effective_at": step.args["effective_at"]} if step.args.get("effective_at") else {}
+        invoice = self.open_invoice(step, step.args["currency"], **extra)
+        pay = step.args.get("pay")
+        if pay == "card" and invoice.status == "open":
+            invoice = self.stripe.invoices.pay(invoice.id)
+        elif pay == "fail":
+            invoice = self.failed_payment(step.actor, invoice.id)
+        self.record_invoice(step.ref, invoice, failed_attempts=1 if pay == "fail" else 0)
+        role = step.args.get("role", "invoice")
+        self.note_case(
+            step.args["case"], step.args.get("entry", step.ref), **{role: invoice.id}, customer=invoice.customer
+        )
+
+    def step_case_pay(self, step: Step) -> None:
+        params = {"paid_out_of_band": True} if step.args["out_of_band"] else {}
+        self.record_invoice(step.ref, self.stripe.invoices.pay(self.ids[step.ref], params))
+
+    def step_case_credit_note(self, step: Step) -> None:
+        invoice = self.stripe.invoices.retrieve(self.ids[step.ref])
+        grid = 10 if invoice.currency == "kwd" else 1
+        share = step.args["share"]
+        lines = []
+        for line in self.stripe.invoices.line_items.list(invoice.id, {"limit": 100}).auto_paging_iter():
+            amount = line.amount if share is None else max(grid, int(line.amount * share) // grid * grid)
+            lines.append({"type": "invoice_line_item", "invoice_line_item": line.id, "amount": amount})
+        params: dict[str, Any] = {"invoice": invoice.id, "lines": lines, "metadata": {"sandbox_ref": step.ref}}
+        if step.args["split"] == "refund":
+            # Every line in full: the note's total is the invoice's, all of it refunded.
+            params.update(refund_amount=invoice.amount_paid, reason="product_unsatisfactory")
+        elif step.args["split"] == "thirds":
+            # Untaxed and undiscounted, so the note's total is the sum of its line amounts.
+            total = sum(line["amount"] for line in lines)
+            third = total // 3 // grid * grid
+            params.update(refund_amount=third, credit_amount=third, out_of_band_amount=total - 2 * third)
+            params["reason"] = "order_change"
+        note = self.stripe.credit_notes.create(params)
+        self.remember(f"{step.ref}:credit_note", note.id)
+        refunds = {f"refund_{n}": r.refund for n, r in enumerate(note.refunds)}
+        if note.refunds:
+            with self.lock:
+                self.refunds.extend(
+                    (note.currency, r.amount_refunded, step.args["split"] == "refund") for r in note.refunds
+                )
+        self.note_case(step.args["case"], step.ref, credit_note=note.id, **refunds)
+        if note.customer_balance_transaction:
+            self.note_case(step.args["case"], step.ref, balance_transaction=note.customer_balance_transaction)
+        self.record_invoice(step.ref, self.stripe.invoices.retrieve(invoice.id))
+
+    def step_case_void_credit_note(self, step: Step) -> None:
+        note = self.stripe.credit_notes.void_credit_note(self.ids[f"{step.ref}:credit_note"])
+        self.note_case(step.args["case"], step.ref, voided_credit_note=note.id)
+        self.record_invoice(step.ref, self.stripe.invoices.retrieve(self.ids[step.ref]))
+
+    def step_case_balance(self, step: Step) -> None:
+        txn = self.stripe.customers.balance_transactions.create(
+            self.ids[step.actor],
+            {
+                "amount": step.args["amount"],
+                "currency": self.currency_of[step.actor],
+                "description": "Goodwill credit" if step.args["amount"] < 0 else "Balance carried over",
+            },
+        )
+        self.note_case(step.args["case"], f"{step.actor}:inv", balance_transaction=txn.id)
+
+    def step_case_partial_payment(self, step: Step) -> None:
+        invoice = self.stripe.invoices.retrieve(self.ids[step.ref])
+        grid = 10 if invoice.currency == "kwd" else 1
+        intent = self.stripe.payment_intents.create(
+            {
+                "amount": max(grid, int(invoice.amount_remaining * step.args["share"]) // grid * grid),
+                "currency": invoice.currency,
+                "customer": invoice.customer,
+                "payment_method": self.ids[f"{step.actor}:card"],
+                "payment_method_types": ["card"],
+                "confirm": True,
+                "off_session": True,
+                "description": f"Part payment of invoice {invoice.number}",
+                "metadata": {"sandbox_ref": step.ref},
+            }
+        )
+        self.remember(f"{step.ref}:partial", intent.id)
+        self.record_invoice(step.ref, self.stripe.invoices.attach_payment(invoice.id, {"payment_intent": intent.id}))
+        self.note_case(step.args["case"], step.ref, partial_payment_intent=intent.id)
+
+    def step_case_refund_partial(self, step: Step) -> None:
+        intent = self.stripe.payment_intents.retrieve(self.ids[f"{step.ref}:partial"])
+        grid = 10 if intent.currency == "kwd" else 1
+        amount = max(grid, int(intent.amount_received * step.args["share"]) // grid * grid)
+        refund = self.stripe.refunds.create(
+            {"payment_intent": intent.id, "amount": amount, "reason": "requested_by_customer"}
+        )
+        with self.lock:
+            self.refunds.append((intent.currency, refund.amount, False))
+        self.note_case(step.args["case"], step.ref, refund=refund.id)
+
     # -- the summary ---------------------------------------------------------------------------
     def summary(self) -> ScenarioSummary:
         counts = Counter(self.counts)
@@ -1176,6 +1499,8 @@ class _Seeder:
             counts[(f"disputes_{status}", currency)] += 1
             if status == "lost":
                 totals[("disputes_lost", currency)] += amount
+        for case, entries in self.cases.items():
+            counts[(f"receivables_{case}", "all")] += len(entries)
         for currency, amount, fees in self.payouts:
             counts[("payouts", currency)] += 1
             totals[("payouts", currency)] += amount
@@ -1187,6 +1512,7 @@ class _Seeder:
             counts=_nested(counts.items()),
             totals=_nested((key, minor_to_decimal(amount, key[1])) for key, amount in totals.items()),
             ids_digest=digest[:16],
+            receivables={case: list(entries.values()) for case, entries in sorted(self.cases.items())},
         )
 
 
