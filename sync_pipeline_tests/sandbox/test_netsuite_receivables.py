@@ -145,12 +145,6 @@ def test_a_currency_list_entry_must_be_allowed_in_the_customers_subsidiary(api):
     assert currency_list(api, japan) == ["JPY"]
 
 
-def test_the_currency_list_rule_can_be_switched_off_per_account(api):
-    customer_id = api.customer("stripe-cus_C", currency=USD)
-    api.configure(enforce_customer_currency_list=False)
-    assert invoice(api, "stripe-in_eur", customer_id, "10.00", currency=EUR).status_code == 204
-
-
 # ---- 2. credit memo apply sublist ------------------------------------------------------------------------
 def remaining(api: Api, invoice_id: str) -> Decimal:
     return decimal_json(api.get("invoice", invoice_id))["amountRemaining"]

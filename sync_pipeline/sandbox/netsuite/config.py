@@ -39,8 +39,6 @@ class NetSuiteConfig:
     required_fields: dict[str, list[str]] | None = None
     mandatory_fields: dict[str, list[str]] | None = None
     transaction_subsidiary_must_match_customer: bool | None = None
-    # Refuse a transaction in a currency that is not on its customer's currency list, as NetSuite does.
-    enforce_customer_currency_list: bool = True
     # Governance: more requests in flight than this are refused at once.
     concurrency_limit: int = 5
     concurrency_status: int = 429  # one capture shows 400 for the same error body
@@ -150,7 +148,6 @@ class AccountRules:
     mandatory_fields: Mapping[str, tuple[str, ...]]
     field_labels: Mapping[str, str]
     transaction_subsidiary_must_match_customer: bool
-    enforce_customer_currency_list: bool = True
 
     @classmethod
     def of(cls, config: NetSuiteConfig) -> AccountRules:
@@ -167,7 +164,6 @@ class AccountRules:
             transaction_subsidiary_must_match_customer=account.transaction_subsidiary_must_match_customer
             if match is None
             else match,
-            enforce_customer_currency_list=config.enforce_customer_currency_list,
         )
 
     def fields_required(self, record_type: str) -> tuple[str, ...]:

@@ -91,12 +91,7 @@ def _check_customer_context(state: NetSuiteState, record: Record, customer_field
         )
     _check_currency_allowed(state, subsidiary, record.get("currency"))
     currency = record.get("currency")
-    if (
-        rules.enforce_customer_currency_list
-        and customer
-        and currency
-        and currency not in customer_currencies(state, customer)
-    ):
+    if customer and currency and currency not in customer_currencies(state, customer):
         # NetSuite's answer for a transaction outside the customer's currency list (wire-protocols.md §A).
         raise bad_request(
             f"Invalid currency reference key {currency} for entity {customer['id']}.", INVALID_KEY_OR_REF, "currency"
