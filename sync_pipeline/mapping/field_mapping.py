@@ -102,6 +102,7 @@ ISO_CURRENCIES = frozenset(
 _TOP_LEVEL_KEYS = (
     "version",
     "customers",
+    "subsidiary",
     "currencies",
     "subsidiaries",
     "defaults",
@@ -454,7 +455,16 @@ class _Parser:
         if version != 1:
             self.problem("version", f"version {version!r} is not supported", "write `version: 1`")
         subsidiaries = self.subsidiaries(top.get("subsidiaries"))
-        currencies = self.currencies(top.get("currencies"), subsidiaries)
+        # One Stripe account is one legal entity: every currency books to its subsidiary unless a currency names
+        # its own (an explicit choice, with intercompany consequences: see field_mapping.yaml).
+        account_subsidiary = self.netsuite_id(top.get("subsidiary"), "subsidiary")
+        if account_subsidiary and subsidiaries and account_subsidiary not in subsidiaries:
+            self.problem(
+                "subsidiary",
+                f"subsidiary {account_subsidiary} is not listed under `subsidiaries:`",
+                f'add subsidiary "{account_subsidiary}" under `subsidiaries:` or correct the id',
+            )
+        currencies = self.currencies(top.get("currencies"), subsidiaries, account_subsidiary)
         result = FieldMapping(
             customers=self.customers(top.get("customers")),
             currencies=currencies,
@@ -534,14 +544,16 @@ class _Parser:
                 )
         return out
 
-    def currencies(self, value: Any, subsidiaries: Mapping[str, SubsidiaryConfig]) -> dict[str, CurrencyMapping]:
+    def currencies(
+        self, value: Any, subsidiaries: Mapping[str, SubsidiaryConfig], account_subsidiary: str | None = None
+    ) -> dict[str, CurrencyMapping]:
         out: dict[str, CurrencyMapping] = {}
         for key, raw in self.mapping(value, "currencies").items():
             path = f"currencies.{key}"
             code = self.currency_code(key, path)
             section = self.mapping(raw, path, allowed=("netsuite_id", "subsidiary", "precision"))
             netsuite_id = self.netsuite_id(section.get("netsuite_id"), f"{path}.netsuite_id", required=True)
-            subsidiary = self.netsuite_id(section.get("subsidiary"), f"{path}.subsidiary")
+            subsidiary = self.netsuite_id(section.get("subsidiary"), f"{path}.subsidiary") or account_subsidiary
             if subsidiary and subsidiary not in subsidiaries:
                 self.problem(
                     f"{path}.subsidiary",

@@ -52,7 +52,9 @@ UNITS_PER_USD = {"usd": Decimal(1), "eur": Decimal("0.92"), "jpy": Decimal(150),
 
 # The NetSuite sandbox account's reference data (see SANDBOX_COMMON: subsidiary per base currency).
 NETSUITE_CURRENCY_ID = {"usd": "1", "eur": "2", "jpy": "3", "kwd": "4"}
-NETSUITE_SUBSIDIARY_ID = {"usd": "1", "eur": "2", "jpy": "3", "kwd": "4"}
+# The Stripe account is one legal entity, the US parent (subsidiary 1): the customers already in the books that
+# Stripe customers link to belong to it, whatever their currency (subsidiary 1 allows all four).
+NETSUITE_SUBSIDIARY_ID = {"usd": "1", "eur": "1", "jpy": "1", "kwd": "1"}
 COUNTRY = {"usd": "United States", "eur": "Germany", "jpy": "Japan", "kwd": "Kuwait"}
 
 # The Salesforce fields that say a deal is already billed in Stripe (the pipeline's write-back targets).

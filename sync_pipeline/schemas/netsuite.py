@@ -41,10 +41,10 @@ def _is_iso_date(value: Any) -> bool:
     return True
 
 
-def _within_precision(decimals: Any, currency: Any) -> bool:
+def _within_precision(decimals: Any, precision: Any) -> bool:
     try:
-        return int(decimals) <= currency_exponent(currency)
-    except (MoneyError, TypeError, ValueError):
+        return int(decimals) <= int(precision)
+    except (TypeError, ValueError):
         return False  # an unknown currency is reported by its own check; do not pass it here either
 
 
@@ -85,6 +85,7 @@ class TransactionModel(RecordModel):
     total: Series[object]
     line_total: Series[object] = pa.Field(nullable=True)
     max_decimals: Series[object]
+    precision: Series[object]  # decimals the NetSuite currency holds (0 or 2), from field_mapping.yaml
 
     @pa.check("currency", name="iso_currency", element_wise=True)
     def _iso_currency(cls, value: Any) -> bool:
@@ -101,7 +102,7 @@ class TransactionModel(RecordModel):
     @pa.dataframe_check(name="amount_precision")
     def _amount_precision(cls, frame: pd.DataFrame) -> pd.Series:
         return pd.Series(
-            [_within_precision(d, c) for d, c in zip(frame["max_decimals"], frame["currency"], strict=True)],
+            [_within_precision(d, p) for d, p in zip(frame["max_decimals"], frame["precision"], strict=True)],
             index=frame.index,
         )
 
@@ -150,6 +151,7 @@ _FIELD_OF_COLUMN = {
     "total": "amount",
     "line_total": "item",
     "max_decimals": "amount",
+    "precision": "amount",
 }
 
 
@@ -204,21 +206,26 @@ def _max_decimals(value: Any) -> int:
     return most
 
 
-def record_row(record: NetSuiteRecord) -> dict[str, Any]:
+def record_row(record: NetSuiteRecord, fm: FieldMapping | None = None) -> dict[str, Any]:
     """The flat header row of one record (what the models validate)."""
     body = record.body
     row: dict[str, Any] = {
         name: _flat(value) for name, value in body.items() if name not in ("externalId", "item", "apply", "currency")
     }
+    total = precision = None
+    if record.currency:
+        try:
+            # What NetSuite will hold: Stripe's total less the sub-unit residue rounding to its precision left out.
+            total = to_decimal(record.amount_minor - record.residue_minor, record.currency)
+            precision = fm.netsuite_precision(record.currency) if fm else currency_exponent(record.currency)
+        except MoneyError:
+            total = None
     line_total = _sublist_total(body, "item")
     if line_total is None:
         line_total = _sublist_total(body, "apply")
-    total = None
-    if record.currency:
-        try:
-            total = to_decimal(record.amount_minor, record.currency)
-        except MoneyError:
-            total = None
+        # A payment may apply less than it is (the rest stays the customer's credit), never more.
+        if record.record_type == "customerPayment" and line_total is not None and total is not None:
+            line_total = total if line_total <= total else line_total
     row.update(
         external_id=record.external_id,
         source_id=record.source_id,
@@ -227,13 +234,16 @@ def record_row(record: NetSuiteRecord) -> dict[str, Any]:
         total=total,
         line_total=line_total,
         max_decimals=_max_decimals(body),
+        precision=precision,
     )
     return row
 
 
-def records_frame(records: Sequence[NetSuiteRecord], columns: Iterable[str] = ()) -> pd.DataFrame:
+def records_frame(
+    records: Sequence[NetSuiteRecord], columns: Iterable[str] = (), fm: FieldMapping | None = None
+) -> pd.DataFrame:
     """One row per record, with every named column present (missing values as None)."""
-    rows = [record_row(r) for r in records]
+    rows = [record_row(r, fm) for r in records]
     frame = pd.DataFrame(rows, dtype=object)
     for column in columns:
         if column not in frame.columns:
@@ -304,7 +314,7 @@ def _dedupe(records: list[NetSuiteRecord]) -> tuple[list[NetSuiteRecord], list[S
 
 def _validate_group(record_type: str, group: list[NetSuiteRecord], fm: FieldMapping) -> list[SyncIssue]:
     schema = schema_for(record_type, fm)
-    frame = records_frame(group, columns=[c for c in schema.columns])
+    frame = records_frame(group, columns=[c for c in schema.columns], fm=fm)
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
@@ -370,8 +380,9 @@ def _issue_for(check: str, column: str, record: NetSuiteRecord, row: pd.Series) 
             **common,
             field="amount",
             value=row.get("total"),
-            problem=f"has more decimals than {record.currency} allows",
-            how="amounts must come from integer minor units via sync_pipeline.mapping.money",
+            problem=f"has more decimals than the NetSuite currency {record.currency} holds ({row.get('precision')})",
+            how="amounts must come from integer minor units via sync_pipeline.mapping.money, at the precision set "
+            "under `currencies:` in field_mapping.yaml",
         )
     if check == "lines_sum_to_total":
         return make_issue(

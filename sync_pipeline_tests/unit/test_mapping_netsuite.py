@@ -464,19 +464,27 @@ def test_invoice_tree_maps_refunds_against_the_invoice(fm):
 # -- customers ---------------------------------------------------------------------------------------
 
 
-def test_per_customer_mode_creates_the_customer_in_its_currency_subsidiary(fm):
+def test_per_customer_mode_creates_the_customer_in_the_stripe_accounts_subsidiary(fm):
+    # One Stripe account, one legal entity: a EUR customer books to the account's subsidiary (field_mapping.yaml).
     record = only(map_customer(customer(currency="eur"), fm), "customer")
     assert record.external_id == "stripe-cus_1"
     assert record.body["companyName"] == "Acme GmbH"
     assert record.body["email"] == "ap@acme.test"
-    assert record.body["subsidiary"] == {"id": "2"}
+    assert record.body["subsidiary"] == {"id": "1"}
     assert record.body["currency"] == {"id": "2"}
+    assert record.body["location"] == {"id": "1"}  # subsidiary 1's default for all records
+
+
+def test_a_currency_with_its_own_subsidiary_books_its_customers_there():
+    fm = mapping_with(currencies__EUR={"netsuite_id": "2", "subsidiary": "2"})
+    record = only(map_customer(customer(currency="eur"), fm), "customer")
+    assert record.body["subsidiary"] == {"id": "2"}
     assert record.body["location"] == {"id": "2"}  # subsidiary 2's default for all records
 
 
 def test_customer_without_currency_takes_the_documents_currency(fm):
     record = only(map_customer(customer(currency=None), fm, currency="jpy"), "customer")
-    assert record.body["subsidiary"] == {"id": "3"}
+    assert record.body["currency"] == {"id": "3"}
 
 
 def test_customer_linked_through_metadata_is_not_created_and_documents_use_the_link(fm):
@@ -605,7 +613,8 @@ def test_paginated_lines_are_refused(fm):
 # -- defaults ------------------------------------------------------------------------------------------
 
 
-def test_defaults_follow_record_type_and_subsidiary(fm):
+def test_defaults_follow_record_type_and_subsidiary():
+    fm = mapping_with(currencies__KWD={"netsuite_id": "4", "subsidiary": "4", "precision": 2})
     usd = only(map_invoice(invoice([line(5000)]), fm), "invoice")
     kwd = only(map_invoice(invoice([line(5000)], currency="kwd"), fm), "invoice")
     assert (usd.body["department"], usd.body["class"], usd.body["location"]) == ({"id": "3"}, {"id": "5"}, {"id": "1"})

@@ -31,8 +31,10 @@ def fm() -> FieldMapping:
 
 
 def without_department_for_subsidiary_2() -> FieldMapping:
-    """The example config, but only subsidiary 1 gets a department on invoices."""
+    """The example config with EUR booked to its own subsidiary 2, and only subsidiary 1 gets a department on
+    invoices."""
     data = example_mapping_data()
+    data["currencies"]["EUR"]["subsidiary"] = "2"
     del data["defaults"]["invoice"]["department"]
     data["subsidiaries"]["1"]["defaults"]["invoice"] = {"department": "3"}
     return FieldMapping.from_dict(data)
@@ -148,10 +150,13 @@ def test_identical_duplicates_pass_once_and_conflicting_ones_are_held(fm):
 
 def test_frame_flattens_references_and_keeps_money_exact(fm):
     record = map_invoice(invoice([line(12345)], currency="kwd"), fm).records[0]
-    row = records_frame([record]).iloc[0]
-    assert (row["entity"], row["subsidiary"], row["currency"], row["currency_id"]) == ("stripe-cus_1", "4", "KWD", "4")
-    assert row["total"] == Decimal("12.345") and isinstance(row["total"], Decimal)
+    row = records_frame([record], fm=fm).iloc[0]
+    assert (row["entity"], row["subsidiary"], row["currency"], row["currency_id"]) == ("stripe-cus_1", "1", "KWD", "4")
+    # What NetSuite holds at its 2 decimals: 12.345 KWD rounded half-even (the 0.005 residue is reported apart).
+    assert row["total"] == Decimal("12.34") and isinstance(row["total"], Decimal)
+    assert (row["precision"], row["max_decimals"]) == (2, 2)
     assert row["class"] == "5"
+    assert validate_records([record], fm).issues == []
 
 
 def test_schema_requires_the_configured_fields(fm):
@@ -185,12 +190,13 @@ def test_required_fields_check_warns_for_held_back_records_and_errors_for_an_inv
 
 
 def test_example_config_loads_with_the_sandbox_ids(fm):
-    assert {c: (m.netsuite_id, m.subsidiary) for c, m in fm.currencies.items()} == {
-        "USD": ("1", "1"),
-        "EUR": ("2", "2"),
-        "JPY": ("3", "3"),
-        "KWD": ("4", "4"),
-        "GBP": ("5", "1"),
+    # One Stripe account, one subsidiary: every currency books to `subsidiary: "1"`; KWD at NetSuite's 2 decimals.
+    assert {c: (m.netsuite_id, m.subsidiary, m.precision) for c, m in fm.currencies.items()} == {
+        "USD": ("1", "1", 2),
+        "EUR": ("2", "1", 2),
+        "JPY": ("3", "1", 0),
+        "KWD": ("4", "1", 2),
+        "GBP": ("5", "1", 2),
     }
     assert (fm.items.default, fm.items.discount, fm.items.tax, fm.items.proration) == ("100", "110", "120", "130")
     assert (fm.accounts.payments, fm.accounts.refunds, fm.accounts.stripe_fees, fm.accounts.bank) == (
