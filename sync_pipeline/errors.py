@@ -64,6 +64,12 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ErrorKind("UNMAPPED_ITEM", "{record_label} {external_id}: no NetSuite item for {what}", "{how}"),
     ErrorKind("UNMAPPED_ACCOUNT", "{record_label} {external_id}: no NetSuite account for {what}", "{how}"),
     ErrorKind(
+        "UNBOOKED_BALANCE",
+        "{record_label} {external_id}: {amount} of the invoice's settlement went through the customer's Stripe "
+        "balance, from {origin}, which the pipeline does not book",
+        "book {origin} in NetSuite by hand and apply {amount} between it and the invoice, then re-run the day",
+    ),
+    ErrorKind(
         "MISSING_CUSTOMER",
         "{record_label} {external_id} has no Stripe customer, so there is no NetSuite customer to book it to",
         "set `customers.guest_customer_id` (a NetSuite customer for payments without a Stripe customer) "

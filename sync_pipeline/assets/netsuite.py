@@ -2,7 +2,8 @@
 
 `netsuite_sync_plan` maps and validates (nothing is written there; invalid records go to
 `sync_exceptions`), its blocking `required_fields` check guards every write, and one asset per record
-type writes in NetSuite's dependency order: customer → invoice → payment → credit memo → refund.
+type writes in NetSuite's dependency order: customer → invoice → credit memo → payment → refund (a payment may
+apply credit memos, a refund pays out both).
 """
 
 import json
@@ -63,7 +64,7 @@ TRANSACTION_TYPES = {
 # NetSuite refuses a reference to a record that does not exist yet (INVALID_KEY_OR_REF): customers
 # before their invoices, invoices before the payments and credit memos applied to them, and refunds
 # after the memos and payments they pay out.
-SYNC_ORDER = (ns.CUSTOMER, ns.INVOICE, ns.CUSTOMER_PAYMENT, ns.CREDIT_MEMO, ns.CUSTOMER_REFUND)
+SYNC_ORDER = (ns.CUSTOMER, ns.INVOICE, ns.CREDIT_MEMO, ns.CUSTOMER_PAYMENT, ns.CUSTOMER_REFUND)
 # External ids per `IN (...)`: keeps each SuiteQL statement short.
 SUITEQL_IN_CHUNK = 500
 
@@ -97,6 +98,7 @@ def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], f
                 charges=tree.get("charges") or (),
                 refunds=tree.get("refunds") or (),
                 credit_notes=tree.get("credit_notes") or (),
+                balance_transactions=tree.get("customer_balance_transactions") or (),
                 with_customer=False,
             )
         )
@@ -512,8 +514,10 @@ def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_ch
 
 netsuite_customers = build_sync_asset(ns.CUSTOMER, "netsuite_customers", None)
 netsuite_invoices = build_sync_asset(ns.INVOICE, "netsuite_invoices", "netsuite_customers", [TOTALS_CHECK])
+netsuite_credit_memos = build_sync_asset(ns.CREDIT_MEMO, "netsuite_credit_memos", "netsuite_invoices")
 netsuite_customer_payments = build_sync_asset(
-    ns.CUSTOMER_PAYMENT, "netsuite_customer_payments", "netsuite_invoices", [TOTALS_CHECK]
+    ns.CUSTOMER_PAYMENT, "netsuite_customer_payments", "netsuite_credit_memos", [TOTALS_CHECK]
 )
-netsuite_credit_memos = build_sync_asset(ns.CREDIT_MEMO, "netsuite_credit_memos", "netsuite_customer_payments")
-netsuite_customer_refunds = build_sync_asset(ns.CUSTOMER_REFUND, "netsuite_customer_refunds", "netsuite_credit_memos")
+netsuite_customer_refunds = build_sync_asset(
+    ns.CUSTOMER_REFUND, "netsuite_customer_refunds", "netsuite_customer_payments"
+)

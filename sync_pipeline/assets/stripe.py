@@ -16,7 +16,9 @@ import pandas as pd
 from sync_pipeline import exact_json
 from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, partition_window
+from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.writers.netsuite import TARGET as NETSUITE_TARGET
 
 # One list call brings each invoice with its customer, payments and the charge behind each payment.
 INVOICE_EXPAND = ("data.customer", "data.payments", "data.payments.data.payment.payment_intent.latest_charge")
@@ -67,9 +69,11 @@ def _may_have_credit_notes(invoice: dict) -> bool:
     return bool(credited) or invoice.get("status") == "open"
 
 
-def _credit_notes_of(stripe: StripeResource, invoice: dict) -> list[dict]:
-    """The invoice's credit notes (issued and void), each with all its lines."""
-    if not _may_have_credit_notes(invoice):
+def _credit_notes_of(stripe: StripeResource, invoice: dict, booked: bool = False) -> list[dict]:
+    """The invoice's credit notes (issued and void), each with all its lines. `booked`: a memo of one of them is
+    in NetSuite already, so it is looked up whatever the invoice says (a note voided since, on an invoice paid
+    since, shows nothing on the invoice, yet its memo must now be reversed)."""
+    if not (booked or _may_have_credit_notes(invoice)):
         return []
     notes = []
     for note in stripe.list_credit_notes(invoice=invoice["id"]):
@@ -83,11 +87,39 @@ def _credit_notes_of(stripe: StripeResource, invoice: dict) -> list[dict]:
     return notes
 
 
+def uses_customer_balance(invoice: dict) -> bool:
+    """Whether finalizing the invoice took from the customer's balance: credit that paid part of it, or a debit
+    added to its amount due (Stripe's starting_balance: negative a credit, positive a debit)."""
+    starting = invoice.get("starting_balance") or 0
+    return starting != 0 and (invoice.get("ending_balance") or 0) != starting
+
+
+def _balance_transactions_of(stripe: StripeResource, invoice: dict) -> list[dict]:
+    """The customer's balance history, oldest first, for an invoice that used its balance: it says which credits
+    (credit notes, negative invoices, adjustments) paid it, or which debits its amount due carried."""
+    customer = id_of(invoice.get("customer"))
+    if not customer or not uses_customer_balance(invoice):
+        return []
+    return sorted(stripe.list_customer_balance_transactions(customer), key=lambda t: (t.get("created") or 0, t["id"]))
+
+
 def _collapse(obj: dict | None) -> dict | str | None:
     return obj["id"] if isinstance(obj, dict) and obj.get("id") else obj
 
 
-def invoice_tree(stripe: StripeResource, invoice: dict) -> dict:
+def invoices_with_booked_credit_notes(stripe: StripeResource, ledger: Ledger, partition_key: str) -> set[str]:
+    """The partition's invoices with a credit note whose credit memo the ledger says is in NetSuite."""
+    notes = sorted(
+        {
+            e.source_id
+            for e in ledger.entries(target=NETSUITE_TARGET, partition_key=partition_key)
+            if e.record_type == "creditMemo" and (e.source_id or "").startswith("cn_")
+        }
+    )
+    return {id_of(note.get("invoice")) for note in _parallel(stripe.retrieve_credit_note, notes)} - {None}
+
+
+def invoice_tree(stripe: StripeResource, invoice: dict, credit_notes_booked: bool = False) -> dict:
     """The invoice with everything the mapping needs: customer, payments, their charges and refunds, credit notes.
 
     Each object appears once (expanded copies inside the invoice are replaced by their ids), which
@@ -110,7 +142,8 @@ def invoice_tree(stripe: StripeResource, invoice: dict) -> dict:
         "invoice_payments": slim_payments,
         "charges": charges,
         "refunds": refunds,
-        "credit_notes": _credit_notes_of(stripe, invoice),
+        "credit_notes": _credit_notes_of(stripe, invoice, credit_notes_booked),
+        "customer_balance_transactions": _balance_transactions_of(stripe, invoice),
     }
 
 
@@ -169,11 +202,14 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
     description="Stripe invoices created on the partition's UTC day, current state, with customer, payments, "
     "charges, refunds and credit notes.",
 )
-def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource) -> pd.DataFrame:
+def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource, ledger: LedgerResource) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
+    booked = invoices_with_booked_credit_notes(stripe, ledger.get_ledger(), context.partition_key)
     # Streamed: each page's invoices become JSON rows and are dropped before the next pages arrive.
     invoices = stripe.list_invoices(created_gte=start, created_lt=end, expand=INVOICE_EXPAND)
-    frame = _tree_rows(_parallel(lambda inv: invoice_tree(stripe, inv), invoices), "invoice", "total")
+    frame = _tree_rows(
+        _parallel(lambda inv: invoice_tree(stripe, inv, inv["id"] in booked), invoices), "invoice", "total"
+    )
     context.add_output_metadata(_summary(frame))
     return frame
 

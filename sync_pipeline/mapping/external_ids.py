@@ -18,6 +18,7 @@ STRIPE_ID_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 VOID_CREDIT_MEMO_SUFFIX = "void"  # stripe-in_X-void: the credit memo closing a void/uncollectible invoice
 REFUND_CREDIT_MEMO_SUFFIX = "cm"  # stripe-re_X-cm: the credit memo a refund of an invoiced charge needs
 OUT_OF_BAND_SUFFIX = "oob"  # stripe-in_X-oob / stripe-cn_X-oob: money paid or refunded outside Stripe
+SALE_SUFFIX = "sale"  # stripe-ch_X-sale: the invoice of what a charge without a Stripe invoice paid for
 REVERSAL_SUFFIX = "reversal"  # stripe-cn_X-reversal / stripe-in_X-void-reversal: the invoice undoing a credit
 
 
@@ -48,6 +49,10 @@ def refund_credit_memo_external_id(refund_id: str) -> str:
 
 def out_of_band_external_id(stripe_id: str) -> str:
     return netsuite_external_id(stripe_id, OUT_OF_BAND_SUFFIX)
+
+
+def sale_invoice_external_id(charge_id: str) -> str:
+    return netsuite_external_id(charge_id, SALE_SUFFIX)
 
 
 def reversal_external_id(credit_external_id: str) -> str:

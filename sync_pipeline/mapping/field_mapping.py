@@ -30,7 +30,20 @@ UNCOLLECTIBLE_MODES = ("bad_debt", "leave_open")
 # account: money paid outside Stripe is a customer payment to `accounts.out_of_band` (a clearing account);
 # credit_memo: it closes the invoice with a credit memo on `items.out_of_band`.
 OUT_OF_BAND_MODES = ("account", "credit_memo")
-SINGLE_ITEMS = ("default", "discount", "tax", "proration", "refund", "rounding", "bad_debt", "out_of_band")
+# sale: a charge without a Stripe invoice is a sale: an invoice (`stripe-ch_…-sale`, items.default) its payment pays,
+# so nothing stays open; customer_credit: an unapplied payment, the customer's credit (a prepayment).
+INVOICELESS_CHARGE_MODES = ("sale", "customer_credit")
+SINGLE_ITEMS = (
+    "default",
+    "discount",
+    "tax",
+    "proration",
+    "refund",
+    "rounding",
+    "bad_debt",
+    "out_of_band",
+    "customer_balance",
+)
 SINGLE_ACCOUNTS = ("payments", "refunds", "stripe_fees", "bank", "out_of_band")
 DEFAULT_LINK_METADATA_KEY = "netsuite_customer_id"
 
@@ -112,6 +125,7 @@ _TOP_LEVEL_KEYS = (
     "void_invoices",
     "uncollectible_invoices",
     "out_of_band_payments",
+    "invoiceless_charges",
     "salesforce",
 )
 
@@ -160,6 +174,7 @@ class ItemConfig:
     rounding: str | None = None  # carries the difference when a document is rounded to NetSuite's precision
     bad_debt: str | None = None  # write-off of uncollectible invoices (its account: bad-debt expense)
     out_of_band: str | None = None  # closes invoices paid outside Stripe (out_of_band_payments: credit_memo)
+    customer_balance: str | None = None  # credit memos of credits given on the Stripe customer balance by hand
     by_price: Mapping[str, str] = field(default_factory=dict)
     by_product: Mapping[str, str] = field(default_factory=dict)
 
@@ -196,6 +211,7 @@ class FieldMapping:
     void_invoices: Literal["credit_memo", "none"] = "credit_memo"
     uncollectible_invoices: Literal["bad_debt", "leave_open"] = "bad_debt"
     out_of_band_payments: Literal["account", "credit_memo"] = "account"
+    invoiceless_charges: Literal["sale", "customer_credit"] = "sale"
     salesforce: SalesforceConfig = SalesforceConfig()
     source: str = "<field mapping>"
 
@@ -479,6 +495,9 @@ class _Parser:
             ),
             out_of_band_payments=self.choice(
                 top.get("out_of_band_payments"), "out_of_band_payments", OUT_OF_BAND_MODES, "account"
+            ),
+            invoiceless_charges=self.choice(
+                top.get("invoiceless_charges"), "invoiceless_charges", INVOICELESS_CHARGE_MODES, "sale"
             ),
             salesforce=self.salesforce(top.get("salesforce")),
             source=self.source,

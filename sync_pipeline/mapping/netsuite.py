@@ -29,6 +29,7 @@ from sync_pipeline.mapping.external_ids import (
     out_of_band_external_id,
     refund_credit_memo_external_id,
     reversal_external_id,
+    sale_invoice_external_id,
     void_credit_memo_external_id,
 )
 from sync_pipeline.mapping.field_mapping import FieldMapping, reference
@@ -1129,13 +1130,15 @@ def map_invoice_payment(
     fm: FieldMapping,
     customer: Mapping | None = None,
     apply_limit: int | None = None,
+    also_apply: Sequence[tuple[str, int]] = (),
 ) -> MappingResult:
     """A paid Stripe InvoicePayment -> customer payment applied to the invoice.
 
     External id `stripe-<charge id>` when the payment has a charge (pass it, e.g. the PaymentIntent's
     latest charge), else `stripe-<inpay id>`. Unpaid (open/failed/canceled) payments are skipped. The payment
     applies at most `apply_limit` (default: what the invoice has payable); the rest of a larger payment (a
-    prior debit balance Stripe added to the amount due) stays unapplied on the payment, as the customer's.
+    prior debit balance Stripe added to the amount due) is applied to `also_apply` (the invoices holding that
+    debit), or else stays unapplied on the payment, as the customer's.
     """
     payment_id = invoice_payment["id"]
     # Keyed by the charge when there is one, so the same money gets the same external id whichever way it
@@ -1176,6 +1179,8 @@ def map_invoice_payment(
     amount = _minor(invoice_payment.get("amount_paid"), CUSTOMER_PAYMENT, external_id, source_id, "amount_paid")
     limit = _payable_minor(invoice) if apply_limit is None else apply_limit
     applied = max(min(amount, limit), 0)
+    extra_applies = [(eid, share) for eid, share in also_apply if share > 0]
+    applied += sum(share for _, share in extra_applies)
     party = _party(invoice.get("customer"), fm, customer, CUSTOMER_PAYMENT, external_id, source_id)
     # The date money was collected, most precise first: the InvoicePayment's paid_at, then the charge.
     paid_ts = (
@@ -1188,8 +1193,15 @@ def map_invoice_payment(
         memo += f"; {format_amount(amount - applied, money.code)} beyond the invoice stays the customer's credit"
     body = _header(money, "customer", party, _utc_date(paid_ts), memo)
     body["payment"] = money.amount(amount)
+    on_invoice = applied - sum(share for _, share in extra_applies)
     body["apply"] = {
-        "items": [{"doc": {"externalId": invoice_eid}, "apply": applied > 0, "amount": money.amount(applied)}]
+        "items": [
+            {"doc": {"externalId": invoice_eid}, "apply": on_invoice > 0, "amount": money.amount(on_invoice)},
+            *(
+                {"doc": {"externalId": eid}, "apply": True, "amount": money.amount(share)}
+                for eid, share in extra_applies
+            ),
+        ]
     }
     record = _record(
         CUSTOMER_PAYMENT,
@@ -1198,7 +1210,7 @@ def map_invoice_payment(
         source_id,
         fm,
         party=party,
-        depends_on=((INVOICE, invoice_eid),),
+        depends_on=((INVOICE, invoice_eid), *((INVOICE, eid) for eid, _ in extra_applies)),
         amount_minor=amount,
         currency=money.code,
         fallbacks={"account": _account_ref(fm.accounts.payments)},
@@ -1271,10 +1283,12 @@ def _charge_skip_reason(charge: Mapping) -> str | None:
 
 @_never_raises(CUSTOMER_PAYMENT)
 def map_charge_payment(charge: Mapping, fm: FieldMapping, customer: Mapping | None = None) -> MappingResult:
-    """A succeeded Stripe charge that belongs to no invoice -> unapplied customer payment (customer balance).
+    """A succeeded Stripe charge that belongs to no invoice -> a sale: an invoice `stripe-<ch>-sale` and the customer
+    payment `stripe-<ch>` paying it (`invoiceless_charges: sale`), or an unapplied payment (`customer_credit`).
 
-    The Charge object no longer says whether it paid an invoice: call this only for charges no
-    InvoicePayment refers to. Failed, pending and uncaptured charges are skipped.
+    Stripe holds no receivable for such a charge, so neither does NetSuite in the default mode. The Charge object
+    no longer says whether it paid an invoice: call this only for charges no InvoicePayment refers to. Failed,
+    pending and uncaptured charges are skipped.
     """
     charge_id = charge["id"]
     external_id = _external_id(CUSTOMER_PAYMENT, charge_id)
@@ -1287,20 +1301,60 @@ def map_charge_payment(charge: Mapping, fm: FieldMapping, customer: Mapping | No
     amount = _minor(amount, CUSTOMER_PAYMENT, external_id, charge_id, "amount_captured")
     party = _party(charge.get("customer"), fm, customer, CUSTOMER_PAYMENT, external_id, charge_id)
     memo = f"Stripe charge {charge_id}" + (f": {charge['description']}" if charge.get("description") else "")
-    body = _header(money, "customer", party, _utc_date(charge.get("created")), memo)
+    when = _utc_date(charge.get("created"))
+    body = _header(money, "customer", party, when, memo)
     body["payment"] = money.amount(amount)
-    record = _record(
-        CUSTOMER_PAYMENT,
+    result = MappingResult()
+    depends: tuple[tuple[str, str], ...] = ()
+    if fm.invoiceless_charges == "sale":
+        sale = _sale_invoice(charge, amount, money, party, fm, when, memo)
+        result.records.append(sale)
+        body["apply"] = {
+            "items": [{"doc": {"externalId": sale.external_id}, "apply": True, "amount": money.amount(amount)}]
+        }
+        depends = ((INVOICE, sale.external_id),)
+    result.records.append(
+        _record(
+            CUSTOMER_PAYMENT,
+            external_id,
+            body,
+            charge_id,
+            fm,
+            party=party,
+            depends_on=depends,
+            amount_minor=amount,
+            currency=money.code,
+            fallbacks={"account": _account_ref(fm.accounts.payments)},
+        )
+    )
+    return result
+
+
+def _sale_line(charge: Mapping, amount: int, fm: FieldMapping, external_id: str) -> _Line:
+    ctx = _DocumentContext(charge, fm, INVOICE, external_id)
+    item_id = ctx.configured_item("default", "charges without a Stripe invoice")
+    return _Line(item_id, amount, str(charge.get("description") or f"Stripe charge {charge['id']}"), 1)
+
+
+def _sale_invoice(
+    charge: Mapping, amount: int, money: _Money, party: CustomerRef, fm: FieldMapping, when: str | None, memo: str
+) -> NetSuiteRecord:
+    external_id = sale_invoice_external_id(charge["id"])
+    ctx = _DocumentContext(charge, fm, INVOICE, external_id)
+    items = _item_sublist([_sale_line(charge, amount, fm, external_id)], money, ctx)
+    body = _header(money, "entity", party, when, memo)
+    body["item"] = items.body
+    return _record(
+        INVOICE,
         external_id,
         body,
-        charge_id,
+        charge["id"],
         fm,
         party=party,
         amount_minor=amount,
         currency=money.code,
-        fallbacks={"account": _account_ref(fm.accounts.payments)},
+        residue_minor=items.residue_minor,
     )
-    return MappingResult(records=[record])
 
 
 # -- credit notes --------------------------------------------------------------------------------------
@@ -1514,6 +1568,26 @@ def map_refund(
         result.records.append(credit_memo)
         applies_to = (CREDIT_MEMO, credit_memo.external_id)
         memo = f"Stripe refund {refund_id} of charge {charge_id} ({_invoice_memo(invoice)})"
+    elif fm.invoiceless_charges == "sale" and isinstance(charge, Mapping):
+        # The sale's payment is applied in full, so the refund pays out a credit memo reversing the sale.
+        sale_eid = sale_invoice_external_id(charge_id)
+        cm_eid = refund_credit_memo_external_id(refund_id)
+        line = replace(_sale_line(charge, amount, fm, cm_eid), description=f"Refund {refund_id} of charge {charge_id}")
+        credit_memo = _applied_credit_memo(
+            refund,
+            cm_eid,
+            money,
+            party,
+            fm,
+            [line],
+            tran_date,
+            f"Stripe refund {refund_id} of charge {charge_id}",
+            sale_eid,
+            None,
+        )
+        result.records.append(credit_memo)
+        applies_to = (CREDIT_MEMO, cm_eid)
+        memo = f"Stripe refund {refund_id} of charge {charge_id}"
     else:
         # the charge's payment (record type given only for error reports; the id is the payment's)
         applies_to = (CUSTOMER_PAYMENT, _external_id(CUSTOMER_REFUND, charge_id))
@@ -1589,6 +1663,237 @@ def _refund_credit_memo(
     )
 
 
+# -- the customer balance ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Credit:
+    """An entry on a Stripe customer balance (a credit, or a debit the customer owes) and the NetSuite document
+    that holds it (a credit memo, or an invoice for a debit; None: not booked)."""
+
+    external_id: str | None
+    origin: str  # what it came from, for messages
+    left: int  # minor units not yet used by an invoice
+    adjustment: Mapping | None = None  # a balance transaction made by hand, booked when an invoice uses it
+
+
+def _credit_source(txn: Mapping) -> _Credit:
+    amount = -int(txn.get("amount") or 0)
+    kind = txn.get("type")
+    if kind == "credit_note" and id_of(txn.get("credit_note")):
+        note = id_of(txn.get("credit_note"))
+        return _Credit(netsuite_external_id(note), f"credit note {note}", amount)
+    if kind == "applied_to_invoice" and id_of(txn.get("invoice")):
+        # A negative invoice credited to the balance at finalization: its credit memo carries the credit.
+        invoice_id = id_of(txn.get("invoice"))
+        return _Credit(netsuite_external_id(invoice_id), f"negative invoice {invoice_id}", amount)
+    if kind == "adjustment":
+        return _Credit(_external_id(CREDIT_MEMO, txn["id"]), f"balance adjustment {txn['id']}", amount, txn)
+    return _Credit(None, f"a balance transaction of type {kind} ({txn.get('id')})", amount)
+
+
+def _debit_source(txn: Mapping) -> _Credit:
+    amount = int(txn.get("amount") or 0)
+    kind = txn.get("type")
+    if kind == "adjustment":
+        return _Credit(_external_id(INVOICE, txn["id"]), f"balance adjustment {txn['id']}", amount, txn)
+    if kind == "invoice_too_small" and id_of(txn.get("invoice")):
+        # Too small to charge: Stripe carries it to the next invoice, whose payment then pays the small one.
+        invoice_id = id_of(txn.get("invoice"))
+        return _Credit(netsuite_external_id(invoice_id), f"invoice {invoice_id} (too small to charge)", amount)
+    return _Credit(None, f"a balance transaction of type {kind} ({txn.get('id')})", amount)
+
+
+@dataclass
+class _BalanceUse:
+    """What an invoice took from the customer's balance at finalization."""
+
+    txn: Mapping | None = None  # its applied_to_invoice balance transaction
+    credits: list[tuple[_Credit, int]] = field(default_factory=list)  # credit used to pay it
+    debits: list[tuple[_Credit, int]] = field(default_factory=list)  # debit added to what it asked the card for
+
+
+def _take(queue: list[_Credit], need: int) -> tuple[list[tuple[_Credit, int]], int]:
+    """Spend `need` from the queue, first in first out; what was taken from each, and what the queue lacked."""
+    taken = []
+    for entry in queue:
+        if need == 0:
+            break
+        take = min(entry.left, need)
+        if take:
+            entry.left -= take
+            need -= take
+            taken.append((entry, take))
+    return taken, need
+
+
+def _balance_use(invoice_id: str, transactions: Sequence[Mapping]) -> _BalanceUse:
+    """Replays the customer's balance history, oldest first: a credit (negative amount) first settles what the
+    customer owes, a debit first spends the customer's credit, each first in, first out; the rest waits on the
+    balance. Returns what the transaction applying the balance to `invoice_id` took."""
+    credits: list[_Credit] = []
+    debits: list[_Credit] = []
+    for txn in transactions:
+        amount = int(txn.get("amount") or 0)
+        ours = txn.get("type") == "applied_to_invoice" and id_of(txn.get("invoice")) == invoice_id
+        if amount < 0:
+            settled, rest = _take(debits, -amount)
+            if rest:
+                credits.append(replace(_credit_source(txn), left=rest))
+            if ours:
+                return _BalanceUse(txn, debits=settled)
+        elif amount > 0:
+            used, rest = _take(credits, amount)
+            if rest:
+                debits.append(replace(_debit_source(txn), left=rest))
+            if ours:
+                return _BalanceUse(txn, credits=used)
+    return _BalanceUse()
+
+
+@_never_raises(CUSTOMER_PAYMENT)
+def map_balance_application(
+    invoice: Mapping, transactions: Sequence[Mapping], fm: FieldMapping, customer: Mapping | None = None
+) -> MappingResult:
+    """The part of an invoice Stripe paid from the customer's credit balance -> a customer payment of 0 that
+    applies the credit memos holding that credit (credit notes, negative invoices, adjustments) to the invoice,
+    first in, first out, as NetSuite's payment `credit` sublist does. A credit given on the balance by hand
+    becomes a credit memo on `items.customer_balance` when an invoice uses it."""
+    invoice_id = invoice["id"]
+    use = _balance_use(invoice_id, transactions)
+    txn, used = use.txn, use.credits
+    if txn is None or not used:
+        return MappingResult()
+    external_id = _external_id(CUSTOMER_PAYMENT, txn["id"])
+    money = _money(invoice.get("currency"), fm, CUSTOMER_PAYMENT, external_id, txn["id"])
+    party = _party(invoice.get("customer"), fm, customer, CUSTOMER_PAYMENT, external_id, txn["id"])
+    total_used = sum(amount for _, amount in used)
+    unbooked = [credit for credit, _ in used if credit.external_id is None]
+    if unbooked:
+        raise _unbooked_balance(unbooked[0], total_used, money, CUSTOMER_PAYMENT, external_id, txn["id"])
+    when = _utc_date(txn.get("created")) or _invoice_date(invoice)
+    result = MappingResult()
+    for credit, _ in used:
+        if credit.adjustment is not None:
+            result.records.append(_adjustment_credit_memo(credit, money, party, fm, invoice))
+    invoice_eid = _external_id(INVOICE, invoice_id)
+    memo = f"{_invoice_memo(invoice)}: {format_amount(total_used, money.code)} paid from the customer's Stripe balance"
+    body = _header(money, "customer", party, when, memo)
+    body["payment"] = money.amount(0)
+    body["credit"] = {
+        "items": [
+            {"doc": {"externalId": credit.external_id}, "apply": True, "amount": money.amount(amount)}
+            for credit, amount in used
+        ]
+    }
+    body["apply"] = {"items": [{"doc": {"externalId": invoice_eid}, "apply": True, "amount": money.amount(total_used)}]}
+    result.records.append(
+        _record(
+            CUSTOMER_PAYMENT,
+            external_id,
+            body,
+            txn["id"],
+            fm,
+            party=party,
+            depends_on=((INVOICE, invoice_eid), *((CREDIT_MEMO, c.external_id) for c, _ in used if c.external_id)),
+            amount_minor=0,
+            currency=money.code,
+            fallbacks={"account": _account_ref(fm.accounts.payments)},
+        )
+    )
+    return result
+
+
+def _unbooked_balance(entry: _Credit, amount: int, money: _Money, record_type: str, external_id: str, source: str):
+    return _Blocked(
+        make_issue(
+            "UNBOOKED_BALANCE",
+            record_type=record_type,
+            external_id=external_id,
+            source_id=source,
+            field="credit",
+            value=money.amount(amount),
+            amount=format_amount(amount, money.code),
+            origin=entry.origin,
+        )
+    )
+
+
+@_never_raises(INVOICE)
+def _debit_invoices(
+    invoice: Mapping, debits: Sequence[tuple[_Credit, int]], fm: FieldMapping, customer: Mapping | None
+) -> MappingResult:
+    """Debits the customer owed on its Stripe balance (charged by hand) that this invoice's amount due carried: an
+    invoice `stripe-<cbtxn>` on `items.customer_balance` each, which the invoice's payment then pays."""
+    result = MappingResult()
+    for debit, amount in debits:
+        if debit.external_id is None:
+            raise _unbooked_balance(
+                debit,
+                amount,
+                _money(invoice.get("currency"), fm, INVOICE, "", invoice["id"]),
+                INVOICE,
+                netsuite_external_id(invoice["id"]),
+                invoice["id"],
+            )
+        txn = debit.adjustment
+        if txn is None:
+            continue  # an invoice too small to charge: already an invoice of its own
+        money = _money(invoice.get("currency"), fm, INVOICE, debit.external_id, txn["id"])
+        party = _party(invoice.get("customer"), fm, customer, INVOICE, debit.external_id, txn["id"])
+        ctx = _DocumentContext(txn, fm, INVOICE, debit.external_id)
+        item_id = ctx.configured_item("customer_balance", "amounts charged on the Stripe customer balance by hand")
+        line = _Line(
+            item_id, int(txn.get("amount") or 0), str(txn.get("description") or f"Stripe balance {txn['id']}"), 1
+        )
+        items = _item_sublist([line], money, ctx)
+        body = _header(
+            money,
+            "entity",
+            party,
+            _utc_date(txn.get("created")),
+            f"Charged on the Stripe customer balance ({txn['id']})",
+        )
+        body["item"] = items.body
+        result.records.append(
+            _record(
+                INVOICE,
+                debit.external_id,
+                body,
+                txn["id"],
+                fm,
+                party=party,
+                amount_minor=line.amount_minor,
+                currency=money.code,
+                residue_minor=items.residue_minor,
+            )
+        )
+    return result
+
+
+def _adjustment_credit_memo(
+    credit: _Credit, money: _Money, party: CustomerRef, fm: FieldMapping, invoice: Mapping
+) -> NetSuiteRecord:
+    txn = credit.adjustment or {}
+    ctx = _DocumentContext(txn, fm, CREDIT_MEMO, credit.external_id or "")
+    item_id = ctx.configured_item("customer_balance", "credits given on the Stripe customer balance by hand")
+    amount = -int(txn.get("amount") or 0)
+    description = txn.get("description") or f"Stripe customer balance adjustment {txn.get('id')}"
+    line = _Line(item_id, amount, str(description), 1)
+    return _applied_credit_memo(
+        txn,
+        credit.external_id or "",
+        money,
+        party,
+        fm,
+        [line],
+        _utc_date(txn.get("created")),
+        f"Credit on the Stripe customer balance ({txn.get('id')})",
+        None,
+        None,
+    )
+
+
 # -- a whole invoice with its children -----------------------------------------------------------------
 
 
@@ -1654,6 +1959,7 @@ def map_invoice_tree(
     charges: Iterable[Mapping] = (),
     refunds: Iterable[Mapping] = (),
     credit_notes: Iterable[Mapping] = (),
+    balance_transactions: Sequence[Mapping] = (),
     with_customer: bool = True,
 ) -> MappingResult:
     """An invoice with its customer, payments, credit notes and refunds -> every NetSuite record, in dependency
@@ -1670,12 +1976,31 @@ def map_invoice_tree(
     through_stripe = [p for p in payments if _is_stripe_payment(p)]
     paid_through_stripe = [p for p in through_stripe if p.get("status") == "paid"]
     result.extend(_invoice_and_closing(invoice, fm, customer, paid_through_stripe))
+    use = _balance_use(invoice["id"], balance_transactions) if balance_transactions else _BalanceUse()
+    if use.debits:
+        result.extend(_debit_invoices(invoice, use.debits, fm, customer))
+    # Debits the invoice's amount due carried, still to be paid by its payments: [external id, amount left].
+    debits = [[d.external_id, amount] for d, amount in use.debits if d.external_id]
     payable = _payable_minor(invoice)
     for invoice_payment in through_stripe:
         charge = _charge_for_payment(invoice_payment, charges_by_id)
-        result.extend(map_invoice_payment(invoice_payment, invoice, charge, fm, customer=customer, apply_limit=payable))
-        if invoice_payment.get("status") == "paid":
-            payable -= min(invoice_payment.get("amount_paid") or 0, max(payable, 0))
+        paid = (invoice_payment.get("amount_paid") or 0) if invoice_payment.get("status") == "paid" else 0
+        left = paid - min(paid, max(payable, 0))
+        also_apply = []
+        for debit in debits:
+            share = min(left, debit[1])
+            if share:
+                also_apply.append((debit[0], share))
+                debit[1] -= share
+                left -= share
+        result.extend(
+            map_invoice_payment(
+                invoice_payment, invoice, charge, fm, customer=customer, apply_limit=payable, also_apply=also_apply
+            )
+        )
+        payable -= min(paid, max(payable, 0))
+    if balance_transactions:
+        result.extend(map_balance_application(invoice, balance_transactions, fm, customer=customer))
     # What Stripe counts as paid beyond the charges' money was paid outside Stripe (paid_out_of_band, a payment
     # record): booked apart from Undeposited Funds.
     out_of_band = (invoice.get("amount_paid") or 0) - sum(p.get("amount_paid") or 0 for p in paid_through_stripe)

@@ -202,6 +202,9 @@ class StripeResource(dg.ConfigurableResource):
         params = {"invoice": invoice, "customer": customer}
         return self._paginate("/v1/credit_notes", params)
 
+    def list_customer_balance_transactions(self, customer: str) -> Iterator[dict[str, Any]]:
+        return self._paginate(f"/v1/customers/{customer}/balance_transactions", {})
+
     def list_credit_note_lines(self, credit_note: str) -> Iterator[dict[str, Any]]:
         return self._paginate(f"/v1/credit_notes/{credit_note}/lines", {})
 
@@ -274,6 +277,9 @@ class StripeResource(dg.ConfigurableResource):
 
     def retrieve_invoice(self, invoice_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
         return self._retrieve(self.get_client().v1.invoices.retrieve, invoice_id, expand, "invoices")
+
+    def retrieve_credit_note(self, credit_note_id: str) -> dict[str, Any]:
+        return self._retrieve(self.get_client().v1.credit_notes.retrieve, credit_note_id, (), "credit_notes")
 
     def retrieve_subscription(self, subscription_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
         subscriptions = self.get_client().v1.subscriptions

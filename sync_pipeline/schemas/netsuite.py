@@ -210,7 +210,9 @@ def record_row(record: NetSuiteRecord, fm: FieldMapping | None = None) -> dict[s
     """The flat header row of one record (what the models validate)."""
     body = record.body
     row: dict[str, Any] = {
-        name: _flat(value) for name, value in body.items() if name not in ("externalId", "item", "apply", "currency")
+        name: _flat(value)
+        for name, value in body.items()
+        if name not in ("externalId", "item", "apply", "credit", "currency")
     }
     total = precision = None
     if record.currency:
@@ -223,9 +225,11 @@ def record_row(record: NetSuiteRecord, fm: FieldMapping | None = None) -> dict[s
     line_total = _sublist_total(body, "item")
     if line_total is None:
         line_total = _sublist_total(body, "apply")
-        # A payment may apply less than it is (the rest stays the customer's credit), never more.
+        # A payment may apply less than it is (the rest stays the customer's credit), never more than it is
+        # plus the credits it uses (a payment of 0 applying credit memos to an invoice).
         if record.record_type == "customerPayment" and line_total is not None and total is not None:
-            line_total = total if line_total <= total else line_total
+            limit = total + (_sublist_total(body, "credit") or 0)
+            line_total = total if line_total <= limit else line_total
     row.update(
         external_id=record.external_id,
         source_id=record.source_id,

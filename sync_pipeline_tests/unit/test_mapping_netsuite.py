@@ -383,15 +383,29 @@ def test_void_invoices_none_leaves_the_invoice_open_and_says_so():
 # -- invoice-less charges -----------------------------------------------------------------------------
 
 
-def test_invoice_less_charge_becomes_an_unapplied_payment(fm):
+def test_invoice_less_charge_is_a_sale_paid_in_full(fm):
+    # Stripe holds no receivable for a charge without an invoice: NetSuite books the sale and its payment.
     result = map_charge_payment(charge(amount=4999, description="Workshop"), fm)
+    sale = only(result, "invoice")
+    assert sale.external_id == "stripe-ch_1-sale"
+    assert [(i["item"], i["amount"], i["description"]) for i in sale.body["item"]["items"]] == [
+        ({"id": "100"}, Decimal("49.99"), "Workshop")
+    ]
     payment = only(result, "customerPayment")
     assert payment.external_id == "stripe-ch_1"
     assert payment.body["payment"] == Decimal("49.99")
-    assert "apply" not in payment.body
+    assert payment.body["apply"]["items"] == [
+        {"doc": {"externalId": "stripe-ch_1-sale"}, "apply": True, "amount": Decimal("49.99")}
+    ]
     assert payment.body["customer"] == {"externalId": "stripe-cus_1"}
     assert payment.body["account"] == {"id": "1"}
     assert payment.body["department"] == {"id": "2"}  # customerPayment default
+
+
+def test_invoice_less_charge_as_customer_credit_when_configured():
+    result = map_charge_payment(charge(amount=4999), mapping_with(invoiceless_charges="customer_credit"))
+    assert not result.of_type("invoice")
+    assert "apply" not in only(result, "customerPayment").body
 
 
 @pytest.mark.parametrize(("status", "reason"), [("failed", "Your card was declined."), ("pending", "once it succeeds")])
@@ -429,8 +443,22 @@ def test_refund_of_invoiced_charge_gives_credit_memo_and_refund(fm):
     assert ("creditMemo", "stripe-re_1-cm") in customer_refund.depends_on
 
 
-def test_refund_of_invoice_less_charge_refunds_the_payment(fm):
-    result = map_refund(refund(amount=4999), charge(amount=4999), None, fm)
+def test_refund_of_invoice_less_charge_reverses_the_sale(fm):
+    result = map_refund(refund(amount=2000), charge(amount=4999), None, fm)
+    memo = only(result, "creditMemo")
+    assert memo.external_id == "stripe-re_1-cm"
+    assert memo.body["createdFrom"] == {"externalId": "stripe-ch_1-sale"}
+    assert [i["amount"] for i in memo.body["item"]["items"]] == [Decimal("20.00")]
+    customer_refund = only(result, "customerRefund")
+    assert customer_refund.body["apply"]["items"] == [
+        {"doc": {"externalId": "stripe-re_1-cm"}, "apply": True, "amount": Decimal("20.00")}
+    ]
+
+
+def test_refund_of_a_customer_credit_charge_refunds_the_payment():
+    result = map_refund(
+        refund(amount=4999), charge(amount=4999), None, mapping_with(invoiceless_charges="customer_credit")
+    )
     customer_refund = only(result, "customerRefund")
     assert not result.of_type("creditMemo")
     assert customer_refund.body["apply"]["items"] == [
@@ -503,8 +531,9 @@ def test_global_customer_mode_books_everything_to_one_customer():
     fm_global = mapping_with(customers__mode="global", customers__global_customer_id="900")
     assert "global" in map_customer(customer(), fm_global).skips[0].reason
     assert only(map_invoice(invoice([line(5000)]), fm_global), "invoice").body["entity"] == {"id": "900"}
-    refund_records = map_refund(refund(), charge(customer=None), None, fm_global).records
-    assert refund_records[0].body["customer"] == {"id": "900"}
+    refund_records = map_refund(refund(), charge(customer=None), None, fm_global)
+    assert only(refund_records, "customerRefund").body["customer"] == {"id": "900"}
+    assert only(refund_records, "creditMemo").body["entity"] == {"id": "900"}
 
 
 def test_charge_without_customer_needs_a_guest_customer(fm):

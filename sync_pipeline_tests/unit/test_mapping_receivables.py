@@ -369,3 +369,92 @@ def test_a_customer_invoiced_in_two_currencies_on_one_day_is_one_record_with_bot
     assert record.body["currency"] == {"id": "1"}
     assert record.body["currencyList"] == {"items": [{"currency": {"id": "1"}}, {"currency": {"id": "2"}}]}
     assert {r.external_id for r in result.of_type("invoice")} == {"stripe-in_usd", "stripe-in_eur"}
+
+
+# -- the customer's credit balance ------------------------------------------------------------------------
+
+
+def balance_txn(txn_id: str, amount: int, kind: str, created: int, **refs) -> dict:
+    return {
+        "id": txn_id,
+        "object": "customer_balance_transaction",
+        "amount": amount,
+        "currency": "usd",
+        "customer": "cus_1",
+        "type": kind,
+        "created": created,
+        "credit_note": refs.get("credit_note"),
+        "invoice": refs.get("invoice"),
+        "description": refs.get("description"),
+    }
+
+
+def test_invoice_paid_from_the_credit_balance_applies_the_credits_first_in_first_out(fm):
+    from sync_pipeline.schemas.netsuite import validate_records
+
+    history = [
+        balance_txn("cbtxn_cn", -2000, "credit_note", NOV_2, credit_note="cn_9"),
+        balance_txn("cbtxn_goodwill", -1000, "adjustment", NOV_5, description="Goodwill for the outage"),
+        balance_txn("cbtxn_use", 2500, "applied_to_invoice", NOV_10, invoice="in_1"),
+    ]
+    # 100.00 invoice: 25.00 from the balance, 75.00 by card.
+    inv = invoice([line(10000)], starting_balance=-3000, ending_balance=-500, amount_due=7500, amount_paid=7500)
+    result = map_invoice_tree(
+        inv,
+        fm,
+        invoice_payments=[invoice_payment(inv, amount=7500)],
+        charges=[charge(amount=7500)],
+        balance_transactions=history,
+    )
+    assert not result.issues
+    payments = {p.external_id: p for p in result.of_type("customerPayment")}
+    assert applied(payments["stripe-ch_1"]) == [("stripe-in_1", True, Decimal("75.00"))]
+    from_balance = payments["stripe-cbtxn_use"]
+    assert from_balance.body["payment"] == Decimal("0.00")
+    assert [(c["doc"]["externalId"], c["amount"]) for c in from_balance.body["credit"]["items"]] == [
+        ("stripe-cn_9", Decimal("20.00")),  # the oldest credit first
+        ("stripe-cbtxn_goodwill", Decimal("5.00")),
+    ]
+    assert applied(from_balance) == [("stripe-in_1", True, Decimal("25.00"))]
+    # The hand-given credit is booked whole when first used: its other 5.00 stays the customer's credit.
+    goodwill = only(result, "creditMemo")
+    assert goodwill.external_id == "stripe-cbtxn_goodwill" and line_amounts(goodwill) == [Decimal("10.00")]
+    assert goodwill.body["item"]["items"][0]["item"] == {"id": "170"}
+    assert "apply" not in goodwill.body
+    assert validate_records(result.records, fm).issues == []
+
+
+def test_credit_from_a_balance_transaction_the_pipeline_cannot_book_is_an_issue_with_the_fix(fm):
+    history = [
+        balance_txn("cbtxn_old", -800, "migration", NOV_2),
+        balance_txn("cbtxn_use", 800, "applied_to_invoice", NOV_10, invoice="in_1"),
+    ]
+    inv = invoice([line(10000)], starting_balance=-800, ending_balance=0, amount_due=9200, amount_paid=9200)
+    result = map_invoice_tree(inv, fm, balance_transactions=history)
+    [issue] = [i for i in result.issues if i.error_code == "UNBOOKED_BALANCE"]
+    assert "8.00 USD" in issue.message and "migration" in issue.message
+    assert "by hand" in issue.fix
+
+
+def test_a_debit_on_the_balance_is_invoiced_and_paid_by_the_invoice_payment_that_carried_it(fm):
+    from sync_pipeline.schemas.netsuite import validate_records
+
+    history = [
+        balance_txn("cbtxn_fee", 1000, "adjustment", NOV_2, description="Late setup fee"),
+        balance_txn("cbtxn_carried", -1000, "applied_to_invoice", NOV_10, invoice="in_1"),
+    ]
+    inv = invoice([line(5000)], starting_balance=1000, ending_balance=0, amount_due=6000, amount_paid=6000)
+    result = map_invoice_tree(
+        inv,
+        fm,
+        invoice_payments=[invoice_payment(inv, amount=6000)],
+        charges=[charge(amount=6000)],
+        balance_transactions=history,
+    )
+    assert not result.issues
+    debit = next(r for r in result.of_type("invoice") if r.external_id == "stripe-cbtxn_fee")
+    assert line_amounts(debit) == [Decimal("10.00")] and debit.body["item"]["items"][0]["item"] == {"id": "170"}
+    payment = only(result, "customerPayment")
+    assert applied(payment) == [("stripe-in_1", True, Decimal("50.00")), ("stripe-cbtxn_fee", True, Decimal("10.00"))]
+    assert ("invoice", "stripe-cbtxn_fee") in payment.depends_on
+    assert validate_records(result.records, fm).issues == []
