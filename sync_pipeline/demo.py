@@ -20,7 +20,9 @@ from pathlib import Path
 from sync_pipeline import settings
 
 SANDBOX_NETSUITE_LATENCY_MS = 20  # a realistic, if fast, NetSuite round trip
-RECONCILE_CHECKS = ("totals_match_stripe", "no_duplicate_external_ids")
+# A day reconciles when NetSuite, read back, agrees with Stripe: totals per currency, each external id once, and every
+# invoice's total and amount remaining and the day's Undeposited Funds (receivables_match_stripe).
+RECONCILE_CHECKS = ("totals_match_stripe", "no_duplicate_external_ids", "receivables_match_stripe")
 # The demo prints its own table; step-by-step logs are in the UI (make dev).
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -43,7 +45,9 @@ def sandbox_environment(days: int, invoices: int, seed: int, quiet: bool = False
         os.environ.update(env)
         if not holds_data(env):
             started = time.perf_counter()
-            summary = sandbox.seed(ScenarioOptions(days=days, invoices=invoices, seed=seed))
+            # The month includes every receivables case (credit notes, customer balances, out-of-band payments...).
+            options = ScenarioOptions(days=days, invoices=invoices, seed=seed, receivables_cases=True)
+            summary = sandbox.seed(options)
             sandbox.save()
             if not quiet:
                 print(summary.to_text())

@@ -342,7 +342,10 @@ def totals_check(
         passed=not mismatched,
         metadata={
             "by_currency": dg.MetadataValue.md(
-                pd.DataFrame(table, columns=["currency", "stripe", "netsuite", "difference"]).to_markdown(index=False)
+                # disable_numparse: tabulate would print "17410.50" as 17410.5; people read exact amounts.
+                pd.DataFrame(table, columns=["currency", "stripe", "netsuite", "difference"]).to_markdown(
+                    index=False, disable_numparse=True
+                )
                 if table
                 else "Nothing to reconcile."
             ),
@@ -355,8 +358,11 @@ def totals_check(
 
 def stripe_invoice_amounts(stripe_invoices: pd.DataFrame) -> dict[str, tuple[str, int]]:
     """external id -> (currency, total) of every finalized invoice of the partition: what NetSuite must hold."""
-    # Drafts are not accounting documents yet: only finalized invoices must be in NetSuite.
-    finalized = stripe_invoices[stripe_invoices["status"].isin(ns.FINALIZED_INVOICE_STATUSES)]
+    # Drafts are not accounting documents yet: only finalized invoices must be in NetSuite. A negative invoice is
+    # a credit memo there (receivables_match_stripe compares it).
+    finalized = stripe_invoices[
+        stripe_invoices["status"].isin(ns.FINALIZED_INVOICE_STATUSES) & (stripe_invoices["amount_minor"] >= 0)
+    ]
     return {
         netsuite_external_id(row.id): (row.currency, int(row.amount_minor)) for row in finalized.itertuples(index=False)
     }

@@ -240,6 +240,13 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--invoices", type=int, default=defaults.invoices, help="approximate number of invoices")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed: same seed, same scenario")
     parser.add_argument(
+        "--receivables-cases",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also seed every receivables case: credit notes, customer balances, out-of-band and partial payments, "
+        "uncollectible then paid, backdated, KWD with coupon and tax (default on)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -255,7 +262,12 @@ def _date(text: str) -> Any:
 
 def seed_options_from(args: argparse.Namespace) -> ScenarioOptions:
     return ScenarioOptions(
-        days=args.days, invoices=args.invoices, seed=args.seed, end_date=args.end_date, threads=max(1, args.threads)
+        days=args.days,
+        invoices=args.invoices,
+        seed=args.seed,
+        end_date=args.end_date,
+        threads=max(1, args.threads),
+        receivables_cases=args.receivables_cases,
     )
 
 

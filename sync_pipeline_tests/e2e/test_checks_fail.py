@@ -90,8 +90,10 @@ def test_a_customer_duplicated_in_netsuite_fails_no_duplicate_external_ids(sandb
 
 
 def _mapping_with_department_only_for_the_us(tmp_path: Path) -> Path:
-    """The example mapping, but only subsidiary 1 (USD) gives invoices a department: EUR invoices lack one."""
+    """The example mapping with EUR booked to its own subsidiary 2, and only subsidiary 1 (USD) gives invoices a
+    department: EUR invoices lack one."""
     data = yaml.safe_load((ROOT / "field_mapping.yaml").read_text())
+    data["currencies"]["EUR"]["subsidiary"] = "2"
     del data["defaults"]["invoice"]["department"]
     data["subsidiaries"]["1"]["defaults"]["invoice"] = {"department": "3"}
     path = tmp_path / "field_mapping.yaml"
