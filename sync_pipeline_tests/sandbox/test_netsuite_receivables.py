@@ -1,9 +1,10 @@
 """Receivables rules of the NetSuite stand-in over real HTTP: customer currency lists, credit memo and payment
-applications, currency precision, and what SuiteQL shows a reconciliation."""
+applications, currency precision, and what SuiteQL shows a reconciliation (transactions and their lines)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from sync_pipeline.sandbox.netsuite import NetSuiteConfig, NetSuiteSandbox, NetSuiteState, start_netsuite
-from sync_pipeline_tests.sandbox.test_netsuite_standin import Api, decimal_json, oauth1
+from sync_pipeline_tests.sandbox.test_netsuite_standin import Api, decimal_json, error_of, oauth1
 
 USD, EUR, JPY, KWD, GBP = "1", "2", "3", "4", "5"
 
@@ -423,7 +424,7 @@ def test_an_account_file_with_a_three_decimal_currency_is_refused(tmp_path):
 
 # ---- 5. what a reconciliation reads back ---------------------------------------------------------------------
 def test_suiteql_and_record_gets_give_a_reconciliation_its_totals_balances_and_lines(api, two_invoices):
-    customer_id, first, _ = two_invoices
+    customer_id, first, second = two_invoices
     api.upserted_id(
         "creditMemo", "stripe-cn_1", credit_memo_body(customer_id, "30.00", apply=applications((first, "30.00")))
     )
@@ -448,7 +449,203 @@ def test_suiteql_and_record_gets_give_a_reconciliation_its_totals_balances_and_l
         {**common, "externalid": "stripe-ch_1", "type": "CustPymt", "trandate": "2026-11-03", "status": "B",
          "foreigntotal": "60", "foreignamountremaining": "10"},
     ]  # fmt: skip
-    # No transactionline table in the stand-in's SuiteQL: the lines come from the record with its sublists.
+    # The documents' item lines: one transactionline query for all of them (NetSuite's signs: an invoice's item
+    # lines negative, a credit memo's positive), the same lines as each record's GET with its sublists.
+    ids = ", ".join(
+        row["id"] for row in api.suiteql(f"SELECT id FROM transaction WHERE entity = {customer_id}").json()["items"]
+    )
+    lines = api.suiteql(
+        f"SELECT transaction, item, foreignamount FROM transactionline WHERE transaction IN ({ids}) AND mainline = 'F'"
+    ).json()["items"]
+    memo_id = api.get("creditMemo", "eid:stripe-cn_1").json()["id"]
+    assert [(x["transaction"], x["item"], x["foreignamount"]) for x in lines] == [
+        (first, "101", "-100"), (second, "101", "-50"), (memo_id, "101", "30")
+    ]  # fmt: skip
     for record_type, key, amount in (("invoice", first, "100.00"), ("creditMemo", "eid:stripe-cn_1", "30.00")):
         items = decimal_json(api.get(record_type, key, expandSubResources="true"))["item"]["items"]
         assert [(x["item"]["id"], x["amount"]) for x in items] == [("101", Decimal(amount))]
+
+
+# ---- 6. transactionline: every document's item lines in one query ----------------------------------------------
+LINE_COLUMNS = "transaction, id, linesequencenumber, mainline, item, quantity, rate, foreignamount, netamount, memo"
+
+
+def all_items(api: Api, query: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """Every item of a query, following NetSuite's pages."""
+    rows, offset = [], 0
+    while True:
+        response = api.suiteql(query, limit=limit, offset=offset)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        rows.extend({k: v for k, v in item.items() if k != "links"} for item in page["items"])
+        if not page["hasMore"]:
+            return rows
+        offset += page["count"]
+
+
+@pytest.fixture
+def documents(api) -> dict[str, str]:
+    """An invoice with a discount line, a one-line invoice, a credit memo and a payment."""
+    customer_id = api.customer()
+    lines = [
+        {"item": {"id": "101"}, "quantity": 2, "rate": Decimal("30.00"), "description": "Seats"},
+        {"item": {"id": "101"}, "amount": Decimal("-10.00"), "description": "Discount"},
+    ]
+    first = api.upserted_id(
+        "invoice", "stripe-in_L1", api.invoice_body(customer_id, lines, memo="Stripe invoice in_L1")
+    )
+    second = api.invoice("stripe-in_L2", customer_id, "100.00")
+    refund_line = {"item": {"id": "101"}, "quantity": 1, "rate": Decimal("25.00"), "description": "Refund of seats"}
+    credit = api.upserted_id(
+        "creditMemo", "stripe-cn_L1", {**credit_memo_body(customer_id, "0"), "item": {"items": [refund_line]}}
+    )
+    payment = api.upserted_id(
+        "customerPayment", "stripe-ch_L1", api.payment_body(customer_id, "50.00", [(first, "50.00")])
+    )
+    return {"first": first, "second": second, "credit": credit, "payment": payment}
+
+
+def ids_of_documents(api: Api) -> list[str]:
+    """The first query of a reconciliation: the documents, by external id."""
+    rows = all_items(
+        api,
+        "SELECT id FROM transaction WHERE externalid IN ('stripe-in_L1', 'stripe-in_L2', 'stripe-cn_L1') ORDER BY id",
+    )
+    return [row["id"] for row in rows]
+
+
+def test_item_lines_of_every_document_in_one_query_with_netsuites_signs(api, documents):
+    ids = ids_of_documents(api)
+    rows = all_items(
+        api,
+        f"SELECT {LINE_COLUMNS} FROM transactionline WHERE transaction IN ({', '.join(ids)}) AND mainline = 'F' "
+        "ORDER BY transaction, linesequencenumber",
+    )
+    first, second, credit = documents["first"], documents["second"], documents["credit"]
+    # Values are strings, numbers without trailing zeros, null columns left out: as the other tables.
+    assert rows == [
+        {
+            "transaction": first,
+            "id": "1",
+            "linesequencenumber": "1",
+            "mainline": "F",
+            "item": "101",
+            "quantity": "-2",
+            "rate": "30",
+            "foreignamount": "-60",
+            "netamount": "-60",
+            "memo": "Seats",
+        },
+        {
+            "transaction": first,
+            "id": "2",
+            "linesequencenumber": "2",
+            "mainline": "F",
+            "item": "101",
+            "foreignamount": "10",
+            "netamount": "10",
+            "memo": "Discount",
+        },
+        {
+            "transaction": second,
+            "id": "1",
+            "linesequencenumber": "1",
+            "mainline": "F",
+            "item": "101",
+            "quantity": "-1",
+            "foreignamount": "-100",
+            "netamount": "-100",
+        },
+        {
+            "transaction": credit,
+            "id": "1",
+            "linesequencenumber": "1",
+            "mainline": "F",
+            "item": "101",
+            "quantity": "1",
+            "rate": "25",
+            "foreignamount": "25",
+            "netamount": "25",
+            "memo": "Refund of seats",
+        },
+    ]
+
+
+def test_the_main_line_carries_the_total_and_every_document_sums_to_zero(api, documents):
+    ids = ids_of_documents(api)
+    headers = all_items(
+        api,
+        f"SELECT transaction, id, linesequencenumber, foreignamount, memo FROM transactionline "
+        f"WHERE mainline = 'T' AND transaction IN ({', '.join(ids)}) ORDER BY transaction",
+    )
+    assert headers == [
+        {
+            "transaction": documents["first"],
+            "id": "0",
+            "linesequencenumber": "0",
+            "foreignamount": "50",
+            "memo": "Stripe invoice in_L1",
+        },
+        {"transaction": documents["second"], "id": "0", "linesequencenumber": "0", "foreignamount": "100"},
+        {"transaction": documents["credit"], "id": "0", "linesequencenumber": "0", "foreignamount": "-25"},
+    ]
+    totals = {row["id"]: row["foreigntotal"] for row in all_items(api, "SELECT id, foreigntotal FROM transaction")}
+    assert Decimal(headers[0]["foreignamount"]) == Decimal(totals[documents["first"]])
+    sums: dict[str, Decimal] = defaultdict(Decimal)
+    for row in all_items(
+        api, f"SELECT transaction, foreignamount FROM transactionline WHERE transaction IN ({', '.join(ids)})"
+    ):
+        sums[row["transaction"]] += Decimal(row["foreignamount"])
+    assert sums == {document: 0 for document in ids}
+
+
+def test_lines_agree_with_each_documents_get_and_page_like_other_tables(api, documents):
+    ids = ids_of_documents(api)
+    # Without ORDER BY, rows come by transaction then line; pages follow NetSuite's offset rules.
+    rows = all_items(api, f"SELECT * FROM transactionline WHERE transaction IN ({', '.join(ids)})", limit=2)
+    assert [(row["transaction"], row["id"]) for row in rows] == [
+        (documents["first"], "0"),
+        (documents["first"], "1"),
+        (documents["first"], "2"),
+        (documents["second"], "0"),
+        (documents["second"], "1"),
+        (documents["credit"], "0"),
+        (documents["credit"], "1"),
+    ]
+    assert {row["taxline"] for row in rows} == {"F"}
+    for record_type, document, sign in (("invoice", documents["first"], -1), ("creditMemo", documents["credit"], 1)):
+        record = decimal_json(api.get(record_type, document, expandSubResources="true"))
+        expected = [(str(line["line"]), line["amount"] * sign) for line in record["item"]["items"]]
+        got = [(row["id"], Decimal(row["foreignamount"])) for row in rows if row["transaction"] == document]
+        assert got[1:] == expected
+    # A payment has no item lines; the stand-in serves no lines for it.
+    count = api.suiteql(f"SELECT COUNT(*) AS n FROM transactionline WHERE transaction = {documents['payment']}")
+    assert count.json()["items"][0]["n"] == "0"
+
+
+def test_replacing_a_documents_lines_shows_at_once(api, documents):
+    customer_id = api.customer()  # the same customer, upserted again
+    lines = [{"item": {"id": "101"}, "amount": Decimal("40.00")}]
+    api.upserted_id("invoice", "stripe-in_L2", api.invoice_body(customer_id, lines))
+    rows = all_items(
+        api, f"SELECT id, foreignamount FROM transactionline WHERE transaction = {documents['second']} ORDER BY id"
+    )
+    assert rows == [{"id": "0", "foreignamount": "40"}, {"id": "1", "foreignamount": "-40"}]
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        (
+            "SELECT t.id FROM transaction t JOIN transactionline tl ON tl.transaction = t.id",
+            "Unsupported SuiteQL near 'JOIN'.",
+        ),
+        ("SELECT amount FROM transactionline", "Field 'amount' for record 'transactionline' was not found."),
+        ("SELECT transaction, SUM(foreignamount) FROM transactionline", "Field 'sum' for record"),
+    ],
+)
+def test_joins_and_unknown_columns_get_netsuites_400(api, query, detail):
+    response = api.suiteql(query)
+    assert response.status_code == 400
+    code, message = error_of(response)
+    assert code == "INVALID_PARAMETER" and message.startswith("Invalid search query.") and detail in message

@@ -1,10 +1,12 @@
-"""A SuiteQL subset over the `customer` and `transaction` tables.
+"""A SuiteQL subset over the `customer`, `transaction` and `transactionline` tables.
 
-Supported: `SELECT * | col [AS alias], ... | COUNT(*) [AS alias] FROM customer|transaction [alias]
-[WHERE ...] [ORDER BY col [ASC|DESC], ...]`, where conditions combine with AND / OR / NOT and
+Supported: `SELECT * | col [AS alias], ... | COUNT(*) [AS alias] FROM customer|transaction|transactionline
+[alias] [WHERE ...] [ORDER BY col [ASC|DESC], ...]`, where conditions combine with AND / OR / NOT and
 parentheses: `col = | <> | != | < | <= | > | >= value`, `col [NOT] IN (v, ...)`,
 `col [NOT] LIKE 'x%'`, `col IS [NOT] NULL`; values are 'strings', numbers or
-TO_DATE('2026-11-02', 'YYYY-MM-DD'). Anything else is refused with NetSuite's 400.
+TO_DATE('2026-11-02', 'YYYY-MM-DD'). Anything else (joins, GROUP BY, functions) is refused with NetSuite's
+400: a reconciliation reads a document's lines with a second query, `... FROM transactionline WHERE transaction
+IN (<ids from a transaction query>) AND mainline = 'F'`.
 """
 
 from __future__ import annotations
@@ -75,7 +77,64 @@ CUSTOMER_COLUMNS = (
     "datecreated",
     "lastmodifieddate",
 )
-TABLE_COLUMNS = {"transaction": TRANSACTION_COLUMNS, "customer": CUSTOMER_COLUMNS}
+# `transactionline`: NetSuite's line table. What public sources confirm, and what the stand-in assumes:
+#
+# Confirmed (column names and meaning):
+#   - `transaction` is the internal id of the line's transaction; `mainline` 'T'/'F' marks the one header line
+#     each transaction has; `taxline` 'T' marks tax lines; item lines have `item`, `quantity`, `rate`, `memo`,
+#     `foreignamount`, `netamount`, `linesequencenumber` (public SuiteQL filtering `mainline = 'F' AND taxline =
+#     'F' ORDER BY linesequencenumber`, reading `tl.item, tl.quantity, tl.rate, tl.netamount, tl.memo`; CData's
+#     NetSuite driver, cdn.cdata.com/help/DNK/ado/pg_SuiteQLtable-transactionline.htm, lists the table's columns
+#     with `uniquekey` and `id` as its keys; netsuitediagnostics.com/posts/suiteql-transactionline-mainline:
+#     "Each transaction has exactly one main line").
+#   - `foreignamount` is in the transaction's currency (meir.prolecto.com/2023/02/19/sql-ar-and-ap-fields/), as
+#     are transaction line amount fields in general (NetSuite help "Currency in Datasets and Workbooks",
+#     docs.oracle.com/en/cloud/saas/netsuite/ns-online-help/section_1544129169.html).
+#   - Signs: an invoice's item lines post as credits to income, so their `foreignamount` and `quantity` are
+#     NEGATIVE while `rate` is not (public SuiteScript reading invoice lines as `-tl.quantity, tl.rate,
+#     -tl.foreignamount` with the comment "Invoice item lines - post negative against income"; public reports
+#     summing `-tl.foreignamount` / `-tl.netamount` over `CustInvc` lines with `mainline = 'F' AND taxline = 'F'`,
+#     whose comments note that "CustCred and CustRfnd sign-flip correctly under -tl.foreignamount", i.e. credit
+#     memo item lines are POSITIVE; a project note "Invoice line `foreignamount` is NEGATIVE").
+#   - A line's position: `linesequencenumber` follows the line's place in the sublist, `id` (the "Line ID") is
+#     given when the line is created; both equal 1, 2, 3 on item lines never removed, and the header line is
+#     line 0 (netsuiterp.com/2019/02/line-id-vs-line-sequence-number.html; netsuite.smash-ict.com "Understand Line
+#     ID vs. Line Sequence Number": "Line Sequence Number = 0" / "Line = 0" select the main line, whose Memo is
+#     the header memo).
+# Assumed here (not confirmed by a source):
+#   - The main line carries the document's total with the opposite sign of its item lines (debit-positive, as
+#     for A/R: invoice +total, credit memo -total), so a document's lines sum to 0 (no tax, discount or COGS
+#     lines in the stand-in). Its `item`, `quantity` and `rate` are null.
+#     (The `transaction` table above shows a credit memo's `foreigntotal` positive; its main line here is -total.)
+#   - `netamount` equals `foreignamount` (no tax or discounts are modelled); in NetSuite it excludes tax.
+#   - An item line's `memo` is the line's `description` as sent over REST; `rate` and `quantity` are null when
+#     the request left them out (NetSuite may fill them in).
+#   - `id` = `linesequencenumber` = the line's 1-based position in the `item` sublist (the REST `line` number),
+#     renumbered when lines are replaced (NetSuite keeps a removed line's id unused); `uniquekey` is not served.
+#   - `taxline` is always 'F' (the stand-in has no tax lines). Only invoices and credit memos (the stand-in's
+#     documents with item lines; it has no cash sales) have rows: NetSuite also has lines for payments,
+#     deposits and journals, which this table leaves out.
+TRANSACTION_LINE_COLUMNS = (
+    "transaction",
+    "id",
+    "linesequencenumber",
+    "mainline",
+    "taxline",
+    "item",
+    "quantity",
+    "rate",
+    "foreignamount",
+    "netamount",
+    "memo",
+)
+TABLE_COLUMNS = {
+    "transaction": TRANSACTION_COLUMNS,
+    "customer": CUSTOMER_COLUMNS,
+    "transactionline": TRANSACTION_LINE_COLUMNS,
+}
+# The sign of item lines' `foreignamount`/`netamount`/`quantity` per record type (credits negative); the main
+# line takes the opposite sign.
+ITEM_LINE_SIGNS: dict[str, int] = {"invoice": -1, "creditMemo": 1}
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -143,10 +202,58 @@ def customer_rows(state: NetSuiteState) -> list[Row]:
     ]
 
 
+def _signed(value: Any, sign: int) -> Decimal | None:
+    return None if value is None else Decimal(value) * sign
+
+
+def transaction_line_rows(state: NetSuiteState) -> list[Row]:
+    rows = []
+    for record_type, sign in ITEM_LINE_SIGNS.items():
+        for record in state.iter_records(record_type):
+            transaction = int(record["id"])
+            total = record.get("total")
+            rows.append(
+                {
+                    "transaction": transaction,
+                    "id": 0,
+                    "linesequencenumber": 0,
+                    "mainline": "T",
+                    "taxline": "F",
+                    "item": None,
+                    "quantity": None,
+                    "rate": None,
+                    "foreignamount": _signed(total, -sign),
+                    "netamount": _signed(total, -sign),
+                    "memo": record.get("memo"),
+                }
+            )
+            for number, line in enumerate(record.get("item", []), start=1):
+                amount = _signed(line.get("amount"), sign)
+                rows.append(
+                    {
+                        "transaction": transaction,
+                        "id": number,
+                        "linesequencenumber": number,
+                        "mainline": "F",
+                        "taxline": "F",
+                        "item": _int_or_none(line.get("item")),
+                        "quantity": _signed(line.get("quantity"), sign),
+                        "rate": line.get("rate"),
+                        "foreignamount": amount,
+                        "netamount": amount,
+                        "memo": line.get("description") or line.get("memo"),
+                    }
+                )
+    return rows
+
+
 TABLE_ROWS: dict[str, Callable[[NetSuiteState], list[Row]]] = {
     "transaction": transaction_rows,
     "customer": customer_rows,
+    "transactionline": transaction_line_rows,
 }
+# Rows come in this order unless ORDER BY says otherwise (a line's `id` is unique only within its transaction).
+TABLE_KEYS: dict[str, Callable[[Row], Any]] = {"transactionline": lambda row: (row["transaction"], row["id"])}
 
 
 # ---- parsing ------------------------------------------------------------------------------------
@@ -422,8 +529,8 @@ def _item(row: Row, columns: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
-def _sorted(rows: list[Row], order: list[tuple[str, bool]]) -> list[Row]:
-    rows = sorted(rows, key=lambda row: row["id"])
+def _sorted(rows: list[Row], order: list[tuple[str, bool]], table: str) -> list[Row]:
+    rows = sorted(rows, key=TABLE_KEYS.get(table, lambda row: row["id"]))
     for name, descending in reversed(order):
         present = [r for r in rows if r[name] is not None]
         missing = [r for r in rows if r[name] is None]
@@ -457,7 +564,7 @@ def execute(state: NetSuiteState, sql: str, limit: int, offset: int, base_url: s
         items = [{"links": [], query.count_alias: _format(len(rows))}][offset : offset + limit]
     else:
         total = len(rows)
-        items = [_item(row, query.columns) for row in _sorted(rows, query.order)[offset : offset + limit]]
+        items = [_item(row, query.columns) for row in _sorted(rows, query.order, query.table)[offset : offset + limit]]
     has_more = offset + len(items) < total
     return {
         "links": _page_links(base_url, limit, offset, total, has_more),
