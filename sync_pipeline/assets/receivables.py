@@ -1,9 +1,14 @@
 """Receivables read back from NetSuite and compared with Stripe's own figures (never with the plan).
 
-Per partition, after every writer: each finalized Stripe invoice's total and amount remaining against the
-NetSuite invoice's (invariant 1 of issue 11), and per currency the cash in Undeposited Funds against the Stripe
-charges that succeeded (invariant 4): money paid outside Stripe must never be there. Amounts are compared at
-NetSuite's precision, and shown as Decimal text.
+Per partition, after every writer, read back over SuiteQL:
+- each finalized Stripe invoice's total and amount remaining against the NetSuite invoice's (invariant 1 of
+  issue 11);
+- per currency, revenue, discount and tax lines on the day's invoices less those on their credit memos against
+  Stripe's invoice lines less its credit notes and refunds (invariant 3): refunds and voids reverse their share of
+  each line by the documented rule (largest remainder), so tax goes back with the revenue it belongs to;
+- per currency, the cash in Undeposited Funds against the Stripe charges that succeeded (invariant 4): money
+  paid outside Stripe must never be there.
+Amounts are compared at NetSuite's precision, and shown as Decimal text.
 """
 
 from collections import defaultdict
@@ -17,9 +22,17 @@ import pandas as pd
 from sync_pipeline.assets.netsuite import _currency_codes, _suiteql_rows
 from sync_pipeline.assets.stripe import read_trees
 from sync_pipeline.mapping import netsuite as ns
-from sync_pipeline.mapping.external_ids import netsuite_external_id, out_of_band_external_id
+from sync_pipeline.mapping.external_ids import (
+    netsuite_external_id,
+    out_of_band_external_id,
+    refund_credit_memo_external_id,
+    reversal_external_id,
+    sale_invoice_external_id,
+    void_credit_memo_external_id,
+)
 from sync_pipeline.mapping.field_mapping import FieldMapping
-from sync_pipeline.mapping.money import to_precision
+from sync_pipeline.mapping.money import allocate, to_precision
+from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
@@ -100,6 +113,175 @@ def stripe_collected(
     return dict(totals), charge_ids, out_of_band_ids
 
 
+# -- invariant 3: revenue, discounts and tax, net of credits ------------------------------------------------
+
+REVENUE, DISCOUNT, TAX = "revenue", "discount", "tax"
+CATEGORIES = (REVENUE, DISCOUNT, TAX)
+
+
+def _stripe_list(value: object) -> list:
+    if isinstance(value, Mapping):
+        value = value.get("data")
+    return list(value) if isinstance(value, list) else []
+
+
+def stripe_lines(document: Mapping) -> list[tuple[str, int]]:
+    """(category, minor units) of a Stripe invoice's or credit note's lines, from Stripe's own fields: each line
+    net of its inclusive tax, each discount (negative), each tax rate. The order is the documented allocation
+    order: lines, discounts, credit grants, taxes by first-seen rate."""
+    lines: list[tuple[str, int]] = []
+    taxes: dict[str, int] = {}
+    line_discounts: dict[str, int] = {}
+    for line in _stripe_list(document.get("lines")):
+        inclusive = 0
+        for tax in _stripe_list(line.get("taxes")):
+            rate = id_of((tax.get("tax_rate_details") or {}).get("tax_rate")) or ""
+            taxes[rate] = taxes.get(rate, 0) + int(tax["amount"])
+            inclusive += int(tax["amount"]) if tax.get("tax_behavior") == "inclusive" else 0
+        for discount in _stripe_list(line.get("discount_amounts")):
+            key = id_of(discount.get("discount")) or ""
+            line_discounts[key] = line_discounts.get(key, 0) + int(discount["amount"])
+        lines.append((REVENUE, int(line["amount"]) - inclusive))
+    totals = document.get("total_discount_amounts")
+    discounts = [int(d["amount"]) for d in totals] if isinstance(totals, list) else list(line_discounts.values())
+    lines += [(DISCOUNT, -amount) for amount in discounts if amount]
+    for credit in _stripe_list(document.get("total_pretax_credit_amounts")):
+        if credit.get("type") == "credit_balance_transaction" and credit.get("amount"):
+            lines.append((DISCOUNT, -int(credit["amount"])))
+    if not taxes:
+        for tax in _stripe_list(document.get("total_taxes")):
+            if tax.get("tax_behavior") != "inclusive":
+                rate = id_of((tax.get("tax_rate_details") or {}).get("tax_rate")) or ""
+                taxes[rate] = taxes.get(rate, 0) + int(tax["amount"])
+    lines += [(TAX, amount) for amount in taxes.values() if amount]
+    return lines
+
+
+def _share(lines: Sequence[tuple[str, int]], amount: int) -> list[tuple[str, int]]:
+    """The documented rule for a refund or a void: `amount` spread over the lines by largest remainder."""
+    whole = sum(a for _, a in lines)
+    if whole <= 0 or not 0 < amount <= whole:
+        return [(REVENUE, amount)]  # nothing to share over: one credit line (items.refund or default)
+    return list(zip([c for c, _ in lines], allocate(amount, [a for _, a in lines]), strict=True))
+
+
+@dataclass
+class NetLines:
+    """Per currency and category, what the day's documents should net to in NetSuite, and the documents."""
+
+    expected: dict[tuple[str, str], Decimal]
+    invoice_ids: list[str]  # NetSuite external ids of the invoices and credit memos to read back
+    credit_ids: list[str]
+
+
+def expected_net_lines(invoice_trees: Iterable[Mapping], charge_trees: Iterable[Mapping], fm: FieldMapping) -> NetLines:
+    """Stripe's invoice lines less its credit notes, refunds and voids, per currency and category, at NetSuite's
+    precision (each line rounded as the mapping sends it)."""
+    expected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    invoice_ids: list[str] = []
+    credit_ids: list[str] = []
+
+    def add(code: str, lines: Iterable[tuple[str, int]], sign: int) -> None:
+        places = fm.netsuite_precision(code)
+        for category, amount in lines:
+            expected[(code, category)] += sign * to_precision(amount, code, places)
+
+    for tree in invoice_trees:
+        invoice = tree["invoice"]
+        code = str(invoice.get("currency") or "").upper()
+        if invoice.get("status") not in ns.FINALIZED_INVOICE_STATUSES or fm.currency(code) is None:
+            continue
+        lines = stripe_lines(invoice)
+        add(code, lines, 1)
+        invoice_ids += [
+            netsuite_external_id(invoice["id"]),
+            reversal_external_id(void_credit_memo_external_id(invoice["id"])),
+        ]
+        credit_ids += [netsuite_external_id(invoice["id"]), void_credit_memo_external_id(invoice["id"])]
+        credit_ids.append(out_of_band_external_id(invoice["id"]))
+        if invoice.get("status") == "void" and fm.void_invoices == "credit_memo" and invoice.get("amount_remaining"):
+            add(code, _share(lines, int(invoice["amount_remaining"])), -1)
+        noted_refunds = set()
+        for note in tree.get("credit_notes") or ():
+            credit_ids.append(netsuite_external_id(note["id"]))
+            invoice_ids.append(reversal_external_id(netsuite_external_id(note["id"])))
+            if note.get("status") == "void":
+                continue  # its memo and the invoice reversing it cancel out
+            add(code, stripe_lines(note), -1)
+            noted_refunds |= {id_of(r.get("refund")) for r in note.get("refunds") or () if isinstance(r, Mapping)}
+        for refund in tree.get("refunds") or ():
+            if refund.get("status") == "succeeded" and refund["id"] not in noted_refunds:
+                credit_ids.append(refund_credit_memo_external_id(refund["id"]))
+                add(code, _share(lines, int(refund["amount"])), -1)
+    if fm.invoiceless_charges == "sale":
+        for tree in charge_trees:
+            charge = tree["charge"]
+            code = str(charge.get("currency") or "").upper()
+            if charge.get("status") != "succeeded" or charge.get("captured") is False or fm.currency(code) is None:
+                continue
+            invoice_ids.append(sale_invoice_external_id(charge["id"]))
+            add(code, [(REVENUE, int(charge.get("amount_captured") or charge.get("amount") or 0))], 1)
+            for refund in tree.get("refunds") or ():
+                if refund.get("status") == "succeeded":
+                    credit_ids.append(refund_credit_memo_external_id(refund["id"]))
+                    add(code, [(REVENUE, int(refund["amount"]))], -1)
+    return NetLines(dict(expected), invoice_ids, credit_ids)
+
+
+def line_category(item_id: object, fm: FieldMapping) -> str | None:
+    """What a NetSuite item line is for the comparison: tax, discount, revenue, or None (rounding, bad debt,
+    money paid outside Stripe, balance adjustments: not revenue, discount or tax)."""
+    item = str(item_id) if item_id is not None else ""
+    if item and item == fm.items.tax:
+        return TAX
+    if item and item == fm.items.discount:
+        return DISCOUNT
+    if item in {fm.items.rounding, fm.items.bad_debt, fm.items.out_of_band, fm.items.customer_balance}:
+        return None
+    return REVENUE
+
+
+def netsuite_net_lines(
+    documents: Iterable[Mapping], lines: Iterable[Mapping], codes: Mapping[str, str], fm: FieldMapping
+) -> dict[tuple[str, str], Decimal]:
+    """Invoice lines less credit memo lines per currency and category, from SuiteQL's transaction and
+    transactionline rows. NetSuite posts an invoice's item lines negative (credits to income) and a credit
+    memo's positive, so invoice less credit memo is minus their sum, whichever the document."""
+    currency_of = {str(d.get("id")): codes.get(str(d.get("currency")), "") for d in documents}
+    net: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for line in lines:
+        if line.get("mainline") == "T":
+            continue
+        category = line_category(line.get("item"), fm)
+        code = currency_of.get(str(line.get("transaction")))
+        if category is None or not code:
+            continue
+        net[(code, category)] -= Decimal(str(line.get("foreignamount") or "0"))
+    return dict(net)
+
+
+def compare_net_lines(
+    expected: Mapping[tuple[str, str], Decimal], netsuite: Mapping[tuple[str, str], Decimal]
+) -> list[dict[str, str]]:
+    differences = []
+    for code, category in sorted(set(expected) | set(netsuite)):
+        in_stripe = expected.get((code, category), Decimal(0))
+        in_netsuite = netsuite.get((code, category), Decimal(0))
+        if in_stripe != in_netsuite:
+            differences.append(
+                {
+                    "document": f"{category} lines ({code})",
+                    "record_type": "invoice less credit memo",
+                    "currency": code,
+                    "field": category,
+                    "stripe": str(in_stripe),
+                    "netsuite": str(in_netsuite),
+                    "difference": str(in_stripe - in_netsuite),
+                }
+            )
+    return differences
+
+
 def compare_documents(
     expected: Sequence[ExpectedDocument], rows: Iterable[Mapping], codes: Mapping[str, str]
 ) -> list[dict[str, str]]:
@@ -148,6 +330,19 @@ def undeposited_funds(
     return dict(totals)
 
 
+def _transaction_lines(client, transaction_ids: Sequence[str]) -> list[dict]:
+    rows: list[dict] = []
+    for start in range(0, len(transaction_ids), 500):
+        chunk = ", ".join(transaction_ids[start : start + 500])  # internal ids: digits only
+        rows.extend(
+            client.suiteql(
+                f"SELECT transaction, item, foreignamount, mainline FROM transactionline "
+                f"WHERE transaction IN ({chunk}) AND mainline = 'F'"
+            )
+        )
+    return rows
+
+
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
@@ -156,8 +351,9 @@ def undeposited_funds(
         dg.AssetCheckSpec(
             RECEIVABLES_CHECK,
             asset="receivables_reconciliation",
-            description="Read back from NetSuite: every Stripe invoice's total and amount remaining, and the cash in "
-            "Undeposited Funds per currency, equal Stripe's own figures.",
+            description="Read back from NetSuite: every Stripe invoice's total and amount remaining, revenue, discount "
+            "and tax lines net of credit memos per currency, and the cash in Undeposited Funds per currency, equal "
+            "Stripe's own figures.",
         )
     ],
     description="The partition's receivables read back from NetSuite (SuiteQL) and compared with Stripe: one row per "
@@ -193,6 +389,22 @@ def receivables_reconciliation(
         else []
     )
     undeposited = undeposited_funds(payment_rows, codes, fm.accounts.payments)
+    net = expected_net_lines(read_trees(stripe_invoices), read_trees(stripe_charges), fm)
+    net_documents = _suiteql_rows(client, ns.INVOICE, net.invoice_ids, "id, externalid, currency") + _suiteql_rows(
+        client, ns.CREDIT_MEMO, net.credit_ids, "id, externalid, currency"
+    )
+    net_lines = _transaction_lines(client, [str(d["id"]) for d in net_documents])
+    netsuite_net = netsuite_net_lines(net_documents, net_lines, codes, fm)
+    differences += compare_net_lines(net.expected, netsuite_net)
+    net_rows = [
+        {
+            "currency": code,
+            "category": category,
+            "stripe": str(net.expected.get((code, category), Decimal(0))),
+            "netsuite": str(netsuite_net.get((code, category), Decimal(0))),
+        }
+        for code, category in sorted(set(net.expected) | set(netsuite_net))
+    ]
     cash_rows = []
     for code in sorted(set(collected) | set(undeposited)):
         stripe_amount, netsuite_amount = collected.get(code, Decimal(0)), undeposited.get(code, Decimal(0))
@@ -226,13 +438,25 @@ def receivables_reconciliation(
                 if cash_rows
                 else "No cash."
             ),
+            "net_lines_by_currency": dg.MetadataValue.md(
+                pd.DataFrame(net_rows, columns=["currency", "category", "stripe", "netsuite"]).to_markdown(
+                    index=False, disable_numparse=True
+                )
+                if net_rows
+                else "No lines."
+            ),
+            "net_lines_compared": len(net_rows),
             "first_differences": dg.MetadataValue.md(table),
         },
     )
     yield dg.AssetCheckResult(
         check_name=RECEIVABLES_CHECK,
         passed=frame.empty,
-        metadata={"documents_checked": len(expected), "differences": len(frame)},
+        metadata={
+            "documents_checked": len(expected),
+            "net_lines_compared": len(net_rows),
+            "differences": len(frame),
+        },
         description=None
         if frame.empty
         else f"{len(frame)} difference(s) between NetSuite and Stripe; see receivables_reconciliation",

@@ -67,12 +67,21 @@ def test_every_day_runs_and_every_invoice_and_undeposited_funds_agree_with_strip
         for e in r.get_asset_check_evaluations()
         if e.check_name == "receivables_match_stripe"
     )
+    net_lines = sum(
+        e.metadata["net_lines_compared"].value
+        for r in results.values()
+        for e in r.get_asset_check_evaluations()
+        if e.check_name == "receivables_match_stripe"
+    )
     differences = _differences(results)
     by_field = Counter(d["field"] for d in differences)
-    print(f"\n[receivables] invoices checked {checked}; differences {len(differences)} {dict(by_field)}")
+    print(
+        f"\n[receivables] invoices checked {checked}; day-currency-category line totals compared {net_lines}; "
+        f"differences {len(differences)} {dict(by_field)}"
+    )
     for d in differences:
         print(f"  {d['document']} {d['field']}: Stripe {d['stripe']} NetSuite {d['netsuite']} ({d['difference']})")
-    assert checked >= 60
+    assert checked >= 60 and net_lines >= 25 * 2
     assert differences == []
 
 

@@ -68,3 +68,32 @@ def test_undeposited_funds_hold_only_the_charges_that_succeeded(fm):
     # Had the out-of-band payment gone to Undeposited Funds, the check would see 137 against 57.
     wrong = [*rows[:2], {**rows[2], "account": "1"}]
     assert undeposited_funds(wrong, CODES, fm.accounts.payments) == {"USD": Decimal("137")}
+
+
+def test_net_lines_see_a_refund_that_did_not_reverse_its_tax(fm):
+    from sync_pipeline.assets.receivables import compare_net_lines, expected_net_lines, netsuite_net_lines
+    from sync_pipeline_tests.unit.test_mapping_netsuite import refund, tax
+
+    inv = invoice([line(10000, taxes=[tax(1900)])])  # 100.00 + 19.00 VAT
+    trees = [{"invoice": inv, "refunds": [refund(amount=5950)]}]  # half refunded
+    net = expected_net_lines(trees, [], fm)
+    assert net.expected == {("USD", "revenue"): Decimal("50.00"), ("USD", "tax"): Decimal("9.50")}
+    assert "stripe-re_1-cm" in net.credit_ids
+    documents = [{"id": "7", "currency": "1"}, {"id": "8", "currency": "1"}]
+    # As SuiteQL sends them: invoice item lines negative, credit memo lines positive.
+    invoice_lines = [
+        {"transaction": "7", "item": "101", "foreignamount": "-100", "mainline": "F"},
+        {"transaction": "7", "item": "120", "foreignamount": "-19", "mainline": "F"},
+    ]
+    right = [
+        {"transaction": "8", "item": "101", "foreignamount": "50", "mainline": "F"},
+        {"transaction": "8", "item": "120", "foreignamount": "9.5", "mainline": "F"},
+    ]
+    assert compare_net_lines(net.expected, netsuite_net_lines(documents, invoice_lines + right, CODES, fm)) == []
+    # A refund booked wholly to revenue leaves the tax collected in NetSuite's books.
+    wrong = [{"transaction": "8", "item": "100", "foreignamount": "59.5", "mainline": "F"}]
+    differences = compare_net_lines(net.expected, netsuite_net_lines(documents, invoice_lines + wrong, CODES, fm))
+    assert {(d["field"], d["stripe"], d["netsuite"]) for d in differences} == {
+        ("revenue", "50.00", "40.5"),
+        ("tax", "9.50", "19"),
+    }
