@@ -7,7 +7,11 @@ Per partition, after every writer, read back over SuiteQL:
   Stripe's invoice lines less its credit notes and refunds (invariant 3): refunds and voids reverse their share of
   each line by the documented rule (largest remainder), so tax goes back with the revenue it belongs to;
 - per currency, the cash in Undeposited Funds against the Stripe charges that succeeded (invariant 4): money
-  paid outside Stripe must never be there.
+  paid outside Stripe must never be there;
+- per customer of the day and currency, the open receivable (open invoices less unapplied credits and payments)
+  against Stripe's (open invoices' amount_remaining less the customer's credit balance) (invariant 2), over all
+  of the customer's documents; a customer with a finalized invoice not yet in NetSuite (a day not synced yet) is
+  listed as not comparable rather than compared.
 Amounts are compared at NetSuite's precision, and shown as Decimal text.
 """
 
@@ -19,8 +23,9 @@ from decimal import Decimal
 import dagster as dg
 import pandas as pd
 
-from sync_pipeline.assets.netsuite import _currency_codes, _suiteql_rows
-from sync_pipeline.assets.stripe import read_trees
+from sync_pipeline import exact_json
+from sync_pipeline.assets.netsuite import SUITEQL_IN_CHUNK, _currency_codes, _suiteql_rows
+from sync_pipeline.assets.stripe import in_parallel, read_trees
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import (
     netsuite_external_id,
@@ -35,7 +40,10 @@ from sync_pipeline.mapping.money import allocate, to_precision
 from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
 from sync_pipeline.resources.field_mapping import FieldMappingResource
+from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
+from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.writers.netsuite import TARGET as NETSUITE_TARGET
 
 RECEIVABLES_CHECK = "receivables_match_stripe"
 DIFFERENCE_COLUMNS = ["document", "record_type", "currency", "field", "stripe", "netsuite", "difference"]
@@ -282,6 +290,104 @@ def compare_net_lines(
     return differences
 
 
+# -- invariant 2: open receivables per customer and currency ------------------------------------------------
+
+
+def stripe_open_receivable(customer: Mapping, invoices: Iterable[Mapping], fm: FieldMapping) -> dict[str, Decimal]:
+    """Per currency: the customer's open invoices' amount_remaining less its credit balance (Stripe's
+    `balance`, negative for a credit, in the customer's currency), at NetSuite's precision."""
+    still_owed = ("open", "uncollectible") if fm.uncollectible_invoices == "leave_open" else ("open",)
+    out: dict[str, Decimal] = defaultdict(Decimal)
+    for invoice in invoices:
+        code = str(invoice.get("currency") or "").upper()
+        if invoice.get("status") in still_owed and fm.currency(code) is not None:
+            out[code] += to_precision(int(invoice.get("amount_remaining") or 0), code, fm.netsuite_precision(code))
+    balance, code = int(customer.get("balance") or 0), str(customer.get("currency") or "").upper()
+    if balance and fm.currency(code) is not None:
+        out[code] += to_precision(balance, code, fm.netsuite_precision(code))
+    return dict(out)
+
+
+def netsuite_open_receivables(rows: Iterable[Mapping], codes: Mapping[str, str]) -> dict[tuple[str, str], Decimal]:
+    """(NetSuite customer id, currency) -> open invoices less unapplied credit memos and payments."""
+    out: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    sign = {"CustInvc": 1, "CustCred": -1, "CustPymt": -1}
+    for row in rows:
+        remaining = abs(Decimal(str(row.get("foreignamountremaining") or "0")))
+        code = codes.get(str(row.get("currency")), f"currency {row.get('currency')}")
+        out[(str(row.get("entity")), code)] += sign.get(str(row.get("type")), 0) * remaining
+    return dict(out)
+
+
+def _open_receivable_differences(
+    stripe: StripeResource,
+    ledger: Ledger,
+    client,
+    fm: FieldMapping,
+    customers: Sequence[Mapping],
+    codes: Mapping[str, str],
+) -> tuple[list[dict[str, str]], int, list[str]]:
+    """Invariant 2 for the day's customers: (differences, customers compared, customers not comparable yet)."""
+    if fm.customers.mode == "global":
+        return [], 0, []  # one NetSuite customer for all: no per-customer receivable to compare
+    netsuite_ids: dict[str, str] = {}
+    for customer in customers:
+        linked = (customer.get("metadata") or {}).get(fm.customers.link_metadata_key or "")
+        if linked:
+            netsuite_ids[customer["id"]] = str(linked)
+    own = ledger.lookup(NETSUITE_TARGET, ns.CUSTOMER, [netsuite_external_id(c["id"]) for c in customers])
+    for customer in customers:
+        entry = own.get(netsuite_external_id(customer["id"]))
+        if customer["id"] not in netsuite_ids and entry is not None:
+            netsuite_ids[customer["id"]] = entry.internal_id
+    comparable = [c for c in customers if c["id"] in netsuite_ids]
+    invoices_of = dict(
+        zip(
+            [c["id"] for c in comparable],
+            in_parallel(lambda c: list(stripe.list_invoices(customer=c["id"])), comparable),
+            strict=True,
+        )
+    )
+    not_yet: list[str] = []
+    compared: list[Mapping] = []
+    for customer in comparable:
+        finalized = [i for i in invoices_of[customer["id"]] if i.get("status") in ns.FINALIZED_INVOICE_STATUSES]
+        eids = [netsuite_external_id(i["id"]) for i in finalized]
+        synced = set(ledger.lookup(NETSUITE_TARGET, ns.INVOICE, eids)) | set(
+            ledger.lookup(NETSUITE_TARGET, ns.CREDIT_MEMO, eids)
+        )
+        (compared if set(eids) <= synced else not_yet).append(customer)
+    entity_ids = sorted({netsuite_ids[c["id"]] for c in compared})
+    rows: list[dict] = []
+    for start in range(0, len(entity_ids), SUITEQL_IN_CHUNK):
+        chunk = ", ".join(entity_ids[start : start + SUITEQL_IN_CHUNK])  # internal ids: digits only
+        rows += client.suiteql(
+            "SELECT entity, type, currency, foreignamountremaining FROM transaction "
+            f"WHERE type IN ('CustInvc', 'CustCred', 'CustPymt') AND entity IN ({chunk})"
+        )
+    in_netsuite = netsuite_open_receivables(rows, codes)
+    differences = []
+    for customer in compared:
+        entity = netsuite_ids[customer["id"]]
+        in_stripe = stripe_open_receivable(customer, invoices_of[customer["id"]], fm)
+        mine = {code: amount for (e, code), amount in in_netsuite.items() if e == entity}
+        for code in sorted(set(in_stripe) | set(mine)):
+            a, b = in_stripe.get(code, Decimal(0)), mine.get(code, Decimal(0))
+            if a != b:
+                differences.append(
+                    {
+                        "document": f"{netsuite_external_id(customer['id'])} (NetSuite customer {entity})",
+                        "record_type": ns.CUSTOMER,
+                        "currency": code,
+                        "field": "open receivable",
+                        "stripe": str(a),
+                        "netsuite": str(b),
+                        "difference": str(a - b),
+                    }
+                )
+    return differences, len(compared), [c["id"] for c in not_yet]
+
+
 def compare_documents(
     expected: Sequence[ExpectedDocument], rows: Iterable[Mapping], codes: Mapping[str, str]
 ) -> list[dict[str, str]]:
@@ -363,7 +469,10 @@ def receivables_reconciliation(
     context: dg.AssetExecutionContext,
     stripe_invoices: pd.DataFrame,
     stripe_charges: pd.DataFrame,
+    stripe_customers: pd.DataFrame,
     netsuite: NetSuiteResource,
+    stripe: StripeResource,
+    ledger: LedgerResource,
     field_mapping: FieldMappingResource,
 ):
     fm = field_mapping.load()
@@ -394,6 +503,11 @@ def receivables_reconciliation(
         client, ns.CREDIT_MEMO, net.credit_ids, "id, externalid, currency"
     )
     net_lines = _transaction_lines(client, [str(d["id"]) for d in net_documents])
+    customers = [exact_json.loads(payload) for payload in stripe_customers["payload"]]
+    open_differences, customers_compared, not_yet = _open_receivable_differences(
+        stripe, ledger.get_ledger(), client, fm, customers, codes
+    )
+    differences += open_differences
     netsuite_net = netsuite_net_lines(net_documents, net_lines, codes, fm)
     differences += compare_net_lines(net.expected, netsuite_net)
     net_rows = [
@@ -446,6 +560,8 @@ def receivables_reconciliation(
                 else "No lines."
             ),
             "net_lines_compared": len(net_rows),
+            "customers_compared": customers_compared,
+            "customers_not_comparable_yet": dg.MetadataValue.json(not_yet[:50]),
             "first_differences": dg.MetadataValue.md(table),
         },
     )
@@ -455,6 +571,7 @@ def receivables_reconciliation(
         metadata={
             "documents_checked": len(expected),
             "net_lines_compared": len(net_rows),
+            "customers_compared": customers_compared,
             "differences": len(frame),
         },
         description=None

@@ -116,7 +116,7 @@ def invoices_with_booked_credit_notes(stripe: StripeResource, ledger: Ledger, pa
             if e.record_type == "creditMemo" and (e.source_id or "").startswith("cn_")
         }
     )
-    return {id_of(note.get("invoice")) for note in _parallel(stripe.retrieve_credit_note, notes)} - {None}
+    return {id_of(note.get("invoice")) for note in in_parallel(stripe.retrieve_credit_note, notes)} - {None}
 
 
 def invoice_tree(stripe: StripeResource, invoice: dict, credit_notes_booked: bool = False) -> dict:
@@ -179,7 +179,7 @@ def _tree_rows(trees: Iterable[dict], root: str, amount_field: str) -> pd.DataFr
     return pd.DataFrame(rows, columns=TREE_COLUMNS)
 
 
-def _parallel(fn, items: Iterable, threads: int = STRIPE_LOOKUP_THREADS, chunk: int = 200) -> Iterator:
+def in_parallel(fn, items: Iterable, threads: int = STRIPE_LOOKUP_THREADS, chunk: int = 200) -> Iterator:
     """`map(fn, items)` on a few threads, a chunk at a time, so a large partition is never all in memory."""
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stripe") as pool:
         batch: list = []
@@ -208,7 +208,7 @@ def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource, l
     # Streamed: each page's invoices become JSON rows and are dropped before the next pages arrive.
     invoices = stripe.list_invoices(created_gte=start, created_lt=end, expand=INVOICE_EXPAND)
     frame = _tree_rows(
-        _parallel(lambda inv: invoice_tree(stripe, inv, inv["id"] in booked), invoices), "invoice", "total"
+        in_parallel(lambda inv: invoice_tree(stripe, inv, inv["id"] in booked), invoices), "invoice", "total"
     )
     context.add_output_metadata(_summary(frame))
     return frame
@@ -251,12 +251,12 @@ def stripe_charges(
         listed += 1
         if id_of(charge.get("payment_intent")) not in same_day:
             unknown.append(charge)
-    invoiced_elsewhere = list(_parallel(lambda c: _belongs_to_an_invoice(stripe, c), unknown))
+    invoiced_elsewhere = list(in_parallel(lambda c: _belongs_to_an_invoice(stripe, c), unknown))
     standalone = [c for c, is_invoiced in zip(unknown, invoiced_elsewhere, strict=True) if not is_invoiced]
     customer_ids = sorted({id_of(c.get("customer")) for c in standalone} - {None})
-    customers = dict(zip(customer_ids, _parallel(stripe.retrieve_customer, customer_ids), strict=True))
+    customers = dict(zip(customer_ids, in_parallel(stripe.retrieve_customer, customer_ids), strict=True))
     trees = list(
-        _parallel(
+        in_parallel(
             lambda c: {
                 "charge": c,
                 "customer": customers.get(id_of(c.get("customer"))),

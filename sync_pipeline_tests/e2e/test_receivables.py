@@ -73,15 +73,22 @@ def test_every_day_runs_and_every_invoice_and_undeposited_funds_agree_with_strip
         for e in r.get_asset_check_evaluations()
         if e.check_name == "receivables_match_stripe"
     )
+    customers = sum(
+        e.metadata["customers_compared"].value
+        for r in results.values()
+        for e in r.get_asset_check_evaluations()
+        if e.check_name == "receivables_match_stripe"
+    )
     differences = _differences(results)
     by_field = Counter(d["field"] for d in differences)
     print(
         f"\n[receivables] invoices checked {checked}; day-currency-category line totals compared {net_lines}; "
+        f"customers' open receivables compared {customers} (each day, its customers); "
         f"differences {len(differences)} {dict(by_field)}"
     )
     for d in differences:
         print(f"  {d['document']} {d['field']}: Stripe {d['stripe']} NetSuite {d['netsuite']} ({d['difference']})")
-    assert checked >= 60 and net_lines >= 25 * 2
+    assert checked >= 60 and net_lines >= 25 * 2 and customers >= 15
     assert differences == []
 
 

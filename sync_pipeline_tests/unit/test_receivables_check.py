@@ -97,3 +97,23 @@ def test_net_lines_see_a_refund_that_did_not_reverse_its_tax(fm):
         ("revenue", "50.00", "40.5"),
         ("tax", "9.50", "19"),
     }
+
+
+def test_open_receivable_is_open_invoices_less_the_credit_balance_on_both_sides(fm):
+    from sync_pipeline.assets.receivables import netsuite_open_receivables, stripe_open_receivable
+    from sync_pipeline_tests.unit.test_mapping_netsuite import customer
+
+    acme = {**customer(currency="usd"), "balance": -2000}  # 20.00 of credit on the Stripe balance
+    invoices = [
+        invoice([line(10000)], status="open", amount_paid=4000, invoice_id="in_open"),  # 60.00 remaining
+        invoice([line(5000)], invoice_id="in_paid"),
+        invoice([line(7000)], status="uncollectible", amount_paid=0, invoice_id="in_bad"),  # written off
+    ]
+    assert stripe_open_receivable(acme, invoices, fm) == {"USD": Decimal("40.00")}
+    rows = [
+        {"entity": "1001", "type": "CustInvc", "currency": "1", "foreignamountremaining": "60"},
+        {"entity": "1001", "type": "CustInvc", "currency": "1", "foreignamountremaining": "0"},
+        {"entity": "1001", "type": "CustCred", "currency": "1", "foreignamountremaining": "20"},
+        {"entity": "1002", "type": "CustPymt", "currency": "1", "foreignamountremaining": "5"},
+    ]
+    assert netsuite_open_receivables(rows, CODES) == {("1001", "USD"): Decimal("40"), ("1002", "USD"): Decimal("-5")}
