@@ -572,6 +572,7 @@ def receivables_reconciliation(
             "documents_checked": len(expected),
             "net_lines_compared": len(net_rows),
             "customers_compared": customers_compared,
+            "cash_currencies_compared": len(cash_rows),
             "differences": len(frame),
         },
         description=None

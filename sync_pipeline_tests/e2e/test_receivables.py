@@ -79,11 +79,18 @@ def test_every_day_runs_and_every_invoice_and_undeposited_funds_agree_with_strip
         for e in r.get_asset_check_evaluations()
         if e.check_name == "receivables_match_stripe"
     )
+    cash = sum(
+        e.metadata["cash_currencies_compared"].value
+        for r in results.values()
+        for e in r.get_asset_check_evaluations()
+        if e.check_name == "receivables_match_stripe"
+    )
     differences = _differences(results)
     by_field = Counter(d["field"] for d in differences)
     print(
         f"\n[receivables] invoices checked {checked}; day-currency-category line totals compared {net_lines}; "
         f"customers' open receivables compared {customers} (each day, its customers); "
+        f"day-currency Undeposited Funds totals compared {cash}; "
         f"differences {len(differences)} {dict(by_field)}"
     )
     for d in differences:
