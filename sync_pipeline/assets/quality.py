@@ -25,7 +25,13 @@ from sync_pipeline.writers.report import open_exceptions_output
         "netsuite_customer_refunds",
     ],
     description="The partition's open sync exceptions (from the ledger's exceptions table): record, field, value, "
-    "error and the fix in words; the table itself holds every partition's.",
+    "error and the fix in words, followed by the open exceptions of no day (Salesforce → Stripe billing and the "
+    "write-back); the table itself holds every partition's.",
 )
 def sync_exceptions(context: dg.AssetExecutionContext, ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
-    return open_exceptions_output(ledger.get_ledger().open_exceptions(partition_key=context.partition_key))
+    book = ledger.get_ledger()
+    # Billing and write-back exceptions belong to no day; each day's report lists them too, so an open one is never
+    # missing from the report a person opens (it said "0 open" while deals were held back).
+    return open_exceptions_output(
+        book.open_exceptions(partition_key=context.partition_key), book.open_exceptions(without_partition=True)
+    )

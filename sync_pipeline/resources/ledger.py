@@ -335,10 +335,16 @@ class Ledger:
                 resolved += result.rowcount
         return resolved
 
-    def open_exceptions(self, partition_key: str | None = None, target: str | None = None) -> list[dict]:
+    def open_exceptions(
+        self, partition_key: str | None = None, target: str | None = None, without_partition: bool = False
+    ) -> list[dict]:
+        """Open exceptions, newest first: all, one day's (`partition_key`), or those of no day (`without_partition`:
+        Salesforce → Stripe billing and the write-back)."""
         query = sa.select(sync_exceptions).where(sync_exceptions.c.resolved_at.is_(None))
         if partition_key:
             query = query.where(sync_exceptions.c.partition_key == partition_key)
+        if without_partition:
+            query = query.where(sync_exceptions.c.partition_key.is_(None))
         if target:
             query = query.where(sync_exceptions.c.target == target)
         query = query.order_by(sync_exceptions.c.last_seen_at.desc(), sync_exceptions.c.id)

@@ -147,14 +147,18 @@ def exceptions_markdown(frame: pd.DataFrame, limit: int = 10) -> str:
     return table + (f"\n\n…and {len(problems) - limit} more in `sync_exceptions`." if len(problems) > limit else "")
 
 
-def open_exceptions_output(rows: list[dict]) -> dg.Output[pd.DataFrame]:
-    """The ledger's open exception rows as an exceptions report: the table, and counts by error code."""
-    frame = pd.DataFrame(rows, columns=OPEN_EXCEPTION_COLUMNS)
+def open_exceptions_output(rows: list[dict], without_a_day: list[dict] = ()) -> dg.Output[pd.DataFrame]:
+    """The ledger's open exception rows as an exceptions report: the table, and counts by error code. A day's
+    report also lists the open exceptions of no day (`without_a_day`: billing and write-back), so no open
+    exception is missing from wherever exceptions are listed; `open_exceptions` counts them all."""
+    frame = pd.DataFrame([*rows, *without_a_day], columns=OPEN_EXCEPTION_COLUMNS)
     by_code = frame.groupby("error_code").size().to_dict() if len(frame) else {}
     return dg.Output(
         frame,
         metadata={
             "open_exceptions": len(frame),
+            "of_this_day": len(rows),
+            "of_no_day": len(without_a_day),
             "by_error_code": dg.MetadataValue.json({k: int(v) for k, v in by_code.items()}),
             "first_exceptions": dg.MetadataValue.md(exceptions_markdown(frame, limit=20)),
         },

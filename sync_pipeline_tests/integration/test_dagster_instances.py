@@ -110,3 +110,30 @@ def test_production_instance_on_postgresql(tmp_path, postgres_database_url, monk
         assert stored is not None and stored.is_success
     finally:
         instance.dispose()
+
+
+def test_a_days_exceptions_report_also_lists_the_open_billing_exceptions_of_no_day(tmp_path):
+    """Billing exceptions have no day; the daily report a person opens lists them instead of saying 0 open."""
+    from sync_pipeline.resources.ledger import ExceptionRow, Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    Ledger(url).record_exceptions(
+        [
+            ExceptionRow(
+                "stripe",
+                "opportunity",
+                "0065g00000AbCdE",
+                "UNMAPPED_SALESFORCE_PRODUCT",
+                "opportunity 0065g00000AbCdE: product 01t5g000000XyZ has no Stripe price",
+                "add it under salesforce.product_prices in field_mapping.yaml",
+                field="Product2Id",
+                value="01t5g000000XyZ",
+            )
+        ]
+    )
+    result = _materialize_exceptions_report(dg.DagsterInstance.ephemeral(), url, tmp_path / "snap")
+    meta = result.asset_materializations_for_node("sync_exceptions")[0].metadata
+    assert (meta["open_exceptions"].value, meta["of_this_day"].value, meta["of_no_day"].value) == (2, 1, 1)
+    frame = result.output_for_node("sync_exceptions")
+    assert list(frame["error_code"]) == ["UNMAPPED_CURRENCY", "UNMAPPED_SALESFORCE_PRODUCT"]
+    assert frame["partition_key"].isna().tolist() == [False, True]
