@@ -141,7 +141,8 @@ def billed_once_check(stripe: StripeResource, report: Report) -> dg.AssetCheckRe
 @dg.asset(
     group_name=GROUP,
     description="Each Closed-Won opportunity billed once in Stripe: a customer for its "
-    "Account, then a subscription (recurring prices) or a one-off invoice.",
+    "Account, then a subscription (recurring prices; one-time ones such as a setup fee on its first "
+    "invoice) or a one-off invoice (one-time prices only).",
     check_specs=[
         dg.AssetCheckSpec(
             BILLED_ONCE_CHECK,

@@ -39,10 +39,18 @@ def billing_status(invoice: Mapping[str, Any], refunded_minor: int, now: int) ->
 
 
 def opportunity_writeback(
-    opportunity_id: str, stripe_id: str, status: str, netsuite_invoice_id: str | None
+    opportunity_id: str,
+    stripe_id: str,
+    status: str,
+    netsuite_invoice_id: str | None,
+    invoice_id: str | None = None,
 ) -> dict[str, Any]:
+    """The opportunity's Stripe ids and status; a subscription's also names the invoice the status is about
+    (its first invoice, with the one-time fees, until it renews), so sales can open it from Salesforce."""
     field_name = "Stripe_Subscription_Id__c" if stripe_id.startswith("sub_") else "Stripe_Invoice_Id__c"
     record: dict[str, Any] = {"Id": opportunity_id, field_name: stripe_id, "Billing_Status__c": status}
+    if stripe_id.startswith("sub_") and invoice_id:
+        record["Stripe_Invoice_Id__c"] = invoice_id
     if netsuite_invoice_id:
         record["NetSuite_Invoice_Id__c"] = netsuite_invoice_id
     return record

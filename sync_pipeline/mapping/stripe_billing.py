@@ -301,13 +301,28 @@ def customer_params(plan: BillingPlan) -> dict[str, Any]:
 
 
 def subscription_params(plan: BillingPlan, customer_id: str) -> dict[str, Any]:
-    return {
+    """The subscription of the recurring lines; one-time lines (a setup fee) ride on its first invoice.
+
+    `add_invoice_items` is part of the one create request, so the fee is billed by the same Idempotency-Key
+    and found by the same metadata look-up as the subscription: it cannot be billed twice or lost half-way.
+    """
+    params: dict[str, Any] = {
         "customer": customer_id,
         "collection_method": "send_invoice",
         "days_until_due": DAYS_UNTIL_DUE,
         "items": [{"price": line.price_id, "quantity": line.quantity} for line in plan.recurring_lines],
         "metadata": billing_metadata(plan),
     }
+    if plan.one_time_lines:
+        params["add_invoice_items"] = [
+            {
+                "price": line.price_id,
+                "quantity": line.quantity,
+                "metadata": {"salesforce_opportunity_id": plan.opportunity_id, "salesforce_line_id": line.line_id},
+            }
+            for line in plan.one_time_lines
+        ]
+    return params
 
 
 def invoice_params(plan: BillingPlan, customer_id: str) -> dict[str, Any]:

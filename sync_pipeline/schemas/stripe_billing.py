@@ -29,6 +29,8 @@ def _known_currency(code: object) -> bool:
 
 
 LINES_ADD_UP = "lines_add_up_to_amount"
+# https://docs.stripe.com/api/subscriptions/create#create_subscription-add_invoice_items ("up to 20 items")
+MAX_ONE_TIME_WITH_PLAN = 20
 
 
 class BillingPlanModel(pa.DataFrameModel):
@@ -41,9 +43,9 @@ class BillingPlanModel(pa.DataFrameModel):
     lines: Series[int] = pa.Field(gt=0)
     unmapped_products: Series[int] = pa.Field(eq=0)
     price_problems: Series[int] = pa.Field(eq=0)
-    # A Stripe subscription's items accept only recurring prices and a one-off invoice only one-time ones,
-    # so an opportunity mixing both cannot be billed by one Stripe object.
-    billing_modes: Series[int] = pa.Field(le=1)
+    # Stripe takes at most 20 `add_invoice_items` on a subscription create; a deal with more one-time
+    # products beside a plan cannot be billed by one request.
+    one_time_with_plan: Series[int] = pa.Field(le=MAX_ONE_TIME_WITH_PLAN)
 
     @pa.check("currency", name="iso_currency", element_wise=True)
     def _iso_currency(cls, value: object) -> bool:
@@ -71,7 +73,7 @@ def plans_frame(plans: Sequence[BillingPlan]) -> pd.DataFrame:
             "lines": len(p.lines),
             "unmapped_products": len(p.unmapped_products),
             "price_problems": sum(1 for line in p.lines if line.problem),
-            "billing_modes": int(bool(p.recurring_lines)) + int(bool(p.one_time_lines)),
+            "one_time_with_plan": len(p.one_time_lines) if p.recurring_lines else 0,
             "lines_total_minor": p.lines_total_minor,
         }
         for p in plans
@@ -86,7 +88,7 @@ def plans_frame(plans: Sequence[BillingPlan]) -> pd.DataFrame:
             "lines",
             "unmapped_products",
             "price_problems",
-            "billing_modes",
+            "one_time_with_plan",
             "lines_total_minor",
         ],
     )
@@ -94,7 +96,7 @@ def plans_frame(plans: Sequence[BillingPlan]) -> pd.DataFrame:
     # which would fail the schema's dtype check for every plan instead of the value check for one.
     for column in ("amount_minor", "lines_total_minor"):
         frame[column] = frame[column].astype("Int64")
-    for column in ("lines", "unmapped_products", "price_problems", "billing_modes"):
+    for column in ("lines", "unmapped_products", "price_problems", "one_time_with_plan"):
         frame[column] = frame[column].astype("int64")
     return frame.astype({"opportunity_id": str, "account_name": str, "currency": str})
 
@@ -186,14 +188,15 @@ def _issues_for(plan: BillingPlan, column: str, check: str) -> list[SyncIssue]:
                 "add the products sold to the opportunity",
             )
         ]
-    if column == "billing_modes":
+    if column == "one_time_with_plan":
         return [
             _issue(
                 plan,
                 "OpportunityLineItems",
-                len(plan.lines),
-                "mixes recurring and one-time Stripe prices",
-                "split the one-time products into their own Closed-Won opportunity",
+                len(plan.one_time_lines),
+                f"has more than {MAX_ONE_TIME_WITH_PLAN} one-time products beside a plan (Stripe bills at most "
+                f"{MAX_ONE_TIME_WITH_PLAN} on a subscription's first invoice)",
+                "combine one-time products into fewer line items",
             )
         ]
     if check == LINES_ADD_UP:

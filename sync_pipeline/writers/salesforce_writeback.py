@@ -121,7 +121,9 @@ def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_W
         invoice = invoices[entry.external_id]
         status = writeback.billing_status(invoice, _refunded_minor(invoice), now) if invoice else writeback.NOT_BILLED
         netsuite_id = netsuite_invoices.get(invoice["id"]) if invoice else None
-        record = writeback.opportunity_writeback(entry.external_id, entry.internal_id, status, netsuite_id)
+        record = writeback.opportunity_writeback(
+            entry.external_id, entry.internal_id, status, netsuite_id, invoice["id"] if invoice else None
+        )
         by_field = "Id"
         if entry.external_id in written:
             # The opportunity holds its Stripe id already: match on it, as an external id.

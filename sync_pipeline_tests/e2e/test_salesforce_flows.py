@@ -219,6 +219,50 @@ def test_closed_won_subscription_and_invoice_are_billed_once_across_repeated_run
     )
 
 
+def _first_invoice_lines(world: World, subscription: dict) -> list[tuple[str, int, int]]:
+    """(description, quantity, amount) of each line of the subscription's first invoice, as Stripe serves them."""
+    lines = world.box.client.v1.invoices.line_items.list(subscription["latest_invoice"]).data
+    return sorted((line.description, line.quantity, line.amount) for line in lines)
+
+
+def test_a_plan_with_an_onboarding_fee_is_one_subscription_whose_first_invoice_carries_the_fee_once(world):
+    deal = world.deal("Plan and fee", [("pro", 2, "1200.00"), ("onboarding", 1, "1200.00")])
+
+    first = world.run()
+
+    assert first.success and [e for e in world.exceptions() if e["external_id"] == deal] == []
+    [subscription] = world.billed("subscription", deal)
+    assert [(i["price"]["id"], i["quantity"]) for i in subscription["items"]["data"]] == [(world.prices["pro"], 2)]
+    invoice = world.box.client.v1.invoices.retrieve(subscription["latest_invoice"])
+    assert (invoice.status, invoice.currency, invoice.total) == ("open", "usd", 240000)
+    assert _first_invoice_lines(world, subscription) == [
+        ("2 × Pro plan (at 600.00 USD / month)", 2, 120000),
+        ("Onboarding", 1, 120000),
+    ]
+    # Salesforce shows the subscription and the invoice its status is about (the first one, with the fee).
+    opportunity = world.opportunity(deal)
+    assert opportunity["Stripe_Subscription_Id__c"] == subscription["id"]
+    assert opportunity["Stripe_Invoice_Id__c"] == invoice.id
+    assert opportunity["Billing_Status__c"] == "Invoiced"
+
+    # A lost ledger and expired Idempotency-Keys a day later: found by metadata, billed nowhere twice.
+    with world.ledger().engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM sync_ledger")
+        conn.exec_driver_sql("DELETE FROM sync_cursors")
+    world.box.clock(at(DAY + dt.timedelta(days=2), 10))
+    again = world.run()
+
+    assert again.success
+    assert again.asset_materializations_for_node(BILLING)[0].metadata["stripe_writes"].value == 0
+    assert [s["id"] for s in world.billed("subscription", deal)] == [subscription["id"]]
+    fees = [
+        i
+        for i in world.stripe_records("invoiceitem")
+        if (i.get("metadata") or {}).get("salesforce_opportunity_id") == deal
+    ]
+    assert [(f["amount"], f["invoice"]) for f in fees] == [(120000, invoice.id)]
+
+
 def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
     from sync_pipeline.definitions import build_salesforce_resource
 
@@ -245,7 +289,7 @@ def test_opportunities_are_read_incrementally_from_the_high_water_mark_with_a_lo
 def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
     idle, cursor = _sensor_tick(None)
     assert isinstance(idle, dg.SkipReason)
-    deal = world.deal("Racer", [("pro", 1, "600.00")])
+    deal = world.deal("Racer", [("pro", 1, "600.00"), ("onboarding", 1, "1200.00")])
 
     request, cursor = _sensor_tick(cursor)
 
@@ -258,7 +302,11 @@ def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
             pool.map(lambda n: world.run(raise_on_error=False, snapshots=world.box.home / f"run{n}"), range(2))
         )
     assert all(r.success for r in results)
-    assert len(world.billed("subscription", deal)) == 1
+    [subscription] = world.billed("subscription", deal)
+    assert _first_invoice_lines(world, subscription) == [
+        ("1 × Pro plan (at 600.00 USD / month)", 1, 60000),
+        ("Onboarding", 1, 120000),
+    ]
     account_id = world.opportunity(deal)["AccountId"]
     assert (
         len(

@@ -721,6 +721,44 @@ def test_subscription_invoices_prorations_and_renewal(client, sandbox):
     assert "items" in updates[0].data.previous_attributes
 
 
+def test_add_invoice_items_bill_one_time_prices_on_the_first_invoice_only(client, sandbox):
+    product = client.v1.products.create(params={"name": "Pro plan"})
+    monthly = client.v1.prices.create(
+        params={"product": product.id, "currency": "eur", "unit_amount": 4500, "recurring": {"interval": "month"}}
+    )
+    onboarding = one_time_price(client, "eur", 140_000)
+    customer = client.v1.customers.create(params={"name": "Plan and fee"})
+    params = {
+        "customer": customer.id,
+        "collection_method": "send_invoice",
+        "days_until_due": 30,
+        "items": [{"price": monthly.id, "quantity": 2}],
+        "add_invoice_items": [{"price": onboarding.id, "quantity": 1, "metadata": {"line": "00kA"}}],
+        "expand": ["latest_invoice"],
+    }
+
+    subscription = client.v1.subscriptions.create(params=params)
+
+    first = subscription.latest_invoice
+    assert (first.status, first.currency, first.total) == ("open", "eur", 2 * 4500 + 140_000)
+    lines = {line.parent.type: line for line in client.v1.invoices.line_items.list(first.id).data}
+    fee = lines["invoice_item_details"]
+    assert (fee.amount, fee.description, fee.metadata["line"]) == (140_000, "Onboarding", "00kA")
+    assert fee.parent.invoice_item_details.subscription == subscription.id
+    assert lines["subscription_item_details"].amount == 9000
+    # Only on the first invoice: the renewal bills the plan alone.
+    renewal = control(sandbox, f"subscriptions/{subscription.id}/advance")["invoice"]
+    assert renewal["total"] == 9000
+    # Stripe takes one-time prices only, in the subscription's currency.
+    for price, message in (
+        (monthly.id, "only accepts one-time prices"),
+        (one_time_price(client, "usd", 100).id, "same currency"),
+    ):
+        with pytest.raises(stripe.InvalidRequestError, match=message) as raised:
+            client.v1.subscriptions.create(params={**params, "add_invoice_items": [{"price": price}]})
+        assert raised.value.param == "add_invoice_items[0][price]"
+
+
 def test_a_renewal_that_cannot_be_charged_makes_the_subscription_past_due(client, sandbox):
     product = client.v1.products.create(params={"name": "Seat"})
     price = client.v1.prices.create(

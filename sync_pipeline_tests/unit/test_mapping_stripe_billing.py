@@ -80,6 +80,25 @@ def test_one_time_products_make_an_invoice_item_per_line_on_the_invoice():
     assert billing.invoice_params(plan, "cus_1")["currency"] == "usd"
 
 
+def test_a_plan_with_a_setup_fee_is_one_subscription_whose_first_invoice_carries_the_fee():
+    plan = billing.plan_billing(opportunity([(PRO, "1", "600"), (SETUP, "1", "1200")], amount="1800"), CONFIG, PRICES)
+
+    assert plan.mode == billing.SUBSCRIPTION
+    assert validate_plans([plan]).issues == []
+    params = billing.subscription_params(plan, "cus_1")
+    assert params["items"] == [{"price": "price_pro", "quantity": 1}]
+    assert params["add_invoice_items"] == [
+        {
+            "price": "price_setup",
+            "quantity": 1,
+            "metadata": {"salesforce_opportunity_id": "0065g0000000001AAA", "salesforce_line_id": "00k5g0000000001AAA"},
+        }
+    ]
+    assert "add_invoice_items" not in billing.subscription_params(
+        billing.plan_billing(opportunity([(PRO, "2", "1200")]), CONFIG, PRICES), "cus_1"
+    )
+
+
 def test_idempotency_keys_name_the_record_and_the_action():
     assert billing.idempotency_key("0065g0000000001AAA", "invoice") == "sf-0065g0000000001AAA-invoice"
     assert billing.idempotency_key("0065g0000000001AAA", "invoice") != billing.idempotency_key(

@@ -147,10 +147,12 @@ def attach_item(state: StripeState, invoice: dict[str, Any], item: dict[str, Any
     coll = state.collections["invoiceitem"]
     item["invoice"] = invoice["id"]
     coll.add_to_secondary("invoice", invoice["id"], coll.entries[item["id"]])
-    # Since basil a line names its source in `parent`: an item billed for a subscription makes a
-    # subscription_item_details line, any other an invoice_item_details line.
-    subscription = ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription")
-    if subscription:
+    # Since basil a line names its source in `parent`: an item of a subscription item (a proration) makes a
+    # subscription_item_details line, any other (a one-time `add_invoice_items` price too, which names its
+    # subscription but no subscription item) an invoice_item_details line.
+    details = (item.get("parent") or {}).get("subscription_details") or {}
+    subscription = details.get("subscription")
+    if subscription and details.get("subscription_item"):
         parent = {
             "invoice_item_details": None,
             "subscription_item_details": {
@@ -168,7 +170,7 @@ def attach_item(state: StripeState, invoice: dict[str, Any], item: dict[str, Any
                 "invoice_item": item["id"],
                 "proration": item["proration"],
                 "proration_details": {"credited_items": None},
-                "subscription": None,
+                "subscription": subscription,
             },
             "subscription_item_details": None,
             "type": "invoice_item_details",

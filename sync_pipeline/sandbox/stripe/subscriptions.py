@@ -247,6 +247,44 @@ def _collect(ctx: Ctx, subscription: dict[str, Any], invoice: dict[str, Any]) ->
     return attempt_payment(ctx, invoice)
 
 
+# Stripe accepts up to 20 `add_invoice_items` per request.
+# https://docs.stripe.com/api/subscriptions/create#create_subscription-add_invoice_items
+MAX_ADD_INVOICE_ITEMS = 20
+
+
+def _add_invoice_items(ctx: Ctx, params: dict, currency: str | None) -> list[tuple[dict[str, Any], int, dict]]:
+    """`add_invoice_items`: one-time prices in the subscription's currency, billed on its first invoice only."""
+    raw_items = get_list(params, "add_invoice_items")
+    if len(raw_items) > MAX_ADD_INVOICE_ITEMS:
+        raise invalid_param(f"You may pass up to {MAX_ADD_INVOICE_ITEMS} add_invoice_items.", "add_invoice_items")
+    out = []
+    for position, raw in enumerate(raw_items):
+        param = f"add_invoice_items[{position}][price]"
+        if not isinstance(raw, dict) or not raw.get("price"):
+            raise missing_param(param)
+        price = price_for(ctx, raw["price"], param)
+        if price["type"] != "one_time":
+            raise invalid_param(
+                f"The price specified ({price['id']}) is a recurring price; add_invoice_items only accepts "
+                "one-time prices.",
+                param,
+            )
+        if price["currency"] != currency:
+            raise invalid_param(
+                f"The price specified ({price['id']}) is in {price['currency']}, the subscription in {currency}: "
+                "all prices must have the same currency.",
+                param,
+            )
+        quantity = get_int(raw, "quantity", 1, param=f"add_invoice_items[{position}][quantity]")
+        out.append((price, quantity, merge_metadata({}, raw)))
+    return out
+
+
+def _one_time_description(ctx: Ctx, price: dict[str, Any]) -> str:
+    product = ctx.state.find(price["product"]) or {"name": price["product"]}
+    return str(product["name"])
+
+
 @route("POST", "/v1/subscriptions")
 def create_subscription(ctx: Ctx, params: dict) -> dict:
     customer = ctx.state.get("customer", get_str(params, "customer", required=True), "customer")
@@ -270,6 +308,7 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
                 merge_metadata({}, raw),
             )
         )
+    one_time = _add_invoice_items(ctx, params, currency)
     collection_method = get_choice(
         params, "collection_method", ("charge_automatically", "send_invoice"), "charge_automatically"
     )
@@ -355,6 +394,19 @@ def create_subscription(ctx: Ctx, params: dict) -> dict:
     for price, quantity, rates, metadata in prices:
         _new_item(ctx, subscription, price, quantity, rates, metadata, (start, end))
     refresh_subscription_items(ctx.state, subscription)
+    for price, quantity, metadata in one_time:
+        # Pending items of the subscription: `_subscription_invoice` puts them on the first invoice, once.
+        new_invoice_item(
+            ctx,
+            customer=customer["id"],
+            currency=currency,
+            unit_amount=unit_amount_of(price),
+            quantity=quantity,
+            description=_one_time_description(ctx, price),
+            price=price,
+            metadata=metadata,
+            subscription=subscription_id,
+        )
     ctx.state.emit(ctx, "customer.subscription.created", subscription)
     # The first invoice bills the coming period in advance (its lines run start..end), while the
     # invoice's own period_start/period_end both sit at the creation time, as on Stripe's first invoices.
