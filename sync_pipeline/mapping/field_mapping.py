@@ -190,13 +190,27 @@ class AccountConfig:
 
 @dataclass(frozen=True)
 class SalesforceConfig:
-    # Product2 id (its case-sensitive first 15 characters) -> Stripe price id.
-    product_prices: Mapping[str, str] = field(default_factory=dict)
+    # Product2 id (its case-sensitive first 15 characters) -> the Stripe price per ISO currency
+    # ({"USD": "price_a", "EUR": "price_b"}), or one Stripe price id for every currency (the older form:
+    # it bills deals in that price's currency only).
+    product_prices: Mapping[str, str | Mapping[str, str]] = field(default_factory=dict)
     # Closed-Won opportunities with an earlier CloseDate are never billed (deals billed before the pipeline).
     bill_closed_won_from: dt.date | None = None
 
-    def price_for_product(self, product_id: str | None) -> str | None:
+    def prices_of_product(self, product_id: str | None) -> str | Mapping[str, str] | None:
         return self.product_prices.get(product_id[:15]) if product_id else None
+
+    def price_for_product(self, product_id: str | None, currency: str) -> str | None:
+        """The Stripe price billed for the product in a deal of `currency` (None: none mapped for it)."""
+        prices = self.prices_of_product(product_id)
+        return prices if isinstance(prices, str) or prices is None else prices.get(currency.upper())
+
+    def price_ids(self) -> set[str]:
+        return {
+            price
+            for prices in self.product_prices.values()
+            for price in ([prices] if isinstance(prices, str) else prices.values())
+        }
 
 
 @dataclass(frozen=True)
@@ -663,8 +677,8 @@ class _Parser:
 
     def salesforce(self, value: Any) -> SalesforceConfig:
         section = self.mapping(value, "salesforce", allowed=("product_prices", "bill_closed_won_from"))
-        prices: dict[str, str] = {}
-        for product_id, price_id in self.mapping(section.get("product_prices"), "salesforce.product_prices").items():
+        prices: dict[str, str | dict[str, str]] = {}
+        for product_id, raw in self.mapping(section.get("product_prices"), "salesforce.product_prices").items():
             where = f"salesforce.product_prices.{product_id}"
             if not _SALESFORCE_PRODUCT_ID.fullmatch(product_id):
                 self.problem(
@@ -672,18 +686,30 @@ class _Parser:
                     f"{product_id!r} is not a Salesforce Product2 id (01t..., 15 or 18 characters)",
                     "copy the id from the product's URL in Salesforce",
                 )
-            elif not isinstance(price_id, str) or not price_id.startswith("price_"):
-                self.problem(
-                    where,
-                    f"{price_id!r} is not a Stripe price id starting with price_",
-                    "copy the price id (price_...) from the product's page in the Stripe dashboard",
-                )
-            else:
-                prices[product_id[:15]] = price_id
+            elif isinstance(raw, dict):
+                per_currency = {}
+                for code, price_id in raw.items():
+                    currency = self.currency_code(code, f"{where}.{code}")
+                    if currency and self.price_id(price_id, f"{where}.{code}"):
+                        per_currency[currency] = price_id
+                prices[product_id[:15]] = per_currency
+            elif self.price_id(raw, where):
+                prices[product_id[:15]] = raw
         return SalesforceConfig(
             product_prices=prices,
             bill_closed_won_from=self.date(section.get("bill_closed_won_from"), "salesforce.bill_closed_won_from"),
         )
+
+    def price_id(self, value: Any, path: str) -> bool:
+        if isinstance(value, str) and value.startswith("price_"):
+            return True
+        self.problem(
+            path,
+            f"{value!r} is not a Stripe price id starting with price_, nor prices per currency",
+            "copy the price id (price_...) from the product's page in the Stripe dashboard, one per currency: "
+            "`01t...: {USD: price_..., EUR: price_...}`",
+        )
+        return False
 
     def date(self, value: Any, path: str) -> dt.date | None:
         if value is None or isinstance(value, dt.date) and not isinstance(value, dt.datetime):

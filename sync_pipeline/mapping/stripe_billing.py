@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sync_pipeline.errors import FIELD_MAPPING_FILE
 from sync_pipeline.mapping.content_hash import content_hash
 from sync_pipeline.mapping.field_mapping import SalesforceConfig
 from sync_pipeline.mapping.money import MoneyError, normalize_currency, to_decimal, to_minor
@@ -144,6 +145,7 @@ class BillingLine:
     amount_minor: int | None  # the line's TotalPrice in Salesforce
     recurring: bool
     problem: str = ""  # why the mapped price cannot bill this line ("" when it can)
+    fix: str = ""  # how to fix `problem` when it is the field mapping's, with the exact line to write
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,8 @@ class BillingPlan:
 
     @property
     def unmapped_products(self) -> list[BillingLine]:
-        return [line for line in self.lines if line.price_id is None]
+        """Lines whose product is not under `product_prices` at all (one mapped in other currencies is a problem)."""
+        return [line for line in self.lines if line.price_id is None and not line.problem]
 
     @property
     def recurring_lines(self) -> list[BillingLine]:
@@ -233,15 +236,47 @@ def _whole_quantity(value: Decimal | None) -> int | None:
     return int(value)
 
 
+def product_prices_line(
+    product_id: str, mapped: str | Mapping[str, str], currency: str, prices: Mapping[str, Mapping[str, Any]]
+) -> str:
+    """The `product_prices` line that bills the product in `currency` too: `01t...: {USD: price_a, EUR: price_...}`.
+
+    A single price (the older form) becomes its currency's entry, read from Stripe.
+    """
+    if isinstance(mapped, str):
+        mapped = {_text((prices.get(mapped) or {}).get("currency")).upper() or "???": mapped}
+    entries = {**{code: price for code, price in mapped.items() if code != currency}, currency: "price_..."}
+    return f"{product_id[:15]}: {{" + ", ".join(f"{code}: {price}" for code, price in entries.items()) + "}"
+
+
+def _mapping_problem(
+    product_id: str, currency: str, config: SalesforceConfig, prices: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, str]:
+    """(problem, fix) when the product is mapped, but to no usable price in the deal's currency."""
+    mapped = config.prices_of_product(product_id)
+    price_id = config.price_for_product(product_id, currency)
+    price = prices.get(price_id) if price_id else None
+    if mapped is None or (price is not None and _text(price.get("currency")).upper() == currency):
+        return "", ""
+    line = product_prices_line(product_id, mapped, currency, prices)
+    fix = f"write `{line}` under `salesforce: product_prices:` in {FIELD_MAPPING_FILE}, with the Stripe price in "
+    fix += f"{currency} of this product; the opportunity is billed on the next run"
+    if price_id is None:
+        return f"has no Stripe price in {currency}", fix
+    return "", fix  # a price of another currency: `_price_problem` says which
+
+
 def _line(
     raw: Mapping[str, Any], currency: str, config: SalesforceConfig, prices: Mapping[str, Mapping[str, Any]]
 ) -> BillingLine:
     product_id = _text(raw.get("Product2Id"))
-    price_id = config.price_for_product(product_id)
+    price_id = config.price_for_product(product_id, currency)
     quantity = _whole_quantity(_decimal(raw.get("Quantity")))
     amount_minor = _minor(_decimal(raw.get("TotalPrice")), currency) if currency else None
     price = prices.get(price_id) if price_id else None
-    problem = _price_problem(price, price_id, currency, quantity, amount_minor) if price_id else ""
+    problem, fix = _mapping_problem(product_id, currency, config, prices) if currency else ("", "")
+    if price_id:
+        problem = _price_problem(price, price_id, currency, quantity, amount_minor)
     return BillingLine(
         line_id=_text(raw.get("Id")),
         product_id=product_id,
@@ -251,6 +286,7 @@ def _line(
         amount_minor=amount_minor,
         recurring=bool(price and price.get("recurring")),
         problem=problem,
+        fix=fix if problem else "",
     )
 
 

@@ -141,8 +141,9 @@ def _issues_for(plan: BillingPlan, column: str, check: str) -> list[SyncIssue]:
                 plan,
                 "Product2Id",
                 line.product_id,
-                f"cannot be billed: {line.problem}",
-                f"map product {line.product_id} to a Stripe price in {plan.currency} whose amount matches the "
+                f"({line.product_name or 'no name'}) cannot be billed in {plan.currency}: {line.problem}",
+                line.fix
+                or f"map product {line.product_id} to a Stripe price in {plan.currency} whose amount matches the "
                 f"line (`salesforce: product_prices:` in {FIELD_MAPPING_FILE}), or correct the line item",
             )
             for line in plan.lines

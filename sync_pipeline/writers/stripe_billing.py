@@ -268,7 +268,7 @@ def bill_opportunities(
     settled = [*(o["Id"] for o in opportunities if o["Id"] not in won), *before_start]
     exceptions: list[ExceptionRow] = []
 
-    prices = stripe_billing.prices(config.product_prices.values())
+    prices = stripe_billing.prices(config.price_ids())
     unbilled: list[billing.BillingPlan] = []
     unchanged: list[str] = []
     for plan in (billing.plan_billing(o, config, prices) for o in to_plan):

@@ -263,6 +263,58 @@ def test_a_plan_with_an_onboarding_fee_is_one_subscription_whose_first_invoice_c
     assert [(f["amount"], f["invoice"]) for f in fees] == [(120000, invoice.id)]
 
 
+def _price_in(world: World, name: str, currency: str, unit_amount: int) -> str:
+    """Another currency's Stripe price of a catalogue product (recurring like its USD price)."""
+    usd = world.box.client.v1.prices.retrieve(world.prices[name])
+    params = {"product": usd.product, "currency": currency, "unit_amount": unit_amount}
+    if usd.recurring:
+        params["recurring"] = {"interval": usd.recurring.interval}
+    return world.box.client.v1.prices.create(params).id
+
+
+def _map_per_currency(world: World, prices: dict[str, dict[str, str]]) -> None:
+    data = yaml.safe_load(world.mapping_path.read_text())
+    data["salesforce"]["product_prices"].update({world.products[name]: p for name, p in prices.items()})
+    world.mapping_path.write_text(yaml.safe_dump(data))
+
+
+def test_a_deal_bills_in_its_currency_and_a_product_without_a_price_in_it_is_held_back_with_the_line_to_add(world):
+    pro_eur = _price_in(world, "pro", "eur", 55000)
+    _map_per_currency(
+        world,
+        {"pro": {"USD": world.prices["pro"], "EUR": pro_eur}, "onboarding": {"USD": world.prices["onboarding"]}},
+    )
+    dollar = world.deal("Dollar", [("pro", 1, "600.00"), ("onboarding", 1, "1200.00")])
+    euro = world.deal("Euro", [("pro", 2, "1100.00"), ("onboarding", 1, "1100.00")], currency="EUR")
+
+    world.run()
+
+    assert len(world.billed("subscription", dollar)) == 1
+    assert world.billed("subscription", euro) == []
+    [held] = [e for e in world.exceptions() if e["external_id"] == euro]
+    onboarding = world.products["onboarding"]
+    assert held["message"].endswith(
+        f"`Product2Id` = {onboarding} (Onboarding) cannot be billed in EUR: has no Stripe price in EUR"
+    )
+    line = f"{onboarding[:15]}: {{USD: {world.prices['onboarding']}, EUR: price_...}}"
+    assert held["fix"].startswith(f"write `{line}` under `salesforce: product_prices:` in field_mapping.yaml")
+    assert world.opportunity(euro).get("Stripe_Subscription_Id__c") is None
+
+    onboarding_eur = _price_in(world, "onboarding", "eur", 110000)
+    _map_per_currency(world, {"onboarding": {"USD": world.prices["onboarding"], "EUR": onboarding_eur}})
+    world.run()
+
+    [subscription] = world.billed("subscription", euro)
+    assert subscription["currency"] == "eur"
+    assert _first_invoice_lines(world, subscription) == [
+        ("2 × Pro plan (at 550.00 EUR / month)", 2, 110000),
+        ("Onboarding", 1, 110000),
+    ]
+    assert world.opportunity(euro)["Stripe_Subscription_Id__c"] == subscription["id"]
+    assert [e for e in world.exceptions() if e["external_id"] == euro] == []
+    assert len(world.billed("subscription", dollar)) == 1
+
+
 def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
     from sync_pipeline.definitions import build_salesforce_resource
 

@@ -124,6 +124,61 @@ def test_each_problem_is_an_issue_with_its_fix_and_the_good_opportunity_still_bi
     assert "is in USD, the opportunity in EUR" in by_id["006E"].message
 
 
+EUR_PRICES = {
+    **PRICES,
+    "price_pro_eur": {**PRICES["price_pro"], "id": "price_pro_eur", "currency": "eur", "unit_amount": 55000},
+}
+PER_CURRENCY = SalesforceConfig(
+    product_prices={PRO[:15]: {"USD": "price_pro", "EUR": "price_pro_eur"}, SETUP[:15]: {"USD": "price_setup"}}
+)
+
+
+def test_a_deal_is_billed_with_its_currency_s_price_and_a_missing_one_names_the_line_to_add():
+    usd = billing.plan_billing(opportunity([(PRO, "1", "600")], amount="600"), PER_CURRENCY, EUR_PRICES)
+    eur = billing.plan_billing(
+        opportunity([(PRO, "1", "550")], amount="550", currency="EUR", Id="006E"), PER_CURRENCY, EUR_PRICES
+    )
+    eur_fee = billing.plan_billing(
+        opportunity([(PRO, "1", "550"), (SETUP, "1", "1200")], amount="1750", currency="EUR", Id="006F"),
+        PER_CURRENCY,
+        EUR_PRICES,
+    )
+
+    result = validate_plans([usd, eur, eur_fee])
+
+    assert [p.opportunity_id for p in result.valid] == [usd.opportunity_id, "006E"]
+    assert billing.subscription_params(eur, "cus_1")["items"] == [{"price": "price_pro_eur", "quantity": 1}]
+    [issue] = result.issues
+    assert issue.external_id == "006F" and issue.value == SETUP
+    assert issue.message.endswith(f"`Product2Id` = {SETUP} (P) cannot be billed in EUR: has no Stripe price in EUR")
+    assert issue.fix.startswith(
+        f"write `{SETUP[:15]}: {{USD: price_setup, EUR: price_...}}` under `salesforce: product_prices:`"
+    )
+
+
+def test_a_single_price_still_bills_its_currency_and_another_currency_is_told_to_map_per_currency():
+    euro = billing.plan_billing(opportunity([(SETUP, "1", "1200")], currency="EUR"), CONFIG, PRICES)
+
+    [issue] = validate_plans([euro]).issues
+
+    assert "Stripe price price_setup is in USD, the opportunity in EUR" in issue.message
+    assert f"write `{SETUP[:15]}: {{USD: price_setup, EUR: price_...}}`" in issue.fix
+
+
+def test_field_mapping_reads_prices_per_currency_and_names_bad_entries():
+    mapping = FieldMapping.from_dict(
+        {**USD, "salesforce": {"product_prices": {PRO: {"usd": "price_pro", "EUR": "price_pro_eur"}, SETUP: "price_s"}}}
+    )
+    assert mapping.salesforce.price_for_product(PRO, "EUR") == "price_pro_eur"
+    assert mapping.salesforce.price_for_product(PRO, "GBP") is None
+    assert mapping.salesforce.price_for_product(SETUP, "GBP") == "price_s"  # the single form: checked against Stripe
+    assert mapping.salesforce.price_ids() == {"price_pro", "price_pro_eur", "price_s"}
+    with pytest.raises(FieldMappingError) as raised:
+        FieldMapping.from_dict({**USD, "salesforce": {"product_prices": {PRO: {"EUO": "price_x", "GBP": "prod_x"}}}})
+    assert f"salesforce.product_prices.{PRO}.EUO: 'EUO' is not a three-letter ISO 4217" in str(raised.value)
+    assert f"salesforce.product_prices.{PRO}.GBP: 'prod_x' is not a Stripe price id" in str(raised.value)
+
+
 def test_amount_must_match_the_line_items():
     plan = billing.plan_billing(opportunity([(SETUP, "1", "1200")], amount="1300"), CONFIG, PRICES)
 
@@ -148,8 +203,8 @@ def test_a_change_after_billing_is_described_from_what_was_billed():
 
 def test_field_mapping_reads_product_prices_and_names_bad_lines():
     mapping = FieldMapping.from_dict({**USD, "salesforce": {"product_prices": {PRO: "price_pro"}}})
-    assert mapping.salesforce.price_for_product(PRO) == "price_pro"
-    assert mapping.salesforce.price_for_product(PRO[:15]) == "price_pro"
+    assert mapping.salesforce.price_for_product(PRO, "USD") == "price_pro"
+    assert mapping.salesforce.price_for_product(PRO[:15], "USD") == "price_pro"
 
     with pytest.raises(FieldMappingError) as raised:
         FieldMapping.from_dict({**USD, "salesforce": {"product_prices": {"Pro plan": "price_pro", SETUP: "prod_x"}}})
