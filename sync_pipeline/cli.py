@@ -1,4 +1,4 @@
-"""`sync-pipeline`: the command line of the project (check-config, dev, demo, sandbox, webhooks)."""
+"""`sync-pipeline`: the command line of the project (check-config, plan, dev, demo, sandbox, webhooks)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,62 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             + f" (field mapping {settings.field_mapping_path()})"
         )
     return 2 if problems else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Salesforce → Stripe dry run: the deals the next billing run would bill, with amounts; nothing is written."""
+    import dataclasses
+    import datetime as dt
+
+    from sync_pipeline.mapping.field_mapping import billing_start_problem, read_field_mapping
+    from sync_pipeline.mapping.money import to_decimal
+    from sync_pipeline.resources.ledger import Ledger
+    from sync_pipeline.resources.salesforce import SalesforceResource
+    from sync_pipeline.resources.stripe import StripeResource
+    from sync_pipeline.writers.stripe_billing import dry_run, read_opportunities
+
+    settings.require_environment(("stripe", "salesforce"))
+    mapping, problems = read_field_mapping(settings.field_mapping_path())
+    if mapping is None:
+        return _fail(settings.first_problem(problems))
+    config = mapping.salesforce
+    if args.start:
+        try:
+            config = dataclasses.replace(config, bill_closed_won_from=dt.date.fromisoformat(args.start))
+        except ValueError:
+            return _fail(f"--from: {args.start!r} is not a date; write it as YYYY-MM-DD")
+    elif billing_start_problem(mapping):
+        return _fail(f"{billing_start_problem(mapping)}; or preview a date with `sync-pipeline plan --from YYYY-MM-DD`")
+    env = os.environ
+    salesforce = SalesforceResource(
+        instance_url=env["SALESFORCE_INSTANCE_URL"],
+        session_id=env.get("SALESFORCE_SESSION_ID"),
+        username=env.get("SALESFORCE_USERNAME"),
+        password=env.get("SALESFORCE_PASSWORD"),
+        security_token=env.get("SALESFORCE_SECURITY_TOKEN"),
+        ca_bundle=env.get("SALESFORCE_CA_BUNDLE"),
+    )
+    stripe = StripeResource(api_key=env["STRIPE_API_KEY"], api_base=settings.get("STRIPE_API_BASE"))
+    opportunities = read_opportunities(salesforce, " WHERE IsWon = true")
+    result = dry_run(opportunities, stripe=stripe, ledger=Ledger(settings.database_url()), config=config)
+    start = config.bill_closed_won_from
+    print(f"Salesforce → Stripe billing from CloseDate {start}: nothing is created by this command.")
+    print(f"Would bill {len(result.to_bill)} deal(s):")
+    for plan in result.to_bill:
+        products = ", ".join(f"{line.quantity} × {line.product_name or line.product_id}" for line in plan.lines)
+        print(
+            f"  {plan.opportunity_id}  {plan.account_name}  {plan.opportunity_name}: {plan.currency} "
+            f"{plan.amount_text} as {'a subscription' if plan.mode == 'subscription' else 'a one-off invoice'} "
+            f"({products})"
+        )
+    totals = ", ".join(f"{code} {to_decimal(minor, code)}" for code, minor in result.totals().items())
+    print(f"Total per currency: {totals or 'none'}")
+    held = sorted({issue.external_id for issue in result.held_back})
+    print(f"Held back {len(held)} deal(s) (salesforce_sync_exceptions once a run has seen them):")
+    for issue in result.held_back:
+        print(f"  {issue.message}. Fix: {issue.fix}")
+    print(f"Not billed: {len(result.before_start)} closed before {start}, {len(result.billed_already)} billed already.")
+    return 0
 
 
 def run_in_own_process_group(command: Sequence[str], env: dict[str, str] | None = None) -> int:
@@ -164,6 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--require", help="comma-separated parts that must be fully configured: " + ",".join(settings.REQUIRED_FOR)
     )
     check.set_defaults(func=cmd_check_config)
+
+    plan = sub.add_parser(
+        "plan",
+        help="Salesforce → Stripe dry run: list the Closed-Won deals the next billing run would bill, with "
+        "amounts per currency, and those held back; creates nothing",
+    )
+    plan.add_argument(
+        "--from",
+        dest="start",
+        metavar="YYYY-MM-DD",
+        help="preview this start date instead of salesforce.bill_closed_won_from",
+    )
+    plan.set_defaults(func=cmd_plan)
 
     dev = sub.add_parser(
         "dev",

@@ -16,6 +16,8 @@ import datetime as dt
 import dagster as dg
 
 from sync_pipeline.jobs import OPPORTUNITIES_TAG, SALESFORCE_TO_STRIPE_JOB
+from sync_pipeline.mapping.field_mapping import billing_start_problem
+from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.salesforce import SalesforceResource, modified_since, newest_modstamp
 
 SENSOR_NAME = "salesforce_to_stripe_on_closed_won"
@@ -32,8 +34,8 @@ def closed_won_since(salesforce: SalesforceResource, cursor: str | None) -> list
     return [r for r in rows if cursor is None or r["SystemModstamp"] != cursor]
 
 
-# On by default once Salesforce is configured (a deal bills within seconds of closing; the
-# `bill_closed_won_from` date in field_mapping.yaml keeps old deals out); off otherwise, so an
+# On by default once Salesforce is configured (a deal bills within seconds of closing; it skips, saying
+# what to set, until `bill_closed_won_from` in field_mapping.yaml keeps old deals out); off otherwise, so an
 # unconfigured deployment does not fail a tick every few seconds. The code location decides when it loads.
 def build_salesforce_to_stripe_sensor(salesforce_configured: bool) -> dg.SensorDefinition:
     @dg.sensor(
@@ -43,7 +45,13 @@ def build_salesforce_to_stripe_sensor(salesforce_configured: bool) -> dg.SensorD
         default_status=dg.DefaultSensorStatus.RUNNING if salesforce_configured else dg.DefaultSensorStatus.STOPPED,
         description="New or changed Closed-Won opportunities (SystemModstamp cursor) -> a salesforce_to_stripe run.",
     )
-    def salesforce_to_stripe_on_closed_won(context: dg.SensorEvaluationContext, salesforce: SalesforceResource):
+    def salesforce_to_stripe_on_closed_won(
+        context: dg.SensorEvaluationContext, salesforce: SalesforceResource, field_mapping: FieldMappingResource
+    ):
+        # Before Salesforce is read: the cursor stays put, so the deals are asked for once billing may start.
+        not_started = billing_start_problem(field_mapping.load())
+        if not_started:
+            return dg.SkipReason(not_started)
         changed = closed_won_since(salesforce, context.cursor)
         if not changed:
             return dg.SkipReason(f"no Closed-Won opportunity changed since {context.cursor or 'the start'}")

@@ -13,6 +13,8 @@ import datetime as dt
 import dagster as dg
 
 from sync_pipeline.jobs import SALESFORCE_TO_STRIPE_JOB, TRIGGER_TAG
+from sync_pipeline.mapping.field_mapping import billing_start_problem
+from sync_pipeline.resources.field_mapping import FieldMappingResource
 
 DEFAULT_LOOKBACK_DAYS = 3
 
@@ -53,11 +55,19 @@ def build_stripe_to_netsuite_schedule(
 
 
 def build_salesforce_to_stripe_schedule(salesforce_configured: bool) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
+    @dg.schedule(
         name="salesforce_to_stripe_hourly",
         job_name=SALESFORCE_TO_STRIPE_JOB,
         cron_schedule="20 * * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING if salesforce_configured else dg.DefaultScheduleStatus.STOPPED,
-        description="Hourly: bill Closed-Won deals not billed yet, refresh billing status and ids in Salesforce.",
+        description="Hourly: bill Closed-Won deals not billed yet, refresh billing status and ids in Salesforce "
+        "(skips, saying what to set, until salesforce.bill_closed_won_from is set).",
     )
+    def salesforce_to_stripe_hourly(context: dg.ScheduleEvaluationContext, field_mapping: FieldMappingResource):
+        not_started = billing_start_problem(field_mapping.load())
+        if not_started:
+            return dg.SkipReason(not_started)
+        return dg.RunRequest(tags={TRIGGER_TAG: "schedule"})
+
+    return salesforce_to_stripe_hourly

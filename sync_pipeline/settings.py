@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sync_pipeline.mapping.field_mapping import read_field_mapping
+from sync_pipeline.mapping.field_mapping import billing_start_problem, read_field_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Beside the package, not in the working directory: a code server started from / finds it too.
@@ -193,7 +193,10 @@ def check_environment(environ: Mapping[str, str] | None = None, require: tuple[s
 
 def check_configuration(environ: Mapping[str, str] | None = None, require: tuple[str, ...] = ()) -> list[str]:
     """Every problem with the environment and with the field-mapping file it points at, one line each."""
-    return [*check_environment(environ, require), *read_field_mapping(field_mapping_path(environ))[1]]
+    mapping, problems = read_field_mapping(field_mapping_path(environ))
+    # Billing refuses to start without a start date, so a deployment that requires Salesforce needs one.
+    not_started = billing_start_problem(mapping) if mapping is not None and "salesforce" in require else None
+    return [*check_environment(environ, require), *problems, *([not_started] if not_started else [])]
 
 
 def require_environment(require: tuple[str, ...] = (), environ: Mapping[str, str] | None = None) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from sync_pipeline.mapping import salesforce_writeback as writeback
 from sync_pipeline.mapping import stripe_billing as billing
+from sync_pipeline.mapping.field_mapping import billing_start_problem
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.salesforce import SalesforceResource, modified_since, newest_modstamp
@@ -160,6 +161,11 @@ def stripe_billing_from_opportunities(
     ledger: LedgerResource,
     field_mapping: FieldMappingResource,
 ):
+    config = field_mapping.load()
+    # Checked before anything is read or written: no start date means nothing is billed at all.
+    not_started = billing_start_problem(config)
+    if not_started:
+        raise dg.Failure(description=not_started)
     store = ledger.get_ledger()
     opportunities = opportunities_from_frame(salesforce_opportunities)
     # Opportunities held back by an open exception are behind the cursor by now, and their fix may not touch
@@ -172,7 +178,7 @@ def stripe_billing_from_opportunities(
         opportunities,
         stripe=stripe,
         ledger=store,
-        config=field_mapping.load().salesforce,
+        config=config.salesforce,
         run_id=context.run.run_id,
         log=context.log.info,
     )

@@ -213,6 +213,21 @@ class SalesforceConfig:
         }
 
 
+def billing_start_problem(mapping: FieldMapping) -> str | None:
+    """The one line that keeps Salesforce → Stripe billing from starting, or None when it may start.
+
+    No default date: a first run without one would bill every historic Closed-Won deal that carries no
+    Stripe id in Salesforce, including deals billed by hand in Stripe before this pipeline.
+    """
+    if mapping.salesforce.bill_closed_won_from is not None:
+        return None
+    return (
+        f"{mapping.source}: salesforce.bill_closed_won_from: not set, so nothing is billed. Fix: set it to the "
+        "first CloseDate to bill (YYYY-MM-DD, e.g. today's date); deals closed earlier are never billed "
+        "(preview with `sync-pipeline plan`)"
+    )
+
+
 @dataclass(frozen=True)
 class FieldMapping:
     customers: CustomerConfig = CustomerConfig()

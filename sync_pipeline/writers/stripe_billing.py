@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import stripe as stripe_sdk
@@ -258,6 +259,9 @@ def bill_opportunities(
     `quarantined` (with its exception), a Stripe error is `failed`, closed before `bill_closed_won_from` is
     `skipped`. Raises `AccessDenied` when Stripe refuses the key, after recording the exceptions found before it.
     """
+    if config.bill_closed_won_from is None:
+        # The asset, sensor and schedule refuse first with the fix; this guards any other caller.
+        raise ValueError("salesforce.bill_closed_won_from is not set: nothing is billed until it is")
     report = Report(billing.BILLED_OPPORTUNITY, detail_columns=DETAIL_COLUMNS)
     stripe_billing = StripeBilling(stripe, ledger)
     # IsWon arrives as a JSON boolean from the REST API, as text from a CSV or a hand-made fixture.
@@ -353,6 +357,42 @@ def _bill(
     )
     report.add(_outcome(plan.opportunity_id, Action.CREATED, plan, customer=customer_id, stripe_id=stripe_id))
     log(f"opportunity {plan.opportunity_id} billed as {stripe_id} (customer {customer_id})")
+
+
+@dataclass
+class DryRun:
+    """What billing would do now, with nothing written anywhere (`sync-pipeline plan`)."""
+
+    to_bill: list[billing.BillingPlan]
+    held_back: list[SyncIssue]
+    before_start: list[str]  # Closed-Won before bill_closed_won_from: never billed
+    billed_already: list[str]  # in the ledger or with a Stripe id on the opportunity
+
+    def totals(self) -> dict[str, int]:
+        """Minor units per currency of the deals to bill."""
+        out: dict[str, int] = {}
+        for plan in self.to_bill:
+            out[plan.currency] = out.get(plan.currency, 0) + (plan.amount_minor or 0)
+        return dict(sorted(out.items()))
+
+
+def dry_run(
+    opportunities: Sequence[Mapping[str, Any]], *, stripe: StripeResource, ledger: Ledger, config: SalesforceConfig
+) -> DryRun:
+    """`bill_opportunities`' decisions without its writes: Stripe and the ledger are only read."""
+    won = {o["Id"]: o for o in opportunities if o.get("IsWon") in (True, "True", "true")}
+    billed = ledger.lookup(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, list(won))
+    to_plan, before_start, billed_already = [], [], []
+    for opportunity_id, opportunity in won.items():
+        if _closed_before_start(opportunity, config):
+            before_start.append(opportunity_id)
+        elif opportunity_id in billed or billing.is_billed_in_salesforce(opportunity):
+            billed_already.append(opportunity_id)
+        else:
+            to_plan.append(opportunity)
+    prices = StripeBilling(stripe, ledger).prices(config.price_ids())
+    validation = validate_plans([billing.plan_billing(o, config, prices) for o in to_plan])
+    return DryRun(validation.valid, validation.issues, before_start, billed_already)
 
 
 def retry_queue(ledger: Ledger) -> list[str]:

@@ -19,11 +19,13 @@ import pytest
 import requests
 import yaml
 
+from sync_pipeline import cli
 from sync_pipeline.resources.ledger import Ledger
 from sync_pipeline.resources.salesforce import SESSION_ID_EXPIRED_MESSAGE, SalesforceResource, SalesforceSessionExpired
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.salesforce_to_stripe_sensor import build_salesforce_to_stripe_sensor
 from sync_pipeline.sandbox.salesforce import SalesforceSandbox, start_salesforce
+from sync_pipeline.schedules import build_salesforce_to_stripe_schedule
 from sync_pipeline.writers.salesforce_writeback import write_back
 from sync_pipeline.writers.stripe_billing import bill_opportunities, read_opportunities
 from sync_pipeline_tests.e2e.harness import DAY, Sandbox, at, running_sandbox
@@ -139,7 +141,7 @@ class World:
 
 def _mapping_file(tmp_path: Path, product_prices: dict[str, str]) -> Path:
     data = yaml.safe_load((ROOT / "field_mapping.yaml").read_text())
-    data["salesforce"] = {"product_prices": dict(product_prices)}
+    data["salesforce"] = {"product_prices": dict(product_prices), "bill_closed_won_from": DAY.isoformat()}
     path = tmp_path / "field_mapping.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -316,10 +318,95 @@ def test_a_deal_bills_in_its_currency_and_a_product_without_a_price_in_it_is_hel
 
 
 def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
-    from sync_pipeline.definitions import build_salesforce_resource
+    from sync_pipeline.definitions import build_resources
 
-    with dg.build_sensor_context(cursor=cursor, resources={"salesforce": build_salesforce_resource()}) as context:
+    resources = {name: r for name, r in build_resources().items() if name in ("salesforce", "field_mapping")}
+    with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
         return build_salesforce_to_stripe_sensor(salesforce_configured=True)(context), context.cursor
+
+
+def _schedule_tick() -> dg.RunRequest | dg.SkipReason:
+    from sync_pipeline.definitions import build_resources
+
+    resources = {"field_mapping": build_resources()["field_mapping"]}
+    with dg.build_schedule_context(resources=resources) as context:
+        return build_salesforce_to_stripe_schedule(salesforce_configured=True)(context)
+
+
+def _stripe_objects(world: World) -> dict[str, int]:
+    return {kind: len(world.stripe_records(kind)) for kind in ("customer", "subscription", "invoice", "invoiceitem")}
+
+
+def test_billing_refuses_to_start_until_the_start_date_is_set_saying_what_to_set(world, capsys):
+    data = yaml.safe_load(world.mapping_path.read_text())
+    del data["salesforce"]["bill_closed_won_from"]
+    world.mapping_path.write_text(yaml.safe_dump(data))
+    deal = world.deal("Too soon", [("pro", 1, "600.00")])
+    before = _stripe_objects(world)
+    line = (
+        f"{world.mapping_path}: salesforce.bill_closed_won_from: not set, so nothing is billed. Fix: set it to "
+        "the first CloseDate to bill (YYYY-MM-DD, e.g. today's date); deals closed earlier are never billed "
+        "(preview with `sync-pipeline plan`)"
+    )
+
+    result = world.run(raise_on_error=False)
+
+    assert not result.success
+    [failure] = [f for f in result.get_step_failure_events() if f.step_key == BILLING]
+    assert failure.step_failure_data.user_failure_data.description == line
+    assert _stripe_objects(world) == before and world.billed("subscription", deal) == []
+    assert world.ledger().entries("stripe") == [] and world.exceptions() == []
+    tick, cursor = _sensor_tick(None)
+    assert isinstance(tick, dg.SkipReason) and tick.skip_message == line and cursor is None
+    scheduled = _schedule_tick()
+    assert isinstance(scheduled, dg.SkipReason) and scheduled.skip_message == line
+    assert cli.main(["check-config", "--require", "salesforce"]) == 2
+    assert line in capsys.readouterr().err.splitlines()
+
+    data["salesforce"]["bill_closed_won_from"] = DAY.isoformat()
+    world.mapping_path.write_text(yaml.safe_dump(data))
+    assert isinstance(_sensor_tick(None)[0], dg.RunRequest) and isinstance(_schedule_tick(), dg.RunRequest)
+    assert world.run().success and len(world.billed("subscription", deal)) == 1
+
+
+def test_plan_lists_the_deals_the_first_run_would_bill_with_amounts_per_currency_and_creates_nothing(world, capsys):
+    pro_eur = _price_in(world, "pro", "eur", 55000)
+    _map_per_currency(world, {"pro": {"USD": world.prices["pro"], "EUR": pro_eur}})
+    plan_and_fee = world.deal("Plan and fee", [("pro", 2, "1200.00"), ("onboarding", 1, "1200.00")])
+    euro = world.deal("Euro", [("pro", 1, "550.00")], currency="EUR")
+    fee_only = world.deal("Fee only", [("onboarding", 1, "1200.00")])
+    held = world.deal("Training", [("training", 1, "500.00")])
+    old = world.deal("Old", [("pro", 1, "600.00")])
+    world.salesforce.state.update("Opportunity", old, {"CloseDate": (DAY - dt.timedelta(days=1)).isoformat()})
+    before = _stripe_objects(world)
+
+    assert cli.main(["plan"]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert _stripe_objects(world) == before and world.ledger().entries("stripe") == []
+    assert out[0] == f"Salesforce → Stripe billing from CloseDate {DAY}: nothing is created by this command."
+    assert out[1] == "Would bill 3 deal(s):"
+    assert sorted(out[2:5]) == sorted(
+        [
+            f"  {plan_and_fee}  Plan and fee Corp  Plan and fee: USD 2400.00 as a subscription "
+            "(2 × Pro, 1 × Onboarding)",
+            f"  {euro}  Euro Corp  Euro: EUR 550.00 as a subscription (1 × Pro)",
+            f"  {fee_only}  Fee only Corp  Fee only: USD 1200.00 as a one-off invoice (1 × Onboarding)",
+        ]
+    )
+    assert out[5] == "Total per currency: EUR 550.00, USD 3600.00"
+    assert out[6].startswith("Held back 1 deal(s)")
+    assert world.products["training"] in out[7] and "Fix: add `" in out[7]
+    assert out[8] == "Not billed: 1 closed before " + DAY.isoformat() + ", 0 billed already."
+
+    # The run bills what the plan listed, no more.
+    assert world.run().success
+    billed = {
+        d
+        for d in (plan_and_fee, euro, fee_only, held, old)
+        if world.billed("subscription", d) or world.billed("invoice", d)
+    }
+    assert billed == {plan_and_fee, euro, fee_only}
 
 
 def test_opportunities_are_read_incrementally_from_the_high_water_mark_with_a_look_back(world):
