@@ -126,8 +126,8 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ErrorKind(
         "UNMAPPED_SALESFORCE_PRODUCT",
         "{record_label} {external_id}: product {value!s} ({product_name}) has no Stripe price",
-        "add `{value!s}: price_...` under `salesforce: product_prices:` in field_mapping.yaml (the Stripe "
-        "price billed for this product); the opportunity is billed on the next run",
+        "add `{value!s}: {{{currency}: price_...}}` under `salesforce: product_prices:` in field_mapping.yaml "
+        "(the Stripe price billed for this product in {currency}); the opportunity is billed on the next run",
     ),
     ErrorKind("INVALID_OPPORTUNITY", "{record_label} {external_id}: `{field}` = {value!s} {problem}", "{how}"),
     ErrorKind(

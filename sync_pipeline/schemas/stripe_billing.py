@@ -129,9 +129,11 @@ def _issues_for(plan: BillingPlan, column: str, check: str) -> list[SyncIssue]:
                 record_type=BILLED_OPPORTUNITY,
                 external_id=plan.opportunity_id,
                 source_id=plan.account_id or None,
-                field="Product2Id",
+                # One exception per product: the exceptions table keeps one open row per (record, code, field).
+                field=f"Product2Id {line.product_id}",
                 value=line.product_id,
                 product_name=line.product_name or "no name",
+                currency=plan.currency or "USD",
             )
             for line in plan.unmapped_products
         ]

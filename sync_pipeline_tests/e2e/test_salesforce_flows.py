@@ -495,7 +495,9 @@ def test_product_without_stripe_price_is_an_exception_with_fix_then_bills_once_m
     [problem] = [e for e in world.exceptions() if e["external_id"] == deal]
     assert problem["error_code"] == "UNMAPPED_SALESFORCE_PRODUCT"
     assert problem["value"] == world.products["training"]
-    assert f"add `{world.products['training']}: price_...` under `salesforce: product_prices:`" in problem["fix"]
+    assert (
+        f"add `{world.products['training']}: {{USD: price_...}}` under `salesforce: product_prices:`" in problem["fix"]
+    )
 
     # A deal reopened meanwhile is no longer an exception; closed again, it is held back again.
     world.salesforce.state.update("Opportunity", deal, {"StageName": "Negotiation/Review"})

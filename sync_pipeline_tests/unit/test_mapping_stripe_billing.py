@@ -118,7 +118,8 @@ def test_each_problem_is_an_issue_with_its_fix_and_the_good_opportunity_still_bi
     assert [p.opportunity_id for p in result.valid] == [good.opportunity_id]
     by_id = {i.external_id: i for i in result.issues}
     assert by_id["006B"].error_code == "UNMAPPED_SALESFORCE_PRODUCT"
-    assert by_id["006B"].fix.startswith(f"add `{UNMAPPED}: price_...` under `salesforce: product_prices:`")
+    assert by_id["006B"].fix.startswith(f"add `{UNMAPPED}: {{USD: price_...}}` under `salesforce: product_prices:`")
+    assert by_id["006B"].field == f"Product2Id {UNMAPPED}"
     assert by_id["006C"].field == "Account.Name"
     assert "bills 1200.00 for 1, the line is 1100.00" in by_id["006D"].message
     assert "is in USD, the opportunity in EUR" in by_id["006E"].message
@@ -256,3 +257,21 @@ def test_a_fractional_quantity_cannot_be_billed():
     [issue] = validate_plans([plan]).issues
 
     assert "the quantity is not a whole number" in issue.message
+
+
+def test_every_unmapped_product_of_a_deal_stays_an_open_exception(tmp_path):
+    from sync_pipeline.resources.ledger import Ledger
+    from sync_pipeline.writers.report import exception_row
+
+    other = "01t5g0000000004AAA"
+    deal = billing.plan_billing(
+        opportunity([(UNMAPPED, "1", "500"), (other, "1", "700")], amount="1200", Id="006F"), CONFIG, PRICES
+    )
+    issues = validate_plans([deal]).issues
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger.record_exceptions([exception_row(i, "stripe") for i in issues])
+    open_rows = ledger.open_exceptions(without_partition=True)
+    assert sorted(r["value"] for r in open_rows if r["error_code"] == "UNMAPPED_SALESFORCE_PRODUCT") == [
+        UNMAPPED,
+        other,
+    ]
