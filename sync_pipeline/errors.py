@@ -133,8 +133,15 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ErrorKind(
         "OPPORTUNITY_CHANGED_AFTER_BILLING",
         "opportunity changed after billing: {changes}",
-        "it was billed once, as {billed_as}, and is never billed again: bill or credit the difference in "
-        "Stripe by hand (or close a new opportunity for it), then restore the opportunity or dismiss this",
+        "it was billed once, as {billed_as}, and is never billed again: amend or cancel {billed_as} in Stripe "
+        "(or bill the difference on a new opportunity), then restore the opportunity's amount and products "
+        "in Salesforce to what was billed, or dismiss this",
+    ),
+    ErrorKind(
+        "OPPORTUNITY_REOPENED_AFTER_BILLING",
+        "opportunity moved to {stage} after it was billed as {billed_as}",
+        "if the deal is off, cancel {billed_as} in Stripe (void it, for an invoice): this closes on the next "
+        "run; if the stage was changed by mistake, set it back to Closed Won",
     ),
     ErrorKind(
         "STRIPE_BILLING_FAILED",

@@ -27,6 +27,7 @@ from sync_pipeline.writers.salesforce_writeback import write_back
 from sync_pipeline.writers.stripe_billing import (
     bill_opportunities,
     count_billings,
+    deal_counts,
     read_opportunities,
     read_opportunities_by_id,
     retry_queue,
@@ -190,16 +191,20 @@ def stripe_billing_from_opportunities(
         store.set_cursor(OPPORTUNITY_CURSOR, newest)
     # Failing the run (after the cursor moved, and with each failure kept as an open exception that the
     # retry queue re-reads) makes a Stripe outage visible in Dagster instead of a green run with gaps.
-    failed = report.counts()[Action.FAILED]
+    # Counted per deal: a deal held back for three products is one deal held back (its three exceptions
+    # are listed by salesforce_sync_exceptions).
+    deals = deal_counts(report)
+    failed = deals[Action.FAILED]
     if failed:
         raise dg.Failure(
-            description=f"{failed} opportunity billing(s) failed in Stripe; see "
-            f"salesforce_sync_exceptions (retried on the next run): {report.counts()}"
+            description=f"{failed} deal(s) failed to bill in Stripe; see "
+            f"salesforce_sync_exceptions (retried on the next run): {deals}"
         )
     yield dg.Output(
         report.frame(),
         metadata={
-            **report.counts(),
+            **deals,
+            "exceptions": sum(1 for o in report.outcomes if o.issue is not None),
             "stripe_writes": report.writes,
             "retried": len(retry),
             "high_water_mark": newest or "",

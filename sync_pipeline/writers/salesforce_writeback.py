@@ -43,7 +43,7 @@ class _Writeback:
             self.sobject,
             self.record_id,
             action,
-            source_id=self.stripe_id,
+            source_id=self.stripe_id or None,
             internal_id=internal_id,
             issue=issue,
             detail={"billing_status": self.status, "netsuite_id": self.netsuite_id},
@@ -98,17 +98,29 @@ def _settled(entry: LedgerEntry, written: Mapping[str, LedgerEntry], netsuite_in
     )
 
 
+def _open_by_opportunity(ledger: Ledger) -> dict[str, list[dict]]:
+    """The open billing exceptions of each opportunity, oldest first (the reason names the first)."""
+    by_id: dict[str, list[dict]] = {}
+    for row in reversed(ledger.open_exceptions(target=billing.STRIPE_TARGET)):
+        if row["record_type"] == billing.BILLED_OPPORTUNITY:
+            by_id.setdefault(row["external_id"], []).append(row)
+    return by_id
+
+
 def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_Writeback]:
-    """What Salesforce should show for every billed opportunity and its account, from Stripe's current state."""
+    """What Salesforce should show for every billed opportunity and its account, from Stripe's current state,
+    and for every deal held back from billing (or no longer held back), from the open exceptions."""
     stripe_entries = ledger.entries(target=billing.STRIPE_TARGET)
     billed = [e for e in stripe_entries if e.record_type == billing.BILLED_OPPORTUNITY]
     customers = [e for e in stripe_entries if e.record_type == billing.STRIPE_CUSTOMER]
     written = {
         e.external_id: e for e in ledger.entries(target=writeback.SALESFORCE_TARGET) if e.record_type == "Opportunity"
     }
+    problems = _open_by_opportunity(ledger)
+    review = {i: [r for r in rows if r["error_code"] in writeback.REVIEW_CODES] for i, rows in problems.items()}
     one_off = [e.internal_id for e in billed if e.internal_id.startswith("in_")]
     netsuite_invoices = _netsuite_ids(ledger, ns.INVOICE, one_off)
-    active = [e for e in billed if not _settled(e, written, netsuite_invoices)]
+    active = [e for e in billed if review.get(e.external_id) or not _settled(e, written, netsuite_invoices)]
     invoices = {e.external_id: current_invoice(stripe, e.internal_id) for e in active}
     netsuite_invoices.update(
         _netsuite_ids(
@@ -120,18 +132,33 @@ def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_W
     for entry in active:
         invoice = invoices[entry.external_id]
         status = writeback.billing_status(invoice, _refunded_minor(invoice), now) if invoice else writeback.NOT_BILLED
+        # Reopened or changed after billing: the invoice's state would read as if all were well.
+        reason = writeback.status_reason(review.get(entry.external_id) or [])
+        if reason:
+            status = writeback.NEEDS_REVIEW
         netsuite_id = netsuite_invoices.get(invoice["id"]) if invoice else None
         record = writeback.opportunity_writeback(
-            entry.external_id, entry.internal_id, status, netsuite_id, invoice["id"] if invoice else None
+            entry.external_id, entry.internal_id, status, netsuite_id, invoice["id"] if invoice else None, reason
         )
         by_field = "Id"
-        if entry.external_id in written:
-            # The opportunity holds its Stripe id already: match on it, as an external id.
+        known = written.get(entry.external_id)
+        if known is not None and known.source_id == entry.internal_id:
+            # The opportunity holds its Stripe id already: match on it, as an external id. (Not after a Held
+            # back write only: an upsert on a Stripe id no record holds yet would create an opportunity.)
             by_field = next(k for k in record if k.startswith("Stripe_"))
             record.pop("Id")
         plans.append(
             _Writeback("Opportunity", entry.external_id, by_field, record, entry.internal_id, status, netsuite_id)
         )
+    billed_ids = {e.external_id for e in billed}
+    # Held back: not billed, with open exceptions. Written before but with none now (fixed, reopened, before the
+    # start date): the status is cleared; an unchanged record is skipped by its hash like any other.
+    cleared = {i for i, e in written.items() if not e.source_id}  # written as Held back, never as billed
+    unbilled = sorted((set(problems) | cleared) - billed_ids)
+    for opportunity_id in unbilled:
+        reason = writeback.status_reason(problems.get(opportunity_id) or [])
+        record = writeback.unbilled_writeback(opportunity_id, reason)
+        plans.append(_Writeback("Opportunity", opportunity_id, "Id", record, "", record["Billing_Status__c"]))
     for entry in customers:
         netsuite_id = netsuite_customers.get(entry.internal_id)
         plans.append(
@@ -157,7 +184,7 @@ def _writeback_issue(item: _Writeback, result: SaveResult) -> SyncIssue:
             "SALESFORCE_DUPLICATE_MATCH",
             record_type=record_type,
             external_id=item.record_id,
-            source_id=item.stripe_id,
+            source_id=item.stripe_id or None,
             field=f"{item.sobject}.{item.by_field}",
             value=item.stripe_id,
             record_ids=", ".join(ids) or "ids not given",
@@ -167,7 +194,7 @@ def _writeback_issue(item: _Writeback, result: SaveResult) -> SyncIssue:
         "SALESFORCE_WRITE_REJECTED",
         record_type=record_type,
         external_id=item.record_id,
-        source_id=item.stripe_id,
+        source_id=item.stripe_id or None,
         detail=detail or "no detail",
     )
 
@@ -207,7 +234,7 @@ def write_back(
                         item.record_id,
                         internal_id,
                         writeback_hash(item.record, item.record_id),
-                        source_id=item.stripe_id,
+                        source_id=item.stripe_id or None,
                         run_id=run_id,
                     )
                 )

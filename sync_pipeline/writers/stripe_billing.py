@@ -17,6 +17,7 @@ Every Stripe call goes through `StripeResource` (one retry policy; a refused key
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import stripe as stripe_sdk
 
 from sync_pipeline.errors import SyncIssue, make_issue
+from sync_pipeline.mapping import salesforce_writeback as writeback
 from sync_pipeline.mapping import stripe_billing as billing
 from sync_pipeline.mapping.content_hash import content_hash
 from sync_pipeline.mapping.field_mapping import SalesforceConfig
@@ -127,13 +129,14 @@ class StripeBilling:
         )
         return str(finalized["id"])
 
+    def billed_object(self, stripe_id: str) -> dict[str, Any]:
+        """The subscription or one-off invoice that bills an opportunity, as Stripe has it now."""
+        if stripe_id.startswith("sub_"):
+            return dict(self.stripe.retrieve_subscription(stripe_id))
+        return dict(self.stripe.retrieve_invoice(stripe_id))
+
     def billed_metadata(self, stripe_id: str) -> dict[str, str]:
-        found = (
-            self.stripe.retrieve_subscription(stripe_id)
-            if stripe_id.startswith("sub_")
-            else self.stripe.retrieve_invoice(stripe_id)
-        )
-        return dict(found.get("metadata") or {})
+        return dict(self.billed_object(stripe_id).get("metadata") or {})
 
 
 def count_billings(stripe: StripeResource, opportunity_id: str, customer_id: str) -> int:
@@ -221,27 +224,79 @@ def _won_to_plan(
     adopted: list[LedgerEntry] = []
     to_plan, before_start = [], []
     for opportunity_id, opportunity in won.items():
-        if _closed_before_start(opportunity, config):
+        in_salesforce = billing.is_billed_in_salesforce(opportunity)
+        # Billed is checked before the start date: a deal billed before it (by hand, or before a ledger loss)
+        # is still billed, and its status follows Stripe whatever its close date.
+        if opportunity_id not in billed and in_salesforce:
+            adopted.append(_adopted(opportunity, in_salesforce, run_id))
+            report.add(_outcome(opportunity_id, Action.UNCHANGED, stripe_id=in_salesforce))
+            continue
+        if opportunity_id not in billed and _closed_before_start(opportunity, config):
             before_start.append(opportunity_id)
             report.add(_outcome(opportunity_id, Action.SKIPPED))
-            continue
-        in_salesforce = billing.is_billed_in_salesforce(opportunity)
-        if opportunity_id not in billed and in_salesforce:
-            adopted.append(
-                LedgerEntry(
-                    billing.STRIPE_TARGET,
-                    billing.BILLED_OPPORTUNITY,
-                    opportunity_id,
-                    in_salesforce,
-                    billing.fingerprint(opportunity),
-                    run_id=run_id,
-                )
-            )
-            report.add(_outcome(opportunity_id, Action.UNCHANGED, stripe_id=in_salesforce))
             continue
         to_plan.append(opportunity)
     ledger.record_synced(adopted)
     return to_plan, before_start
+
+
+def _adopted(opportunity: Mapping[str, Any], stripe_id: str, run_id: str | None) -> LedgerEntry:
+    return LedgerEntry(
+        billing.STRIPE_TARGET,
+        billing.BILLED_OPPORTUNITY,
+        str(opportunity["Id"]),
+        stripe_id,
+        billing.fingerprint(opportunity),
+        run_id=run_id,
+    )
+
+
+# A billing that no longer bills: the subscription cancelled or the invoice voided in Stripe.
+ENDED_IN_STRIPE = frozenset({"canceled", "incomplete_expired", "void"})
+
+
+def _reopened(
+    lost: Sequence[Mapping[str, Any]],
+    stripe_billing: StripeBilling,
+    report: Report,
+    exceptions: list[ExceptionRow],
+    run_id: str | None,
+) -> None:
+    """Billed deals no longer Closed Won: an exception each while their billing still runs in Stripe (one never
+    billed, or whose billing was cancelled or voided in Stripe, is settled)."""
+    billed = stripe_billing.ledger.lookup(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, [o["Id"] for o in lost])
+    adopted = []
+    for opportunity in lost:
+        opportunity_id = opportunity["Id"]
+        entry = billed.get(opportunity_id)
+        stripe_id = entry.internal_id if entry else billing.is_billed_in_salesforce(opportunity)
+        if not stripe_id:
+            continue
+        if entry is None:
+            adopted.append(_adopted(opportunity, stripe_id, run_id))  # so the write-back shows Needs review
+        try:
+            found = stripe_billing.billed_object(stripe_id)
+        except stripe_sdk.StripeError:
+            found = {}  # unknown: flagged, and looked at again on the next run (the retry queue re-reads it)
+        if found.get("status") in ENDED_IN_STRIPE:
+            continue
+        issue = make_issue(
+            "OPPORTUNITY_REOPENED_AFTER_BILLING",
+            record_type=billing.BILLED_OPPORTUNITY,
+            external_id=opportunity_id,
+            source_id=_text(opportunity.get("AccountId")) or None,
+            field="StageName",
+            value=opportunity.get("StageName"),
+            stage=f"{opportunity.get('StageName') or '(no stage)'}",
+            billed_as=stripe_id,
+        )
+        exceptions.append(exception_row(issue, billing.STRIPE_TARGET))
+        report.add(_outcome(opportunity_id, Action.QUARANTINED, stripe_id=stripe_id, issue=issue))
+    stripe_billing.ledger.record_synced(adopted)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def bill_opportunities(
@@ -268,9 +323,9 @@ def bill_opportunities(
     won = {o["Id"]: o for o in opportunities if o.get("IsWon") in (True, "True", "true")}
     billed = ledger.lookup(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, list(won))
     to_plan, before_start = _won_to_plan(won, billed, config, report, ledger, run_id)
-    # Not to be billed (any more): an earlier exception about billing them no longer applies.
-    settled = [*(o["Id"] for o in opportunities if o["Id"] not in won), *before_start]
     exceptions: list[ExceptionRow] = []
+    lost = [o for o in opportunities if o["Id"] not in won]
+    _reopened(lost, stripe_billing, report, exceptions, run_id)
 
     prices = stripe_billing.prices(config.price_ids())
     unbilled: list[billing.BillingPlan] = []
@@ -291,9 +346,12 @@ def bill_opportunities(
                 _outcome(plan.opportunity_id, Action.QUARANTINED, plan, stripe_id=entry.internal_id, issue=issue)
             )
 
-    # Exceptions are re-found below when they still hold; a restored edit or a fixed problem is closed here.
+    # Exceptions are re-found below (and above, for reopened deals) when they still hold; a restored edit, a
+    # fixed problem, a deal no longer to be billed or a cancelled billing is closed here.
     ledger.resolve_exceptions(
-        billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, [*settled, *unchanged, *(p.opportunity_id for p in unbilled)]
+        billing.STRIPE_TARGET,
+        billing.BILLED_OPPORTUNITY,
+        [*(o["Id"] for o in lost), *before_start, *unchanged, *(p.opportunity_id for p in unbilled)],
     )
     validation = validate_plans(unbilled)
     exceptions.extend(exception_row(issue, billing.STRIPE_TARGET) for issue in validation.issues)
@@ -384,10 +442,10 @@ def dry_run(
     billed = ledger.lookup(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, list(won))
     to_plan, before_start, billed_already = [], [], []
     for opportunity_id, opportunity in won.items():
-        if _closed_before_start(opportunity, config):
-            before_start.append(opportunity_id)
-        elif opportunity_id in billed or billing.is_billed_in_salesforce(opportunity):
+        if opportunity_id in billed or billing.is_billed_in_salesforce(opportunity):
             billed_already.append(opportunity_id)
+        elif _closed_before_start(opportunity, config):
+            before_start.append(opportunity_id)
         else:
             to_plan.append(opportunity)
     prices = StripeBilling(stripe, ledger).prices(config.price_ids())
@@ -405,3 +463,21 @@ def retry_queue(ledger: Ledger) -> list[str]:
             and row["error_code"] != "OPPORTUNITY_CHANGED_AFTER_BILLING"
         }
     )
+
+
+def deal_counts(report: Report) -> dict[str, int]:
+    """Deals per outcome ("6 deals held back"): a deal with three problems has three exceptions but is one deal."""
+    first: dict[str, Action] = {}
+    for outcome in report.outcomes:
+        first.setdefault(outcome.external_id, outcome.action)
+    counted = Counter(first.values())
+    review = {
+        o.external_id for o in report.outcomes if o.issue is not None and o.issue.error_code in writeback.REVIEW_CODES
+    }
+    held = {o.external_id for o in report.outcomes if o.action == Action.QUARANTINED} - review
+    return {
+        **{action.value: counted.get(action, 0) for action in Action},
+        "deals_billed": counted.get(Action.CREATED, 0),
+        "deals_held_back": len(held),
+        "deals_needing_review": len(review),
+    }

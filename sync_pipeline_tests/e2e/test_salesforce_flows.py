@@ -486,10 +486,16 @@ def test_crash_between_stripe_and_the_ledger_with_expired_keys_does_not_bill_twi
     assert world.ledger().lookup("stripe", "opportunity", [deal])[deal].internal_id == invoices[0]["id"]
 
 
+def _status(world: World, opportunity_id: str) -> tuple[str | None, str | None]:
+    """What RevOps reads on the opportunity: Billing_Status__c and its reason."""
+    opportunity = world.opportunity(opportunity_id)
+    return opportunity.get("Billing_Status__c"), opportunity.get("Billing_Status_Reason__c")
+
+
 def test_product_without_stripe_price_is_an_exception_with_fix_then_bills_once_mapped(world):
     deal = world.deal("Training", [("training", 1, "500.00")])
 
-    world.run()
+    first = world.run()
 
     assert world.billed("invoice", deal) == []
     [problem] = [e for e in world.exceptions() if e["external_id"] == deal]
@@ -498,14 +504,22 @@ def test_product_without_stripe_price_is_an_exception_with_fix_then_bills_once_m
     assert (
         f"add `{world.products['training']}: {{USD: price_...}}` under `salesforce: product_prices:`" in problem["fix"]
     )
+    # Sales sees it on the opportunity, with what to do.
+    status, reason = _status(world, deal)
+    assert status == "Held back"
+    assert reason.startswith(f"{problem['message']}. Fix: add `{world.products['training']}: {{USD: price_...}}`")
+    assert len(reason) <= 255
+    assert first.asset_materializations_for_node(BILLING)[0].metadata["deals_held_back"].value == 1
 
-    # A deal reopened meanwhile is no longer an exception; closed again, it is held back again.
+    # A deal reopened meanwhile is no longer an exception, nor held back; closed again, it is held back again.
     world.salesforce.state.update("Opportunity", deal, {"StageName": "Negotiation/Review"})
     world.run()
     assert [e for e in world.exceptions() if e["external_id"] == deal] == []
+    assert _status(world, deal) == (None, None)
     world.salesforce.state.update("Opportunity", deal, {"StageName": "Closed Won"})
     world.run()
     assert [e["error_code"] for e in world.exceptions() if e["external_id"] == deal] == ["UNMAPPED_SALESFORCE_PRODUCT"]
+    assert _status(world, deal)[0] == "Held back"
 
     world.map_product("training")
     world.run()
@@ -513,6 +527,60 @@ def test_product_without_stripe_price_is_an_exception_with_fix_then_bills_once_m
     invoices = world.billed("invoice", deal)
     assert len(invoices) == 1 and invoices[0]["total"] == 50000
     assert [e for e in world.exceptions() if e["external_id"] == deal] == []
+    assert _status(world, deal) == ("Invoiced", None)
+    assert world.opportunity(deal)["Stripe_Invoice_Id__c"] == invoices[0]["id"]
+
+
+def test_counts_are_per_deal_and_every_problem_is_listed(world):
+    world.products["support"] = world.salesforce.state.insert("Product2", {"Name": "Support", "IsActive": True})
+    two_problems = world.deal("Two problems", [("training", 1, "500.00"), ("support", 1, "100.00")])
+    one_problem = world.deal("One problem", [("training", 1, "500.00")])
+    world.deal("Fine", [("onboarding", 1, "1200.00")])
+
+    result = world.run()
+
+    metadata = result.asset_materializations_for_node(BILLING)[0].metadata
+    assert (metadata["deals_billed"].value, metadata["deals_held_back"].value) == (1, 2)
+    assert (metadata["quarantined"].value, metadata["exceptions"].value) == (2, 3)
+    assert sorted(e["external_id"] for e in world.exceptions()) == sorted([two_problems, two_problems, one_problem])
+    status, reason = _status(world, two_problems)
+    assert status == "Held back" and reason.startswith("2 problems; first: ")
+
+
+def test_a_deal_reopened_after_billing_needs_review_in_salesforce_until_closed_again_or_ended_in_stripe(world):
+    plan = world.deal("Reopened plan", [("pro", 1, "600.00")])
+    one_off = world.deal("Reopened invoice", [("onboarding", 1, "1200.00")])
+    world.run()
+    [subscription] = world.billed("subscription", plan)
+    [invoice] = world.billed("invoice", one_off)
+    for deal in (plan, one_off):
+        world.salesforce.state.update("Opportunity", deal, {"StageName": "Negotiation/Review"})
+
+    result = world.run()
+
+    assert result.asset_materializations_for_node(BILLING)[0].metadata["deals_needing_review"].value == 2
+    [problem] = [e for e in world.exceptions() if e["external_id"] == plan]
+    assert problem["error_code"] == "OPPORTUNITY_REOPENED_AFTER_BILLING"
+    assert problem["message"] == f"opportunity moved to Negotiation/Review after it was billed as {subscription['id']}"
+    assert problem["fix"].startswith(f"if the deal is off, cancel {subscription['id']} in Stripe")
+    assert "set it back to Closed Won" in problem["fix"]
+    status, reason = _status(world, plan)
+    assert status == "Needs review"
+    assert reason.startswith(f"{problem['message']}. Fix: if the deal is off, cancel {subscription['id']}")
+    assert _status(world, one_off)[0] == "Needs review"
+    # Nothing is done in Stripe on its own: the subscription still runs until a person decides.
+    assert world.box.client.v1.subscriptions.retrieve(subscription["id"]).status == "active"
+
+    # The stage set back: the status follows the invoice again.
+    world.salesforce.state.update("Opportunity", plan, {"StageName": "Closed Won"})
+    # The deal is off: its invoice voided in Stripe (Salesforce untouched) closes it on the next run.
+    world.box.client.v1.invoices.void_invoice(invoice["id"])
+    world.run()
+
+    assert [e for e in world.exceptions() if e["external_id"] in (plan, one_off)] == []
+    assert _status(world, plan) == ("Invoiced", None)
+    assert _status(world, one_off) == ("Void", None)
+    assert len(world.billed("subscription", plan)) == 1 and len(world.billed("invoice", one_off)) == 1
 
 
 def test_edit_after_billing_is_reported_not_billed_again(world):
@@ -523,16 +591,22 @@ def test_edit_after_billing_is_reported_not_billed_again(world):
 
     world.run()
 
-    assert len(world.billed("invoice", deal)) == 1
+    [invoice] = world.billed("invoice", deal)
     [problem] = [e for e in world.exceptions() if e["external_id"] == deal]
     assert problem["error_code"] == "OPPORTUNITY_CHANGED_AFTER_BILLING"
     assert problem["message"] == "opportunity changed after billing: amount 1200.00 → 1500.00"
+    assert f"amend or cancel {invoice['id']} in Stripe" in problem["fix"]
+    assert "restore the opportunity's amount" in problem["fix"]
+    status, reason = _status(world, deal)
+    assert status == "Needs review"
+    assert reason.startswith("opportunity changed after billing: amount 1200.00 → 1500.00. Fix: ")
 
     world.salesforce.state.update("OpportunityLineItem", line["Id"], {"TotalPrice": Decimal("1200.00")})
     world.run()
 
     assert [e for e in world.exceptions() if e["external_id"] == deal] == []
     assert len(world.billed("invoice", deal)) == 1
+    assert _status(world, deal) == ("Invoiced", None)
 
 
 def test_deals_closed_before_the_billing_start_date_are_not_billed(world):

@@ -30,3 +30,30 @@ def test_duplicate_ids_are_read_from_the_collection_error():
         }
     ]
     assert writeback.duplicate_ids(errors) == ["0065g0000000001AAA", "0065g0000000002AAA"]
+
+
+def test_every_status_written_is_documented_and_in_the_org_picklist():
+    from sync_pipeline.sandbox.salesforce.schema import BILLING_STATUSES
+
+    written = {
+        writeback.billing_status({"status": s, "due_date": 0, "amount_paid": 1}, r, 1)
+        for s in ("draft", "open", "paid", "void", "uncollectible")
+        for r in (0, 1)
+    }
+    assert written | {writeback.HELD_BACK, writeback.NEEDS_REVIEW} <= set(writeback.STATUS_MEANINGS)
+    assert set(writeback.STATUS_MEANINGS) <= set(BILLING_STATUSES)
+
+
+def test_the_reason_names_the_first_problem_with_its_fix_and_fits_the_field():
+    rows = [{"message": "product X has no Stripe price", "fix": "map it " * 80}, {"message": "m", "fix": "f"}]
+
+    reason = writeback.status_reason(rows)
+
+    assert reason.startswith("2 problems; first: product X has no Stripe price. Fix: map it")
+    assert len(reason) == writeback.REASON_LENGTH and reason.endswith("…")
+    assert writeback.status_reason([]) == ""
+    assert writeback.unbilled_writeback("006A", "") == {
+        "Id": "006A",
+        "Billing_Status__c": None,
+        "Billing_Status_Reason__c": None,
+    }

@@ -486,11 +486,14 @@ BILLING_STATUSES = (
     "Not Billed",
     "Invoiced",
     "Paid",
+    "Past Due",
     "Payment Failed",
     "Partially Refunded",
     "Refunded",
     "Disputed",
     "Void",
+    "Held back",
+    "Needs review",
 )
 _DERIVED = {"createable": False, "updateable": False}
 
@@ -584,6 +587,8 @@ OBJECTS: dict[str, ObjectSpec] = {
                 # An external id an admin did not make unique: an upsert on it can match several records.
                 _external_id("NetSuite_Invoice_Id__c", "NetSuite Invoice Id", unique=False),
                 _text("Billing_Status__c", "Billing Status", type="picklist", picklist=BILLING_STATUSES),
+                # Why the status is Held back or Needs review: a custom Text(255) field, as an org would add it.
+                _text("Billing_Status_Reason__c", "Billing Status Reason", 255),
             ],
         ),
         _object(
