@@ -4,14 +4,46 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+# An unpartitioned asset (Salesforce billing) belongs to no day, so two runs at once write the same
+# `_all.parquet`: each run also keeps its own copy under `_runs/`, which its downstream steps read, so a run
+# never bills from, or reports, the other run's snapshot. A run takes minutes; older copies are removed.
+RUN_SNAPSHOTS = "_runs"
+RUN_SNAPSHOT_SECONDS = 2 * 24 * 3600
+
+
+def _write(obj: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # concurrent runs never share it
+    obj.to_parquet(tmp, index=False)
+    tmp.replace(path)  # atomic: a reader never sees half a snapshot
+
+
+def _prune(folder: Path) -> None:
+    cutoff = time.time() - RUN_SNAPSHOT_SECONDS
+    for old in folder.glob("*.parquet"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except FileNotFoundError:  # another run pruned it first
+            pass
+
+
+def _upstream_run_id(context: dg.InputContext) -> str | None:
+    try:
+        return context.upstream_output.run_id if context.upstream_output else None
+    except dg.DagsterInvariantViolationError:  # loaded outside a run that produced it
+        return None
+
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores DataFrames under `base_dir/<asset key>/<partition>.parquet` (or `_all.parquet`)."""
+    """Stores DataFrames under `base_dir/<asset key>/<partition>.parquet` (or `_all.parquet`, and the run's own
+    copy `_runs/<run id>.parquet`)."""
 
     base_dir: str
 
@@ -24,11 +56,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         path = self._path(context)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # concurrent runs never share it
-        obj.to_parquet(tmp, index=False)
-        tmp.replace(path)  # atomic: a reader never sees half a snapshot
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})
+        metadata: dict[str, dg.RawMetadataValue] = {"path": dg.MetadataValue.path(str(path)), "rows": len(obj)}
+        if not context.has_asset_partitions:
+            own = path.parent / RUN_SNAPSHOTS / f"{context.run_id}.parquet"
+            _write(obj, own)
+            _prune(own.parent)
+            metadata["run_snapshot"] = dg.MetadataValue.path(str(own))
+        _write(obj, path)
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
@@ -38,4 +73,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 if path.exists():
                     frames.append(pd.read_parquet(path))
             return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        return pd.read_parquet(self._path(context))
+        path = self._path(context)
+        run_id = None if context.has_asset_partitions else _upstream_run_id(context)
+        own = path.parent / RUN_SNAPSHOTS / f"{run_id}.parquet"
+        return pd.read_parquet(own if run_id and own.exists() else path)

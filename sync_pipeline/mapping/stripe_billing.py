@@ -318,15 +318,50 @@ def plan_billing(
 # -- Stripe request bodies ----------------------------------------------------------------------------
 
 
+def recurring_amount_text(plan: BillingPlan) -> str:
+    """What the subscription bills each period, as billed (`600.00`); "" for a one-off invoice."""
+    if not plan.recurring_lines or any(line.amount_minor is None for line in plan.recurring_lines):
+        return ""
+    return str(to_decimal(sum(line.amount_minor or 0 for line in plan.recurring_lines), plan.currency))
+
+
 def billing_metadata(plan: BillingPlan) -> dict[str, str]:
-    """Written on every Stripe object of the billing: the look-up key, and what was billed."""
-    return {
+    """Written on every Stripe object of the billing: the look-up key, and what was billed.
+
+    Kept on the Stripe object itself (Stripe keeps metadata through upgrades, and it survives a lost ledger):
+    the amount, currency and per-period amount billed are what a reconciliation compares with the
+    subscription as it is now (`changed_in_stripe`) and with the opportunity as it is now.
+    """
+    metadata = {
         "salesforce_opportunity_id": plan.opportunity_id,
         "salesforce_account_id": plan.account_id,
         "salesforce_amount": plan.amount_text,
         "salesforce_currency": plan.currency,
         "salesforce_fingerprint": plan.fingerprint,
     }
+    if plan.mode == SUBSCRIPTION:
+        metadata["salesforce_recurring_amount"] = recurring_amount_text(plan)
+    return metadata
+
+
+def changed_in_stripe(subscription: Mapping[str, Any]) -> str:
+    """`recurring 600.00 → 1200.00 USD`: a subscription changed in Stripe (an upgrade) since it was billed.
+
+    "" when it bills what was billed, or when that is not known (billed before the per-period amount was kept).
+    """
+    metadata = subscription.get("metadata") or {}
+    billed, currency = metadata.get("salesforce_recurring_amount"), _text(metadata.get("salesforce_currency"))
+    if not billed or not currency:
+        return ""
+    items = (subscription.get("items") or {}).get("data") or []
+    now_minor = sum(int((i.get("price") or {}).get("unit_amount") or 0) * int(i.get("quantity") or 0) for i in items)
+    now = to_decimal(now_minor, currency)
+    changes = []
+    if now != Decimal(billed):
+        changes.append(f"recurring {billed} → {now} {currency}")
+    if _text(subscription.get("currency")).upper() not in ("", currency):
+        changes.append(f"currency {currency} → {_text(subscription.get('currency')).upper()}")
+    return ", ".join(changes)
 
 
 def customer_params(plan: BillingPlan) -> dict[str, Any]:

@@ -158,6 +158,21 @@ class LedgerEntry:
     synced_at: dt.datetime | None = None
 
 
+def _ledger_row(entry: LedgerEntry, now: dt.datetime) -> dict[str, Any]:
+    """The `sync_ledger` row of an entry (stamped `now` unless it carries its own time)."""
+    return {
+        "target": entry.target,
+        "record_type": entry.record_type,
+        "external_id": entry.external_id,
+        "internal_id": entry.internal_id,
+        "content_hash": entry.content_hash,
+        "source_id": entry.source_id,
+        "partition_key": entry.partition_key,
+        "run_id": entry.run_id,
+        "synced_at": entry.synced_at or now,
+    }
+
+
 @dataclass(frozen=True)
 class ExceptionRow:
     """What the exceptions table holds of one problem (the catalogue in errors.py produces these)."""
@@ -220,20 +235,7 @@ class Ledger:
         if not entries:
             return
         now = utcnow()
-        rows = [
-            {
-                "target": e.target,
-                "record_type": e.record_type,
-                "external_id": e.external_id,
-                "internal_id": e.internal_id,
-                "content_hash": e.content_hash,
-                "source_id": e.source_id,
-                "partition_key": e.partition_key,
-                "run_id": e.run_id,
-                "synced_at": e.synced_at or now,
-            }
-            for e in entries
-        ]
+        rows = [_ledger_row(e, now) for e in entries]
         stmt = self._insert(sync_ledger)
         stmt = stmt.on_conflict_do_update(
             index_elements=["target", "record_type", "external_id"],
@@ -250,6 +252,23 @@ class Ledger:
             by_type.setdefault((e.target, e.record_type), []).append(e.external_id)
         for (target, record_type), ids in by_type.items():
             self.resolve_exceptions(target, record_type, ids)
+
+    def claim(self, entry: LedgerEntry) -> bool:
+        """Record `entry` unless its key is recorded already; True when this call recorded it.
+
+        Two runs racing to record the same write (both got the one object Stripe made for an Idempotency-Key)
+        learn here which of them reports it as its own: exactly one does.
+        """
+        stmt = (
+            self._insert(sync_ledger)
+            .values(_ledger_row(entry, utcnow()))
+            .on_conflict_do_nothing(index_elements=["target", "record_type", "external_id"])
+        )
+        with self.engine.begin() as conn:
+            claimed = conn.execute(stmt).rowcount == 1
+        if claimed:
+            self.resolve_exceptions(entry.target, entry.record_type, [entry.external_id])
+        return claimed
 
     def entries(self, target: str | None = None, partition_key: str | None = None) -> list[LedgerEntry]:
         query = sa.select(sync_ledger)

@@ -401,18 +401,24 @@ def _bill(
                 customer_id,
                 content_hash({"customer": customer_id}),
                 run_id=run_id,
-            ),
-            LedgerEntry(
-                billing.STRIPE_TARGET,
-                billing.BILLED_OPPORTUNITY,
-                plan.opportunity_id,
-                stripe_id,
-                plan.fingerprint,
-                source_id=customer_id,
-                run_id=run_id,
-            ),
+            )
         ]
     )
+    billed = LedgerEntry(
+        billing.STRIPE_TARGET,
+        billing.BILLED_OPPORTUNITY,
+        plan.opportunity_id,
+        stripe_id,
+        plan.fingerprint,
+        source_id=customer_id,
+        run_id=run_id,
+    )
+    # A run racing this one got the same Stripe object back (Idempotency-Key, metadata look-up): the one that
+    # records it first reports it as billed, the other as unchanged, so two runs never both say "billed".
+    if not stripe_billing.ledger.claim(billed):
+        report.add(_outcome(plan.opportunity_id, Action.UNCHANGED, plan, customer=customer_id, stripe_id=stripe_id))
+        log(f"opportunity {plan.opportunity_id} was billed as {stripe_id} by another run")
+        return
     report.add(_outcome(plan.opportunity_id, Action.CREATED, plan, customer=customer_id, stripe_id=stripe_id))
     log(f"opportunity {plan.opportunity_id} billed as {stripe_id} (customer {customer_id})")
 
@@ -481,3 +487,27 @@ def deal_counts(report: Report) -> dict[str, int]:
         "deals_held_back": len(held),
         "deals_needing_review": len(review),
     }
+
+
+def deals_to_run(opportunities: Sequence[Mapping[str, Any]], ledger: Ledger, config: SalesforceConfig) -> list[str]:
+    """The changed Closed-Won deals a billing run would act on (what the sensor asks a run for).
+
+    Every write-back bumps the opportunity's SystemModstamp, so "changed" alone would follow each billing with
+    an empty run. Salesforce records who changed a record last (LastModifiedById), not what: skipping the
+    integration user's changes would also skip a rep's edit that a write-back followed before the next tick.
+    What billing depends on is known exactly (the fingerprint the ledger keeps of what was billed), so a
+    billed deal whose fingerprint is unchanged is skipped: our own fields (Stripe ids, status, reason) are not
+    in it, and every edit that matters is. A deal closed before the start date and never billed is skipped
+    too. (A held-back deal is always asked for: its fix may be the change; the hourly schedule refreshes
+    statuses of billed deals.)
+    """
+    billed = ledger.lookup(billing.STRIPE_TARGET, billing.BILLED_OPPORTUNITY, [o["Id"] for o in opportunities])
+    wanted = []
+    for opportunity in opportunities:
+        entry = billed.get(opportunity["Id"])
+        if entry is not None:
+            if entry.content_hash != billing.fingerprint(opportunity):
+                wanted.append(opportunity["Id"])
+        elif billing.is_billed_in_salesforce(opportunity) or not _closed_before_start(opportunity, config):
+            wanted.append(opportunity["Id"])
+    return wanted

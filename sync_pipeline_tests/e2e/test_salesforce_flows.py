@@ -15,11 +15,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import requests
 import yaml
 
 from sync_pipeline import cli
+from sync_pipeline.mapping import stripe_billing as billing
 from sync_pipeline.resources.ledger import Ledger
 from sync_pipeline.resources.salesforce import SESSION_ID_EXPIRED_MESSAGE, SalesforceResource, SalesforceSessionExpired
 from sync_pipeline.resources.stripe import StripeResource
@@ -320,7 +322,7 @@ def test_a_deal_bills_in_its_currency_and_a_product_without_a_price_in_it_is_hel
 def _sensor_tick(cursor: str | None) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
     from sync_pipeline.definitions import build_resources
 
-    resources = {name: r for name, r in build_resources().items() if name in ("salesforce", "field_mapping")}
+    resources = {name: r for name, r in build_resources().items() if name in ("salesforce", "field_mapping", "ledger")}
     with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
         return build_salesforce_to_stripe_sensor(salesforce_configured=True)(context), context.cursor
 
@@ -434,13 +436,18 @@ def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
 
     assert isinstance(request, dg.RunRequest) and deal in request.tags["sync_pipeline/opportunities"]
     assert isinstance(_sensor_tick(cursor)[0], dg.SkipReason)  # the same change is asked for once
-    # The sensor's run and the scheduled run start together. (Each keeps its own snapshot folder: the
-    # Parquet IO manager's fixed temporary file name collides when two runs write one unpartitioned asset.)
+    # The sensor's run and the scheduled run start together, writing the same snapshots.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(
-            pool.map(lambda n: world.run(raise_on_error=False, snapshots=world.box.home / f"run{n}"), range(2))
-        )
+        results = list(pool.map(lambda _n: world.run(raise_on_error=False), range(2)))
     assert all(r.success for r in results)
+    # Each run reports what it did itself: one billed the deal, the other found it billed (by the ledger, or
+    # by recording second what Stripe gave both), in its metadata and in its own snapshot.
+    reports = [r.asset_materializations_for_node(BILLING)[0].metadata for r in results]
+    assert sorted(m["deals_billed"].value for m in reports) == [0, 1]
+    for metadata in reports:
+        frame = pd.read_parquet(metadata["run_snapshot"].value)
+        [action] = frame.loc[frame["external_id"] == deal, "action"]
+        assert action == ("created" if metadata["deals_billed"].value else "unchanged")
     [subscription] = world.billed("subscription", deal)
     assert _first_invoice_lines(world, subscription) == [
         ("1 × Pro plan (at 600.00 USD / month)", 1, 60000),
@@ -457,9 +464,35 @@ def test_sensor_tick_racing_a_scheduled_run_bills_once(world):
         )
         == 1
     )
-    # A later change to the won deal is a new request.
-    world.salesforce.state.update("Opportunity", deal, {"NextStep": "Kick-off"})
+    # A later change to what was billed is a new request.
+    line = world.salesforce.state.find("OpportunityLineItem", OpportunityId=deal)[0]
+    world.salesforce.state.update("OpportunityLineItem", line["Id"], {"TotalPrice": Decimal("1300.00")})
     assert isinstance(_sensor_tick(cursor)[0], dg.RunRequest)
+
+
+def test_the_write_back_of_a_billing_does_not_trigger_another_sensor_run(world):
+    _, cursor = _sensor_tick(None)
+    deal = world.deal("Once", [("pro", 1, "600.00")])
+    request, cursor = _sensor_tick(cursor)
+    assert isinstance(request, dg.RunRequest) and request.tags["sync_pipeline/opportunities"] == deal
+    stamp_billed = world.opportunity(deal)["SystemModstamp"]
+
+    assert world.run().success  # bills, then writes the subscription and its status onto the opportunity
+
+    assert world.opportunity(deal)["Billing_Status__c"] == "Invoiced"
+    assert world.opportunity(deal)["SystemModstamp"] > stamp_billed  # the write-back is a change to Salesforce
+    tick, after = _sensor_tick(cursor)
+    assert isinstance(tick, dg.SkipReason) and "none that billing acts on" in tick.skip_message
+    assert after != cursor  # moved past the pipeline's own change: it is not read again
+    assert isinstance(_sensor_tick(after)[0], dg.SkipReason)
+    # A rep's edit of a field billing does not read is no run either; a change to what was billed is one.
+    world.salesforce.state.update("Opportunity", deal, {"NextStep": "Kick-off"})
+    tick, after = _sensor_tick(after)
+    assert isinstance(tick, dg.SkipReason)
+    line = world.salesforce.state.find("OpportunityLineItem", OpportunityId=deal)[0]
+    world.salesforce.state.update("OpportunityLineItem", line["Id"], {"TotalPrice": Decimal("1200.00")})
+    request, _ = _sensor_tick(after)
+    assert isinstance(request, dg.RunRequest) and request.tags["sync_pipeline/opportunities"] == deal
 
 
 def test_crash_between_stripe_and_the_ledger_with_expired_keys_does_not_bill_twice(world):
@@ -621,6 +654,53 @@ def test_deals_closed_before_the_billing_start_date_are_not_billed(world):
 
     assert world.billed("invoice", old) == []
     assert len(world.billed("invoice", new)) == 1
+
+
+def test_a_billed_deal_closed_before_the_start_date_keeps_following_stripe_after_a_ledger_loss(world):
+    deal = world.deal("Early", [("onboarding", 1, "1200.00")])  # closed on DAY
+    world.run()
+    [invoice] = world.billed("invoice", deal)
+    # The ledger is lost, and the start date is later moved past the deal's close date.
+    with world.ledger().engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM sync_ledger")
+        conn.exec_driver_sql("DELETE FROM sync_cursors")
+    data = yaml.safe_load(world.mapping_path.read_text())
+    data["salesforce"]["bill_closed_won_from"] = (DAY + dt.timedelta(days=1)).isoformat()
+    world.mapping_path.write_text(yaml.safe_dump(data))
+    _pay(world, invoice["id"])
+
+    result = world.run()
+
+    # Billed (its Stripe id is on the opportunity), not "closed before the start": its status follows Stripe.
+    assert result.asset_materializations_for_node(BILLING)[0].metadata["skipped"].value == 0
+    assert world.opportunity(deal)["Billing_Status__c"] == "Paid"
+    assert world.ledger().lookup("stripe", "opportunity", [deal])[deal].internal_id == invoice["id"]
+    assert len(world.billed("invoice", deal)) == 1
+
+
+def test_a_subscription_upgraded_in_stripe_keeps_what_was_billed_so_the_change_can_be_flagged(world):
+    deal = world.deal("Upgraded", [("pro", 1, "600.00"), ("onboarding", 1, "1200.00")])
+    world.run()
+    [subscription] = world.billed("subscription", deal)
+    item = subscription["items"]["data"][0]["id"]
+    world.box.client.v1.subscriptions.update(
+        subscription["id"], {"items": [{"id": item, "quantity": 3}], "proration_behavior": "none"}
+    )
+
+    world.run()
+
+    # Read back from Stripe as a reconciliation would: what was billed is still on the subscription, beside
+    # what it bills now; the ledger still joins the opportunity to it.
+    upgraded = world.box.client.v1.subscriptions.retrieve(subscription["id"]).to_dict()
+    assert {k: upgraded["metadata"][k] for k in ("salesforce_amount", "salesforce_recurring_amount")} == {
+        "salesforce_amount": "1800.00",
+        "salesforce_recurring_amount": "600.00",
+    }
+    assert upgraded["metadata"]["salesforce_currency"] == "USD"
+    assert billing.changed_in_stripe(upgraded) == "recurring 600.00 → 1800.00 USD"
+    assert world.ledger().lookup("stripe", "opportunity", [deal])[deal].internal_id == subscription["id"]
+    assert world.opportunity(deal)["Amount"] == Decimal("1800.00")  # Salesforce untouched: the mismatch stays
+    assert len(world.billed("subscription", deal)) == 1
 
 
 def _pay(world: World, invoice_id: str) -> None:

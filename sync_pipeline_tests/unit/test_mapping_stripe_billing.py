@@ -275,3 +275,19 @@ def test_every_unmapped_product_of_a_deal_stays_an_open_exception(tmp_path):
         UNMAPPED,
         other,
     ]
+
+
+def test_what_a_subscription_billed_is_kept_so_a_change_in_stripe_can_be_flagged():
+    plan = billing.plan_billing(opportunity([(PRO, "1", "600"), (SETUP, "1", "1200")], amount="1800"), CONFIG, PRICES)
+    subscription = {
+        "currency": "usd",
+        "metadata": billing.subscription_params(plan, "cus_1")["metadata"],
+        "items": {"data": [{"price": {"unit_amount": 60000}, "quantity": 1}]},
+    }
+
+    assert subscription["metadata"]["salesforce_recurring_amount"] == "600.00"
+    assert subscription["metadata"]["salesforce_amount"] == "1800.00"
+    assert billing.changed_in_stripe(subscription) == ""
+    subscription["items"]["data"][0]["quantity"] = 3  # upgraded in Stripe
+    assert billing.changed_in_stripe(subscription) == "recurring 600.00 → 1800.00 USD"
+    assert billing.changed_in_stripe({**subscription, "metadata": {}}) == ""  # billed before it was kept
