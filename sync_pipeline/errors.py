@@ -135,7 +135,7 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
         "opportunity changed after billing: {changes}",
         "it was billed once, as {billed_as}, and is never billed again: amend or cancel {billed_as} in Stripe "
         "(or bill the difference on a new opportunity), then restore the opportunity's amount and products "
-        "in Salesforce to what was billed, or dismiss this",
+        "in Salesforce to what was billed; the exception closes on the next run that finds them equal",
     ),
     ErrorKind(
         "OPPORTUNITY_REOPENED_AFTER_BILLING",
