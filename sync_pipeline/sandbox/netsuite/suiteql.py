@@ -431,10 +431,13 @@ class _Parser:
             values = self.value_list()
             # Text columns compare as text: a set makes `externalid IN (500 ids)` one lookup per row.
             as_text = frozenset(str(v) for v in values if v is not None)
+            # Numbers compare as numbers, through a set too (equal Decimals hash alike: 7 == 7.0), so
+            # `transaction IN (500 ids)` over every line stays one lookup per row.
+            as_number = frozenset(_number(v) for v in values if _number(v) is not None)
 
             def member(value: Any) -> bool:
                 if isinstance(value, (int, Decimal)):
-                    return any(_compare(value, v) == 0 for v in values)
+                    return Decimal(value) in as_number
                 return str(value) in as_text
 
             return lambda row: (row[name] is not None and member(row[name])) != negate
@@ -488,6 +491,19 @@ _OPERATORS: dict[str, Callable[[int], bool]] = {
     ">": lambda c: c > 0,
     ">=": lambda c: c >= 0,
 }
+
+
+def _number(value: Any) -> Decimal | None:
+    """A literal as a number, if it is one (`7`, `'7'`), for numeric IN lists."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, Decimal)):
+        return Decimal(value)
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
 
 
 def _compare(value: Any, literal: Any) -> int | None:
