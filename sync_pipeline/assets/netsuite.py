@@ -27,7 +27,7 @@ from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.schemas.netsuite import validate_records
 from sync_pipeline.writers.netsuite import quarantine, upsert_records
-from sync_pipeline.writers.report import IN_TARGET, Action, Outcome, Report, exceptions_markdown
+from sync_pipeline.writers.report import IN_TARGET, Action, Outcome, Report, amounts_markdown, exceptions_markdown
 
 NETSUITE_POOL = "netsuite_api"
 REQUIRED_FIELDS_CHECK = "required_fields"
@@ -272,21 +272,30 @@ def netsuite_sync_plan(
 # -- the writers ---------------------------------------------------------------------------------------
 
 
+def suiteql_in(client: NetSuiteClient, query: str, values: Sequence[str], quote: bool = True) -> list[dict]:
+    """`query` (with `{values}` where the IN list goes) run over `values` a chunk at a time, rows concatenated.
+
+    Values are external ids ([A-Za-z0-9_-], quoted) or internal ids (digits, `quote=False`): nothing to escape.
+    """
+    rows: list[dict] = []
+    for start in range(0, len(values), SUITEQL_IN_CHUNK):
+        chunk = values[start : start + SUITEQL_IN_CHUNK]
+        listed = ", ".join(f"'{v}'" for v in chunk) if quote else ", ".join(chunk)
+        rows.extend(client.suiteql(query.format(values=listed)))
+    return rows
+
+
 def _suiteql_rows(
     client: NetSuiteClient, record_type: str, external_ids: Sequence[str], columns: str = "id, externalid"
 ) -> list[dict]:
-    rows: list[dict] = []
-    for start in range(0, len(external_ids), SUITEQL_IN_CHUNK):
-        quoted = ", ".join(f"'{e}'" for e in external_ids[start : start + SUITEQL_IN_CHUNK])  # ids are [A-Za-z0-9_-]
-        if record_type == ns.CUSTOMER:
-            query = f"SELECT {columns} FROM customer WHERE externalid IN ({quoted})"
-        else:
-            query = (
-                f"SELECT {columns} FROM transaction WHERE type = '{TRANSACTION_TYPES[record_type]}' "
-                f"AND externalid IN ({quoted})"
-            )
-        rows.extend(client.suiteql(query))
-    return rows
+    if record_type == ns.CUSTOMER:
+        query = f"SELECT {columns} FROM customer WHERE externalid IN ({{values}})"
+    else:
+        query = (
+            f"SELECT {columns} FROM transaction WHERE type = '{TRANSACTION_TYPES[record_type]}' "
+            "AND externalid IN ({values})"
+        )
+    return suiteql_in(client, query, list(external_ids))
 
 
 def duplicates_check(client: NetSuiteClient, record_type: str, outcomes: pd.DataFrame) -> dg.AssetCheckResult:
@@ -342,12 +351,7 @@ def totals_check(
         passed=not mismatched,
         metadata={
             "by_currency": dg.MetadataValue.md(
-                # disable_numparse: tabulate would print "17410.50" as 17410.5; people read exact amounts.
-                pd.DataFrame(table, columns=["currency", "stripe", "netsuite", "difference"]).to_markdown(
-                    index=False, disable_numparse=True
-                )
-                if table
-                else "Nothing to reconcile."
+                amounts_markdown(table, ["currency", "stripe", "netsuite", "difference"], "Nothing to reconcile.")
             ),
             "documents_in_stripe": len(stripe_amounts),
             "documents_in_netsuite": len(rows),

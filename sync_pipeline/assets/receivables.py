@@ -24,7 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline import exact_json
-from sync_pipeline.assets.netsuite import SUITEQL_IN_CHUNK, _currency_codes, _suiteql_rows
+from sync_pipeline.assets.netsuite import _currency_codes, _suiteql_rows, suiteql_in
 from sync_pipeline.assets.stripe import in_parallel, read_trees
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import (
@@ -44,6 +44,7 @@ from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.writers.netsuite import TARGET as NETSUITE_TARGET
+from sync_pipeline.writers.report import amounts_markdown
 
 RECEIVABLES_CHECK = "receivables_match_stripe"
 DIFFERENCE_COLUMNS = ["document", "record_type", "currency", "field", "stripe", "netsuite", "difference"]
@@ -357,14 +358,13 @@ def _open_receivable_differences(
             ledger.lookup(NETSUITE_TARGET, ns.CREDIT_MEMO, eids)
         )
         (compared if set(eids) <= synced else not_yet).append(customer)
-    entity_ids = sorted({netsuite_ids[c["id"]] for c in compared})
-    rows: list[dict] = []
-    for start in range(0, len(entity_ids), SUITEQL_IN_CHUNK):
-        chunk = ", ".join(entity_ids[start : start + SUITEQL_IN_CHUNK])  # internal ids: digits only
-        rows += client.suiteql(
-            "SELECT entity, type, currency, foreignamountremaining FROM transaction "
-            f"WHERE type IN ('CustInvc', 'CustCred', 'CustPymt') AND entity IN ({chunk})"
-        )
+    rows = suiteql_in(
+        client,
+        "SELECT entity, type, currency, foreignamountremaining FROM transaction "
+        "WHERE type IN ('CustInvc', 'CustCred', 'CustPymt') AND entity IN ({values})",
+        sorted({netsuite_ids[c["id"]] for c in compared}),
+        quote=False,
+    )
     in_netsuite = netsuite_open_receivables(rows, codes)
     differences = []
     for customer in compared:
@@ -436,19 +436,6 @@ def undeposited_funds(
     return dict(totals)
 
 
-def _transaction_lines(client, transaction_ids: Sequence[str]) -> list[dict]:
-    rows: list[dict] = []
-    for start in range(0, len(transaction_ids), 500):
-        chunk = ", ".join(transaction_ids[start : start + 500])  # internal ids: digits only
-        rows.extend(
-            client.suiteql(
-                f"SELECT transaction, item, foreignamount, mainline FROM transactionline "
-                f"WHERE transaction IN ({chunk}) AND mainline = 'F'"
-            )
-        )
-    return rows
-
-
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
@@ -478,7 +465,9 @@ def receivables_reconciliation(
     fm = field_mapping.load()
     client = netsuite.get_client()
     codes = _currency_codes(fm)
-    expected = expected_documents(read_trees(stripe_invoices), fm)
+    # Unpacked once: three comparisons walk the same documents.
+    invoice_trees, charge_trees = list(read_trees(stripe_invoices)), list(read_trees(stripe_charges))
+    expected = expected_documents(invoice_trees, fm)
     rows: list[dict] = []
     for record_type in (ns.INVOICE, ns.CREDIT_MEMO):
         eids = [d.external_id for d in expected if d.record_type == record_type]
@@ -487,9 +476,7 @@ def receivables_reconciliation(
                 client, record_type, eids, "id, externalid, currency, foreigntotal, foreignamountremaining"
             )
     differences = compare_documents(expected, rows, codes)
-    collected, charge_ids, out_of_band_ids = stripe_collected(
-        read_trees(stripe_invoices), read_trees(stripe_charges), fm
-    )
+    collected, charge_ids, out_of_band_ids = stripe_collected(invoice_trees, charge_trees, fm)
     payment_rows = (
         _suiteql_rows(
             client, ns.CUSTOMER_PAYMENT, charge_ids + out_of_band_ids, "id, externalid, currency, foreigntotal, account"
@@ -498,11 +485,17 @@ def receivables_reconciliation(
         else []
     )
     undeposited = undeposited_funds(payment_rows, codes, fm.accounts.payments)
-    net = expected_net_lines(read_trees(stripe_invoices), read_trees(stripe_charges), fm)
+    net = expected_net_lines(invoice_trees, charge_trees, fm)
     net_documents = _suiteql_rows(client, ns.INVOICE, net.invoice_ids, "id, externalid, currency") + _suiteql_rows(
         client, ns.CREDIT_MEMO, net.credit_ids, "id, externalid, currency"
     )
-    net_lines = _transaction_lines(client, [str(d["id"]) for d in net_documents])
+    net_lines = suiteql_in(
+        client,
+        "SELECT transaction, item, foreignamount, mainline FROM transactionline "
+        "WHERE transaction IN ({values}) AND mainline = 'F'",
+        [str(d["id"]) for d in net_documents],
+        quote=False,
+    )
     customers = [exact_json.loads(payload) for payload in stripe_customers["payload"]]
     open_differences, customers_compared, not_yet = _open_receivable_differences(
         stripe, ledger.get_ledger(), client, fm, customers, codes
@@ -538,26 +531,17 @@ def receivables_reconciliation(
                 }
             )
     frame = pd.DataFrame(differences, columns=DIFFERENCE_COLUMNS)
-    # disable_numparse: tabulate would read "12.50" as a number and print 12.5; people read exact amounts.
-    table = frame.head(50).to_markdown(index=False, disable_numparse=True) if len(frame) else "No differences."
+    table = amounts_markdown(frame.head(50).to_dict("records"), DIFFERENCE_COLUMNS, "No differences.")
     yield dg.Output(
         frame,
         metadata={
             "documents_checked": len(expected),
             "differences": len(frame),
             "cash_by_currency": dg.MetadataValue.md(
-                pd.DataFrame(cash_rows, columns=["currency", "stripe_charges", "undeposited_funds"]).to_markdown(
-                    index=False, disable_numparse=True
-                )
-                if cash_rows
-                else "No cash."
+                amounts_markdown(cash_rows, ["currency", "stripe_charges", "undeposited_funds"], "No cash.")
             ),
             "net_lines_by_currency": dg.MetadataValue.md(
-                pd.DataFrame(net_rows, columns=["currency", "category", "stripe", "netsuite"]).to_markdown(
-                    index=False, disable_numparse=True
-                )
-                if net_rows
-                else "No lines."
+                amounts_markdown(net_rows, ["currency", "category", "stripe", "netsuite"], "No lines.")
             ),
             "net_lines_compared": len(net_rows),
             "customers_compared": customers_compared,

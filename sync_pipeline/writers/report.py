@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,14 @@ class Report:
 def exception_row(issue: SyncIssue, target: str) -> ExceptionRow:
     """The `sync_exceptions` row of an issue found while writing to `target`."""
     return ExceptionRow(target=target, **issue.exception_fields())
+
+
+def amounts_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], empty: str) -> str:
+    """Rows of amounts as a Markdown table, each value as the exact text given. tabulate would otherwise read
+    "17410.50" as a number and print 17410.5: people read exact amounts."""
+    if not rows:
+        return empty
+    return pd.DataFrame(list(rows), columns=list(columns)).to_markdown(index=False, disable_numparse=True)
 
 
 def exceptions_markdown(frame: pd.DataFrame, limit: int = 10) -> str:

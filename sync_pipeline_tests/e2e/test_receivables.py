@@ -48,6 +48,16 @@ def synced_month(tmp_path_factory):
         yield sandbox, results
 
 
+def _check_total(results, key: str) -> int:
+    """A figure of receivables_match_stripe summed over the month's days."""
+    return sum(
+        e.metadata[key].value
+        for r in results.values()
+        for e in r.get_asset_check_evaluations()
+        if e.check_name == "receivables_match_stripe"
+    )
+
+
 def _differences(results) -> list[dict]:
     rows = []
     for result in results.values():
@@ -61,30 +71,10 @@ def test_every_day_runs_and_every_invoice_and_undeposited_funds_agree_with_strip
     assert all(r.success for r in results.values())
     cases = sandbox.summary.receivables
     assert all(cases.get(case) for case in ("credit_note_paid_split", "paid_out_of_band", "kwd_coupon_and_tax"))
-    checked = sum(
-        e.metadata["documents_checked"].value
-        for r in results.values()
-        for e in r.get_asset_check_evaluations()
-        if e.check_name == "receivables_match_stripe"
-    )
-    net_lines = sum(
-        e.metadata["net_lines_compared"].value
-        for r in results.values()
-        for e in r.get_asset_check_evaluations()
-        if e.check_name == "receivables_match_stripe"
-    )
-    customers = sum(
-        e.metadata["customers_compared"].value
-        for r in results.values()
-        for e in r.get_asset_check_evaluations()
-        if e.check_name == "receivables_match_stripe"
-    )
-    cash = sum(
-        e.metadata["cash_currencies_compared"].value
-        for r in results.values()
-        for e in r.get_asset_check_evaluations()
-        if e.check_name == "receivables_match_stripe"
-    )
+    checked = _check_total(results, "documents_checked")
+    net_lines = _check_total(results, "net_lines_compared")
+    customers = _check_total(results, "customers_compared")
+    cash = _check_total(results, "cash_currencies_compared")
     differences = _differences(results)
     by_field = Counter(d["field"] for d in differences)
     print(
