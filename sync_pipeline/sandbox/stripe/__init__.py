@@ -4,6 +4,11 @@
         client = stripe.StripeClient(sandbox.api_key, base_addresses={"api": sandbox.url})
         client.v1.customers.create(params={"email": "a@example.com"})
 
+Money: every charge, refund, dispute, payout, payout failure or cancellation (`POST /v1/payouts/<id>/cancel`,
+pending manual payouts only), balance adjustment and account fee writes a balance transaction. With the
+`settlement_currencies` knob set, a charge in another currency settles in the first of them, converted at
+`exchange_rates` (`{"eur:usd": "1.0850"}`); its refunds and disputes convert at the charge's rate.
+
 Control endpoints (no auth, JSON bodies) live under `/_sandbox/`:
 
     GET  stats | POST stats/reset          request counts by method/status/route, writes, faults,
@@ -17,7 +22,15 @@ Control endpoints (no auth, JSON bodies) live under `/_sandbox/`:
     POST disputes/<id>/close               {"outcome": "won" | "lost"}
     POST subscriptions/<id>/advance        next period: renewal invoice, charged; the clock moves to
                                            the period end unless {"move_clock": false}
-    POST payouts                           automatic payouts of the available balance ({"currency"?})
+    POST payouts                           automatic payouts of the available balance ({"currency"?}); each
+                                           links what it pays (`GET /v1/balance_transactions?payout=`)
+    POST payouts/<id>/fail                 {"failure_code"?: "account_closed"} the bank returns a pending,
+                                           in-transit or paid payout: `payout_failure` transaction (+amount,
+                                           category payout_reversal), paid out again by the next payout
+    POST balance_adjustments               {"currency", "amount" (signed minor units), "description"?}:
+                                           `adjustment` / other_adjustment, source an `adj_` id
+    POST account_fees                      {"currency", "amount" (> 0, the fee), "description"?}: `stripe_fee`
+                                           / fee transaction of -amount, no source ("Billing - Usage Fee")
     POST seed                              {"invoices": n, "currency"?, "customers"?, "events"?} bulk
     GET  webhooks                          pending deliveries and the delivery log
 """

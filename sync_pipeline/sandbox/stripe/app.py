@@ -27,7 +27,15 @@ from sync_pipeline.sandbox.stripe.errors import StripeApiError, invalid_param
 from sync_pipeline.sandbox.stripe.events import WebhookDispatcher
 from sync_pipeline.sandbox.stripe.expand import expand, parse_expand
 from sync_pipeline.sandbox.stripe.params import decode_form
-from sync_pipeline.sandbox.stripe.payments import close_dispute, create_payout, open_dispute, settle
+from sync_pipeline.sandbox.stripe.payments import (
+    account_fee,
+    balance_adjustment,
+    close_dispute,
+    create_payout,
+    fail_payout,
+    open_dispute,
+    settle,
+)
 from sync_pipeline.sandbox.stripe.routing import ROUTES, Router
 from sync_pipeline.sandbox.stripe.seeding import seed_paid_invoices
 from sync_pipeline.sandbox.stripe.state import Ctx, IdempotencyRecord, StripeState
@@ -423,6 +431,22 @@ def _automatic_payouts(app: StripeApp, body: dict) -> list:
     return made
 
 
+def _fail_payout(app: StripeApp, body: dict, payout_id: str) -> dict:
+    return fail_payout(
+        app.automatic_ctx(), app.state.get("payout", payout_id), body.get("failure_code") or "account_closed"
+    )
+
+
+def _balance_adjustment(app: StripeApp, body: dict) -> dict:
+    return balance_adjustment(
+        app.automatic_ctx(), body.get("currency", ""), body.get("amount"), body.get("description")
+    )
+
+
+def _account_fee(app: StripeApp, body: dict) -> dict:
+    return account_fee(app.automatic_ctx(), body.get("currency", ""), body.get("amount"), body.get("description"))
+
+
 def _seed(app: StripeApp, body: dict) -> dict:
     ids = seed_paid_invoices(
         app.state,
@@ -453,6 +477,9 @@ CONTROL_HANDLERS = {
     ("POST", "/_sandbox/disputes/{dispute_id}/close"): _close_dispute,
     ("POST", "/_sandbox/subscriptions/{subscription_id}/advance"): _advance_subscription,
     ("POST", "/_sandbox/payouts"): _automatic_payouts,
+    ("POST", "/_sandbox/payouts/{payout_id}/fail"): _fail_payout,
+    ("POST", "/_sandbox/balance_adjustments"): _balance_adjustment,
+    ("POST", "/_sandbox/account_fees"): _account_fee,
     ("POST", "/_sandbox/seed"): _seed,
     ("GET", "/_sandbox/webhooks"): _webhooks,
 }

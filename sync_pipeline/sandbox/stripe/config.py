@@ -34,6 +34,13 @@ class StripeConfig:
     # Funds of a charge become available (and can be paid out) this many days after it.
     balance_available_days: int = 2
     payout_arrival_days: int = 2
+    # Currencies the account settles in (it has a bank account in each). Empty: every charge settles in its own
+    # currency. Otherwise a charge in any other currency settles in the first one: its balance transaction is in
+    # that currency, converted at `exchange_rates["<charge currency>:<settlement>"]` (a decimal string, units of
+    # settlement per unit of the charge's currency; without one, a rough built-in rate). Refunds and disputes of
+    # such a charge convert at the charge's rate, and settle where the charge did.
+    settlement_currencies: list[str] = field(default_factory=list)
+    exchange_rates: dict[str, str] = field(default_factory=dict)
     # Webhook delivery: at least once, optionally duplicated and shuffled like the real thing.
     # Every endpoint gets this secret when set (so it can be known before the endpoint exists);
     # empty: a deterministic `whsec_` per endpoint, returned once by `POST /v1/webhook_endpoints`.
@@ -67,6 +74,8 @@ class StripeConfig:
                 value = int(value)
             elif isinstance(current, float):
                 value = float(value)
+            elif isinstance(current, list) and isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
             setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sync_pipeline.sandbox.stripe.errors import invalid_param
 
@@ -16,6 +16,18 @@ DEFAULT_FEE_BASIS_POINTS = 290
 FIXED_FEE = {"usd": 30, "eur": 25, "gbp": 20, "jpy": 0, "kwd": 100, "bhd": 100, "jod": 100, "omr": 100, "tnd": 300}
 # Charged when a dispute opens; returned when it is won.
 DISPUTE_FEE = {"usd": 1500, "eur": 2000, "gbp": 2000, "jpy": 2000, "kwd": 5000}
+# Rough units of a currency per US dollar: the conversion rate between two of these when the config's
+# `exchange_rates` names none for the pair (a stand-in's rate, not a market one).
+UNITS_PER_USD = {
+    "usd": Decimal(1),
+    "eur": Decimal("0.92"),
+    "gbp": Decimal("0.79"),
+    "jpy": Decimal(150),
+    "kwd": Decimal("0.307"),
+    "cad": Decimal("1.36"),
+    "aud": Decimal("1.52"),
+    "chf": Decimal("0.88"),
+}
 
 
 def exponent(currency: str) -> int:
@@ -65,6 +77,34 @@ def processing_fee(amount: int, currency: str) -> int:
     variable = (amount * basis_points + 5000) // 10000
     fixed = FIXED_FEE.get(currency, 30 * 10 ** max(exponent(currency) - 2, 0) if exponent(currency) else 0)
     return round_for_currency(variable + fixed, currency)
+
+
+def exchange_rate(rates: dict[str, str], currency: str, settlement: str) -> Decimal:
+    """Units of `settlement` one unit of `currency` buys: `rates["eur:usd"]` when given, else the rough table."""
+    raw = rates.get(f"{currency}:{settlement}")
+    if raw is not None:
+        try:
+            rate = Decimal(str(raw))
+        except InvalidOperation:
+            rate = Decimal(0)
+        if not rate.is_finite() or rate <= 0:
+            raise invalid_param(f"Invalid exchange rate for {currency}:{settlement}: {raw}", "exchange_rates")
+        return rate
+    if currency in UNITS_PER_USD and settlement in UNITS_PER_USD:
+        return (UNITS_PER_USD[settlement] / UNITS_PER_USD[currency]).quantize(Decimal("0.000001"))
+    raise invalid_param(
+        f"No exchange rate from {currency} to {settlement}: set exchange_rates['{currency}:{settlement}'].",
+        "exchange_rates",
+    )
+
+
+def convert(amount: int, currency: str, settlement: str, rate: Decimal) -> int:
+    """Minor units of `currency` in minor units of `settlement` at `rate`, each currency with its own exponent,
+    rounded half even (three-decimal results to a multiple of 10)."""
+    minor = (to_decimal(amount, currency) * rate).scaleb(exponent(settlement))
+    if exponent(settlement) == 3:
+        return int((minor / 10).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)) * 10
+    return int(minor.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def dispute_fee(currency: str) -> int:

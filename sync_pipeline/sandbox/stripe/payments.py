@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from decimal import Decimal
 from typing import Any
 
 from sync_pipeline.sandbox.stripe.catalog import resolve_payment_method, test_card_of
@@ -26,7 +27,14 @@ from sync_pipeline.sandbox.stripe.errors import (
     missing_param,
 )
 from sync_pipeline.sandbox.stripe.listing import in_range, list_filtered, paginate, parse_range, search
-from sync_pipeline.sandbox.stripe.money import check_amount, check_currency, dispute_fee, processing_fee
+from sync_pipeline.sandbox.stripe.money import (
+    check_amount,
+    check_currency,
+    convert,
+    dispute_fee,
+    exchange_rate,
+    processing_fee,
+)
 from sync_pipeline.sandbox.stripe.params import get_bool, get_choice, get_dict, get_int, get_str, merge_metadata
 from sync_pipeline.sandbox.stripe.routing import route
 from sync_pipeline.sandbox.stripe.state import Ctx, StripeState, snapshot
@@ -45,11 +53,12 @@ def new_balance_transaction(
     currency: str,
     txn_type: str,
     category: str,
-    source: str,
+    source: str | None,
     description: str | None,
     fee: int = 0,
     fee_description: str = "Stripe processing fees",
     available_days: int = 0,
+    rate: Decimal | float | None = None,
 ) -> dict[str, Any]:
     # Card funds settle after a delay; until then the transaction is pending and cannot be paid out.
     # https://docs.stripe.com/payouts#standard-payout-timing
@@ -62,7 +71,8 @@ def new_balance_transaction(
         "created": ctx.now,
         "currency": currency,
         "description": description,
-        "exchange_rate": None,
+        # A number on the wire, as Stripe sends it: amount in the charge's currency x rate = this amount.
+        "exchange_rate": float(rate) if rate is not None else None,
         "fee": fee,
         "fee_details": (
             [
@@ -89,6 +99,32 @@ def new_balance_transaction(
         # Kept by availability date, so `settle` releases funds without scanning every transaction.
         heapq.heappush(_pending_balance(ctx.state), (available_on, txn["id"]))
     return txn
+
+
+def settlement_for(ctx: Ctx, currency: str) -> tuple[str, Decimal | None]:
+    """Where a charge in `currency` settles, and the rate (None when it settles in its own currency)."""
+    currencies = [c.lower() for c in ctx.config.settlement_currencies]
+    if not currencies or currency in currencies:
+        return currency, None
+    return currencies[0], exchange_rate(ctx.config.exchange_rates, currency, currencies[0])
+
+
+def charge_settlement(ctx: Ctx, charge: dict[str, Any]) -> tuple[str, Decimal | None]:
+    """Where a charge's money went: refunds and disputes of it settle there, at the charge's rate.
+    (Stripe converts them at the rate of the day they happen; one rate keeps the sandbox's sums exact.)"""
+    txn = ctx.state.collections["balance_transaction"].get(charge["balance_transaction"] or "")
+    if txn is None or txn["exchange_rate"] is None:
+        return charge["currency"], None
+    return txn["currency"], Decimal(repr(txn["exchange_rate"]))
+
+
+def settled_amount(amount: int, currency: str, settlement: tuple[str, Decimal | None]) -> int:
+    """`amount` (may be negative) in the settlement currency; half-even rounding is symmetric around zero."""
+    target, rate = settlement
+    if rate is None:
+        return amount
+    converted = convert(abs(amount), currency, target, rate)
+    return converted if amount >= 0 else -converted
 
 
 def _pending_balance(state: StripeState) -> list[tuple[int, str]]:
@@ -292,17 +328,22 @@ def create_charge(
         "source": None,
     }
     if not declined:
+        # A charge in a currency the account does not settle in is converted: its balance transaction is in the
+        # settlement currency, with the rate, and the fee is taken from the converted amount.
+        settlement = settlement_for(ctx, currency)
+        settled = settled_amount(amount, currency, settlement)
         txn = new_balance_transaction(
             ctx,
-            amount=amount,
-            currency=currency,
+            amount=settled,
+            currency=settlement[0],
             txn_type="charge",
             category="charge",
             source=charge_id,
             description=description,
             # Stripe takes its fee out of the charge's balance transaction: net = amount - fee.
-            fee=processing_fee(amount, currency),
+            fee=processing_fee(settled, settlement[0]),
             available_days=ctx.config.balance_available_days,
+            rate=settlement[1],
         )
         charge["balance_transaction"] = txn["id"]
     ctx.state.insert("charge", charge)
@@ -652,10 +693,12 @@ def refund_charge(
             code="amount_too_large",
         )
     refund_id = ctx.state.new_id("re")
+    settlement = charge_settlement(ctx, charge)
     txn = new_balance_transaction(
         ctx,
-        amount=-amount,
-        currency=charge["currency"],
+        amount=settled_amount(-amount, charge["currency"], settlement),
+        currency=settlement[0],
+        rate=settlement[1],
         txn_type="refund",
         category="refund",
         source=refund_id,
@@ -781,11 +824,13 @@ def open_dispute(
     dispute_id = ctx.state.new_id("dp")
     # Opening a dispute withdraws the disputed amount and the dispute fee at once, in one transaction.
     # https://docs.stripe.com/disputes/how-disputes-work
-    fee = dispute_fee(charge["currency"])
+    settlement = charge_settlement(ctx, charge)
+    fee = dispute_fee(settlement[0])
     txn = new_balance_transaction(
         ctx,
-        amount=-amount,
-        currency=charge["currency"],
+        amount=settled_amount(-amount, charge["currency"], settlement),
+        currency=settlement[0],
+        rate=settlement[1],
         txn_type="adjustment",
         category="dispute",
         source=dispute_id,
@@ -849,8 +894,9 @@ def close_dispute(ctx: Ctx, dispute: dict[str, Any], outcome: str) -> dict[str, 
         charge = ctx.state.get("charge", dispute["charge"])
         txn = new_balance_transaction(
             ctx,
-            amount=dispute["amount"],
-            currency=dispute["currency"],
+            amount=-withdrawal["amount"],
+            currency=withdrawal["currency"],
+            rate=withdrawal["exchange_rate"],
             txn_type="adjustment",
             category="dispute_reversal",
             source=dispute["id"],
@@ -903,6 +949,46 @@ def accept_dispute(ctx: Ctx, params: dict, dispute_id: str) -> dict:
 def list_disputes(ctx: Ctx, params: dict) -> dict:
     filters = {"charge": get_str(params, "charge"), "payment_intent": get_str(params, "payment_intent")}
     return list_filtered(ctx.state.collections["dispute"], params, "/v1/disputes", filters)
+
+
+# --- balance adjustments and account fees ---------------------------------------------------------
+
+
+def balance_adjustment(ctx: Ctx, currency: str, amount: int, description: str | None = None) -> dict[str, Any]:
+    """Money Stripe adds to (amount > 0) or takes from the balance outside any payment: `type: adjustment`,
+    `reporting_category: other_adjustment`, available at once. Its `source` is an `adj_` id that no API object
+    answers to (expanding it leaves the id)."""
+    currency = check_currency(currency)
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
+        raise invalid_param("amount must be a non-zero integer (minor units; negative takes money out).", "amount")
+    check_amount(amount, currency, allow_negative=True)
+    return new_balance_transaction(
+        ctx,
+        amount=amount,
+        currency=currency,
+        txn_type="adjustment",
+        category="other_adjustment",
+        source=ctx.state.new_id("adj"),
+        description=description or "Balance adjustment",
+    )
+
+
+def account_fee(ctx: Ctx, currency: str, amount: int, description: str | None = None) -> dict[str, Any]:
+    """A fee Stripe charges the account itself (Billing, Radar, ...): `type: stripe_fee`, `reporting_category:
+    fee`, amount -fee and fee 0 (the whole transaction is the fee), no `source`, available at once."""
+    currency = check_currency(currency)
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise invalid_param("amount must be a positive integer (the fee charged, in minor units).", "amount")
+    check_amount(amount, currency)
+    return new_balance_transaction(
+        ctx,
+        amount=-amount,
+        currency=currency,
+        txn_type="stripe_fee",
+        category="fee",
+        source=None,
+        description=description or "Billing - Usage Fee",
+    )
 
 
 # --- payouts --------------------------------------------------------------------------------------
@@ -1015,6 +1101,81 @@ def create_payout_endpoint(ctx: Ctx, params: dict) -> dict:
         merge_metadata({}, params),
         statement_descriptor=get_str(params, "statement_descriptor"),
     )
+
+
+# Payout failure codes and the messages Stripe gives them (docs.stripe.com/api/payouts/failures).
+PAYOUT_FAILURES = {
+    "account_closed": "The bank account has been closed.",
+    "account_frozen": "The bank account has been frozen.",
+    "bank_account_restricted": "The bank account has restrictions on either the type, or the number, of payouts "
+    "allowed. This normally indicates that the bank account is a savings or other non-checking account.",
+    "bank_ownership_changed": "The destination bank account is no longer valid because its branch has changed "
+    "ownership.",
+    "could_not_process": "The bank could not process this payout.",
+    "debit_not_authorized": "Debit transactions are not approved on the bank account.",
+    "declined": "The bank has declined this transfer.",
+    "insufficient_funds": "Your Stripe account has insufficient funds to cover the payout.",
+    "invalid_account_number": "The routing number seems correct, but the account number is invalid.",
+    "incorrect_account_holder_name": "Your bank notified us that the bank account holder name on file is incorrect.",
+    "invalid_currency": "The bank was unable to process this payout because of its currency.",
+    "no_account": "The bank account details on file are probably incorrect. No bank account could be located with "
+    "those details.",
+}
+
+
+def _reverse_payout(ctx: Ctx, payout: dict[str, Any], txn_type: str, description: str) -> dict[str, Any]:
+    """The transaction that puts a failed or canceled payout's money back in the balance. It is in no payout's
+    list: the next automatic payout of the currency pays it out (with whatever else is available then)."""
+    return new_balance_transaction(
+        ctx,
+        amount=payout["amount"],
+        currency=payout["currency"],
+        txn_type=txn_type,
+        category="payout_reversal",
+        source=payout["id"],
+        description=description,
+    )
+
+
+def fail_payout(ctx: Ctx, payout: dict[str, Any], failure_code: str = "account_closed") -> dict[str, Any]:
+    """The bank returns a payout. "Some payouts that fail might initially show as paid, then change to failed"
+    (Stripe's payout object), so a paid payout can fail too."""
+    if payout["status"] not in ("pending", "in_transit", "paid"):
+        raise invalid_state(
+            f"Payout {payout['id']} is {payout['status']}; only a pending, in-transit or paid payout can fail."
+        )
+    if failure_code not in PAYOUT_FAILURES:
+        raise invalid_param(
+            f"Invalid failure_code: {failure_code}. Use one of {', '.join(sorted(PAYOUT_FAILURES))}.", "failure_code"
+        )
+    txn = _reverse_payout(ctx, payout, "payout_failure", f"Payout failure for {payout['id']}")
+    changes = {
+        "status": "failed",
+        "failure_code": failure_code,
+        "failure_message": PAYOUT_FAILURES[failure_code],
+        "failure_balance_transaction": txn["id"],
+    }
+    apply_update(ctx, payout, changes, "payout.updated")
+    ctx.state.emit(ctx, "payout.failed", payout)
+    return payout
+
+
+@route("POST", "/v1/payouts/{id}/cancel")
+def cancel_payout(ctx: Ctx, params: dict, payout_id: str) -> dict:
+    """A pending manual payout, canceled: its money returns to the available balance (`payout_cancel`)."""
+    payout = ctx.state.get("payout", payout_id)
+    # https://docs.stripe.com/api/payouts/cancel: "You can't cancel automatic Stripe payouts."
+    if payout["automatic"]:
+        raise invalid_state(f"Payout {payout_id} is an automatic payout; automatic payouts cannot be canceled.")
+    if payout["status"] != "pending":
+        raise invalid_state(
+            f"Payout {payout_id} cannot be canceled because it has a status of {payout['status']}; only pending "
+            "payouts can be canceled."
+        )
+    txn = _reverse_payout(ctx, payout, "payout_cancel", f"Payout cancellation for {payout_id}")
+    apply_update(ctx, payout, {"status": "canceled", "failure_balance_transaction": txn["id"]}, "payout.updated")
+    ctx.state.emit(ctx, "payout.canceled", payout)
+    return payout
 
 
 retrieve_route("payout", "/v1/payouts/{id}")
