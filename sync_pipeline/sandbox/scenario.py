@@ -180,6 +180,10 @@ class ScenarioOptions:
     # balances, negative invoices, out-of-band, partial and uncollectible-then-paid payments, backdated
     # invoices, a currency-less customer billed in two currencies, KWD coupons with tax): see `_receivables`.
     receivables_cases: bool = False
+    # Add the cash cases (daily automatic payouts per currency instead of every few days, and on dedicated customers:
+    # a refund and a lost and a won dispute landing in payouts, a payout failed after it was paid and paid again, a
+    # balance adjustment, an account fee, a EUR invoice settling in USD): see `_CashPlanner`.
+    cash_cases: bool = True
     # Step instants are rounded to this many seconds; coarser rounding puts more steps on one
     # instant, which is what lets threads overlap. 0 = automatic (1 s single-threaded, else 600 s).
     resolution_seconds: int = 0
@@ -238,7 +242,11 @@ class Plan:
     salesforce: SalesforcePlan
 
     def invoice_count(self) -> int:
-        return sum(1 for s in self.steps if s.kind in ("subscribe", "upgrade", "renew", "invoice", "case_invoice"))
+        return sum(
+            1
+            for s in self.steps
+            if s.kind in ("subscribe", "upgrade", "renew", "invoice", "case_invoice", "cash_invoice")
+        )
 
 
 def add_months(instant: int, months: int) -> int:
@@ -268,6 +276,9 @@ class ScenarioSummary:
     # Receivables case -> one entry per occurrence: what it made, by role ("invoice", "credit_note",
     # "refund", ...) -> Stripe id. Empty unless `receivables_cases` was on.
     receivables: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    # Cash case -> the same, for `cash_cases` (see CASH_CASES for each case's roles). Every role holding a balance
+    # transaction id has a `<role>_payout` beside it when a payout in the window paid that transaction out.
+    cash: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         result = {
@@ -279,6 +290,8 @@ class ScenarioSummary:
         }
         if self.receivables:
             result["receivables"] = self.receivables
+        if self.cash:
+            result["cash"] = self.cash
         return result
 
     def to_text(self) -> str:
@@ -297,6 +310,9 @@ class ScenarioSummary:
         if self.receivables:
             lines.append("")
             lines.extend(f"receivables {case}: {len(entries)}" for case, entries in sorted(self.receivables.items()))
+        if self.cash:
+            lines.append("")
+            lines.extend(f"cash {case}: {len(entries)}" for case, entries in sorted(self.cash.items()))
         return "\n".join(lines)
 
 
@@ -356,13 +372,18 @@ class _Planner:
         # Their customers are their own: no other activity bills them or uses their balances.
         case_customers: list[CustomerPlan] = []
         case_invoices = _ReceivablesPlanner(self, case_customers).plan() if self.options.receivables_cases else 0
+        # The cash cases likewise: a generator and customers of their own. Their five invoices come on top of the
+        # budget, so turning them on leaves every choice of the seed as it was.
+        cash_customers: list[CustomerPlan] = []
+        if self.options.cash_cases:
+            _CashPlanner(self, cash_customers).plan()
         one_off_budget = max(0, self.options.invoices - subscription_invoices - case_invoices)
         self._one_off_invoices(customers, one_off_budget, paid)
         self._invoiceless_charges(customers, paid)
         self._after_payment(paid)
         self._payouts()
         self._salesforce(customers)
-        customers = customers + case_customers
+        customers = customers + case_customers + cash_customers
         steps = sorted(self.steps, key=lambda s: (s.at, s.order))
         return Plan(self.options, (self.start, self.end), customers, steps, self.salesforce)
 
@@ -529,12 +550,17 @@ class _Planner:
 
     def _payouts(self) -> None:
         # Every few days at 06:00 UTC, like a standard payout schedule.
+        days = []
         day = self.start + 3 * DAY + 6 * HOUR
-        n = 0
         while day < self.end:
-            self.add(day, "payouts", "payout", f"payout{n}")
+            days.append(day)
             day += self.rng.choice((2, 3, 4)) * DAY
-            n += 1
+        if self.options.cash_cases:
+            # Stripe's daily automatic payouts: each morning, what has become available of each currency (drawn
+            # after the schedule above, so the rest of the plan stays what the seed made it).
+            days = list(range(self.start + DAY + 6 * HOUR, self.end, DAY))
+        for n, day in enumerate(days):
+            self.add(day, "payouts", "payout", f"payout{n}")
 
     def _salesforce(self, customers: list[CustomerPlan]) -> None:
         subscribed = {s.args["customer"]: s for s in self.steps if s.kind == "subscribe"}
@@ -658,10 +684,14 @@ CASE_TAX_RATES = {"kwd": ("GCC VAT", "KW", Decimal("5"))}
 class _ReceivablesPlanner:
     """Plans the receivables cases on dedicated customers, so no other activity consumes their balances."""
 
+    family = "receivables"  # names the generator's seed
+    ref_prefix, label = "rcv", "Receivables"  # the customers' plan refs and names
+    invoice_step = "case_invoice"
+
     def __init__(self, planner: _Planner, customers: list[CustomerPlan]) -> None:
         self.p = planner
         self.customers = customers
-        self.rng = random.Random(f"receivables-{planner.options.seed}")
+        self.rng = random.Random(f"{self.family}-{planner.options.seed}")
         self.invoices = 0
 
     def count(self, case: str) -> int:
@@ -674,9 +704,11 @@ class _ReceivablesPlanner:
 
     def customer(self, currency: str, at: int) -> str:
         index = len(self.customers)  # the case customers' own numbering: rcv0, rcv1, ...
-        name = f"{self.rng.choice(FIRST_NAMES)} {self.rng.choice(LAST_NAMES)} Receivables {index}"
+        name = f"{self.rng.choice(FIRST_NAMES)} {self.rng.choice(LAST_NAMES)} {self.label} {index}"
         slug = "".join(ch for ch in name.lower() if ch.isalnum())
-        plan = CustomerPlan(f"rcv{index}", name, f"billing@{slug}.example", currency, self.p.at(at - HOUR))
+        plan = CustomerPlan(
+            f"{self.ref_prefix}{index}", name, f"billing@{slug}.example", currency, self.p.at(at - HOUR)
+        )
         self.p.add(plan.created_at, plan.ref, "customer", plan.ref, customer=plan)
         self.customers.append(plan)
         return plan.ref
@@ -696,7 +728,7 @@ class _ReceivablesPlanner:
     def invoice(self, at: int, actor: str, ref: str, case: str, currency: str, **args: Any) -> str:
         self.invoices += 1
         args.setdefault("items", self.items(currency))
-        self.p.add(at, actor, "case_invoice", ref, case=case, currency=currency, **args)
+        self.p.add(at, actor, self.invoice_step, ref, case=case, currency=currency, **args)
         return ref
 
     def plan(self) -> int:
@@ -830,6 +862,85 @@ class _ReceivablesPlanner:
         self.invoice(at, actor, f"{actor}:inv", case, "kwd", items=items, coupon="welcome10", taxed=True, pay="card")
 
 
+# The cash cases and the roles each occurrence records (role -> Stripe id) in `ScenarioSummary.cash`:
+CASH_CASES = {
+    # a paid USD invoice, half refunded a day later
+    "refund": ("invoice", "customer", "charge", "balance_transaction", "refund", "refund_balance_transaction"),
+    # a paid USD invoice disputed two days later and lost four days after that (withdrawal: amount and fee)
+    "dispute_lost": ("invoice", "customer", "charge", "balance_transaction", "dispute", "withdrawal"),
+    # the same, won: the amount and the fee come back in a second transaction
+    "dispute_won": ("invoice", "customer", "charge", "balance_transaction", "dispute", "withdrawal", "reinstatement"),
+    # a EUR invoice paid by card while EUR settled in USD (charge and refund transactions in USD, at CASH_EUR_USD)
+    "cross_currency": ("invoice", "customer", "charge", "balance_transaction", "refund", "refund_balance_transaction"),
+    # the newest paid USD payout at mid-window, failed (account_closed): its money is paid out again next morning
+    "payout_failure": ("payout", "failure_balance_transaction"),
+    # a USD debit adjustment (`adjustment` / other_adjustment; `source` is its adj_ id)
+    "balance_adjustment": ("balance_transaction", "source"),
+    # a USD Billing usage fee (`stripe_fee` / fee)
+    "account_fee": ("balance_transaction",),
+}
+# Roles holding a balance transaction id: each gets `<role>_payout`, the payout that paid it out.
+CASH_TRANSACTION_ROLES = (
+    "balance_transaction",
+    "refund_balance_transaction",
+    "withdrawal",
+    "reinstatement",
+    "failure_balance_transaction",
+)
+CASH_EUR_USD = "1.0850"  # the cross-currency case's exchange rate
+
+
+class _CashPlanner(_ReceivablesPlanner):
+    """Plans the cash cases, one occurrence each, on dedicated customers (and Stripe's own balance entries)."""
+
+    family = "cash"
+    ref_prefix, label = "cash", "Cash"
+    invoice_step = "cash_invoice"
+
+    def plan(self) -> int:
+        self.refund()
+        self.dispute("dispute_lost", "lost")
+        self.dispute("dispute_won", "won")
+        self.cross_currency()
+        self.payout_failure()
+        self.balance_entries()
+        return self.invoices
+
+    def paid_invoice(self, case: str, currency: str, **args: Any) -> tuple[str, str, int]:
+        at = self.when()
+        actor = self.customer(currency, at)
+        ref = self.invoice(at, actor, f"{actor}:inv", case, currency, pay="card", **args)
+        return actor, ref, at
+
+    def refund(self) -> None:
+        actor, ref, at = self.paid_invoice("refund", "usd")
+        self.p.add(at + DAY, actor, "refund", ref, share=Decimal("0.5"), case="refund")
+
+    def dispute(self, case: str, outcome: str) -> None:
+        actor, ref, at = self.paid_invoice(case, "usd")
+        self.p.add(at + 2 * DAY, actor, "dispute", ref, case=case)
+        self.p.add(at + 6 * DAY, actor, "dispute_close", ref, outcome=outcome, case=case)
+
+    def cross_currency(self) -> None:
+        # Paid alone at its instant: the account settles EUR in USD only while this invoice is paid.
+        actor, ref, at = self.paid_invoice("cross_currency", "eur", settle_in="usd", exclusive=True)
+        self.p.add(at + DAY, actor, "refund", ref, share=Decimal("0.25"), case="cross_currency")
+
+    def payout_failure(self) -> None:
+        # Mid-window at noon: payouts made at 06:00 arrive two days later, so some USD payout is paid by then.
+        if self.p.options.days >= 6:
+            at = self.p.start + max(5, self.p.options.days // 2) * DAY + 12 * HOUR
+            self.p.add(at, "cash", "cash_payout_failure", "cash:payout_failure", case="payout_failure", currency="usd")
+
+    def balance_entries(self) -> None:
+        adjustment = {"currency": "usd", "amount": -self.amount("usd", 10, 60), "description": "Balance correction"}
+        self.p.add(
+            self.when(), "cash", "cash_balance_entry", "cash:adjustment", case="balance_adjustment", **adjustment
+        )
+        fee = {"currency": "usd", "amount": self.amount("usd", 20, 90), "description": "Billing - Usage Fee"}
+        self.p.add(self.when(), "cash", "cash_balance_entry", "cash:account_fee", case="account_fee", **fee)
+
+
 def build_plan(options: ScenarioOptions) -> Plan:
     """Every customer, document, amount and instant of the scenario, decided from the seed alone."""
     return _Planner(options).build()
@@ -927,6 +1038,13 @@ class SandboxClients:
             raise ScenarioError(f"Stripe sandbox control {path} answered {response.status_code}: {response.text[:300]}")
         return response.json() if response.content else {}
 
+    def stripe_config(self) -> dict[str, Any]:
+        """The Stripe stand-in's knobs (`GET /_sandbox/config`)."""
+        response = self.control_session().get(f"{self.stripe_base}/_sandbox/config", timeout=60)
+        if response.status_code >= 400:
+            raise ScenarioError(f"Stripe sandbox config answered {response.status_code}: {response.text[:300]}")
+        return response.json()
+
     def control_session(self) -> requests.Session:
         # One pooled session per thread: requests.Session is not documented as thread-safe.
         session = getattr(self.control, "session", None)
@@ -969,6 +1087,8 @@ class _Seeder:
         self.refunds: list[tuple[str, int, bool]] = []  # (currency, amount, full)
         self.disputes: dict[str, tuple[str, int, str]] = {}  # ref -> (currency, amount, status)
         self.payouts: list[tuple[str, int, int]] = []  # (currency, amount, fees inside it)
+        self.payout_log: list[tuple[str, str]] = []  # (currency, payout id), oldest first
+        self.paid_in: dict[str, str] = {}  # balance transaction id -> the payout that paid it out
         self.counts: Counter[tuple[str, str]] = Counter()
         self.lock = threading.Lock()
         self.currency_of = {c.ref: c.currency for c in plan.customers}
@@ -1007,6 +1127,7 @@ class _Seeder:
         self.salesforce_records()
         try:
             self.timeline()
+            self.link_cash_payouts()
         finally:
             self.clients.stripe_control("clock", {"real": True})
         self.salesforce_billing_links()
@@ -1017,11 +1138,12 @@ class _Seeder:
             for at, group in itertools.groupby(self.plan.steps, key=lambda s: s.at):
                 self.clients.stripe_control("clock", {"now": at})
                 steps = list(group)
-                # Payouts read the balance, so they wait for everything else at that instant.
-                exclusive = [s for s in steps if s.kind == "payout"]
+                # Payouts read the balance, so they wait for everything else at that instant; so does a step that
+                # changes the Stripe account's settings for a moment.
+                exclusive = [s for s in steps if s.kind == "payout" or s.args.get("exclusive")]
                 chains: dict[str, list[Step]] = defaultdict(list)
                 for step in steps:
-                    if step.kind != "payout":
+                    if not (step.kind == "payout" or step.args.get("exclusive")):
                         chains[step.actor].append(step)
                 if threads == 1 or len(chains) == 1:
                     for chain in chains.values():
@@ -1341,6 +1463,10 @@ class _Seeder:
         refund = self.stripe.refunds.create(params)
         with self.lock:
             self.refunds.append((facts.currency, refund.amount, step.args["share"] is None))
+        if step.args.get("case"):
+            self.note_case(
+                step.args["case"], step.ref, refund=refund.id, refund_balance_transaction=refund.balance_transaction
+            )
 
     def step_dispute(self, step: Step) -> None:
         intent = self.stripe.payment_intents.retrieve(self.payment_intent_of(step.ref))
@@ -1348,6 +1474,10 @@ class _Seeder:
         self.remember(f"{step.ref}:dispute", dispute["id"])
         with self.lock:
             self.disputes[step.ref] = (intent.currency, dispute["amount"], dispute["status"])
+        if step.args.get("case"):
+            self.note_case(
+                step.args["case"], step.ref, dispute=dispute["id"], withdrawal=dispute["balance_transactions"][0]["id"]
+            )
 
     def step_dispute_close(self, step: Step) -> None:
         dispute_id = self.ids[f"{step.ref}:dispute"]
@@ -1358,20 +1488,21 @@ class _Seeder:
         )
         with self.lock:
             self.disputes[step.ref] = (dispute.currency, dispute.amount, dispute.status)
+        if step.args.get("case") and len(dispute.balance_transactions) > 1:
+            self.note_case(step.args["case"], step.ref, reinstatement=dispute.balance_transactions[1].id)
 
     def step_payout(self, step: Step) -> None:
         # Stripe's automatic payout of each currency's available balance (a sandbox control: the
         # real one runs on Stripe's schedule); it links every balance transaction it contains.
         for payout in self.clients.stripe_control("payouts", {}):
-            fees = sum(
-                txn.fee
-                for txn in self.stripe.balance_transactions.list(
-                    {"payout": payout["id"], "limit": 100}
-                ).auto_paging_iter()
+            contents = list(
+                self.stripe.balance_transactions.list({"payout": payout["id"], "limit": 100}).auto_paging_iter()
             )
             self.remember(f"{step.ref}:{payout['currency']}", payout["id"])
             with self.lock:
-                self.payouts.append((payout["currency"], payout["amount"], fees))
+                self.payouts.append((payout["currency"], payout["amount"], sum(txn.fee for txn in contents)))
+                self.payout_log.append((payout["currency"], payout["id"]))
+                self.paid_in.update((txn.id, payout["id"]) for txn in contents if txn.type != "payout")
 
     # -- receivables cases (see _ReceivablesPlanner) ------------------------------------------------
     def note_case(self, case: str, entry: str, **ids: str) -> None:
@@ -1384,7 +1515,10 @@ class _Seeder:
         invoice = self.open_invoice(step, step.args["currency"], **extra)
         pay = step.args.get("pay")
         if pay == "card" and invoice.status == "open":
-            invoice = self.stripe.invoices.pay(invoice.id)
+            if step.args.get("settle_in"):
+                invoice = self.pay_settling_in(invoice.id, step.args["currency"], step.args["settle_in"])
+            else:
+                invoice = self.stripe.invoices.pay(invoice.id)
         elif pay == "fail":
             invoice = self.failed_payment(step.actor, invoice.id)
         self.record_invoice(step.ref, invoice, failed_attempts=1 if pay == "fail" else 0)
@@ -1392,6 +1526,66 @@ class _Seeder:
         self.note_case(
             step.args["case"], step.args.get("entry", step.ref), **{role: invoice.id}, customer=invoice.customer
         )
+        if step.args["case"] in CASH_CASES and invoice.status == "paid":
+            charge = self.stripe.charges.retrieve(
+                self.stripe.payment_intents.retrieve(self.payment_intent_of(step.ref)).latest_charge
+            )
+            self.note_case(
+                step.args["case"], step.ref, charge=charge.id, balance_transaction=charge.balance_transaction
+            )
+
+    step_cash_invoice = step_case_invoice  # the cash cases' invoices: made and paid the same way
+
+    def pay_settling_in(self, invoice_id: str, currency: str, settlement: str) -> Any:
+        """Pay while the account settles `currency` in `settlement` (as before it had a bank account in `currency`);
+        the scenario's other currencies keep settling in themselves. The knobs are put back afterwards."""
+        previous = self.clients.stripe_config()
+        knobs = {key: previous[key] for key in ("settlement_currencies", "exchange_rates")}
+        others = [c for c in CURRENCY_EXPONENT if c not in (currency, settlement)]
+        self.clients.stripe_control(
+            "config",
+            {
+                "settlement_currencies": [settlement, *others],
+                "exchange_rates": {**knobs["exchange_rates"], f"{currency}:{settlement}": CASH_EUR_USD},
+            },
+        )
+        try:
+            return self.stripe.invoices.pay(invoice_id)
+        finally:
+            self.clients.stripe_control("config", knobs)
+
+    # -- cash cases (see _CashPlanner) -------------------------------------------------------------
+    def step_cash_payout_failure(self, step: Step) -> None:
+        """Fail the newest payout of the currency that has arrived (a paid payout the bank then returns)."""
+        with self.lock:
+            candidates = [p for c, p in reversed(self.payout_log) if c == step.args["currency"]]
+        for payout_id in candidates:
+            if self.stripe.payouts.retrieve(payout_id).status == "paid":
+                failed = self.clients.stripe_control(f"payouts/{payout_id}/fail", {"failure_code": "account_closed"})
+                self.note_case(
+                    step.args["case"],
+                    step.ref,
+                    payout=failed["id"],
+                    failure_balance_transaction=failed["failure_balance_transaction"],
+                )
+                return
+
+    def step_cash_balance_entry(self, step: Step) -> None:
+        """A balance adjustment or an account fee: Stripe's own entries in the balance, outside any payment."""
+        control = {"balance_adjustment": "balance_adjustments", "account_fee": "account_fees"}[step.args["case"]]
+        body = {key: step.args[key] for key in ("currency", "amount", "description")}
+        txn = self.clients.stripe_control(control, body)
+        roles = {"source": txn["source"]} if txn["source"] else {}
+        self.note_case(step.args["case"], step.ref, balance_transaction=txn["id"], **roles)
+
+    def link_cash_payouts(self) -> None:
+        """Name, beside each cash case's balance transaction, the payout that paid it out (when one did)."""
+        for case in CASH_CASES:
+            for entry in self.cases.get(case, {}).values():
+                for role in CASH_TRANSACTION_ROLES:
+                    payout = self.paid_in.get(entry.get(role, ""))
+                    if payout:
+                        entry[f"{role}_payout"] = payout
 
     def step_case_pay(self, step: Step) -> None:
         params = {"paid_out_of_band": True} if step.args["out_of_band"] else {}
@@ -1502,7 +1696,7 @@ class _Seeder:
             if status == "lost":
                 totals[("disputes_lost", currency)] += amount
         for case, entries in self.cases.items():
-            counts[(f"receivables_{case}", "all")] += len(entries)
+            counts[(f"{'cash' if case in CASH_CASES else 'receivables'}_{case}", "all")] += len(entries)
         for currency, amount, fees in self.payouts:
             counts[("payouts", currency)] += 1
             totals[("payouts", currency)] += amount
@@ -1514,7 +1708,8 @@ class _Seeder:
             counts=_nested(counts.items()),
             totals=_nested((key, minor_to_decimal(amount, key[1])) for key, amount in totals.items()),
             ids_digest=digest[:16],
-            receivables={case: list(entries.values()) for case, entries in sorted(self.cases.items())},
+            receivables={c: list(entries.values()) for c, entries in sorted(self.cases.items()) if c not in CASH_CASES},
+            cash={c: list(entries.values()) for c, entries in sorted(self.cases.items()) if c in CASH_CASES},
         )
 
 
