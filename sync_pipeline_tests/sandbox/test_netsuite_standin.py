@@ -587,13 +587,14 @@ def test_deposit_gathers_payments_with_fee_lines_once(api):
         "account": {"id": "10"},
         "currency": {"id": "1"},
         "tranDate": "2026-11-07",
-        "payment": {"items": [{"doc": {"id": payment_id}, "deposit": True}]},
-        "other": {"items": [{"account": {"id": "60"}, "amount": Decimal("-3.20"), "memo": "Stripe fees"}]},
+        "payment": {"items": [{"id": payment_id, "deposit": True}]},
+        "cashback": {"items": [{"account": {"id": "60"}, "amount": Decimal("3.20"), "memo": "Stripe fees"}]},
     }
     deposit_id = api.upserted_id("deposit", "stripe-po_1", body)
     assert decimal_json(api.get("deposit", deposit_id))["total"] == Decimal("96.80")
     assert api.get("customerPayment", payment_id).json()["status"]["refName"] == "Deposited"
-    assert api.put("deposit", "stripe-po_2", body).status_code == 400  # the payment is already deposited
+    again = api.put("deposit", "stripe-po_2", body)  # the payment is already deposited
+    assert error_of(again)[0] == "INVALID_KEY_OR_REF" and "has already been deposited" in error_of(again)[1]
     not_a_bank = api.put("deposit", "stripe-po_3", {**body, "account": {"id": "60"}})
     assert error_of(not_a_bank) == ("INVALID_KEY_OR_REF", "Invalid Field Value 60 for the following field: account")
 

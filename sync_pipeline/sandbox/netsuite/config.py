@@ -39,6 +39,10 @@ class NetSuiteConfig:
     required_fields: dict[str, list[str]] | None = None
     mandatory_fields: dict[str, list[str]] | None = None
     transaction_subsidiary_must_match_customer: bool | None = None
+    # Lines one transaction may have (all its sublists together); more are refused with a 400. NetSuite documents
+    # 5,000 for SOAP web services and CSV import (help "Entering Transaction Line Items", section_N550610); the
+    # REST figure is not stated and assumed the same.
+    max_transaction_lines: int = 5000
     # Governance: more requests in flight than this are refused at once.
     concurrency_limit: int = 5
     concurrency_status: int = 429  # one capture shows 400 for the same error body
@@ -77,7 +81,7 @@ class NetSuiteConfig:
             number = float(value) if fractional else int(value)
             if name.endswith("_rate") and not 0 <= number <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
-            if number < 0 or (name == "concurrency_limit" and number < 1):
+            if number < 0 or (name in ("concurrency_limit", "max_transaction_lines") and number < 1):
                 raise ValueError(f"{name} out of range: {value!r}")
             return number
         if name in ("required_fields", "mandatory_fields"):
@@ -148,6 +152,7 @@ class AccountRules:
     mandatory_fields: Mapping[str, tuple[str, ...]]
     field_labels: Mapping[str, str]
     transaction_subsidiary_must_match_customer: bool
+    max_transaction_lines: int = 5000
 
     @classmethod
     def of(cls, config: NetSuiteConfig) -> AccountRules:
@@ -164,6 +169,7 @@ class AccountRules:
             transaction_subsidiary_must_match_customer=account.transaction_subsidiary_must_match_customer
             if match is None
             else match,
+            max_transaction_lines=config.max_transaction_lines,
         )
 
     def fields_required(self, record_type: str) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from .errors import (
     INVALID_KEY_OR_REF,
     LINE_ITEM_REQUIRED_DETAIL,
     OUT_OF_BALANCE_DETAIL,
+    NetSuiteError,
     bad_request,
     invalid_reference,
     missing_values,
@@ -28,10 +29,12 @@ from .schema import (
     CREDIT_OPEN,
     INVOICE_OPEN,
     INVOICE_PAID,
+    JOURNAL_APPROVED,
     MONEY_FIELDS,
     PAYMENT_DEPOSITED,
     PAYMENT_NOT_DEPOSITED,
     SUBLISTS,
+    TRANSACTION_TYPES,
     quantize,
 )
 
@@ -172,7 +175,7 @@ def _item_total(state: NetSuiteState, record: Record) -> Decimal:
 
 
 def _selected_docs(lines: list[Record], flag: str, label: str) -> Iterator[tuple[Record, str]]:
-    """Lines not switched off by `flag` (apply / deposit: false), each with the document it names in `doc`."""
+    """Lines not switched off by `flag` (apply: false), each with the document it names in `doc`."""
     for line in lines:
         if line.get(flag) is False:
             continue
@@ -290,6 +293,8 @@ def derive_customer_payment(state: NetSuiteState, record: Record, rid: str | Non
     payment = quantize(record["payment"], state.precision(record.get("currency")))
     if payment < 0:
         raise bad_request("The payment amount cannot be negative.")
+    if record.get("exchangeRate") is not None and record["exchangeRate"] <= 0:
+        raise bad_request(f"Invalid Field Value {record['exchangeRate']} for the following field: exchangeRate")
     record["payment"] = payment
     # Each credit within its own unapplied amount; they add to what the payment can apply (NetSuite's "To Apply").
     credits = _apply_lines(state, record, rid, "customer", credit_unapplied, budget=None, sublist="credit")
@@ -318,68 +323,162 @@ def derive_customer_refund(state: NetSuiteState, record: Record, rid: str | None
 
 
 def derive_deposit(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
-    """Customer payments (each in one deposit only) + other lines (fees are negative) - cash back."""
+    """Customer payments taken out of Undeposited Funds (each in one deposit only) + other deposits - cash back,
+    into the bank account `account` (schema.py's docstring says what is confirmed and what assumed)."""
     account_id = record.get("account")
-    if account_id and state.reference["account"][account_id].get("acctType") != "Bank":
+    bank = state.reference["account"].get(account_id or "", {})
+    if account_id and bank.get("acctType") != "Bank":
         raise invalid_reference("account", account_id)
-    payment_ids = _deposited_payments(state, record, rid)
-    currency = record.get("currency") or (
-        state.records["customerPayment"][payment_ids[0]]["currency"]
-        if payment_ids
-        else _base_currency(state, record.get("subsidiary"))
-    )
+    # A bank account in a currency takes deposits in that currency; the deposit's currency defaults to it.
+    currency = record.get("currency") or bank.get("currency") or _base_currency(state, record.get("subsidiary"))
+    if bank.get("currency") and currency != bank["currency"]:
+        raise bad_request(
+            f"Invalid Field Value {currency} for the following field: currency. The bank account "
+            f"{bank['name']} is in {state.ref_name('currency', bank['currency'])}; a deposit into it must be too.",
+            INVALID_KEY_OR_REF,
+            "currency",
+        )
     _check_currency_allowed(state, record.get("subsidiary"), currency)
-    total = ZERO
-    for payment_id in payment_ids:
-        payment = state.records["customerPayment"][payment_id]
-        if payment.get("currency") != currency:
-            raise bad_request(f"{state.ref_name('customerPayment', payment_id)} is not in this deposit's currency.")
-        total += payment["total"]
+    record["currency"] = currency
     precision = state.precision(currency)
-    total += _account_lines_total(record.get("other", []), precision, allow_negative=True)
-    # Other deposits add to the deposit (fees are negative lines), cash back takes from it: NetSuite help,
-    # "Adding a Record With Other Deposit, Cash Back Lines".
-    total -= _account_lines_total(record.get("cashBack", []), precision, allow_negative=False)
-    if not (payment_ids or record.get("other") or record.get("cashBack")):
+    payment_ids = _deposited_payments(state, record, rid, currency)
+    # A negative cash back line debits its account, which NetSuite saves as an Other Deposits line.
+    cashback = []
+    for line in record.get("cashback", []):
+        _check_account_line(line, precision)
+        if line["amount"] < 0:
+            record.setdefault("other", []).append({**line, "amount": -line["amount"]})
+        else:
+            cashback.append(line)
+    if "cashback" in record:
+        record["cashback"] = cashback
+    for line in record.get("other", []):
+        _check_account_line(line, precision)
+        if line["amount"] <= 0:
+            raise bad_request(f"The amount of each Other Deposits line must be positive, not {line['amount']}.")
+    if not (payment_ids or record.get("other") or cashback):
         raise bad_request(LINE_ITEM_REQUIRED_DETAIL)
+    total = (
+        sum((line["paymentAmount"] for line in record.get("payment", [])), ZERO)
+        + sum((line["amount"] for line in record.get("other", [])), ZERO)
+        - sum((line["amount"] for line in cashback), ZERO)
+    )
+    if total <= 0:
+        raise bad_request(
+            f"The net sum of all line amounts must be positive: payments plus other deposits less cash back is {total}."
+        )
     return Derived(total=total, deposits=frozenset(payment_ids), currency=currency)
 
 
-def _deposited_payments(state: NetSuiteState, record: Record, rid: str | None) -> list[str]:
+def undeposited_funds_accounts(state: NetSuiteState) -> frozenset[str]:
+    """The account file flags the Undeposited Funds account (`undepositedFunds: true`) rather than naming it."""
+    return frozenset(rid for rid, row in state.reference["account"].items() if row.get("undepositedFunds") is True)
+
+
+def _deposited_payments(state: NetSuiteState, record: Record, rid: str | None, currency: str) -> list[str]:
+    """The payment lines switched on: each a payment in Undeposited Funds, in no other deposit. Sets each line's
+    `paymentAmount` (deposit currency), `transactionAmount` (the payment's own currency) and `currency`."""
+    undeposited = undeposited_funds_accounts(state)
+    base = _base_currency(state, record.get("subsidiary"))
+    precision = state.precision(currency)
     payment_ids: list[str] = []
-    for line, payment_id in _selected_docs(record.get("payment", []), "deposit", "Payment"):
+    for line in record.get("payment", []):
+        payment_id = line.get("id")
+        if not payment_id:
+            raise missing_values(["Payment"])
+        if line.get("deposit") is False:
+            continue
+
+        def refuse(reason: str, payment_id: str = payment_id) -> NetSuiteError:
+            return bad_request(
+                f"Invalid Field Value {payment_id} for the following field: id. {reason}", INVALID_KEY_OR_REF, "payment"
+            )
+
+        if state.type_of.get(payment_id) != "customerPayment":
+            raise refuse("No customer payment has this internal id.")
+        payment = state.records["customerPayment"][payment_id]
+        name = state.ref_name("customerPayment", payment_id)
         # A payment leaves Undeposited Funds once: a second deposit of it is refused (re-saving its own
         # deposit is fine).
         holder = state.deposited_in.get(payment_id)
-        if holder not in (None, rid) or payment_id in payment_ids:
-            raise bad_request(f"{state.ref_name('customerPayment', payment_id)} has already been deposited.")
-        line["amount"] = state.records["customerPayment"][payment_id]["total"]
+        if holder not in (None, rid):
+            raise refuse(f"{name} has already been deposited in {state.ref_name('deposit', holder)}.")
+        if payment_id in payment_ids:
+            raise refuse(f"{name} is listed twice on this deposit.")
+        if payment.get("account") and payment["account"] not in undeposited:
+            account_name = state.ref_name("account", payment["account"])
+            raise refuse(f"{name} did not post to Undeposited Funds (its account is {account_name}).")
+        customer = state.get("customer", payment.get("customer") or "") or {}
+        payment_subsidiary = payment.get("subsidiary") or customer.get("subsidiary")
+        if record.get("subsidiary") and payment_subsidiary and payment_subsidiary != record["subsidiary"]:
+            raise refuse(f"{name} belongs to subsidiary {state.ref_name('subsidiary', payment_subsidiary)}.")
+        line["paymentAmount"] = _deposit_amount(state, payment, name, currency, base, precision)
+        line["transactionAmount"] = payment["total"]
+        line["currency"] = payment.get("currency")
         payment_ids.append(payment_id)
+    if "payment" in record:  # a line switched off leaves the deposit (its payment is Not Deposited again)
+        record["payment"] = [line for line in record["payment"] if line.get("deposit") is not False]
     return payment_ids
 
 
-def _account_lines_total(lines: list[Record], precision: int, allow_negative: bool) -> Decimal:
-    total = ZERO
-    for line in lines:
-        if not line.get("account"):
-            raise missing_values(["Account"])
-        if line.get("amount") is None:
-            raise missing_values(["Amount"])
-        line["amount"] = quantize(line["amount"], precision)
-        if line["amount"] < 0 and not allow_negative:
-            raise bad_request("A cash back amount cannot be negative.")
-        total += line["amount"]
-    return total
+def _deposit_amount(
+    state: NetSuiteState, payment: Record, name: str, currency: str, base: str, precision: int
+) -> Decimal:
+    """The payment in the deposit's currency: as it is, or converted at its exchangeRate into the base currency."""
+    if payment.get("currency") == currency:
+        return payment["total"]
+    if currency != base or payment.get("exchangeRate") is None:
+        raise bad_request(
+            f"{name} is in {state.ref_name('currency', payment.get('currency', ''))}, this deposit in "
+            f"{state.ref_name('currency', currency)}: a payment in another currency can only be deposited in the "
+            "subsidiary's base currency, at the exchange rate on the payment.",
+        )
+    return quantize(payment["total"] * payment["exchangeRate"], precision)
+
+
+def _check_account_line(line: Record, precision: int) -> None:
+    if not line.get("account"):
+        raise missing_values(["Account"])
+    if line.get("amount") is None:
+        raise missing_values(["Amount"])
+    line["amount"] = quantize(line["amount"], precision)
+
+
+def check_line_count(record_type: str, record: Record, rules: AccountRules) -> None:
+    """NetSuite's line limit per transaction (5,000 through web services; REST assumed the same), over all sublists."""
+    if record_type not in TRANSACTION_TYPES:
+        return
+    lines = sum(len(record.get(name) or []) for name in SUBLISTS.get(record_type, ()))
+    if lines > rules.max_transaction_lines:
+        raise bad_request(
+            f"This transaction has {lines} lines. The limit for transactions submitted through web services is "
+            f"{rules.max_transaction_lines} lines per transaction."
+        )
+
+
+def _check_account_currency(state: NetSuiteState, account_id: str, currency: str) -> None:
+    """A bank account in a currency takes postings in that currency only (assumed for journals as for deposits)."""
+    account = state.reference["account"].get(account_id, {})
+    if account.get("currency") and account["currency"] != currency:
+        raise bad_request(
+            f"Invalid Field Value {account_id} for the following field: account. The account {account['name']} is "
+            f"in {state.ref_name('currency', account['currency'])}, this transaction in "
+            f"{state.ref_name('currency', currency)}.",
+            INVALID_KEY_OR_REF,
+            "account",
+        )
 
 
 def derive_journal_entry(state: NetSuiteState, record: Record, rid: str | None, rules: AccountRules) -> Derived:
     currency = record.get("currency") or _base_currency(state, record.get("subsidiary"))
     _check_currency_allowed(state, record.get("subsidiary"), currency)
+    record["currency"] = currency
     precision = state.precision(currency)
     debits = credits = ZERO
     for line in record.get("line", []):
         if not line.get("account"):
             raise missing_values(["Account"])
+        _check_account_currency(state, line["account"], currency)
         for side in ("debit", "credit"):
             if line.get(side) is not None:
                 line[side] = quantize(line[side], precision)
@@ -447,6 +546,8 @@ def status_of(state: NetSuiteState, record_type: str, rid: str) -> tuple[str, st
         return CREDIT_OPEN if credit_unapplied(state, rid) > 0 else CREDIT_FULLY_APPLIED
     if record_type == "customerPayment":
         return PAYMENT_DEPOSITED if rid in state.deposited_in else PAYMENT_NOT_DEPOSITED
+    if record_type == "journalEntry":
+        return JOURNAL_APPROVED
     return None
 
 

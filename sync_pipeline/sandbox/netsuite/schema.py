@@ -1,7 +1,7 @@
 """Record types, their reference fields and sublists, and the request bodies the stand-in accepts.
 
-The spec confirms customer, invoice, customerPayment and journalEntry bodies; the other three
-are modelled on them here, in one place:
+The spec confirms customer, invoice, customerPayment and journalEntry bodies; the others are modelled
+on them here, in one place:
 
     customer:       the spec's body, plus "currencyList": {"items": [{"currency": {"id"}}]}? (the currencies
                      it may transact in besides its primary `currency`; a write adds lines, never drops them)
@@ -10,13 +10,57 @@ are modelled on them here, in one place:
                      "item": {"items": [{"item": {"id"}, "quantity", "rate", "amount"?}]},
                      "apply": {"items": [{"doc": {"id": <invoice>}, "apply": true, "amount"?}]}?}
     customerPayment: the spec's body, plus credits it uses up (memos, unapplied payments) towards its `apply`
-                     lines: "credit": {"items": [{"doc": {"id"}, "apply": true, "amount"?}]}?; `payment` may be 0
+                     lines: "credit": {"items": [{"doc": {"id"}, "apply": true, "amount"?}]}?; `payment` may be 0;
+                     "exchangeRate"? (a positive number: the payment's currency -> its subsidiary's base currency;
+                     stored and echoed, used when a deposit in the base currency takes a foreign-currency payment)
     customerRefund: {"externalId", "customer": {"id"}, "currency": {"id"}, "tranDate", "account"?,
                      "apply": {"items": [{"doc": {"id": <credit memo or payment>}, "apply": true, "amount"}]}}
     deposit:        {"externalId", "account": {"id": <bank account>}, "subsidiary"?, "currency"?, "tranDate",
-                     "payment": {"items": [{"doc": {"id": <customer payment>}, "deposit": true}]},
-                     "other": {"items": [{"account": {"id"}, "amount": -2.90, "memo"?}]},
-                     "cashBack": {"items": [{"account": {"id"}, "amount": 10.00, "memo"?}]}}
+                     "memo"?, "exchangeRate"?,
+                     "payment": {"items": [{"id": <customer payment internal id, "1234" or 1234>,
+                                            "deposit": true}]}?,
+                     "other": {"items": [{"account": {"id"}, "amount": 1.00, "memo"?}]}?,
+                     "cashback": {"items": [{"account": {"id"}, "amount": 2.90, "memo"?}]}?}
+    journalEntry:   {"externalId"?, "subsidiary": {"id"}, "currency"?, "tranDate"?, "memo"?,
+                     "line": {"items": [{"account": {"id"}, "debit": 1.00 | "credit": 1.00, "memo"?}]}}
+
+The deposit, as modelled (sources: docs/research/cash-payouts-fees-disputes.md section 2, which cites the
+Record REST v1 browser 2026.1 for `deposit` and Oracle's help sections named below):
+  Confirmed [doc]:
+  - REST names: body `account` (the bank receiving the funds), `subsidiary`, `currency`, `exchangeRate`,
+    `tranDate`, `memo`, `externalId`, `total`; sublists `payment`, `other`, `cashback` (lower-case b), each
+    `{"items": [...]}`. A `payment` element has `id` (int64, internal id of the deposited transaction) and
+    `deposit` (boolean), plus read-only `paymentAmount`, `transactionAmount`, `currency`, `type`, ...; an `other`
+    element `account`, `amount`, `entity`, `memo`, ...; a `cashback` element `account`, `amount`, `memo` (no entity).
+  - "Every deposit record must have at least one line ... the net sum of all line amounts must be positive";
+    total = payments + other - cash back ("Deposit Usage Notes and Field Summary", section_3941934330).
+  - Other Deposits: "The amount of each line must be positive". Cash Back: "the amount field in this sublist
+    can take a negative value ... the system saves the Cash Back line as a line in the Other Deposits sublist"
+    (same section): the stand-in moves such a line to `other` with the opposite (positive) amount.
+  - Payments: "Each line must reference an existing record for a transaction ... that posted to the
+    Undeposited Funds account" (same section); its status "cannot be Deposited" ("Adding a Record With Payment
+    Lines", section_3941950392). `deposit: false` removes a line ("Updating the Deposit Record",
+    section_3948125053, SOAP).
+  - A deposited payment's status is Deposited, an undeposited one Not Deposited (Stripe connector docs).
+  - 5,000 lines per transaction through SOAP web services and CSV import ("Entering Transaction Line Items",
+    section_N550610).
+  Assumed here:
+  - REST takes the SOAP payment-line shape `{"id", "deposit"}` (no REST sample posts payment lines); `id` may be
+    a string or an integer. A line without `deposit` counts as `deposit: true`.
+  - The 5,000-line limit holds for REST too, for every transaction type, counting the lines of all its
+    sublists (`max_transaction_lines`, a NetSuiteConfig knob).
+  - A customer payment without `account` posted to Undeposited Funds (NetSuite's default when "Undep. Funds"
+    is selected); the Undeposited Funds account is the one the account file flags `undepositedFunds: true`.
+  - The errors for a payment that is unknown, already in another deposit, or not in Undeposited Funds are
+    INVALID_KEY_OR_REF on the line's `id` (NetSuite does not list such a payment on the deposit, so its key is
+    not a valid line key); the wording after the first sentence is the stand-in's.
+  - A bank account with a `currency` takes deposits in that currency only (Stripe's connector picks the bank
+    account per payout currency); the deposit's currency defaults to it.
+  - A payment in another currency than the deposit may be deposited only when the deposit is in its
+    subsidiary's base currency and the payment carries `exchangeRate`; its line amount (`paymentAmount`) is the
+    payment total x exchangeRate rounded half-up to the deposit currency's precision, `transactionAmount` the
+    payment total in its own currency (the connector's "75 EUR as 100 USD" example; labels of the REST fields).
+  - A payment must belong to the deposit's subsidiary (when the deposit names one).
 
 Fields the schema does not name are stored and echoed unchanged (NetSuite has hundreds).
 """
@@ -77,7 +121,7 @@ SUBLISTS: dict[str, tuple[str, ...]] = {
     "creditMemo": ("item", "apply"),
     "customerPayment": ("apply", "credit"),
     "customerRefund": ("apply",),
-    "deposit": ("payment", "other", "cashBack"),
+    "deposit": ("payment", "other", "cashback"),
     "journalEntry": ("line",),
 }
 # Field name -> record types its reference may point at (same meaning on header and lines).
@@ -98,13 +142,15 @@ DOC_TARGETS: dict[str, tuple[str, ...]] = {
     "creditMemo": ("invoice",),
     "customerPayment": ("invoice",),
     "customerRefund": ("creditMemo", "customerPayment"),
-    "deposit": ("customerPayment",),
 }
+# Keyed sublists whose key is a line field that is read-only elsewhere: a deposit's payment line is keyed by the
+# internal id of the payment (`id`), kept as a string.
+SUBLIST_KEY_FIELDS: dict[tuple[str, str], str] = {("deposit", "payment"): "id"}
 # ... except on a payment's `credit` lines, which name the credits it uses: memos and unapplied payments.
 SUBLIST_DOC_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
     ("customerPayment", "credit"): ("creditMemo", "customerPayment"),
 }
-NUMBER_FIELDS = frozenset({"quantity", "rate", "amount", "payment", "debit", "credit"})
+NUMBER_FIELDS = frozenset({"quantity", "rate", "amount", "payment", "debit", "credit", "exchangeRate"})
 # Of those, the money amounts NetSuite rounds to the currency's precision (rates and quantities keep their decimals).
 MONEY_FIELDS: tuple[str, ...] = ("amount", "payment", "debit", "credit")
 # Computed by the stand-in; a client sending them back (e.g. from a GET) has them ignored.
@@ -121,6 +167,8 @@ READ_ONLY_FIELDS = frozenset(
         "applied",
         "unapplied",
         "status",
+        "paymentAmount",
+        "transactionAmount",
         "createdDate",
         "lastModifiedDate",
     }
@@ -135,6 +183,7 @@ CREDIT_OPEN = ("A", "Open")
 CREDIT_FULLY_APPLIED = ("B", "Fully Applied")
 PAYMENT_NOT_DEPOSITED = ("B", "Not Deposited")
 PAYMENT_DEPOSITED = ("C", "Deposited")
+JOURNAL_APPROVED = ("B", "Approved for Posting")  # no approval routing on the sandbox account (assumed)
 
 
 def canonical_type(name: str) -> str:

@@ -37,6 +37,7 @@ from .schema import (
     FIRST_TRAN_NUMBER,
     NUMBER_FIELDS,
     READ_ONLY_FIELDS,
+    SUBLIST_KEY_FIELDS,
     SUBLISTS,
     TRAN_ID_PREFIXES,
     TRANSACTION_LABELS,
@@ -57,6 +58,15 @@ def _now() -> str:
 
 def _blank(value: Any) -> bool:
     return value is None or value == "" or value == []
+
+
+def _line_key(name: str, value: Any) -> str:
+    """A keyed sublist's key (a deposit's payment `id`): an internal id as a string or an integer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise bad_request(f"Invalid Field Value {value} for the following field: {name}", INVALID_PARAMETER)
 
 
 def _copy_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +302,7 @@ class NetSuiteState:
         merged = {**(existing or {}), **fields}
         record = _copy_record({name: value for name, value in merged.items() if value is not None})
         self._check_required(record_type, record, rules)
+        documents.check_line_count(record_type, record, rules)
         derived = documents.derive(self, record_type, record, rid, rules)
         # Judged on the request's own fields (stored amounts are rounded already), once the save is certain.
         violations = documents.precision_violations(
@@ -397,11 +408,12 @@ class NetSuiteState:
             raise bad_request(
                 f"The sublist {name} must be an object with an items array of objects.", INVALID_PARAMETER
             )
+        key_field = SUBLIST_KEY_FIELDS.get((record_type, name))
         return [
             {
-                key: self._normalize_value(record_type, key, item, name)
+                key: _line_key(key, item) if key == key_field else self._normalize_value(record_type, key, item, name)
                 for key, item in line.items()
-                if key not in READ_ONLY_FIELDS
+                if key == key_field or key not in READ_ONLY_FIELDS
             }
             for line in items
         ]

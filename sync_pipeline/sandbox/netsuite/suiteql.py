@@ -59,6 +59,7 @@ TRANSACTION_COLUMNS = (
     "class",
     "location",
     "account",
+    "exchangerate",
     "createddate",
     "lastmodifieddate",
 )
@@ -111,9 +112,35 @@ CUSTOMER_COLUMNS = (
 #     the request left them out (NetSuite may fill them in).
 #   - `id` = `linesequencenumber` = the line's 1-based position in the `item` sublist (the REST `line` number),
 #     renumbered when lines are replaced (NetSuite keeps a removed line's id unused); `uniquekey` is not served.
-#   - `taxline` is always 'F' (the stand-in has no tax lines). Only invoices and credit memos (the stand-in's
-#     documents with item lines; it has no cash sales) have rows: NetSuite also has lines for payments,
-#     deposits and journals, which this table leaves out.
+#   - `taxline` is always 'F' (the stand-in has no tax lines). Invoices, credit memos, deposits and journal
+#     entries have rows; payments and refunds have none (NetSuite has lines for them too).
+#
+# Deposits and journal entries (the cash side):
+#   Confirmed: `transactionline` has the columns `expenseaccount`, `createdfrom`, `debitforeignamount` and
+#     `creditforeignamount` ("Amount (Debit)/(Credit) (Transaction Currency)") (CData's column list above; a
+#     public dump of an account's TransactionLine fields). A posting line's GL account is `account` in
+#     `transactionaccountingline` (Tim Dietrich's public "journal entries GL impact" SuiteQL), a table this
+#     stand-in does not serve.
+#   Assumed here:
+#   - A deposit's and a journal's line account is `expenseaccount` (the transactionline column public queries
+#     read for the account of non-item lines); the deposit's main line carries the bank account.
+#   - Signs are debit-positive, as for invoices (a credit is negative): the deposit's main line debits the bank,
+#     +total; a payment line credits Undeposited Funds, -amount in the deposit's currency; an `other` line
+#     credits its account (e.g. income from a won dispute), -amount; a `cashback` line debits its account (a
+#     Stripe fee to the fee expense), +amount. A deposit's lines therefore sum to 0, like an invoice's.
+#     (Oracle's help words the Other/Cash Back postings the other way round; the research notes read them as
+#     here, which is what Stripe's connector's use of the sublists implies.)
+#   - A journal line: debit -> +debit, credit -> -credit; `debitforeignamount`/`creditforeignamount` hold the
+#     unsigned side on every line. A journal has no separate main line here: each journal line is a row with
+#     `mainline` 'F', numbered 1, 2, ... (NetSuite may flag its first line as the main line: read a journal's
+#     lines without filtering on `mainline`).
+#   - Which payments a deposit holds: its payment lines, each with `createdfrom` = the payment's internal id
+#     (NetSuite links them through NextTransactionLineLink / PreviousTransactionLineLink, not served here).
+#   - Deposit lines are numbered payment lines first, then `other`, then `cashback`, in sublist order.
+#   - In `transaction`, a deposit (type 'Deposit') has no `status` (null, so left out of items: NetSuite lists no
+#     deposit statuses); a journal (type 'Journal') is 'B' (Approved for Posting); `foreigntotal` is a deposit's
+#     net total and a journal's total debits, `account` a deposit's bank account, `exchangerate` the
+#     `exchangeRate` a payment (or deposit) was saved with.
 TRANSACTION_LINE_COLUMNS = (
     "transaction",
     "id",
@@ -125,6 +152,10 @@ TRANSACTION_LINE_COLUMNS = (
     "rate",
     "foreignamount",
     "netamount",
+    "debitforeignamount",
+    "creditforeignamount",
+    "expenseaccount",
+    "createdfrom",
     "memo",
 )
 TABLE_COLUMNS = {
@@ -174,6 +205,7 @@ def transaction_rows(state: NetSuiteState) -> list[Row]:
                     "class": _int_or_none(record.get("class")),
                     "location": _int_or_none(record.get("location")),
                     "account": _int_or_none(record.get("account")),
+                    "exchangerate": record.get("exchangeRate"),
                     "createddate": record.get("createdDate"),
                     "lastmodifieddate": record.get("lastModifiedDate"),
                 }
@@ -206,44 +238,96 @@ def _signed(value: Any, sign: int) -> Decimal | None:
     return None if value is None else Decimal(value) * sign
 
 
+def _line_row(transaction: int, number: int, amount: Decimal | None, **columns: Any) -> Row:
+    """One transactionline row: `amount` signed debit-positive; the other columns null unless given."""
+    row: Row = dict.fromkeys(TRANSACTION_LINE_COLUMNS)
+    row.update(
+        transaction=transaction,
+        id=number,
+        linesequencenumber=number,
+        mainline="F",
+        taxline="F",
+        foreignamount=amount,
+        netamount=amount,
+        debitforeignamount=amount if amount is not None and amount > 0 else None,
+        creditforeignamount=-amount if amount is not None and amount < 0 else None,
+    )
+    row.update(columns)
+    return row
+
+
+def _item_document_lines(record: dict[str, Any], sign: int) -> list[Row]:
+    transaction = int(record["id"])
+    rows = [_line_row(transaction, 0, _signed(record.get("total"), -sign), mainline="T", memo=record.get("memo"))]
+    for number, line in enumerate(record.get("item", []), start=1):
+        rows.append(
+            _line_row(
+                transaction,
+                number,
+                _signed(line.get("amount"), sign),
+                item=_int_or_none(line.get("item")),
+                quantity=_signed(line.get("quantity"), sign),
+                rate=line.get("rate"),
+                memo=line.get("description") or line.get("memo"),
+            )
+        )
+    return rows
+
+
+def _deposit_lines(state: NetSuiteState, record: dict[str, Any]) -> list[Row]:
+    transaction = int(record["id"])
+    header = _line_row(
+        transaction,
+        0,
+        _signed(record.get("total"), 1),
+        mainline="T",
+        expenseaccount=_int_or_none(record.get("account")),
+        memo=record.get("memo"),
+    )
+    undeposited = sorted(documents.undeposited_funds_accounts(state))
+    lines: list[tuple[Decimal | None, dict[str, Any]]] = []
+    for line in record.get("payment", []):
+        payment = state.get("customerPayment", line["id"]) or {}
+        account = payment.get("account") or (undeposited[0] if undeposited else None)
+        lines.append(
+            (
+                _signed(line.get("paymentAmount"), -1),
+                {"expenseaccount": _int_or_none(account), "createdfrom": _int_or_none(line["id"])},
+            )
+        )
+    for name, sign in (("other", -1), ("cashback", 1)):
+        for line in record.get(name, []):
+            lines.append(
+                (
+                    _signed(line.get("amount"), sign),
+                    {"expenseaccount": _int_or_none(line.get("account")), "memo": line.get("memo")},
+                )
+            )
+    return [header] + [_line_row(transaction, n, amount, **cols) for n, (amount, cols) in enumerate(lines, start=1)]
+
+
+def _journal_lines(record: dict[str, Any]) -> list[Row]:
+    transaction = int(record["id"])
+    rows = []
+    for number, line in enumerate(record.get("line", []), start=1):
+        amount = Decimal(line.get("debit") or 0) - Decimal(line.get("credit") or 0)
+        rows.append(
+            _line_row(
+                transaction, number, amount, expenseaccount=_int_or_none(line.get("account")), memo=line.get("memo")
+            )
+        )
+    return rows
+
+
 def transaction_line_rows(state: NetSuiteState) -> list[Row]:
     rows = []
     for record_type, sign in ITEM_LINE_SIGNS.items():
         for record in state.iter_records(record_type):
-            transaction = int(record["id"])
-            total = record.get("total")
-            rows.append(
-                {
-                    "transaction": transaction,
-                    "id": 0,
-                    "linesequencenumber": 0,
-                    "mainline": "T",
-                    "taxline": "F",
-                    "item": None,
-                    "quantity": None,
-                    "rate": None,
-                    "foreignamount": _signed(total, -sign),
-                    "netamount": _signed(total, -sign),
-                    "memo": record.get("memo"),
-                }
-            )
-            for number, line in enumerate(record.get("item", []), start=1):
-                amount = _signed(line.get("amount"), sign)
-                rows.append(
-                    {
-                        "transaction": transaction,
-                        "id": number,
-                        "linesequencenumber": number,
-                        "mainline": "F",
-                        "taxline": "F",
-                        "item": _int_or_none(line.get("item")),
-                        "quantity": _signed(line.get("quantity"), sign),
-                        "rate": line.get("rate"),
-                        "foreignamount": amount,
-                        "netamount": amount,
-                        "memo": line.get("description") or line.get("memo"),
-                    }
-                )
+            rows.extend(_item_document_lines(record, sign))
+    for record in state.iter_records("deposit"):
+        rows.extend(_deposit_lines(state, record))
+    for record in state.iter_records("journalEntry"):
+        rows.extend(_journal_lines(record))
     return rows
 
 
