@@ -8,6 +8,7 @@ then reads what the location depends on (SYNC_START_DATE, SYNC_EVENT_SOURCE, whi
 import dagster as dg
 
 from sync_pipeline import partitions, settings
+from sync_pipeline.assets import cash as cash_assets
 from sync_pipeline.assets import netsuite as netsuite_assets
 from sync_pipeline.assets import quality as quality_assets
 from sync_pipeline.assets import receivables as receivables_assets
@@ -81,7 +82,9 @@ def build_resources() -> dict[str, object]:
 
 def _daily_assets(start_date: str) -> list[dg.AssetsDefinition]:
     # Declared with the default first day (see partitions.py); the configured one is applied here, at load time.
-    declared = dg.load_assets_from_modules([stripe_assets, netsuite_assets, quality_assets, receivables_assets])
+    declared = dg.load_assets_from_modules(
+        [stripe_assets, netsuite_assets, cash_assets, quality_assets, receivables_assets]
+    )
     return partitions.starting_on(declared, start_date)
 
 

@@ -70,6 +70,34 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
         "book {origin} in NetSuite by hand and apply {amount} between it and the invoice, then re-run the day",
     ),
     ErrorKind(
+        "UNMAPPED_BALANCE_TRANSACTION",
+        "deposit {external_id}: Stripe balance transaction {txn} of type `{txn_type}` ({amount}, {description}) has "
+        "no NetSuite account, so the payout's deposit would not equal the payout",
+        "add `{txn_type}: <account id>` under `payouts.balance_transactions` in field_mapping.yaml (the account "
+        "this kind of money moves to or from), then re-run the payout's day",
+    ),
+    ErrorKind(
+        "PAYOUT_BEFORE_SYNC_START",
+        "deposit {external_id}: the payout holds {value} of {day}, before SYNC_START_DATE {start}, whose payment "
+        "or refund was never synced to NetSuite",
+        "set SYNC_START_DATE to {day} or earlier and sync those days first, or book an opening balance for "
+        "Stripe's funds in NetSuite and deposit this payout by hand",
+    ),
+    ErrorKind(
+        "PAYOUT_NOT_ITEMIZED",
+        "deposit {external_id}: the payout of {amount} lists no balance transactions (a manual payout, or one "
+        "Stripe has not reconciled yet), so its deposit cannot be built from what it contains",
+        "wait for the payout's reconciliation (event payout.reconciliation_completed) and re-run its day; a "
+        "manual payout is deposited by hand in NetSuite (Stripe itemizes automatic payouts only)",
+    ),
+    ErrorKind(
+        "DEPOSIT_NOT_EQUAL_PAYOUT",
+        "deposit {external_id}: the payout is {value} but its {transactions} balance transactions add up to "
+        "{lines} (difference {difference}); the deposit is held back rather than booked wrong",
+        "compare the payout with GET /v1/balance_transactions?payout=<id> in Stripe; re-run the day once Stripe "
+        "lists all of it, or deposit it by hand and record why",
+    ),
+    ErrorKind(
         "MISSING_CUSTOMER",
         "{record_label} {external_id} has no Stripe customer, so there is no NetSuite customer to book it to",
         "set `customers.guest_customer_id` (a NetSuite customer for payments without a Stripe customer) "
@@ -217,6 +245,7 @@ RECORD_LABELS = {
     "customerPayment": "customer payment",
     "customerRefund": "customer refund",
     "deposit": "deposit",
+    "journalEntry": "journal entry",
     "opportunity": "opportunity",
     "account": "account",
 }
@@ -227,6 +256,7 @@ RECORD_PLURALS = {
     "customerPayment": "customer payments",
     "customerRefund": "customer refunds",
     "deposit": "deposits",
+    "journalEntry": "journal entries",
 }
 # Which body field names the customer on each record type.
 PARTY_FIELDS = {

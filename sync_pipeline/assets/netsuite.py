@@ -8,7 +8,7 @@ apply credit memos, a refund pays out both).
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 
 import dagster as dg
@@ -60,6 +60,8 @@ TRANSACTION_TYPES = {
     ns.CUSTOMER_PAYMENT: "CustPymt",
     ns.CREDIT_MEMO: "CustCred",
     ns.CUSTOMER_REFUND: "CustRfnd",
+    "deposit": "Deposit",
+    "journalEntry": "Journal",
 }
 # NetSuite refuses a reference to a record that does not exist yet (INVALID_KEY_OR_REF): customers
 # before their invoices, invoices before the payments and credit memos applied to them, and refunds
@@ -99,6 +101,7 @@ def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], f
                 refunds=tree.get("refunds") or (),
                 credit_notes=tree.get("credit_notes") or (),
                 balance_transactions=tree.get("customer_balance_transactions") or (),
+                disputes=tree.get("disputes") or (),
                 with_customer=False,
             )
         )
@@ -108,6 +111,8 @@ def map_partition(invoice_trees: Iterable[dict], charge_trees: Iterable[dict], f
         documents.extend(ns.map_charge_payment(charge, fm, customer=customer))
         for refund in tree.get("refunds") or ():
             documents.extend(ns.map_refund(refund, charge, None, fm, customer=customer))
+        for dispute in tree.get("disputes") or ():
+            documents.extend(ns.map_dispute(dispute, charge, fm, customer=customer))
     for customer, currencies in customers.values():
         primary = customer.get("currency") or (currencies[0] if currencies else None)
         others = [c for c in currencies if c != str(primary).upper()]
@@ -193,13 +198,15 @@ def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteR
     ]
 
 
-def required_fields_check(plan: pd.DataFrame, fm: FieldMapping) -> dg.AssetCheckResult:
+def required_fields_check(
+    plan: pd.DataFrame, fm: FieldMapping, order: Sequence[str] = SYNC_ORDER
+) -> dg.AssetCheckResult:
     """Blocking: every record about to be written has what NetSuite requires.
 
     Records quarantined by validation are reported as a WARN (the rest still syncs); a record in the
     write set that fails validation would be an ERROR and stops every write of the partition.
     """
-    write_set = [r for t in SYNC_ORDER for r in records_from_plan(plan, t)]
+    write_set = [r for t in order for r in records_from_plan(plan, t)]
     slipped = validate_records(write_set, fm, hold_dependents=False).issues
     quarantined = plan[plan["status"] == Action.QUARANTINED]
     by_code = {k: int(v) for k, v in quarantined.groupby("error_code").size().items()} if len(quarantined) else {}
@@ -326,6 +333,17 @@ def _currency_codes(fm: FieldMapping) -> dict[str, str]:
     return {c.netsuite_id: code for code, c in fm.currencies.items()}
 
 
+def compare_by_currency(
+    stripe: Mapping[str, Decimal], netsuite: Mapping[str, Decimal], labels: tuple[str, str] = ("stripe", "netsuite")
+) -> tuple[list[dict], list[dict]]:
+    """Rows per currency (amounts as exact text) and the rows that differ."""
+    table = []
+    for currency in sorted(set(stripe) | set(netsuite)):
+        s, n = stripe.get(currency, Decimal(0)), netsuite.get(currency, Decimal(0))
+        table.append({"currency": currency, labels[0]: str(s), labels[1]: str(n), "difference": str(s - n)})
+    return table, [t for t in table if Decimal(t["difference"]) != 0]
+
+
 def totals_check(
     client: NetSuiteClient, fm: FieldMapping, record_type: str, stripe_amounts: dict[str, tuple[str, int]]
 ) -> dg.AssetCheckResult:
@@ -341,11 +359,7 @@ def totals_check(
         # abs(): the comparison holds whichever sign NetSuite gives a payment's or credit's total (the
         # stand-in sends it positive).
         netsuite_totals[code] += abs(Decimal(str(row.get("foreigntotal") or "0")))
-    table = []
-    for currency in sorted(set(stripe_totals) | set(netsuite_totals)):
-        s, n = stripe_totals.get(currency, Decimal(0)), netsuite_totals.get(currency, Decimal(0))
-        table.append({"currency": currency, "stripe": str(s), "netsuite": str(n), "difference": str(s - n)})
-    mismatched = [t for t in table if Decimal(t["difference"]) != 0]
+    table, mismatched = compare_by_currency(stripe_totals, netsuite_totals)
     return dg.AssetCheckResult(
         check_name=TOTALS_CHECK,
         passed=not mismatched,

@@ -59,6 +59,11 @@ def _refunds_of(stripe: StripeResource, charge: dict) -> list[dict]:
     return list(stripe.list_refunds(charge=charge["id"]))
 
 
+def _disputes_of(stripe: StripeResource, charges: Iterable[dict]) -> list[dict]:
+    """The disputes of the charges that say they were disputed (each with its balance transactions)."""
+    return [d for c in charges if c.get("disputed") for d in stripe.list_disputes(charge=c["id"])]
+
+
 def _may_have_credit_notes(invoice: dict) -> bool:
     # Only these can carry credit notes: an invoice with credit-note amounts, or an open one (a credit note
     # voided on it leaves its amounts at zero again). Asking only for them keeps the extract at one list call
@@ -144,6 +149,7 @@ def invoice_tree(stripe: StripeResource, invoice: dict, credit_notes_booked: boo
         "refunds": refunds,
         "credit_notes": _credit_notes_of(stripe, invoice, credit_notes_booked),
         "customer_balance_transactions": _balance_transactions_of(stripe, invoice),
+        "disputes": _disputes_of(stripe, charges),
     }
 
 
@@ -200,7 +206,7 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
     description="Stripe invoices created on the partition's UTC day, current state, with customer, payments, "
-    "charges, refunds and credit notes.",
+    "charges, refunds, disputes and credit notes.",
 )
 def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource, ledger: LedgerResource) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
@@ -235,7 +241,8 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
 @dg.asset(
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
-    description="Stripe charges created on the partition's UTC day that belong to no invoice, with refunds.",
+    description="Stripe charges created on the partition's UTC day that belong to no invoice, with refunds and "
+    "disputes.",
 )
 def stripe_charges(
     context: dg.AssetExecutionContext, stripe: StripeResource, stripe_invoices: pd.DataFrame
@@ -261,6 +268,7 @@ def stripe_charges(
                 "charge": c,
                 "customer": customers.get(id_of(c.get("customer"))),
                 "refunds": _refunds_of(stripe, c),
+                "disputes": _disputes_of(stripe, [c]),
             },
             standalone,
         )

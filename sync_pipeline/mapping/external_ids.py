@@ -19,7 +19,9 @@ VOID_CREDIT_MEMO_SUFFIX = "void"  # stripe-in_X-void: the credit memo closing a 
 REFUND_CREDIT_MEMO_SUFFIX = "cm"  # stripe-re_X-cm: the credit memo a refund of an invoiced charge needs
 OUT_OF_BAND_SUFFIX = "oob"  # stripe-in_X-oob / stripe-cn_X-oob: money paid or refunded outside Stripe
 SALE_SUFFIX = "sale"  # stripe-ch_X-sale: the invoice of what a charge without a Stripe invoice paid for
+DISPUTE_REINSTATED_SUFFIX = "reinstated"  # stripe-dp_X-reinstated: the payment of a won dispute's reinstated funds
 REVERSAL_SUFFIX = "reversal"  # stripe-cn_X-reversal / stripe-in_X-void-reversal: the invoice undoing a credit
+RETURNED_SUFFIX = "returned"  # stripe-po_X-returned: the journal entry of a payout that failed after its deposit
 
 
 class ExternalIdError(ValueError):
@@ -60,3 +62,17 @@ def reversal_external_id(credit_external_id: str) -> str:
     if not EXTERNAL_ID_PATTERN.fullmatch(credit_external_id):
         raise ExternalIdError(f"{credit_external_id!r} is not an external id")
     return f"{credit_external_id}-{REVERSAL_SUFFIX}"
+
+
+def dispute_reinstated_external_id(dispute_id: str) -> str:
+    return netsuite_external_id(dispute_id, DISPUTE_REINSTATED_SUFFIX)
+
+
+def deposit_external_id(payout_id: str, part: int = 1) -> str:
+    """`stripe-po_X`; a payout too large for one deposit continues in `stripe-po_X-2`, `-3`, ..."""
+    return netsuite_external_id(payout_id, None if part == 1 else str(part))
+
+
+def returned_payout_external_id(payout_id: str) -> str:
+    """The journal entry taking a failed (or canceled) payout back out of the bank account."""
+    return netsuite_external_id(payout_id, RETURNED_SUFFIX)

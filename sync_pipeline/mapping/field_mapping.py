@@ -21,7 +21,7 @@ import yaml
 
 from sync_pipeline.mapping.money import NETSUITE_PRECISIONS, MoneyError, default_netsuite_precision, normalize_currency
 
-RECORD_TYPES = ("customer", "invoice", "creditMemo", "customerPayment", "customerRefund", "deposit")
+RECORD_TYPES = ("customer", "invoice", "creditMemo", "customerPayment", "customerRefund", "deposit", "journalEntry")
 CUSTOMER_MODES = ("per_customer", "global")
 VOID_INVOICE_MODES = ("credit_memo", "none")
 # bad_debt: what Stripe stopped collecting is written off to `items.bad_debt` (an expense), revenue and tax stay;
@@ -43,8 +43,26 @@ SINGLE_ITEMS = (
     "bad_debt",
     "out_of_band",
     "customer_balance",
+    "dispute",
 )
-SINGLE_ACCOUNTS = ("payments", "refunds", "stripe_fees", "bank", "out_of_band")
+SINGLE_ACCOUNTS = (
+    "payments",
+    "refunds",
+    "stripe_fees",
+    "dispute_fees",
+    "bank",
+    "returned_payouts",
+    "rounding",
+    "out_of_band",
+)
+# per_type: one cash-back line per fee type and account in each payout's deposit (processing, application, tax on
+# fees, dispute fees); per_payout: one line for all of a payout's fees, on accounts.stripe_fees.
+FEE_LINE_MODES = ("per_type", "per_payout")
+# Stripe's `fee_details[].type` values (docs.stripe.com/api/balance_transactions/object), plus `dispute_fee`: the
+# fee on a dispute's balance transaction.
+FEE_TYPES = ("stripe_fee", "application_fee", "payment_method_passthrough_fee", "tax", "dispute_fee")
+# NetSuite documents 5,000 lines per transaction for web services (help: "Entering Transaction Line Items").
+DEFAULT_MAX_DEPOSIT_LINES = 5000
 DEFAULT_LINK_METADATA_KEY = "netsuite_customer_id"
 
 # Header fields that hold a reference to another NetSuite record: a default `department: 3` is sent
@@ -122,6 +140,7 @@ _TOP_LEVEL_KEYS = (
     "required_fields",
     "items",
     "accounts",
+    "payouts",
     "void_invoices",
     "uncollectible_invoices",
     "out_of_band_payments",
@@ -146,6 +165,7 @@ class CurrencyMapping:
     netsuite_id: str
     subsidiary: str | None
     precision: int = 2  # decimals of the NetSuite currency (0 or 2): amounts are sent at this precision
+    bank: str | None = None  # the bank account this currency's Stripe payouts arrive in (else accounts.bank)
 
 
 @dataclass(frozen=True)
@@ -175,6 +195,7 @@ class ItemConfig:
     bad_debt: str | None = None  # write-off of uncollectible invoices (its account: bad-debt expense)
     out_of_band: str | None = None  # closes invoices paid outside Stripe (out_of_band_payments: credit_memo)
     customer_balance: str | None = None  # credit memos of credits given on the Stripe customer balance by hand
+    dispute: str | None = None  # chargebacks: the credit memo of a dispute's withdrawn funds, the invoice of reinstated
     by_price: Mapping[str, str] = field(default_factory=dict)
     by_product: Mapping[str, str] = field(default_factory=dict)
 
@@ -184,8 +205,24 @@ class AccountConfig:
     payments: str | None = None  # customer payments land here (Undeposited Funds)
     refunds: str | None = None  # customer refunds are paid from here
     stripe_fees: str | None = None  # expense lines of deposits
+    dispute_fees: str | None = None  # dispute fees (default: stripe_fees, as Stripe's connector does)
     bank: str | None = None  # the bank account Stripe payouts arrive in
+    returned_payouts: str | None = None  # clearing for a failed payout's money until Stripe pays it out again
+    rounding: str | None = None  # a deposit's sub-unit rounding (three-decimal currencies at NetSuite's two)
     out_of_band: str | None = None  # money paid or refunded outside Stripe (never Undeposited Funds)
+
+
+@dataclass(frozen=True)
+class PayoutConfig:
+    """How a Stripe payout becomes a NetSuite deposit (field_mapping.yaml `payouts:`)."""
+
+    fee_lines: Literal["per_type", "per_payout"] = "per_type"
+    # fee type (FEE_TYPES) -> account; a type not listed books to accounts.stripe_fees (dispute fees: dispute_fees)
+    fee_accounts: Mapping[str, str] = field(default_factory=dict)
+    # balance transaction type -> account, for every type besides charges, refunds, disputes and payouts
+    # (adjustments, Stripe Billing/Radar fees, reserves, top-ups, ...); a type not listed holds its deposit back
+    balance_transactions: Mapping[str, str] = field(default_factory=dict)
+    max_lines_per_deposit: int = DEFAULT_MAX_DEPOSIT_LINES
 
 
 @dataclass(frozen=True)
@@ -237,6 +274,7 @@ class FieldMapping:
     required_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     items: ItemConfig = ItemConfig()
     accounts: AccountConfig = AccountConfig()
+    payouts: PayoutConfig = PayoutConfig()
     void_invoices: Literal["credit_memo", "none"] = "credit_memo"
     uncollectible_invoices: Literal["bad_debt", "leave_open"] = "bad_debt"
     out_of_band_payments: Literal["account", "credit_memo"] = "account"
@@ -290,6 +328,19 @@ class FieldMapping:
                     if name not in defaults and name not in MAPPED_FIELDS and name != "subsidiary":
                         gaps.append(f"{record_type} of subsidiary {subsidiary}: no default `{name}`")
         return gaps
+
+    def bank_account(self, code: str) -> str | None:
+        """The bank account a payout in `code` is deposited to: the currency's own, else accounts.bank."""
+        mapping = self.currencies.get(code)
+        return (mapping.bank if mapping else None) or self.accounts.bank
+
+    def fee_account(self, fee_type: str) -> str | None:
+        own = self.payouts.fee_accounts.get(fee_type)
+        if own:
+            return own
+        if fee_type == "dispute_fee":
+            return self.accounts.dispute_fees or self.accounts.stripe_fees
+        return self.accounts.stripe_fees
 
     def item_for(self, price_id: str | None, product_id: str | None) -> str | None:
         """The NetSuite item for a Stripe price or product, else the default item (None if neither)."""
@@ -518,6 +569,7 @@ class _Parser:
             required_fields=self.required_fields(top.get("required_fields")),
             items=self.items(top.get("items")),
             accounts=self.accounts(top.get("accounts")),
+            payouts=self.payouts(top.get("payouts")),
             void_invoices=self.choice(top.get("void_invoices"), "void_invoices", VOID_INVOICE_MODES, "credit_memo"),
             uncollectible_invoices=self.choice(
                 top.get("uncollectible_invoices"), "uncollectible_invoices", UNCOLLECTIBLE_MODES, "bad_debt"
@@ -599,7 +651,7 @@ class _Parser:
         for key, raw in self.mapping(value, "currencies").items():
             path = f"currencies.{key}"
             code = self.currency_code(key, path)
-            section = self.mapping(raw, path, allowed=("netsuite_id", "subsidiary", "precision"))
+            section = self.mapping(raw, path, allowed=("netsuite_id", "subsidiary", "precision", "bank"))
             netsuite_id = self.netsuite_id(section.get("netsuite_id"), f"{path}.netsuite_id", required=True)
             subsidiary = self.netsuite_id(section.get("subsidiary"), f"{path}.subsidiary") or account_subsidiary
             if subsidiary and subsidiary not in subsidiaries:
@@ -619,7 +671,11 @@ class _Parser:
             precision = self.precision(section.get("precision"), f"{path}.precision", code)
             if code and netsuite_id:
                 out[code] = CurrencyMapping(
-                    code=code, netsuite_id=netsuite_id, subsidiary=subsidiary, precision=precision
+                    code=code,
+                    netsuite_id=netsuite_id,
+                    subsidiary=subsidiary,
+                    precision=precision,
+                    bank=self.netsuite_id(section.get("bank"), f"{path}.bank"),
                 )
         return out
 
@@ -688,6 +744,41 @@ class _Parser:
         section = self.mapping(value, "accounts", allowed=SINGLE_ACCOUNTS)
         return AccountConfig(
             **{name: self.netsuite_id(section.get(name), f"accounts.{name}") for name in SINGLE_ACCOUNTS}
+        )
+
+    def payouts(self, value: Any) -> PayoutConfig:
+        section = self.mapping(
+            value, "payouts", allowed=("fee_lines", "fee_accounts", "balance_transactions", "max_lines_per_deposit")
+        )
+        fee_accounts: dict[str, str] = {}
+        for fee_type, account in self.mapping(section.get("fee_accounts"), "payouts.fee_accounts").items():
+            where = f"payouts.fee_accounts.{fee_type}"
+            if fee_type not in FEE_TYPES:
+                self.problem(where, f"{fee_type!r} is not a Stripe fee type", f"use one of: {', '.join(FEE_TYPES)}")
+            elif account_id := self.netsuite_id(account, where, required=True):
+                fee_accounts[fee_type] = account_id
+        by_type: dict[str, str] = {}
+        for txn_type, account in self.mapping(
+            section.get("balance_transactions"), "payouts.balance_transactions"
+        ).items():
+            where = f"payouts.balance_transactions.{txn_type}"
+            if not _FIELD_NAME.fullmatch(txn_type):
+                self.problem(where, "not a Stripe balance transaction type", "use the type's name, e.g. adjustment")
+            elif account_id := self.netsuite_id(account, where, required=True):
+                by_type[txn_type] = account_id
+        max_lines = section.get("max_lines_per_deposit", DEFAULT_MAX_DEPOSIT_LINES)
+        if isinstance(max_lines, bool) or not isinstance(max_lines, int) or max_lines < 2:
+            self.problem(
+                "payouts.max_lines_per_deposit",
+                f"expected a whole number of at least 2, got {max_lines!r}",
+                f"write the most lines NetSuite takes in one deposit (default {DEFAULT_MAX_DEPOSIT_LINES})",
+            )
+            max_lines = DEFAULT_MAX_DEPOSIT_LINES
+        return PayoutConfig(
+            fee_lines=self.choice(section.get("fee_lines"), "payouts.fee_lines", FEE_LINE_MODES, "per_type"),
+            fee_accounts=fee_accounts,
+            balance_transactions=by_type,
+            max_lines_per_deposit=max_lines,
         )
 
     def salesforce(self, value: Any) -> SalesforceConfig:

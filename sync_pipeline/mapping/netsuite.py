@@ -25,6 +25,7 @@ from typing import Any
 from sync_pipeline.errors import FIELD_MAPPING_FILE, PARTY_FIELDS, SyncIssue, make_issue
 from sync_pipeline.mapping.external_ids import (
     ExternalIdError,
+    dispute_reinstated_external_id,
     netsuite_external_id,
     out_of_band_external_id,
     refund_credit_memo_external_id,
@@ -1663,6 +1664,114 @@ def _refund_credit_memo(
     )
 
 
+# -- disputes (chargebacks) -------------------------------------------------------------------------------
+
+DISPUTE_WITHDRAWN = "dispute"  # balance transaction reporting categories of a dispute's two money movements
+DISPUTE_REINSTATED = "dispute_reversal"
+
+
+def _dispute_movement(dispute: Mapping, category: str) -> Mapping | None:
+    """The dispute's balance transaction of `category` (withdrawn or reinstated), or None (an inquiry or warning
+    moves no money; a dispute not yet won has no reinstatement)."""
+    for txn in _list(dispute.get("balance_transactions")):
+        if isinstance(txn, Mapping) and txn.get("reporting_category") == category:
+            return txn
+    # Older objects without reporting_category: the first transaction withdraws, a second one reinstates.
+    txns = [t for t in _list(dispute.get("balance_transactions")) if isinstance(t, Mapping)]
+    if txns and not any(t.get("reporting_category") for t in txns):
+        index = 0 if category == DISPUTE_WITHDRAWN else 1
+        return txns[index] if len(txns) > index else None
+    return None
+
+
+@_never_raises(CUSTOMER_REFUND)
+def map_dispute(
+    dispute: Mapping, charge: Mapping | None, fm: FieldMapping, customer: Mapping | None = None
+) -> MappingResult:
+    """A Stripe dispute whose funds moved -> the chargeback in the books, dated when the money moved.
+
+    Funds withdrawn: a credit memo `stripe-<dp>-cm` on `items.dispute` (unapplied: the invoice stays paid, as in
+    Stripe) and a customer refund `stripe-<dp>` paying it out from `accounts.refunds`, which the payout's
+    deposit clears with a cash-back line. Funds reinstated (dispute won): the reverse, an invoice
+    `stripe-<dp>-cm-reversal` on the same item and a customer payment `stripe-<dp>-reinstated` into Undeposited
+    Funds paying it, which the payout's deposit takes in. Inquiries and warnings move no money: skipped. The
+    dispute fee and its return are lines of the payout's deposit, not of these documents.
+    """
+    dispute_id = dispute["id"]
+    refund_eid = _external_id(CUSTOMER_REFUND, dispute_id)
+    withdrawn = _dispute_movement(dispute, DISPUTE_WITHDRAWN)
+    if withdrawn is None:
+        return MappingResult(
+            skips=[
+                Skip(
+                    CUSTOMER_REFUND,
+                    dispute_id,
+                    f"dispute {dispute_id} is {dispute.get('status')}: no funds were withdrawn, nothing to book",
+                    refund_eid,
+                )
+            ]
+        )
+    memo_eid = refund_credit_memo_external_id(dispute_id)
+    money = _money(dispute.get("currency"), fm, CREDIT_MEMO, memo_eid, dispute_id)
+    amount = _minor(dispute.get("amount"), CREDIT_MEMO, memo_eid, dispute_id, "amount")
+    charge_id = id_of(dispute.get("charge")) or "?"
+    party = _party(_dig(charge, "customer") or customer, fm, customer, CREDIT_MEMO, memo_eid, dispute_id)
+    ctx = _DocumentContext(dispute, fm, CREDIT_MEMO, memo_eid)
+    item_id = ctx.configured_item("dispute", "disputes (chargebacks)")
+    label = f"Stripe dispute {dispute_id} ({dispute.get('reason') or 'chargeback'}) of charge {charge_id}"
+    line = _Line(item_id, amount, f"Chargeback: {label}", 1)
+    withdrawn_on = _utc_date(withdrawn.get("created")) or _utc_date(dispute.get("created"))
+    credit_memo = _applied_credit_memo(
+        dispute, memo_eid, money, party, fm, [line], withdrawn_on, f"{label}: funds withdrawn", None, None
+    )
+    refund_body = _header(money, "customer", party, withdrawn_on, f"{label}: funds withdrawn")
+    refund_body["apply"] = {"items": [{"doc": {"externalId": memo_eid}, "apply": True, "amount": money.amount(amount)}]}
+    result = MappingResult(records=[credit_memo])
+    result.records.append(
+        _record(
+            CUSTOMER_REFUND,
+            refund_eid,
+            refund_body,
+            dispute_id,
+            fm,
+            party=party,
+            depends_on=((CREDIT_MEMO, memo_eid),),
+            amount_minor=amount,
+            currency=money.code,
+            fallbacks={"account": _account_ref(fm.accounts.refunds)},
+        )
+    )
+    reinstated = _dispute_movement(dispute, DISPUTE_REINSTATED)
+    if reinstated is None:
+        return result
+    reinstated_on = _utc_date(reinstated.get("created"))
+    invoice = _reversal_invoice(
+        credit_memo, [line], money, party, fm, dispute, reinstated_on, f"{label}: funds reinstated (dispute won)"
+    )
+    payment_eid = dispute_reinstated_external_id(dispute_id)
+    body = _header(money, "customer", party, reinstated_on, f"{label}: funds reinstated (dispute won)")
+    body["payment"] = money.amount(amount)
+    body["apply"] = {
+        "items": [{"doc": {"externalId": invoice.external_id}, "apply": True, "amount": money.amount(amount)}]
+    }
+    result.records.append(invoice)
+    result.records.append(
+        _record(
+            CUSTOMER_PAYMENT,
+            payment_eid,
+            body,
+            dispute_id,
+            fm,
+            party=party,
+            depends_on=((INVOICE, invoice.external_id),),
+            amount_minor=amount,
+            currency=money.code,
+            fallbacks={"account": _account_ref(fm.accounts.payments)},
+        )
+    )
+    return result
+
+
 # -- the customer balance ---------------------------------------------------------------------------------
 
 
@@ -1960,6 +2069,7 @@ def map_invoice_tree(
     refunds: Iterable[Mapping] = (),
     credit_notes: Iterable[Mapping] = (),
     balance_transactions: Sequence[Mapping] = (),
+    disputes: Iterable[Mapping] = (),
     with_customer: bool = True,
 ) -> MappingResult:
     """An invoice with its customer, payments, credit notes and refunds -> every NetSuite record, in dependency
@@ -2019,4 +2129,6 @@ def map_invoice_tree(
         charge = charges_by_id.get(id_of(refund.get("charge")) or "")
         note = note_of_refund.get(refund.get("id") or "")
         result.extend(map_refund(refund, charge, invoice, fm, customer=customer, credit_note=note))
+    for dispute in disputes:
+        result.extend(map_dispute(dispute, charges_by_id.get(id_of(dispute.get("charge")) or ""), fm, customer))
     return result

@@ -187,9 +187,6 @@ class StripeResource(dg.ConfigurableResource):
         params = {"invoice": invoice, "payment": payment, "expand": list(expand)}
         return self._paginate("/v1/invoice_payments", params)
 
-    # Disputes, credit notes, payouts and balance transactions are not synced yet (README: what is synced
-    # today); only the client tests call these four. Kept, tested against the stand-in, for the receivables
-    # issue (credit notes) and the cash issue (payouts, their balance transactions and fees, disputes).
     def list_disputes(
         self,
         charge: str | None = None,
@@ -209,10 +206,13 @@ class StripeResource(dg.ConfigurableResource):
         return self._paginate(f"/v1/credit_notes/{credit_note}/lines", {})
 
     def list_payouts(
-        self, arrival_date_gte: Timestamp | None = None, arrival_date_lt: Timestamp | None = None
+        self,
+        arrival_date_gte: Timestamp | None = None,
+        arrival_date_lt: Timestamp | None = None,
+        expand: Sequence[str] = (),
     ) -> Iterator[dict[str, Any]]:
         """Payouts arriving in [arrival_date_gte, arrival_date_lt) (payouts are partitioned by arrival)."""
-        params = _created_filter(arrival_date_gte, arrival_date_lt, name="arrival_date")
+        params = {**_created_filter(arrival_date_gte, arrival_date_lt, name="arrival_date"), "expand": list(expand)}
         return self._paginate("/v1/payouts", params)
 
     def list_balance_transactions(

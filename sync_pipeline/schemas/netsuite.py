@@ -136,12 +136,22 @@ class CustomerRefundModel(TransactionModel):
     account: Series[object] = pa.Field(nullable=True)
 
 
+class DepositModel(TransactionModel):
+    account: Series[object]  # the bank account the payout arrived in
+
+
+class JournalEntryModel(TransactionModel):
+    pass
+
+
 MODELS: dict[str, type[RecordModel]] = {
     "customer": CustomerModel,
     "invoice": InvoiceModel,
     "creditMemo": CreditMemoModel,
     "customerPayment": CustomerPaymentModel,
     "customerRefund": CustomerRefundModel,
+    "deposit": DepositModel,
+    "journalEntry": JournalEntryModel,
 }
 
 # Frame columns that are not body fields under the same name, for messages.

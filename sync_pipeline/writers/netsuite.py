@@ -32,7 +32,8 @@ class _Unresolved(Exception):
 
 
 def resolve_references(body: Any, internal_ids: Mapping[str, str], owner: NetSuiteRecord) -> Any:
-    """Replace `{"externalId": X}` references to records we synced by `{"id": <internal id>}`."""
+    """Replace `{"externalId": X}` references to records we synced by `{"id": <internal id>}`; a line keyed by the
+    transaction itself (a deposit's payment line, `{"id": {"externalId": X}}`) gets the bare internal id."""
     if isinstance(body, dict):
         if set(body) == {"externalId"} and isinstance(body["externalId"], str):
             target = body["externalId"]
@@ -40,7 +41,10 @@ def resolve_references(body: Any, internal_ids: Mapping[str, str], owner: NetSui
                 dependency = next((d for d in owner.depends_on if d[1] == target), ("record", target))
                 raise _Unresolved(*dependency)
             return {"id": internal_ids[target]}
-        return {k: resolve_references(v, internal_ids, owner) for k, v in body.items()}
+        resolved = {k: resolve_references(v, internal_ids, owner) for k, v in body.items()}
+        if isinstance(body.get("id"), dict):
+            resolved["id"] = resolved["id"]["id"]
+        return resolved
     if isinstance(body, list):
         return [resolve_references(v, internal_ids, owner) for v in body]
     return body
@@ -156,6 +160,11 @@ def upsert_records(
 
     for record in records:
         try:
+            # Every dependency, referenced in the body or not (a deposit's cash-back line for a refund names no
+            # record, yet clears what that refund booked), is in NetSuite before the record is written.
+            unsynced = next((d for d in record.depends_on if d[1] not in internal_ids), None)
+            if unsynced is not None:
+                raise _Unresolved(*unsynced)
             body = resolve_references(record.body, internal_ids, record)
         except _Unresolved as missing:
             book(

@@ -157,7 +157,7 @@ CURRENCIES = b'currencies:\n  USD: {netsuite_id: "1", subsidiary: "1"}\nsubsidia
         pytest.param(
             CURRENCIES + b'defaults:\n  invoices: {department: "3"}\n',
             "defaults.invoices: 'invoices' is not a NetSuite record type this pipeline writes. Fix: use one "
-            "of: customer, invoice, creditMemo, customerPayment, customerRefund, deposit (names are "
+            "of: customer, invoice, creditMemo, customerPayment, customerRefund, deposit, journalEntry (names are "
             "case-sensitive)",
             id="unknown-record-type",
         ),
