@@ -84,6 +84,21 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
         "Stripe's funds in NetSuite and deposit this payout by hand",
     ),
     ErrorKind(
+        "CROSS_CURRENCY_NOT_CONFIGURED",
+        "deposit {external_id}: Stripe charged {value} in {presented} and settled it in {settled} at {rate}, but "
+        "field_mapping.yaml does not say {presented} settles in {settled}, so its NetSuite payment has no exchange "
+        "rate and cannot be deposited into the {settled} bank account",
+        "add `{presented}: {settled}` under `payouts.settles_in` in field_mapping.yaml (the subsidiary's base currency "
+        "must be {settled}), re-sync the day of {value} so its payment carries Stripe's rate, then this payout's day",
+    ),
+    ErrorKind(
+        "DEPOSIT_CANNOT_BE_SPLIT",
+        "deposit {external_id}: the payout's {value} lines exceed NetSuite's {limit} lines per deposit, and no "
+        "split into {parts} deposits leaves each with a positive total (its money out outweighs its money in)",
+        "raise `payouts.max_lines_per_deposit` in field_mapping.yaml if your NetSuite account takes more lines, "
+        "or deposit this payout by hand",
+    ),
+    ErrorKind(
         "PAYOUT_NOT_ITEMIZED",
         "deposit {external_id}: the payout of {amount} lists no balance transactions (a manual payout, or one "
         "Stripe has not reconciled yet), so its deposit cannot be built from what it contains",

@@ -74,6 +74,8 @@ TRANSACTION_COLUMNS = [
     "source_id",
     "created",
     "exchange_rate",
+    "presented_amount_minor",
+    "presented_currency",
     "fee_details",
 ]
 
@@ -120,8 +122,18 @@ def _amounts_by_currency(frame: pd.DataFrame) -> dict[str, str]:
     return {code: str(amount) for code, amount in sorted(totals.items())}  # Decimal text, never a float
 
 
-def _transaction_row(payout_id: str, txn: dict) -> dict:
+def _presented(stripe: StripeResource, txn: dict) -> tuple[int | None, str | None]:
+    """What a converted charge or refund was in the customer's currency (its own object says)."""
+    source = id_of(txn.get("source")) or ""
+    if txn.get("exchange_rate") is None or not source.startswith(("ch_", "py_", "re_", "pyr_")):
+        return None, None
+    obj = stripe.retrieve_refund(source) if source.startswith(("re_", "pyr_")) else stripe.retrieve_charge(source)
+    return int(obj.get("amount") or 0), str(obj.get("currency") or "").upper()
+
+
+def _transaction_row(stripe: StripeResource, payout_id: str, txn: dict) -> dict:
     rate = txn.get("exchange_rate")
+    presented_amount, presented_currency = _presented(stripe, txn)
     return {
         "id": txn["id"],
         "payout_id": payout_id,
@@ -135,6 +147,8 @@ def _transaction_row(payout_id: str, txn: dict) -> dict:
         "created": int(txn.get("created") or 0),
         # Stripe sends the rate as a JSON number; kept as its text so it is never re-read as a float.
         "exchange_rate": None if rate is None else str(rate),
+        "presented_amount_minor": presented_amount,
+        "presented_currency": presented_currency,
         "fee_details": exact_json.dumps(txn.get("fee_details") or []),
     }
 
@@ -150,7 +164,7 @@ def stripe_balance_transactions(
 ) -> pd.DataFrame:
     payout_ids = list(stripe_payouts["id"])
     listed = in_parallel(
-        lambda p: [_transaction_row(p, t) for t in stripe.list_balance_transactions(payout=p)], payout_ids
+        lambda p: [_transaction_row(stripe, p, t) for t in stripe.list_balance_transactions(payout=p)], payout_ids
     )
     frame = pd.DataFrame([row for rows in listed for row in rows], columns=TRANSACTION_COLUMNS)
     by_type = frame.groupby("type").size().to_dict() if len(frame) else {}
@@ -176,6 +190,9 @@ def payout_trees(payouts: pd.DataFrame, transactions: pd.DataFrame) -> Iterable[
                 "source": row.source_id,
                 "created": int(row.created),
                 "exchange_rate": row.exchange_rate,
+                "presented": None
+                if pd.isna(row.presented_amount_minor)
+                else {"amount": int(row.presented_amount_minor), "currency": row.presented_currency},
                 "fee_details": exact_json.loads(row.fee_details),
             }
         )

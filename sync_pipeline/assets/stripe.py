@@ -6,7 +6,7 @@ refunds), so the mapping sees one consistent snapshot and never calls Stripe its
 
 import itertools
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +16,7 @@ import pandas as pd
 from sync_pipeline import exact_json
 from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, partition_window
+from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.writers.netsuite import TARGET as NETSUITE_TARGET
@@ -124,15 +125,27 @@ def invoices_with_booked_credit_notes(stripe: StripeResource, ledger: Ledger, pa
     return {id_of(note.get("invoice")) for note in in_parallel(stripe.retrieve_credit_note, notes)} - {None}
 
 
-def invoice_tree(stripe: StripeResource, invoice: dict, credit_notes_booked: bool = False) -> dict:
+def with_settlement(stripe: StripeResource, obj: dict, settles_in: Collection[str]) -> dict:
+    """A charge or refund presented in a currency Stripe settles in another (field_mapping `payouts.settles_in`),
+    with its balance transaction expanded: its exchange rate goes on the NetSuite payment or refund, so the
+    payout's deposit (in the settlement currency) takes it in at Stripe's amount."""
+    txn = obj.get("balance_transaction")
+    if str(obj.get("currency") or "").upper() not in settles_in or not isinstance(txn, str):
+        return obj
+    return {**obj, "balance_transaction": stripe.retrieve_balance_transaction(txn)}
+
+
+def invoice_tree(
+    stripe: StripeResource, invoice: dict, credit_notes_booked: bool = False, settles_in: Collection[str] = ()
+) -> dict:
     """The invoice with everything the mapping needs: customer, payments, their charges and refunds, credit notes.
 
     Each object appears once (expanded copies inside the invoice are replaced by their ids), which
     halves what a partition of tens of thousands of invoices holds in memory and on disk.
     """
     payments = _payments(invoice)
-    charges = [c for c in (_charge_of_payment(p) for p in payments) if c is not None]
-    refunds = [r for c in charges for r in _refunds_of(stripe, c)]
+    charges = [with_settlement(stripe, c, settles_in) for c in (_charge_of_payment(p) for p in payments) if c]
+    refunds = [with_settlement(stripe, r, settles_in) for c in charges for r in _refunds_of(stripe, c)]
     customer = invoice.get("customer") if isinstance(invoice.get("customer"), dict) else None
     slim_payments = []
     for invoice_payment in payments:
@@ -208,13 +221,21 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
     description="Stripe invoices created on the partition's UTC day, current state, with customer, payments, "
     "charges, refunds, disputes and credit notes.",
 )
-def stripe_invoices(context: dg.AssetExecutionContext, stripe: StripeResource, ledger: LedgerResource) -> pd.DataFrame:
+def stripe_invoices(
+    context: dg.AssetExecutionContext,
+    stripe: StripeResource,
+    ledger: LedgerResource,
+    field_mapping: FieldMappingResource,
+) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
+    settles_in = field_mapping.load().payouts.settles_in
     booked = invoices_with_booked_credit_notes(stripe, ledger.get_ledger(), context.partition_key)
     # Streamed: each page's invoices become JSON rows and are dropped before the next pages arrive.
     invoices = stripe.list_invoices(created_gte=start, created_lt=end, expand=INVOICE_EXPAND)
     frame = _tree_rows(
-        in_parallel(lambda inv: invoice_tree(stripe, inv, inv["id"] in booked), invoices), "invoice", "total"
+        in_parallel(lambda inv: invoice_tree(stripe, inv, inv["id"] in booked, settles_in), invoices),
+        "invoice",
+        "total",
     )
     context.add_output_metadata(_summary(frame))
     return frame
@@ -245,8 +266,12 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
     "disputes.",
 )
 def stripe_charges(
-    context: dg.AssetExecutionContext, stripe: StripeResource, stripe_invoices: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    stripe: StripeResource,
+    stripe_invoices: pd.DataFrame,
+    field_mapping: FieldMappingResource,
 ) -> pd.DataFrame:
+    settles_in = field_mapping.load().payouts.settles_in
     start, end = partition_window(context.partition_key)
     # Charges paying this day's invoices are known from the invoices already read and are dropped as they
     # stream by; only the others (invoice-less, or paying an older invoice after a failed attempt) need a
@@ -265,9 +290,9 @@ def stripe_charges(
     trees = list(
         in_parallel(
             lambda c: {
-                "charge": c,
+                "charge": with_settlement(stripe, c, settles_in),
                 "customer": customers.get(id_of(c.get("customer"))),
-                "refunds": _refunds_of(stripe, c),
+                "refunds": [with_settlement(stripe, r, settles_in) for r in _refunds_of(stripe, c)],
                 "disputes": _disputes_of(stripe, [c]),
             },
             standalone,

@@ -30,7 +30,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sync_pipeline.errors import make_issue
@@ -41,7 +41,7 @@ from sync_pipeline.mapping.external_ids import (
     returned_payout_external_id,
 )
 from sync_pipeline.mapping.field_mapping import FieldMapping, reference
-from sync_pipeline.mapping.money import format_amount, to_minor, to_precision
+from sync_pipeline.mapping.money import currency_exponent, format_amount, to_decimal, to_minor, to_precision
 from sync_pipeline.mapping.netsuite import (
     CUSTOMER_PAYMENT,
     CUSTOMER_REFUND,
@@ -79,6 +79,9 @@ class DepositLine:
     payment_external_id: str | None = None
     depends_on: tuple[tuple[str, str], ...] = ()
     transactions: tuple[str, ...] = ()  # the balance transactions behind the line
+    # A payment in another currency: what NetSuite converts it to at the rate on the payment (it may differ from
+    # Stripe's amount by a rounding unit, which the deposit's rounding line carries).
+    netsuite_amount: Decimal | None = None
 
 
 @dataclass
@@ -175,6 +178,7 @@ def _line_for(ctx: _Payout, txn: Mapping, sync_start: dt.date | None) -> Deposit
             payment_external_id=eid,
             depends_on=((CUSTOMER_PAYMENT, eid),),
             transactions=(txn_id,),
+            netsuite_amount=_converted(ctx, txn, source),
         )
     if txn_type in REFUND_TYPES and source:
         _sync_start_problem(ctx, txn, sync_start)
@@ -236,6 +240,29 @@ def _line_for(ctx: _Payout, txn: Mapping, sync_start: dt.date | None) -> Deposit
     )
 
 
+def _converted(ctx: _Payout, txn: Mapping, source: str) -> Decimal | None:
+    """A charge Stripe converted into the payout's currency: NetSuite takes its payment in at the payment's own
+    amount times the exchange rate on it (Stripe's, set by the mapping when `payouts.settles_in` names the
+    currency), rounded half-up to the deposit currency's precision."""
+    rate, presented = txn.get("exchange_rate"), txn.get("presented")
+    if rate is None:
+        return None
+    code = str((presented or {}).get("currency") or "?")
+    settled = str(txn.get("currency") or "").upper()
+    if not presented or ctx.fm.payouts.settles_in.get(code) != settled:
+        raise ctx.issue(
+            "CROSS_CURRENCY_NOT_CONFIGURED",
+            f"payouts.settles_in.{code}",
+            source,
+            presented=code,
+            settled=settled,
+            rate=rate,
+        )
+    precision = ctx.fm.netsuite_precision(settled)
+    exact = to_decimal(int(presented["amount"]), code) * Decimal(str(rate))
+    return exact.quantize(Decimal(1).scaleb(-precision), rounding=ROUND_HALF_UP)
+
+
 def _fee_lines(ctx: _Payout, txns: Sequence[Mapping], currency: str) -> list[DepositLine]:
     """Fees summed per fee type and account (or per payout): cash back, or other deposit when fees came back."""
     fm = ctx.fm
@@ -277,26 +304,30 @@ def _line_body(line: DepositLine, amount: Decimal) -> dict:
     return {"account": reference(line.account), "amount": sent, "memo": line.memo[:4000]}
 
 
-def _parts(lines: list[DepositLine], room: int) -> list[list[DepositLine]]:
-    """The lines cut into deposits of at most `room` lines, each with a positive total (NetSuite refuses a deposit
-    whose lines net to zero or less): money out (refunds, chargebacks) is taken into a part only while the money
-    in already there covers it."""
+def _parts(ctx: _Payout, lines: list[DepositLine], room: int) -> list[list[DepositLine]]:
+    """The lines cut into as few deposits of at most `room` lines as can hold them, each with a positive total
+    (NetSuite refuses a deposit whose lines net to zero or less): money in is spread over the parts largest first,
+    then each line of money out goes to the part with the most money in it and room left."""
     if len(lines) <= room:
         return [lines]
+    count = -(-len(lines) // room)
+    parts: list[list[DepositLine]] = [[] for _ in range(count)]
+    totals = [0] * count
     incoming = sorted((line for line in lines if line.amount_minor > 0), key=lambda line: -line.amount_minor)
     outgoing = sorted((line for line in lines if line.amount_minor <= 0), key=lambda line: line.amount_minor)
-    parts: list[list[DepositLine]] = []
-    while incoming or outgoing:
-        part: list[DepositLine] = []
-        total = 0
-        while len(part) < room and (incoming or outgoing):
-            if outgoing and (total + outgoing[0].amount_minor > 0 or not incoming):
-                line = outgoing.pop(0)
-            else:
-                line = incoming.pop(0)
-            part.append(line)
-            total += line.amount_minor
-        parts.append(part)
+    for line in [*incoming, *outgoing]:
+        open_parts = [i for i in range(count) if len(parts[i]) < room]
+        pick = (min if line.amount_minor > 0 else max)(open_parts, key=lambda i: totals[i])
+        parts[pick].append(line)
+        totals[pick] += line.amount_minor
+    if min(totals) <= 0:
+        raise ctx.issue(
+            "DEPOSIT_CANNOT_BE_SPLIT",
+            "payouts.max_lines_per_deposit",
+            len(lines),
+            limit=room,
+            parts=count,
+        )
     return parts
 
 
@@ -379,8 +410,9 @@ def _map_payout(ctx: _Payout, payout: Mapping, txns: Sequence[Mapping], sync_sta
     arrival = _utc_date(payout.get("arrival_date"))
     result = MappingResult()
     # Each part carries its own fee lines (a handful: one per fee type) and maybe a rounding line.
-    room = max(1, fm.payouts.max_lines_per_deposit - len(_fee_lines(ctx, own, currency)) - 1)
-    parts = _parts(lines, room)
+    may_round = currency_exponent(currency) > money.precision or any(line.netsuite_amount for line in lines)
+    room = max(1, fm.payouts.max_lines_per_deposit - len(_fee_lines(ctx, own, currency)) - int(may_round))
+    parts = _parts(ctx, lines, room)
     for number, part_lines in enumerate(parts, start=1):
         part_txn_ids = {t for line in part_lines for t in line.transactions}
         part_txns = [t for t in own if str(t.get("id")) in part_txn_ids]
@@ -410,16 +442,19 @@ def _deposit(
     rounded_total = Decimal(0)
     for line in lines:
         amount = to_precision(line.amount_minor, currency, money.precision)
+        if line.netsuite_amount is not None:
+            amount = line.netsuite_amount
         rounded_total += amount
         sublists[line.sublist].append(_line_body(line, amount))
     target = to_precision(exact, currency, money.precision)
     if rounded_total != target:
         # A three-decimal currency at NetSuite's two: the lines' rounding is carried by one line.
+        # Rounding: a three-decimal currency at NetSuite's two, or a converted payment NetSuite rounds its own way.
         rounding = ctx.account(fm.accounts.rounding, "accounts.rounding", f"rounding {currency} deposits")
         gap = target - rounded_total
         sublist = OTHER_LINE if gap > 0 else CASH_BACK_LINE
         sublists[sublist].append(
-            {"account": reference(rounding), "amount": abs(gap), "memo": f"Rounding to {money.precision} decimals"}
+            {"account": reference(rounding), "amount": abs(gap), "memo": f"Rounding to Stripe's {currency} payout"}
         )
     external_id = deposit_external_id(ctx.id, number)
     part = f" (part {number} of {of})" if of > 1 else ""

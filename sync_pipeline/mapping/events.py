@@ -126,7 +126,8 @@ def root_of(event: dict) -> RootRef | None:
         return RootRef(CHARGE, id_of(obj))
     if event_type.startswith("customer."):
         return RootRef(CUSTOMER, id_of(obj))
-    return RootRef(PAYOUT, id_of(obj))
+    # A payout (and its deposit) belongs to the day it arrives in the bank.
+    return RootRef(PAYOUT, id_of(obj), _created({"created": obj.get("arrival_date")}))
 
 
 @dataclass
@@ -183,7 +184,9 @@ def partition_of(root: RootRef, lookup: RootLookup, facts: BatchFacts | None = N
             if found
             else f"customer {root.id} is not synced yet; its first document will sync it"
         )
-    return None, "payouts are partitioned by arrival date and have no asset in this code location yet"
+    if root.created is not None:
+        return partition_for_timestamp(root.created), "payout arrival day"
+    return None, f"payout {root.id} names no arrival date"
 
 
 def route_events(events: Iterable[dict], lookup: RootLookup) -> RoutedEvents:

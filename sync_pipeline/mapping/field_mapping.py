@@ -108,6 +108,7 @@ MAPPED_FIELDS = frozenset(
         "apply",
         "createdFrom",
         "payment",
+        "exchangeRate",
         "memo",
         "companyName",
         "email",
@@ -223,6 +224,9 @@ class PayoutConfig:
     # (adjustments, Stripe Billing/Radar fees, reserves, top-ups, ...); a type not listed holds its deposit back
     balance_transactions: Mapping[str, str] = field(default_factory=dict)
     max_lines_per_deposit: int = DEFAULT_MAX_DEPOSIT_LINES
+    # presentment currency -> the currency Stripe settles it in (your Stripe account's settlement setting), e.g.
+    # {"EUR": "USD"}: payments and refunds in EUR then carry Stripe's exchange rate, so their deposit matches
+    settles_in: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -748,8 +752,16 @@ class _Parser:
 
     def payouts(self, value: Any) -> PayoutConfig:
         section = self.mapping(
-            value, "payouts", allowed=("fee_lines", "fee_accounts", "balance_transactions", "max_lines_per_deposit")
+            value,
+            "payouts",
+            allowed=("fee_lines", "fee_accounts", "balance_transactions", "max_lines_per_deposit", "settles_in"),
         )
+        settles_in: dict[str, str] = {}
+        for presented, settled in self.mapping(section.get("settles_in"), "payouts.settles_in").items():
+            where = f"payouts.settles_in.{presented}"
+            source_code, target_code = self.currency_code(presented, where), self.currency_code(settled, where)
+            if source_code and target_code:
+                settles_in[source_code] = target_code
         fee_accounts: dict[str, str] = {}
         for fee_type, account in self.mapping(section.get("fee_accounts"), "payouts.fee_accounts").items():
             where = f"payouts.fee_accounts.{fee_type}"
@@ -779,6 +791,7 @@ class _Parser:
             fee_accounts=fee_accounts,
             balance_transactions=by_type,
             max_lines_per_deposit=max_lines,
+            settles_in=settles_in,
         )
 
     def salesforce(self, value: Any) -> SalesforceConfig:

@@ -427,6 +427,16 @@ def _header(money: _Money, party_field: str, party: CustomerRef, tran_date: str 
     return {k: v for k, v in body.items() if v is not None}
 
 
+def stripe_exchange_rate(obj: Any) -> Decimal | None:
+    """The rate Stripe converted a charge or refund at, when it settled in another currency (its balance
+    transaction expanded by the extract): the NetSuite payment or refund carries it, so its deposit in the
+    settlement currency holds Stripe's amount, as Stripe's connector does."""
+    rate = _dig(obj, "balance_transaction", "exchange_rate")
+    if rate is None or isinstance(rate, bool):
+        return None
+    return Decimal(str(rate))
+
+
 def _account_ref(account_id: str | None) -> dict | None:
     return reference(account_id) if account_id else None
 
@@ -1194,6 +1204,8 @@ def map_invoice_payment(
         memo += f"; {format_amount(amount - applied, money.code)} beyond the invoice stays the customer's credit"
     body = _header(money, "customer", party, _utc_date(paid_ts), memo)
     body["payment"] = money.amount(amount)
+    if (rate := stripe_exchange_rate(charge)) is not None:
+        body["exchangeRate"] = rate
     on_invoice = applied - sum(share for _, share in extra_applies)
     body["apply"] = {
         "items": [
@@ -1305,6 +1317,8 @@ def map_charge_payment(charge: Mapping, fm: FieldMapping, customer: Mapping | No
     when = _utc_date(charge.get("created"))
     body = _header(money, "customer", party, when, memo)
     body["payment"] = money.amount(amount)
+    if (rate := stripe_exchange_rate(charge)) is not None:
+        body["exchangeRate"] = rate
     result = MappingResult()
     depends: tuple[tuple[str, str], ...] = ()
     if fm.invoiceless_charges == "sale":
@@ -1594,6 +1608,8 @@ def map_refund(
         applies_to = (CUSTOMER_PAYMENT, _external_id(CUSTOMER_REFUND, charge_id))
         memo = f"Stripe refund {refund_id} of charge {charge_id}"
     body = _header(money, "customer", party, tran_date, memo)
+    if (rate := stripe_exchange_rate(refund)) is not None:
+        body["exchangeRate"] = rate
     body["apply"] = {"items": [{"doc": {"externalId": applies_to[1]}, "apply": True, "amount": money.amount(amount)}]}
     result.records.append(
         _record(

@@ -278,6 +278,12 @@ class StripeResource(dg.ConfigurableResource):
     def retrieve_invoice(self, invoice_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
         return self._retrieve(self.get_client().v1.invoices.retrieve, invoice_id, expand, "invoices")
 
+    def retrieve_balance_transaction(self, txn_id: str) -> dict[str, Any]:
+        return self._retrieve(self.get_client().v1.balance_transactions.retrieve, txn_id, (), "balance_transactions")
+
+    def retrieve_refund(self, refund_id: str) -> dict[str, Any]:
+        return self._retrieve(self.get_client().v1.refunds.retrieve, refund_id, (), "refunds")
+
     def retrieve_credit_note(self, credit_note_id: str) -> dict[str, Any]:
         return self._retrieve(self.get_client().v1.credit_notes.retrieve, credit_note_id, (), "credit_notes")
 

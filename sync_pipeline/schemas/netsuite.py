@@ -247,7 +247,8 @@ def record_row(record: NetSuiteRecord, fm: FieldMapping | None = None) -> dict[s
         currency_id=_flat(body.get("currency")),
         total=total,
         line_total=line_total,
-        max_decimals=_max_decimals(body),
+        # An exchange rate is not an amount: it keeps Stripe's decimals.
+        max_decimals=_max_decimals({k: v for k, v in body.items() if k != "exchangeRate"}),
         precision=precision,
     )
     return row

@@ -232,6 +232,10 @@ def test_a_large_payout_is_split_into_deposits_each_within_the_line_limit_and_to
     if amount <= 0:
         return
     result = cash.map_payout(payout(amount), txns, mapping_with(payouts__max_lines_per_deposit=limit), START)
+    if result.issues:  # e.g. one charge and more refunds than fit beside it: no positive split exists
+        assert [i.error_code for i in result.issues] == ["DEPOSIT_CANNOT_BE_SPLIT"]
+        assert len(charges) + len(refunds) + 1 > limit
+        return
     deposits = result.of_type(cash.DEPOSIT)
     assert sum(d.amount_minor for d in deposits) == amount
     for deposit in deposits:
@@ -241,6 +245,29 @@ def test_a_large_payout_is_split_into_deposits_each_within_the_line_limit_and_to
     assert eids[0] == "stripe-po_1" and eids[1:] == [f"stripe-po_1-{n}" for n in range(2, len(deposits) + 1)]
     deposited = [line["id"]["externalId"] for d in deposits for line in lines(d, "payment")]
     assert sorted(deposited) == sorted(f"stripe-ch_{i}" for i in range(len(charges)))
+
+
+def test_a_charge_settled_in_another_currency_is_taken_in_at_the_rate_on_its_payment():
+    converted = txn("txn_1", "charge", 10851, 345, source="ch_eur")  # 100.01 EUR at 1.0850 = 108.51 USD
+    converted["exchange_rate"] = 1.085
+    converted["presented"] = {"amount": 10001, "currency": "EUR"}
+    txns = [converted, txn("txn_2", "charge", 5000, 175, source="ch_usd")]
+    amount = sum(t["net"] for t in txns)
+    deposit = only(cash.map_payout(payout(amount), txns, fm(), START), cash.DEPOSIT)
+    # NetSuite converts the EUR payment itself: 100.01 x 1.085 = 108.51085 -> 108.51, Stripe's amount: no gap
+    assert not lines(deposit, "other") and len(lines(deposit, "cashback")) == 1
+    converted["presented"] = {"amount": 10000, "currency": "EUR"}  # 108.50 in NetSuite, 108.51 in Stripe
+    deposit = only(cash.map_payout(payout(amount), txns, fm(), START), cash.DEPOSIT)
+    assert [(line["account"]["id"], line["amount"]) for line in lines(deposit, "other")] == [("92", Decimal("0.01"))]
+
+
+def test_a_converted_charge_in_a_currency_not_declared_as_settling_elsewhere_is_held_back_with_the_fix():
+    converted = txn("txn_1", "charge", 1500, 0, source="ch_gbp")
+    converted["exchange_rate"] = 1.25
+    converted["presented"] = {"amount": 1200, "currency": "GBP"}
+    (issue,) = cash.map_payout(payout(1500), [converted], fm(), START).issues
+    assert issue.error_code == "CROSS_CURRENCY_NOT_CONFIGURED"
+    assert "`GBP: USD` under `payouts.settles_in`" in issue.fix
 
 
 # -- disputes ------------------------------------------------------------------------------------------------
