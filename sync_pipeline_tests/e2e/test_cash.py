@@ -1,0 +1,181 @@
+"""Cash (issue 12) end to end: Stripe payouts become NetSuite bank deposits through real Dagster runs against the
+Stripe and NetSuite stand-ins over HTTP; NetSuite is read back through the stand-in's inspection API.
+
+Each test follows money a controller follows: a charge into Undeposited Funds, out again in the payout's deposit
+with its fee, a refund and a chargeback paid out of the deposit, a won dispute's money back in, a failed payout
+taken out of the bank again; and the deposit equals the payout to the cent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+import requests
+
+from sync_pipeline_tests.e2e import harness
+
+pytestmark = pytest.mark.e2e
+
+DAY = harness.DAY - dt.timedelta(days=10)  # the invoices' day; payouts arrive a few days later
+USD = "1"
+
+
+def sandbox_post(box: harness.Sandbox, path: str, body: dict | None = None) -> dict | list:
+    response = requests.post(f"{box.stripe_url}/_sandbox/{path}", json=body or {}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def payout_now(box: harness.Sandbox, when: int, currency: str = "usd") -> dict:
+    """Stripe's automatic payout of what is available at `when`; it arrives `payout_arrival_days` later."""
+    box.clock(when)
+    (payout,) = sandbox_post(box, "payouts", {"currency": currency})
+    return payout
+
+
+def arrive(box: harness.Sandbox, payout: dict) -> dt.date:
+    """Move Stripe's clock past the payout's arrival (it becomes paid); the arrival day is its partition."""
+    box.clock(payout["arrival_date"] + 3600)
+    box.clock(None)
+    return dt.datetime.fromtimestamp(payout["arrival_date"], tz=dt.UTC).date()
+
+
+def lines(record: dict, sublist: str) -> list[dict]:
+    return (record.get(sublist) or {}).get("items") or []
+
+
+def payout_transactions(box: harness.Sandbox, payout_id: str) -> list:
+    return list(box.client.v1.balance_transactions.list({"payout": payout_id, "limit": 100}).auto_paging_iter())
+
+
+def test_a_payout_of_charges_fees_a_refund_and_a_lost_dispute_is_one_deposit_equal_to_it(tmp_path, monkeypatch):
+    with harness.running_sandbox(tmp_path, monkeypatch) as box:
+        box.clock(harness.at(DAY, 9))
+        acme = box.customer("Acme Cash", "usd")
+        paid = box.invoice(acme, "usd", [12000])
+        refunded = box.invoice(acme, "usd", [8000])
+        disputed = box.invoice(acme, "usd", [5000])
+        box.client.v1.refunds.create({"charge": box.charge_of(refunded.id), "amount": 3000})
+        sandbox_post(box, "disputes", {"charge": box.charge_of(disputed.id), "reason": "fraudulent"})
+        payout = payout_now(box, harness.at(DAY + dt.timedelta(days=3), 6))
+        arrival = arrive(box, payout)
+
+        assert box.materialize(DAY).success  # the invoices' day: invoices, payments, the refund, the chargeback
+        result = box.materialize(arrival)  # the payout's day: its deposit
+
+        assert result.success, harness.step_failures(result)
+        deposit = box.netsuite("deposit")[f"stripe-{payout['id']}"]
+        # The deposit equals the payout, to the cent, as NetSuite computes it (payments + other - cash back).
+        assert harness.amount(deposit) == Decimal(payout["amount"]) / 100
+        payments = box.netsuite("customerPayment")
+        deposited = {str(line["id"]) for line in lines(deposit, "payment")}
+        for invoice in (paid, refunded, disputed):
+            payment = payments[f"stripe-{box.charge_of(invoice.id)}"]
+            assert payment["id"] in deposited
+            assert payment["status"]["refName"] == "Deposited"
+        cash_back = {(line["account"]["id"], Decimal(str(line["amount"]))) for line in lines(deposit, "cashback")}
+        assert (USD_REFUNDS, Decimal("30.00")) in cash_back  # the refund, paid from Refunds Clearing
+        assert (USD_REFUNDS, Decimal("50.00")) in cash_back  # the chargeback
+        fees = {
+            t.type: t.fee
+            for t in payout_transactions(box, payout["id"])
+            if t.type == "charge" or t.reporting_category == "dispute"
+        }
+        assert fees
+        dispute_fee = next(t.fee for t in payout_transactions(box, payout["id"]) if t.reporting_category == "dispute")
+        assert ("61", Decimal(dispute_fee) / 100) in cash_back  # the dispute fee on its own account
+        processing = sum(t.fee for t in payout_transactions(box, payout["id"]) if t.type == "charge")
+        assert ("60", Decimal(processing) / 100) in cash_back
+        # The chargeback is in the books as Stripe booked it: a credit memo paid out by a customer refund.
+        dispute_id = next(t.source for t in payout_transactions(box, payout["id"]) if t.reporting_category == "dispute")
+        assert harness.amount(box.netsuite("creditMemo")[f"stripe-{dispute_id}-cm"]) == Decimal("50.00")
+        assert harness.amount(box.netsuite("customerRefund")[f"stripe-{dispute_id}"]) == Decimal("50.00")
+        checks = harness.checks(result)
+        for name in ("deposit_matches_payout", "fees_match_stripe", "undeposited_funds_cleared"):
+            assert checks[("netsuite_deposits", name)].passed, (name, checks[("netsuite_deposits", name)].metadata)
+
+        # Run again, and again with the whole payout re-read: the same deposit, nothing written.
+        writes = box.netsuite_writes()
+        assert box.materialize(arrival).success
+        assert box.netsuite_writes() == writes
+        assert list(box.netsuite("deposit")) == [f"stripe-{payout['id']}"]
+
+
+USD_REFUNDS = "70"
+
+
+def test_a_deposit_waits_for_its_payments_and_a_won_dispute_comes_back_through_undeposited_funds(tmp_path, monkeypatch):
+    with harness.running_sandbox(tmp_path, monkeypatch) as box:
+        box.clock(harness.at(DAY, 9))
+        acme = box.customer("Acme Won", "usd")
+        box.invoice(acme, "usd", [50000])
+        disputed = box.invoice(acme, "usd", [20000])
+        dispute = sandbox_post(box, "disputes", {"charge": box.charge_of(disputed.id)})
+        first = payout_now(box, harness.at(DAY + dt.timedelta(days=3), 6))
+        box.clock(harness.at(DAY + dt.timedelta(days=4), 9))
+        sandbox_post(box, f"disputes/{dispute['id']}/close", {"outcome": "won"})
+        second = payout_now(box, harness.at(DAY + dt.timedelta(days=5), 6))
+        first_day, second_day = arrive(box, first), arrive(box, second)
+
+        # The payout's day before the invoices' day: its deposit waits for its payment, and says so.
+        early = box.materialize(first_day)
+        assert early.success
+        assert f"stripe-{first['id']}" not in box.netsuite("deposit")
+        outcomes = early.output_for_node("netsuite_deposits")
+        assert list(outcomes["error_code"].dropna()) == ["DEPENDENCY_NOT_SYNCED"]
+
+        assert box.materialize(DAY).success
+        assert box.materialize(first_day).success
+        assert box.materialize(second_day).success
+        deposits = box.netsuite("deposit")
+        assert harness.amount(deposits[f"stripe-{first['id']}"]) == Decimal(first["amount"]) / 100
+        assert harness.amount(deposits[f"stripe-{second['id']}"]) == Decimal(second["amount"]) / 100
+        # Won: the chargeback reversed by an invoice, paid by the reinstated money, which the second payout deposits.
+        reinstated = box.netsuite("customerPayment")[f"stripe-{dispute['id']}-reinstated"]
+        assert harness.amount(reinstated) == Decimal("200.00")
+        assert reinstated["status"]["refName"] == "Deposited"
+        assert harness.amount(box.netsuite("invoice")[f"stripe-{dispute['id']}-cm-reversal"], "amountRemaining") == 0
+        returned_fee = [
+            line for line in lines(deposits[f"stripe-{second['id']}"], "other") if line["account"]["id"] == "61"
+        ]
+        assert [Decimal(str(line["amount"])) for line in returned_fee] == [Decimal(15)]
+
+
+def test_a_payout_that_fails_after_it_was_deposited_is_taken_back_out_of_the_bank(tmp_path, monkeypatch):
+    with harness.running_sandbox(tmp_path, monkeypatch) as box:
+        box.clock(harness.at(DAY, 9))
+        box.invoice(box.customer("Acme Fail", "usd"), "usd", [40000])
+        failed = payout_now(box, harness.at(DAY + dt.timedelta(days=3), 6))
+        failed_day = arrive(box, failed)
+        assert box.materialize(DAY).success
+        assert box.materialize(failed_day).success
+        assert f"stripe-{failed['id']}" in box.netsuite("deposit")
+
+        box.clock(failed["arrival_date"] + 7200)
+        sandbox_post(box, f"payouts/{failed['id']}/fail", {"failure_code": "account_closed"})
+        again = payout_now(box, failed["arrival_date"] + 86400)
+        again_day = arrive(box, again)
+        assert box.materialize(failed_day).success
+        assert box.materialize(again_day).success
+
+        journal = box.netsuite("journalEntry")[f"stripe-{failed['id']}-returned"]
+        amount = Decimal(failed["amount"]) / 100
+        debits = {line["account"]["id"]: Decimal(str(line.get("debit") or 0)) for line in lines(journal, "line")}
+        credits = {line["account"]["id"]: Decimal(str(line.get("credit") or 0)) for line in lines(journal, "line")}
+        assert debits["90"] == amount and credits["10"] == amount
+        paid_again = box.netsuite("deposit")[f"stripe-{again['id']}"]
+        assert harness.amount(paid_again) == Decimal(again["amount"]) / 100
+        returned = [
+            Decimal(str(line["amount"])) for line in lines(paid_again, "other") if line["account"]["id"] == "90"
+        ]
+        # End state: the bank holds what arrived (deposit - journal + deposit again = the second payout); the
+        # returned-payouts account is cleared (journal debit = the second deposit's line).
+        assert returned == [amount]
+        bank = (
+            harness.amount(box.netsuite("deposit")[f"stripe-{failed['id']}"])
+            - credits["10"]
+            + harness.amount(paid_again)
+        )
+        assert bank == Decimal(again["amount"]) / 100
