@@ -21,8 +21,10 @@ from sync_pipeline import settings
 
 SANDBOX_NETSUITE_LATENCY_MS = 20  # a realistic, if fast, NetSuite round trip
 # A day reconciles when NetSuite, read back, agrees with Stripe: totals per currency, each external id once, and every
-# invoice's total and amount remaining and the day's Undeposited Funds (receivables_match_stripe).
-RECONCILE_CHECKS = ("totals_match_stripe", "no_duplicate_external_ids", "receivables_match_stripe")
+# invoice's total and amount remaining and the day's Undeposited Funds (receivables_match_stripe), and every payout
+# arriving that day deposited, equal to it, fees and all (the cash checks).
+CASH_CHECKS = ("deposit_matches_payout", "fees_match_stripe", "undeposited_funds_cleared")
+RECONCILE_CHECKS = ("totals_match_stripe", "no_duplicate_external_ids", "receivables_match_stripe", *CASH_CHECKS)
 # The demo prints its own table; step-by-step logs are in the UI (make dev).
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -72,14 +74,19 @@ def _netsuite_writes(netsuite_base_url: str) -> int:
 
 
 def _seeded_days(stripe_api_base: str, api_key: str) -> list[str]:
-    """Every UTC day on which the Stripe stand-in holds an invoice or a charge."""
+    """Every UTC day on which the Stripe stand-in holds an invoice or a charge, or a payout arrived."""
     import requests
 
-    days: set[str] = set()
-    for kind in ("invoice", "charge"):
+    def records(kind: str) -> list[dict]:
         body = requests.get(f"{stripe_api_base}/_sandbox/records/{kind}", timeout=60).json()
-        records = body if isinstance(body, list) else (body.get("records") or body.get("data") or [])
-        days.update(dt.datetime.fromtimestamp(r["created"], dt.UTC).date().isoformat() for r in records)
+        return body if isinstance(body, list) else (body.get("records") or body.get("data") or [])
+
+    def day(timestamp: int) -> str:
+        return dt.datetime.fromtimestamp(timestamp, dt.UTC).date().isoformat()
+
+    days = {day(r["created"]) for kind in ("invoice", "charge") for r in records(kind)}
+    # Payouts are synced on the day they arrive; one still in transit has nothing to deposit yet.
+    days.update(day(p["arrival_date"]) for p in records("payout") if p.get("status") in ("paid", "failed", "canceled"))
     return sorted(days)
 
 
@@ -90,6 +97,8 @@ class DayReport:
     counts: dict[str, int]
     reconciled: bool
     seconds: float
+    payouts: int = 0  # payouts that arrived this day (deposit_matches_payout compared them)
+    payouts_off: int = 0  # of those, deposits missing or not equal to the payout
 
 
 def _day_report(day: str, result, seconds: float) -> DayReport:
@@ -100,6 +109,7 @@ def _day_report(day: str, result, seconds: float) -> DayReport:
         "netsuite_customer_payments",
         "netsuite_credit_memos",
         "netsuite_customer_refunds",
+        "netsuite_deposits",
     ):
         for materialization in result.asset_materializations_for_node(node):
             for key in counts:
@@ -107,7 +117,10 @@ def _day_report(day: str, result, seconds: float) -> DayReport:
                     counts[key] += int(materialization.metadata[key].value)
     evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name in RECONCILE_CHECKS]
     reconciled = bool(evaluations) and all(e.passed for e in evaluations)
-    return DayReport(day, result.success, counts, reconciled, seconds)
+    deposits = [e for e in evaluations if e.check_name == "deposit_matches_payout"]
+    payouts = sum(int(e.metadata["payouts_compared"].value) for e in deposits)
+    off = sum(int(e.metadata["payouts_off"].value) for e in deposits)
+    return DayReport(day, result.success, counts, reconciled, seconds, payouts, off)
 
 
 def run_demo(days: int, invoices: int, seed: int) -> int:
@@ -150,6 +163,11 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
             f"\n{'total':10}  {totals['created']:7d} {totals['updated']:7d} {totals['unchanged']:9d} "
             f"{totals['quarantined']:11d} {totals['failed']:6d}  "
             f"{sum(r.reconciled for r in reports)}/{len(reports)} days reconcile"
+        )
+        payouts = sum(r.payouts for r in reports)
+        print(
+            f"Payouts arrived: {payouts}; deposited, each equal to its payout to the cent: "
+            f"{payouts - sum(r.payouts_off for r in reports)}"
         )
         print(f"NetSuite writes this run: {_netsuite_writes(env['NETSUITE_BASE_URL']) - writes_before}")
         if totals["quarantined"]:

@@ -19,6 +19,7 @@ TOTAL = re.compile(
     re.MULTILINE,
 )
 WRITES = re.compile(r"^NetSuite writes this run: (\d+)$", re.MULTILINE)
+PAYOUTS = re.compile(r"^Payouts arrived: (\d+); deposited, each equal to its payout to the cent: (\d+)$", re.MULTILINE)
 
 
 def _demo(home: Path) -> tuple[subprocess.CompletedProcess, dict[str, int], int]:
@@ -49,6 +50,8 @@ def test_the_demo_reconciles_every_day_and_a_second_run_writes_nothing(tmp_path)
     assert totals["days"] >= 3 and totals["reconciled"] == totals["days"]
     assert totals["created"] > 0 and totals["failed"] == 0
     assert writes == totals["created"] + totals["updated"]
+    arrived, deposited = (int(n) for n in PAYOUTS.search(first.stdout).groups())
+    assert arrived > 0 and deposited == arrived, first.stdout
 
     second, again, second_writes = _demo(home)
 
