@@ -177,6 +177,8 @@ def stripe_balance_transactions(
 def payout_trees(payouts: pd.DataFrame, transactions: pd.DataFrame) -> Iterable[tuple[dict, list[dict]]]:
     """Each payout with its balance transactions as Stripe objects (the shape the mapping reads)."""
     by_payout: dict[str, list[dict]] = defaultdict(list)
+    # A stored frame gives missing values back as NaN: each becomes None again before the mapping reads it.
+    transactions = transactions.astype(object).where(transactions.notna(), None)
     for row in transactions.itertuples(index=False):
         by_payout[row.payout_id].append(
             {
@@ -191,7 +193,7 @@ def payout_trees(payouts: pd.DataFrame, transactions: pd.DataFrame) -> Iterable[
                 "created": int(row.created),
                 "exchange_rate": row.exchange_rate,
                 "presented": None
-                if pd.isna(row.presented_amount_minor)
+                if row.presented_amount_minor is None
                 else {"amount": int(row.presented_amount_minor), "currency": row.presented_currency},
                 "fee_details": exact_json.loads(row.fee_details),
             }

@@ -179,3 +179,131 @@ def test_a_payout_that_fails_after_it_was_deposited_is_taken_back_out_of_the_ban
             + harness.amount(paid_again)
         )
         assert bank == Decimal(again["amount"]) / 100
+
+
+# -- a seeded month with every cash case, synced day by day ------------------------------------------------
+
+MONTH_END = dt.date(2026, 10, 31)
+
+
+@pytest.fixture(scope="module")
+def cash_month(tmp_path_factory):
+    import dagster as dg
+
+    from sync_pipeline.sandbox.runner import running_sandbox
+    from sync_pipeline.sandbox.scenario import ScenarioOptions
+
+    options = ScenarioOptions(days=14, invoices=30, seed=11, end_date=MONTH_END, cash_cases=True)
+    tmp = tmp_path_factory.mktemp("cash")
+    with running_sandbox(seed_options=options) as sandbox, pytest.MonkeyPatch.context() as env:
+        for name, value in sandbox.env().items():
+            env.setenv(name, value)
+        (tmp / "dagster_home").mkdir()
+        env.setenv("DAGSTER_HOME", str(tmp / "dagster_home"))
+        env.setenv("SYNC_DATABASE_URL", f"sqlite:///{tmp / 'ledger.sqlite'}")
+        start = MONTH_END - dt.timedelta(days=options.days - 1)
+        env.setenv("SYNC_START_DATE", start.isoformat())
+        from sync_pipeline.definitions import ALL_ASSETS, build_resources
+
+        results = {}
+        day = start
+        # Payouts made on the last days arrive up to two days after the month: their days are synced too.
+        while day <= MONTH_END + dt.timedelta(days=3):
+            results[day] = dg.materialize(ALL_ASSETS, partition_key=day.isoformat(), resources=build_resources())
+            day += dt.timedelta(days=1)
+        yield sandbox, results, start
+
+
+def _records(sandbox, system: str, record_type: str) -> list[dict]:
+    url = sandbox.urls()[system].rstrip("/")
+    body = requests.get(f"{url}/_sandbox/records/{record_type}", timeout=60).json()
+    return body["records"] if isinstance(body, dict) else body
+
+
+def test_every_payout_of_the_month_is_deposited_equal_to_it_and_every_cash_check_passes(cash_month):
+    sandbox, results, start = cash_month
+    assert all(r.success for r in results.values()), {d: harness.step_failures(r) for d, r in results.items()}
+    last = MONTH_END + dt.timedelta(days=3)
+    arrived = [
+        p
+        for p in _records(sandbox, "stripe", "payout")
+        if p["status"] in ("paid", "failed")
+        and start <= dt.datetime.fromtimestamp(p["arrival_date"], tz=dt.UTC).date() <= last
+    ]
+    deposits: dict[str, Decimal] = {}
+    for record in _records(sandbox, "netsuite", "deposit"):
+        payout_id = record["externalId"].removeprefix("stripe-").split("-")[0]
+        deposits[payout_id] = deposits.get(payout_id, Decimal(0)) + Decimal(str(record["total"]))
+    precision = {"jpy": 0}
+    unequal = {
+        p["id"]: (p["amount"], deposits.get(p["id"]))
+        for p in arrived
+        if deposits.get(p["id"]) != Decimal(p["amount"]).scaleb(-precision.get(p["currency"], 2))
+        and p["currency"] != "kwd"
+    }
+    kwd = [p for p in arrived if p["currency"] == "kwd"]
+    for p in kwd:  # three decimals in Stripe, two in NetSuite: the payout rounded half-even
+        exact = Decimal(p["amount"]).scaleb(-3)
+        assert deposits.get(p["id"]) == exact.quantize(Decimal("0.01")), p["id"]
+    failures = [
+        (day, e.check_name, e.description)
+        for day, r in results.items()
+        for e in r.get_asset_check_evaluations()
+        if e.check_name in ("deposit_matches_payout", "fees_match_stripe", "undeposited_funds_cleared") and not e.passed
+    ]
+    compared = sum(
+        e.metadata["payouts_compared"].value
+        for r in results.values()
+        for e in r.get_asset_check_evaluations()
+        if e.check_name == "deposit_matches_payout"
+    )
+    by_currency: dict[str, int] = {}
+    for p in arrived:
+        by_currency[p["currency"]] = by_currency.get(p["currency"], 0) + 1
+    print(
+        f"\n[cash] payouts arrived {len(arrived)} {by_currency}; deposits in NetSuite "
+        f"{len(_records(sandbox, 'netsuite', 'deposit'))}; payouts equal to their deposits "
+        f"{len(arrived) - len(unequal)}; checked by deposit_matches_payout {compared}; failed checks {len(failures)}"
+    )
+    held = [
+        (row["source_id"], row["status"], row["error_code"], row["message"])
+        for r in results.values()
+        for row in r.output_for_node("netsuite_deposit_plan").to_dict("records")
+        if row["source_id"] in unequal
+    ]
+    written = [
+        (row["external_id"], row["action"], row.get("error_code"), row.get("message"))
+        for r in results.values()
+        for row in r.output_for_node("netsuite_deposits").to_dict("records")
+        if row["external_id"].removeprefix("stripe-").split("-")[0] in unequal
+    ]
+    for entry in held + written:
+        print("  held:", entry)
+    assert len(arrived) >= 20 and unequal == {} and failures == [], (held, written, failures)
+    assert compared == len(arrived)
+
+
+def test_each_cash_case_is_booked_where_a_controller_looks_for_it(cash_month):
+    sandbox, _, _ = cash_month
+    cases = sandbox.summary.cash
+    by_eid = {
+        record_type: {r["externalId"]: r for r in _records(sandbox, "netsuite", record_type) if r.get("externalId")}
+        for record_type in ("creditMemo", "customerRefund", "customerPayment", "deposit", "journalEntry")
+    }
+    lost, won = cases["dispute_lost"][0], cases["dispute_won"][0]
+    assert f"stripe-{lost['dispute']}-cm" in by_eid["creditMemo"]
+    assert f"stripe-{lost['dispute']}" in by_eid["customerRefund"]
+    reinstated = by_eid["customerPayment"][f"stripe-{won['dispute']}-reinstated"]
+    assert reinstated["status"]["refName"] == "Deposited"
+    crossed = by_eid["customerPayment"][f"stripe-{cases['cross_currency'][0]['charge']}"]
+    assert Decimal(str(crossed["exchangeRate"])) == Decimal("1.085")
+    assert crossed["status"]["refName"] == "Deposited"
+    failed = cases["payout_failure"][0]["payout"]
+    assert f"stripe-{failed}-returned" in by_eid["journalEntry"]
+    accounts = {
+        (line["account"]["id"])
+        for deposit in by_eid["deposit"].values()
+        for sublist in ("other", "cashback")
+        for line in lines(deposit, sublist)
+    }
+    assert {"91", "60", "61", "70", "90"} <= accounts  # adjustment, fees, dispute fees, refunds, payout paid again
