@@ -495,6 +495,10 @@ def netsuite_deposits(
     journal_report, journals, _ = run_sync_step(context, cash.JOURNAL_ENTRY, netsuite_deposit_plan, netsuite, ledger)
     _fail_if_transient_failures(journal_report)
     metadata = _sync_metadata(report, client, outcomes)
+    # The counts cover both record types (deposits and journal entries), so a day's totals add up to its writes.
+    for action, count in journal_report.counts().items():
+        metadata[action] += count
+    metadata["writes"] += journal_report.writes
     metadata["journal_entries"] = dg.MetadataValue.json(journal_report.counts())
     outcomes = pd.concat([outcomes, journals], ignore_index=True)
     yield dg.Output(outcomes, metadata=metadata)
