@@ -49,7 +49,7 @@ from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.schemas.netsuite import validate_records
 from sync_pipeline.writers.netsuite import quarantine
-from sync_pipeline.writers.report import amounts_markdown
+from sync_pipeline.writers.report import Action, amounts_markdown
 
 DEPOSIT_CHECK = "deposit_matches_payout"
 FEES_CHECK = "fees_match_stripe"
@@ -269,7 +269,7 @@ def _planned_deposits(plan: pd.DataFrame) -> dict[str, list[str]]:
     deposits = plan[plan["record_type"] == cash.DEPOSIT]
     out: dict[str, list[str]] = defaultdict(list)
     for row in deposits.itertuples(index=False):
-        if row.status != "skipped":
+        if row.status != Action.SKIPPED:
             out[row.source_id].append(row.external_id)
     return out
 
