@@ -23,6 +23,7 @@ from sync_pipeline.writers.report import open_exceptions_output
         "netsuite_customer_payments",
         "netsuite_credit_memos",
         "netsuite_customer_refunds",
+        "netsuite_deposits",
     ],
     description="The partition's open sync exceptions (from the ledger's exceptions table): record, field, value, "
     "error and the fix in words, followed by the open exceptions of no day (Salesforce → Stripe billing and the "
