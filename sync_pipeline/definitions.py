@@ -12,6 +12,7 @@ from sync_pipeline.assets import cash as cash_assets
 from sync_pipeline.assets import netsuite as netsuite_assets
 from sync_pipeline.assets import quality as quality_assets
 from sync_pipeline.assets import receivables as receivables_assets
+from sync_pipeline.assets import reconciliation as reconciliation_assets
 from sync_pipeline.assets import salesforce as salesforce_assets
 from sync_pipeline.assets import stripe as stripe_assets
 from sync_pipeline.io_managers import ParquetIOManager
@@ -83,7 +84,7 @@ def build_resources() -> dict[str, object]:
 def _daily_assets(start_date: str) -> list[dg.AssetsDefinition]:
     # Declared with the default first day (see partitions.py); the configured one is applied here, at load time.
     declared = dg.load_assets_from_modules(
-        [stripe_assets, netsuite_assets, cash_assets, quality_assets, receivables_assets]
+        [stripe_assets, netsuite_assets, cash_assets, quality_assets, receivables_assets, reconciliation_assets]
     )
     return partitions.starting_on(declared, start_date)
 

@@ -24,7 +24,13 @@ SANDBOX_NETSUITE_LATENCY_MS = 20  # a realistic, if fast, NetSuite round trip
 # invoice's total and amount remaining and the day's Undeposited Funds (receivables_match_stripe), and every payout
 # arriving that day deposited, equal to it, fees and all (the cash checks).
 CASH_CHECKS = ("deposit_matches_payout", "fees_match_stripe", "undeposited_funds_cleared")
-RECONCILE_CHECKS = ("totals_match_stripe", "no_duplicate_external_ids", "receivables_match_stripe", *CASH_CHECKS)
+RECONCILE_CHECKS = (
+    "totals_match_stripe",
+    "no_duplicate_external_ids",
+    "receivables_match_stripe",
+    "books_match_stripe",
+    *CASH_CHECKS,
+)
 # The demo prints its own table; step-by-step logs are in the UI (make dev).
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

@@ -1686,7 +1686,7 @@ DISPUTE_WITHDRAWN = "dispute"  # balance transaction reporting categories of a d
 DISPUTE_REINSTATED = "dispute_reversal"
 
 
-def _dispute_movement(dispute: Mapping, category: str) -> Mapping | None:
+def dispute_movement(dispute: Mapping, category: str) -> Mapping | None:
     """The dispute's balance transaction of `category` (withdrawn or reinstated), or None (an inquiry or warning
     moves no money; a dispute not yet won has no reinstatement)."""
     for txn in _list(dispute.get("balance_transactions")):
@@ -1715,7 +1715,7 @@ def map_dispute(
     """
     dispute_id = dispute["id"]
     refund_eid = _external_id(CUSTOMER_REFUND, dispute_id)
-    withdrawn = _dispute_movement(dispute, DISPUTE_WITHDRAWN)
+    withdrawn = dispute_movement(dispute, DISPUTE_WITHDRAWN)
     if withdrawn is None:
         return MappingResult(
             skips=[
@@ -1757,7 +1757,7 @@ def map_dispute(
             fallbacks={"account": _account_ref(fm.accounts.refunds)},
         )
     )
-    reinstated = _dispute_movement(dispute, DISPUTE_REINSTATED)
+    reinstated = dispute_movement(dispute, DISPUTE_REINSTATED)
     if reinstated is None:
         return result
     reinstated_on = _utc_date(reinstated.get("created"))

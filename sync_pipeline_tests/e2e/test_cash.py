@@ -249,7 +249,9 @@ def test_every_payout_of_the_month_is_deposited_equal_to_it_and_every_cash_check
         (day, e.check_name, e.description)
         for day, r in results.items()
         for e in r.get_asset_check_evaluations()
-        if e.check_name in ("deposit_matches_payout", "fees_match_stripe", "undeposited_funds_cleared") and not e.passed
+        if e.check_name
+        in ("deposit_matches_payout", "fees_match_stripe", "undeposited_funds_cleared", "books_match_stripe")
+        and not e.passed
     ]
     compared = sum(
         e.metadata["payouts_compared"].value
