@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import dagster as dg
+
 from sync_pipeline.errors import SyncIssue, make_issue
 from sync_pipeline.mapping import cash
 from sync_pipeline.mapping import netsuite as ns
@@ -28,6 +30,7 @@ from sync_pipeline.mapping.netsuite import NetSuiteRecord
 from sync_pipeline.resources.ledger import Ledger, LedgerEntry
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError
 from sync_pipeline.writers.netsuite import TARGET, _dependency_internal_ids, _Unresolved, resolve_references
+from sync_pipeline.writers.report import amounts_markdown
 
 ARROW = "→"
 # How a reference to a record this same run creates first is shown (its internal id does not exist yet).
@@ -196,6 +199,29 @@ def counts(rows: Iterable[PreviewRow]) -> dict[str, int]:
     """Rows per action, every action present (0 when none)."""
     seen = Counter(r.action for r in rows)
     return {a.value: seen.get(a, 0) for a in ACTION_ORDER}
+
+
+def preview_markdown(rows: Sequence[PreviewRow], partition_key: str, limit: int = 50) -> str:
+    """The first `limit` rows as a Markdown table (creates, updates and held back first), every value as its text,
+    and where the field differences are: the ledger alone says a record changed, not which fields."""
+    if not rows:
+        return "Nothing to write: no Stripe document of the day maps to a NetSuite record."
+    # Exact text: tabulate would print 17410.50 as 17410.5.
+    table = amounts_markdown([r.as_dict() for r in rows[:limit]], PREVIEW_COLUMNS, "")
+    more = f"\n\n…and {len(rows) - limit} more." if len(rows) > limit else ""
+    return (
+        f"{table}{more}\n\nCompared with the ledger only: for the fields each update changes (old → new, read from "
+        f"NetSuite) run `sync-pipeline plan --partition {partition_key}`."
+    )
+
+
+def preview_metadata(rows: Sequence[PreviewRow], partition_key: str) -> dict[str, Any]:
+    """A plan materialization's preview: a count per action (numbers, for the Plots tab) and the first rows."""
+    per_action = counts(rows)
+    return {
+        **{f"would_{action.replace(' ', '_')}": n for action, n in per_action.items()},
+        "preview": dg.MetadataValue.md(preview_markdown(rows, partition_key)),
+    }
 
 
 def field_changes(sent: Mapping[str, Any], held: Mapping[str, Any], prefix: str = "") -> list[str]:

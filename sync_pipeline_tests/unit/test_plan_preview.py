@@ -13,6 +13,7 @@ from sync_pipeline.writers.plan_preview import (
     compare_with_ledger,
     counts,
     field_changes,
+    preview_metadata,
     preview_records,
     to_read,
 )
@@ -233,3 +234,20 @@ def test_an_update_netsuite_already_matches_says_so_and_without_reads_names_no_f
     assert same[0].action == PlanAction.UPDATE and same[0].changes == ()
     assert "already holds" in same[0].note
     assert ledger_only[0].changes == () and ledger_only[0].note == "content changed since the last sync"
+
+
+def test_the_plan_asset_metadata_counts_each_action_and_tables_the_first_rows_with_where_the_fields_are():
+    rows = preview_records(compare_with_ledger([_invoice(external_id=f"stripe-in_{n:03}") for n in range(60)], {}, {}))
+
+    metadata = preview_metadata(rows, "2026-11-03")
+
+    assert {k: v for k, v in metadata.items() if k.startswith("would_")} == {
+        "would_create": 0,
+        "would_update": 0,
+        "would_held_back": 60,
+        "would_unchanged": 0,
+    }
+    table = metadata["preview"].value
+    assert "| held back | invoice       | stripe-in_000 |" in table and "stripe-in_050" not in table
+    assert "…and 10 more." in table
+    assert "`sync-pipeline plan --partition 2026-11-03`" in table
