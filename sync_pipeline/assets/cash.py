@@ -42,7 +42,7 @@ from sync_pipeline.mapping.external_ids import netsuite_external_id, returned_pa
 from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import to_decimal, to_precision
 from sync_pipeline.mapping.stripe_refs import id_of
-from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, partition_window
+from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, daily_check, partition_window
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
@@ -217,7 +217,7 @@ def map_payouts(payouts: pd.DataFrame, transactions: pd.DataFrame, fm: FieldMapp
     group_name="netsuite",
     partitions_def=DECLARED_DAILY_PARTITIONS,
     check_specs=[
-        dg.AssetCheckSpec(
+        daily_check(
             REQUIRED_FIELDS_CHECK,
             asset="netsuite_deposit_plan",
             blocking=True,
@@ -457,20 +457,18 @@ def undeposited_check(
     pool=NETSUITE_POOL,
     deps=["netsuite_customer_refunds"],
     check_specs=[
-        dg.AssetCheckSpec(
-            NO_DUPLICATES_CHECK, asset="netsuite_deposits", description="Each deposit is in NetSuite once."
-        ),
-        dg.AssetCheckSpec(
+        daily_check(NO_DUPLICATES_CHECK, asset="netsuite_deposits", description="Each deposit is in NetSuite once."),
+        daily_check(
             DEPOSIT_CHECK,
             asset="netsuite_deposits",
             description="Read back from NetSuite: each payout's deposit(s) total the payout to the cent.",
         ),
-        dg.AssetCheckSpec(
+        daily_check(
             FEES_CHECK,
             asset="netsuite_deposits",
             description="Per currency, the deposits' lines on fee accounts equal Stripe's fees in the day's payouts.",
         ),
-        dg.AssetCheckSpec(
+        daily_check(
             UNDEPOSITED_CHECK,
             asset="netsuite_deposits",
             description="Every customer payment of paid-out money is in its payout's deposit (Undeposited Funds "

@@ -21,12 +21,13 @@ from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id
 from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import to_decimal
-from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
+from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, daily_check
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.schemas.netsuite import validate_records
 from sync_pipeline.writers.netsuite import quarantine, upsert_records
+from sync_pipeline.writers.plan_preview import compare_with_ledger, preview_metadata, preview_records, read_ledger
 from sync_pipeline.writers.report import IN_TARGET, Action, Outcome, Report, amounts_markdown, exceptions_markdown
 
 NETSUITE_POOL = "netsuite_api"
@@ -239,7 +240,7 @@ def required_fields_check(
     group_name="netsuite",
     partitions_def=DECLARED_DAILY_PARTITIONS,
     check_specs=[
-        dg.AssetCheckSpec(
+        daily_check(
             REQUIRED_FIELDS_CHECK,
             asset="netsuite_sync_plan",
             blocking=True,
@@ -271,7 +272,12 @@ def netsuite_sync_plan(
         ),
     }
     metadata.update(rounding_residue_metadata(plan))
-    del mapped, outcome, issues  # the check below re-reads the write set from the plan: hold one copy, not two
+    # What the writers would do with each record, from the ledger alone (no NetSuite read): the field differences
+    # of each update are `sync-pipeline plan --partition D`'s.
+    known, internal_ids = read_ledger(ledger.get_ledger(), outcome.valid)
+    preview = preview_records(compare_with_ledger(outcome.valid, known, internal_ids), issues)
+    metadata.update(preview_metadata(preview, context.partition_key))
+    del mapped, outcome, issues, preview  # the check below re-reads the write set from the plan: hold one copy, not two
     yield dg.Output(plan, metadata=metadata)
     yield required_fields_check(plan, fm)
 
@@ -388,11 +394,22 @@ def stripe_invoice_amounts(stripe_invoices: pd.DataFrame) -> dict[str, tuple[str
     }
 
 
-def stripe_payment_amounts(plan: pd.DataFrame) -> dict[str, tuple[str, int]]:
-    """external id -> (currency, Stripe amount) of the payments the plan writes; held-back ones are reported by
-    `required_fields` and sync_exceptions, not here (their amounts never reached a NetSuite record)."""
-    payments = plan[(plan["record_type"] == ns.CUSTOMER_PAYMENT) & (plan["status"] == VALID)]
-    return {row.external_id: (row.currency, int(row.amount_minor)) for row in payments.itertuples(index=False)}
+def stripe_payment_amounts(
+    stripe_invoices: pd.DataFrame, stripe_charges: pd.DataFrame, fm: FieldMapping
+) -> dict[str, tuple[str, int]]:
+    """external id -> (currency, captured amount) of every succeeded Stripe charge of the partition (paying an
+    invoice or not): Stripe's own figures, never the plan's, so a wrong mapping cannot agree with itself. Charges
+    in a currency field_mapping.yaml does not map are held back as UNMAPPED_CURRENCY and reported there."""
+    charges = [c for tree in read_trees(stripe_invoices) for c in tree.get("charges") or ()]
+    charges += [tree["charge"] for tree in read_trees(stripe_charges)]
+    amounts = {}
+    for charge in charges:
+        code = str(charge.get("currency") or "").upper()
+        if charge.get("status") != "succeeded" or charge.get("captured") is False or fm.currency(code) is None:
+            continue
+        amount = int(charge.get("amount_captured") or charge.get("amount") or 0)
+        amounts[netsuite_external_id(charge["id"])] = (code, amount)
+    return amounts
 
 
 def _sync_metadata(report: Report, client: NetSuiteClient, outcomes: pd.DataFrame) -> dict:
@@ -474,14 +491,14 @@ def _fail_if_transient_failures(report: Report) -> None:
 
 def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_checks: Sequence[str] = ()):
     check_specs = [
-        dg.AssetCheckSpec(
+        daily_check(
             NO_DUPLICATES_CHECK,
             asset=name,
             description="Every synced external id is in NetSuite exactly once (SuiteQL).",
         )
     ]
     check_specs += [
-        dg.AssetCheckSpec(c, asset=name, description="Stripe and NetSuite totals per currency are equal to the cent.")
+        daily_check(c, asset=name, description="Stripe and NetSuite totals per currency are equal to the cent.")
         for c in extra_checks
     ]
 
@@ -492,6 +509,7 @@ def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_ch
         netsuite: NetSuiteResource,
         ledger: LedgerResource,
         field_mapping: FieldMappingResource,
+        stripe_charges: pd.DataFrame | None = None,
     ):
         report, outcomes, client = run_sync_step(context, record_type, plan, netsuite, ledger)
         # Before the output: a run with NetSuite errors shows red, and its checks would only repeat them.
@@ -499,13 +517,30 @@ def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_ch
         yield dg.Output(outcomes, metadata=_sync_metadata(report, client, outcomes))
         yield duplicates_check(client, record_type, outcomes)
         if TOTALS_CHECK in extra_checks:
+            fm = field_mapping.load()
             amounts = (
-                stripe_invoice_amounts(stripe_invoices) if stripe_invoices is not None else stripe_payment_amounts(plan)
+                stripe_payment_amounts(stripe_invoices, stripe_charges, fm)
+                if stripe_charges is not None
+                else stripe_invoice_amounts(stripe_invoices)
             )
-            yield totals_check(client, field_mapping.load(), record_type, amounts)
+            yield totals_check(client, fm, record_type, amounts)
 
-    # Dagster reads inputs from the signature: only the invoice writer needs Stripe's own invoice totals.
-    if record_type == ns.INVOICE:
+    # Dagster reads inputs from the signature: the invoice and payment writers compare with Stripe's own figures.
+    if record_type == ns.CUSTOMER_PAYMENT:
+
+        def _sync_asset(
+            context: dg.AssetExecutionContext,
+            netsuite_sync_plan: pd.DataFrame,
+            stripe_invoices: pd.DataFrame,
+            stripe_charges: pd.DataFrame,
+            netsuite: NetSuiteResource,
+            ledger: LedgerResource,
+            field_mapping: FieldMappingResource,
+        ):
+            yield from _body(
+                context, netsuite_sync_plan, stripe_invoices, netsuite, ledger, field_mapping, stripe_charges
+            )
+    elif record_type == ns.INVOICE:
 
         def _sync_asset(
             context: dg.AssetExecutionContext,

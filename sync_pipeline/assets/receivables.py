@@ -38,7 +38,7 @@ from sync_pipeline.mapping.external_ids import (
 from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import allocate, to_precision
 from sync_pipeline.mapping.stripe_refs import id_of
-from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
+from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, daily_check
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
@@ -441,7 +441,7 @@ def undeposited_funds(
     partitions_def=DECLARED_DAILY_PARTITIONS,
     deps=["netsuite_customer_refunds"],
     check_specs=[
-        dg.AssetCheckSpec(
+        daily_check(
             RECEIVABLES_CHECK,
             asset="receivables_reconciliation",
             description="Read back from NetSuite: every Stripe invoice's total and amount remaining, revenue, discount "

@@ -40,7 +40,7 @@ from sync_pipeline.mapping.external_ids import (
 )
 from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import to_precision
-from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
+from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, daily_check
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.writers.report import amounts_markdown
@@ -304,7 +304,7 @@ def _planned_deposit_ids(plan: pd.DataFrame) -> dict[str, list[str]]:
     partitions_def=DECLARED_DAILY_PARTITIONS,
     deps=["netsuite_deposits", "netsuite_customer_refunds"],
     check_specs=[
-        dg.AssetCheckSpec(
+        daily_check(
             BOOKS_CHECK,
             asset="reconciliation",
             description="Read back from NetSuite, per currency: invoiced, credited, collected, refunded, disputed, "
