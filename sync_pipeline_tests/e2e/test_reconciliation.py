@@ -4,10 +4,14 @@ red check naming the document and both amounts."""
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
 from decimal import Decimal
 
 import pytest
 
+from sync_pipeline.reconcile_cli import run_reconcile
 from sync_pipeline_tests.e2e import harness
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +39,15 @@ def test_the_books_of_a_day_match_until_someone_edits_netsuite(tmp_path, monkeyp
         assert summary[("EUR", "collected")]["netsuite"] == "17460.51"
         assert summary[("EUR", "refunded")]["netsuite"] == "12.50"
         assert summary[("EUR", "open_receivables")]["netsuite"] == "30.00"
+        # The same comparison from a shell: exit 0, the day's totals as exact text.
+        out = io.StringIO()
+        day = harness.DAY.isoformat()
+        assert run_reconcile(_args(day, fmt="json"), out) == 0, out.getvalue()
+        printed = json.loads(out.getvalue())
+        assert printed["documents_differing"] == 0
+        assert {"currency": "EUR", "category": "invoiced", "stripe": "17490.51"}.items() <= next(
+            r for r in printed["days"][0]["totals"] if r["category"] == "invoiced"
+        ).items()
         plots = harness.metadata(result, "reconciliation")
         assert plots["stripe_invoiced_eur"] == plots["netsuite_invoiced_eur"] == pytest.approx(17490.51)
 
@@ -50,3 +63,11 @@ def test_the_books_of_a_day_match_until_someone_edits_netsuite(tmp_path, monkeyp
         assert f"stripe-{paid.id}" in check.description
         assert "17410.51" in check.metadata["first_differences"].value
         assert "-10.00" in check.metadata["first_differences"].value
+        out = io.StringIO()
+        assert run_reconcile(_args(day, currency="eur"), out) == 1
+        assert f"stripe-{paid.id}" in out.getvalue() and "17420.51" in out.getvalue()
+        assert "1 document(s) differ from Stripe" in out.getvalue()
+
+
+def _args(day: str, fmt: str = "table", currency: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(start=day, end=day, currency=currency, format=fmt)

@@ -1,0 +1,142 @@
+"""`sync-pipeline reconcile --from D --to D`: the `reconciliation` comparison from a shell, for a controller or cron.
+
+Each day's Stripe objects are extracted as the pipeline extracts them (in memory: nothing is stored, nothing is
+written), NetSuite is read back by external id, and the figures per day, currency and category are printed with
+every document that differs. Exit status 1 when anything is off, 0 when the books agree, 2 on a usage problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TextIO
+
+import dagster as dg
+
+from sync_pipeline import settings
+
+FORMATS = ("table", "csv", "json")
+
+
+def add_reconcile_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reconcile",
+        help="compare NetSuite with Stripe for a range of days (read only); exit 1 when anything is off",
+        description="Per day, currency and category (invoiced, credited, collected, refunded, disputed, "
+        "reinstated, open receivables, paid out, fees): Stripe's figures, NetSuite's read back, the difference, "
+        "and every document that differs. Writes nothing.",
+    )
+    parser.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD", help="first UTC day")
+    parser.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="last UTC day (default: --from)")
+    parser.add_argument("--currency", help="only this currency (ISO code, e.g. EUR)")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.set_defaults(func=run_reconcile)
+
+
+def _fail(message: str) -> int:
+    print(f"sync-pipeline: {message}", file=sys.stderr)
+    return 2
+
+
+def _days(start: str, end: str | None) -> list[str] | str:
+    """The days of the range, or the problem with it."""
+    try:
+        first = dt.date.fromisoformat(start)
+        last = dt.date.fromisoformat(end or start)
+    except ValueError:
+        return f"--from/--to: {start!r}/{end!r} is not a date range; write dates as YYYY-MM-DD"
+    if last < first:
+        return f"--to {last} is before --from {first}"
+    if first < dt.date.fromisoformat(settings.start_date()):
+        return f"--from {first} is before SYNC_START_DATE ({settings.start_date()}): nothing was synced before it"
+    return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def reconcile_days(days: Sequence[str]) -> list[tuple[str, list[dict], list[dict]]]:
+    """(day, summary rows, difference rows) per day, read from Stripe and NetSuite now."""
+    from sync_pipeline.assets.cash import map_payouts, payout_trees
+    from sync_pipeline.assets.reconciliation import reconcile_day
+    from sync_pipeline.assets.stripe import read_trees
+    from sync_pipeline.definitions import build_resources
+    from sync_pipeline.mapping.cash import DEPOSIT
+    from sync_pipeline.plan_cli import _ledger_url, extract_day
+    from sync_pipeline.resources.ledger import LedgerResource
+
+    everything = build_resources()
+    everything["ledger"] = LedgerResource(database_url=_ledger_url(settings.database_url()))
+    resources = {k: everything[k] for k in ("stripe", "ledger", "field_mapping", "netsuite")}
+    out = []
+    with dg.build_resources(resources) as built:
+        fm = built.field_mapping.load()
+        client = built.netsuite.get_client()
+        for day in days:
+            frames = extract_day(day, {k: resources[k] for k in ("stripe", "ledger", "field_mapping")})
+            # A payout split into several deposits: their external ids come from the same mapping the writer uses.
+            deposits_of: dict[str, list[str]] = defaultdict(list)
+            mapped = map_payouts(frames["stripe_payouts"], frames["stripe_balance_transactions"], fm)
+            for record in mapped.records:
+                if record.record_type == DEPOSIT:
+                    deposits_of[record.source_id].append(record.external_id)
+            summary, differences = reconcile_day(
+                client,
+                fm,
+                read_trees(frames["stripe_invoices"]),
+                read_trees(frames["stripe_charges"]),
+                payout_trees(frames["stripe_payouts"], frames["stripe_balance_transactions"]),
+                deposits_of,
+            )
+            out.append((day, summary, differences))
+    return out
+
+
+def _only(rows: list[dict], currency: str | None) -> list[dict]:
+    return [r for r in rows if currency is None or r["currency"] == currency]
+
+
+def print_table(results, out: TextIO) -> None:
+    from sync_pipeline.assets.reconciliation import DIFFERENCE_COLUMNS, SUMMARY_COLUMNS
+    from sync_pipeline.writers.report import amounts_markdown
+
+    for day, summary, differences in results:
+        print(f"\n{day}", file=out)
+        print(amounts_markdown(summary, SUMMARY_COLUMNS, "Nothing happened this day."), file=out)
+        if differences:
+            print(f"\n{len(differences)} document(s) differ:", file=out)
+            print(amounts_markdown(differences, DIFFERENCE_COLUMNS, ""), file=out)
+
+
+def print_csv(results, out: TextIO) -> None:
+    from sync_pipeline.assets.reconciliation import SUMMARY_COLUMNS
+
+    writer = csv.DictWriter(out, fieldnames=["day", "kind", *SUMMARY_COLUMNS, "document"], lineterminator="\n")
+    writer.writeheader()
+    for day, summary, differences in results:
+        writer.writerows({"day": day, "kind": "total", **row} for row in summary)
+        writer.writerows({"day": day, "kind": "difference", **row} for row in differences)
+
+
+def run_reconcile(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    settings.require_environment(("stripe", "netsuite"))
+    days = _days(args.start, args.end)
+    if isinstance(days, str):
+        return _fail(days)
+    currency = args.currency.upper() if args.currency else None
+    results = [(day, _only(s, currency), _only(d, currency)) for day, s, d in reconcile_days(days)]
+    off = sum(len(d) for _, _, d in results)
+    if args.format == "json":
+        document = [{"day": day, "totals": s, "differences": d} for day, s, d in results]
+        json.dump({"days": document, "documents_differing": off}, out, indent=2)
+        out.write("\n")
+    elif args.format == "csv":
+        print_csv(results, out)
+    else:
+        print_table(results, out)
+        verdict = "the books agree with Stripe" if not off else f"{off} document(s) differ from Stripe"
+        print(f"\n{len(results)} day(s) reconciled{' in ' + currency if currency else ''}: {verdict}", file=out)
+    return 1 if off else 0
