@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sync_pipeline import settings
+from sync_pipeline.exceptions_cli import add_exceptions_parser
+from sync_pipeline.plan_cli import add_partition_plan_arguments, run_partition_plan
+from sync_pipeline.reconcile_cli import add_reconcile_parser
 from sync_pipeline.sandbox.cli import add_sandbox_commands
 from sync_pipeline.webhooks import add_webhook_commands
 
@@ -44,7 +47,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Salesforce → Stripe dry run: the deals the next billing run would bill, with amounts; nothing is written."""
+    """Salesforce → Stripe dry run: the deals the next billing run would bill, with amounts; nothing is written.
+    With `--partition D`: the Stripe → NetSuite dry run of day D, per record."""
+    if getattr(args, "partition", None):
+        return run_partition_plan(args)
     import dataclasses
     import datetime as dt
 
@@ -232,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="YYYY-MM-DD",
         help="preview this start date instead of salesforce.bill_closed_won_from",
     )
+    add_partition_plan_arguments(plan)
     plan.set_defaults(func=cmd_plan)
 
     dev = sub.add_parser(
@@ -259,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sandbox_commands(sub)
     add_webhook_commands(sub)
+    add_exceptions_parser(sub)
+    add_reconcile_parser(sub)
     return parser
 
 

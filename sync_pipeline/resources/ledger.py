@@ -63,6 +63,11 @@ sync_exceptions = sa.Table(
     sa.Column("occurrences", sa.Integer, nullable=False, server_default="1"),
     sa.Column("run_id", sa.String(64)),
     sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    # The Stripe side of the problem, for the worklist: whose money and how much (minor units, never a float).
+    # Null when the writer that booked it did not know them; the worklist asset fills them in from Stripe.
+    sa.Column("stripe_customer", sa.String(255)),
+    sa.Column("currency", sa.String(8)),
+    sa.Column("amount_minor", sa.BigInteger),
     # One open row per problem: a record failing the same way on every run is one exception, counted.
     sa.UniqueConstraint("target", "record_type", "external_id", "error_code", "field", name="uq_sync_exception"),
 )
@@ -186,6 +191,16 @@ class ExceptionRow:
     field: str = ""
     value: str | None = None
     source_id: str | None = None
+    stripe_customer: str | None = None
+    currency: str | None = None
+    amount_minor: int | None = None
+
+
+# Columns added to `sync_exceptions` after its first release: a database created before them gets them on open
+# (all nullable, so ADD COLUMN is enough on SQLite and PostgreSQL, and old rows read as "not known").
+ADDED_EXCEPTION_COLUMNS = ("stripe_customer", "currency", "amount_minor")
+# What the Stripe side of an exception can be filled in with (`Ledger.set_exception_context`).
+EXCEPTION_CONTEXT = ("stripe_customer", "currency", "amount_minor")
 
 
 @dataclass(frozen=True)
@@ -317,6 +332,9 @@ class Ledger:
                 "occurrences": 1,
                 "run_id": run_id,
                 "resolved_at": None,
+                "stripe_customer": r.stripe_customer,
+                "currency": r.currency,
+                "amount_minor": r.amount_minor,
             }
             for r in rows
         ]
@@ -332,6 +350,8 @@ class Ledger:
                 "partition_key": stmt.excluded.partition_key,
                 "resolved_at": None,
                 "occurrences": sync_exceptions.c.occurrences + 1,
+                # A writer that does not know the customer or amount keeps what an earlier one (or Stripe) said.
+                **{c: sa.func.coalesce(stmt.excluded[c], sync_exceptions.c[c]) for c in EXCEPTION_CONTEXT},
             },
         )
         with self.engine.begin() as conn:
@@ -369,6 +389,26 @@ class Ledger:
         query = query.order_by(sync_exceptions.c.last_seen_at.desc(), sync_exceptions.c.id)
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
+
+    def exceptions(self, *, open_only: bool = True, error_code: str | None = None) -> list[dict]:
+        """Exceptions of every day and of none, oldest problem first (the worklist's order): open ones only, or
+        resolved ones too; of one error code when `error_code` is given (any letter case)."""
+        query = sa.select(sync_exceptions)
+        if open_only:
+            query = query.where(sync_exceptions.c.resolved_at.is_(None))
+        if error_code:
+            query = query.where(sync_exceptions.c.error_code == error_code.upper())
+        query = query.order_by(sync_exceptions.c.first_seen_at, sync_exceptions.c.id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def set_exception_context(self, exception_id: int, **context: Any) -> None:
+        """Fill in the Stripe customer, currency and amount (minor units) of an exception, as Stripe gives them."""
+        unknown = set(context) - set(EXCEPTION_CONTEXT)
+        if unknown:
+            raise ValueError(f"set_exception_context takes {', '.join(EXCEPTION_CONTEXT)}; got {', '.join(unknown)}")
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(sync_exceptions).where(sync_exceptions.c.id == exception_id).values(**context))
 
     # -- webhook inbox (layer 3: the Stripe event id is the primary key) ----------------------
     def add_event(self, event: dict, payload: str | None = None) -> bool:
@@ -468,10 +508,26 @@ def _create_tables(engine: sa.Engine, attempts: int = 5) -> None:
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
             if attempt == attempts - 1:
                 raise
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Bring a `sync_exceptions` table created by an earlier release up to date (create_all adds no column).
+
+    Two processes upgrading at once: the loser's ADD COLUMN fails with "duplicate column", and the caller's
+    next attempt finds the column there."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns(sync_exceptions.name)}
+    missing = [sync_exceptions.c[name] for name in ADDED_EXCEPTION_COLUMNS if name not in present]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {sync_exceptions.name} ADD COLUMN {column.name} {kind}"))
 
 
 def create_ledger_engine(url: str) -> sa.Engine:

@@ -3,11 +3,13 @@
 Every writer (NetSuite upserts, Stripe billing, the Salesforce write-back) books its records as
 `Outcome`s in one `Report`, so an asset's counts, output frame and exceptions table mean the same
 thing whichever system it writes to. `open_exceptions_output` is the one shape of the ledger's open
-exceptions as an asset shows them (`sync_exceptions`, `salesforce_sync_exceptions`).
+exceptions as an asset shows them (`sync_exceptions`, `salesforce_sync_exceptions`); `worklist_frame` is
+the one shape of the exceptions worklist (the `open_exceptions_worklist` asset and `sync-pipeline exceptions`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -63,6 +65,35 @@ OPEN_EXCEPTION_COLUMNS = [
     "last_seen_at",
     "occurrences",
     "run_id",
+]
+
+# The exceptions worklist, as a person works through it: what is wrong with which record, whose money and how much,
+# how long it has waited and how often it failed, and what to change. Every value is text or a whole number, so
+# a table, a CSV and JSON show the same characters (amounts as exact Decimal text, never a float).
+WORKLIST_COLUMNS = [
+    "error_code",
+    "record_type",
+    "external_id",
+    "stripe_object",
+    "day",
+    "field",
+    "value",
+    "stripe_customer",
+    "amount",
+    "age",
+    "occurrences",
+    "fix",
+    "message",
+    "target",
+    "first_seen_at",
+    "last_seen_at",
+    "resolved_at",
+]
+# What the asset and its check show of each row in the UI (the full row is in the asset's table).
+WORKLIST_TABLE_COLUMNS = [
+    c
+    for c in WORKLIST_COLUMNS
+    if c not in ("stripe_object", "message", "target", "first_seen_at", "last_seen_at", "resolved_at")
 ]
 
 
@@ -170,4 +201,70 @@ def open_exceptions_output(rows: list[dict], without_a_day: list[dict] = ()) -> 
             "by_error_code": dg.MetadataValue.json({k: int(v) for k, v in by_code.items()}),
             "first_exceptions": dg.MetadataValue.md(exceptions_markdown(frame, limit=20)),
         },
+    )
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; the ledger writes UTC.
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def age_text(since: dt.datetime, now: dt.datetime) -> str:
+    """How long ago, as a person says it: "40 min", "5 h", "3 d 4 h"."""
+    minutes = max(0, int((now - since).total_seconds() // 60))
+    days, hours = divmod(minutes // 60, 24)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    return f"{hours} h" if hours else f"{minutes} min"
+
+
+def amount_text(amount_minor: int | None, currency: str | None) -> str:
+    """ "CHF 25.00": the exact amount with its currency code; "" when the exception does not know it."""
+    if amount_minor is None or not currency:
+        return ""
+    return f"{currency.upper()} {to_decimal(int(amount_minor), currency)}"
+
+
+def worklist_row(row: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """One `sync_exceptions` row as the worklist shows it."""
+    first, last, resolved = (_utc(row.get(c)) for c in ("first_seen_at", "last_seen_at", "resolved_at"))
+    return {
+        "error_code": row["error_code"],
+        "record_type": row["record_type"],
+        "external_id": row["external_id"],
+        "stripe_object": row.get("source_id") or "",
+        "day": row.get("partition_key") or "",
+        "field": row.get("field") or "",
+        "value": "" if row.get("value") is None else str(row["value"]),
+        "stripe_customer": row.get("stripe_customer") or "",
+        "amount": amount_text(row.get("amount_minor"), row.get("currency")),
+        "age": age_text(first, now) if first else "",
+        "occurrences": int(row.get("occurrences") or 1),
+        "fix": row["fix"],
+        "message": row["message"],
+        "target": row["target"],
+        "first_seen_at": first.isoformat(timespec="seconds") if first else "",
+        "last_seen_at": last.isoformat(timespec="seconds") if last else "",
+        "resolved_at": resolved.isoformat(timespec="seconds") if resolved else "",
+    }
+
+
+def worklist_frame(rows: Sequence[Mapping[str, Any]], now: dt.datetime | None = None) -> pd.DataFrame:
+    """The ledger's exception rows (`Ledger.exceptions`) as the worklist, in the order given (oldest first)."""
+    now = now or dt.datetime.now(dt.UTC)
+    frame = pd.DataFrame([worklist_row(r, now) for r in rows], columns=WORKLIST_COLUMNS)
+    return frame.astype({c: "int64" if c == "occurrences" else "object" for c in WORKLIST_COLUMNS})
+
+
+def worklist_markdown(frame: pd.DataFrame, limit: int = 50) -> str:
+    """The first rows of the worklist as a Markdown table, every value as its exact text."""
+    if frame.empty:
+        return "No open exceptions."
+    rows = frame.head(limit)[WORKLIST_TABLE_COLUMNS].astype(str).to_dict("records")
+    table = amounts_markdown(rows, WORKLIST_TABLE_COLUMNS, "")
+    more = len(frame) - limit
+    return table + (
+        f"\n\n…and {more} more in the asset's table (or `sync-pipeline exceptions --open`)." if more > 0 else ""
     )
