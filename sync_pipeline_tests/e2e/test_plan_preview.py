@@ -64,7 +64,7 @@ def test_the_plan_shows_creates_updates_with_their_fields_unchanged_and_held_bac
         # arrivals (a new invoice, and one in a currency field_mapping.yaml does not map).
         sandbox.client.v1.customers.update(acme, {"name": "Acme Holdings"})
         mapping = yaml.safe_load(mapping_file.read_text())
-        mapping["defaults"]["invoice"]["department"] = "4"
+        mapping["defaults"]["invoice"]["department"] = "1"  # Subscriptions (3) -> Sales (1)
         mapping_file.write_text(yaml.safe_dump(mapping))
         sandbox.clock(at(DAY, 15))
         late = sandbox.invoice(globex, "eur", [2500])
@@ -80,7 +80,7 @@ def test_the_plan_shows_creates_updates_with_their_fields_unchanged_and_held_bac
         for invoice in (acme_invoice, globex_invoice):
             row = rows[("invoice", f"stripe-{invoice.id}")]
             assert row["action"] == "update"
-            assert row["changes"] == ["department: 3 → 4"]
+            assert row["changes"] == ["department: 3 → 1"]
         renamed = rows[("customer", f"stripe-{acme}")]
         assert renamed["action"] == "update" and renamed["changes"] == ['companyName: Acme → "Acme Holdings"']
         assert rows[("customer", f"stripe-{globex}")]["action"] == "unchanged"
@@ -93,11 +93,22 @@ def test_the_plan_shows_creates_updates_with_their_fields_unchanged_and_held_bac
         assert "add CHF under `currencies:` in field_mapping.yaml" in held["fix"]
         assert document["counts"]["update"] == 3 and document["counts"]["create"] >= 2
 
-        assert "department: 3 → 4" in table and 'companyName: Acme → "Acme Holdings"' in table
+        assert "department: 3 → 1" in table and 'companyName: Acme → "Acme Holdings"' in table
         assert f"Fix: {held['fix']}" in table
         assert "Records: " in table and "3 update" in table
         assert sandbox.netsuite_writes() == writes_before, "the plan must not write to NetSuite"
         assert _ledger_state(ledger) == ledger_before, "the plan must not touch the ledger or the exceptions"
+
+        # The run does what the plan said, and its plan asset shows the same verdicts (from the ledger alone).
+        run = sandbox.materialize()
+        plan_meta = metadata(run, "netsuite_sync_plan")
+        assert {k: plan_meta[f"would_{k.replace(' ', '_')}"] for k in document["counts"]} == document["counts"]
+        assert "sync-pipeline plan --partition" in plan_meta["preview"]
+        assert f"stripe-{swiss.id}" in plan_meta["preview"] and "add CHF under" in plan_meta["preview"]
+        invoices_meta, customers_meta = metadata(run, "netsuite_invoices"), metadata(run, "netsuite_customers")
+        assert (invoices_meta["created"], invoices_meta["updated"]) == (1, 2)
+        assert (customers_meta["updated"], customers_meta["unchanged"]) == (1, 1)
+        assert sandbox.netsuite_writes() - writes_before == document["counts"]["create"] + document["counts"]["update"]
 
 
 def test_a_day_with_nothing_to_send_is_all_unchanged_and_reads_nothing_from_netsuite(tmp_path, monkeypatch):
