@@ -50,7 +50,29 @@ def resolve_references(body: Any, internal_ids: Mapping[str, str], owner: NetSui
     return body
 
 
-def _dependency_internal_ids(records: Sequence[NetSuiteRecord], ledger: Ledger) -> dict[str, str]:
+def body_to_send(record: NetSuiteRecord, internal_ids: Mapping[str, str]) -> dict | SyncIssue:
+    """The body a write sends, its references resolved; or the DEPENDENCY_NOT_SYNCED issue holding it back.
+
+    Every dependency, referenced in the body or not (a deposit's cash-back line for a refund names no record, yet
+    clears what that refund booked), must be in NetSuite before the record is written.
+    """
+    try:
+        unsynced = next((d for d in record.depends_on if d[1] not in internal_ids), None)
+        if unsynced is not None:
+            raise _Unresolved(*unsynced)
+        return resolve_references(record.body, internal_ids, record)
+    except _Unresolved as missing:
+        return make_issue(
+            "DEPENDENCY_NOT_SYNCED",
+            record_type=record.record_type,
+            external_id=record.external_id,
+            source_id=record.source_id,
+            field=f"{missing.record_type} reference",
+            value=missing.external_id,
+        )
+
+
+def dependency_internal_ids(records: Sequence[NetSuiteRecord], ledger: Ledger) -> dict[str, str]:
     wanted: dict[str, set[str]] = defaultdict(set)
     for record in records:
         for dep_type, dep_id in record.depends_on:
@@ -79,7 +101,7 @@ def upsert_records(
     report = Report(record_type)
     started = time.perf_counter()
     existing = ledger.lookup(TARGET, record_type, [r.external_id for r in records])
-    internal_ids = _dependency_internal_ids(records, ledger)
+    internal_ids = dependency_internal_ids(records, ledger)
     exceptions: list[ExceptionRow] = []
     pending_ledger: list[LedgerEntry] = []
     to_send: list[tuple[NetSuiteRecord, dict, str]] = []
@@ -159,26 +181,9 @@ def upsert_records(
                 flush()
 
     for record in records:
-        try:
-            # Every dependency, referenced in the body or not (a deposit's cash-back line for a refund names no
-            # record, yet clears what that refund booked), is in NetSuite before the record is written.
-            unsynced = next((d for d in record.depends_on if d[1] not in internal_ids), None)
-            if unsynced is not None:
-                raise _Unresolved(*unsynced)
-            body = resolve_references(record.body, internal_ids, record)
-        except _Unresolved as missing:
-            book(
-                record,
-                Action.QUARANTINED,
-                issue=make_issue(
-                    "DEPENDENCY_NOT_SYNCED",
-                    record_type=record.record_type,
-                    external_id=record.external_id,
-                    source_id=record.source_id,
-                    field=f"{missing.record_type} reference",
-                    value=missing.external_id,
-                ),
-            )
+        body = body_to_send(record, internal_ids)
+        if isinstance(body, SyncIssue):
+            book(record, Action.QUARANTINED, issue=body)
             continue
         digest = content_hash(body)
         known = existing.get(record.external_id)

@@ -22,14 +22,14 @@ from typing import Any
 
 import dagster as dg
 
-from sync_pipeline.errors import SyncIssue, make_issue
+from sync_pipeline.errors import SyncIssue
 from sync_pipeline.mapping import cash
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.content_hash import content_hash
 from sync_pipeline.mapping.netsuite import NetSuiteRecord
 from sync_pipeline.resources.ledger import Ledger, LedgerEntry
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteError
-from sync_pipeline.writers.netsuite import TARGET, _dependency_internal_ids, _Unresolved, resolve_references
+from sync_pipeline.writers.netsuite import TARGET, body_to_send, dependency_internal_ids
 from sync_pipeline.writers.report import amounts_markdown
 
 ARROW = "→"
@@ -110,21 +110,9 @@ def compare_with_ledger(
     ids.update(internal_ids)
     pending = []
     for record in records:
-        try:
-            unsynced = next((d for d in record.depends_on if d[1] not in ids), None)
-            if unsynced is not None:
-                raise _Unresolved(*unsynced)
-            body = resolve_references(record.body, ids, record)
-        except _Unresolved as missing:
-            issue = make_issue(
-                "DEPENDENCY_NOT_SYNCED",
-                record_type=record.record_type,
-                external_id=record.external_id,
-                source_id=record.source_id,
-                field=f"{missing.record_type} reference",
-                value=missing.external_id,
-            )
-            pending.append(Pending(record, PlanAction.HELD_BACK, issue=issue))
+        body = body_to_send(record, ids)
+        if isinstance(body, SyncIssue):
+            pending.append(Pending(record, PlanAction.HELD_BACK, issue=body))
             continue
         entry = known.get((record.record_type, record.external_id))
         if entry is None:
@@ -362,7 +350,7 @@ def read_ledger(
     for record_type in dict.fromkeys(r.record_type for r in records):
         ids = [r.external_id for r in records if r.record_type == record_type]
         known.update({(record_type, e): entry for e, entry in ledger.lookup(TARGET, record_type, ids).items()})
-    return known, _dependency_internal_ids(records, ledger)
+    return known, dependency_internal_ids(records, ledger)
 
 
 def read_current(
