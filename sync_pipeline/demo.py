@@ -14,7 +14,8 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from sync_pipeline import settings
@@ -47,7 +48,7 @@ def sandbox_environment(days: int, invoices: int, seed: int, quiet: bool = False
 
     state_dir = sandbox_state_dir()
     sandbox = start_sandbox(state_dir=state_dir, configs={"netsuite": {"latency_ms": SANDBOX_NETSUITE_LATENCY_MS}})
-    previous = {name: os.environ.get(name) for name in sandbox.env()}
+    previous = {name: os.environ.get(name) for name in [*sandbox.env(), "SYNC_START_DATE"]}
     try:
         env = sandbox.env()
         os.environ.update(env)
@@ -62,6 +63,11 @@ def sandbox_environment(days: int, invoices: int, seed: int, quiet: bool = False
                 print(f"(seeded in {time.perf_counter() - started:.0f} s; state kept in {state_dir})\n")
         elif not quiet:
             print(f"Sandbox state from {state_dir} (already seeded; delete that folder to start afresh)\n")
+        seeded = _seeded_days(env["STRIPE_API_BASE"], env["STRIPE_API_KEY"])
+        if seeded and not settings.is_set("SYNC_START_DATE"):
+            # The partitions start on the seeded month's first day: the UI's partition bar shows that month, not a
+            # year of empty days before it.
+            os.environ["SYNC_START_DATE"] = seeded[0]
         yield env
     finally:
         sandbox.stop(save=True)
@@ -105,6 +111,7 @@ class DayReport:
     seconds: float
     payouts: int = 0  # payouts that arrived this day (deposit_matches_payout compared them)
     payouts_off: int = 0  # of those, deposits missing or not equal to the payout
+    books: list[dict] = field(default_factory=list)  # the reconciliation asset's rows (currency, category, amounts)
 
 
 def _day_report(day: str, result, seconds: float) -> DayReport:
@@ -126,7 +133,24 @@ def _day_report(day: str, result, seconds: float) -> DayReport:
     deposits = [e for e in evaluations if e.check_name == "deposit_matches_payout"]
     payouts = sum(int(e.metadata["payouts_compared"].value) for e in deposits)
     off = sum(int(e.metadata["payouts_off"].value) for e in deposits)
-    return DayReport(day, result.success, counts, reconciled, seconds, payouts, off)
+    books = result.output_for_node("reconciliation").to_dict("records") if result.success else []
+    return DayReport(day, result.success, counts, reconciled, seconds, payouts, off, books)
+
+
+def books_summary(reports: list[DayReport]) -> list[dict[str, str]]:
+    """The month's books per currency and category from the days' reconciliation rows, as exact Decimal text."""
+    from sync_pipeline.assets.reconciliation import CATEGORIES
+
+    sums: dict[tuple[str, str], list[Decimal]] = {}
+    for report in reports:
+        for row in report.books:
+            entry = sums.setdefault((row["currency"], row["category"]), [Decimal(0), Decimal(0)])
+            entry[0] += Decimal(row["stripe"])
+            entry[1] += Decimal(row["netsuite"])
+    return [
+        {"currency": code, "category": category, "stripe": str(a), "netsuite": str(b), "difference": str(a - b)}
+        for (code, category), (a, b) in sorted(sums.items(), key=lambda kv: (kv[0][0], CATEGORIES.index(kv[0][1])))
+    ]
 
 
 def run_demo(days: int, invoices: int, seed: int) -> int:
@@ -140,7 +164,9 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
         if not first_day:
             print("The sandbox holds no Stripe activity to sync.", file=sys.stderr)
             return 1
-        os.environ.setdefault("SYNC_START_DATE", min(first_day[0], settings.start_date()))
+        os.environ.setdefault("SYNC_START_DATE", first_day[0])
+        # A SYNC_START_DATE of your own wins: days before it are not partitions, so they are not synced.
+        first_day = [day for day in first_day if day >= settings.start_date()]
         job = defs().resolve_job_def(STRIPE_TO_NETSUITE_JOB)  # loaded now that the environment points at the sandbox
         instance = dg.DagsterInstance.get()
         print(f"Syncing {len(first_day)} days into NetSuite (Dagster home {settings.dagster_home().resolve()})\n")
@@ -176,10 +202,15 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
             f"{payouts - sum(r.payouts_off for r in reports)}"
         )
         print(f"NetSuite writes this run: {_netsuite_writes(env['NETSUITE_BASE_URL']) - writes_before}")
+        from sync_pipeline.writers.report import amounts_markdown
+
+        print("\nThe month's books, Stripe against NetSuite read back (sync-pipeline reconcile shows any range):")
+        summary = books_summary(reports)
+        print(amounts_markdown(summary, ["currency", "category", "stripe", "netsuite", "difference"], "Nothing."))
         if totals["quarantined"]:
             print(
-                "Quarantined records and their fixes: `sync_exceptions` in the UI (make dev), or the ledger's "
-                "sync_exceptions table."
+                "\nQuarantined records and their fixes: `sync-pipeline exceptions --open`, or the "
+                "open_exceptions_worklist asset in the UI (make dev)."
             )
         print("\nRun it again: everything is unchanged and nothing is written. See the runs: make dev")
         return 0 if all(r.success for r in reports) else 1
