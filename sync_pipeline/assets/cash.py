@@ -49,7 +49,7 @@ from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.schemas.netsuite import validate_records
 from sync_pipeline.writers.netsuite import quarantine
-from sync_pipeline.writers.report import Action, amounts_markdown
+from sync_pipeline.writers.report import IN_TARGET, Action, amounts_markdown
 
 DEPOSIT_CHECK = "deposit_matches_payout"
 FEES_CHECK = "fees_match_stripe"
@@ -496,6 +496,7 @@ def netsuite_deposits(
     # The counts cover both record types (deposits and journal entries), so a day's totals add up to its writes.
     for action, count in journal_report.counts().items():
         metadata[action] += count
+        metadata["in_netsuite"] += count if action in IN_TARGET else 0
     metadata["writes"] += journal_report.writes
     metadata["journal_entries"] = dg.MetadataValue.json(journal_report.counts())
     outcomes = pd.concat([outcomes, journals], ignore_index=True)

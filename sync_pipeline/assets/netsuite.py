@@ -414,8 +414,12 @@ def stripe_payment_amounts(
 
 def _sync_metadata(report: Report, client: NetSuiteClient, outcomes: pd.DataFrame) -> dict:
     counters = client.counters
+    counts = report.counts()
     return {
-        **report.counts(),
+        **counts,
+        # The day's state whatever this run did: a no-op re-run still says how many of the day's records NetSuite
+        # holds (and `amounts_by_currency` their amounts), not only "created 0".
+        "in_netsuite": sum(counts[action.value] for action in IN_TARGET),
         "amounts_by_currency": dg.MetadataValue.json(report.amounts_by_currency()),
         "writes": report.writes,
         "writes_per_second": report.write_rate(),

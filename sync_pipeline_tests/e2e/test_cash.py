@@ -98,8 +98,13 @@ def test_a_payout_of_charges_fees_a_refund_and_a_lost_dispute_is_one_deposit_equ
 
         # Run again, and again with the whole payout re-read: the same deposit, nothing written.
         writes = box.netsuite_writes()
-        assert box.materialize(arrival).success
+        again = box.materialize(arrival)
+        assert again.success
         assert box.netsuite_writes() == writes
+        # A no-op re-run still shows the day's state: the deposit is in NetSuite, for the payout's amount.
+        figures = harness.metadata(again, "netsuite_deposits")
+        assert (figures["created"], figures["unchanged"], figures["in_netsuite"]) == (0, 1, 1)
+        assert figures["amounts_by_currency"] == {"USD": str(Decimal(payout["amount"]) / 100)}
         assert list(box.netsuite("deposit")) == [f"stripe-{payout['id']}"]
 
 
