@@ -9,6 +9,7 @@ import dagster as dg
 
 from sync_pipeline import partitions, settings
 from sync_pipeline.assets import cash as cash_assets
+from sync_pipeline.assets import deal_reconciliation as deal_reconciliation_assets
 from sync_pipeline.assets import netsuite as netsuite_assets
 from sync_pipeline.assets import quality as quality_assets
 from sync_pipeline.assets import receivables as receivables_assets
@@ -98,7 +99,7 @@ def __getattr__(name: str) -> list[dg.AssetsDefinition]:
 
 
 # Unpartitioned, so kept out of ALL_ASSETS (the daily partitioned selection materialized as one set).
-SALESFORCE_ASSETS = dg.load_assets_from_modules([salesforce_assets])
+SALESFORCE_ASSETS = dg.load_assets_from_modules([salesforce_assets, deal_reconciliation_assets])
 
 
 @dg.definitions
