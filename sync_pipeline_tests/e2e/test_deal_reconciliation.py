@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import requests
 
 from sync_pipeline_tests.e2e import test_salesforce_flows as flows
 from sync_pipeline_tests.e2e.harness import step_failures
@@ -130,3 +131,20 @@ def test_a_status_salesforce_no_longer_shows_is_a_difference(world):
         "Past Due",
         "Paid",
     )
+
+
+def test_a_renewed_subscription_is_compared_with_the_first_invoice_that_billed_the_deal(world):
+    deal = world.deal("Renewing", [("pro", 1, "600.00"), ("onboarding", 1, "1200.00")])
+    world.run()
+    [subscription] = world.billed("subscription", deal)
+    first = subscription["latest_invoice"]
+    advance = f"{world.box.stripe_url}/_sandbox/subscriptions/{subscription['id']}/advance"
+    requests.post(advance, timeout=10).raise_for_status()  # the renewal bills 600.00, without the fee
+
+    check, rows, metadata = _reconciled(world)
+
+    # Salesforce now names the renewal invoice; the deal's 1800.00 is still what its first invoice billed.
+    renewal = world.opportunity(deal)["Stripe_Invoice_Id__c"]
+    assert renewal != first and world.box.client.v1.invoices.retrieve(renewal).total == 60000
+    assert check.passed, check.metadata["first_differences"].value
+    assert rows == [] and metadata["deals_compared"].value == 1
