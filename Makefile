@@ -10,7 +10,7 @@ DEFAULT_HOME := $(CURDIR)/.dagster_home
 DAGSTER_HOME ?= $(DEFAULT_HOME)
 export DAGSTER_HOME
 
-.PHONY: install test lint format demo dev home validate benchmarks clean
+.PHONY: install test lint format browser demo dev home validate benchmarks clean
 
 install: $(STAMP)
 
@@ -33,7 +33,22 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# The UI test (sync_pipeline_tests/e2e/test_ui.py) drives Debian's `chromium` headless. Installed here when it is
+# missing and apt-get can (as root, or with passwordless sudo); otherwise that test skips and says why. Nothing to do,
+# and instant, when chromium is on PATH. CHROMIUM_LOG keeps apt's output; only a failure shows its end.
+CHROMIUM_LOG := $(VENV)/chromium-install.log
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "chromium: not installed and no apt-get here; the UI test will skip"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "chromium: not installed and apt-get needs root; the UI test will skip"; exit 0; fi; \
+	echo "chromium: installing Debian's chromium for the UI test (apt-get, log in $(CHROMIUM_LOG))"; \
+	mkdir -p $(VENV); \
+	apt_install() { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >>$(CHROMIUM_LOG) 2>&1; }; \
+	apt_install || { $$sudo apt-get update -qq >>$(CHROMIUM_LOG) 2>&1 && apt_install; } || \
+	{ tail -n 5 $(CHROMIUM_LOG); echo "chromium: could not be installed; the UI test will skip"; }
+
+test: lint browser
 	$(BIN)/pytest
 
 demo: install home
