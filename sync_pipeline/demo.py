@@ -55,7 +55,10 @@ def sandbox_environment(days: int, invoices: int, seed: int, quiet: bool = False
         if not holds_data(env):
             started = time.perf_counter()
             # The month includes every receivables case (credit notes, customer balances, out-of-band payments...).
-            options = ScenarioOptions(days=days, invoices=invoices, seed=seed, receivables_cases=True)
+            # ...every cash case, and the problems a first sync meets (each lands in sync_exceptions with its fix).
+            options = ScenarioOptions(
+                days=days, invoices=invoices, seed=seed, receivables_cases=True, planted_problems=True
+            )
             summary = sandbox.seed(options)
             sandbox.save()
             if not quiet:
@@ -186,6 +189,8 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
             reports.append(report)
             c = report.counts
             status = "reconcile" if report.reconciled else ("DO NOT RECONCILE" if report.success else "RUN FAILED")
+            if report.success and c["quarantined"]:
+                status += f" ({c['quarantined']} held back: see the exceptions below)"
             print(
                 f"{day:10}  {c['created']:7d} {c['updated']:7d} {c['unchanged']:9d} {c['quarantined']:11d} "
                 f"{c['failed']:6d}  {status}"
@@ -208,9 +213,17 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
         summary = books_summary(reports)
         print(amounts_markdown(summary, ["currency", "category", "stripe", "netsuite", "difference"], "Nothing."))
         if totals["quarantined"]:
+            import argparse
+
+            from sync_pipeline.exceptions_cli import run_exceptions
+
             print(
-                "\nQuarantined records and their fixes: `sync-pipeline exceptions --open`, or the "
-                "open_exceptions_worklist asset in the UI (make dev)."
+                "\nHeld back, each with its fix (`sync-pipeline exceptions --open`; the UI: open_exceptions_worklist):"
+            )
+            run_exceptions(argparse.Namespace(open_only=True, code=None, format="table"))
+            print(
+                "Fix one in field_mapping.yaml (or in Stripe), then `sync-pipeline exceptions retry --in-process` "
+                "re-runs the days it affects (README: Fixing an exception)."
             )
         print("\nRun it again: everything is unchanged and nothing is written. See the runs: make dev")
         return 0 if all(r.success for r in reports) else 1

@@ -40,15 +40,21 @@ SALESFORCE_API_VERSION = "59.0"
 SALESFORCE_BATCH = 200  # records per sObject Collections request (the API's maximum)
 
 # Minor-unit exponent of each currency the scenario bills in.
-CURRENCY_EXPONENT = {"usd": 2, "eur": 2, "jpy": 0, "kwd": 3}
+CURRENCY_EXPONENT = {"usd": 2, "eur": 2, "jpy": 0, "kwd": 3, "gbp": 2}
 # Most customers pay in USD; the other three exercise the currency edge cases.
 CURRENCY_WEIGHTS = {"usd": 0.6, "eur": 0.2, "jpy": 0.1, "kwd": 0.1}
 # Smallest step a generated amount moves in, in minor units: whole dollars/euros, 100 yen, and
 # 0.1 KWD — Stripe requires the third KWD decimal to be 0, and coarser steps keep percentage
 # discounts of KWD amounts on that grid too.
-AMOUNT_STEP = {"usd": 100, "eur": 100, "jpy": 100, "kwd": 100}
+AMOUNT_STEP = {"usd": 100, "eur": 100, "jpy": 100, "kwd": 100, "gbp": 100}
 # Rough units of each currency per US dollar, to give every currency comparable amounts.
-UNITS_PER_USD = {"usd": Decimal(1), "eur": Decimal("0.92"), "jpy": Decimal(150), "kwd": Decimal("0.31")}
+UNITS_PER_USD = {
+    "usd": Decimal(1),
+    "eur": Decimal("0.92"),
+    "jpy": Decimal(150),
+    "kwd": Decimal("0.31"),
+    "gbp": Decimal("0.79"),
+}
 
 # The NetSuite sandbox account's reference data (see SANDBOX_COMMON: subsidiary per base currency).
 NETSUITE_CURRENCY_ID = {"usd": "1", "eur": "2", "jpy": "3", "kwd": "4"}
@@ -184,6 +190,9 @@ class ScenarioOptions:
     # a refund and a lost and a won dispute landing in payouts, a payout failed after it was paid and paid again, a
     # balance adjustment, an account fee, a EUR invoice settling in USD): see `_CashPlanner`.
     cash_cases: bool = True
+    # Plant a problem a first sync meets (the demo's): a customer billed in GBP, a currency the example
+    # field_mapping.yaml does not map yet. It lands in sync_exceptions with its fix (`ScenarioSummary.problems`).
+    planted_problems: bool = False
     # Step instants are rounded to this many seconds; coarser rounding puts more steps on one
     # instant, which is what lets threads overlap. 0 = automatic (1 s single-threaded, else 600 s).
     resolution_seconds: int = 0
@@ -279,6 +288,8 @@ class ScenarioSummary:
     # Cash case -> the same, for `cash_cases` (see CASH_CASES for each case's roles). Every role holding a balance
     # transaction id has a `<role>_payout` beside it when a payout in the window paid that transaction out.
     cash: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    # Planted problem -> the same, for `planted_problems` (see PROBLEM_CASES).
+    problems: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         result = {
@@ -292,6 +303,8 @@ class ScenarioSummary:
             result["receivables"] = self.receivables
         if self.cash:
             result["cash"] = self.cash
+        if self.problems:
+            result["problems"] = self.problems
         return result
 
     def to_text(self) -> str:
@@ -313,6 +326,9 @@ class ScenarioSummary:
         if self.cash:
             lines.append("")
             lines.extend(f"cash {case}: {len(entries)}" for case, entries in sorted(self.cash.items()))
+        if self.problems:
+            lines.append("")
+            lines.extend(f"planted problem {case}: {len(entries)}" for case, entries in sorted(self.problems.items()))
         return "\n".join(lines)
 
 
@@ -377,6 +393,8 @@ class _Planner:
         cash_customers: list[CustomerPlan] = []
         if self.options.cash_cases:
             _CashPlanner(self, cash_customers).plan()
+        if self.options.planted_problems:
+            _ProblemsPlanner(self, cash_customers).plan()
         one_off_budget = max(0, self.options.invoices - subscription_invoices - case_invoices)
         self._one_off_invoices(customers, one_off_budget, paid)
         self._invoiceless_charges(customers, paid)
@@ -941,6 +959,26 @@ class _CashPlanner(_ReceivablesPlanner):
         self.p.add(self.when(), "cash", "cash_balance_entry", "cash:account_fee", case="account_fee", **fee)
 
 
+# The planted problems and the roles each records in `ScenarioSummary.problems`.
+PROBLEM_CASES = {
+    "unmapped_currency": ("invoice", "customer"),  # a paid GBP invoice: GBP is not under currencies:
+}
+
+
+class _ProblemsPlanner(_ReceivablesPlanner):
+    """Plants the problems of a first sync on customers of their own (`planted_problems`)."""
+
+    family = "problems"
+    ref_prefix, label = "prb", "Problem"
+    invoice_step = "case_invoice"
+
+    def plan(self) -> int:
+        at = self.when()
+        actor = self.customer("gbp", at)
+        self.invoice(at, actor, f"{actor}:inv", "unmapped_currency", "gbp", pay="card")
+        return self.invoices
+
+
 def build_plan(options: ScenarioOptions) -> Plan:
     """Every customer, document, amount and instant of the scenario, decided from the seed alone."""
     return _Planner(options).build()
@@ -1295,14 +1333,16 @@ class _Seeder:
             metadata["netsuite_customer_id"] = self.ids[f"ns:{customer.ref}"]
         if customer.salesforce_account_ref:
             metadata["salesforce_account_id"] = self.ids[f"sf:{customer.salesforce_account_ref}"]
-        created = self.stripe.customers.create(
-            {
-                "name": customer.name,
-                "email": customer.email,
-                "metadata": metadata,
-                "address": {"country": {"usd": "US", "eur": "DE", "jpy": "JP", "kwd": "KW"}[customer.currency]},
-            }
-        )
+        params = {
+            "name": customer.name,
+            "metadata": metadata,
+            "address": {
+                "country": {"usd": "US", "eur": "DE", "jpy": "JP", "kwd": "KW", "gbp": "GB"}[customer.currency]
+            },
+        }
+        if customer.email:
+            params["email"] = customer.email
+        created = self.stripe.customers.create(params)
         self.remember(customer.ref, created.id)
         card = self.stripe.payment_methods.attach("pm_card_visa", {"customer": created.id})
         self.stripe.customers.update(created.id, {"invoice_settings": {"default_payment_method": card.id}})
@@ -1708,8 +1748,13 @@ class _Seeder:
             counts=_nested(counts.items()),
             totals=_nested((key, minor_to_decimal(amount, key[1])) for key, amount in totals.items()),
             ids_digest=digest[:16],
-            receivables={c: list(entries.values()) for c, entries in sorted(self.cases.items()) if c not in CASH_CASES},
+            receivables={
+                c: list(entries.values())
+                for c, entries in sorted(self.cases.items())
+                if c not in CASH_CASES and c not in PROBLEM_CASES
+            },
             cash={c: list(entries.values()) for c, entries in sorted(self.cases.items()) if c in CASH_CASES},
+            problems={c: list(entries.values()) for c, entries in sorted(self.cases.items()) if c in PROBLEM_CASES},
         )
 
 

@@ -196,7 +196,6 @@ def test_example_config_loads_with_the_sandbox_ids(fm):
         "EUR": ("2", "1", 2),
         "JPY": ("3", "1", 0),
         "KWD": ("4", "1", 2),
-        "GBP": ("5", "1", 2),
     }
     assert (fm.items.default, fm.items.discount, fm.items.tax, fm.items.proration) == ("100", "110", "120", "130")
     assert (fm.accounts.payments, fm.accounts.refunds, fm.accounts.stripe_fees, fm.accounts.bank) == (
