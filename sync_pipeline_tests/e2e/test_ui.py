@@ -257,7 +257,10 @@ def _dismiss_community_dialog(page: Page) -> None:
 def test_the_ui_shows_the_red_day_its_exact_amounts_and_the_worklist(tmp_path, monkeypatch):
     chromium = _chromium()
     if chromium is None:
-        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; `make test` installs it where it can)")
+        reason = "no Chromium on PATH (Debian: apt-get install chromium; `make test` installs it where it can)"
+        if os.environ.get("SYNC_REQUIRE_CHROMIUM") == "1":  # CI: the browser check must run, never skip
+            pytest.fail(f"SYNC_REQUIRE_CHROMIUM=1 but {reason}")
+        pytest.skip(reason)
     shots = Path(os.environ.get("SYNC_UI_SCREENSHOTS") or tmp_path / "screenshots")
     shots = shots if shots.is_absolute() else ROOT / shots
     shots.mkdir(parents=True, exist_ok=True)
