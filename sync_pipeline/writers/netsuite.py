@@ -111,7 +111,16 @@ def upsert_records(
         record: NetSuiteRecord, action: Action, *, internal_id: str | None = None, issue: SyncIssue | None = None
     ) -> None:
         if issue is not None:
-            exceptions.append(exception_row(issue, TARGET))
+            # Stripe's amount (minor units) and currency of the record held back: a customer has none.
+            known = bool(record.currency)
+            exceptions.append(
+                exception_row(
+                    issue,
+                    TARGET,
+                    record.currency.upper() if known else None,
+                    record.amount_minor if known else None,
+                )
+            )
         report.add(
             Outcome(
                 record.record_type,

@@ -164,9 +164,12 @@ class Report:
         return round(self.writes / self.elapsed_seconds, 1) if self.elapsed_seconds > 0 else 0.0
 
 
-def exception_row(issue: SyncIssue, target: str) -> ExceptionRow:
-    """The `sync_exceptions` row of an issue found while writing to `target`."""
-    return ExceptionRow(target=target, **issue.exception_fields())
+def exception_row(
+    issue: SyncIssue, target: str, currency: str | None = None, amount_minor: int | None = None
+) -> ExceptionRow:
+    """The `sync_exceptions` row of an issue found while writing to `target`; with the record's Stripe amount
+    (minor units) and currency when the writer knows them, so the worklist shows what is at stake."""
+    return ExceptionRow(target=target, **issue.exception_fields(), currency=currency or None, amount_minor=amount_minor)
 
 
 def amounts_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], empty: str) -> str:

@@ -158,6 +158,7 @@ def test_a_bad_customer_id_in_stripe_metadata_is_fixed_in_stripe_not_in_field_ma
         rows = {r["external_id"]: r for r in Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}").open_exceptions()}
         row = rows[f"stripe-{bad.id}"]
         assert (row["error_code"], row["field"], row["value"]) == ("INVALID_REFERENCE", "entity", "987654")
+        assert (row["currency"], row["amount_minor"]) == ("USD", 5000)  # what is at stake, in Stripe's minor units
         assert f"`metadata.netsuite_customer_id` on Stripe customer {linked}" in row["fix"]
         assert "field_mapping.yaml" not in row["fix"]
 
