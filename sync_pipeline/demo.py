@@ -47,7 +47,10 @@ def sandbox_environment(days: int, invoices: int, seed: int, quiet: bool = False
     from sync_pipeline.sandbox.scenario import ScenarioOptions
 
     state_dir = sandbox_state_dir()
-    sandbox = start_sandbox(state_dir=state_dir, configs={"netsuite": {"latency_ms": SANDBOX_NETSUITE_LATENCY_MS}})
+    # The demo's NetSuite account makes an email mandatory on customers (a common form setting): the scenario's
+    # customer without one is refused at write time, with the fix (set it in Stripe).
+    netsuite = {"latency_ms": SANDBOX_NETSUITE_LATENCY_MS, "mandatory_fields": {"customer": ["email"]}}
+    sandbox = start_sandbox(state_dir=state_dir, configs={"netsuite": netsuite})
     previous = {name: os.environ.get(name) for name in [*sandbox.env(), "SYNC_START_DATE"]}
     try:
         env = sandbox.env()

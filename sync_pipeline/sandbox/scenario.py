@@ -190,8 +190,9 @@ class ScenarioOptions:
     # a refund and a lost and a won dispute landing in payouts, a payout failed after it was paid and paid again, a
     # balance adjustment, an account fee, a EUR invoice settling in USD): see `_CashPlanner`.
     cash_cases: bool = True
-    # Plant a problem a first sync meets (the demo's): a customer billed in GBP, a currency the example
-    # field_mapping.yaml does not map yet. It lands in sync_exceptions with its fix (`ScenarioSummary.problems`).
+    # Plant the problems a first sync meets (the demo's): a customer billed in GBP, a currency the example
+    # field_mapping.yaml does not map yet, and a customer without an email, which the demo's NetSuite customer form
+    # makes mandatory. Each lands in sync_exceptions with its fix (`ScenarioSummary.problems`).
     planted_problems: bool = False
     # Step instants are rounded to this many seconds; coarser rounding puts more steps on one
     # instant, which is what lets threads overlap. 0 = automatic (1 s single-threaded, else 600 s).
@@ -962,6 +963,7 @@ class _CashPlanner(_ReceivablesPlanner):
 # The planted problems and the roles each records in `ScenarioSummary.problems`.
 PROBLEM_CASES = {
     "unmapped_currency": ("invoice", "customer"),  # a paid GBP invoice: GBP is not under currencies:
+    "customer_without_email": ("invoice", "customer"),  # a paid USD invoice of a customer with no email
 }
 
 
@@ -976,6 +978,10 @@ class _ProblemsPlanner(_ReceivablesPlanner):
         at = self.when()
         actor = self.customer("gbp", at)
         self.invoice(at, actor, f"{actor}:inv", "unmapped_currency", "gbp", pay="card")
+        at = self.when()
+        actor = self.customer("usd", at)
+        self.customers[-1].email = ""  # Stripe allows a customer without one; an account's form may not
+        self.invoice(at, actor, f"{actor}:inv", "customer_without_email", "usd", pay="card")
         return self.invoices
 
 

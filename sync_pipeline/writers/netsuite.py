@@ -112,7 +112,7 @@ def upsert_records(
     ) -> None:
         if issue is not None:
             # Stripe's amount (minor units) and currency of the record held back: a customer has none.
-            known = bool(record.currency)
+            known = bool(record.currency) and record.record_type != "customer"
             exceptions.append(
                 exception_row(
                     issue,

@@ -66,6 +66,7 @@ def test_the_demo_reconciles_every_day_and_a_second_run_writes_nothing(tmp_path)
     assert totals["reconciled"] == sum(s == "reconcile" for s in days.values()) >= totals["days"] - 2
     assert totals["reconciled"] < totals["days"]  # the planted GBP customer's day is held back
     assert "| UNMAPPED_CURRENCY" in first.stdout and "add GBP under `currencies:`" in first.stdout
+    assert "| MISSING_REQUIRED_FIELD" in first.stdout and "set `email` on Stripe customer" in first.stdout
     arrived, deposited = (int(n) for n in PAYOUTS.search(first.stdout).groups())
     assert arrived > 0 and 0 < deposited <= arrived, first.stdout
 
@@ -85,6 +86,7 @@ def test_the_demo_reconciles_every_day_and_a_second_run_writes_nothing(tmp_path)
     assert fixed.read_text() != text
     third, after, _ = _demo(home, fixed)
     assert third.returncode == 0, third.stdout + third.stderr
-    assert "| UNMAPPED_CURRENCY" not in third.stdout and after["quarantined"] == 0, third.stdout
-    assert after["reconciled"] == after["days"]
+    assert "| UNMAPPED_CURRENCY" not in third.stdout, third.stdout
+    assert "| MISSING_REQUIRED_FIELD" in third.stdout  # the other problem waits for its own fix, in Stripe
+    assert 0 < after["quarantined"] < totals["quarantined"]  # the GBP records written, the others still held
     assert after["created"] >= 3  # the GBP customer, invoice and payment (and the GBP payout's deposit)
