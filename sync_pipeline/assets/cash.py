@@ -49,7 +49,7 @@ from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.schemas.netsuite import validate_records
 from sync_pipeline.writers.netsuite import quarantine
-from sync_pipeline.writers.report import IN_TARGET, Action, amounts_markdown
+from sync_pipeline.writers.report import IN_TARGET, Action, amounts_markdown, plot_metadata
 
 DEPOSIT_CHECK = "deposit_matches_payout"
 FEES_CHECK = "fees_match_stripe"
@@ -395,6 +395,7 @@ def fees_check(
             "by_currency": dg.MetadataValue.md(
                 amounts_markdown(table, ["currency", "stripe_fees", "netsuite_fee_lines", "difference"], "No fees.")
             ),
+            **plot_metadata(table, "fees", ("stripe_fees", "netsuite_fee_lines")),
         },
         description=", ".join(f"{t['currency']} fees off by {t['difference']}" for t in off) or None,
     )

@@ -28,7 +28,15 @@ from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.schemas.netsuite import validate_records
 from sync_pipeline.writers.netsuite import quarantine, upsert_records
 from sync_pipeline.writers.plan_preview import compare_with_ledger, preview_metadata, preview_records, read_ledger
-from sync_pipeline.writers.report import IN_TARGET, Action, Outcome, Report, amounts_markdown, exceptions_markdown
+from sync_pipeline.writers.report import (
+    IN_TARGET,
+    Action,
+    Outcome,
+    Report,
+    amounts_markdown,
+    exceptions_markdown,
+    plot_metadata,
+)
 
 NETSUITE_POOL = "netsuite_api"
 REQUIRED_FIELDS_CHECK = "required_fields"
@@ -341,6 +349,10 @@ def _currency_codes(fm: FieldMapping) -> dict[str, str]:
     return {c.netsuite_id: code for code, c in fm.currencies.items()}
 
 
+# What a writer's totals are called in the Plots tab (`stripe_invoiced_usd`, `netsuite_collected_eur`, ...).
+PLOTTED = {ns.INVOICE: "invoiced", ns.CUSTOMER_PAYMENT: "collected"}
+
+
 def compare_by_currency(
     stripe: Mapping[str, Decimal], netsuite: Mapping[str, Decimal], labels: tuple[str, str] = ("stripe", "netsuite")
 ) -> tuple[list[dict], list[dict]]:
@@ -377,6 +389,7 @@ def totals_check(
             ),
             "documents_in_stripe": len(stripe_amounts),
             "documents_in_netsuite": len(rows),
+            **plot_metadata(table, PLOTTED.get(record_type, record_type)),
         },
         description=", ".join(f"{t['currency']} off by {t['difference']}" for t in mismatched) or None,
     )

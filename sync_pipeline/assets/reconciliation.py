@@ -43,7 +43,7 @@ from sync_pipeline.mapping.money import to_precision
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, daily_check
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
-from sync_pipeline.writers.report import amounts_markdown
+from sync_pipeline.writers.report import amounts_markdown, plot_metadata
 
 BOOKS_CHECK = "books_match_stripe"
 CATEGORIES = (
@@ -277,18 +277,6 @@ def reconcile_day(
     expected = stripe_document_figures(invoice_trees, charge_trees, fm)
     expected += stripe_payout_figures(payouts, fm, deposits_of or {})
     return compare_books(expected, _netsuite_figures(client, expected, fm))
-
-
-def plot_metadata(summary: Sequence[Mapping]) -> dict:
-    """Per currency and category, Stripe's and NetSuite's totals and the difference as numbers, so the Plots tab
-    draws daily totals side by side (the exact amounts are the tables' Decimal text)."""
-    out = {}
-    for row in summary:
-        suffix = f"{row['category']}_{row['currency'].lower()}"
-        out[f"stripe_{suffix}"] = dg.MetadataValue.float(float(Decimal(row["stripe"])))
-        out[f"netsuite_{suffix}"] = dg.MetadataValue.float(float(Decimal(row["netsuite"])))
-        out[f"difference_{suffix}"] = dg.MetadataValue.float(float(Decimal(row["difference"])))
-    return out
 
 
 def _planned_deposit_ids(plan: pd.DataFrame) -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ import enum
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import dagster as dg
@@ -170,6 +171,22 @@ def exception_row(
     """The `sync_exceptions` row of an issue found while writing to `target`; with the record's Stripe amount
     (minor units) and currency when the writer knows them, so the worklist shows what is at stake."""
     return ExceptionRow(target=target, **issue.exception_fields(), currency=currency or None, amount_minor=amount_minor)
+
+
+def plot_metadata(
+    rows: Sequence[Mapping[str, Any]], name: str | None = None, columns: tuple[str, str] = ("stripe", "netsuite")
+) -> dict[str, dg.MetadataValue]:
+    """Per currency (and category, when `name` is None), Stripe's and NetSuite's totals and their difference as
+    numbers, `stripe_<name>_<cur>` / `netsuite_…` / `difference_…`, so Dagster's Plots tab draws the daily totals
+    side by side. The exact amounts stay in the tables as Decimal text; these are for the chart only."""
+    out: dict[str, dg.MetadataValue] = {}
+    for row in rows:
+        suffix = f"{name or row['category']}_{row['currency'].lower()}"
+        stripe, netsuite = Decimal(row[columns[0]]), Decimal(row[columns[1]])
+        out[f"stripe_{suffix}"] = dg.MetadataValue.float(float(stripe))
+        out[f"netsuite_{suffix}"] = dg.MetadataValue.float(float(netsuite))
+        out[f"difference_{suffix}"] = dg.MetadataValue.float(float(stripe - netsuite))
+    return out
 
 
 def amounts_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], empty: str) -> str:

@@ -66,6 +66,9 @@ def test_an_invoice_total_changed_in_netsuite_fails_totals_match_stripe(sandbox)
     assert totals.description == "USD off by -10.00"
     rows = [[cell.strip() for cell in row.split("|")] for row in totals.metadata["by_currency"].value.splitlines()]
     assert ["USD", "123.45", "133.45"] in [row[1:4] for row in rows]  # currency, Stripe, NetSuite
+    # The Plots tab draws both sides per day (numbers for the chart; the exact amounts are the table's text).
+    plotted = {k: v.value for k, v in totals.metadata.items() if k.endswith("_invoiced_usd")}
+    assert plotted == {"stripe_invoiced_usd": 123.45, "netsuite_invoiced_usd": 133.45, "difference_invoiced_usd": -10.0}
     # Nothing was duplicated: only the check that compares amounts goes red.
     assert checks(again)[("netsuite_invoices", "no_duplicate_external_ids")].passed
     assert again.success, "an after-sync check reports; it does not fail the run"
