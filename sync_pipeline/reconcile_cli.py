@@ -2,7 +2,9 @@
 
 Each day's Stripe objects are extracted as the pipeline extracts them (in memory: nothing is stored, nothing is
 written), NetSuite is read back by external id, and the figures per day, currency and category are printed with
-every document that differs. Exit status 1 when anything is off, 0 when the books agree, 2 on a usage problem.
+every document that differs; with Salesforce configured, every billed Closed-Won deal that differs too
+(opportunity vs Stripe vs NetSuite, and the written-back billing status). Exit status 1 when anything is off, 0
+when the books agree, 2 on a usage problem.
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ def _days(start: str, end: str | None) -> list[str] | str:
     if first < dt.date.fromisoformat(settings.start_date()):
         return f"--from {first} is before SYNC_START_DATE ({settings.start_date()}): nothing was synced before it"
     return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def reconcile_deals_now() -> list[dict]:
+    """The Salesforce leg, when Salesforce is configured: per billed Closed-Won deal, the difference rows of
+    opportunity vs Stripe vs NetSuite and the written-back status (`deal_reconciliation`'s comparison)."""
+    from sync_pipeline.assets.deal_reconciliation import reconcile_deals
+    from sync_pipeline.definitions import build_resources
+
+    everything = build_resources()
+    resources = {k: everything[k] for k in ("salesforce", "stripe", "netsuite", "field_mapping")}
+    with dg.build_resources(resources) as built:
+        comparison = reconcile_deals(
+            built.salesforce, built.stripe, built.netsuite.get_client(), built.field_mapping.load()
+        )
+    return comparison.rows
 
 
 def reconcile_days(days: Sequence[str]) -> list[tuple[str, list[dict], list[dict]]]:
@@ -129,9 +146,11 @@ def run_reconcile(args: argparse.Namespace, out: TextIO | None = None) -> int:
     currency = args.currency.upper() if args.currency else None
     results = [(day, _only(s, currency), _only(d, currency)) for day, s, d in reconcile_days(days)]
     off = sum(len(d) for _, _, d in results)
+    # The third leg, when Salesforce is configured: every billed deal (not only the range's days).
+    deals = _only(reconcile_deals_now(), currency) if settings.is_set("SALESFORCE_INSTANCE_URL") else None
     if args.format == "json":
         document = [{"day": day, "totals": s, "differences": d} for day, s, d in results]
-        json.dump({"days": document, "documents_differing": off}, out, indent=2)
+        json.dump({"days": document, "documents_differing": off, "deals_differing": deals}, out, indent=2)
         out.write("\n")
     elif args.format == "csv":
         print_csv(results, out)
@@ -139,4 +158,10 @@ def run_reconcile(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print_table(results, out)
         verdict = "the books agree with Stripe" if not off else f"{off} document(s) differ from Stripe"
         print(f"\n{len(results)} day(s) reconciled{' in ' + currency if currency else ''}: {verdict}", file=out)
-    return 1 if off else 0
+        if deals is not None:
+            from sync_pipeline.mapping.deal_reconciliation import COLUMNS
+            from sync_pipeline.writers.report import amounts_markdown
+
+            print("\nBilled Closed-Won deals, Salesforce against Stripe and NetSuite:", file=out)
+            print(amounts_markdown(deals, COLUMNS, "Every billed deal agrees."), file=out)
+    return 1 if off or deals else 0

@@ -8,11 +8,16 @@ naming the opportunity, the field and both amounts.
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import io
+import json
 from decimal import Decimal
 
 import pytest
 import requests
 
+from sync_pipeline.reconcile_cli import run_reconcile
 from sync_pipeline_tests.e2e import test_salesforce_flows as flows
 from sync_pipeline_tests.e2e.harness import step_failures
 from sync_pipeline_tests.e2e.test_salesforce_flows import World
@@ -131,6 +136,14 @@ def test_a_status_salesforce_no_longer_shows_is_a_difference(world):
         "Past Due",
         "Paid",
     )
+    # The same from a shell: `sync-pipeline reconcile` adds the deals when Salesforce is configured, exit 1.
+    out = io.StringIO()
+    day = dt.date.today().isoformat()
+    args = argparse.Namespace(start=day, end=day, currency=None, format="json")
+    assert run_reconcile(args, out) == 1
+    assert [(d["opportunity"], d["field"]) for d in json.loads(out.getvalue())["deals_differing"]] == [
+        (deal, "billing status")
+    ]
 
 
 def test_a_renewed_subscription_is_compared_with_the_first_invoice_that_billed_the_deal(world):
