@@ -71,6 +71,16 @@ print(json.dumps({"runs": out, "peak_rss_mib": resource.getrusage(resource.RUSAG
 """
 
 
+def run_child(script: str, args: list[str], env: dict) -> dict:
+    """Run a measuring script in a fresh Python process (its own peak memory); its last stdout line is JSON."""
+    child = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if child.returncode != 0:
+        raise SystemExit(child.stderr[-4000:])
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def run_partition(invoices: int, latency_ms: float, limit: int, runs: int) -> dict:
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(invoices), str(latency_ms), str(limit), DAY.isoformat()],
@@ -91,17 +101,7 @@ def run_partition(invoices: int, latency_ms: float, limit: int, runs: int) -> di
                 "SYNC_DATABASE_URL": f"sqlite:///{home}/ledger.sqlite",
                 "NETSUITE_CONCURRENCY": str(limit),
             }
-            child = subprocess.run(
-                [sys.executable, "-c", CHILD, DAY.isoformat(), str(runs)],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if child.returncode != 0:
-                raise SystemExit(child.stderr[-4000:])
-            return json.loads(child.stdout.strip().splitlines()[-1])
+            return run_child(CHILD, [DAY.isoformat(), str(runs)], env)
     finally:
         server.stdin.close()
         server.wait(timeout=30)

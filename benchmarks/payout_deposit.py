@@ -32,7 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import requests
-from netsuite_throughput import ROOT, SERVER
+from netsuite_throughput import ROOT, SERVER, run_child
 
 from sync_pipeline.mapping.money import to_decimal
 
@@ -167,17 +167,7 @@ def field_mapping_with(max_lines: int, directory: str) -> str:
 
 
 def run_day(day: dt.date, env: dict, measure_mapping: bool) -> dict:
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, day.isoformat(), "1" if measure_mapping else "0"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if child.returncode != 0:
-        raise SystemExit(child.stderr[-4000:])
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, [day.isoformat(), "1" if measure_mapping else "0"], env)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ its checks read NetSuite back and compare with Stripe's own figures:
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from decimal import Decimal
 
 import dagster as dg
@@ -24,16 +24,16 @@ from sync_pipeline.assets.netsuite import (
     NETSUITE_POOL,
     NO_DUPLICATES_CHECK,
     REQUIRED_FIELDS_CHECK,
-    VALID,
     _currency_codes,
     _fail_if_transient_failures,
     _sync_metadata,
     compare_by_currency,
     duplicates_check,
-    plan_frame,
+    plan_counts,
+    records_by_external_id,
     required_fields_check,
     run_sync_step,
-    suiteql_in,
+    validated_plan,
 )
 from sync_pipeline.assets.stripe import in_parallel, pack_tree, unpack_tree
 from sync_pipeline.mapping import cash
@@ -47,8 +47,6 @@ from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.resources.stripe import StripeResource
-from sync_pipeline.schemas.netsuite import validate_records
-from sync_pipeline.writers.netsuite import quarantine
 from sync_pipeline.writers.report import IN_TARGET, Action, amounts_markdown, plot_metadata
 
 DEPOSIT_CHECK = "deposit_matches_payout"
@@ -56,10 +54,9 @@ FEES_CHECK = "fees_match_stripe"
 UNDEPOSITED_CHECK = "undeposited_funds_cleared"
 # A failed payout's failure balance transaction says when the money came back.
 PAYOUT_EXPAND = ("data.failure_balance_transaction",)
+TOTAL_COLUMNS = "id, externalid, currency, foreigntotal"
 # The order deposits are written in: a payout's returning journal entry names the bank its deposit filled.
 CASH_ORDER = (cash.DEPOSIT, cash.JOURNAL_ENTRY)
-# Stripe's own fee transactions (Billing, Radar, Tax, currency conversion fees), besides the fees on charges.
-FEE_TRANSACTION_TYPES = ("stripe_fee", "tax_fee", "stripe_fx_fee")
 
 PAYOUT_COLUMNS = ["id", "currency", "amount_minor", "status", "arrival_date", "automatic", "failure_code", "tree"]
 TRANSACTION_COLUMNS = [
@@ -236,35 +233,15 @@ def netsuite_deposit_plan(
 ):
     fm = field_mapping.load()
     mapped = map_payouts(stripe_payouts, stripe_balance_transactions, fm)
-    outcome = validate_records(mapped.records, fm)
-    issues = [*mapped.issues, *outcome.issues]
-    quarantine(issues, ledger.get_ledger(), context.partition_key, context.run.run_id)
-    plan = plan_frame(outcome.valid, issues, mapped.skips)
-    counts = plan.groupby(["record_type", "status"]).size()
-    yield dg.Output(
-        plan,
-        metadata={
-            "to_write": dg.MetadataValue.json({t: int(counts.get((t, VALID), 0)) for t in CASH_ORDER}),
-            "quarantined": len(issues),
-            "skipped": len(mapped.skips),
-        },
-    )
+    plan, _, issues = validated_plan(context, mapped, fm, ledger)
+    yield dg.Output(plan, metadata=plan_counts(plan, CASH_ORDER, issues, mapped.skips))
     yield required_fields_check(plan, fm, CASH_ORDER)
 
 
 # -- write and check ---------------------------------------------------------------------------------------
 
 
-def _deposit_rows(client: NetSuiteClient, external_ids: Sequence[str], record_type: str = "Deposit") -> list[dict]:
-    return suiteql_in(
-        client,
-        f"SELECT id, externalid, currency, foreigntotal FROM transaction WHERE type = '{record_type}' "
-        "AND externalid IN ({values})",
-        list(external_ids),
-    )
-
-
-def _planned_deposits(plan: pd.DataFrame) -> dict[str, list[str]]:
+def planned_deposits(plan: pd.DataFrame) -> dict[str, list[str]]:
     """payout id -> the external ids of its deposits (held-back ones included: they are missing in NetSuite)."""
     deposits = plan[plan["record_type"] == cash.DEPOSIT]
     out: dict[str, list[str]] = defaultdict(list)
@@ -278,15 +255,17 @@ def deposit_check(
     client: NetSuiteClient, fm: FieldMapping, plan: pd.DataFrame, payouts: pd.DataFrame
 ) -> dg.AssetCheckResult:
     """Per payout: NetSuite's deposit total (all parts) equals the payout, read back by SuiteQL."""
-    planned = _planned_deposits(plan)
-    rows = _deposit_rows(client, [e for eids in planned.values() for e in eids])
+    planned = planned_deposits(plan)
+    rows = records_by_external_id(client, cash.DEPOSIT, [e for eids in planned.values() for e in eids], TOTAL_COLUMNS)
     total_by_eid = {str(r["externalid"]): Decimal(str(r.get("foreigntotal") or "0")) for r in rows}
     returned_payouts = [
         row.id for row in payouts.itertuples(index=False) if row.status in cash.RETURNED_STATUSES and row.id in planned
     ]
     journals = {
         str(r["externalid"]): Decimal(str(r.get("foreigntotal") or "0"))
-        for r in _deposit_rows(client, [returned_payout_external_id(p) for p in returned_payouts], "Journal")
+        for r in records_by_external_id(
+            client, cash.JOURNAL_ENTRY, [returned_payout_external_id(p) for p in returned_payouts], TOTAL_COLUMNS
+        )
     }
     table, off = [], []
     for row in payouts.itertuples(index=False):
@@ -335,7 +314,7 @@ def deposit_check(
 def _deposit_records(client: NetSuiteClient, eids: Iterable[str]) -> dict[str, dict]:
     """The deposits with their sublists (record reads: SuiteQL does not say which payments a deposit holds)."""
     eids = list(eids)
-    found = {str(r["externalid"]) for r in _deposit_rows(client, eids)}
+    found = {str(r["externalid"]) for r in records_by_external_id(client, cash.DEPOSIT, eids)}
     return dict(
         zip(
             sorted(found),
@@ -350,9 +329,9 @@ def _sublist(record: dict, name: str) -> list[dict]:
     return list(value.get("items") or []) if isinstance(value, dict) else []
 
 
-def _fee_accounts(fm: FieldMapping) -> set[str]:
+def fee_accounts(fm: FieldMapping) -> set[str]:
     accounts = {fm.accounts.stripe_fees, fm.accounts.dispute_fees, *fm.payouts.fee_accounts.values()}
-    accounts |= {fm.payouts.balance_transactions.get(t) for t in FEE_TRANSACTION_TYPES}
+    accounts |= {fm.payouts.balance_transactions.get(t) for t in cash.FEE_TRANSACTION_TYPES}
     return {a for a in accounts if a}
 
 
@@ -360,11 +339,8 @@ def _stripe_fees(transactions: pd.DataFrame, payout_ids: set[str]) -> dict[str, 
     """Per currency, Stripe's fees in the payouts: fees on transactions plus Stripe's own fee transactions."""
     fees: dict[str, int] = defaultdict(int)
     for row in transactions.itertuples(index=False):
-        if row.payout_id not in payout_ids or row.type == cash.PAYOUT_TYPE:
-            continue
-        fees[row.currency] += int(row.fee_minor)
-        if row.type in FEE_TRANSACTION_TYPES:
-            fees[row.currency] -= int(row.amount_minor)
+        if row.payout_id in payout_ids:
+            fees[row.currency] += cash.stripe_fees_minor(row.type, int(row.fee_minor), int(row.amount_minor))
     return fees
 
 
@@ -372,7 +348,7 @@ def fees_check(
     fm: FieldMapping, transactions: pd.DataFrame, deposits: dict[str, dict], payout_ids: set[str]
 ) -> dg.AssetCheckResult:
     """Per currency: the net of the deposits' lines on fee accounts (cash back less other) equals Stripe's fees."""
-    accounts = _fee_accounts(fm)
+    accounts = fee_accounts(fm)
     codes = _currency_codes(fm)
     booked: dict[str, Decimal] = defaultdict(Decimal)
     for record in deposits.values():
@@ -405,7 +381,7 @@ def undeposited_check(
     client: NetSuiteClient, transactions: pd.DataFrame, deposits: dict[str, dict], plan: pd.DataFrame
 ) -> dg.AssetCheckResult:
     """Every customer payment of money a deposited payout carried is a payment line of that payout's deposit."""
-    planned = _planned_deposits(plan)
+    planned = planned_deposits(plan)
     expected: dict[str, str] = {}  # payment external id -> payout
     for row in transactions.itertuples(index=False):
         if row.payout_id not in planned or not row.source_id:
@@ -414,11 +390,7 @@ def undeposited_check(
             expected[netsuite_external_id(row.source_id)] = row.payout_id
         elif row.type == "adjustment" and row.reporting_category == "dispute_reversal":
             expected[cash.dispute_reinstated_external_id(row.source_id)] = row.payout_id
-    payments = suiteql_in(
-        client,
-        "SELECT id, externalid FROM transaction WHERE type = 'CustPymt' AND externalid IN ({values})",
-        sorted(expected),
-    )
+    payments = records_by_external_id(client, ns.CUSTOMER_PAYMENT, sorted(expected))
     payment_ids = {str(r["externalid"]): str(r["id"]) for r in payments}
     deposited: dict[str, str] = {}  # payment internal id -> deposit external id
     for eid, record in deposits.items():
@@ -505,7 +477,7 @@ def netsuite_deposits(
     yield duplicates_check(client, cash.DEPOSIT, outcomes[outcomes["record_type"] == cash.DEPOSIT])
     fm = field_mapping.load()
     yield deposit_check(client, fm, netsuite_deposit_plan, stripe_payouts)
-    planned = _planned_deposits(netsuite_deposit_plan)
+    planned = planned_deposits(netsuite_deposit_plan)
     deposits = _deposit_records(client, [e for eids in planned.values() for e in eids])
     yield fees_check(fm, stripe_balance_transactions, deposits, set(planned))
     yield undeposited_check(client, stripe_balance_transactions, deposits, netsuite_deposit_plan)

@@ -17,7 +17,7 @@ import pandas as pd
 import stripe as stripe_sdk
 
 from sync_pipeline.assets import salesforce as salesforce_assets
-from sync_pipeline.assets.netsuite import _suiteql_rows
+from sync_pipeline.assets.netsuite import records_by_external_id
 from sync_pipeline.mapping import deal_reconciliation as deals
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping import salesforce_writeback as writeback
@@ -103,7 +103,7 @@ def netsuite_invoices(
     if not by_external:
         return {}
     # The same SuiteQL read of transactions by external id as the NetSuite writers' duplicate check.
-    rows = _suiteql_rows(client, ns.INVOICE, sorted(by_external), "id, externalid, foreigntotal, currency")
+    rows = records_by_external_id(client, ns.INVOICE, sorted(by_external), "id, externalid, foreigntotal, currency")
     codes = {str(c.netsuite_id): code for code, c in fm.currencies.items()}
     return {
         by_external[str(row["externalid"])]: deals.NetSuiteInvoice(

@@ -207,6 +207,27 @@ def records_from_plan(plan: pd.DataFrame, record_type: str) -> list[ns.NetSuiteR
     ]
 
 
+def validated_plan(
+    context: dg.AssetExecutionContext, mapped: ns.MappingResult, fm: FieldMapping, ledger: LedgerResource
+) -> tuple[pd.DataFrame, list[ns.NetSuiteRecord], list[SyncIssue]]:
+    """The plan of a partition's mapped records: validated, every problem booked in sync_exceptions with its fix,
+    as (plan frame, the records to write, the issues)."""
+    outcome = validate_records(mapped.records, fm)
+    issues = [*mapped.issues, *outcome.issues]
+    quarantine(issues, ledger.get_ledger(), context.partition_key, context.run.run_id)
+    return plan_frame(outcome.valid, issues, mapped.skips), outcome.valid, issues
+
+
+def plan_counts(plan: pd.DataFrame, order: Sequence[str], issues: Sequence, skips: Sequence) -> dict:
+    """A plan's materialization counts: records to write per type (in write order), held back, skipped."""
+    counts = plan.groupby(["record_type", "status"]).size()
+    return {
+        "to_write": dg.MetadataValue.json({t: int(counts.get((t, VALID), 0)) for t in order}),
+        "quarantined": len(issues),
+        "skipped": len(skips),
+    }
+
+
 def required_fields_check(
     plan: pd.DataFrame, fm: FieldMapping, order: Sequence[str] = SYNC_ORDER
 ) -> dg.AssetCheckResult:
@@ -266,15 +287,9 @@ def netsuite_sync_plan(
 ):
     fm = field_mapping.load()
     mapped = map_partition(read_trees(stripe_invoices), read_trees(stripe_charges), fm)
-    outcome = validate_records(mapped.records, fm)
-    issues = [*mapped.issues, *outcome.issues]
-    quarantine(issues, ledger.get_ledger(), context.partition_key, context.run.run_id)
-    plan = plan_frame(outcome.valid, issues, mapped.skips)
-    counts = plan.groupby(["record_type", "status"]).size()
+    plan, valid, issues = validated_plan(context, mapped, fm, ledger)
     metadata = {
-        "to_write": dg.MetadataValue.json({t: int(counts.get((t, VALID), 0)) for t in SYNC_ORDER}),
-        "quarantined": len(issues),
-        "skipped": len(mapped.skips),
+        **plan_counts(plan, SYNC_ORDER, issues, mapped.skips),
         "skipped_reasons": dg.MetadataValue.json(
             {k: int(v) for k, v in pd.Series([s.reason.split(":")[0] for s in mapped.skips]).value_counts().items()}
         ),
@@ -282,10 +297,10 @@ def netsuite_sync_plan(
     metadata.update(rounding_residue_metadata(plan))
     # What the writers would do with each record, from the ledger alone (no NetSuite read): the field differences
     # of each update are `sync-pipeline plan --partition D`'s.
-    known, internal_ids = read_ledger(ledger.get_ledger(), outcome.valid)
-    preview = preview_records(compare_with_ledger(outcome.valid, known, internal_ids), issues)
+    known, internal_ids = read_ledger(ledger.get_ledger(), valid)
+    preview = preview_records(compare_with_ledger(valid, known, internal_ids), issues)
     metadata.update(preview_metadata(preview, context.partition_key))
-    del mapped, outcome, issues, preview  # the check below re-reads the write set from the plan: hold one copy, not two
+    del mapped, valid, issues, preview  # the check below re-reads the write set from the plan: hold one copy, not two
     yield dg.Output(plan, metadata=metadata)
     yield required_fields_check(plan, fm)
 
@@ -308,9 +323,10 @@ def suiteql_in(client: NetSuiteClient, query: str, values: Sequence[str], quote:
     return [row for rows in in_parallel(run, chunks, threads=max(1, client.concurrency)) for row in rows]
 
 
-def _suiteql_rows(
+def records_by_external_id(
     client: NetSuiteClient, record_type: str, external_ids: Sequence[str], columns: str = "id, externalid"
 ) -> list[dict]:
+    """SuiteQL rows (`columns`) of the records of `record_type` with these external ids, read back from NetSuite."""
     if record_type == ns.CUSTOMER:
         query = f"SELECT {columns} FROM customer WHERE externalid IN ({{values}})"
     else:
@@ -325,7 +341,7 @@ def duplicates_check(client: NetSuiteClient, record_type: str, outcomes: pd.Data
     """Each external id the partition wrote is in NetSuite exactly once (SuiteQL)."""
     in_netsuite = outcomes[outcomes["action"].isin(IN_TARGET)]
     expected = list(in_netsuite["external_id"])
-    rows = _suiteql_rows(client, record_type, expected)
+    rows = records_by_external_id(client, record_type, expected)
     seen: dict[str, int] = defaultdict(int)
     for row in rows:
         seen[str(row.get("externalid"))] += 1
@@ -371,7 +387,7 @@ def totals_check(
     stripe_totals: dict[str, Decimal] = defaultdict(Decimal)
     for currency, amount_minor in stripe_amounts.values():
         stripe_totals[currency] += to_decimal(amount_minor, currency)
-    rows = _suiteql_rows(client, record_type, list(stripe_amounts), "id, externalid, currency, foreigntotal")
+    rows = records_by_external_id(client, record_type, list(stripe_amounts), "id, externalid, currency, foreigntotal")
     codes = _currency_codes(fm)
     netsuite_totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:

@@ -24,7 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline import exact_json
-from sync_pipeline.assets.netsuite import _currency_codes, _suiteql_rows, suiteql_in
+from sync_pipeline.assets.netsuite import _currency_codes, records_by_external_id, suiteql_in
 from sync_pipeline.assets.stripe import in_parallel, read_trees
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import (
@@ -472,13 +472,13 @@ def receivables_reconciliation(
     for record_type in (ns.INVOICE, ns.CREDIT_MEMO):
         eids = [d.external_id for d in expected if d.record_type == record_type]
         if eids:
-            rows += _suiteql_rows(
+            rows += records_by_external_id(
                 client, record_type, eids, "id, externalid, currency, foreigntotal, foreignamountremaining"
             )
     differences = compare_documents(expected, rows, codes)
     collected, charge_ids, out_of_band_ids = stripe_collected(invoice_trees, charge_trees, fm)
     payment_rows = (
-        _suiteql_rows(
+        records_by_external_id(
             client, ns.CUSTOMER_PAYMENT, charge_ids + out_of_band_ids, "id, externalid, currency, foreigntotal, account"
         )
         if charge_ids or out_of_band_ids
@@ -486,9 +486,9 @@ def receivables_reconciliation(
     )
     undeposited = undeposited_funds(payment_rows, codes, fm.accounts.payments)
     net = expected_net_lines(invoice_trees, charge_trees, fm)
-    net_documents = _suiteql_rows(client, ns.INVOICE, net.invoice_ids, "id, externalid, currency") + _suiteql_rows(
-        client, ns.CREDIT_MEMO, net.credit_ids, "id, externalid, currency"
-    )
+    net_documents = records_by_external_id(
+        client, ns.INVOICE, net.invoice_ids, "id, externalid, currency"
+    ) + records_by_external_id(client, ns.CREDIT_MEMO, net.credit_ids, "id, externalid, currency")
     net_lines = suiteql_in(
         client,
         "SELECT transaction, item, foreignamount, mainline FROM transactionline "

@@ -27,8 +27,8 @@ from decimal import Decimal
 import dagster as dg
 import pandas as pd
 
-from sync_pipeline.assets.cash import FEE_TRANSACTION_TYPES, _fee_accounts, payout_trees
-from sync_pipeline.assets.netsuite import TRANSACTION_TYPES, suiteql_in
+from sync_pipeline.assets.cash import fee_accounts, payout_trees, planned_deposits
+from sync_pipeline.assets.netsuite import records_by_external_id, suiteql_in
 from sync_pipeline.assets.stripe import read_trees
 from sync_pipeline.mapping import cash
 from sync_pipeline.mapping import netsuite as ns
@@ -173,9 +173,7 @@ def stripe_payout_figures(
         eids = tuple(deposits_of.get(payout["id"]) or (deposit_external_id(payout["id"]),))
         out.append(Expected("paid_out", cash.DEPOSIT, eids, code, _amount(payout.get("amount") or 0, code, fm)))
         fees = sum(
-            int(t.get("fee") or 0) - (int(t.get("amount") or 0) if t.get("type") in FEE_TRANSACTION_TYPES else 0)
-            for t in txns
-            if t.get("type") != cash.PAYOUT_TYPE
+            cash.stripe_fees_minor(t.get("type"), int(t.get("fee") or 0), int(t.get("amount") or 0)) for t in txns
         )
         out.append(Expected("fees", cash.DEPOSIT, eids, code, _amount(fees, code, fm), "fees"))
     return out
@@ -188,11 +186,8 @@ def _netsuite_figures(client: NetSuiteClient, expected: Sequence[Expected], fm: 
     for figure in expected:
         by_type[figure.record_type].update(figure.external_ids)
     for record_type, eids in by_type.items():
-        rows = suiteql_in(
-            client,
-            "SELECT id, externalid, foreigntotal, foreignamountremaining FROM transaction "
-            f"WHERE type = '{TRANSACTION_TYPES[record_type]}' AND externalid IN ({{values}})",
-            sorted(eids),
+        rows = records_by_external_id(
+            client, record_type, sorted(eids), "id, externalid, foreigntotal, foreignamountremaining"
         )
         for row in rows:
             held[(record_type, str(row["externalid"]))] = {
@@ -202,7 +197,7 @@ def _netsuite_figures(client: NetSuiteClient, expected: Sequence[Expected], fm: 
             }
     deposits = {v["id"]: k for k, v in held.items() if k[0] == cash.DEPOSIT}
     if deposits:
-        accounts = _fee_accounts(fm)
+        accounts = fee_accounts(fm)
         lines = suiteql_in(
             client,
             "SELECT transaction, expenseaccount, foreignamount, mainline FROM transactionline "
@@ -279,14 +274,6 @@ def reconcile_day(
     return compare_books(expected, _netsuite_figures(client, expected, fm))
 
 
-def _planned_deposit_ids(plan: pd.DataFrame) -> dict[str, list[str]]:
-    deposits = plan[plan["record_type"] == cash.DEPOSIT]
-    out: dict[str, list[str]] = defaultdict(list)
-    for row in deposits.itertuples(index=False):
-        out[row.source_id].append(row.external_id)
-    return out
-
-
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
@@ -319,7 +306,7 @@ def reconciliation(
         read_trees(stripe_invoices),
         read_trees(stripe_charges),
         payout_trees(stripe_payouts, stripe_balance_transactions),
-        _planned_deposit_ids(netsuite_deposit_plan),
+        planned_deposits(netsuite_deposit_plan),
     )
     frame = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
     table = amounts_markdown(summary, SUMMARY_COLUMNS, "Nothing happened this day.")

@@ -93,6 +93,18 @@ class PayoutPlan:
     fee_transactions: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
 
 
+# Stripe's own fee transactions (Billing, Radar, Tax on fees, currency conversion fees), besides the fees on charges.
+FEE_TRANSACTION_TYPES = ("stripe_fee", "tax_fee", "stripe_fx_fee")
+
+
+def stripe_fees_minor(txn_type: object, fee: int, amount: int) -> int:
+    """What one balance transaction of a payout costs in Stripe fees: its own fee, and the whole of a fee
+    transaction (negative: money Stripe took); nothing for the payout's own transaction."""
+    if txn_type == PAYOUT_TYPE:
+        return 0
+    return fee - (amount if txn_type in FEE_TRANSACTION_TYPES else 0)
+
+
 def fee_type_of(txn: Mapping, detail: Mapping) -> str:
     """The fee type a `fee_details` entry books under: a dispute's fee is a `dispute_fee` whatever Stripe calls it."""
     if txn.get("reporting_category") in DISPUTE_CATEGORIES or id_of(txn.get("source") or "").startswith(("dp_", "du_")):
