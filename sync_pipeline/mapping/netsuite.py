@@ -1737,55 +1737,66 @@ def map_dispute(
     label = f"Stripe dispute {dispute_id} ({dispute.get('reason') or 'chargeback'}) of charge {charge_id}"
     line = _Line(item_id, amount, f"Chargeback: {label}", 1)
     withdrawn_on = _utc_date(withdrawn.get("created")) or _utc_date(dispute.get("created"))
-    credit_memo = _applied_credit_memo(
-        dispute, memo_eid, money, party, fm, [line], withdrawn_on, f"{label}: funds withdrawn", None, None
+    taken = f"{label}: funds withdrawn"
+    credit_memo = _applied_credit_memo(dispute, memo_eid, money, party, fm, [line], withdrawn_on, taken, None, None)
+    money_out = _settling(
+        CUSTOMER_REFUND, refund_eid, dispute, (CREDIT_MEMO, memo_eid), amount, money, party, fm, withdrawn_on, taken
     )
-    refund_body = _header(money, "customer", party, withdrawn_on, f"{label}: funds withdrawn")
-    refund_body["apply"] = {"items": [{"doc": {"externalId": memo_eid}, "apply": True, "amount": money.amount(amount)}]}
-    result = MappingResult(records=[credit_memo])
-    result.records.append(
-        _record(
-            CUSTOMER_REFUND,
-            refund_eid,
-            refund_body,
-            dispute_id,
-            fm,
-            party=party,
-            depends_on=((CREDIT_MEMO, memo_eid),),
-            amount_minor=amount,
-            currency=money.code,
-            fallbacks={"account": _account_ref(fm.accounts.refunds)},
-        )
-    )
+    result = MappingResult(records=[credit_memo, money_out])
     reinstated = dispute_movement(dispute, DISPUTE_REINSTATED)
     if reinstated is None:
         return result
     reinstated_on = _utc_date(reinstated.get("created"))
-    invoice = _reversal_invoice(
-        credit_memo, [line], money, party, fm, dispute, reinstated_on, f"{label}: funds reinstated (dispute won)"
-    )
+    won = f"{label}: funds reinstated (dispute won)"
+    invoice = _reversal_invoice(credit_memo, [line], money, party, fm, dispute, reinstated_on, won)
     payment_eid = dispute_reinstated_external_id(dispute_id)
-    body = _header(money, "customer", party, reinstated_on, f"{label}: funds reinstated (dispute won)")
-    body["payment"] = money.amount(amount)
-    body["apply"] = {
-        "items": [{"doc": {"externalId": invoice.external_id}, "apply": True, "amount": money.amount(amount)}]
-    }
-    result.records.append(invoice)
-    result.records.append(
-        _record(
-            CUSTOMER_PAYMENT,
-            payment_eid,
-            body,
-            dispute_id,
-            fm,
-            party=party,
-            depends_on=((INVOICE, invoice.external_id),),
-            amount_minor=amount,
-            currency=money.code,
-            fallbacks={"account": _account_ref(fm.accounts.payments)},
-        )
+    money_in = _settling(
+        CUSTOMER_PAYMENT,
+        payment_eid,
+        dispute,
+        (INVOICE, invoice.external_id),
+        amount,
+        money,
+        party,
+        fm,
+        reinstated_on,
+        won,
     )
+    result.records.extend([invoice, money_in])
     return result
+
+
+def _settling(
+    record_type: str,
+    external_id: str,
+    source: Mapping,
+    applies_to: tuple[str, str],
+    amount: int,
+    money: _Money,
+    party: CustomerRef,
+    fm: FieldMapping,
+    tran_date: str | None,
+    memo: str,
+) -> NetSuiteRecord:
+    """The money of a dispute moving: a customer refund paying out a credit memo (funds withdrawn, from
+    `accounts.refunds`) or a customer payment paying an invoice (funds reinstated, into Undeposited Funds), in full."""
+    body = _header(money, "customer", party, tran_date, memo)
+    if record_type == CUSTOMER_PAYMENT:
+        body["payment"] = money.amount(amount)
+    body["apply"] = {"items": [{"doc": {"externalId": applies_to[1]}, "apply": True, "amount": money.amount(amount)}]}
+    account = fm.accounts.payments if record_type == CUSTOMER_PAYMENT else fm.accounts.refunds
+    return _record(
+        record_type,
+        external_id,
+        body,
+        source["id"],
+        fm,
+        party=party,
+        depends_on=(applies_to,),
+        amount_minor=amount,
+        currency=money.code,
+        fallbacks={"account": _account_ref(account)},
+    )
 
 
 # -- the customer balance ---------------------------------------------------------------------------------
