@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -53,7 +54,15 @@ PERMISSION_CODES = frozenset({"INSUFFICIENT_PERMISSION"})
 CREDENTIAL_VARIABLES = {
     "oauth1-tba": "NETSUITE_ACCOUNT_ID, NETSUITE_CONSUMER_KEY, NETSUITE_CONSUMER_SECRET, NETSUITE_TOKEN_ID and "
     "NETSUITE_TOKEN_SECRET",
-    "oauth2-m2m": "NETSUITE_ACCOUNT_ID, NETSUITE_CLIENT_ID, NETSUITE_CERTIFICATE_ID and NETSUITE_PRIVATE_KEY",
+    "oauth2-m2m": "NETSUITE_ACCOUNT_ID, NETSUITE_CLIENT_ID, NETSUITE_CERTIFICATE_ID and NETSUITE_PRIVATE_KEY "
+    "(or NETSUITE_PRIVATE_KEY_FILE)",
+}
+# What else to check when the credentials are refused, per method.
+CREDENTIAL_CHECKS = {
+    "oauth1-tba": "that the token is active and that its role has Web Services access",
+    "oauth2-m2m": "that the private key is the one of the certificate uploaded under NETSUITE_CERTIFICATE_ID in "
+    "Setup > Integration > Manage Authentication > OAuth 2.0 Client Credentials (M2M) Setup, that the mapping is "
+    "active and not expired, and that its role has REST Web Services and Log in using OAuth 2.0 Access Tokens",
 }
 ROLE_OF_CREDENTIALS = {
     "oauth1-tba": "the role of the access token (NETSUITE_TOKEN_ID)",
@@ -120,6 +129,8 @@ class NetSuiteError(Exception):
         self.body = body
         self.request = request
         self.retry_after = retry_after
+        # Set on the first 401 of a request sent with an OAuth 2.0 bearer token: retried once with a new token.
+        self.refetch_token = False
         super().__init__(status, code, detail, path)
 
     @property
@@ -156,6 +167,9 @@ class NetSuiteError(Exception):
             if isinstance(details, list) and details and isinstance(details[0], Mapping):
                 first = details[0]
             title = body.get("title")
+            if not first and isinstance(body.get("error"), str):
+                # The OAuth 2.0 token endpoint answers in RFC 6749's shape: {"error", "error_description"}.
+                first = {"o:errorCode": body["error"], "detail": body.get("error_description") or body["error"]}
         detail = first.get("detail") or title or (body if isinstance(body, str) else "") or response.reason or ""
         return cls(
             response.status_code,
@@ -188,7 +202,14 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def _retry_after(error: BaseException) -> float | None:
-    return error.retry_after if isinstance(error, NetSuiteError) else None
+    if isinstance(error, NetSuiteError):
+        # A refused bearer token is replaced at once: there is nothing to wait for.
+        return 0.0 if error.refetch_token else error.retry_after
+    return None
+
+
+def _retryable_or_token_refetch(error: BaseException) -> bool:
+    return is_retryable(error) or (isinstance(error, NetSuiteError) and error.refetch_token)
 
 
 def access_denied(error: NetSuiteError, auth_method: str) -> AccessDenied | None:
@@ -201,8 +222,8 @@ def access_denied(error: NetSuiteError, auth_method: str) -> AccessDenied | None
         return AccessDenied(
             "netsuite",
             (
-                f"NetSuite refused the credentials ({said}): check {CREDENTIAL_VARIABLES[auth_method]}, that the "
-                "token is active and that its role has Web Services access (NetSuite's Login Audit Trail says why)"
+                f"NetSuite refused the credentials ({said}): check {CREDENTIAL_VARIABLES[auth_method]}, "
+                f"{CREDENTIAL_CHECKS[auth_method]} (NetSuite's Login Audit Trail says why)"
             ),
         )
     if error.status == 403 or error.codes & PERMISSION_CODES:
@@ -231,7 +252,8 @@ class OAuth1Credentials:
 class OAuth2M2MCredentials:
     """OAuth 2.0 client credentials (machine to machine), TBA's successor from 2027.1.
 
-    `private_key_pem` is the key of the certificate uploaded to NetSuite (RSA -> PS256, EC -> ES256).
+    `private_key_pem` is the key of the certificate uploaded to NetSuite (RSA -> PS256, EC -> ES256/384/512 by
+    curve; NetSuite refuses RS256).
     """
 
     client_id: str = field(repr=False)
@@ -294,6 +316,12 @@ class _OAuth2BearerAuth(requests.auth.AuthBase):
         request.headers["Authorization"] = f"Bearer {self.token()}"
         return request
 
+    def forget(self, authorization: str | None) -> None:
+        """Drop the cached token NetSuite just refused (unless another thread has already replaced it)."""
+        with self._lock:
+            if self._token is not None and authorization == f"Bearer {self._token}":
+                self._token = None
+
     def token(self) -> str:
         with self._lock:
             if self._token is None or time.time() >= self._refresh_at:
@@ -328,7 +356,9 @@ class _OAuth2BearerAuth(requests.auth.AuthBase):
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         key = load_pem_private_key(self._credentials.private_key_pem.encode(), password=None)
-        algorithm = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "PS256"
+        algorithm = (
+            _EC_ALGORITHMS.get(key.curve.name, "ES256") if isinstance(key, ec.EllipticCurvePrivateKey) else "PS256"
+        )
         now = int(time.time())
         claims = {
             "iss": self._credentials.client_id,
@@ -338,6 +368,10 @@ class _OAuth2BearerAuth(requests.auth.AuthBase):
             "exp": now + OAUTH2_ASSERTION_LIFETIME_SECONDS,
         }
         return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": self._credentials.certificate_id})
+
+
+# ECDSA's JWT algorithm is fixed by the key's curve (RFC 7518 3.4).
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 class NetSuiteClient:
@@ -371,10 +405,12 @@ class NetSuiteClient:
         adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(concurrency, 10), max_retries=0)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
+        self._bearer: _OAuth2BearerAuth | None = None
         if oauth2 is not None:
             self.auth_method = "oauth2-m2m"
             token_url = self.base_url + OAUTH2_TOKEN_PATH
-            self._session.auth = _OAuth2BearerAuth(oauth2, token_url, timeout_seconds, retry_policy)
+            self._bearer = _OAuth2BearerAuth(oauth2, token_url, timeout_seconds, retry_policy)
+            self._session.auth = self._bearer
         else:
             assert oauth1 is not None
             self.auth_method = "oauth1-tba"
@@ -491,16 +527,24 @@ class NetSuiteClient:
             request_headers["Content-Type"] = "application/json"
         counts_as_write = method in _WRITE_METHODS if is_write is None else is_write
         attempts = 0
+        token_refetched = False
 
         def attempt() -> requests.Response:
-            nonlocal attempts
+            nonlocal attempts, token_refetched
             attempts += 1
-            return self._send_once(method, path, params, data, request_headers, counts_as_write)
+            try:
+                return self._send_once(method, path, params, data, request_headers, counts_as_write)
+            except NetSuiteError as error:
+                # A bearer token can end before its announced expiry (revoked mapping, clock skew): fetch a new
+                # one and try once more, at once. A second 401 is the credentials' fault and stops the step.
+                if error.status == 401 and self._bearer is not None and not token_refetched:
+                    token_refetched = error.refetch_token = True
+                raise
 
         try:
             return call_with_retry(
                 attempt,
-                is_retryable,
+                _retryable_or_token_refetch,
                 retry_after=_retry_after,
                 policy=self._retry_policy,
                 on_retry=self._count_retry,
@@ -534,6 +578,7 @@ class NetSuiteClient:
             requests.Request(method, self.base_url + path, params=params, data=data, headers=headers)
         )
         send_settings = self._session.merge_environment_settings(prepared.url, {}, None, None, None)
+        authorization = prepared.headers.get("Authorization")
         with self._limiter.slot():
             if self._denied is not None:
                 # Refused once, refused always: requests queued behind the first refusal are not sent.
@@ -545,6 +590,8 @@ class NetSuiteClient:
             # mid-body fails here, as part of this attempt.
             response = self._session.send(prepared, timeout=(min(10.0, self._timeout), self._timeout), **send_settings)
         if response.status_code >= 400:
+            if response.status_code == 401 and self._bearer is not None:
+                self._bearer.forget(authorization)
             raise NetSuiteError.from_response(response, f"{method} {path}")
         return response
 
@@ -572,10 +619,10 @@ def _internal_id_from_location(location: str | None) -> str | None:
 class NetSuiteResource(dg.ConfigurableResource):
     """NetSuite SuiteTalk REST, authenticated with TBA (OAuth 1.0a) or OAuth 2.0 M2M.
 
-    Wire each field with `dg.EnvVar("NETSUITE_...")`. Set either the four TBA fields or the three
-    `oauth2_*` fields (M2M wins when both are complete). `concurrency` is the account's
-    governance limit; `get_client()` returns one client per resource instance (per step), so all
-    threads of a step share that limit.
+    Wire each field with `dg.EnvVar("NETSUITE_...")`. Set either the four TBA fields or the M2M fields
+    (client id, certificate id, and the private key as PEM or a file); M2M wins when both are complete.
+    `concurrency` is the account's governance limit; `get_client()` returns one client per resource
+    instance (per step), so all threads of a step share that limit.
     """
 
     account_id: str = Field(description="NetSuite account id, e.g. 123456 or 123456_SB1")
@@ -586,6 +633,9 @@ class NetSuiteResource(dg.ConfigurableResource):
     oauth2_client_id: str | None = Field(default=None, repr=False, description="M2M integration client id")
     oauth2_certificate_id: str | None = Field(default=None, description="M2M certificate id (JWT kid)")
     oauth2_private_key: str | None = Field(default=None, repr=False, description="M2M private key, PEM")
+    oauth2_private_key_file: str | None = Field(
+        default=None, description="path of the M2M private key (PEM), instead of oauth2_private_key"
+    )
     base_url: str | None = Field(default=None, description="override of https://<account>.suitetalk.api.netsuite.com")
     concurrency: int = Field(default=5, description="the account's concurrent-request limit")
     timeout_seconds: float = Field(default=120.0, description="per-request timeout")
@@ -606,8 +656,10 @@ class NetSuiteResource(dg.ConfigurableResource):
                 oauth1, oauth2 = self._oauth1(), self._oauth2()
                 if oauth1 is None and oauth2 is None:
                     raise ValueError(
-                        "NetSuite credentials are incomplete: set NETSUITE_CONSUMER_KEY, NETSUITE_CONSUMER_SECRET,"
-                        " NETSUITE_TOKEN_ID and NETSUITE_TOKEN_SECRET (or the three OAuth 2.0 M2M settings)"
+                        "NetSuite credentials are incomplete: set NETSUITE_CLIENT_ID, NETSUITE_CERTIFICATE_ID and"
+                        " NETSUITE_PRIVATE_KEY or NETSUITE_PRIVATE_KEY_FILE (OAuth 2.0 M2M), or NETSUITE_CONSUMER_KEY,"
+                        " NETSUITE_CONSUMER_SECRET, NETSUITE_TOKEN_ID and NETSUITE_TOKEN_SECRET (TBA);"
+                        " `sync-pipeline check-config` says which is active"
                     )
                 self._client = NetSuiteClient(
                     self.account_id,
@@ -633,7 +685,12 @@ class NetSuiteResource(dg.ConfigurableResource):
         return OAuth1Credentials(*values)  # type: ignore[arg-type]
 
     def _oauth2(self) -> OAuth2M2MCredentials | None:
-        values = (self.oauth2_client_id, self.oauth2_certificate_id, self.oauth2_private_key)
-        if not all(values):
+        if not (self.oauth2_client_id and self.oauth2_certificate_id):
             return None
-        return OAuth2M2MCredentials(*values)  # type: ignore[arg-type]
+        private_key = self.oauth2_private_key
+        if not private_key and self.oauth2_private_key_file:
+            # Read when the client is made, so a rotated key file is picked up by the next run without a reload.
+            private_key = Path(self.oauth2_private_key_file).read_text(encoding="utf-8")
+        if not private_key:
+            return None
+        return OAuth2M2MCredentials(self.oauth2_client_id, self.oauth2_certificate_id, private_key)

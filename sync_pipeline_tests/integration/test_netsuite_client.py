@@ -313,6 +313,54 @@ def test_oauth2_token_is_renewed_before_it_expires(start_sandbox):
     assert client.get("customer", "eid:stripe-cus_T1")["companyName"] == "After"
 
 
+def test_a_token_netsuite_ends_early_is_fetched_again_once_and_the_request_goes_through(start_sandbox):
+    netsuite, resource, _ = start_with_m2m(start_sandbox, "PS256")
+    client = resource.get_client()
+    client.upsert("customer", "stripe-cus_R1", customer_body("Before"))
+
+    netsuite.app.tokens.expire_all()  # revoked well before its announced hour is up
+    client.upsert("customer", "stripe-cus_R1", customer_body("After"))
+
+    assert netsuite.stats.tokens_issued == 2 and netsuite.stats.auth_failures == 1
+    assert client.counters.retries == 1
+    assert client.get("customer", "eid:stripe-cus_R1")["companyName"] == "After"
+
+
+def test_a_second_401_after_a_new_token_stops_with_the_credentials_to_check(start_sandbox):
+    netsuite, resource, _ = start_with_m2m(start_sandbox, "ES256", access_token_seconds=0)  # every token born dead
+
+    with pytest.raises(AccessDenied) as denied:
+        resource.get_client().upsert("customer", "stripe-cus_R2", customer_body("Never"))
+
+    assert netsuite.stats.tokens_issued == 2, "one re-fetch, not a loop"
+    assert "NETSUITE_CLIENT_ID" in str(denied.value) and "OAuth 2.0 Client Credentials (M2M) Setup" in str(denied.value)
+
+
+def test_a_key_that_does_not_match_the_certificate_is_refused_at_the_token_endpoint(start_sandbox):
+    netsuite, _, _ = start_with_m2m(start_sandbox, "PS256")
+    wrong = NetSuiteResource(
+        account_id=netsuite.config.account_id,
+        oauth2_client_id=netsuite.config.m2m_client_id,
+        oauth2_certificate_id="cert-1",
+        oauth2_private_key=generate_m2m_key_pair("PS256")[0],
+        base_url=netsuite.url,
+    )
+
+    with pytest.raises(AccessDenied) as denied:
+        wrong.get_client().get("currency", "1")
+
+    message = str(denied.value)
+    assert "HTTP 401 invalid_client: client_assertion refused" in message
+    assert "NETSUITE_PRIVATE_KEY" in message and "NETSUITE_CERTIFICATE_ID" in message
+    assert netsuite.stats.tokens_issued == 0
+
+
+def test_an_ec_key_on_p384_signs_es384(start_sandbox):
+    netsuite, resource, _ = start_with_m2m(start_sandbox, "ES384")
+    assert resource.get_client().get("currency", "1")["id"] == "1"
+    assert netsuite.stats.tokens_issued == 1
+
+
 def test_retry_after_is_honoured_when_a_server_sends_it():
     # NetSuite is not known to send Retry-After (the stand-in does not); a proxy in front of it may.
     answers = iter([429, 204])

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -15,9 +16,11 @@ import requests
 from requests_oauthlib import OAuth1
 
 from sync_pipeline.sandbox.netsuite import (
+    SANDBOX_M2M_CERTIFICATE_ID,
     NetSuiteConfig,
     NetSuiteSandbox,
     NetSuiteState,
+    generate_m2m_certificate,
     generate_m2m_key_pair,
     start_netsuite,
 )
@@ -405,7 +408,8 @@ def test_oauth2_client_credentials_give_a_working_bearer_token(netsuite, m2m_key
     response = request_token(netsuite, assertion)
     assert response.status_code == 200, response.text
     token = response.json()
-    assert token["token_type"] == "bearer" and token["expires_in"] == 3600
+    # As NetSuite's sample answer: "Bearer", and expires_in as the string "3600".
+    assert token["token_type"] == "Bearer" and token["expires_in"] == "3600"
     bearer = {"Authorization": f"Bearer {token['access_token']}"}
     put = requests.put(
         f"{netsuite.url}{RECORD}/customer/eid:m2m-1",
@@ -444,6 +448,99 @@ def test_a_bad_client_assertion_gets_no_token(netsuite, m2m_keys, problem):
     assert "access_token" not in response.json()
     bogus = requests.get(f"{netsuite.url}{RECORD}/currency/1", headers={"Authorization": "Bearer made-up"}, timeout=10)
     assert bogus.status_code == 401 and error_of(bogus)[0] == "INVALID_LOGIN"
+
+
+@pytest.mark.parametrize("algorithm", ["PS384", "PS512", "ES384", "ES512"])
+def test_every_algorithm_netsuite_documents_is_verified_against_an_uploaded_certificate(netsuite, algorithm):
+    private_pem, certificate_pem = generate_m2m_certificate(algorithm)
+    netsuite.config.update({"m2m_certificates": {"cert-x509": certificate_pem}})
+    token_url = f"{netsuite.url}{TOKEN}"
+
+    good = request_token(netsuite, client_assertion(private_pem, algorithm, "cert-x509", token_url))
+    forged = request_token(
+        netsuite, client_assertion(generate_m2m_certificate(algorithm)[0], algorithm, "cert-x509", token_url)
+    )
+
+    assert good.status_code == 200, good.text
+    assert forged.status_code == 401 and forged.json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "scope, accepted",
+    [
+        ("restlets,rest_webservices", True),
+        (["restlets", "rest_webservices"], True),  # the JSON list of NetSuite's own sample
+        ("rest_webservices suite_analytics", True),
+        ("restlets", False),
+        ("rest_webservices,admin", False),
+    ],
+)
+def test_the_assertion_scope_must_name_rest_webservices(netsuite, m2m_keys, scope, accepted):
+    token_url = f"{netsuite.url}{TOKEN}"
+    response = request_token(
+        netsuite, client_assertion(m2m_keys["PS256"][0], "PS256", CERTIFICATE_ID, token_url, scope=scope)
+    )
+    assert (response.status_code == 200) is accepted, response.text
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "iss"])
+def test_an_assertion_expired_from_the_future_or_of_another_client_gets_no_token(netsuite, m2m_keys, claim):
+    now = int(time.time())
+    changes = {
+        "exp": {"iat": now - 600, "exp": now - 300},
+        "iat": {"iat": now + 600, "exp": now + 900},
+        "iss": {"iss": "another-client-id"},
+    }[claim]
+    token_url = f"{netsuite.url}{TOKEN}"
+    response = request_token(
+        netsuite, client_assertion(m2m_keys["PS256"][0], "PS256", CERTIFICATE_ID, token_url, **changes)
+    )
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_expired_bearer_tokens_get_netsuites_401_until_a_new_one_is_fetched(netsuite, m2m_keys):
+    token_url = f"{netsuite.url}{TOKEN}"
+
+    def fresh_token() -> dict[str, str]:
+        answer = request_token(netsuite, client_assertion(m2m_keys["PS256"][0], "PS256", CERTIFICATE_ID, token_url))
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    bearer = fresh_token()
+    assert requests.get(f"{netsuite.url}{RECORD}/currency/1", headers=bearer, timeout=10).status_code == 200
+
+    expired = requests.post(f"{netsuite.url}/_sandbox/oauth2/expire_tokens", timeout=10).json()
+    refused = requests.get(f"{netsuite.url}{RECORD}/currency/1", headers=bearer, timeout=10)
+    query = requests.post(
+        f"{netsuite.url}{SUITEQL}",
+        headers={**bearer, "Prefer": "transient"},
+        json={"q": "SELECT id FROM currency"},
+        timeout=10,
+    )
+
+    assert expired == {"expired": 1}
+    assert refused.status_code == 401 and error_of(refused)[0] == "INVALID_LOGIN"
+    assert refused.json()["title"] == "Unauthorized" and query.status_code == 401
+    assert requests.get(f"{netsuite.url}{RECORD}/currency/1", headers=fresh_token(), timeout=10).status_code == 200
+
+
+def test_an_m2m_stand_in_hands_the_pipeline_m2m_variables_and_maps_their_certificate(tmp_path):
+    key_file = tmp_path / "keys" / "m2m.pem"
+    with start_netsuite(pipeline_auth="m2m", m2m_key_file=str(key_file)) as netsuite:
+        env = netsuite.env()
+        first_certificate = netsuite.config.m2m_certificates[SANDBOX_M2M_CERTIFICATE_ID]
+    assert not any(name in env for name in ("NETSUITE_CONSUMER_KEY", "NETSUITE_TOKEN_ID", "NETSUITE_TOKEN_SECRET"))
+    assert env["NETSUITE_CERTIFICATE_ID"] == SANDBOX_M2M_CERTIFICATE_ID
+    assert env["NETSUITE_PRIVATE_KEY_FILE"] == str(key_file) and key_file.stat().st_mode & 0o077 == 0
+    assert first_certificate.startswith("-----BEGIN CERTIFICATE-----")
+    # A persistent sandbox keeps its key: the pipeline's NETSUITE_PRIVATE_KEY_FILE stays valid after a restart.
+    with start_netsuite(pipeline_auth="m2m", m2m_key_file=str(key_file)) as again:
+        token_url = f"{again.url}{TOKEN}"
+        assertion = client_assertion(key_file.read_text(), "PS256", SANDBOX_M2M_CERTIFICATE_ID, token_url)
+        assert request_token(again, assertion).status_code == 200
+    with start_netsuite(pipeline_auth="m2m") as scratch:
+        scratch_key = Path(scratch.env()["NETSUITE_PRIVATE_KEY_FILE"])
+        assert scratch_key.exists()
+    assert not scratch_key.exists(), "a temporary key is removed with the stand-in"
 
 
 # ---- the account's rules -------------------------------------------------------------------------

@@ -27,6 +27,9 @@ Control (no auth, never governed or faulted):
     GET  /_sandbox/precision_violations -> [{"recordType", "id", "externalId", "field" ("item[1].amount"), "sent",
                                      "stored", "currency", "currencyId", "currencyPrecision", "at"}]: amounts saved
                                      with more decimals than their currency holds, which NetSuite rounded
+    POST /_sandbox/oauth2/expire_tokens -> {"expired": n}: every bearer token issued so far stops working (as when
+                                     its hour lapses or the M2M mapping is revoked); the next REST call with one
+                                     gets 401 INVALID_LOGIN, and a new token must be fetched
     POST /_sandbox/reset          -> empty every writable type, forget nonces and bearer tokens
 """
 
@@ -405,6 +408,9 @@ class NetSuiteApp:
         with self.state.lock:
             return DecimalJSONResponse(list(self.state.precision_violations))
 
+    async def expire_tokens(self, request: Request) -> Response:
+        return JSONResponse({"expired": self.tokens.expire_all()})
+
     async def reset_state(self, request: Request) -> Response:
         self.state.account_file = self.config.account_file  # reference lists reload from the configured file
         self.state.reset()
@@ -428,6 +434,7 @@ class NetSuiteApp:
             Route("/_sandbox/records/{record_type}/{key}", self.patch_record, methods=["PATCH"]),
             Route("/_sandbox/records/{record_type}/{key}/duplicate", self.duplicate_record, methods=["POST"]),
             Route("/_sandbox/precision_violations", self.get_precision_violations, methods=["GET"]),
+            Route("/_sandbox/oauth2/expire_tokens", self.expire_tokens, methods=["POST"]),
             Route("/_sandbox/reset", self.reset_state, methods=["POST"]),
         ]
 

@@ -1,5 +1,7 @@
 """NetSuite's two ways in: token-based auth (OAuth 1.0a, HMAC-SHA256) and OAuth 2.0 client
-credentials (a JWT assertion signed PS256/ES256 exchanged for a bearer token).
+credentials (a JWT assertion signed with the key of a certificate mapped to the integration,
+exchanged for a bearer token; help "The Request Token Structure" and "POST Request to the Token
+Endpoint and the Access Token Response").
 
 OAuth 1.0a signatures are recomputed per RFC 5849 with oauthlib's escaping, parameter collection
 (query, form body) and base-string-URI rules; the header parsing, escaping fast path and
@@ -10,6 +12,7 @@ oauthlib's functions in the tests.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import functools
 import hashlib
 import hmac
@@ -21,8 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from oauthlib.oauth1.rfc5849 import signature, utils
 
 from .config import NetSuiteConfig
@@ -31,9 +36,19 @@ from .errors import invalid_login
 SIGNATURE_METHOD = "HMAC-SHA256"
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-M2M_ALGORITHMS = ("PS256", "ES256")
+# What NetSuite documents for the assertion's `alg` ("The Request Token Structure"): RSA-PSS or ECDSA, never
+# RS256 (RSA PKCS#1 v1.5), which it refuses.
+M2M_ALGORITHMS = ("PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 M2M_SCOPE = "rest_webservices"
+# The other scopes an assertion may name (comma-separated, or a JSON list as in NetSuite's own sample).
+M2M_KNOWN_SCOPES = frozenset({"restlets", "rest_webservices", "suite_analytics"})
 MAX_ASSERTION_SECONDS = 3600
+# iat a little ahead of our clock is a client clock skew, not a forgery.
+ASSERTION_CLOCK_LEEWAY_SECONDS = 30
+# NetSuite's sample answer shows expires_in as the string "3600" (unconfirmed whether always): clients must take
+# a string or a number, so the stand-in sends the string.
+EXPIRES_IN_AS_STRING = True
+TOKEN_TYPE = "Bearer"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -193,14 +208,29 @@ class BearerTokens:
         now = time.time()
         self.expiry = {t: e for t, e in self.expiry.items() if e > now}
         self.expiry[token] = now + config.access_token_seconds
-        return {"access_token": token, "token_type": "bearer", "expires_in": config.access_token_seconds}
+        seconds = config.access_token_seconds
+        return {
+            "access_token": token,
+            "expires_in": format(seconds, "g") if EXPIRES_IN_AS_STRING else seconds,
+            "token_type": TOKEN_TYPE,
+        }
 
     def verify(self, token: str) -> None:
+        """An unknown, revoked or expired token gets NetSuite's 401 INVALID_LOGIN."""
         if self.expiry.get(token, 0.0) <= time.time():
             raise invalid_login()
 
+    def expire_all(self) -> int:
+        """End every token issued so far (as a revoked mapping or a lapsed hour would); returns how many were live."""
+        now = time.time()
+        live = sum(1 for e in self.expiry.values() if e > now)
+        self.expiry = {}
+        return live
+
 
 def verify_client_assertion(config: NetSuiteConfig, form: Mapping[str, str], token_url: str) -> None:
+    """Check the assertion as NetSuite does: alg, kid (a mapped certificate), signature with that certificate's
+    public key, iss = client id, aud = token URL, exp/iat (at most an hour apart), scope."""
     if form.get("grant_type") != "client_credentials":
         raise OAuth2Error("unsupported_grant_type", "grant_type must be client_credentials")
     if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
@@ -210,37 +240,90 @@ def verify_client_assertion(config: NetSuiteConfig, form: Mapping[str, str], tok
         header = jwt.get_unverified_header(assertion)
     except jwt.PyJWTError as exc:
         raise OAuth2Error("invalid_request", f"client_assertion is not a JWT: {exc}") from None
-    algorithm, key_pem = header.get("alg"), config.m2m_certificates.get(str(header.get("kid")))
+    algorithm, certificate = header.get("alg"), config.m2m_certificates.get(str(header.get("kid")))
     if algorithm not in M2M_ALGORITHMS:
         raise OAuth2Error("invalid_client", f"JWT alg must be one of {', '.join(M2M_ALGORITHMS)}", 401)
-    if key_pem is None:
-        raise OAuth2Error("invalid_client", "JWT kid names no certificate registered for this integration", 401)
+    if certificate is None:
+        raise OAuth2Error("invalid_client", "JWT kid names no certificate mapped to this integration", 401)
     try:
         claims = jwt.decode(
             assertion,
-            key_pem,
+            public_key_of(certificate),
             algorithms=[algorithm],
             audience=token_url,
             issuer=config.m2m_client_id,
+            leeway=ASSERTION_CLOCK_LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "iss", "aud", "scope"]},
         )
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, ValueError) as exc:
         raise OAuth2Error("invalid_client", f"client_assertion refused: {exc}", 401) from None
-    scopes = claims["scope"] if isinstance(claims["scope"], list) else re.split(r"[\s,]+", str(claims["scope"]))
-    if M2M_SCOPE not in scopes:
-        raise OAuth2Error("invalid_scope", f"scope must include {M2M_SCOPE}")
+    scope = claims["scope"]
+    scopes = {str(s).strip() for s in scope} if isinstance(scope, list) else set(re.split(r"[\s,]+", str(scope)))
+    scopes.discard("")
+    if M2M_SCOPE not in scopes or not scopes <= M2M_KNOWN_SCOPES:
+        raise OAuth2Error(
+            "invalid_scope", f"scope must include {M2M_SCOPE} and only {', '.join(sorted(M2M_KNOWN_SCOPES))}"
+        )
     if int(claims["exp"]) > int(claims["iat"]) + MAX_ASSERTION_SECONDS:
         raise OAuth2Error("invalid_client", f"exp may be at most {MAX_ASSERTION_SECONDS} s after iat", 401)
 
 
-def generate_m2m_key_pair(algorithm: str = "PS256") -> tuple[str, str]:
-    """A fresh (private PEM, public PEM) pair for the M2M flow: RSA 2048 for PS256, P-256 for ES256."""
+def public_key_of(pem: str) -> object:
+    """The public key of an X.509 certificate PEM (what NetSuite's M2M setup uploads) or of a bare public key PEM."""
+    data = pem.encode()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        certificate = x509.load_pem_x509_certificate(data)
+        now = dt.datetime.now(dt.UTC)
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            raise ValueError("the mapped certificate is not valid now (expired or not yet valid)")
+        return certificate.public_key()
+    return serialization.load_pem_public_key(data)
+
+
+def _new_private_key(algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     if algorithm not in M2M_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {M2M_ALGORITHMS}")
-    key = rsa.generate_private_key(65537, 2048) if algorithm == "PS256" else ec.generate_private_key(ec.SECP256R1())
-    private_pem = key.private_bytes(
+    if algorithm.startswith("PS"):
+        return rsa.generate_private_key(65537, 2048)
+    curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[algorithm]
+    return ec.generate_private_key(curve)
+
+
+def _private_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+
+
+def self_signed_certificate(private_pem: str, common_name: str = "sync-pipeline sandbox M2M", days: int = 730) -> str:
+    """A self-signed X.509 certificate (PEM) for a private key, as one makes with `openssl req -x509` to upload to
+    NetSuite's OAuth 2.0 Client Credentials (M2M) Setup (which takes certificates valid up to two years)."""
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def generate_m2m_certificate(algorithm: str = "PS256") -> tuple[str, str]:
+    """A fresh (private key PEM, self-signed certificate PEM) for the M2M flow."""
+    private_pem = _private_pem(_new_private_key(algorithm))
+    return private_pem, self_signed_certificate(private_pem)
+
+
+def generate_m2m_key_pair(algorithm: str = "PS256") -> tuple[str, str]:
+    """A fresh (private PEM, public PEM) pair for the M2M flow: RSA 2048 for PS*, the matching curve for ES*."""
+    key = _new_private_key(algorithm)
+    private_pem = _private_pem(key)
     public_pem = (
         key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 SANDBOX_ACCOUNT_ID = "123456_SB1"
+SANDBOX_M2M_CERTIFICATE_ID = "sandbox-m2m-certificate"
+PIPELINE_AUTH_METHODS = ("tba", "m2m")
 ACCOUNT_FILE = Path(__file__).resolve().parent.parent / "netsuite_account.yaml"
 CURRENCY_PRECISIONS = frozenset({0, 2})
 
@@ -27,10 +29,15 @@ class NetSuiteConfig:
     consumer_secret: str = "sandbox-consumer-secret"
     token_id: str = "sandbox-token-id"
     token_secret: str = "sandbox-token-secret"
-    # OAuth 2.0 client credentials (M2M): client id and certificate id -> public key PEM.
+    # OAuth 2.0 client credentials (M2M): client id and certificate id -> certificate (or public key) PEM.
     m2m_client_id: str = "sandbox-m2m-client-id"
     m2m_certificates: dict[str, str] = field(default_factory=dict)
     access_token_seconds: int = 3600
+    # Which credentials `env()` hands the pipeline: "tba", or "m2m" (a key pair and self-signed certificate are
+    # made at start, the certificate mapped under SANDBOX_M2M_CERTIFICATE_ID, the private key written to
+    # m2m_key_file, or kept from it when it exists; without m2m_key_file, to a private temporary file).
+    pipeline_auth: str = "tba"
+    m2m_key_file: str = ""
     # Reject a re-used nonce, and timestamps further than this from the server clock.
     replay_protection: bool = True
     timestamp_tolerance_seconds: int = 300
@@ -86,6 +93,8 @@ class NetSuiteConfig:
             return number
         if name in ("required_fields", "mandatory_fields"):
             return _field_lists(name, value)
+        if name == "pipeline_auth" and value not in PIPELINE_AUTH_METHODS:
+            raise ValueError(f"pipeline_auth must be one of {', '.join(PIPELINE_AUTH_METHODS)}")
         if name == "m2m_certificates":
             if not isinstance(value, dict):
                 raise ValueError("m2m_certificates must map certificate id -> public key PEM")
