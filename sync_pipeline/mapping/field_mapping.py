@@ -33,6 +33,9 @@ OUT_OF_BAND_MODES = ("account", "credit_memo")
 # sale: a charge without a Stripe invoice is a sale: an invoice (`stripe-ch_…-sale`, items.default) its payment pays,
 # so nothing stays open; customer_credit: an unapplied payment, the customer's credit (a prepayment).
 INVOICELESS_CHARGE_MODES = ("sale", "customer_credit")
+# default: a Stripe product mapped nowhere books on items.default; hold: its line is held back (UNMAPPED_ITEM)
+# until the product gets its item, so a newly launched product never books revenue on a catch-all item unseen.
+UNMAPPED_PRODUCT_MODES = ("default", "hold")
 SINGLE_ITEMS = (
     "default",
     "discount",
@@ -199,6 +202,7 @@ class ItemConfig:
     dispute: str | None = None  # chargebacks: the credit memo of a dispute's withdrawn funds, the invoice of reinstated
     by_price: Mapping[str, str] = field(default_factory=dict)
     by_product: Mapping[str, str] = field(default_factory=dict)
+    unmapped_products: str = "default"  # see UNMAPPED_PRODUCT_MODES
 
 
 @dataclass(frozen=True)
@@ -347,11 +351,14 @@ class FieldMapping:
         return self.accounts.stripe_fees
 
     def item_for(self, price_id: str | None, product_id: str | None) -> str | None:
-        """The NetSuite item for a Stripe price or product, else the default item (None if neither)."""
+        """The NetSuite item for a Stripe price or product, else the default item (None if neither, or if
+        the line has a product and `items.unmapped_products` is `hold`)."""
         if price_id and price_id in self.items.by_price:
             return self.items.by_price[price_id]
         if product_id and product_id in self.items.by_product:
             return self.items.by_product[product_id]
+        if (price_id or product_id) and self.items.unmapped_products == "hold":
+            return None
         return self.items.default
 
 
@@ -720,12 +727,15 @@ class _Parser:
         return out
 
     def items(self, value: Any) -> ItemConfig:
-        section = self.mapping(value, "items", allowed=(*SINGLE_ITEMS, "by_price", "by_product"))
+        section = self.mapping(value, "items", allowed=(*SINGLE_ITEMS, "by_price", "by_product", "unmapped_products"))
         single = {name: self.netsuite_id(section.get(name), f"items.{name}") for name in SINGLE_ITEMS}
         return ItemConfig(
             **single,
             by_price=self.stripe_id_table(section.get("by_price"), "items.by_price", "price_"),
             by_product=self.stripe_id_table(section.get("by_product"), "items.by_product", "prod_"),
+            unmapped_products=self.choice(
+                section.get("unmapped_products"), "items.unmapped_products", UNMAPPED_PRODUCT_MODES, "default"
+            ),
         )
 
     def stripe_id_table(self, value: Any, path: str, prefix: str) -> dict[str, str]:

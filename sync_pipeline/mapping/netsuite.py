@@ -630,6 +630,14 @@ class _DocumentContext:
             return self.fm.items.proration
         item_id = self.fm.item_for(price_id, product_id)
         if not item_id:
+            if product_id and self.fm.items.unmapped_products == "hold":
+                # The product is the thing finance names an item for; its id is what the yaml line needs.
+                raise self.unmapped(
+                    f"Stripe product {product_id} (line {line.get('id')}, price {price_id})",
+                    f'add `{product_id}: "<NetSuite item id>"` under items.by_product in field_mapping.yaml '
+                    "(or map its price under items.by_price), then retry the day",
+                    value=product_id,
+                )
             stripe_ref = price_id or product_id or line.get("id")
             raise self.unmapped(
                 f"Stripe line {line.get('id')} (price {price_id}, product {product_id})",

@@ -87,6 +87,11 @@ CATALOG: dict[str, CatalogItem] = {
         "ONB", "Onboarding", "103", False, {"usd": 150_000, "eur": 140_000, "jpy": 220_000, "kwd": 465_000}
     ),
 }
+# A product launched without telling finance (`planted_problems`): the example field_mapping.yaml maps the
+# catalog's products (prod_<code>) and holds back lines of any other product.
+PLANTED_PRODUCTS: dict[str, CatalogItem] = {
+    "seats": CatalogItem("SEATS", "Extra seats", "104", False, {"usd": 1_200, "eur": 1_100, "jpy": 1_700, "kwd": 400}),
+}
 # Percent-off coupons apply in every currency; amount-off ones are per currency.
 COUPONS = {"welcome10": ("Welcome 10% off", 10), "annual20": ("Loyalty 20% off", 20)}
 # Exclusive tax rates by customer currency (Kuwait levies no VAT, so KWD invoices carry none).
@@ -964,6 +969,7 @@ class _CashPlanner(_ReceivablesPlanner):
 PROBLEM_CASES = {
     "unmapped_currency": ("invoice", "customer"),  # a paid GBP invoice: GBP is not under currencies:
     "customer_without_email": ("invoice", "customer"),  # a paid USD invoice of a customer with no email
+    "unmapped_product": ("invoice", "customer"),  # a paid USD invoice with a line of prod_seats, mapped nowhere
 }
 
 
@@ -982,6 +988,10 @@ class _ProblemsPlanner(_ReceivablesPlanner):
         actor = self.customer("usd", at)
         self.customers[-1].email = ""  # Stripe allows a customer without one; an account's form may not
         self.invoice(at, actor, f"{actor}:inv", "customer_without_email", "usd", pay="card")
+        at = self.when()
+        actor = self.customer("usd", at)
+        items = [{"catalog": "onboarding", "quantity": 1}, {"catalog": "seats", "quantity": 5}]
+        self.invoice(at, actor, f"{actor}:inv", "unmapped_product", "usd", pay="card", items=items)
         return self.invoices
 
 
@@ -1302,11 +1312,27 @@ class _Seeder:
         self.sf_collection("PATCH", opportunities)
 
     # -- Stripe steps --------------------------------------------------------------------------
-    def step_catalog(self, step: Step) -> None:
-        for code, item in CATALOG.items():
-            product = self.stripe.products.create(
-                {"name": item.name, "metadata": {"sku": item.code, "netsuite_item_id": item.netsuite_item_id}}
+    def catalog_product(self, code: str, item: CatalogItem) -> Any:
+        """The product `prod_<code>` (the id field_mapping.yaml maps), made once per Stripe account."""
+        import stripe
+
+        try:
+            return self.stripe.products.create(
+                {
+                    "id": f"prod_{code}",
+                    "name": item.name,
+                    "metadata": {"sku": item.code, "netsuite_item_id": item.netsuite_item_id},
+                }
             )
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "resource_already_exists":
+                raise
+            return self.stripe.products.retrieve(f"prod_{code}")  # a second scenario in the same account
+
+    def step_catalog(self, step: Step) -> None:
+        catalog = {**CATALOG, **(PLANTED_PRODUCTS if self.plan.options.planted_problems else {})}
+        for code, item in catalog.items():
+            product = self.catalog_product(code, item)
             self.remember(f"product:{code}", product.id)
             for currency, amount in item.unit_amounts.items():
                 # A second scenario in the same account takes the lookup keys over, as Stripe requires.
@@ -1330,7 +1356,7 @@ class _Seeder:
                 {"display_name": name, "country": country, "inclusive": False, "percentage": str(percentage)}
             )
             self.remember(f"tax:{currency}", rate.id)
-        self.count("products", n=len(CATALOG))
+        self.count("products", n=len(catalog))
 
     def step_customer(self, step: Step) -> None:
         customer: CustomerPlan = step.args["customer"]

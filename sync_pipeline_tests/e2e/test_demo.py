@@ -67,6 +67,7 @@ def test_the_demo_reconciles_every_day_and_a_second_run_writes_nothing(tmp_path)
     assert totals["reconciled"] < totals["days"]  # the planted GBP customer's day is held back
     assert "| UNMAPPED_CURRENCY" in first.stdout and "add GBP under `currencies:`" in first.stdout
     assert "| MISSING_REQUIRED_FIELD" in first.stdout and "set `email` on Stripe customer" in first.stdout
+    assert "| UNMAPPED_ITEM" in first.stdout and 'add `prod_seats: "<NetSuite item id>"`' in first.stdout
     arrived, deposited = (int(n) for n in PAYOUTS.search(first.stdout).groups())
     assert arrived > 0 and 0 < deposited <= arrived, first.stdout
 
@@ -79,14 +80,20 @@ def test_the_demo_reconciles_every_day_and_a_second_run_writes_nothing(tmp_path)
     assert again["reconciled"] == totals["reconciled"] and again["days"] == totals["days"]
     assert second_writes == 0
 
-    # The README's walk-through: map GBP in field_mapping.yaml, retry what its exceptions hold back.
+    # The README's walk-through: map GBP and the new product in field_mapping.yaml, retry what they hold back.
     fixed = tmp_path / "field_mapping.yaml"
     text = (ROOT / "field_mapping.yaml").read_text()
-    fixed.write_text(text.replace('  # GBP: {netsuite_id: "5", bank: "14"}', '  GBP: {netsuite_id: "5", bank: "14"}'))
-    assert fixed.read_text() != text
+    for commented, line in (
+        ('  # GBP: {netsuite_id: "5", bank: "14"}', '  GBP: {netsuite_id: "5", bank: "14"}'),
+        ('    # prod_seats: "104"', '    prod_seats: "104"'),
+    ):
+        assert commented in text
+        text = text.replace(commented, line)
+    fixed.write_text(text)
     third, after, _ = _demo(home, fixed)
     assert third.returncode == 0, third.stdout + third.stderr
     assert "| UNMAPPED_CURRENCY" not in third.stdout, third.stdout
+    assert "| UNMAPPED_ITEM" not in third.stdout, third.stdout
     assert "| MISSING_REQUIRED_FIELD" in third.stdout  # the other problem waits for its own fix, in Stripe
     assert 0 < after["quarantined"] < totals["quarantined"]  # the GBP records written, the others still held
-    assert after["created"] >= 3  # the GBP customer, invoice and payment (and the GBP payout's deposit)
+    assert after["created"] >= 5  # the GBP customer, invoice and payment, the seats invoice and its payment

@@ -150,8 +150,9 @@ def _mapping_file(tmp_path: Path, product_prices: dict[str, str]) -> Path:
 
 
 def _catalogue(box: Sandbox) -> dict[str, str]:
-    pro = box.client.v1.products.create({"name": "Pro plan"})
-    onboarding = box.client.v1.products.create({"name": "Onboarding"})
+    # The ids the example field_mapping.yaml maps to NetSuite items (it holds back products it does not map).
+    pro = box.client.v1.products.create({"id": "prod_pro", "name": "Pro plan"})
+    onboarding = box.client.v1.products.create({"id": "prod_onboarding", "name": "Onboarding"})
     return {
         "pro": box.client.v1.prices.create(
             {"product": pro.id, "currency": "usd", "unit_amount": 60000, "recurring": {"interval": "month"}}

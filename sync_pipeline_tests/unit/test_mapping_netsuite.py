@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sync_pipeline.mapping.field_mapping import FieldMapping
+from sync_pipeline.mapping.field_mapping import FieldMapping, parse_field_mapping
 from sync_pipeline.mapping.money import to_decimal
 from sync_pipeline.mapping.netsuite import (
     MappingResult,
@@ -611,11 +611,42 @@ def test_unmapped_currency_is_an_issue_with_the_fix(fm):
 
 
 def test_unmapped_item_without_default_is_an_issue():
-    fm_no_default = mapping_with(items__default=None)
+    fm_no_default = mapping_with(items__default=None, items__unmapped_products="default")
     result = map_invoice(invoice([line(5000, price="price_x", product="prod_x")]), fm_no_default)
     issue = result.issues[0]
     assert issue.error_code == "UNMAPPED_ITEM"
     assert "price_x" in issue.fix and "items.default" in issue.fix
+
+
+def test_a_product_mapped_nowhere_is_held_back_naming_the_product_when_unmapped_products_is_hold():
+    fm_hold = mapping_with(items__unmapped_products="hold")
+    assert fm_hold.items.default  # a catch-all item exists, and still does not take a product's revenue
+    inv = invoice([line(5000, line_id="il_1"), line(1200, price="price_seats", product="prod_seats", line_id="il_2")])
+    result = map_invoice(inv, fm_hold)
+    assert not result.of_type("invoice")  # the whole document waits: half an invoice would misstate revenue
+    issue = result.issues[0]
+    assert (issue.error_code, issue.field, issue.value) == ("UNMAPPED_ITEM", "item", "prod_seats")
+    assert "Stripe product prod_seats" in issue.message
+    assert 'add `prod_seats: "<NetSuite item id>"` under items.by_product' in issue.fix
+
+
+def test_unmapped_products_default_books_them_on_the_default_item():
+    fm_default = mapping_with(items__unmapped_products="default")
+    inv = invoice([line(1200, price="price_seats", product="prod_seats")])
+    record = only(map_invoice(inv, fm_default), "invoice")
+    assert [item["item"]["id"] for item in record.body["item"]["items"]] == [fm_default.items.default]
+
+
+def test_a_line_without_a_product_uses_the_default_item_even_when_holding_unmapped_products():
+    fm_hold = mapping_with(items__unmapped_products="hold")
+    record = only(map_invoice(invoice([line(900, price=None, product=None)]), fm_hold), "invoice")
+    assert [item["item"]["id"] for item in record.body["item"]["items"]] == [fm_hold.items.default]
+
+
+def test_unmapped_products_must_be_hold_or_default():
+    data = {**example_mapping_data(), "items": {"unmapped_products": "strict"}}
+    _, problems = parse_field_mapping(yaml.safe_dump(data).encode(), "field_mapping.yaml")
+    assert any("items.unmapped_products" in p and "use one of: default, hold" in p for p in problems)
 
 
 def test_discount_without_discount_item_is_an_issue():
