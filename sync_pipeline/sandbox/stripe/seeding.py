@@ -14,6 +14,8 @@ from sync_pipeline.sandbox.stripe.invoicing import (
 )
 from sync_pipeline.sandbox.stripe.state import Ctx, StripeState
 
+SEEDED_PRODUCT = "prod_pro"
+
 
 def seed_paid_invoices(
     state: StripeState,
@@ -38,7 +40,8 @@ def seed_paid_invoices(
         previous_recording = state.record_events
         state.record_events = record_events
         try:
-            product = create_product(ctx, {"name": "Seeded plan"})
+            # One product across seedings: `prod_pro`, an id a mapping can name (the example maps it to an item).
+            product = state.find(SEEDED_PRODUCT) or create_product(ctx, {"id": SEEDED_PRODUCT, "name": "Pro plan"})
             price = create_price(ctx, {"product": product["id"], "currency": currency, "unit_amount": str(unit_amount)})
             customer_ids = [
                 create_customer(
