@@ -7,7 +7,7 @@ then reads what the location depends on (SYNC_START_DATE, SYNC_EVENT_SOURCE, whi
 
 import dagster as dg
 
-from sync_pipeline import partitions, settings
+from sync_pipeline import account_sets, settings
 from sync_pipeline.assets import cash as cash_assets
 from sync_pipeline.assets import deal_reconciliation as deal_reconciliation_assets
 from sync_pipeline.assets import netsuite as netsuite_assets
@@ -17,15 +17,14 @@ from sync_pipeline.assets import reconciliation as reconciliation_assets
 from sync_pipeline.assets import salesforce as salesforce_assets
 from sync_pipeline.assets import stripe as stripe_assets
 from sync_pipeline.io_managers import ParquetIOManager
-from sync_pipeline.jobs import salesforce_to_stripe, stripe_to_netsuite
+from sync_pipeline.jobs import salesforce_to_stripe
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
 from sync_pipeline.resources.salesforce import SalesforceResource
-from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.salesforce_to_stripe_sensor import build_salesforce_to_stripe_sensor
-from sync_pipeline.schedules import build_salesforce_to_stripe_schedule, build_stripe_to_netsuite_schedule
-from sync_pipeline.stripe_to_netsuite_sensor import build_stripe_to_netsuite_sensor
+from sync_pipeline.schedules import build_salesforce_to_stripe_schedule
+from sync_pipeline.stripe_accounts import DEFAULT_ACCOUNT, StripeAccount, configured_accounts
 
 
 def _from_env(name: str, default: object = None) -> object:
@@ -58,10 +57,7 @@ def build_salesforce_resource() -> SalesforceResource | dg.ResourceDefinition:
 def build_resources() -> dict[str, object]:
     """The resources of the code location, wired to the environment variables that are set."""
     return {
-        "stripe": StripeResource(
-            api_key=dg.EnvVar("STRIPE_API_KEY"),
-            api_base=_from_env("STRIPE_API_BASE"),
-        ),
+        "stripe": account_sets.stripe_resource(_from_env("STRIPE_API_BASE")),
         "netsuite": NetSuiteResource(
             account_id=dg.EnvVar("NETSUITE_ACCOUNT_ID"),
             consumer_key=dg.EnvVar("NETSUITE_CONSUMER_KEY"),
@@ -82,12 +78,10 @@ def build_resources() -> dict[str, object]:
     }
 
 
-def _daily_assets(start_date: str) -> list[dg.AssetsDefinition]:
+def _daily_assets(start_date: str, account: StripeAccount = DEFAULT_ACCOUNT) -> list[dg.AssetsDefinition]:
     # Declared with the default first day (see partitions.py); the configured one is applied here, at load time.
-    declared = dg.load_assets_from_modules(
-        [stripe_assets, netsuite_assets, cash_assets, quality_assets, receivables_assets, reconciliation_assets]
-    )
-    return partitions.starting_on(declared, start_date)
+    modules = [stripe_assets, netsuite_assets, cash_assets, quality_assets, receivables_assets, reconciliation_assets]
+    return account_sets.account_assets(account, modules, start_date)
 
 
 def __getattr__(name: str) -> list[dg.AssetsDefinition]:
@@ -111,18 +105,17 @@ def defs() -> dg.Definitions:
         raise settings.ConfigError(settings.first_problem(problems))
     start_date = settings.start_date()
     salesforce_configured = settings.is_set("SALESFORCE_INSTANCE_URL")
+    # One asset set, job, schedule and sensor per Stripe account (one, the default, unless SYNC_STRIPE_ACCOUNTS).
+    accounts = configured_accounts()
+    jobs = [account_sets.account_job(account) for account in accounts]
+    automation = [
+        account_sets.account_automation(account, job, start_date, settings.event_source())
+        for account, job in zip(accounts, jobs, strict=True)
+    ]
     return dg.Definitions(
-        assets=[*_daily_assets(start_date), *SALESFORCE_ASSETS],
-        jobs=[stripe_to_netsuite, salesforce_to_stripe],
-        schedules=[
-            build_stripe_to_netsuite_schedule(stripe_to_netsuite, start_date),
-            build_salesforce_to_stripe_schedule(salesforce_configured),
-        ],
-        sensors=[
-            build_stripe_to_netsuite_sensor(
-                stripe_to_netsuite, partitions.daily_partitions(start_date), settings.event_source()
-            ),
-            build_salesforce_to_stripe_sensor(salesforce_configured),
-        ],
+        assets=[*(a for account in accounts for a in _daily_assets(start_date, account)), *SALESFORCE_ASSETS],
+        jobs=[*jobs, salesforce_to_stripe],
+        schedules=[*(s for s, _ in automation), build_salesforce_to_stripe_schedule(salesforce_configured)],
+        sensors=[*(s for _, s in automation), build_salesforce_to_stripe_sensor(salesforce_configured)],
         resources=build_resources(),
     )

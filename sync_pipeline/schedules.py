@@ -32,9 +32,10 @@ def build_stripe_to_netsuite_schedule(
     first_partition: str,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     hour_of_day: int = 2,
+    name: str = "stripe_to_netsuite_daily",
 ) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name="stripe_to_netsuite_daily",
+        name=name,
         job=job,
         cron_schedule=f"0 {hour_of_day} * * *",
         execution_timezone="UTC",

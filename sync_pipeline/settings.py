@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from sync_pipeline import stripe_accounts
 from sync_pipeline.mapping.field_mapping import billing_start_problem, read_field_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +140,12 @@ SETTINGS: tuple[Setting, ...] = (
         default="events_api",
         check=_pattern(r"events_api|webhooks", "events_api or webhooks"),
     ),
+    Setting(
+        stripe_accounts.ACCOUNTS_SETTING,
+        "several Stripe accounts (legal entities), e.g. us,eu: each with STRIPE_API_KEY_<NAME>, "
+        "STRIPE_WEBHOOK_SECRET_<NAME> and its subsidiary under stripe_accounts: in the field mapping",
+        check=stripe_accounts.account_names_problem,
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -176,9 +183,13 @@ def check_environment(environ: Mapping[str, str] | None = None, require: tuple[s
         expected = setting.check(value) if setting.check else None
         if expected:
             problems.append(_problem(setting.name, expected))
+    several = is_set(stripe_accounts.ACCOUNTS_SETTING, env)
+    if several:
+        key, secret = (BY_NAME[n].check for n in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"))
+        problems += stripe_accounts.environment_problems(env, require, key, secret, env.get("SYNC_EVENT_SOURCE") or "")
     for part in require:
         for name in REQUIRED_FOR[part]:
-            if not env.get(name):
+            if not env.get(name) and not (several and name.startswith("STRIPE_")):
                 problems.append(_problem(name, f"a value ({BY_NAME[name].description}); it is not set"))
         if part == "salesforce" and env.get("SALESFORCE_INSTANCE_URL"):
             has_session = bool(env.get("SALESFORCE_SESSION_ID"))
@@ -196,7 +207,8 @@ def check_configuration(environ: Mapping[str, str] | None = None, require: tuple
     mapping, problems = read_field_mapping(field_mapping_path(environ))
     # Billing refuses to start without a start date, so a deployment that requires Salesforce needs one.
     not_started = billing_start_problem(mapping) if mapping is not None and "salesforce" in require else None
-    return [*check_environment(environ, require), *problems, *([not_started] if not_started else [])]
+    accounts = stripe_accounts.mapping_problems(mapping, environ) if mapping is not None else []
+    return [*check_environment(environ, require), *problems, *accounts, *([not_started] if not_started else [])]
 
 
 def require_environment(require: tuple[str, ...] = (), environ: Mapping[str, str] | None = None) -> None:

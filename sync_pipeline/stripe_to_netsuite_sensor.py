@@ -21,6 +21,7 @@ from sync_pipeline.mapping import events as routing
 from sync_pipeline.partitions import partition_for_timestamp
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.stripe_accounts import DEFAULT_ACCOUNT, StripeAccount
 
 SENSOR_NAME = "stripe_to_netsuite_on_events"
 DEFAULT_INTERVAL_SECONDS = 5
@@ -298,12 +299,14 @@ def build_stripe_to_netsuite_sensor(
     source: str,
     interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    account: StripeAccount = DEFAULT_ACCOUNT,
 ) -> dg.SensorDefinition:
     """The sensor for `job`'s `daily` partitions, reading `source` (SYNC_EVENT_SOURCE, given by the code location
-    when it loads), ticking about every `interval_seconds` (the daemon's own loop makes 5 s the floor)."""
+    when it loads), ticking about every `interval_seconds` (the daemon's own loop makes 5 s the floor). Another
+    Stripe account's sensor (`stripe_eu_to_netsuite_on_events`) reads that account's events with its key."""
 
     @dg.sensor(
-        name=SENSOR_NAME,
+        name=account.qualified(SENSOR_NAME),
         job=job,
         minimum_interval_seconds=max(1, interval_seconds - TICK_SLACK_SECONDS),
         default_status=default_status,
@@ -313,6 +316,8 @@ def build_stripe_to_netsuite_sensor(
     def stripe_to_netsuite_on_events(
         context: dg.SensorEvaluationContext, stripe: StripeResource, ledger: LedgerResource
     ) -> dg.SensorResult:
-        return evaluate(context, stripe, ledger.get_ledger(), source, daily, int(time.time()))
+        account_stripe = stripe.for_account(account.name) if account.prefix else stripe
+        account_ledger = ledger.get_ledger().for_account(account.prefix)
+        return evaluate(context, account_stripe, account_ledger, source, daily, int(time.time()))
 
     return stripe_to_netsuite_on_events

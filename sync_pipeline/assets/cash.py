@@ -47,6 +47,7 @@ from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.stripe_accounts import scoped
 from sync_pipeline.writers.report import IN_TARGET, Action, amounts_markdown, plot_metadata
 
 DEPOSIT_CHECK = "deposit_matches_payout"
@@ -85,6 +86,7 @@ TRANSACTION_COLUMNS = [
     partitions_def=DECLARED_DAILY_PARTITIONS,
     description="Stripe payouts arriving on the partition's UTC day (any status), with their failure transaction.",
 )
+@scoped
 def stripe_payouts(context: dg.AssetExecutionContext, stripe: StripeResource) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
     rows = [
@@ -156,6 +158,7 @@ def _transaction_row(stripe: StripeResource, payout_id: str, txn: dict) -> dict:
     description="Every balance transaction of the day's payouts (GET /v1/balance_transactions?payout=), one row "
     "each: charges, refunds, disputes, fees, adjustments and the payout's own.",
 )
+@scoped
 def stripe_balance_transactions(
     context: dg.AssetExecutionContext, stripe: StripeResource, stripe_payouts: pd.DataFrame
 ) -> pd.DataFrame:
@@ -224,6 +227,7 @@ def map_payouts(payouts: pd.DataFrame, transactions: pd.DataFrame, fm: FieldMapp
     description="The day's payouts mapped to NetSuite deposits (and returning journal entries) and validated; "
     "nothing is written here.",
 )
+@scoped
 def netsuite_deposit_plan(
     context: dg.AssetExecutionContext,
     stripe_payouts: pd.DataFrame,
@@ -451,6 +455,7 @@ def undeposited_check(
     description="NetSuite bank deposits upserted by external id (one per payout, stripe-po_…), and the journal "
     "entries of payouts that came back; outcome per record.",
 )
+@scoped
 def netsuite_deposits(
     context: dg.AssetExecutionContext,
     netsuite_deposit_plan: pd.DataFrame,

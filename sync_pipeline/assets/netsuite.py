@@ -26,6 +26,7 @@ from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.schemas.netsuite import validate_records
+from sync_pipeline.stripe_accounts import scoped
 from sync_pipeline.writers.netsuite import quarantine, upsert_records
 from sync_pipeline.writers.plan_preview import compare_with_ledger, preview_metadata, preview_records, read_ledger
 from sync_pipeline.writers.report import (
@@ -278,6 +279,7 @@ def required_fields_check(
     ],
     description="The partition's Stripe documents mapped to NetSuite records and validated; nothing is written here.",
 )
+@scoped
 def netsuite_sync_plan(
     context: dg.AssetExecutionContext,
     stripe_invoices: pd.DataFrame,
@@ -603,7 +605,7 @@ def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_ch
         deps=[upstream] if upstream else [],
         check_specs=check_specs,
         description=f"NetSuite {record_type} records upserted by external id for the partition; outcome per record.",
-    )(_sync_asset)
+    )(scoped(_sync_asset))
 
 
 netsuite_customers = build_sync_asset(ns.CUSTOMER, "netsuite_customers", None)

@@ -19,6 +19,7 @@ import pandas as pd
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.stripe_accounts import scoped
 from sync_pipeline.writers.report import open_exceptions_output, worklist_frame, worklist_markdown
 
 
@@ -37,6 +38,7 @@ from sync_pipeline.writers.report import open_exceptions_output, worklist_frame,
     "error and the fix in words, followed by the open exceptions of no day (Salesforce → Stripe billing and the "
     "write-back); the table itself holds every partition's.",
 )
+@scoped
 def sync_exceptions(context: dg.AssetExecutionContext, ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
     book = ledger.get_ledger()
     # Billing and write-back exceptions belong to no day; each day's report lists them too, so an open one is never
@@ -136,6 +138,7 @@ def fill_stripe_context(
     "amount, age, occurrences and the fix in words. The same list from a shell: `sync-pipeline exceptions --open`; "
     "after a fix, `sync-pipeline exceptions retry` re-runs the affected days.",
 )
+@scoped
 def open_exceptions_worklist(
     context: dg.AssetExecutionContext, ledger: LedgerResource, stripe: StripeResource
 ) -> Iterator[dg.Output[pd.DataFrame] | dg.AssetCheckResult]:

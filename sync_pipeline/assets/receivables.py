@@ -24,7 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline import exact_json
-from sync_pipeline.assets.netsuite import _currency_codes, records_by_external_id, suiteql_in
+from sync_pipeline.assets.netsuite import NETSUITE_POOL, _currency_codes, records_by_external_id, suiteql_in
 from sync_pipeline.assets.stripe import in_parallel, read_trees
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import (
@@ -43,6 +43,7 @@ from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.netsuite import NetSuiteResource
 from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.stripe_accounts import scoped
 from sync_pipeline.writers.netsuite import TARGET as NETSUITE_TARGET
 from sync_pipeline.writers.report import amounts_markdown
 
@@ -439,6 +440,8 @@ def undeposited_funds(
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    # Reads count against NetSuite's concurrency limit as writes do: in the pool with the writers.
+    pool=NETSUITE_POOL,
     deps=["netsuite_customer_refunds"],
     check_specs=[
         daily_check(
@@ -452,6 +455,7 @@ def undeposited_funds(
     description="The partition's receivables read back from NetSuite (SuiteQL) and compared with Stripe: one row per "
     "difference (document, field, Stripe's amount, NetSuite's, the difference), as Decimal text.",
 )
+@scoped
 def receivables_reconciliation(
     context: dg.AssetExecutionContext,
     stripe_invoices: pd.DataFrame,

@@ -28,7 +28,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline.assets.cash import fee_accounts, payout_trees, planned_deposits
-from sync_pipeline.assets.netsuite import records_by_external_id, suiteql_in
+from sync_pipeline.assets.netsuite import NETSUITE_POOL, records_by_external_id, suiteql_in
 from sync_pipeline.assets.stripe import read_trees
 from sync_pipeline.mapping import cash
 from sync_pipeline.mapping import netsuite as ns
@@ -43,6 +43,7 @@ from sync_pipeline.mapping.money import to_precision
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, daily_check
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
+from sync_pipeline.stripe_accounts import scoped
 from sync_pipeline.writers.report import amounts_markdown, plot_metadata
 
 BOOKS_CHECK = "books_match_stripe"
@@ -277,6 +278,8 @@ def reconcile_day(
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    # Reads count against NetSuite's concurrency limit as writes do: in the pool with the writers.
+    pool=NETSUITE_POOL,
     deps=["netsuite_deposits", "netsuite_customer_refunds"],
     check_specs=[
         daily_check(
@@ -289,6 +292,7 @@ def reconcile_day(
     description="The day's books from both systems, per currency and category (Decimal text): Stripe's figures, "
     "NetSuite's read back by external id, the difference; then every document that differs.",
 )
+@scoped
 def reconciliation(
     context: dg.AssetExecutionContext,
     stripe_invoices: pd.DataFrame,

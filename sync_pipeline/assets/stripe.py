@@ -4,6 +4,7 @@ Each row holds a whole document tree as JSON (the invoice with its customer, pay
 refunds), so the mapping sees one consistent snapshot and never calls Stripe itself.
 """
 
+import contextvars
 import itertools
 import zlib
 from collections.abc import Collection, Iterable, Iterator
@@ -19,6 +20,7 @@ from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, partition_window
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
+from sync_pipeline.stripe_accounts import scoped
 from sync_pipeline.writers.netsuite import TARGET as NETSUITE_TARGET
 
 # One list call brings each invoice with its customer, payments and the charge behind each payment.
@@ -200,14 +202,20 @@ def _tree_rows(trees: Iterable[dict], root: str, amount_field: str) -> pd.DataFr
 
 def in_parallel(fn, items: Iterable, threads: int = STRIPE_LOOKUP_THREADS, chunk: int = 200) -> Iterator:
     """`map(fn, items)` on a few threads, a chunk at a time, so a large partition is never all in memory."""
+    # Each call runs in a copy of the caller's context: external ids made there carry the caller's Stripe account.
+    context = contextvars.copy_context()
+
+    def call(item):
+        return context.copy().run(fn, item)
+
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stripe") as pool:
         batch: list = []
         for item in items:
             batch.append(item)
             if len(batch) >= chunk:
-                yield from pool.map(fn, batch)
+                yield from pool.map(call, batch)
                 batch = []
-        yield from pool.map(fn, batch)
+        yield from pool.map(call, batch)
 
 
 def _summary(frame: pd.DataFrame) -> dict[str, Any]:
@@ -221,6 +229,7 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
     description="Stripe invoices created on the partition's UTC day, current state, with customer, payments, "
     "charges, refunds, disputes and credit notes.",
 )
+@scoped
 def stripe_invoices(
     context: dg.AssetExecutionContext,
     stripe: StripeResource,
@@ -265,6 +274,7 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
     description="Stripe charges created on the partition's UTC day that belong to no invoice, with refunds and "
     "disputes.",
 )
+@scoped
 def stripe_charges(
     context: dg.AssetExecutionContext,
     stripe: StripeResource,
@@ -308,6 +318,7 @@ def stripe_charges(
     partitions_def=DECLARED_DAILY_PARTITIONS,
     description="The Stripe customers the partition's invoices and charges belong to (current state).",
 )
+@scoped
 def stripe_customers(
     context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame, stripe_charges: pd.DataFrame
 ) -> pd.DataFrame:

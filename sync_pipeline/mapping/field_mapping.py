@@ -10,6 +10,7 @@ Dagster; the only I/O is `read_field_mapping` reading the file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Hashable, Mapping
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from sync_pipeline.mapping.external_ids import ACCOUNT_NAME_PATTERN
 from sync_pipeline.mapping.money import NETSUITE_PRECISIONS, MoneyError, default_netsuite_precision, normalize_currency
 
 RECORD_TYPES = ("customer", "invoice", "creditMemo", "customerPayment", "customerRefund", "deposit", "journalEntry")
@@ -150,6 +152,7 @@ _TOP_LEVEL_KEYS = (
     "out_of_band_payments",
     "invoiceless_charges",
     "salesforce",
+    "stripe_accounts",
 )
 
 
@@ -289,6 +292,9 @@ class FieldMapping:
     invoiceless_charges: Literal["sale", "customer_credit"] = "sale"
     salesforce: SalesforceConfig = SalesforceConfig()
     source: str = "<field mapping>"
+    subsidiary: str | None = None  # the top-level `subsidiary:`, the default Stripe account's
+    # Several Stripe accounts (SYNC_STRIPE_ACCOUNTS): account name -> its NetSuite subsidiary.
+    stripe_accounts: Mapping[str, str] = field(default_factory=dict)
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -301,6 +307,28 @@ class FieldMapping:
         """Build from already-parsed YAML; same checks as `load`."""
         parser = _Parser(source)
         return _usable(parser.parse(data), parser.problems, source)
+
+    def for_account(self, account: str) -> FieldMapping:
+        """The mapping as Stripe account `account` books: every currency that books to the top-level `subsidiary`
+        books to the account's instead, and a currency the account's subsidiary does not allow is unmapped for it
+        (held back as UNMAPPED_CURRENCY, naming it). A currency with a subsidiary of its own keeps it."""
+        if account not in self.stripe_accounts:
+            raise FieldMappingError(
+                self.source,
+                [
+                    f"{self.source}: stripe_accounts: no entry for Stripe account {account} (SYNC_STRIPE_ACCOUNTS "
+                    f'lists it). Fix: add `{account}: {{subsidiary: "<NetSuite subsidiary id>"}}` under stripe_accounts'
+                ],
+            )
+        subsidiary = self.stripe_accounts[account]
+        allowed = self.subsidiaries[subsidiary].currencies if subsidiary in self.subsidiaries else None
+        currencies = {}
+        for code, mapping in self.currencies.items():
+            if mapping.subsidiary != self.subsidiary:
+                currencies[code] = mapping
+            elif allowed is None or code in allowed:
+                currencies[code] = dataclasses.replace(mapping, subsidiary=subsidiary)
+        return dataclasses.replace(self, currencies=currencies, subsidiary=subsidiary)
 
     # -- look-ups the mapping uses ---------------------------------------------------------------
     def currency(self, code: str) -> CurrencyMapping | None:
@@ -593,8 +621,31 @@ class _Parser:
             ),
             salesforce=self.salesforce(top.get("salesforce")),
             source=self.source,
+            subsidiary=account_subsidiary,
+            stripe_accounts=self.stripe_accounts(top.get("stripe_accounts"), subsidiaries),
         )
         return result
+
+    def stripe_accounts(self, value: Any, subsidiaries: Mapping[str, SubsidiaryConfig]) -> dict[str, str]:
+        out = {}
+        for name, raw in self.mapping(value, "stripe_accounts").items():
+            path = f"stripe_accounts.{name}"
+            if not isinstance(name, str) or not ACCOUNT_NAME_PATTERN.fullmatch(name):
+                self.problem(path, "not an account name", "use the name SYNC_STRIPE_ACCOUNTS gives it (e.g. eu)")
+                continue
+            section = self.mapping(raw, path, allowed=("subsidiary",))
+            subsidiary = self.netsuite_id(section.get("subsidiary"), f"{path}.subsidiary")
+            if not subsidiary:
+                self.problem(path, "no subsidiary", f'write `{name}: {{subsidiary: "<NetSuite subsidiary id>"}}`')
+            elif subsidiaries and subsidiary not in subsidiaries:
+                self.problem(
+                    f"{path}.subsidiary",
+                    f"subsidiary {subsidiary} is not listed under `subsidiaries:`",
+                    f'add subsidiary "{subsidiary}" under `subsidiaries:` or correct the id',
+                )
+            else:
+                out[name] = subsidiary
+        return out
 
     def customers(self, value: Any) -> CustomerConfig:
         section = self.mapping(

@@ -20,6 +20,10 @@ class FieldMappingResource(dg.ConfigurableResource):
     _loaded: tuple[float, FieldMapping] | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    def for_account(self, account: str) -> AccountFieldMapping:
+        """The mapping as another Stripe account of the deployment books: into its own subsidiary."""
+        return AccountFieldMapping(self, account)
+
     def load(self) -> FieldMapping:
         try:
             return self._current()
@@ -36,3 +40,18 @@ class FieldMappingResource(dg.ConfigurableResource):
             if self._loaded is None or self._loaded[0] != mtime:
                 self._loaded = (mtime, FieldMapping.load(self.path))
             return self._loaded[1]
+
+
+class AccountFieldMapping:
+    """`FieldMappingResource.load()` for one Stripe account: its subsidiary (field_mapping `stripe_accounts:`)."""
+
+    def __init__(self, resource: FieldMappingResource, account: str):
+        self.resource = resource
+        self.account = account
+        self.path = resource.path
+
+    def load(self) -> FieldMapping:
+        try:
+            return self.resource.load().for_account(self.account)
+        except FieldMappingError as exc:
+            raise dg.Failure(description=str(exc)) from None

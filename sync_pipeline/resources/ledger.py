@@ -10,6 +10,7 @@ repeat upsert.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import sqlite3
@@ -25,6 +26,7 @@ from pydantic import PrivateAttr
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sync_pipeline import settings
+from sync_pipeline.mapping.external_ids import account_of_external_id
 
 metadata = sa.MetaData()
 
@@ -210,8 +212,16 @@ class InboxStatus:
     last_processed: dict | None
 
 
+# A ledger not scoped to a Stripe account sees every account's rows (the CLI, the Salesforce leg, the tests).
+_EVERY_ACCOUNT = object()
+
+
 class Ledger:
     """All reads and writes of the pipeline's own tables."""
+
+    # With several Stripe accounts the rows of each are told apart by their external ids (`stripe-eu-...`), so the
+    # tables need no account column and a deployment's rows from before several accounts stay the default's.
+    scope: object = _EVERY_ACCOUNT
 
     def __init__(self, url: str, *, create: bool = True, engine: sa.Engine | None = None):
         self.url = url
@@ -222,6 +232,16 @@ class Ledger:
         except (sa.exc.SQLAlchemyError, ValueError) as exc:
             # One line naming SYNC_DATABASE_URL, password hidden, instead of a driver traceback.
             raise settings.ConfigError(settings.database_open_problem(url, _reason(exc))) from None
+
+    def for_account(self, account: str | None) -> Ledger:
+        """The same tables as one Stripe account's assets see them (None: the default account): its records and
+        exceptions only, so a day's reads never mix two entities."""
+        view = copy.copy(self)
+        view.scope = account or None
+        return view
+
+    def _mine(self, external_id: str | None) -> bool:
+        return self.scope is _EVERY_ACCOUNT or account_of_external_id(external_id or "") == self.scope
 
     # -- helpers -------------------------------------------------------------------------------
     def _insert(self, table: sa.Table):
@@ -292,20 +312,23 @@ class Ledger:
         if partition_key:
             query = query.where(sync_ledger.c.partition_key == partition_key)
         with self.engine.connect() as conn:
-            return [LedgerEntry(**row) for row in conn.execute(query).mappings()]
+            return [LedgerEntry(**row) for row in conn.execute(query).mappings() if self._mine(row["external_id"])]
 
     def partitions_of_sources(self, source_ids: Iterable[str]) -> dict[str, str]:
         """The partition that last synced each Stripe object (by `source_id`), for routing events."""
         ids = list(dict.fromkeys(source_ids))
         found: dict[str, str] = {}
-        query = sa.select(sync_ledger.c.source_id, sync_ledger.c.partition_key).order_by(sync_ledger.c.synced_at)
+        query = sa.select(sync_ledger.c.source_id, sync_ledger.c.partition_key, sync_ledger.c.external_id).order_by(
+            sync_ledger.c.synced_at
+        )
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 900):
                 chunk = query.where(
                     sync_ledger.c.source_id.in_(ids[start : start + 900]), sync_ledger.c.partition_key.is_not(None)
                 )
-                for source_id, partition_key in conn.execute(chunk):
-                    found[source_id] = partition_key  # newest sync wins (ordered by synced_at)
+                for source_id, partition_key, external_id in conn.execute(chunk):
+                    if self._mine(external_id):
+                        found[source_id] = partition_key  # newest sync wins (ordered by synced_at)
         return found
 
     # -- exceptions ----------------------------------------------------------------------------
@@ -388,7 +411,7 @@ class Ledger:
             query = query.where(sync_exceptions.c.target == target)
         query = query.order_by(sync_exceptions.c.last_seen_at.desc(), sync_exceptions.c.id)
         with self.engine.connect() as conn:
-            return [dict(row) for row in conn.execute(query).mappings()]
+            return [dict(row) for row in conn.execute(query).mappings() if self._mine(row["external_id"])]
 
     def exceptions(self, *, open_only: bool = True, error_code: str | None = None) -> list[dict]:
         """Exceptions of every day and of none, oldest problem first (the worklist's order): open ones only, or
@@ -400,7 +423,7 @@ class Ledger:
             query = query.where(sync_exceptions.c.error_code == error_code.upper())
         query = query.order_by(sync_exceptions.c.first_seen_at, sync_exceptions.c.id)
         with self.engine.connect() as conn:
-            return [dict(row) for row in conn.execute(query).mappings()]
+            return [dict(row) for row in conn.execute(query).mappings() if self._mine(row["external_id"])]
 
     def set_exception_context(self, exception_id: int, **context: Any) -> None:
         """Fill in the Stripe customer, currency and amount (minor units) of an exception, as Stripe gives them."""
@@ -589,6 +612,10 @@ class LedgerResource(dg.ConfigurableResource):
     _ledger: Ledger | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    def for_account(self, account: str | None) -> AccountLedgerResource:
+        """The ledger as one Stripe account's assets see it (None: the default account): its records only."""
+        return AccountLedgerResource(self, account)
+
     def get_ledger(self) -> Ledger:
         with self._lock:
             if self._ledger is None:
@@ -598,3 +625,14 @@ class LedgerResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._ledger is not None:
             self._ledger.engine.dispose()
+
+
+class AccountLedgerResource:
+    """`LedgerResource.get_ledger()` for one Stripe account (see `Ledger.for_account`)."""
+
+    def __init__(self, resource: LedgerResource, account: str | None):
+        self.resource = resource
+        self.account = account
+
+    def get_ledger(self) -> Ledger:
+        return self.resource.get_ledger().for_account(self.account)

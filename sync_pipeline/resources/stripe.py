@@ -117,10 +117,24 @@ class StripeResource(dg.ConfigurableResource):
     api_key: str = Field(repr=False, description="secret or restricted key (sk_... / rk_...)")
     api_base: str | None = Field(default=None, description="override of https://api.stripe.com (sandbox or proxy)")
     timeout_seconds: float = Field(default=80.0, description="per-request timeout")
+    # Several Stripe accounts (SYNC_STRIPE_ACCOUNTS): the other accounts' keys by account name; `api_key` is the
+    # default account's. An account's assets get `for_account(name)`.
+    other_accounts: dict[str, str] = Field(default_factory=dict, repr=False, description="account name -> key")
 
     _client: stripe.StripeClient | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _retry_policy: RetryPolicy = PrivateAttr(default=DEFAULT_RETRY_POLICY)
+
+    def for_account(self, account: str) -> StripeResource:
+        """The client of another Stripe account of the deployment (same API address, timeout and retries)."""
+        if account not in self.other_accounts:
+            raise dg.Failure(
+                description=f"Stripe account {account}: STRIPE_API_KEY_{account.upper()} is not set "
+                "(SYNC_STRIPE_ACCOUNTS lists it; `sync-pipeline check-config --require stripe`)"
+            )
+        return StripeResource(
+            api_key=self.other_accounts[account], api_base=self.api_base, timeout_seconds=self.timeout_seconds
+        )
 
     def get_client(self) -> stripe.StripeClient:
         """The underlying SDK client (pinned version, no SDK retries) for anything not wrapped here."""
