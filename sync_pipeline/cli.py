@@ -37,6 +37,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         problems += check_database(url)
     for problem in problems:
         print(problem, file=sys.stderr)
+    # Which NetSuite authentication runs will use, on stdout: information, not a problem.
+    method = settings.netsuite_auth_method()
+    if method is not None or "netsuite" in require:
+        print(settings.netsuite_auth_description())
+    if method == "tba":
+        print(settings.TBA_END_WARNING)
     if not problems:
         print(
             "configuration OK"

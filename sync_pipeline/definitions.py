@@ -60,10 +60,15 @@ def build_resources() -> dict[str, object]:
         "stripe": account_sets.stripe_resource(_from_env("STRIPE_API_BASE")),
         "netsuite": NetSuiteResource(
             account_id=dg.EnvVar("NETSUITE_ACCOUNT_ID"),
-            consumer_key=dg.EnvVar("NETSUITE_CONSUMER_KEY"),
-            consumer_secret=dg.EnvVar("NETSUITE_CONSUMER_SECRET"),
-            token_id=dg.EnvVar("NETSUITE_TOKEN_ID"),
-            token_secret=dg.EnvVar("NETSUITE_TOKEN_SECRET"),
+            # TBA or OAuth 2.0 M2M, whichever is set (settings.netsuite_auth_method: M2M wins when both are).
+            consumer_key=_from_env("NETSUITE_CONSUMER_KEY"),
+            consumer_secret=_from_env("NETSUITE_CONSUMER_SECRET"),
+            token_id=_from_env("NETSUITE_TOKEN_ID"),
+            token_secret=_from_env("NETSUITE_TOKEN_SECRET"),
+            oauth2_client_id=_from_env("NETSUITE_CLIENT_ID"),
+            oauth2_certificate_id=_from_env("NETSUITE_CERTIFICATE_ID"),
+            oauth2_private_key=_from_env("NETSUITE_PRIVATE_KEY"),
+            oauth2_private_key_file=_from_env("NETSUITE_PRIVATE_KEY_FILE"),
             base_url=_from_env("NETSUITE_BASE_URL"),
             concurrency=(
                 dg.EnvVar.int("NETSUITE_CONCURRENCY")

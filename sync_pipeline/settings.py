@@ -77,6 +77,28 @@ def _existing_file(value: str) -> str | None:
     return None if Path(value).is_file() else "the path of an existing file"
 
 
+_PEM_KEY_EXPECTED = "an unencrypted PEM private key (RSA or EC), -----BEGIN PRIVATE KEY----- and its lines"
+
+
+def _pem_private_key(value: str) -> str | None:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(value.encode(), password=None)
+    except (ValueError, TypeError):  # TypeError: encrypted, and we have no passphrase to give
+        return _PEM_KEY_EXPECTED
+    return None if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)) else _PEM_KEY_EXPECTED
+
+
+def _pem_private_key_file(value: str) -> str | None:
+    try:
+        text = Path(value).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return "the path of a readable file holding " + _PEM_KEY_EXPECTED
+    return None if _pem_private_key(text) is None else "a file holding " + _PEM_KEY_EXPECTED
+
+
 def _database_url(value: str) -> str | None:
     if value.startswith("sqlite:///"):
         return None
@@ -113,6 +135,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NETSUITE_CONSUMER_SECRET", "integration record's consumer secret (TBA)"),
     Setting("NETSUITE_TOKEN_ID", "access token id (TBA)"),
     Setting("NETSUITE_TOKEN_SECRET", "access token secret (TBA)"),
+    Setting("NETSUITE_CLIENT_ID", "integration record's client id (OAuth 2.0 client credentials, M2M)"),
+    Setting("NETSUITE_CERTIFICATE_ID", "certificate id of the M2M mapping (OAuth 2.0 Client Credentials (M2M) Setup)"),
+    Setting("NETSUITE_PRIVATE_KEY", "private key of the mapped certificate, as PEM text (M2M)", check=_pem_private_key),
+    Setting(
+        "NETSUITE_PRIVATE_KEY_FILE",
+        "path of the private key of the mapped certificate, a PEM file (M2M; instead of NETSUITE_PRIVATE_KEY)",
+        check=_pem_private_key_file,
+    ),
     Setting(
         "NETSUITE_BASE_URL",
         "override of https://<account>.suitetalk.api.netsuite.com (sandbox or proxy)",
@@ -153,13 +183,8 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 # What each part of the pipeline cannot run without.
 REQUIRED_FOR: dict[str, tuple[str, ...]] = {
     "stripe": ("STRIPE_API_KEY",),
-    "netsuite": (
-        "NETSUITE_ACCOUNT_ID",
-        "NETSUITE_CONSUMER_KEY",
-        "NETSUITE_CONSUMER_SECRET",
-        "NETSUITE_TOKEN_ID",
-        "NETSUITE_TOKEN_SECRET",
-    ),
+    # Plus the credentials of one authentication method: see netsuite_credential_problems.
+    "netsuite": ("NETSUITE_ACCOUNT_ID",),
     "salesforce": ("SALESFORCE_INSTANCE_URL",),
     "webhooks": ("STRIPE_WEBHOOK_SECRET",),
 }
@@ -199,7 +224,7 @@ def check_environment(environ: Mapping[str, str] | None = None, require: tuple[s
                     "SALESFORCE_SESSION_ID: expected a session id, or SALESFORCE_USERNAME + SALESFORCE_PASSWORD"
                     " + SALESFORCE_SECURITY_TOKEN for a login that renews itself"
                 )
-    return problems
+    return problems + netsuite_credential_problems(env, "netsuite" in require)
 
 
 def check_configuration(environ: Mapping[str, str] | None = None, require: tuple[str, ...] = ()) -> list[str]:
@@ -285,3 +310,78 @@ def start_date(environ: Mapping[str, str] | None = None) -> str:
 
 def event_source(environ: Mapping[str, str] | None = None) -> str:
     return get("SYNC_EVENT_SOURCE", environ) or "events_api"
+
+
+# ---- NetSuite authentication: TBA today, OAuth 2.0 M2M from 2027.1 on ----------------------------------------
+NETSUITE_TBA_VARIABLES = (
+    "NETSUITE_CONSUMER_KEY",
+    "NETSUITE_CONSUMER_SECRET",
+    "NETSUITE_TOKEN_ID",
+    "NETSUITE_TOKEN_SECRET",
+)
+NETSUITE_M2M_VARIABLES = ("NETSUITE_CLIENT_ID", "NETSUITE_CERTIFICATE_ID")
+NETSUITE_KEY_VARIABLES = ("NETSUITE_PRIVATE_KEY", "NETSUITE_PRIVATE_KEY_FILE")
+# NetSuite help: "As of 2027.1, no new integrations using TBA can be created for ... REST web services".
+TBA_END_WARNING = (
+    "warning: NetSuite accepts no new token-based (TBA) integrations from release 2027.1; existing ones keep "
+    "working, but plan the move to OAuth 2.0 M2M (NETSUITE_CLIENT_ID, NETSUITE_CERTIFICATE_ID, "
+    "NETSUITE_PRIVATE_KEY_FILE; README, NetSuite authentication)"
+)
+
+
+def netsuite_auth_method(environ: Mapping[str, str] | None = None) -> str | None:
+    """ "m2m" once any OAuth 2.0 M2M variable is set (then it must be complete, and TBA is ignored), else "tba"
+    once any TBA variable is set, else None. Deciding by *any* M2M variable means a half-done M2M set-up is an
+    error naming what is missing, never a silent fall-back to TBA."""
+    env = os.environ if environ is None else environ
+    if any(env.get(name) for name in (*NETSUITE_M2M_VARIABLES, *NETSUITE_KEY_VARIABLES)):
+        return "m2m"
+    if any(env.get(name) for name in NETSUITE_TBA_VARIABLES):
+        return "tba"
+    return None
+
+
+def netsuite_credential_problems(env: Mapping[str, str], required: bool) -> list[str]:
+    """An incomplete or ambiguous M2M set-up, always; missing TBA credentials only when NetSuite is required."""
+    method = netsuite_auth_method(env)
+    if method == "m2m":
+        problems = [
+            _problem(name, f"a value ({BY_NAME[name].description}): OAuth 2.0 M2M is half configured")
+            for name in NETSUITE_M2M_VARIABLES
+            if not env.get(name)
+        ]
+        keys = [name for name in NETSUITE_KEY_VARIABLES if env.get(name)]
+        if not keys:
+            problems.append(
+                "NETSUITE_PRIVATE_KEY_FILE: expected the path of the private key of certificate NETSUITE_CERTIFICATE_ID"
+                " (or the PEM text in NETSUITE_PRIVATE_KEY): OAuth 2.0 M2M is half configured"
+            )
+        elif len(keys) == 2 and not any(BY_NAME[name].check(env[name]) for name in keys):
+            # Two sources of one secret: after a key rotation one of them is stale, and which one was used would
+            # decide whether NetSuite accepts the run. Refused rather than ranked. (A malformed one is already
+            # reported on its own line.)
+            problems.append(
+                "NETSUITE_PRIVATE_KEY: expected either NETSUITE_PRIVATE_KEY or NETSUITE_PRIVATE_KEY_FILE, not both;"
+                " unset one"
+            )
+        return problems
+    if not required:
+        return []
+    return [
+        _problem(name, f"a value ({BY_NAME[name].description}); it is not set")
+        for name in NETSUITE_TBA_VARIABLES
+        if not env.get(name)
+    ]
+
+
+def netsuite_auth_description(environ: Mapping[str, str] | None = None) -> str:
+    """Which NetSuite authentication the environment selects, in words (names and certificate id, no secret)."""
+    env = os.environ if environ is None else environ
+    method = netsuite_auth_method(env)
+    if method == "m2m":
+        ignored = " (the TBA variables set are ignored)" if any(env.get(n) for n in NETSUITE_TBA_VARIABLES) else ""
+        certificate = env.get("NETSUITE_CERTIFICATE_ID") or "not set"
+        return f"NetSuite auth: OAuth 2.0 M2M (certificate {certificate}){ignored}"
+    if method == "tba":
+        return "NetSuite auth: token-based authentication (TBA)"
+    return "NetSuite auth: not configured (neither OAuth 2.0 M2M nor TBA variables are set)"

@@ -112,6 +112,7 @@ def spawn_runner(args: argparse.Namespace, state_dir: Path) -> subprocess.Popen:
             f"--{system}-latency-ms",
             str(getattr(args, f"{system}_latency_ms")),
         ]
+    command += ["--netsuite-auth", args.netsuite_auth]
     with open(state_dir / LOG_FILE, "ab") as log_file:
         # Its own session: the sandbox outlives this command and `down` can end its whole group.
         return subprocess.Popen(

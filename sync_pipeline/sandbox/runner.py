@@ -35,6 +35,9 @@ DEFAULT_PORTS = {"stripe": 12111, "netsuite": 12112, "salesforce": 12113}
 PID_FILE = "sandbox.pid"
 ENV_FILE = "sandbox.env"
 LOG_FILE = "sandbox.log"
+# With --netsuite-auth m2m: the private key the pipeline signs its NetSuite assertions with (owner-only), kept
+# across restarts so that NETSUITE_PRIVATE_KEY_FILE stays valid.
+NETSUITE_M2M_KEY_FILE = "netsuite_m2m_private_key.pem"
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             f"--{system}-latency-ms", type=float, default=0.0, help=f"added latency of every {system} request"
         )
+    parser.add_argument(
+        "--netsuite-auth",
+        choices=("tba", "m2m"),
+        default="tba",
+        help="the NetSuite credentials handed to the pipeline: token-based (tba, default) or OAuth 2.0 client "
+        "credentials (m2m: a key pair whose certificate the stand-in maps; the private key in "
+        f"STATE_DIR/{NETSUITE_M2M_KEY_FILE})",
+    )
 
 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -275,8 +286,13 @@ def state_dir_from(args: argparse.Namespace) -> Path:
     return (args.state_dir or default_state_dir()).resolve()
 
 
-def _configs_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return {system: {"latency_ms": getattr(args, f"{system}_latency_ms")} for system in SYSTEMS}
+def _configs_from(args: argparse.Namespace, state_dir: Path) -> dict[str, dict[str, Any]]:
+    configs: dict[str, dict[str, Any]] = {
+        system: {"latency_ms": getattr(args, f"{system}_latency_ms")} for system in SYSTEMS
+    }
+    if args.netsuite_auth == "m2m":
+        configs["netsuite"].update(pipeline_auth="m2m", m2m_key_file=str(state_dir / NETSUITE_M2M_KEY_FILE))
+    return configs
 
 
 def _ports_from(args: argparse.Namespace) -> dict[str, int]:
@@ -287,7 +303,7 @@ def serve_forever(args: argparse.Namespace, on_ready: Any = None) -> int:
     """Serve until SIGTERM/SIGINT; state is loaded from and saved to the state dir."""
     state_dir = state_dir_from(args)
     state_dir.mkdir(parents=True, exist_ok=True)
-    sandbox = start_sandbox(state_dir, _ports_from(args), _configs_from(args))
+    sandbox = start_sandbox(state_dir, _ports_from(args), _configs_from(args, state_dir))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
