@@ -23,11 +23,11 @@ import dagster as dg
 import requests
 import requests.adapters
 from pydantic import Field, PrivateAttr
-from requests_oauthlib import OAuth1
 
 from sync_pipeline import exact_json
 from sync_pipeline.mapping.external_ids import EXTERNAL_ID_PATTERN
 from sync_pipeline.resources.access import AccessDenied
+from sync_pipeline.resources.oauth1 import OAuth1HmacSha256
 from sync_pipeline.resources.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -73,17 +73,6 @@ _WRITE_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
 # so no request goes out with a token that expires on the way.
 OAUTH2_REFRESH_MARGIN_SECONDS = 300.0
 OAUTH2_ASSERTION_LIFETIME_SECONDS = 300
-
-
-class _DropDebugRecords(logging.Filter):
-    """oauthlib logs signature base strings and the Authorization header at DEBUG: never keep them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
-
-
-for _name in ("requests_oauthlib.oauth1_auth", "oauthlib.oauth1.rfc5849", "oauthlib.oauth1.rfc5849.signature"):
-    logging.getLogger(_name).addFilter(_DropDebugRecords())
 
 
 def account_host_slug(account_id: str) -> str:
@@ -415,13 +404,8 @@ class NetSuiteClient:
             assert oauth1 is not None
             self.auth_method = "oauth1-tba"
             # The realm is the raw account id (123456_SB1), not the host slug.
-            self._session.auth = OAuth1(
-                oauth1.consumer_key,
-                oauth1.consumer_secret,
-                oauth1.token_id,
-                oauth1.token_secret,
-                realm=account_id,
-                signature_method="HMAC-SHA256",
+            self._session.auth = OAuth1HmacSha256(
+                oauth1.consumer_key, oauth1.consumer_secret, oauth1.token_id, oauth1.token_secret, realm=account_id
             )
 
     def __repr__(self) -> str:
