@@ -316,22 +316,28 @@ def _line_body(line: DepositLine, amount: Decimal) -> dict:
     return {"account": reference(line.account), "amount": sent, "memo": line.memo[:4000]}
 
 
-def _parts(ctx: _Payout, lines: list[DepositLine], room: int) -> list[list[DepositLine]]:
+def _parts(ctx: _Payout, lines: list[DepositLine], room: int, fees: Mapping[str, int]) -> list[list[DepositLine]]:
     """The lines cut into as few deposits of at most `room` lines as can hold them, each with a positive total
     (NetSuite refuses a deposit whose lines net to zero or less): money in is spread over the parts largest first,
-    then each line of money out goes to the part with the most money in it and room left."""
+    then each line of money out goes to the part with the most money in it and room left. A line weighs what it
+    brings net of its transactions' fees (`fees`: transaction id -> minor units), as each part carries the fee
+    lines of its own transactions."""
     if len(lines) <= room:
         return [lines]
+
+    def net(line: DepositLine) -> int:
+        return line.amount_minor - sum(fees.get(t, 0) for t in line.transactions)
+
     count = -(-len(lines) // room)
     parts: list[list[DepositLine]] = [[] for _ in range(count)]
     totals = [0] * count
-    incoming = sorted((line for line in lines if line.amount_minor > 0), key=lambda line: -line.amount_minor)
-    outgoing = sorted((line for line in lines if line.amount_minor <= 0), key=lambda line: line.amount_minor)
+    incoming = sorted((line for line in lines if net(line) > 0), key=lambda line: -net(line))
+    outgoing = sorted((line for line in lines if net(line) <= 0), key=net)
     for line in [*incoming, *outgoing]:
         open_parts = [i for i in range(count) if len(parts[i]) < room]
-        pick = (min if line.amount_minor > 0 else max)(open_parts, key=lambda i: totals[i])
+        pick = (min if net(line) > 0 else max)(open_parts, key=lambda i: totals[i])
         parts[pick].append(line)
-        totals[pick] += line.amount_minor
+        totals[pick] += net(line)
     if min(totals) <= 0:
         raise ctx.issue(
             "DEPOSIT_CANNOT_BE_SPLIT",
@@ -424,7 +430,8 @@ def _map_payout(ctx: _Payout, payout: Mapping, txns: Sequence[Mapping], sync_sta
     # Each part carries its own fee lines (a handful: one per fee type) and maybe a rounding line.
     may_round = currency_exponent(currency) > money.precision or any(line.netsuite_amount for line in lines)
     room = max(1, fm.payouts.max_lines_per_deposit - len(_fee_lines(ctx, own, currency)) - int(may_round))
-    parts = _parts(ctx, lines, room)
+    fees = {str(t.get("id")): sum(amount for _, amount in fee_parts(t)) for t in own}
+    parts = _parts(ctx, lines, room, fees)
     for number, part_lines in enumerate(parts, start=1):
         part_txn_ids = {t for line in part_lines for t in line.transactions}
         part_txns = [t for t in own if str(t.get("id")) in part_txn_ids]
