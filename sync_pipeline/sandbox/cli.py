@@ -154,11 +154,21 @@ def stop_process_group(pid: int, timeout: float) -> bool:
     return False
 
 
+def _with_seeder_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """The seeder signs its NetSuite requests with TBA, which the stand-in takes even when it hands the pipeline
+    OAuth 2.0 M2M (`--netsuite-auth m2m`, whose env file has no TBA variable): ask the stand-in for them."""
+    if env.get("NETSUITE_CONSUMER_KEY") or not env.get("NETSUITE_BASE_URL"):
+        return dict(env)
+    config = requests.get(f"{env['NETSUITE_BASE_URL'].rstrip('/')}/_sandbox/config", timeout=10).json()
+    names = ("consumer_key", "consumer_secret", "token_id", "token_secret")
+    return {**env, **{f"NETSUITE_{name.upper()}": str(config[name]) for name in names}}
+
+
 def _seed_running(env: Mapping[str, str], args: argparse.Namespace, pid: int | None) -> ScenarioSummary:
     options = seed_options_from(args)
     log(f"seeding: {options.invoices} invoices over {options.days} days, seed {options.seed} ...")
     started = time.monotonic()
-    summary = seed_scenario(env, options)
+    summary = seed_scenario(_with_seeder_credentials(env), options)
     log(summary.to_text())
     log(f"seeded in {time.monotonic() - started:.1f} s")
     if pid is not None:

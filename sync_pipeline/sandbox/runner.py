@@ -131,7 +131,8 @@ class Sandbox:
         return {system: handle.url for system, handle in self.handles().items()}
 
     def seed(self, options: ScenarioOptions | None = None) -> ScenarioSummary:
-        self.summary = seed_scenario(self.env(), options)
+        # The seeder signs its NetSuite requests with TBA, which the stand-in takes even when the pipeline gets M2M.
+        self.summary = seed_scenario({**self.env(), **self.netsuite.tba_env()}, options)
         return self.summary
 
     def save(self) -> None:

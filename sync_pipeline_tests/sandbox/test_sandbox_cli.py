@@ -211,29 +211,25 @@ def test_export_lines_survive_quotes_in_values():
     assert parse_export_lines(export_lines(env)) == env
 
 
-def test_the_runner_hands_the_pipeline_m2m_credentials_whose_key_survives_a_restart(tmp_path):
-    import argparse
-
+def test_up_with_netsuite_m2m_seeds_and_exports_m2m_credentials_that_survive_a_restart(state_dir):
     from sync_pipeline.resources.netsuite import NetSuiteResource
-    from sync_pipeline.sandbox.runner import NETSUITE_M2M_KEY_FILE, _configs_from, add_server_arguments, start_sandbox
+    from sync_pipeline.sandbox.runner import NETSUITE_M2M_KEY_FILE
 
-    parser = argparse.ArgumentParser()
-    add_server_arguments(parser)
-    configs = _configs_from(parser.parse_args(["--netsuite-auth", "m2m"]), tmp_path)
-    for attempt in range(2):  # a restart maps a certificate of the same key: the env file stays valid
-        sandbox = start_sandbox(tmp_path, {system: 0 for system in ("stripe", "netsuite", "salesforce")}, configs)
-        try:
-            env = sandbox.env()
-            assert env["NETSUITE_PRIVATE_KEY_FILE"] == str(tmp_path / NETSUITE_M2M_KEY_FILE)
-            assert "NETSUITE_TOKEN_SECRET" not in env and "NETSUITE_CONSUMER_KEY" not in env
-            resource = NetSuiteResource(
-                account_id=env["NETSUITE_ACCOUNT_ID"],
-                oauth2_client_id=env["NETSUITE_CLIENT_ID"],
-                oauth2_certificate_id=env["NETSUITE_CERTIFICATE_ID"],
-                oauth2_private_key_file=env["NETSUITE_PRIVATE_KEY_FILE"],
-                base_url=env["NETSUITE_BASE_URL"],
-            )
-            assert resource.get_client().get("currency", "1")["id"] == "1", attempt
-        finally:
-            sandbox.stop(save=False)
-    assert stat.S_IMODE((tmp_path / NETSUITE_M2M_KEY_FILE).stat().st_mode) == 0o600
+    ports = ["--stripe-port", "0", "--netsuite-port", str(free_port()), "--salesforce-port", "0"]
+    seeding = ["--invoices", "6", "--days", "3", "--no-receivables-cases"]
+    for attempt in range(2):  # the restart keeps the key: the exported NETSUITE_PRIVATE_KEY_FILE stays valid
+        up = sandbox("up", "--netsuite-auth", "m2m", *ports, *seeding, state_dir=state_dir)
+        assert up.returncode == 0, up.stderr
+        env = evaluated(up.stdout)
+        assert env["NETSUITE_PRIVATE_KEY_FILE"] == str(state_dir.resolve() / NETSUITE_M2M_KEY_FILE)
+        assert not {"NETSUITE_CONSUMER_KEY", "NETSUITE_TOKEN_ID", "NETSUITE_TOKEN_SECRET"} & set(env)
+        resource = NetSuiteResource(
+            account_id=env["NETSUITE_ACCOUNT_ID"],
+            oauth2_client_id=env["NETSUITE_CLIENT_ID"],
+            oauth2_certificate_id=env["NETSUITE_CERTIFICATE_ID"],
+            oauth2_private_key_file=env["NETSUITE_PRIVATE_KEY_FILE"],
+            base_url=env["NETSUITE_BASE_URL"],
+        )
+        assert resource.get_client().get("currency", "1")["id"] == "1", attempt
+        assert sandbox("down", state_dir=state_dir).returncode == 0
+    assert stat.S_IMODE((state_dir / NETSUITE_M2M_KEY_FILE).stat().st_mode) == 0o600

@@ -85,8 +85,13 @@ class NetSuiteSandbox:
                 "NETSUITE_CERTIFICATE_ID": SANDBOX_M2M_CERTIFICATE_ID,
                 "NETSUITE_PRIVATE_KEY_FILE": config.m2m_key_file,
             }
+        return {**common, **self.tba_env()}
+
+    def tba_env(self) -> dict[str, str]:
+        """The TBA credentials, which the stand-in accepts whatever `pipeline_auth` hands the pipeline (the
+        scenario seeder signs with them)."""
+        config = self.config
         return {
-            **common,
             "NETSUITE_CONSUMER_KEY": config.consumer_key,
             "NETSUITE_CONSUMER_SECRET": config.consumer_secret,
             "NETSUITE_TOKEN_ID": config.token_id,
