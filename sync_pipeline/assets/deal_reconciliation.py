@@ -18,6 +18,7 @@ import stripe as stripe_sdk
 
 from sync_pipeline.assets import salesforce as salesforce_assets
 from sync_pipeline.assets.netsuite import records_by_external_id
+from sync_pipeline.assets.stripe import with_all_lines
 from sync_pipeline.mapping import deal_reconciliation as deals
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping import salesforce_writeback as writeback
@@ -28,7 +29,7 @@ from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.resources.salesforce import SalesforceResource
 from sync_pipeline.resources.stripe import StripeResource
 from sync_pipeline.writers.report import amounts_markdown
-from sync_pipeline.writers.salesforce_writeback import _refunded_minor, current_invoice
+from sync_pipeline.writers.salesforce_writeback import current_invoice, refunded_minor
 
 DEALS_CHECK = "deals_match_stripe_and_netsuite"
 OPPORTUNITY_FIELDS = (
@@ -49,16 +50,6 @@ def read_billed_opportunities(salesforce: SalesforceResource) -> list[dict[str, 
 
 def _missing(error: stripe_sdk.StripeError) -> bool:
     return isinstance(error, stripe_sdk.InvalidRequestError) and error.code == "resource_missing"
-
-
-def _with_all_lines(stripe: StripeResource, invoice: dict[str, Any]) -> dict[str, Any]:
-    """The invoice with every line: Stripe embeds the first ten, the rest are paged from /v1/invoices/{id}/lines."""
-    lines = invoice.get("lines") or {}
-    if not lines.get("has_more"):
-        return invoice
-    page = stripe.get_client().v1.invoices.line_items.list(invoice["id"], {"limit": 100})
-    every = [line.to_dict() for line in page.auto_paging_iter()]
-    return {**invoice, "lines": {**lines, "data": every, "has_more": False}}
 
 
 def _subscription_first_invoice(
@@ -90,9 +81,9 @@ def stripe_side(
         if _missing(error):
             return None, None, ""
         raise
-    status = writeback.billing_status(current, _refunded_minor(current), now) if current else writeback.NOT_BILLED
+    status = writeback.billing_status(current, refunded_minor(current), now) if current else writeback.NOT_BILLED
     invoice = _subscription_first_invoice(stripe, billed, current) if stripe_id.startswith("sub_") else current
-    return billed, (_with_all_lines(stripe, invoice) if invoice else None), status
+    return billed, (with_all_lines(stripe, invoice) if invoice else None), status
 
 
 def netsuite_invoices(

@@ -83,16 +83,17 @@ def _credit_notes_of(stripe: StripeResource, invoice: dict, booked: bool = False
     since, shows nothing on the invoice, yet its memo must now be reversed)."""
     if not (booked or _may_have_credit_notes(invoice)):
         return []
-    notes = []
-    for note in stripe.list_credit_notes(invoice=invoice["id"]):
-        lines = note.get("lines")
-        if isinstance(lines, dict) and lines.get("has_more"):
-            note = {
-                **note,
-                "lines": {**lines, "data": list(stripe.list_credit_note_lines(note["id"])), "has_more": False},
-            }
-        notes.append(note)
-    return notes
+    return [with_all_lines(stripe, note) for note in stripe.list_credit_notes(invoice=invoice["id"])]
+
+
+def with_all_lines(stripe: StripeResource, document: dict) -> dict:
+    """An invoice or credit note with every line: Stripe embeds the first ten and says `has_more`; the rest are
+    paged from its /lines (a partial list would under-state the document, so the mapping refuses one)."""
+    lines = document.get("lines")
+    if not (isinstance(lines, dict) and lines.get("has_more")):
+        return document
+    paged = stripe.list_credit_note_lines if document.get("object") == "credit_note" else stripe.list_invoice_lines
+    return {**document, "lines": {**lines, "data": list(paged(document["id"])), "has_more": False}}
 
 
 def uses_customer_balance(invoice: dict) -> bool:
@@ -145,6 +146,7 @@ def invoice_tree(
     Each object appears once (expanded copies inside the invoice are replaced by their ids), which
     halves what a partition of tens of thousands of invoices holds in memory and on disk.
     """
+    invoice = with_all_lines(stripe, invoice)
     payments = _payments(invoice)
     charges = [with_settlement(stripe, c, settles_in) for c in (_charge_of_payment(p) for p in payments) if c]
     refunds = [with_settlement(stripe, r, settles_in) for c in charges for r in _refunds_of(stripe, c)]

@@ -24,6 +24,8 @@ one-off invoice, or the subscription's *first* invoice (`billing_reason: subscri
   says: it is set from an open exception (changed or reopened after billing) that `salesforce_sync_exceptions`
   lists, and the amount rows show what changed.
 - **stripe id**: the written-back id that Stripe does not know, or that bills another opportunity.
+- **netsuite id**: the written-back `NetSuite_Invoice_Id__c` of the billing invoice that is not the internal id
+  of the NetSuite invoice `stripe-<in_…>` (a record re-created or merged in NetSuite, an id copied by hand).
 
 Amounts people read are Decimal text; the difference is Salesforce − Stripe, or Stripe − NetSuite.
 """
@@ -43,6 +45,7 @@ AMOUNT_STRIPE_NETSUITE = "amount: Stripe vs NetSuite"
 CURRENCY = "currency"
 BILLING_STATUS = "billing status"
 STRIPE_ID = "stripe id"
+NETSUITE_ID = "netsuite id"
 COLUMNS = ["opportunity", "field", "currency", "salesforce", "stripe", "netsuite", "difference", "stripe_id"]
 FIRST_INVOICE_REASON = "subscription_create"
 NOT_IN_STRIPE = "(not in Stripe)"
@@ -212,6 +215,13 @@ def _netsuite_amount_rows(deal: Deal) -> list[dict[str, str]]:
     return [_row(deal, AMOUNT_STRIPE_NETSUITE, currency, **values)]
 
 
+def _netsuite_id_rows(deal: Deal) -> list[dict[str, str]]:
+    written = str(deal.opportunity.get("NetSuite_Invoice_Id__c") or "")
+    if not expects_netsuite(deal) or deal.netsuite is None or written == deal.netsuite.internal_id:
+        return []
+    return [_row(deal, NETSUITE_ID, _stripe_currency(deal), salesforce=written, netsuite=deal.netsuite.internal_id)]
+
+
 def _status_rows(deal: Deal) -> list[dict[str, str]]:
     salesforce = str(deal.opportunity.get("Billing_Status__c") or "")
     if salesforce in (deal.stripe_status, writeback.NEEDS_REVIEW):
@@ -240,6 +250,7 @@ def compare_deal(deal: Deal) -> list[dict[str, str]]:
         *_currency_rows(deal),
         *_opportunity_amount_rows(deal),
         *_netsuite_amount_rows(deal),
+        *_netsuite_id_rows(deal),
         *_status_rows(deal),
     ]
 

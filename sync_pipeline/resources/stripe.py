@@ -219,6 +219,9 @@ class StripeResource(dg.ConfigurableResource):
     def list_credit_note_lines(self, credit_note: str) -> Iterator[dict[str, Any]]:
         return self._paginate(f"/v1/credit_notes/{credit_note}/lines", {})
 
+    def list_invoice_lines(self, invoice: str) -> Iterator[dict[str, Any]]:
+        return self._paginate(f"/v1/invoices/{invoice}/lines", {})
+
     def list_payouts(
         self,
         arrival_date_gte: Timestamp | None = None,

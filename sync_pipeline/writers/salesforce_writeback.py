@@ -50,7 +50,7 @@ class _Writeback:
         )
 
 
-def _refunded_minor(invoice: Mapping[str, Any]) -> int:
+def refunded_minor(invoice: Mapping[str, Any]) -> int:
     refunded = 0
     for payment in (invoice.get("payments") or {}).get("data") or []:
         intent = (payment.get("payment") or {}).get("payment_intent")
@@ -131,7 +131,7 @@ def plan_writebacks(ledger: Ledger, stripe: StripeResource, now: int) -> list[_W
     plans = []
     for entry in active:
         invoice = invoices[entry.external_id]
-        status = writeback.billing_status(invoice, _refunded_minor(invoice), now) if invoice else writeback.NOT_BILLED
+        status = writeback.billing_status(invoice, refunded_minor(invoice), now) if invoice else writeback.NOT_BILLED
         # Reopened or changed after billing: the invoice's state would read as if all were well.
         reason = writeback.status_reason(review.get(entry.external_id) or [])
         if reason:

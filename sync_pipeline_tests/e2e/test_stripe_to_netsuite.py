@@ -70,6 +70,24 @@ def test_paid_invoices_in_four_currencies_land_with_payments_applied_to_the_cent
     assert invoices_meta["amounts_by_currency"] == {"EUR": "99.00", "JPY": "5000", "KWD": "12.340", "USD": "123.45"}
 
 
+def test_an_invoice_with_more_lines_than_stripe_embeds_lands_with_every_line(sandbox, tmp_path):
+    # Stripe embeds an invoice's first ten lines and says `has_more`; the rest must be paged from its /lines.
+    sandbox.clock(at(DAY, 9))
+    customer = sandbox.customer("Usage Customer", "usd")
+    lines = [1_000 + n for n in range(12)]
+    invoice = sandbox.invoice(customer, "usd", lines)
+    sandbox.clock(None)
+    assert invoice.lines.has_more and len(invoice.lines.data) == 10
+
+    result = sandbox.materialize()
+
+    assert result.success
+    booked = sandbox.netsuite("invoice")[f"stripe-{invoice.id}"]
+    assert sorted(Decimal(str(i["amount"])) for i in booked["item"]["items"]) == [Decimal(n) / 100 for n in lines]
+    assert amount(booked) == Decimal(sum(lines)) / 100 == Decimal("120.66")
+    assert Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}").open_exceptions(DAY.isoformat()) == []
+
+
 def test_second_materialization_of_a_partition_sends_zero_writes(sandbox):
     _four_currency_day(sandbox)
     assert sandbox.materialize().success

@@ -161,6 +161,16 @@ def test_an_invoice_not_in_netsuite_waits_for_its_day_unless_salesforce_names_it
     assert deals.compare_deal(_deal(invoice=_invoice([240000], status="draft"))) == []
 
 
+def test_a_netsuite_invoice_id_written_back_that_is_not_netsuites_is_listed():
+    [row] = deals.compare_deal(
+        _deal(opportunity=_opportunity(NetSuite_Invoice_Id__c="499"), netsuite=_booked("2400.00"))
+    )
+    assert (row["field"], row["salesforce"], row["netsuite"]) == (deals.NETSUITE_ID, "499", "501")
+    # The id names the current invoice's record: a subscription billing a later invoice is not compared.
+    renewal = _opportunity(NetSuite_Invoice_Id__c="499", Stripe_Invoice_Id__c="in_2")
+    assert deals.compare_deal(_deal(opportunity=renewal, netsuite=_booked("2400.00"))) == []
+
+
 def test_a_stripe_id_stripe_does_not_know_or_that_bills_another_deal_is_listed():
     missing = Deal(_opportunity(), None, None, "", None)
     assert [(r["field"], r["salesforce"], r["stripe"]) for r in deals.compare_deal(missing)] == [
