@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -32,20 +34,26 @@ def postgres_admin_url() -> str:
     return POSTGRES_ADMIN_URL
 
 
-@pytest.fixture
-def postgres_database_url(postgres_admin_url):
-    """A scratch database created for one test and dropped after it."""
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the server of `admin_url`, dropped on exit (connections and all)."""
     name = f"sync_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = postgres_admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
-        yield url
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_database_url(postgres_admin_url):
+    """A scratch database created for one test and dropped after it."""
+    with scratch_database(postgres_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

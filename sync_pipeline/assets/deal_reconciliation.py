@@ -17,7 +17,7 @@ import pandas as pd
 import stripe as stripe_sdk
 
 from sync_pipeline.assets import salesforce as salesforce_assets
-from sync_pipeline.assets.netsuite import records_by_external_id
+from sync_pipeline.assets.netsuite import NETSUITE_POOL, records_by_external_id
 from sync_pipeline.assets.stripe import with_all_lines
 from sync_pipeline.mapping import deal_reconciliation as deals
 from sync_pipeline.mapping import netsuite as ns
@@ -162,6 +162,8 @@ def _description(comparison: deals.Comparison) -> str | None:
 
 @dg.asset(
     group_name=salesforce_assets.GROUP,
+    # Its SuiteQL reads count against NetSuite's concurrency limit: in the pool with the writers.
+    pool=NETSUITE_POOL,
     deps=[salesforce_assets.salesforce_billing_writeback],
     check_specs=[
         dg.AssetCheckSpec(
