@@ -211,7 +211,7 @@ def check_environment(environ: Mapping[str, str] | None = None, require: tuple[s
     several = is_set(stripe_accounts.ACCOUNTS_SETTING, env)
     if several:
         key, secret = (BY_NAME[n].check for n in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"))
-        problems += stripe_accounts.environment_problems(env, require, key, secret, env.get("SYNC_EVENT_SOURCE") or "")
+        problems += stripe_accounts.environment_problems(env, require, key, secret)
     for part in require:
         for name in REQUIRED_FOR[part]:
             if not env.get(name) and not (several and name.startswith("STRIPE_")):

@@ -90,19 +90,12 @@ def configured_accounts(environ: Mapping[str, str] | None = None) -> list[Stripe
     return [StripeAccount(name, default=i == 0) for i, name in enumerate(names)]
 
 
-def environment_problems(
-    environ: Mapping[str, str], require: tuple[str, ...], check_key, check_secret, event_source: str
-) -> list[str]:
+def environment_problems(environ: Mapping[str, str], require: tuple[str, ...], check_key, check_secret) -> list[str]:
     """Problems with the per-account variables, one line each: malformed always, missing when `require` asks."""
     value = environ.get(ACCOUNTS_SETTING) or ""
     if not value.strip() or account_names_problem(value):
         return []
     problems = []
-    if event_source == "webhooks" and len(configured_accounts(environ)) > 1:
-        problems.append(
-            f"SYNC_EVENT_SOURCE: expected events_api with several Stripe accounts ({ACCOUNTS_SETTING}): the webhook "
-            "inbox serves one account for now; each account's sensor reads its own Events API"
-        )
     for plain in (API_KEY, WEBHOOK_SECRET):
         if environ.get(plain):
             problems.append(

@@ -166,10 +166,11 @@ def _advanced(cursor: routing.EventCursor, events: list[dict]) -> routing.EventC
     return routing.EventCursor(event_id=events[-1]["id"], event_created=int(events[-1]["created"]))
 
 
-def _not_started_partitions(instance: dg.DagsterInstance) -> set[str]:
-    """Partitions with a sensor run that has not started yet: it will read their latest state anyway."""
+def _not_started_partitions(instance: dg.DagsterInstance, sensor_name: str) -> set[str]:
+    """Partitions with a run of this sensor (this Stripe account's) that has not started yet: it will read their
+    latest state anyway."""
     waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
-    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}, statuses=waiting))
+    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": sensor_name}, statuses=waiting))
     return {r.tags["dagster/partition"] for r in runs if "dagster/partition" in r.tags}
 
 
@@ -182,11 +183,11 @@ def read_inbox(ledger: Ledger, cursor: routing.EventCursor) -> EventBatch:
     return EventBatch(events, routing.EventCursor(event_id=cursor.event_id, event_created=cursor.event_created))
 
 
-def event_tags(event_ids: list[str], source: str) -> dict[str, str]:
+def event_tags(event_ids: list[str], source: str, sensor_name: str = SENSOR_NAME) -> dict[str, str]:
     shown = ",".join(event_ids[-EVENT_TAG_LIMIT:])
     more = len(event_ids) - EVENT_TAG_LIMIT
     return {
-        TRIGGER_TAG: SENSOR_NAME,
+        TRIGGER_TAG: sensor_name,
         EVENT_SOURCE_TAG: source,
         EVENTS_TAG: shown + (f",+{more} older" if more > 0 else ""),
         NEWEST_EVENT_TAG: event_ids[-1] if event_ids else "",
@@ -208,8 +209,9 @@ def evaluate(
     source: str,
     daily: dg.DailyPartitionsDefinition,
     now: int,
+    sensor_name: str = SENSOR_NAME,
 ) -> dg.SensorResult:
-    """One tick: read, route, request runs, and move the cursor."""
+    """One tick of the sensor `sensor_name` (one Stripe account's): read, route, request runs, move the cursor."""
     cursor = routing.EventCursor.parse(context.cursor)
     batch = read_inbox(ledger, cursor) if source == "webhooks" else read_events_api(stripe, cursor, now)
     if _was_stopped(context, cursor):
@@ -222,8 +224,8 @@ def evaluate(
         routed.dirty[partition_key] = [*event_ids, *routed.dirty.get(partition_key, [])]
     for note in batch.notes:
         context.log.info(note)
-    waiting = _not_started_partitions(context.instance)
-    requests = _run_requests(context, routed, batch, source, daily, now, waiting)
+    waiting = _not_started_partitions(context.instance, sensor_name)
+    requests = _run_requests(context, routed, batch, source, daily, now, waiting, sensor_name)
     batch.cursor.evaluated_at = now
     if source == "webhooks":
         batch.cursor.pending_acks = {r.run_key: r_ids for r, r_ids in requests}
@@ -248,6 +250,7 @@ def _run_requests(
     daily: dg.DailyPartitionsDefinition,
     now: int,
     waiting: set[str],
+    sensor_name: str,
 ) -> list[tuple[dg.RunRequest, list[str]]]:
     valid = set(daily.get_partition_keys())
     dirty = dict(routed.dirty)
@@ -285,7 +288,7 @@ def _run_requests(
                     run_key=key,
                     partition_key=partition_key,
                     run_config=SENSOR_RUN_CONFIG,
-                    tags=event_tags(event_ids, source),
+                    tags=event_tags(event_ids, source, sensor_name),
                 ),
                 event_ids,
             )
@@ -303,10 +306,13 @@ def build_stripe_to_netsuite_sensor(
 ) -> dg.SensorDefinition:
     """The sensor for `job`'s `daily` partitions, reading `source` (SYNC_EVENT_SOURCE, given by the code location
     when it loads), ticking about every `interval_seconds` (the daemon's own loop makes 5 s the floor). Another
-    Stripe account's sensor (`stripe_eu_to_netsuite_on_events`) reads that account's events with its key."""
+    Stripe account's sensor (`stripe_eu_to_netsuite_on_events`) reads that account's events: its Events API with
+    its key, or the inbox events its own webhook endpoint received."""
+
+    name = account.qualified(SENSOR_NAME)
 
     @dg.sensor(
-        name=account.qualified(SENSOR_NAME),
+        name=name,
         job=job,
         minimum_interval_seconds=max(1, interval_seconds - TICK_SLACK_SECONDS),
         default_status=default_status,
@@ -318,6 +324,7 @@ def build_stripe_to_netsuite_sensor(
     ) -> dg.SensorResult:
         account_stripe = stripe.for_account(account.name) if account.prefix else stripe
         account_ledger = ledger.get_ledger().for_account(account.prefix)
-        return evaluate(context, account_stripe, account_ledger, source, daily, int(time.time()))
+        # The ledger view is the account's: its inbox events only (webhooks), its records for routing.
+        return evaluate(context, account_stripe, account_ledger, source, daily, int(time.time()), name)
 
     return stripe_to_netsuite_on_events

@@ -4,7 +4,10 @@ Nothing else happens on the request path (no Stripe or NetSuite call): Stripe wa
 retries otherwise. The `stripe_to_netsuite_on_events` sensor turns inbox events into runs
 (`SYNC_EVENT_SOURCE=webhooks`).
 Served by uvicorn: `sync-pipeline webhooks serve --host 0.0.0.0 --port 8000`, endpoint
-`POST /webhooks/stripe`.
+`POST /webhooks/stripe`. With several Stripe accounts (SYNC_STRIPE_ACCOUNTS=us,eu) each other account has its
+own endpoint, `POST /webhooks/stripe/eu`, verified with its own `STRIPE_WEBHOOK_SECRET_EU`, and its events are
+stored in the inbox as that account's, for that account's sensor only; the default account keeps
+`/webhooks/stripe` (and answers at `/webhooks/stripe/us` too).
 
 The endpoint is public, so every request is hostile until its signature holds. In order:
 1. the body: `Content-Length` over `MAX_BODY_BYTES` is refused (413) before a byte is read; otherwise at
@@ -22,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import stripe
@@ -33,7 +37,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sync_pipeline.mapping.events import is_stripe_event
-from sync_pipeline.resources.ledger import InboxStatus, Ledger, inbox_event_problem
+from sync_pipeline.resources.ledger import InboxConflict, InboxStatus, Ledger, inbox_event_problem
 
 WEBHOOK_PATH = "/webhooks/stripe"
 # Stripe's own default: a signature older than five minutes may be a replay by someone who captured it.
@@ -56,16 +60,34 @@ MAX_JSON_DEPTH = 64
 log = logging.getLogger("uvicorn.error")
 
 
+def account_path(account: str | None) -> str:
+    """The webhook endpoint of a Stripe account: WEBHOOK_PATH for the default, `/webhooks/stripe/eu` for `eu`."""
+    return f"{WEBHOOK_PATH}/{account}" if account else WEBHOOK_PATH
+
+
 @dataclass(frozen=True)
 class ReceiverConfig:
-    secret: str
+    secret: str = field(repr=False)  # the default account's
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS
     max_body_bytes: int = MAX_BODY_BYTES
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
+    # Several Stripe accounts: every other account's signing secret by name (its endpoint: `account_path`), and
+    # the default account's name, under which its endpoint answers too.
+    other_accounts: Mapping[str, str] = field(default_factory=dict, repr=False)
+    default_name: str = ""
 
     def __post_init__(self) -> None:
         if self.tolerance_seconds < MIN_TOLERANCE_SECONDS:
             raise ValueError(tolerance_problem(self.tolerance_seconds))
+
+    def endpoint(self, account: str | None) -> tuple[str | None, str] | None:
+        """(the account whose inbox rows the events become: None for the default, its signing secret) of the
+        endpoint `account_path(account)`, or None when there is no such endpoint."""
+        if not account or account == self.default_name:
+            return None, self.secret
+        if account in self.other_accounts:
+            return account, self.other_accounts[account]
+        return None
 
 
 def tolerance_problem(tolerance_seconds: int) -> str:
@@ -112,15 +134,18 @@ async def read_body(request: Request, config: ReceiverConfig) -> bytes:
     return bytes(body)
 
 
-def verify(payload: bytes, header: str | None, config: ReceiverConfig) -> str | None:
-    """None when the signature holds, else why it does not (no secret value is ever echoed)."""
+def verify(payload: bytes, header: str | None, config: ReceiverConfig, secret: str | None = None) -> str | None:
+    """None when the signature holds for `secret` (default: the default account's), else why it does not (no
+    secret value is ever echoed)."""
     if not header:
         return "missing Stripe-Signature header"
     if not header.isascii():
         # The SDK compares signatures with hmac.compare_digest, which raises TypeError on non-ASCII text.
         return "invalid Stripe-Signature: the header is not ASCII"
     try:
-        stripe.WebhookSignature.verify_header(payload, header, config.secret, tolerance=config.tolerance_seconds)
+        stripe.WebhookSignature.verify_header(
+            payload, header, secret or config.secret, tolerance=config.tolerance_seconds
+        )
     except stripe.SignatureVerificationError as exc:
         return f"invalid Stripe-Signature: {exc.user_message}"
     except UnicodeDecodeError:
@@ -161,18 +186,26 @@ def parse_event(text: str) -> dict:
 def create_webhook_app(config: ReceiverConfig, ledger: Ledger) -> Starlette:
     async def receive(request: Request) -> JSONResponse:
         event_id = None
+        endpoint = config.endpoint(request.path_params.get("account"))
+        if endpoint is None:
+            return JSONResponse({"error": "no such webhook endpoint"}, status_code=404)
+        account, secret = endpoint
         try:
             payload = await read_body(request, config)
-            problem = verify(payload, request.headers.get("stripe-signature"), config)
+            # Each account's secret on its own path: an event signed for another account is refused here.
+            problem = verify(payload, request.headers.get("stripe-signature"), config, secret)
             if problem:
                 raise Refused(400, problem)
             text = payload.decode("utf-8")  # verify() decoded it already, so this cannot fail
             event = parse_event(text)
             event_id = event["id"]
             # The inbox's primary key is the event id: a redelivery is stored once and still answered 2xx.
-            stored = await run_in_threadpool(ledger.add_event, event, text)
+            stored = await run_in_threadpool(ledger.for_account(account).add_event, event, text)
         except Refused as refused:
             return refused.response()
+        except InboxConflict as conflict:
+            log.error("webhook event %r not stored: %s", event_id, conflict)
+            return JSONResponse({"error": str(conflict)}, status_code=409)
         except Exception as exc:  # a storage failure (or a bug): Stripe retries a 5xx, so nothing is lost
             # Driver and SQLAlchemy messages quote the SQL parameters, i.e. the whole event, and uvicorn
             # would log the traceback with them: log the class and the event id only.
@@ -184,7 +217,11 @@ def create_webhook_app(config: ReceiverConfig, ledger: Ledger) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     return Starlette(
-        routes=[Route(WEBHOOK_PATH, receive, methods=["POST"]), Route("/healthz", health, methods=["GET"])]
+        routes=[
+            Route(WEBHOOK_PATH, receive, methods=["POST"]),
+            Route(WEBHOOK_PATH + "/{account}", receive, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ]
     )
 
 
@@ -222,6 +259,23 @@ def _ledger_from_settings() -> Ledger:
     return Ledger(url)
 
 
+def receiver_config(tolerance_seconds: int, environ: Mapping[str, str] | None = None) -> ReceiverConfig:
+    """Every configured Stripe account's endpoint, with its signing secret from its environment variable
+    (STRIPE_WEBHOOK_SECRET, or STRIPE_WEBHOOK_SECRET_<NAME> per account of SYNC_STRIPE_ACCOUNTS)."""
+    import os
+
+    from sync_pipeline.stripe_accounts import WEBHOOK_SECRET, configured_accounts
+
+    env = os.environ if environ is None else environ
+    default, *others = configured_accounts(env)
+    return ReceiverConfig(
+        secret=env.get(default.env_var(WEBHOOK_SECRET)) or "",
+        tolerance_seconds=tolerance_seconds,
+        other_accounts={a.name: env.get(a.env_var(WEBHOOK_SECRET)) or "" for a in others},
+        default_name=default.name,
+    )
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -230,12 +284,12 @@ def cmd_serve(args) -> int:
     if args.tolerance < MIN_TOLERANCE_SECONDS:
         raise settings.ConfigError(tolerance_problem(args.tolerance))
     settings.require_environment(require=("webhooks",))
-    config = ReceiverConfig(secret=settings.get("STRIPE_WEBHOOK_SECRET") or "", tolerance_seconds=args.tolerance)
+    config = receiver_config(args.tolerance)
     app = create_webhook_app(config, _ledger_from_settings())
-    print(
-        f"Stripe webhooks on http://{args.host}:{args.port}{WEBHOOK_PATH} (inbox: the ledger database); "
-        "set SYNC_EVENT_SOURCE=webhooks for the sensor to read it."
-    )
+    for name in (None, *config.other_accounts):
+        of = f" (Stripe account {name or config.default_name})" if config.other_accounts else ""
+        print(f"Stripe webhooks on http://{args.host}:{args.port}{account_path(name)}{of}")
+    print("Inbox: the ledger database; set SYNC_EVENT_SOURCE=webhooks for the sensors to read it.")
     # h11, not httptools: httptools buffers a header of any size (a 200 MB header took the process past
     # 400 MB), h11 refuses one over 16 KB with 400. Stripe sends a few hundred bytes of headers.
     uvicorn.run(
@@ -253,12 +307,25 @@ def cmd_serve(args) -> int:
 
 def cmd_status(args) -> int:
     from sync_pipeline import settings
+    from sync_pipeline.stripe_accounts import configured_accounts
 
-    status = _ledger_from_settings().inbox_status()
+    ledger = _ledger_from_settings()
+    accounts = configured_accounts()
+    if len(accounts) == 1:
+        status = ledger.inbox_status()
+        if args.json:
+            print(json.dumps(asdict(status), default=str, indent=2))
+        else:
+            print("\n".join([*inbox_lines(status), f"sensor reads: {settings.event_source()} (SYNC_EVENT_SOURCE)"]))
+        return 0
+    # Several Stripe accounts: each account's inbox, as its sensor drains it.
+    statuses = {a.name: ledger.for_account(a.prefix).inbox_status() for a in accounts}
     if args.json:
-        print(json.dumps(asdict(status), default=str, indent=2))
-    else:
-        print("\n".join([*inbox_lines(status), f"sensor reads: {settings.event_source()} (SYNC_EVENT_SOURCE)"]))
+        print(json.dumps({name: asdict(status) for name, status in statuses.items()}, default=str, indent=2))
+        return 0
+    for name, status in statuses.items():
+        print(f"Stripe account {name}:", *(f"  {line}" for line in inbox_lines(status)), sep="\n")
+    print(f"sensors read: {settings.event_source()} (SYNC_EVENT_SOURCE)")
     return 0
 
 

@@ -85,6 +85,9 @@ webhook_inbox = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("processed_at", sa.DateTime(timezone=True)),
     sa.Column("run_key", sa.String(255)),
+    # The Stripe account whose endpoint received the event (SYNC_STRIPE_ACCOUNTS); NULL: the default account, as
+    # every event stored before several accounts was. Each account's sensor drains its own.
+    sa.Column("account", sa.String(16)),
     sa.Index("ix_webhook_inbox_unprocessed", "processed_at", "event_created"),
 )
 
@@ -201,8 +204,20 @@ class ExceptionRow:
 # Columns added to `sync_exceptions` after its first release: a database created before them gets them on open
 # (all nullable, so ADD COLUMN is enough on SQLite and PostgreSQL, and old rows read as "not known").
 ADDED_EXCEPTION_COLUMNS = ("stripe_customer", "currency", "amount_minor")
+# The same for every table: columns added after its first release, nullable, added on open.
+ADDED_COLUMNS = {sync_exceptions: ADDED_EXCEPTION_COLUMNS, webhook_inbox: ("account",)}
 # What the Stripe side of an exception can be filled in with (`Ledger.set_exception_context`).
 EXCEPTION_CONTEXT = ("stripe_customer", "currency", "amount_minor")
+
+
+class InboxConflict(Exception):
+    """An event id already in the inbox for another Stripe account (no payload in the message)."""
+
+    def __init__(self, event_id: str, stored: str | None, received: str | None):
+        super().__init__(
+            f"event {event_id} is already in the inbox for Stripe account {stored or '(default)'}, not "
+            f"{received or '(default)'}: check that each account's webhook endpoint points at its own path"
+        )
 
 
 @dataclass(frozen=True)
@@ -435,14 +450,17 @@ class Ledger:
 
     # -- webhook inbox (layer 3: the Stripe event id is the primary key) ----------------------
     def add_event(self, event: dict, payload: str | None = None) -> bool:
-        """Store a Stripe event once; returns False when it was already in the inbox.
+        """Store a Stripe event once, as received by this ledger's account (`for_account`; unscoped: the default
+        account's); returns False when it was already in the inbox.
 
-        Raises ValueError (naming the field, never echoing its value) for an event the inbox cannot hold.
+        Raises ValueError (naming the field, never echoing its value) for an event the inbox cannot hold, and
+        InboxConflict when another account's endpoint already stored an event with this id.
         """
         problem = inbox_event_problem(event)
         if problem:
             raise ValueError(f"not stored in the webhook inbox: {problem}")
         obj = _event_object(event)
+        account = None if self.scope is _EVERY_ACCOUNT else self.scope
         stmt = (
             self._insert(webhook_inbox)
             .values(
@@ -452,11 +470,29 @@ class Ledger:
                 object_id=obj.get("id"),
                 payload=payload if payload is not None else json.dumps(event),
                 received_at=utcnow(),
+                account=account,
             )
             .on_conflict_do_nothing(index_elements=["event_id"])
         )
         with self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+            if conn.execute(stmt).rowcount == 1:
+                return True
+            stored = conn.execute(
+                sa.select(webhook_inbox.c.account).where(webhook_inbox.c.event_id == event["id"])
+            ).scalar()
+        # Stripe's event ids are unique across accounts; the same id from two accounts' endpoints is a
+        # misrouted endpoint or a replay, and storing it once for the first would lose it for the other.
+        if stored != account:
+            raise InboxConflict(event["id"], stored, account)
+        return False
+
+    def _inbox_scoped(self, query):
+        """`query` on the inbox rows of this ledger's account (all of them when unscoped)."""
+        if self.scope is _EVERY_ACCOUNT:
+            return query
+        if self.scope is None:
+            return query.where(webhook_inbox.c.account.is_(None))
+        return query.where(webhook_inbox.c.account == self.scope)
 
     def unprocessed_events(self, limit: int = 1000) -> list[dict]:
         query = (
@@ -466,13 +502,13 @@ class Ledger:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [dict(row) for row in conn.execute(query).mappings()]
+            return [dict(row) for row in conn.execute(self._inbox_scoped(query)).mappings()]
 
     def mark_processed(self, event_ids: Sequence[str], run_key: str | None = None) -> None:
         with self.engine.begin() as conn:
             for start in range(0, len(event_ids), 900):
                 conn.execute(
-                    sa.update(webhook_inbox)
+                    self._inbox_scoped(sa.update(webhook_inbox))
                     .where(webhook_inbox.c.event_id.in_(list(event_ids[start : start + 900])))
                     .values(processed_at=utcnow(), run_key=run_key)
                 )
@@ -487,11 +523,13 @@ class Ledger:
         )
         with self.engine.connect() as conn:
             depth = conn.execute(
-                sa.select(sa.func.count()).select_from(webhook_inbox).where(webhook_inbox.c.processed_at.is_(None))
+                self._inbox_scoped(sa.select(sa.func.count()).select_from(webhook_inbox)).where(
+                    webhook_inbox.c.processed_at.is_(None)
+                )
             ).scalar_one()
             oldest = (
                 conn.execute(
-                    sa.select(*cols)
+                    self._inbox_scoped(sa.select(*cols))
                     .where(webhook_inbox.c.processed_at.is_(None))
                     .order_by(webhook_inbox.c.event_created)
                     .limit(1)
@@ -501,7 +539,7 @@ class Ledger:
             )
             last = (
                 conn.execute(
-                    sa.select(*cols)
+                    self._inbox_scoped(sa.select(*cols))
                     .where(webhook_inbox.c.processed_at.is_not(None))
                     .order_by(webhook_inbox.c.processed_at.desc())
                     .limit(1)
@@ -539,18 +577,21 @@ def _create_tables(engine: sa.Engine, attempts: int = 5) -> None:
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:
-    """Bring a `sync_exceptions` table created by an earlier release up to date (create_all adds no column).
+    """Bring tables created by an earlier release up to date (create_all adds no column): `ADDED_COLUMNS`.
 
     Two processes upgrading at once: the loser's ADD COLUMN fails with "duplicate column", and the caller's
     next attempt finds the column there."""
-    present = {c["name"] for c in sa.inspect(engine).get_columns(sync_exceptions.name)}
-    missing = [sync_exceptions.c[name] for name in ADDED_EXCEPTION_COLUMNS if name not in present]
+    inspector = sa.inspect(engine)
+    missing = []
+    for table, added in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing += [table.c[name] for name in added if name not in present]
     if not missing:
         return
     with engine.begin() as conn:
         for column in missing:
             kind = column.type.compile(dialect=engine.dialect)
-            conn.execute(sa.text(f"ALTER TABLE {sync_exceptions.name} ADD COLUMN {column.name} {kind}"))
+            conn.execute(sa.text(f"ALTER TABLE {column.table.name} ADD COLUMN {column.name} {kind}"))
 
 
 def create_ledger_engine(url: str) -> sa.Engine:

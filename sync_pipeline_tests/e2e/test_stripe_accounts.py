@@ -4,23 +4,35 @@ Both accounts live behind one Stripe stand-in address (the API key says whose da
 so they hold objects with the same ids: the product `prod_pro`, and, made in the same order, the same customer,
 invoice and charge ids. Each account's job runs through the real Dagster instance, with its own Stripe key and
 subsidiary, into the one NetSuite stand-in.
+
+Then the near-real-time loop per account: each stand-in account delivers signed webhooks to its own endpoint of
+`sync-pipeline webhooks serve`, and a `dagster-daemon` runs each account's sensor on its own inbox events.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
+import sqlalchemy as sa
 import stripe
 
 from sync_pipeline.assets.netsuite import NETSUITE_POOL
-from sync_pipeline.resources.ledger import Ledger
+from sync_pipeline.jobs import EVENTS_TAG
+from sync_pipeline.resources.ledger import Ledger, webhook_inbox
 from sync_pipeline.sandbox.netsuite import start_netsuite
 from sync_pipeline.sandbox.stripe.accounts import start_stripe_accounts
+from sync_pipeline.sandbox.stripe.events import sign
 from sync_pipeline_tests.e2e.harness import DAY, Sandbox, amount, at
+from sync_pipeline_tests.e2e.test_near_real_time import FINISHED, Loop
+from sync_pipeline_tests.integration.webhook_server import running_receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +49,7 @@ def two_accounts(tmp_path, monkeypatch):
     with start_stripe_accounts(["us", "eu"]) as stripe_accounts, start_netsuite() as netsuite:
         home = tmp_path / "dagster_home"
         home.mkdir()
-        mapping = tmp_path / "field_mapping.yaml"
-        mapping.write_text((ROOT / "field_mapping.yaml").read_text() + '\nstripe_accounts:\n  eu: {subsidiary: "2"}\n')
+        mapping = _two_entity_mapping(tmp_path)
         for name in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "SYNC_EVENT_SOURCE"):
             monkeypatch.delenv(name, raising=False)
         env = {
@@ -63,6 +74,12 @@ def two_accounts(tmp_path, monkeypatch):
             for name, account in stripe_accounts.accounts.items()
         }
         yield boxes
+
+
+def _two_entity_mapping(folder: Path) -> Path:
+    mapping = folder / "field_mapping.yaml"
+    mapping.write_text((ROOT / "field_mapping.yaml").read_text() + '\nstripe_accounts:\n  eu: {subsidiary: "2"}\n')
+    return mapping
 
 
 def _seed_day(box: Sandbox, currency: str, unit_amount: int, quantities: list[int]) -> list[str]:
@@ -160,3 +177,113 @@ def _customer_of(box: Sandbox, invoice_id: str) -> str:
 
 def _applies(payment: dict, invoice: dict) -> bool:
     return any(line["doc"]["id"] == invoice["id"] for line in payment["apply"]["items"])
+
+
+# -- webhooks per account -------------------------------------------------------------------------------------------
+
+_INBOX_QUERY = sa.select(webhook_inbox.c.event_id, webhook_inbox.c.account)
+SENSORS = {"us": "stripe_to_netsuite_on_events", "eu": "stripe_eu_to_netsuite_on_events"}
+WEBHOOK_SECRETS = {"us": "whsec_entity_us", "eu": "whsec_entity_eu"}
+
+
+def _runs_of(loop: Loop, account: str) -> list[dg.DagsterRun]:
+    return list(loop.instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": SENSORS[account]})))
+
+
+def _inbox_events(ledger: Ledger) -> dict[str, str | None]:
+    """Every inbox event id and the account whose endpoint received it (None: the default account)."""
+    with ledger.engine.connect() as conn:
+        return {row["event_id"]: row["account"] for row in conn.execute(_INBOX_QUERY).mappings()}
+
+
+def _synced(box: Sandbox, external_id: str) -> bool:
+    invoice = box.netsuite("invoice").get(external_id)
+    return bool(invoice) and any(
+        line["doc"]["id"] == invoice["id"]
+        for p in box.netsuite("customerPayment").values()
+        for line in p["apply"]["items"]
+    )
+
+
+def test_each_accounts_webhooks_reach_only_its_own_sensor_and_another_accounts_signature_is_refused(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    database_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    secrets = {f"STRIPE_WEBHOOK_SECRET_{name.upper()}": secret for name, secret in WEBHOOK_SECRETS.items()}
+    with ExitStack() as stack:
+        # Seeded apart, as two real accounts are: their event ids differ (Stripe's are unique across accounts).
+        per_account = {name: {"seed": n, "webhook_secret": WEBHOOK_SECRETS[name]} for n, name in enumerate(SENSORS)}
+        stripe_accounts = stack.enter_context(start_stripe_accounts(list(SENSORS), per_account=per_account))
+        netsuite = stack.enter_context(start_netsuite())
+        receiver = stack.enter_context(
+            running_receiver(tmp_path, database_url, secrets={"SYNC_STRIPE_ACCOUNTS": "us,eu", **secrets})
+        )
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET")},
+            **netsuite.env(),
+            **secrets,
+            "SYNC_STRIPE_ACCOUNTS": "us,eu",
+            "SYNC_EVENT_SOURCE": "webhooks",
+            "STRIPE_API_BASE": stripe_accounts.url,
+            "STRIPE_API_KEY_US": stripe_accounts["us"].api_key,
+            "STRIPE_API_KEY_EU": stripe_accounts["eu"].api_key,
+            "DAGSTER_HOME": str(home),
+            "SYNC_DATABASE_URL": database_url,
+            "SYNC_FIELD_MAPPING": str(_two_entity_mapping(tmp_path)),
+        }
+        boxes = {}
+        for name, account in stripe_accounts.accounts.items():
+            client = stripe.StripeClient(account.api_key, base_addresses={"api": stripe_accounts.url})
+            # Each account's endpoint is its own path: /webhooks/stripe for the default, /webhooks/stripe/eu.
+            url = receiver.endpoint + ("" if name == "us" else f"/{name}")
+            client.v1.webhook_endpoints.create({"url": url, "enabled_events": ["*"]})
+            boxes[name] = Sandbox(account.url, netsuite.url, client, home)
+        ledger = Ledger(database_url)
+        loop = Loop(boxes["us"], receiver.endpoint, ledger, env, tmp_path / "daemon.log")
+        stack.callback(loop.stop_daemon)
+        loop.instance.get_runs(limit=1)  # Dagster's storage created before the daemon starts
+        loop.start_daemon()
+
+        invoices = {
+            "us": boxes["us"].invoice(boxes["us"].customer("US Payer", "usd"), "usd", [24900]),
+            "eu": boxes["eu"].invoice(boxes["eu"].customer("EU Payer", "eur"), "eur", [9900]),
+        }
+        external_ids = {"us": f"stripe-{invoices['us'].id}", "eu": f"stripe-eu-{invoices['eu'].id}"}
+        for name, box in boxes.items():
+            loop.wait_for(f"{name}'s paid invoice in NetSuite", lambda b=box, e=external_ids[name]: _synced(b, e))
+        loop.wait_for(
+            "both accounts' inboxes drained and their runs finished",
+            lambda: (
+                ledger.inbox_status().depth == 0
+                and all(r.status in FINISHED for name in SENSORS for r in _runs_of(loop, name))
+            ),
+        )
+
+        received = _inbox_events(ledger)
+        for name, box in boxes.items():
+            assert amount(box.netsuite("invoice")[external_ids[name]]) == Decimal(invoices[name].total) / 100
+            runs = _runs_of(loop, name)
+            assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+            job = "stripe_to_netsuite" if name == "us" else "stripe_eu_to_netsuite"
+            assert {r.job_name for r in runs} == {job}
+            # Every event a run of this account's sensor was made for came through this account's endpoint.
+            tagged = {e for r in runs for e in r.tags[EVENTS_TAG].split(",") if e}
+            own = {e for e, account in received.items() if account == (None if name == "us" else name)}
+            assert tagged and tagged <= own, (name, tagged - own)
+        assert set(received.values()) == {None, "eu"}
+
+        # An event signed with the wrong account's secret is refused at either endpoint, and stores nothing.
+        event = {"id": "evt_forged", "object": "event", "type": "invoice.paid", "created": int(time.time())}
+        body = json.dumps({**event, "data": {"object": {"id": invoices["eu"].id}}}).encode()
+        forged = {
+            "eu's event at us's endpoint": (receiver.endpoint, WEBHOOK_SECRETS["eu"]),
+            "us's secret at eu's endpoint": (receiver.endpoint + "/eu", WEBHOOK_SECRETS["us"]),
+        }
+        for what, (url, secret) in forged.items():
+            answer = requests.post(
+                url, data=body, timeout=10, headers={"Stripe-Signature": sign(body, secret, int(time.time()))}
+            )
+            assert answer.status_code == 400, what
+            assert "No signatures found matching" in answer.json()["error"], what
+        assert "evt_forged" not in _inbox_events(ledger)

@@ -159,3 +159,46 @@ def test_webhooks_serve_refuses_to_start_without_a_signing_secret(tmp_path, monk
     assert cli.main(["webhooks", "serve"]) == 2
 
     assert "STRIPE_WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+def test_each_stripe_account_has_its_own_endpoint_verified_with_its_own_secret(tmp_path, monkeypatch, capsys):
+    database_url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    secrets = {"us": "whsec_entity_us", "eu": "whsec_entity_eu"}
+    accounts = {
+        "SYNC_STRIPE_ACCOUNTS": "us,eu",
+        **{f"STRIPE_WEBHOOK_SECRET_{name.upper()}": secret for name, secret in secrets.items()},
+    }
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    for name, value in accounts.items():
+        monkeypatch.setenv(name, value)
+    eu_event = json.dumps({**EVENT, "id": "evt_eu"}).encode()
+    us_event = json.dumps({**EVENT, "id": "evt_us"}).encode()
+
+    with running_receiver(tmp_path, database_url, log_level="warning", secrets=accounts) as server:
+        answers = {
+            "eu on its own path": _post(f"{server.endpoint}/eu", *_signed(eu_event, secrets["eu"])),
+            "eu on the default path": _post(server.endpoint, *_signed(eu_event, secrets["eu"])),
+            "us on eu's path": _post(f"{server.endpoint}/eu", *_signed(us_event, secrets["us"])),
+            "us on its own name": _post(f"{server.endpoint}/us", *_signed(us_event, secrets["us"])),
+            "an unknown account": _post(f"{server.endpoint}/fr", *_signed(eu_event, secrets["eu"])),
+        }
+        log = server.log()
+
+    assert {what: a.status_code for what, a in answers.items()} == {
+        "eu on its own path": 200,
+        "eu on the default path": 400,
+        "us on eu's path": 400,
+        "us on its own name": 200,
+        "an unknown account": 404,
+    }
+    assert "No signatures found matching" in answers["eu on the default path"].json()["error"]
+    ledger = Ledger(database_url)
+    assert [(r["event_id"], r["account"]) for r in ledger.unprocessed_events()] == [("evt_eu", "eu"), ("evt_us", None)]
+    assert not any(secret in log for secret in secrets.values())
+
+    monkeypatch.setenv("SYNC_DATABASE_URL", database_url)
+    capsys.readouterr()
+    assert cli.main(["webhooks", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "Stripe account us:\n  inbox depth: 1 unprocessed event(s)\n  oldest unprocessed: evt_us" in out
+    assert "Stripe account eu:\n  inbox depth: 1 unprocessed event(s)\n  oldest unprocessed: evt_eu" in out

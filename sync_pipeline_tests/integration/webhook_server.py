@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +66,19 @@ class ReceiverProcess:
 
 @contextmanager
 def running_receiver(
-    log_dir: Path, database_url: str, *args: str, secret: str = SECRET, log_level: str = "info"
+    log_dir: Path,
+    database_url: str,
+    *args: str,
+    secret: str = SECRET,
+    log_level: str = "info",
+    secrets: Mapping[str, str] | None = None,
 ) -> Iterator[ReceiverProcess]:
-    """Start the receiver on 127.0.0.1, wait until it answers, and stop it (its whole process group)."""
+    """Start the receiver on 127.0.0.1, wait until it answers, and stop it (its whole process group). `secrets`:
+    the signing-secret variables to set instead of STRIPE_WEBHOOK_SECRET (several Stripe accounts)."""
     port = free_port()
     log_path = log_dir / f"receiver-{port}.log"
-    env = {**os.environ, "STRIPE_WEBHOOK_SECRET": secret, "SYNC_DATABASE_URL": database_url}
+    signing = {"STRIPE_WEBHOOK_SECRET": secret} if secrets is None else secrets
+    env = {**os.environ, **signing, "SYNC_DATABASE_URL": database_url}
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             [

@@ -6,9 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
 from sync_pipeline.mapping.content_hash import content_hash
-from sync_pipeline.resources.ledger import ExceptionRow, Ledger, LedgerEntry
+from sync_pipeline.resources.ledger import ExceptionRow, InboxConflict, Ledger, LedgerEntry, webhook_inbox
 
 
 def _entry(ext: str, internal: str, body: dict) -> LedgerEntry:
@@ -103,6 +104,49 @@ def test_inbox_stores_each_event_once_even_under_concurrent_delivery(database_ur
     assert status.depth == 0
     assert status.last_processed["event_id"] == "evt_1"
     assert ledger.unprocessed_events() == []
+
+
+def _inbox_event(event_id: str, created: int = 1_790_000_000) -> dict:
+    return {"id": event_id, "type": "invoice.paid", "created": created, "data": {"object": {"id": "in_1"}}}
+
+
+def test_each_stripe_accounts_inbox_view_holds_and_drains_only_its_own_events(database_url):
+    ledger = Ledger(database_url)
+    us, eu = ledger.for_account(None), ledger.for_account("eu")
+    assert us.add_event(_inbox_event("evt_us", 1)) and eu.add_event(_inbox_event("evt_eu", 2))
+    assert not eu.add_event(_inbox_event("evt_eu", 2)), "a redelivery to its own endpoint is a duplicate"
+
+    assert [e["event_id"] for e in us.unprocessed_events()] == ["evt_us"]
+    assert [(e["event_id"], e["account"]) for e in eu.unprocessed_events()] == [("evt_eu", "eu")]
+    assert {e["event_id"] for e in ledger.unprocessed_events()} == {"evt_us", "evt_eu"}
+    # One account acknowledging another's event id changes nothing.
+    us.mark_processed(["evt_eu"])
+    assert (us.inbox_status().depth, eu.inbox_status().depth) == (1, 1)
+    eu.mark_processed(["evt_eu"], run_key="2026-09-21:evt_eu")
+    assert (us.inbox_status().depth, eu.inbox_status().depth) == (1, 0)
+    assert eu.inbox_status().last_processed["event_id"] == "evt_eu"
+    assert us.inbox_status().last_processed is None
+
+    # The same event id from the other account's endpoint is not taken for a duplicate of this one's.
+    with pytest.raises(InboxConflict, match="evt_eu is already in the inbox for Stripe account eu, not"):
+        us.add_event(_inbox_event("evt_eu", 2))
+
+
+def test_an_inbox_from_before_several_accounts_gains_the_account_column_its_events_the_default_accounts(
+    database_url,
+):
+    Ledger(database_url).add_event(_inbox_event("evt_old"))
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {webhook_inbox.name} DROP COLUMN account"))
+    engine.dispose()
+
+    ledger = Ledger(database_url)  # opened by this release
+    ledger.for_account("eu").add_event(_inbox_event("evt_new"))
+
+    assert [e["event_id"] for e in ledger.for_account(None).unprocessed_events()] == ["evt_old"]
+    assert [e["event_id"] for e in ledger.for_account("eu").unprocessed_events()] == ["evt_new"]
+    Ledger(database_url)  # opening it again changes nothing
 
 
 def test_cursor_survives_a_new_ledger_object(database_url):

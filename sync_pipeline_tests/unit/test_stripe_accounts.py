@@ -71,9 +71,11 @@ def test_well_configured_accounts_have_no_problem():
     assert settings.check_environment(ACCOUNTS, require=("stripe",)) == []
 
 
-def test_the_webhook_inbox_serves_one_account_only_for_now():
-    problems = settings.check_environment({**ACCOUNTS, "SYNC_EVENT_SOURCE": "webhooks"})
-    assert [p.split(":")[0] for p in problems] == ["SYNC_EVENT_SOURCE"]
+def test_webhooks_with_several_accounts_need_each_accounts_own_signing_secret():
+    webhooks = {**ACCOUNTS, "SYNC_EVENT_SOURCE": "webhooks", "STRIPE_WEBHOOK_SECRET_US": "whsec_us"}
+    (problem,) = settings.check_environment(webhooks, require=("webhooks",))
+    assert problem.startswith("STRIPE_WEBHOOK_SECRET_EU: expected a value for Stripe account eu")
+    assert settings.check_environment({**webhooks, "STRIPE_WEBHOOK_SECRET_EU": "whsec_eu"}, require=("webhooks",)) == []
 
 
 def _mapping(extra: str = "") -> FieldMapping:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,12 +115,16 @@ class StripeAccountsSandbox:
         self.stop()
 
 
-def start_stripe_accounts(names: Sequence[str], port: int = 0, **overrides: Any) -> StripeAccountsSandbox:
-    """Serve one stand-in per account name on one 127.0.0.1 address; `overrides` set every account's config."""
+def start_stripe_accounts(
+    names: Sequence[str], port: int = 0, per_account: Mapping[str, Mapping[str, Any]] | None = None, **overrides: Any
+) -> StripeAccountsSandbox:
+    """Serve one stand-in per account name on one 127.0.0.1 address; `overrides` set every account's config,
+    `per_account[name]` one account's (its own seed, hence its own ids, or its own webhook secret)."""
     apps = {}
     built = {}
     for name in names:
-        config = dataclasses.replace(StripeConfig(), api_key_prefix=account_key(name), **overrides)
+        own = {**overrides, **(per_account or {}).get(name, {})}
+        config = dataclasses.replace(StripeConfig(), api_key_prefix=account_key(name), **own)
         state = StripeState(seed=config.seed)
         apps[name] = create_stripe_app(state, config)
         built[name] = (state, config)
