@@ -57,6 +57,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     With `--partition D`: the Stripe → NetSuite dry run of day D, per record."""
     if getattr(args, "partition", None):
         return run_partition_plan(args)
+    if getattr(args, "account", None):
+        return _fail("--account: with --partition only; the Salesforce → Stripe plan bills in the default account")
     import dataclasses
     import datetime as dt
 

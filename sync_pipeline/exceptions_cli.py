@@ -12,6 +12,10 @@ exception. The runs are submitted to the Dagster webserver (`sync-pipeline dev` 
 for its daemon like any run launched from the UI; `--in-process` runs them here instead, one after the other,
 against the same Dagster instance (DAGSTER_HOME), for a shell where no Dagster is running. Either way the runs
 are in the UI's run list, tagged `sync_pipeline/trigger=exceptions-retry`.
+
+With several Stripe accounts (SYNC_STRIPE_ACCOUNTS) the list has an `account` column, each exception's account
+told by its external id (`stripe-eu-...`), and `retry` runs each account's own job (`stripe_eu_to_netsuite`) for
+its days; `--account NAME` narrows either to one account.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from sync_pipeline import settings
+from sync_pipeline.mapping.external_ids import account_of_external_id
 from sync_pipeline.resources.ledger import Ledger
-from sync_pipeline.writers.report import WORKLIST_COLUMNS, worklist_frame
+from sync_pipeline.stripe_accounts import StripeAccount, add_account_argument, configured_accounts, selected_account
+from sync_pipeline.writers.report import worklist_frame
 
 RETRY_TRIGGER = "exceptions-retry"
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
@@ -48,6 +54,18 @@ def _ledger() -> Ledger:
     return Ledger(settings.database_url())
 
 
+def _accounts(name: str | None) -> tuple[list[StripeAccount], bool]:
+    """The accounts `--account` selects (all when None), and whether the deployment has several."""
+    chosen = selected_account(name)  # also checks SYNC_STRIPE_ACCOUNTS
+    every = configured_accounts()
+    return ([chosen] if name else every), len(every) > 1
+
+
+def _scoped(ledger: Ledger, accounts: Sequence[StripeAccount]) -> Ledger:
+    """The ledger as one selected account sees it; every account's rows when all are selected."""
+    return ledger.for_account(accounts[0].prefix) if len(accounts) == 1 else ledger
+
+
 def _table(frame: pd.DataFrame, open_only: bool) -> str:
     what = "open exception(s)" if open_only else "exception(s), open and resolved"
     if frame.empty:
@@ -55,6 +73,7 @@ def _table(frame: pd.DataFrame, open_only: bool) -> str:
     rows = [
         {
             "#": str(n),
+            **({"account": r.account} if "account" in frame else {}),
             "error_code": r.error_code + ("" if not r.resolved_at else " (resolved)"),
             "record": f"{r.record_type} {r.external_id}",
             "day": r.day or "(none)",
@@ -67,7 +86,8 @@ def _table(frame: pd.DataFrame, open_only: bool) -> str:
         }
         for n, r in enumerate(frame.itertuples(index=False), start=1)
     ]
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS).to_markdown(index=False, disable_numparse=True)
+    columns = [*TABLE_COLUMNS[:1], *(["account"] if "account" in frame else []), *TABLE_COLUMNS[1:]]
+    table = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
     fixes = "\n".join(f"  #{n} {r.fix}" for n, r in enumerate(frame.itertuples(index=False), start=1))
     return f"{len(frame)} {what}, oldest first:\n\n{table}\n\nFixes:\n{fixes}"
 
@@ -75,11 +95,17 @@ def _table(frame: pd.DataFrame, open_only: bool) -> str:
 def run_exceptions(args: argparse.Namespace) -> int:
     """Print the worklist; with --open, exit 1 when any exception is open."""
     open_only = bool(getattr(args, "open_only", False))
-    frame = worklist_frame(_ledger().exceptions(open_only=open_only, error_code=args.code))
+    accounts, several = _accounts(args.account)
+    frame = worklist_frame(_scoped(_ledger(), accounts).exceptions(open_only=open_only, error_code=args.code))
+    if several:
+        # Whose exception: the account its external id names (Salesforce-side ones are the default account's,
+        # which billing uses).
+        default = configured_accounts()[0].name
+        frame.insert(0, "account", [account_of_external_id(e) or default for e in frame["external_id"]])
     if args.format == "json":
         print(json.dumps(frame.to_dict("records"), ensure_ascii=False, indent=2))
     elif args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=WORKLIST_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(frame.columns), lineterminator="\n")
         writer.writeheader()
         writer.writerows(frame.to_dict("records"))
     else:
@@ -143,14 +169,26 @@ def run_retry(args: argparse.Namespace) -> int:
     """Re-run the days (and the billing) of the open exceptions, through Dagster; print each run id."""
     from sync_pipeline.jobs import SALESFORCE_TO_STRIPE_JOB, STRIPE_TO_NETSUITE_JOB
 
-    ledger = _ledger()
+    accounts, _ = _accounts(args.account)
+    ledger = _scoped(_ledger(), accounts)
     rows = ledger.exceptions(open_only=True, error_code=args.code)
     of_code = f" of code {args.code.upper()}" if args.code else ""
     if not rows:
         print(f"No open exceptions{of_code}: nothing to retry.")
         return 0
-    days, billing = affected_runs(rows)
-    runs: list[tuple[str, str | None]] = [(STRIPE_TO_NETSUITE_JOB, day) for day in days]
+    _, billing = affected_runs(rows)
+    runs: list[tuple[str, str | None]] = []
+    for account in accounts:
+        # Each account's days through its own job, which reads its own Stripe account.
+        days, _ = affected_runs([r for r in rows if account_of_external_id(r["external_id"]) == account.prefix])
+        runs += [(account.qualified(STRIPE_TO_NETSUITE_JOB), day) for day in days]
+    unlisted = sorted({account_of_external_id(r["external_id"]) for r in rows} - {a.prefix for a in accounts})
+    if unlisted:
+        print(
+            f"Open exceptions of Stripe account(s) {', '.join(unlisted)}, which SYNC_STRIPE_ACCOUNTS does not list: "
+            "not retried.",
+            file=sys.stderr,
+        )
     if billing:
         if settings.is_set("SALESFORCE_INSTANCE_URL"):
             runs.append((SALESFORCE_TO_STRIPE_JOB, None))
@@ -228,6 +266,7 @@ def add_exceptions_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--open", dest="open_only", action="store_true", help="open ones only; exit 1 if any")
     parser.add_argument("--code", metavar="C", help="one error code only, e.g. UNMAPPED_CURRENCY")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
+    add_account_argument(parser, "only the exceptions", "every account's, with an account column")
     parser.set_defaults(func=run_exceptions)
     actions = parser.add_subparsers(dest="exceptions_command", metavar="{retry}")
     retry = actions.add_parser(
@@ -242,6 +281,7 @@ def add_exceptions_parser(subparsers: argparse._SubParsersAction) -> None:
         "reports which exceptions resolved: exit 1 when a run failed or any stays open.",
     )
     retry.add_argument("--code", metavar="C", help="retry the exceptions of this error code only")
+    add_account_argument(retry, "only the exceptions", "every account's, each through its own job")
     retry.add_argument(
         "--url",
         default=os.environ.get("DAGSTER_WEBSERVER_URL", DEFAULT_DAGSTER_URL),

@@ -20,6 +20,13 @@ from typing import TextIO
 import dagster as dg
 
 from sync_pipeline import settings
+from sync_pipeline.stripe_accounts import (
+    DEFAULT_ACCOUNT,
+    StripeAccount,
+    account_mapping,
+    add_account_argument,
+    selected_account,
+)
 from sync_pipeline.writers.plan_preview import PREVIEW_COLUMNS, PreviewRow, counts
 
 FORMATS = ("table", "csv", "json")
@@ -38,6 +45,7 @@ def add_partition_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=FORMATS, default="table", help="with --partition: how the records are printed"
     )
+    add_account_argument(parser, "with --partition: the day")
 
 
 def _fail(message: str) -> int:
@@ -71,16 +79,19 @@ def _ledger_url(url: str) -> str:
     return url
 
 
-def extract_day(day: str, resources: dict) -> dict:
-    """The day's Stripe extract frames (invoices, charges, payouts, balance transactions), by the extract
-    assets themselves, in memory on an ephemeral instance: nothing is stored."""
-    from sync_pipeline import partitions
+def extract_day(day: str, resources: dict, account: StripeAccount = DEFAULT_ACCOUNT) -> dict:
+    """The day's Stripe extract frames (invoices, charges, payouts, balance transactions) of `account`, by that
+    account's extract assets themselves, in memory on an ephemeral instance: nothing is stored."""
+    from sync_pipeline import account_sets
     from sync_pipeline.assets import cash, stripe
 
-    assets = partitions.starting_on(
-        [stripe.stripe_invoices, stripe.stripe_charges, cash.stripe_payouts, cash.stripe_balance_transactions],
-        settings.start_date(),
-    )
+    names = ("stripe_invoices", "stripe_charges", "stripe_payouts", "stripe_balance_transactions")
+    # The account's own definitions (its key prefix): their bodies use its Stripe key, ledger view and ids.
+    assets = [
+        a
+        for a in account_sets.account_assets(account, [stripe, cash], settings.start_date())
+        if {k.path[-1] for k in a.keys} & set(names)
+    ]
     result = dg.materialize_to_memory(
         assets,
         partition_key=day,
@@ -88,18 +99,20 @@ def extract_day(day: str, resources: dict) -> dict:
         instance=dg.DagsterInstance.ephemeral(),
         run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
     )
-    names = ("stripe_invoices", "stripe_charges", "stripe_payouts", "stripe_balance_transactions")
-    return {name: result.output_for_node(name) for name in names}
+    prefix = [account.prefix] if account.prefix else []
+    return {name: result.asset_value(dg.AssetKey([*prefix, name])) for name in names}
 
 
-def plan_partition(day: str) -> tuple[list[PreviewRow], int]:
-    """The preview rows of the day and how many Stripe objects are not booked at all (drafts, failed charges)."""
+def plan_partition(day: str, account: StripeAccount = DEFAULT_ACCOUNT) -> tuple[list[PreviewRow], int]:
+    """The preview rows of `account`'s day and how many Stripe objects are not booked at all (drafts, failed
+    charges)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from sync_pipeline.assets.cash import map_payouts
     from sync_pipeline.assets.netsuite import map_partition
     from sync_pipeline.assets.stripe import read_trees
     from sync_pipeline.definitions import build_resources
+    from sync_pipeline.mapping.external_ids import for_account
     from sync_pipeline.resources.ledger import LedgerResource
     from sync_pipeline.schemas.netsuite import validate_records
     from sync_pipeline.writers import plan_preview as pp
@@ -107,9 +120,10 @@ def plan_partition(day: str) -> tuple[list[PreviewRow], int]:
     everything = build_resources()
     everything["ledger"] = LedgerResource(database_url=_ledger_url(settings.database_url()))
     resources = {k: everything[k] for k in ("stripe", "ledger", "field_mapping", "netsuite")}
-    frames = extract_day(day, {k: resources[k] for k in ("stripe", "ledger", "field_mapping")})
-    with dg.build_resources(resources) as built:
-        fm = built.field_mapping.load()
+    frames = extract_day(day, {k: resources[k] for k in ("stripe", "ledger", "field_mapping")}, account)
+    # Mapped as the account's assets map: its subsidiary, its external ids, its ledger rows.
+    with dg.build_resources(resources) as built, for_account(account.prefix):
+        fm = account_mapping(built.field_mapping.load(), account)
         documents = map_partition(read_trees(frames["stripe_invoices"]), read_trees(frames["stripe_charges"]), fm)
         deposits = map_payouts(frames["stripe_payouts"], frames["stripe_balance_transactions"], fm)
         valid, held_back = [], []
@@ -117,7 +131,7 @@ def plan_partition(day: str) -> tuple[list[PreviewRow], int]:
             outcome = validate_records(mapped.records, fm)
             valid += outcome.valid
             held_back += [*mapped.issues, *outcome.issues]
-        known, internal_ids = pp.read_ledger(built.ledger.get_ledger(), valid)
+        known, internal_ids = pp.read_ledger(built.ledger.get_ledger().for_account(account.prefix), valid)
         pending = pp.compare_with_ledger(valid, known, internal_ids)
         keys = pp.to_read(pending)
         current: dict = {}
@@ -129,8 +143,9 @@ def plan_partition(day: str) -> tuple[list[PreviewRow], int]:
     return rows, len(documents.skips) + len(deposits.skips)
 
 
-def print_table(day: str, rows: Sequence[PreviewRow], skipped: int, out: TextIO) -> None:
-    print(f"Stripe → NetSuite plan for {day} (UTC): nothing is written by this command.", file=out)
+def print_table(day: str, rows: Sequence[PreviewRow], skipped: int, out: TextIO, account: str = "") -> None:
+    of = f" of Stripe account {account}" if account else ""
+    print(f"Stripe → NetSuite plan for {day} (UTC){of}: nothing is written by this command.", file=out)
     widths = {
         "action": max([len("ACTION"), *(len(r.action.value) for r in rows)]),
         "record_type": max([len("RECORD TYPE"), *(len(r.record_type) for r in rows)]),
@@ -164,17 +179,20 @@ def print_csv(rows: Sequence[PreviewRow], out: TextIO) -> None:
     writer.writerows(r.as_dict() for r in rows)
 
 
-def print_json(day: str, rows: Sequence[PreviewRow], skipped: int, out: TextIO) -> None:
+def print_json(day: str, rows: Sequence[PreviewRow], skipped: int, out: TextIO, account: str = "") -> None:
     records = [{**r.as_dict(), "changes": list(r.changes), "note": r.note} for r in rows]
     document = {"partition": day, "counts": counts(rows), "not_booked": skipped, "records": records}
+    if account:
+        document = {"account": account, **document}
     json.dump(document, out, indent=2, ensure_ascii=False)
     out.write("\n")
 
 
 def run_partition_plan(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """`sync-pipeline plan --partition D [--format table|csv|json]`."""
+    """`sync-pipeline plan --partition D [--format table|csv|json] [--account NAME]`."""
     out = out or sys.stdout
     settings.require_environment(("stripe", "netsuite"))
+    account = selected_account(getattr(args, "account", None))
     from sync_pipeline.mapping.field_mapping import read_field_mapping
 
     mapping, problems = read_field_mapping(settings.field_mapping_path())
@@ -183,11 +201,11 @@ def run_partition_plan(args: argparse.Namespace, out: TextIO | None = None) -> i
     problem = partition_problem(args.partition, settings.start_date())
     if problem:
         return _fail(problem)
-    rows, skipped = plan_partition(args.partition)
+    rows, skipped = plan_partition(args.partition, account)
     if args.format == "csv":
         print_csv(rows, out)
     elif args.format == "json":
-        print_json(args.partition, rows, skipped, out)
+        print_json(args.partition, rows, skipped, out, account.name)
     else:
-        print_table(args.partition, rows, skipped, out)
+        print_table(args.partition, rows, skipped, out, account.name)
     return 0

@@ -21,6 +21,13 @@ from typing import TextIO
 import dagster as dg
 
 from sync_pipeline import settings
+from sync_pipeline.stripe_accounts import (
+    DEFAULT_ACCOUNT,
+    StripeAccount,
+    account_mapping,
+    add_account_argument,
+    selected_account,
+)
 
 FORMATS = ("table", "csv", "json")
 
@@ -37,6 +44,7 @@ def add_reconcile_parser(subparsers) -> None:
     parser.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="last UTC day (default: --from)")
     parser.add_argument("--currency", help="only this currency (ISO code, e.g. EUR)")
     parser.add_argument("--format", choices=FORMATS, default="table")
+    add_account_argument(parser, "the days")
     parser.set_defaults(func=run_reconcile)
 
 
@@ -74,13 +82,16 @@ def reconcile_deals_now() -> list[dict]:
     return comparison.rows
 
 
-def reconcile_days(days: Sequence[str]) -> list[tuple[str, list[dict], list[dict]]]:
-    """(day, summary rows, difference rows) per day, read from Stripe and NetSuite now."""
+def reconcile_days(
+    days: Sequence[str], account: StripeAccount = DEFAULT_ACCOUNT
+) -> list[tuple[str, list[dict], list[dict]]]:
+    """(day, summary rows, difference rows) per day of `account`, read from Stripe and NetSuite now."""
     from sync_pipeline.assets.cash import map_payouts, payout_trees
     from sync_pipeline.assets.reconciliation import reconcile_day
     from sync_pipeline.assets.stripe import read_trees
     from sync_pipeline.definitions import build_resources
     from sync_pipeline.mapping.cash import DEPOSIT
+    from sync_pipeline.mapping.external_ids import for_account
     from sync_pipeline.plan_cli import _ledger_url, extract_day
     from sync_pipeline.resources.ledger import LedgerResource
 
@@ -88,11 +99,12 @@ def reconcile_days(days: Sequence[str]) -> list[tuple[str, list[dict], list[dict
     everything["ledger"] = LedgerResource(database_url=_ledger_url(settings.database_url()))
     resources = {k: everything[k] for k in ("stripe", "ledger", "field_mapping", "netsuite")}
     out = []
-    with dg.build_resources(resources) as built:
-        fm = built.field_mapping.load()
+    # Compared as the account's reconciliation asset compares: its subsidiary, its external ids.
+    with dg.build_resources(resources) as built, for_account(account.prefix):
+        fm = account_mapping(built.field_mapping.load(), account)
         client = built.netsuite.get_client()
         for day in days:
-            frames = extract_day(day, {k: resources[k] for k in ("stripe", "ledger", "field_mapping")})
+            frames = extract_day(day, {k: resources[k] for k in ("stripe", "ledger", "field_mapping")}, account)
             # A payout split into several deposits: their external ids come from the same mapping the writer uses.
             deposits_of: dict[str, list[str]] = defaultdict(list)
             mapped = map_payouts(frames["stripe_payouts"], frames["stripe_balance_transactions"], fm)
@@ -140,24 +152,29 @@ def print_csv(results, out: TextIO) -> None:
 def run_reconcile(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     settings.require_environment(("stripe", "netsuite"))
+    account = selected_account(args.account)
     days = _days(args.start, args.end)
     if isinstance(days, str):
         return _fail(days)
     currency = args.currency.upper() if args.currency else None
-    results = [(day, _only(s, currency), _only(d, currency)) for day, s, d in reconcile_days(days)]
+    results = [(day, _only(s, currency), _only(d, currency)) for day, s, d in reconcile_days(days, account)]
     off = sum(len(d) for _, _, d in results)
-    # The third leg, when Salesforce is configured: every billed deal (not only the range's days).
-    deals = _only(reconcile_deals_now(), currency) if settings.is_set("SALESFORCE_INSTANCE_URL") else None
+    # The third leg, when Salesforce is configured: every billed deal (not only the range's days). Deals are billed
+    # in the default Stripe account, so another account's reconciliation has no deal leg.
+    with_deals = settings.is_set("SALESFORCE_INSTANCE_URL") and account.default
+    deals = _only(reconcile_deals_now(), currency) if with_deals else None
     if args.format == "json":
         document = [{"day": day, "totals": s, "differences": d} for day, s, d in results]
-        json.dump({"days": document, "documents_differing": off, "deals_differing": deals}, out, indent=2)
+        of = {"account": account.name} if account.name else {}
+        json.dump({**of, "days": document, "documents_differing": off, "deals_differing": deals}, out, indent=2)
         out.write("\n")
     elif args.format == "csv":
         print_csv(results, out)
     else:
         print_table(results, out)
         verdict = "the books agree with Stripe" if not off else f"{off} document(s) differ from Stripe"
-        print(f"\n{len(results)} day(s) reconciled{' in ' + currency if currency else ''}: {verdict}", file=out)
+        of = f" of Stripe account {account.name}" if account.name else ""
+        print(f"\n{len(results)} day(s){of} reconciled{' in ' + currency if currency else ''}: {verdict}", file=out)
         if deals is not None:
             from sync_pipeline.mapping.deal_reconciliation import COLUMNS
             from sync_pipeline.writers.report import amounts_markdown

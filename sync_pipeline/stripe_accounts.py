@@ -175,3 +175,50 @@ def scoped(fn: Callable) -> Callable:
             return fn(context, *args, **kwargs)
 
     return run
+
+
+# -- the command line's `--account` ---------------------------------------------------------------------------------
+
+
+def add_account_argument(parser, what: str, default: str = "the default one, listed first") -> None:
+    """`--account NAME` on a command working on one Stripe account's data (`what`, e.g. "the day")."""
+    parser.add_argument(
+        "--account", metavar="NAME", help=f"{what} of this Stripe account of {ACCOUNTS_SETTING} (default: {default})"
+    )
+
+
+def selected_account(name: str | None, environ: Mapping[str, str] | None = None) -> StripeAccount:
+    """The account `--account NAME` selects (None: the default one); a ConfigError naming the configured ones for a
+    name that is not one of them."""
+    from sync_pipeline import settings  # here: settings imports this module
+
+    env = os.environ if environ is None else environ
+    problem = account_names_problem((env.get(ACCOUNTS_SETTING) or "").strip() or "x")
+    if problem:
+        raise settings.ConfigError(f"{ACCOUNTS_SETTING}: expected {problem}")
+    accounts = configured_accounts(env)
+    found = next((a for a in accounts if name is None or a.name == name), None)
+    if found:
+        return found
+    if accounts == [DEFAULT_ACCOUNT]:
+        raise settings.ConfigError(
+            f"--account {name}: this deployment has one Stripe account ({ACCOUNTS_SETTING} is not set): leave "
+            f"--account out, or list the accounts in {ACCOUNTS_SETTING} (e.g. us,eu)"
+        )
+    raise settings.ConfigError(
+        f"--account {name}: no Stripe account of that name; {ACCOUNTS_SETTING} lists "
+        + ", ".join(a.name for a in accounts)
+    )
+
+
+def account_mapping(mapping, account: StripeAccount):
+    """The field mapping as `account` books (its subsidiary); the default account's is the mapping itself."""
+    from sync_pipeline import settings
+    from sync_pipeline.mapping.field_mapping import FieldMappingError
+
+    if account.default:
+        return mapping
+    try:
+        return mapping.for_account(account.name)
+    except FieldMappingError as exc:
+        raise settings.ConfigError(exc.problems[0]) from None

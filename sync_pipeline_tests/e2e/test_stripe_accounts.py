@@ -25,6 +25,7 @@ import sqlalchemy as sa
 import stripe
 
 from sync_pipeline.assets.netsuite import NETSUITE_POOL
+from sync_pipeline.cli import main
 from sync_pipeline.jobs import EVENTS_TAG
 from sync_pipeline.resources.ledger import Ledger, webhook_inbox
 from sync_pipeline.sandbox.netsuite import start_netsuite
@@ -107,7 +108,7 @@ def _run(job_name: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResu
     return defs().resolve_job_def(job_name).execute_in_process(partition_key=DAY.isoformat(), instance=instance)
 
 
-def test_two_accounts_sync_side_by_side_without_colliding(two_accounts):
+def test_two_accounts_sync_side_by_side_without_colliding(two_accounts, capsys):
     invoices = {name: _seed_day(box, *ACTIVITY[name]) for name, box in two_accounts.items()}
     # Seeded alike, the two accounts hold the very same ids: only the external-id rule keeps them apart.
     assert invoices["us"] == invoices["eu"]
@@ -169,6 +170,25 @@ def test_two_accounts_sync_side_by_side_without_colliding(two_accounts):
     writes = box.netsuite_writes()
     assert all(_run(job, instance).success for job in ("stripe_to_netsuite", "stripe_eu_to_netsuite"))
     assert box.netsuite_writes() == writes
+
+    # From a shell, each account's own day (`--account`): planned, nothing left to write, as that account's data
+    # is what was synced (the other account's amounts would be updates); reconciled, the books agree.
+    for name in ("us", "eu"):
+        capsys.readouterr()
+        assert main(["plan", "--partition", DAY.isoformat(), "--account", name, "--format", "json"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        assert plan["account"] == name
+        assert {r["external_id"] for r in plan["records"] if r["record_type"] == "invoice"} == {
+            f"{prefix[name]}{i}" for i in invoices[name]
+        }
+        assert plan["counts"]["unchanged"] == len(plan["records"]) > 0, plan["counts"]
+        assert main(["reconcile", "--from", DAY.isoformat(), "--account", name, "--format", "json"]) == 0
+        reconciled = json.loads(capsys.readouterr().out)
+        assert reconciled["account"] == name and reconciled["documents_differing"] == 0
+        invoiced = {r["currency"] for r in reconciled["days"][0]["totals"]}
+        assert invoiced == {ACTIVITY[name][0].upper()}
+    assert main(["plan", "--partition", DAY.isoformat(), "--account", "fr"]) == 2
+    assert "SYNC_STRIPE_ACCOUNTS lists us, eu" in capsys.readouterr().err
 
 
 def _customer_of(box: Sandbox, invoice_id: str) -> str:

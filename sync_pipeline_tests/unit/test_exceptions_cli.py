@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 
@@ -127,3 +128,67 @@ def test_retry_with_nothing_open_launches_nothing(ledger, capsys):
     code, out = _run(capsys, "exceptions", "retry", "--code", "UNMAPPED_CURRENCY")
 
     assert (code, out) == (0, "No open exceptions of code UNMAPPED_CURRENCY: nothing to retry.\n")
+
+
+# -- several Stripe accounts -------------------------------------------------------------------------------------
+
+
+def _of_account(external_id: str, source_id: str) -> ExceptionRow:
+    return dataclasses.replace(_invoice_problem(), external_id=external_id, source_id=source_id)
+
+
+@pytest.fixture
+def two_accounts(ledger, monkeypatch) -> Ledger:
+    monkeypatch.setenv("SYNC_STRIPE_ACCOUNTS", "us,eu")
+    ledger.record_exceptions([_of_account("stripe-in_7", "in_7")], "2026-11-02")
+    ledger.record_exceptions([_of_account("stripe-eu-in_7", "in_7")], "2026-11-03")
+    ledger.record_exceptions([_of_account("stripe-eu-in_8", "in_8")], "2026-11-04")
+    ledger.record_exceptions([_billing_problem()])
+    return ledger
+
+
+def test_exceptions_of_several_accounts_are_listed_together_with_their_account_or_one_accounts_alone(
+    two_accounts, capsys
+):
+    code, out = _run(capsys, "exceptions", "--format", "json")
+    assert code == 0
+    listed = {(r["account"], r["external_id"]) for r in json.loads(out)}
+    assert listed == {("us", "stripe-in_7"), ("eu", "stripe-eu-in_7"), ("eu", "stripe-eu-in_8"), ("us", "006A")}
+
+    code, out = _run(capsys, "exceptions", "--account", "eu", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["account"], r["external_id"]) for r in rows] == [("eu", "stripe-eu-in_7"), ("eu", "stripe-eu-in_8")]
+
+    code, out = _run(capsys, "exceptions", "--account", "us")
+    header, _, *table = out.splitlines()[2:]
+    assert header.split("|")[1:3] == [" #   ", " account   "]
+    assert [line.split("|")[2].strip() for line in table if line.startswith("|")] == ["us", "us"]
+    assert "stripe-in_7" in out and "stripe-eu-in_7" not in out
+
+
+def test_an_unknown_account_is_refused_naming_the_configured_ones(two_accounts, capsys, monkeypatch):
+    assert main(["exceptions", "--account", "fr"]) == 2
+    assert "--account fr: no Stripe account of that name; SYNC_STRIPE_ACCOUNTS lists us, eu" in capsys.readouterr().err
+    monkeypatch.delenv("SYNC_STRIPE_ACCOUNTS")
+    assert main(["exceptions", "retry", "--account", "eu"]) == 2
+    assert "this deployment has one Stripe account (SYNC_STRIPE_ACCOUNTS is not set)" in capsys.readouterr().err
+
+
+def test_retry_runs_each_accounts_days_through_its_own_job(two_accounts, capsys, monkeypatch, tmp_path):
+    from sync_pipeline import exceptions_cli
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    launched = []
+    monkeypatch.setattr(exceptions_cli, "_execute", lambda job, day: (launched.append((job, day)) or "r", True))
+
+    assert _run(capsys, "exceptions", "retry", "--in-process")[0] == 1  # nothing was fixed: all stay open
+    assert launched == [
+        ("stripe_to_netsuite", "2026-11-02"),
+        ("stripe_eu_to_netsuite", "2026-11-03"),
+        ("stripe_eu_to_netsuite", "2026-11-04"),
+    ]
+
+    launched.clear()
+    code, out = _run(capsys, "exceptions", "retry", "--in-process", "--account", "eu")
+    assert launched == [("stripe_eu_to_netsuite", "2026-11-03"), ("stripe_eu_to_netsuite", "2026-11-04")]
+    assert "Retrying 2 open exception(s): 2 run(s)." in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync_pipeline import settings
+from sync_pipeline.cli import main
 from sync_pipeline.mapping.external_ids import (
     account_of_external_id,
     for_account,
@@ -18,7 +20,7 @@ from sync_pipeline.mapping.external_ids import (
     void_credit_memo_external_id,
 )
 from sync_pipeline.mapping.field_mapping import FieldMapping, parse_field_mapping
-from sync_pipeline.stripe_accounts import StripeAccount, configured_accounts, mapping_problems
+from sync_pipeline.stripe_accounts import StripeAccount, configured_accounts, mapping_problems, selected_account
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = {"SYNC_STRIPE_ACCOUNTS": "us,eu", "STRIPE_API_KEY_US": "sk_test_us", "STRIPE_API_KEY_EU": "sk_test_eu"}
@@ -162,3 +164,30 @@ def test_an_account_name_that_could_pass_for_a_stripe_id_is_refused():
 
 def test_stripe_account_is_hashable_and_plain():
     assert StripeAccount("eu", False) == StripeAccount("eu", default=False)
+
+
+# -- the command line's --account ----------------------------------------------------------------------------
+
+
+def test_account_selects_a_configured_account_the_default_without_it():
+    assert selected_account(None, ACCOUNTS).name == "us"
+    assert selected_account("eu", ACCOUNTS) == StripeAccount("eu", default=False)
+    assert selected_account(None, {}) == StripeAccount("", default=True)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (ACCOUNTS, "--account fr: no Stripe account of that name; SYNC_STRIPE_ACCOUNTS lists us, eu"),
+        ({}, "--account fr: this deployment has one Stripe account (SYNC_STRIPE_ACCOUNTS is not set)"),
+        ({"SYNC_STRIPE_ACCOUNTS": "us,EU"}, "SYNC_STRIPE_ACCOUNTS: expected account names of lower-case letters"),
+    ],
+)
+def test_an_account_that_is_not_configured_is_a_clear_error(environ, expected):
+    with pytest.raises(settings.ConfigError, match=re.escape(expected)):
+        selected_account("fr", environ)
+
+
+def test_plan_takes_account_only_with_a_partition(capsys):
+    assert main(["plan", "--account", "eu"]) == 2
+    assert "--account: with --partition only" in capsys.readouterr().err
