@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,6 +136,21 @@ class Sandbox:
             instance=instance,
             raise_on_error=raise_on_error,
         )
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """A process started with `start_new_session=True` and everything it started (a webserver's code server, a code
+    server's run workers, Chromium's helpers): TERM, then KILL."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def amount(record: dict, field: str = "total") -> Decimal:

@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -50,20 +49,6 @@ WIDTH, HEIGHT = 1920, 1080
 
 def _chromium() -> str | None:
     return os.environ.get("SYNC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """The process and everything it started (the webserver's code server, Chromium's helpers): TERM, then KILL."""
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class Page:
@@ -198,7 +183,7 @@ def headless_chromium(binary: str, profile: Path) -> Iterator[Page]:
         with connect(tab, max_size=None, open_timeout=30) as websocket:
             yield Page(websocket)
     finally:
-        _stop_group(browser)
+        harness.stop_process_group(browser)
 
 
 @contextmanager
@@ -229,7 +214,7 @@ def dagster_webserver(tmp_path: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        _stop_group(server)
+        harness.stop_process_group(server)
         log.close()
 
 
