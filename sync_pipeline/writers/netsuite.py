@@ -217,17 +217,27 @@ def upsert_records(
                 futures[pool.submit(client.upsert, item[0].record_type, item[0].external_id, item[1])] = item
                 return True
 
-            while len(futures) < window and submit_next():
-                pass
-            while futures:
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
+            def drop_queued() -> None:
+                # Writes not started are dropped; those in flight finish and are booked as they answer.
+                for future in [f for f in futures if f.cancel()]:
+                    del futures[future]
+
+            try:
+                while len(futures) < window and submit_next():
+                    pass
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        settle(future, *futures.pop(future))
+                        submit_next()
+                    if denied:
+                        drop_queued()
+            except BaseException:
+                # The run was terminated (Dagster interrupts this thread): send nothing more, book what was sent.
+                drop_queued()
+                for future in list(futures):
                     settle(future, *futures.pop(future))
-                    submit_next()
-                if denied:
-                    # Writes not started are dropped; those in flight finish and are booked as they answer.
-                    for future in [f for f in futures if f.cancel()]:
-                        del futures[future]
+                raise
     finally:
         # Whatever stopped the loop, what NetSuite answered is in the ledger and every problem is on record.
         flush()
