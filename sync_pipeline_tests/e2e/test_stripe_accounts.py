@@ -6,13 +6,17 @@ invoice and charge ids. Each account's job runs through the real Dagster instanc
 subsidiary, into the one NetSuite stand-in.
 
 Then the near-real-time loop per account: each stand-in account delivers signed webhooks to its own endpoint of
-`sync-pipeline webhooks serve`, and a `dagster-daemon` runs each account's sensor on its own inbox events.
+`sync-pipeline webhooks serve`, and a `dagster-daemon` runs each account's sensor on its own inbox events. And the
+one `netsuite_api` pool on the production instance file: both accounts' runs at once, their NetSuite steps in turn.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from decimal import Decimal
@@ -307,3 +311,99 @@ def test_each_accounts_webhooks_reach_only_its_own_sensor_and_another_accounts_s
             assert answer.status_code == 400, what
             assert "No signatures found matching" in answer.json()["error"], what
         assert "evt_forged" not in _inbox_events(ledger)
+
+
+# -- one NetSuite pool for every account ----------------------------------------------------------------------------
+
+NETSUITE_CONCURRENCY = 2
+BLOCKED = f"Step blocked by limit for pool {NETSUITE_POOL}"
+
+
+def _step_windows(instance: dg.DagsterInstance, run: dg.DagsterRun, steps: set[str]) -> dict[str, tuple[float, float]]:
+    """When each of `steps` ran in `run`: its STEP_START to its STEP_SUCCESS (or failure)."""
+    events = instance.all_logs(
+        run.run_id,
+        of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE},
+    )
+    started = {e.step_key: e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_START}
+    ended = {e.step_key: e.timestamp for e in events if e.dagster_event_type != dg.DagsterEventType.STEP_START}
+    return {s: (started[s], ended[s]) for s in steps if s in started}
+
+
+def _finished(loop: Loop, jobs: tuple[str, ...]) -> list[dg.DagsterRun] | None:
+    runs = [r for r in loop.instance.get_runs() if r.job_name in jobs]
+    return runs if len(runs) == len(jobs) and all(r.status in FINISHED for r in runs) else None
+
+
+def test_both_accounts_runs_at_once_take_turns_in_the_one_netsuite_pool(
+    two_accounts, postgres_database_url, monkeypatch, tmp_path
+):
+    from sqlalchemy.engine import make_url
+
+    from sync_pipeline.definitions import defs
+
+    for name, box in two_accounts.items():
+        _seed_day(box, *ACTIVITY[name])
+    box = two_accounts["us"]
+    # The production instance file: PostgreSQL storage, the queued run coordinator, pool netsuite_api limit 1.
+    url = make_url(postgres_database_url)
+    pg = {"HOST": url.host, "PORT": str(url.port), "USER": url.username, "PASSWORD": "", "DB": url.database}
+    for name, value in {**{f"DAGSTER_PG_{k}": v for k, v in pg.items()}, "NETSUITE_CONCURRENCY": "2"}.items():
+        monkeypatch.setenv(name, value)
+    shutil.copy(ROOT / "deploy" / "dagster-postgres.yaml", box.home / "dagster.yaml")
+    # Slow enough that a step's requests overlap, and two steps' would if the pool let them run together.
+    box.configure_netsuite(latency_ms=40)
+    requests.post(f"{box.netsuite_url}/_sandbox/stats/reset", timeout=10).raise_for_status()
+    loop = Loop(box, "", Ledger(os.environ["SYNC_DATABASE_URL"]), dict(os.environ), tmp_path / "daemon.log")
+    jobs = ("stripe_to_netsuite", "stripe_eu_to_netsuite")
+    try:
+        # Both runs queued before the daemon starts, so its run coordinator launches them together, each in its own
+        # process with the default multiprocess executor.
+        for job in jobs:
+            subprocess.run(
+                [str(Path(sys.executable).with_name("dagster")), "job", "launch", "-w", str(ROOT / "workspace.yaml")]
+                + ["-j", job, "--tags", json.dumps({"dagster/partition": DAY.isoformat()})],
+                env=loop.env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+        loop.start_daemon()
+        runs = loop.wait_for("both accounts' runs to finish", lambda: _finished(loop, jobs), timeout=600)
+        stats = box.netsuite_stats()
+
+        assert {r.job_name: r.status for r in runs} == dict.fromkeys(jobs, dg.DagsterRunStatus.SUCCESS)
+        assert len(box.netsuite("invoice")) == 4, "each account's two invoices, exactly once"
+        records = {r.run_id: loop.instance.get_run_record_by_id(r.run_id) for r in runs}
+        first_end = min(rec.end_time for rec in records.values())
+        assert max(rec.start_time for rec in records.values()) < first_end, "the two runs did not run at once"
+        pooled = {
+            job: {n.name for n in defs().resolve_job_def(job).graph.nodes if n.definition.pool == NETSUITE_POOL}
+            for job in jobs
+        }
+        windows = {r.job_name: _step_windows(loop.instance, r, pooled[r.job_name]) for r in runs}
+        assert all(len(w) >= 5 for w in windows.values()), windows
+        # One NetSuite step at a time across both accounts: no two pool steps' windows overlap.
+        ordered = sorted(w for ws in windows.values() for w in ws.values())
+        overlaps = [(a, b) for a, b in zip(ordered, ordered[1:], strict=False) if b[0] < a[1]]
+        assert not overlaps, overlaps
+        # And the accounts competed for it: a step of one account, blocked by the pool, started only after a step of
+        # the other account had run in the meantime.
+        waited = [
+            (r.job_name, windows[r.job_name][e.step_key][0], e.timestamp)
+            for r in runs
+            for e in loop.instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+            if e.message == BLOCKED and e.step_key in windows[r.job_name]
+        ]
+        assert any(
+            blocked_at < end and begin < started
+            for job, started, blocked_at in waited
+            for other, ws in windows.items()
+            if other != job
+            for begin, end in ws.values()
+        ), (waited, windows)
+        # The NetSuite stand-in never saw more requests at once than the client's limit allows one step.
+        assert 1 <= stats["peak_concurrency"] <= NETSUITE_CONCURRENCY, stats["peak_concurrency"]
+    finally:
+        loop.stop_daemon()
+        loop.instance.dispose()
