@@ -81,17 +81,18 @@ def run_child(script: str, args: list[str], env: dict) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def run_partition(invoices: int, latency_ms: float, limit: int, runs: int) -> dict:
+def start_server(script: str, args: list[str]) -> tuple[subprocess.Popen, dict]:
+    """The stand-ins in a process of their own (`script`); their environment, the first line it prints. Closing
+    its stdin stops it."""
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(invoices), str(latency_ms), str(limit), DAY.isoformat()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+        [sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
+    return server, json.loads(server.stdout.readline())
+
+
+def run_partition(invoices: int, latency_ms: float, limit: int, runs: int) -> dict:
+    server, sandbox_env = start_server(SERVER, [str(invoices), str(latency_ms), str(limit), DAY.isoformat()])
     try:
-        env_line = server.stdout.readline()
-        sandbox_env = json.loads(env_line)
         with tempfile.TemporaryDirectory() as home:
             env = {
                 **os.environ,

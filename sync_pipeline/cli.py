@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sync_pipeline import settings
+from sync_pipeline.backfill_cli import add_backfill_parser
 from sync_pipeline.exceptions_cli import add_exceptions_parser
 from sync_pipeline.plan_cli import add_partition_plan_arguments, run_partition_plan
 from sync_pipeline.reconcile_cli import add_reconcile_parser
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sandbox_commands(sub)
     add_webhook_commands(sub)
     add_exceptions_parser(sub)
+    add_backfill_parser(sub)
     add_reconcile_parser(sub)
     return parser
 

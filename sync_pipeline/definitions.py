@@ -83,7 +83,8 @@ def build_resources() -> dict[str, object]:
     }
 
 
-def _daily_assets(start_date: str, account: StripeAccount = DEFAULT_ACCOUNT) -> list[dg.AssetsDefinition]:
+def daily_assets(start_date: str, account: StripeAccount = DEFAULT_ACCOUNT) -> list[dg.AssetsDefinition]:
+    """An account's daily partitioned assets (a backfill's selection), partitioned from `start_date`."""
     # Declared with the default first day (see partitions.py); the configured one is applied here, at load time.
     modules = [stripe_assets, netsuite_assets, cash_assets, quality_assets, receivables_assets, reconciliation_assets]
     return account_sets.account_assets(account, modules, start_date)
@@ -94,7 +95,7 @@ def __getattr__(name: str) -> list[dg.AssetsDefinition]:
     # first use, with the configured first day, so that importing this module reads no setting.
     if name != "ALL_ASSETS":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return _daily_assets(settings.start_date())
+    return daily_assets(settings.start_date())
 
 
 # Unpartitioned, so kept out of ALL_ASSETS (the daily partitioned selection materialized as one set).
@@ -118,7 +119,7 @@ def defs() -> dg.Definitions:
         for account, job in zip(accounts, jobs, strict=True)
     ]
     return dg.Definitions(
-        assets=[*(a for account in accounts for a in _daily_assets(start_date, account)), *SALESFORCE_ASSETS],
+        assets=[*(a for account in accounts for a in daily_assets(start_date, account)), *SALESFORCE_ASSETS],
         jobs=[*jobs, salesforce_to_stripe],
         schedules=[*(s for s, _ in automation), build_salesforce_to_stripe_schedule(salesforce_configured)],
         sensors=[*(s for _, s in automation), build_salesforce_to_stripe_sensor(salesforce_configured)],

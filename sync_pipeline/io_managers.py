@@ -1,4 +1,4 @@
-"""Snapshots of extract and sync assets as Parquet files, one per partition."""
+"""Snapshots of extract and sync assets as Parquet files, one per partition (a range run's too: one file per day)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+
+from sync_pipeline.daily_ranges import DailyFrames
 
 # An unpartitioned asset (Salesforce billing) belongs to no day, so two runs at once write the same
 # `_all.parquet`: each run also keeps its own copy under `_runs/`, which its downstream steps read, so a run
@@ -52,8 +54,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         name = f"{context.asset_partition_key}.parquet" if context.has_asset_partitions else "_all.parquet"
         return Path(self.base_dir) / key / name
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | DailyFrames | None) -> None:
         if obj is None:
+            return
+        if isinstance(obj, DailyFrames):
+            # A range run (a backfill): each day its own file; each day's rows are in its own materialization.
+            folder = Path(self.base_dir, *context.asset_key.path)
+            for day in obj:
+                _write(obj[day], folder / f"{day}.parquet")
+            obj.discard()
+            context.add_output_metadata({"path": dg.MetadataValue.path(str(folder))})
             return
         path = self._path(context)
         metadata: dict[str, dg.RawMetadataValue] = {"path": dg.MetadataValue.path(str(path)), "rows": len(obj)}
@@ -65,14 +75,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         _write(obj, path)
         context.add_output_metadata(metadata)
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | DailyFrames:
         if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-            frames = []
-            for key in context.asset_partition_keys:
-                path = Path(self.base_dir, *context.asset_key.path, f"{key}.parquet")
-                if path.exists():
-                    frames.append(pd.read_parquet(path))
-            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            # A range of days: each read when the step reaches it, so a year's range holds one day in memory.
+            folder = Path(self.base_dir, *context.asset_key.path)
+            return DailyFrames({key: folder / f"{key}.parquet" for key in context.asset_partition_keys})
         path = self._path(context)
         run_id = None if context.has_asset_partitions else _upstream_run_id(context)
         own = path.parent / RUN_SNAPSHOTS / f"{run_id}.parquet"

@@ -36,6 +36,7 @@ from sync_pipeline.assets.netsuite import (
     validated_plan,
 )
 from sync_pipeline.assets.stripe import in_parallel, pack_tree, unpack_tree
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
 from sync_pipeline.mapping import cash
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id, returned_payout_external_id
@@ -84,8 +85,10 @@ TRANSACTION_COLUMNS = [
 @dg.asset(
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     description="Stripe payouts arriving on the partition's UTC day (any status), with their failure transaction.",
 )
+@each_day
 @scoped
 def stripe_payouts(context: dg.AssetExecutionContext, stripe: StripeResource) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
@@ -155,9 +158,11 @@ def _transaction_row(stripe: StripeResource, payout_id: str, txn: dict) -> dict:
 @dg.asset(
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     description="Every balance transaction of the day's payouts (GET /v1/balance_transactions?payout=), one row "
     "each: charges, refunds, disputes, fees, adjustments and the payout's own.",
 )
+@each_day
 @scoped
 def stripe_balance_transactions(
     context: dg.AssetExecutionContext, stripe: StripeResource, stripe_payouts: pd.DataFrame
@@ -216,6 +221,7 @@ def map_payouts(payouts: pd.DataFrame, transactions: pd.DataFrame, fm: FieldMapp
 @dg.asset(
     group_name="netsuite",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     check_specs=[
         daily_check(
             REQUIRED_FIELDS_CHECK,
@@ -227,6 +233,7 @@ def map_payouts(payouts: pd.DataFrame, transactions: pd.DataFrame, fm: FieldMapp
     description="The day's payouts mapped to NetSuite deposits (and returning journal entries) and validated; "
     "nothing is written here.",
 )
+@each_day
 @scoped
 def netsuite_deposit_plan(
     context: dg.AssetExecutionContext,
@@ -431,6 +438,7 @@ def undeposited_check(
 @dg.asset(
     group_name="netsuite",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     pool=NETSUITE_POOL,
     deps=["netsuite_customer_refunds"],
     check_specs=[
@@ -455,6 +463,7 @@ def undeposited_check(
     description="NetSuite bank deposits upserted by external id (one per payout, stripe-po_…), and the journal "
     "entries of payouts that came back; outcome per record.",
 )
+@each_day
 @scoped
 def netsuite_deposits(
     context: dg.AssetExecutionContext,

@@ -16,6 +16,7 @@ import pandas as pd
 
 from sync_pipeline import exact_json
 from sync_pipeline.assets.stripe import in_parallel, read_trees
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
 from sync_pipeline.errors import RECORD_PLURALS, SyncIssue
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id
@@ -269,6 +270,7 @@ def required_fields_check(
 @dg.asset(
     group_name="netsuite",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     check_specs=[
         daily_check(
             REQUIRED_FIELDS_CHECK,
@@ -279,6 +281,7 @@ def required_fields_check(
     ],
     description="The partition's Stripe documents mapped to NetSuite records and validated; nothing is written here.",
 )
+@each_day
 @scoped
 def netsuite_sync_plan(
     context: dg.AssetExecutionContext,
@@ -601,11 +604,12 @@ def build_sync_asset(record_type: str, name: str, upstream: str | None, extra_ch
         name=name,
         group_name="netsuite",
         partitions_def=DECLARED_DAILY_PARTITIONS,
+        backfill_policy=BACKFILL_POLICY,
         pool=NETSUITE_POOL,
         deps=[upstream] if upstream else [],
         check_specs=check_specs,
         description=f"NetSuite {record_type} records upserted by external id for the partition; outcome per record.",
-    )(scoped(_sync_asset))
+    )(each_day(scoped(_sync_asset), in_order=record_type == ns.CUSTOMER))
 
 
 netsuite_customers = build_sync_asset(ns.CUSTOMER, "netsuite_customers", None)

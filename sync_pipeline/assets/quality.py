@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS
 from sync_pipeline.resources.ledger import Ledger, LedgerResource
 from sync_pipeline.resources.stripe import StripeResource
@@ -26,6 +27,7 @@ from sync_pipeline.writers.report import open_exceptions_output, worklist_frame,
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     deps=[
         "netsuite_customers",
         "netsuite_invoices",
@@ -38,6 +40,7 @@ from sync_pipeline.writers.report import open_exceptions_output, worklist_frame,
     "error and the fix in words, followed by the open exceptions of no day (Salesforce → Stripe billing and the "
     "write-back); the table itself holds every partition's.",
 )
+@each_day
 @scoped
 def sync_exceptions(context: dg.AssetExecutionContext, ledger: LedgerResource) -> dg.Output[pd.DataFrame]:
     book = ledger.get_ledger()

@@ -26,6 +26,7 @@ import pandas as pd
 from sync_pipeline import exact_json
 from sync_pipeline.assets.netsuite import NETSUITE_POOL, _currency_codes, records_by_external_id, suiteql_in
 from sync_pipeline.assets.stripe import in_parallel, read_trees
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import (
     netsuite_external_id,
@@ -440,6 +441,7 @@ def undeposited_funds(
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     # Reads count against NetSuite's concurrency limit as writes do: in the pool with the writers.
     pool=NETSUITE_POOL,
     deps=["netsuite_customer_refunds"],
@@ -455,6 +457,7 @@ def undeposited_funds(
     description="The partition's receivables read back from NetSuite (SuiteQL) and compared with Stripe: one row per "
     "difference (document, field, Stripe's amount, NetSuite's, the difference), as Decimal text.",
 )
+@each_day
 @scoped
 def receivables_reconciliation(
     context: dg.AssetExecutionContext,

@@ -30,6 +30,7 @@ import pandas as pd
 from sync_pipeline.assets.cash import fee_accounts, payout_trees, planned_deposits
 from sync_pipeline.assets.netsuite import NETSUITE_POOL, records_by_external_id, suiteql_in
 from sync_pipeline.assets.stripe import read_trees
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
 from sync_pipeline.mapping import cash
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import (
@@ -278,6 +279,7 @@ def reconcile_day(
 @dg.asset(
     group_name="quality",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     # Reads count against NetSuite's concurrency limit as writes do: in the pool with the writers.
     pool=NETSUITE_POOL,
     deps=["netsuite_deposits", "netsuite_customer_refunds"],
@@ -292,6 +294,7 @@ def reconcile_day(
     description="The day's books from both systems, per currency and category (Decimal text): Stripe's figures, "
     "NetSuite's read back by external id, the difference; then every document that differs.",
 )
+@each_day
 @scoped
 def reconciliation(
     context: dg.AssetExecutionContext,

@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline import exact_json
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
 from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, partition_window
 from sync_pipeline.resources.field_mapping import FieldMappingResource
@@ -228,9 +229,11 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
 @dg.asset(
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     description="Stripe invoices created on the partition's UTC day, current state, with customer, payments, "
     "charges, refunds, disputes and credit notes.",
 )
+@each_day
 @scoped
 def stripe_invoices(
     context: dg.AssetExecutionContext,
@@ -273,9 +276,11 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
 @dg.asset(
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     description="Stripe charges created on the partition's UTC day that belong to no invoice, with refunds and "
     "disputes.",
 )
+@each_day
 @scoped
 def stripe_charges(
     context: dg.AssetExecutionContext,
@@ -318,8 +323,10 @@ def stripe_charges(
 @dg.asset(
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     description="The Stripe customers the partition's invoices and charges belong to (current state).",
 )
+@each_day
 @scoped
 def stripe_customers(
     context: dg.AssetExecutionContext, stripe_invoices: pd.DataFrame, stripe_charges: pd.DataFrame

@@ -12,6 +12,7 @@ from sync_pipeline.sandbox.stripe.invoicing import (
     new_invoice_item,
     recompute_totals,
 )
+from sync_pipeline.sandbox.stripe.payments import refund_charge
 from sync_pipeline.sandbox.stripe.state import Ctx, StripeState
 
 SEEDED_PRODUCT = "prod_pro"
@@ -28,8 +29,10 @@ def seed_paid_invoices(
     start: int | None = None,
     spacing_seconds: int = 60,
     record_events: bool = False,
+    refund_every: int = 0,
 ) -> list[str]:
-    """`count` one-line invoices, finalized and paid by card, the i-th created at start + i*spacing.
+    """`count` one-line invoices, finalized and paid by card, the i-th created at start + i*spacing; with
+    `refund_every` n, every n-th invoice's charge is refunded by a quarter a minute after it was paid.
 
     Events are off by default: 10,000 invoices would otherwise keep ~100,000 event snapshots.
     """
@@ -73,7 +76,37 @@ def seed_paid_invoices(
                 recompute_totals(state, invoice)
                 finalize(ctx, invoice)
                 attempt_payment(ctx, invoice)
+                if refund_every and n % refund_every == refund_every - 1:
+                    ctx.now += 60
+                    refund_charge(ctx, _charge_of(state, invoice["id"]), unit_amount // 4)
                 invoice_ids.append(invoice["id"])
             return invoice_ids
         finally:
             state.record_events = previous_recording
+
+
+def _charge_of(state: StripeState, invoice_id: str) -> dict:
+    payments = state.collections["invoice_payment"]
+    for payment in payments.newest_first(payments.index_for("invoice", invoice_id)):
+        if payment["status"] == "paid":
+            return state.get(
+                "charge", state.get("payment_intent", payment["payment"]["payment_intent"])["latest_charge"]
+            )
+    raise ValueError(f"invoice {invoice_id} has no paid payment to refund")
+
+
+def seed_history(
+    state: StripeState, config: StripeConfig, *, days: int, invoices: int, first_day: int, refund_every: int = 10
+) -> list[str]:
+    """A history for backfills: `invoices` paid invoices spread evenly over `days` UTC days from `first_day` (Unix
+    seconds of its midnight), a customer per 20 invoices, every `refund_every`-th partly refunded the same day."""
+    spacing = max(1, (days * 86400 - 3600) // max(invoices, 1))
+    return seed_paid_invoices(
+        state,
+        config,
+        invoices,
+        customers=max(1, invoices // 20),
+        start=first_day + 60,
+        spacing_seconds=spacing,
+        refund_every=refund_every,
+    )

@@ -1,0 +1,121 @@
+"""The range logic of backfills: days of a range, progress figures, and a one-day body run over a range."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from sync_pipeline.backfill_cli import Progress, days_between, expected_writes
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, DailyFrames, each_day
+from sync_pipeline.io_managers import ParquetIOManager
+
+TODAY = dt.date(2026, 12, 1)
+
+
+def test_days_between_lists_every_day_both_ends_included():
+    assert days_between("2026-02-27", "2026-03-01", "2026-01-01", TODAY) == ["2026-02-27", "2026-02-28", "2026-03-01"]
+    assert days_between("2026-05-05", "2026-05-05", "2026-01-01", TODAY) == ["2026-05-05"]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "says"),
+    [
+        ("2026-03-02", "2026-03-01", "before --from"),
+        ("2025-12-31", "2026-01-02", "before SYNC_START_DATE"),
+        ("2026-11-30", "2026-12-02", "after today"),
+        ("2026/01/02", "2026-01-03", "YYYY-MM-DD"),
+    ],
+)
+def test_days_between_refuses_a_range_with_the_reason(start, end, says):
+    with pytest.raises(ValueError, match=says):
+        days_between(start, end, "2026-01-01", TODAY)
+
+
+def test_progress_estimates_time_left_from_the_rate_so_far_and_the_announced_writes():
+    progress = Progress(days=365, days_done=0, writes=1_000, seconds=10.0, expected_writes=31_000)
+    assert progress.writes_per_second == 100.0
+    assert progress.seconds_left == 300.0
+    assert "1,000 of 31,000 NetSuite writes, 100.0 writes/s, about 5 min 00 s left" in progress.line()
+    assert Progress(365, 0, 0, 3.0).seconds_left is None
+    assert "after the first writes" in Progress(365, 0, 0, 3.0).line()
+    assert Progress(2, 2, 50, 1.0, expected_writes=40).seconds_left == 0
+
+
+def test_expected_writes_adds_what_each_days_plan_would_create_or_update():
+    plans = [{"would_create": 3, "would_update": 1, "would_stay_unchanged": 9}, {"would_create": 2}]
+    assert expected_writes(plans) == 6
+
+
+def test_daily_frames_spill_each_day_and_read_it_back(tmp_path):
+    frames = DailyFrames.spilled()
+    frames.add("2026-01-02", pd.DataFrame({"a": [2]}))
+    frames.add("2026-01-01", pd.DataFrame({"a": [1, 1]}))
+    assert list(frames) == ["2026-01-01", "2026-01-02"]
+    assert list(frames["2026-01-01"]["a"]) == [1, 1]
+    frames.discard()
+    with pytest.raises(TypeError):
+        DailyFrames({"2026-01-01": tmp_path / "x.parquet"}).add("2026-01-01", pd.DataFrame())
+
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    CHECK = dg.AssetCheckSpec("positive", asset="doubled", partitions_def=DAYS)
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=BACKFILL_POLICY)
+@each_day
+def numbers(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    day = int(context.partition_key[-2:])
+    context.add_output_metadata({"day_of_month": day})
+    return pd.DataFrame({"n": [day] * day})
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=BACKFILL_POLICY, check_specs=[CHECK])
+@each_day
+def doubled(context: dg.AssetExecutionContext, numbers: pd.DataFrame):
+    assert context.partition_keys == [context.partition_key]
+    frame = numbers * 2
+    yield dg.Output(frame, metadata={"total": int(frame["n"].sum())})
+    yield dg.AssetCheckResult(check_name="positive", passed=context.partition_key != "2026-01-02")
+
+
+def _run(tmp_path, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [numbers, doubled], resources={"io_manager": ParquetIOManager(base_dir=str(tmp_path))}, **kwargs
+    )
+
+
+def test_a_range_run_gives_each_day_its_materialization_metadata_check_and_file(tmp_path):
+    result = _run(
+        tmp_path,
+        tags={"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-03"},
+    )
+
+    assert result.success
+    materialized = {
+        (m.asset_key.to_user_string(), m.partition): {k: v.value for k, v in m.metadata.items()}
+        for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())
+    }
+    assert materialized[("numbers", "2026-01-03")]["day_of_month"] == 3
+    assert materialized[("numbers", "2026-01-03")]["rows"] == 3
+    assert materialized[("doubled", "2026-01-02")]["total"] == 8
+    assert {(e.partition, e.passed) for e in result.get_asset_check_evaluations()} == {
+        ("2026-01-01", True),
+        ("2026-01-02", False),
+        ("2026-01-03", True),
+    }
+    assert list(pd.read_parquet(tmp_path / "doubled" / "2026-01-03.parquet")["n"]) == [6, 6, 6]
+
+
+def test_a_one_day_run_is_the_body_as_it_is(tmp_path):
+    result = _run(tmp_path, partition_key="2026-01-02")
+
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert (evaluation.partition, evaluation.passed) == ("2026-01-02", False)
+    assert result.asset_materializations_for_node("doubled")[0].metadata["total"].value == 8
