@@ -11,12 +11,17 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipeline.daily_ranges import DailyFrames
+from sync_pipeline.event_scope import is_partial_run
 
 # An unpartitioned asset (Salesforce billing) belongs to no day, so two runs at once write the same
 # `_all.parquet`: each run also keeps its own copy under `_runs/`, which its downstream steps read, so a run
 # never bills from, or reports, the other run's snapshot. A run takes minutes; older copies are removed.
 RUN_SNAPSHOTS = "_runs"
 RUN_SNAPSHOT_SECONDS = 2 * 24 * 3600
+# A sensor run that syncs only the documents its events name (`event_scope`) holds a subset of its day: its outputs
+# go to `_partial/<day>.<run id>.parquet`, which its own downstream steps read, and the day's file stays the last
+# whole day's, for any later reader of the day. Removed after RUN_SNAPSHOT_SECONDS too.
+PARTIAL_SNAPSHOTS = "_partial"
 
 
 def _write(obj: pd.DataFrame, path: Path) -> None:
@@ -34,6 +39,15 @@ def _prune(folder: Path) -> None:
                 old.unlink()
         except FileNotFoundError:  # another run pruned it first
             pass
+
+
+def _partial_run_id(context: dg.OutputContext | dg.InputContext) -> str | None:
+    """The run's id when it is a partial run (its config scopes the extract assets), else None."""
+    try:
+        run = context.step_context.dagster_run
+    except (dg.DagsterInvariantViolationError, AttributeError):  # outside a run (a test's build_output_context)
+        return None
+    return run.run_id if is_partial_run(run.run_config) else None
 
 
 def _upstream_run_id(context: dg.InputContext) -> str | None:
@@ -54,6 +68,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         name = f"{context.asset_partition_key}.parquet" if context.has_asset_partitions else "_all.parquet"
         return Path(self.base_dir) / key / name
 
+    @staticmethod
+    def _partial_path(day_path: Path, run_id: str) -> Path:
+        return day_path.parent / PARTIAL_SNAPSHOTS / f"{day_path.stem}.{run_id}.parquet"
+
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | DailyFrames | None) -> None:
         if obj is None:
             return
@@ -66,7 +84,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             context.add_output_metadata({"path": dg.MetadataValue.path(str(folder))})
             return
         path = self._path(context)
+        partial = _partial_run_id(context) if context.has_asset_partitions else None
+        if partial:
+            path = self._partial_path(path, partial)
         metadata: dict[str, dg.RawMetadataValue] = {"path": dg.MetadataValue.path(str(path)), "rows": len(obj)}
+        if partial:
+            metadata["partial_run"] = "rows of the documents this run's events named; the day's file is untouched"
+            _write(obj, path)
+            _prune(path.parent)
+            context.add_output_metadata(metadata)
+            return
         if not context.has_asset_partitions:
             own = path.parent / RUN_SNAPSHOTS / f"{context.run_id}.parquet"
             _write(obj, own)
@@ -81,6 +108,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             folder = Path(self.base_dir, *context.asset_key.path)
             return DailyFrames({key: folder / f"{key}.parquet" for key in context.asset_partition_keys})
         path = self._path(context)
+        partial = _partial_run_id(context) if context.has_asset_partitions else None
+        if partial and self._partial_path(path, partial).exists():
+            return pd.read_parquet(self._partial_path(path, partial))
         run_id = None if context.has_asset_partitions else _upstream_run_id(context)
         own = path.parent / RUN_SNAPSHOTS / f"{run_id}.parquet"
         return pd.read_parquet(own if run_id and own.exists() else path)

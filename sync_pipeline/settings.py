@@ -64,6 +64,14 @@ def _positive_int(value: str) -> str | None:
     return None if ok else "a whole number from 1 to 1000"
 
 
+def _whole_number_up_to(most: int) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        ok = _ASCII_WHOLE_NUMBER.fullmatch(value) and int(value) <= most
+        return None if ok else f"a whole number from 0 to {most}"
+
+    return check
+
+
 def _iso_date(value: str) -> str | None:
     # The pattern first: fromisoformat alone also takes 20260101 and 2026-W01-1.
     try:
@@ -169,6 +177,13 @@ SETTINGS: tuple[Setting, ...] = (
         "`sync-pipeline webhooks serve` fills",
         default="events_api",
         check=_pattern(r"events_api|webhooks", "events_api or webhooks"),
+    ),
+    Setting(
+        "SYNC_EVENT_RUN_MAX_DOCUMENTS",
+        "a sensor run syncs only the documents its events name, up to this many per day (more: the whole day; "
+        "0: sensor runs always sync whole days)",
+        default="500",
+        check=_whole_number_up_to(100_000),
     ),
     Setting(
         stripe_accounts.ACCOUNTS_SETTING,

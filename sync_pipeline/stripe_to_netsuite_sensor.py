@@ -16,6 +16,7 @@ from itertools import islice
 import dagster as dg
 import stripe as stripe_sdk
 
+from sync_pipeline import event_scope
 from sync_pipeline.jobs import EVENT_COUNT_TAG, EVENT_SOURCE_TAG, EVENTS_TAG, NEWEST_EVENT_TAG, TRIGGER_TAG
 from sync_pipeline.mapping import events as routing
 from sync_pipeline.partitions import partition_for_timestamp
@@ -210,8 +211,10 @@ def evaluate(
     daily: dg.DailyPartitionsDefinition,
     now: int,
     sensor_name: str = SENSOR_NAME,
+    account_prefix: str | None = None,
 ) -> dg.SensorResult:
-    """One tick of the sensor `sensor_name` (one Stripe account's): read, route, request runs, move the cursor."""
+    """One tick of the sensor `sensor_name` (one Stripe account's, `account_prefix` its asset key prefix): read,
+    route, request runs, each syncing the documents its events name (`event_scope`), move the cursor."""
     cursor = routing.EventCursor.parse(context.cursor)
     batch = read_inbox(ledger, cursor) if source == "webhooks" else read_events_api(stripe, cursor, now)
     if _was_stopped(context, cursor):
@@ -222,10 +225,13 @@ def evaluate(
     routed = routing.route_events(batch.events, StripeRootLookup(ledger, stripe))
     for partition_key, event_ids in cursor.deferred.items():
         routed.dirty[partition_key] = [*event_ids, *routed.dirty.get(partition_key, [])]
+        # A cursor written before scopes existed names no documents: that partition's run is the whole day.
+        for document in cursor.deferred_scope.get(partition_key) or [None]:
+            routed.name_document(partition_key, document)
     for note in batch.notes:
         context.log.info(note)
     waiting = _not_started_partitions(context.instance, sensor_name)
-    requests = _run_requests(context, routed, batch, source, daily, now, waiting, sensor_name)
+    requests = _run_requests(context, routed, batch, source, daily, now, waiting, sensor_name, account_prefix)
     batch.cursor.evaluated_at = now
     if source == "webhooks":
         batch.cursor.pending_acks = {r.run_key: r_ids for r, r_ids in requests}
@@ -251,8 +257,10 @@ def _run_requests(
     now: int,
     waiting: set[str],
     sensor_name: str,
+    account_prefix: str | None = None,
 ) -> list[tuple[dg.RunRequest, list[str]]]:
     valid = set(daily.get_partition_keys())
+    limit = event_scope.max_documents()
     dirty = dict(routed.dirty)
     if batch.catch_up_since is not None:
         caught_up = routing.partitions_since(batch.catch_up_since, now, daily.start.date().isoformat())
@@ -262,6 +270,7 @@ def _run_requests(
         )
         for partition_key in caught_up:
             dirty.setdefault(partition_key, [])
+            routed.name_document(partition_key, None)  # a catch-up reads whole days
     requests = []
     for partition_key, event_ids in sorted(dirty.items()):
         if partition_key not in valid:
@@ -278,17 +287,23 @@ def _run_requests(
             )
             if source != "webhooks" and event_ids:
                 batch.cursor.deferred[partition_key] = event_ids
+                scope = routed.scope(partition_key)
+                batch.cursor.deferred_scope[partition_key] = sorted(scope) if scope is not None else None
             continue
         key = routing.run_key(partition_key, event_ids, catch_up_from=batch.cursor.event_id or str(now))
         why = f"{len(event_ids)} event(s): {', '.join(event_ids)}" if event_ids else "catch-up"
-        context.log.info(f"{partition_key}: run {key} for {why}")
+        ids = event_scope.bounded(routed.scope(partition_key), limit)
+        context.log.info(f"{partition_key}: run {key} for {why}; scope: {event_scope.scope_tag(ids)}")
         requests.append(
             (
                 dg.RunRequest(
                     run_key=key,
                     partition_key=partition_key,
-                    run_config=SENSOR_RUN_CONFIG,
-                    tags=event_tags(event_ids, source, sensor_name),
+                    run_config=event_scope.scoped_run_config(SENSOR_RUN_CONFIG, ids, account_prefix),
+                    tags={
+                        **event_tags(event_ids, source, sensor_name),
+                        event_scope.SCOPE_TAG: event_scope.scope_tag(ids),
+                    },
                 ),
                 event_ids,
             )
@@ -325,6 +340,6 @@ def build_stripe_to_netsuite_sensor(
         account_stripe = stripe.for_account(account.name) if account.prefix else stripe
         account_ledger = ledger.get_ledger().for_account(account.prefix)
         # The ledger view is the account's: its inbox events only (webhooks), its records for routing.
-        return evaluate(context, account_stripe, account_ledger, source, daily, int(time.time()), name)
+        return evaluate(context, account_stripe, account_ledger, source, daily, int(time.time()), name, account.prefix)
 
     return stripe_to_netsuite_on_events

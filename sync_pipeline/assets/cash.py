@@ -35,8 +35,9 @@ from sync_pipeline.assets.netsuite import (
     run_sync_step,
     validated_plan,
 )
-from sync_pipeline.assets.stripe import in_parallel, pack_tree, unpack_tree
+from sync_pipeline.assets.stripe import by_id, in_parallel, pack_tree, unpack_tree
 from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
+from sync_pipeline.event_scope import PAYOUT_PREFIXES, EventScope, scope_metadata
 from sync_pipeline.mapping import cash
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import netsuite_external_id, returned_payout_external_id
@@ -90,8 +91,18 @@ TRANSACTION_COLUMNS = [
 )
 @each_day
 @scoped
-def stripe_payouts(context: dg.AssetExecutionContext, stripe: StripeResource) -> pd.DataFrame:
+def stripe_payouts(context: dg.AssetExecutionContext, config: EventScope, stripe: StripeResource) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
+    payouts = (
+        # A sensor run: the payouts its events name (arriving this day), none when they name none.
+        [
+            p
+            for p in by_id(stripe, "payouts", config.ids(PAYOUT_PREFIXES) or [], PAYOUT_EXPAND)
+            if start <= int(p.get("arrival_date") or 0) < end
+        ]
+        if config.partial
+        else stripe.list_payouts(arrival_date_gte=start, arrival_date_lt=end, expand=PAYOUT_EXPAND)
+    )
     rows = [
         {
             "id": payout["id"],
@@ -103,7 +114,7 @@ def stripe_payouts(context: dg.AssetExecutionContext, stripe: StripeResource) ->
             "failure_code": payout.get("failure_code"),
             "tree": pack_tree(payout),
         }
-        for payout in stripe.list_payouts(arrival_date_gte=start, arrival_date_lt=end, expand=PAYOUT_EXPAND)
+        for payout in payouts
     ]
     frame = pd.DataFrame(rows, columns=PAYOUT_COLUMNS)
     by_status = frame.groupby("status").size().to_dict() if len(frame) else {}
@@ -112,6 +123,7 @@ def stripe_payouts(context: dg.AssetExecutionContext, stripe: StripeResource) ->
             "payouts": len(frame),
             "by_status": dg.MetadataValue.json({k: int(v) for k, v in by_status.items()}),
             "amounts_by_currency": dg.MetadataValue.json(_amounts_by_currency(frame)),
+            **scope_metadata(config, len(frame), context.partition_key),
         }
     )
     return frame

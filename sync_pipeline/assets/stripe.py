@@ -7,7 +7,7 @@ refunds), so the mapping sees one consistent snapshot and never calls Stripe its
 import contextvars
 import itertools
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +16,13 @@ import pandas as pd
 
 from sync_pipeline import exact_json
 from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
+from sync_pipeline.event_scope import (
+    CHARGE_PREFIXES,
+    CUSTOMER_PREFIXES,
+    INVOICE_PREFIXES,
+    EventScope,
+    scope_metadata,
+)
 from sync_pipeline.mapping.stripe_refs import id_of
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, partition_window
 from sync_pipeline.resources.field_mapping import FieldMappingResource
@@ -221,9 +228,41 @@ def in_parallel(fn, items: Iterable, threads: int = STRIPE_LOOKUP_THREADS, chunk
         yield from pool.map(call, batch)
 
 
-def _summary(frame: pd.DataFrame) -> dict[str, Any]:
+def _summary(frame: pd.DataFrame, scope: EventScope, day: str) -> dict[str, Any]:
     by_status = frame.groupby("status").size().to_dict() if len(frame) else {}
-    return {"documents": len(frame), "by_status": dg.MetadataValue.json({k: int(v) for k, v in by_status.items()})}
+    return {
+        "documents": len(frame),
+        "by_status": dg.MetadataValue.json({k: int(v) for k, v in by_status.items()}),
+        **scope_metadata(scope, len(frame), day),
+    }
+
+
+def _in_window(obj: dict | None, start: int, end: int, field: str = "created") -> bool:
+    return obj is not None and start <= int(obj.get(field) or 0) < end
+
+
+def by_id(stripe: StripeResource, collection: str, ids: Iterable[str], expand: Sequence[str]) -> list[dict]:
+    """The objects with these ids (as their list call gives them; ones Stripe no longer has are left out)."""
+    return [o for o in in_parallel(lambda i: stripe.retrieve_as_listed(collection, i, expand), ids) if o]
+
+
+def _invoice_of_charge(stripe: StripeResource, charge_id: str) -> str | None:
+    charge = stripe.retrieve_as_listed("charges", charge_id)
+    intent = id_of(charge.get("payment_intent")) if charge else None
+    payment = next(iter(stripe.list_invoice_payments(payment_intent=intent)), None) if intent else None
+    return id_of(payment.get("invoice")) if payment else None
+
+
+def scoped_invoices(stripe: StripeResource, scope: EventScope, start: int, end: int) -> list[dict]:
+    """A partial run's invoices of the day: those named, those the named charges pay, the named customers'."""
+    named = scope.ids(INVOICE_PREFIXES) or []
+    # A charge the sensor could not tie to its invoice: asked here (an invoice-less one is stripe_charges').
+    named += [i for i in in_parallel(lambda c: _invoice_of_charge(stripe, c), scope.ids(CHARGE_PREFIXES) or []) if i]
+    found = {inv["id"]: inv for inv in by_id(stripe, "invoices", dict.fromkeys(named), INVOICE_EXPAND)}
+    for customer in scope.ids(CUSTOMER_PREFIXES) or []:
+        listed = stripe.list_invoices(created_gte=start, created_lt=end, expand=INVOICE_EXPAND, customer=customer)
+        found.update((inv["id"], inv) for inv in listed)
+    return [inv for inv in found.values() if _in_window(inv, start, end)]
 
 
 @dg.asset(
@@ -237,21 +276,28 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
 @scoped
 def stripe_invoices(
     context: dg.AssetExecutionContext,
+    config: EventScope,
     stripe: StripeResource,
     ledger: LedgerResource,
     field_mapping: FieldMappingResource,
 ) -> pd.DataFrame:
     start, end = partition_window(context.partition_key)
     settles_in = field_mapping.load().payouts.settles_in
-    booked = invoices_with_booked_credit_notes(stripe, ledger.get_ledger(), context.partition_key)
-    # Streamed: each page's invoices become JSON rows and are dropped before the next pages arrive.
-    invoices = stripe.list_invoices(created_gte=start, created_lt=end, expand=INVOICE_EXPAND)
+    if config.partial:
+        # A sensor run: only the documents its events name. Their credit notes are asked for whatever the invoice
+        # says (one list call each), rather than reading the whole day's memos from the ledger.
+        invoices: Iterable[dict] = scoped_invoices(stripe, config, start, end)
+        booked: Collection[str] = {inv["id"] for inv in invoices}
+    else:
+        booked = invoices_with_booked_credit_notes(stripe, ledger.get_ledger(), context.partition_key)
+        # Streamed: each page's invoices become JSON rows and are dropped before the next pages arrive.
+        invoices = stripe.list_invoices(created_gte=start, created_lt=end, expand=INVOICE_EXPAND)
     frame = _tree_rows(
         in_parallel(lambda inv: invoice_tree(stripe, inv, inv["id"] in booked, settles_in), invoices),
         "invoice",
         "total",
     )
-    context.add_output_metadata(_summary(frame))
+    context.add_output_metadata(_summary(frame, config, context.partition_key))
     return frame
 
 
@@ -273,6 +319,15 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
     return intents
 
 
+def scoped_charges(stripe: StripeResource, scope: EventScope, start: int, end: int) -> list[dict]:
+    """A partial run's charges of the day: those named and the named customers' (invoiced ones are dropped next)."""
+    found = {c["id"]: c for c in by_id(stripe, "charges", scope.ids(CHARGE_PREFIXES) or [], CHARGE_EXPAND)}
+    for customer in scope.ids(CUSTOMER_PREFIXES) or []:
+        listed = stripe.list_charges(created_gte=start, created_lt=end, expand=CHARGE_EXPAND, customer=customer)
+        found.update((c["id"], c) for c in listed)
+    return [c for c in found.values() if _in_window(c, start, end)]
+
+
 @dg.asset(
     group_name="stripe",
     partitions_def=DECLARED_DAILY_PARTITIONS,
@@ -284,6 +339,7 @@ def _payment_intents_of(stripe_invoices: pd.DataFrame) -> set[str]:
 @scoped
 def stripe_charges(
     context: dg.AssetExecutionContext,
+    config: EventScope,
     stripe: StripeResource,
     stripe_invoices: pd.DataFrame,
     field_mapping: FieldMappingResource,
@@ -296,7 +352,12 @@ def stripe_charges(
     same_day = _payment_intents_of(stripe_invoices)
     listed = 0
     unknown = []
-    for charge in stripe.list_charges(created_gte=start, created_lt=end, expand=CHARGE_EXPAND):
+    charges = (
+        scoped_charges(stripe, config, start, end)
+        if config.partial
+        else stripe.list_charges(created_gte=start, created_lt=end, expand=CHARGE_EXPAND)
+    )
+    for charge in charges:
         listed += 1
         if id_of(charge.get("payment_intent")) not in same_day:
             unknown.append(charge)
@@ -316,7 +377,12 @@ def stripe_charges(
         )
     )
     frame = _tree_rows(trees, "charge", "amount")
-    context.add_output_metadata({**_summary(frame), "invoiced_charges_left_to_their_invoice": listed - len(standalone)})
+    context.add_output_metadata(
+        {
+            **_summary(frame, config, context.partition_key),
+            "invoiced_charges_left_to_their_invoice": listed - len(standalone),
+        }
+    )
     return frame
 
 

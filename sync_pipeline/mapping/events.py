@@ -81,11 +81,30 @@ class RoutedEvents:
 
     dirty: dict[str, list[str]] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)  # event id -> why no partition
+    # The documents the events of each dirty partition name (a run syncs only those); a partition is absent here
+    # when one of its events names nothing a run can fetch by id, so its run syncs the whole day.
+    documents: dict[str, set[str]] = field(default_factory=dict)
+    documents_unknown: set[str] = field(default_factory=set)
 
-    def add(self, partition_key: str, event_id: str) -> None:
+    def add(self, partition_key: str, event_id: str, document: str | None = None) -> None:
         ids = self.dirty.setdefault(partition_key, [])
         if event_id not in ids:
             ids.append(event_id)
+        self.name_document(partition_key, document)
+
+    def name_document(self, partition_key: str, document: str | None) -> None:
+        """Add a document to the partition's scope; None makes the partition a whole day from now on."""
+        if document is None:
+            self.documents.pop(partition_key, None)
+            self.documents_unknown.add(partition_key)
+        elif partition_key not in self.documents_unknown:
+            self.documents.setdefault(partition_key, set()).add(document)
+
+    def scope(self, partition_key: str) -> set[str] | None:
+        """The documents of the partition's run, or None: the whole day."""
+        if partition_key in self.documents_unknown:
+            return None
+        return self.documents.get(partition_key)
 
     def event_ids(self) -> list[str]:
         return list(dict.fromkeys([*(i for ids in self.dirty.values() for i in ids), *self.ignored]))
@@ -189,6 +208,21 @@ def partition_of(root: RootRef, lookup: RootLookup, facts: BatchFacts | None = N
     return None, f"payout {root.id} names no arrival date"
 
 
+def document_of(root: RootRef, facts: BatchFacts | None = None) -> str | None:
+    """The id of the document a run must fetch for this root (see `event_scope`), or None when there is none it
+    can fetch by id. A charge paying an invoice stands for its invoice when the batch says which; otherwise the
+    charge's id goes to the run, whose extract finds its invoice (or keeps it as an invoice-less charge)."""
+    facts = facts or BatchFacts()
+    if not root.id:
+        return None
+    if root.kind in (INVOICE, CUSTOMER, PAYOUT):
+        return root.id
+    if root.kind == CHARGE:
+        return facts.invoice_of_charge(root.id) or root.id
+    # A PaymentIntent: its invoice when the batch names it; otherwise no id the extract takes.
+    return facts.invoice_of_intent.get(root.id)
+
+
 def route_events(events: Iterable[dict], lookup: RootLookup) -> RoutedEvents:
     """Dirty partitions of a batch of events, each with the ids of the events that made it dirty.
 
@@ -208,7 +242,7 @@ def route_events(events: Iterable[dict], lookup: RootLookup) -> RoutedEvents:
         if partition_key is None:
             routed.ignored[event_id] = how
         else:
-            routed.add(partition_key, event_id)
+            routed.add(partition_key, event_id, document_of(root, facts))
     return routed
 
 
@@ -241,8 +275,8 @@ class EventCursor:
     `pending_acks`: inbox events whose runs the previous tick requested; they are marked processed
     by the next tick, once Dagster has committed that tick (a failed tick is re-read, and the same
     run keys make the repeat harmless).
-    `deferred`: Events API events of partitions whose previous run had not started yet (that run will
-    read their changes anyway); they join the partition's next run.
+    `deferred`: Events API events of partitions whose previous run had not started yet; they join the
+    partition's next run, and `deferred_scope` keeps the documents they name (a partial run reads only its own).
     """
 
     event_id: str | None = None
@@ -250,6 +284,8 @@ class EventCursor:
     evaluated_at: int | None = None
     pending_acks: dict[str, list[str]] = field(default_factory=dict)  # run key -> event ids
     deferred: dict[str, list[str]] = field(default_factory=dict)  # partition key -> event ids
+    # partition key -> the documents its deferred events name (None: the whole day)
+    deferred_scope: dict[str, list[str] | None] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> EventCursor:
@@ -262,6 +298,7 @@ class EventCursor:
             evaluated_at=raw.get("evaluated_at"),
             pending_acks=dict(raw.get("pending_acks") or {}),
             deferred=dict(raw.get("deferred") or {}),
+            deferred_scope=dict(raw.get("deferred_scope") or {}),
         )
 
     def dumps(self) -> str:
@@ -272,6 +309,7 @@ class EventCursor:
                 "evaluated_at": self.evaluated_at,
                 "pending_acks": self.pending_acks,
                 "deferred": self.deferred,
+                "deferred_scope": self.deferred_scope,
             },
             separators=(",", ":"),
         )

@@ -286,6 +286,20 @@ class StripeResource(dg.ConfigurableResource):
                 return
             params["page"] = page.next_page
 
+    def retrieve_as_listed(self, collection: str, object_id: str, expand: Sequence[str] = ()) -> dict[str, Any] | None:
+        """One object by id in the shape its list call gives (plain JSON, `expand` as the list's, its `data.`
+        prefixes dropped), under the retry policy; None when Stripe has no such object (a deleted draft)."""
+        path = f"/v1/{collection}/{object_id}"
+        params = {"expand": [e.removeprefix("data.") for e in expand]} if expand else {}
+        client = self.get_client()
+        try:
+            response = self._call(lambda: client.raw_request("get", path, **params), f"GET {path}")
+        except stripe.InvalidRequestError as error:
+            if error.code == "resource_missing":
+                return None
+            raise
+        return json.loads(response.body)
+
     def retrieve_customer(self, customer_id: str, expand: Sequence[str] = ()) -> dict[str, Any]:
         return self._retrieve(self.get_client().v1.customers.retrieve, customer_id, expand, "customers")
 

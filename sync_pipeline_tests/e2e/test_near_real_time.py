@@ -53,12 +53,16 @@ class Loop:
     log_path: Path
     daemon: subprocess.Popen | None = None
     _instance: dg.DagsterInstance | None = field(default=None, repr=False)
+    # The Stripe stand-in's own state, for seeding a day in bulk (`seeding.seed_paid_invoices`).
+    stripe_state: Any = field(default=None, repr=False)
+    stripe_config: Any = field(default=None, repr=False)
+    workspace: Path = ROOT / "workspace.yaml"
 
     # -- the daemon ----------------------------------------------------------------------------------
     def start_daemon(self) -> None:
         log = self.log_path.open("ab")
         self.daemon = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(ROOT / "workspace.yaml")],
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(self.workspace)],
             env=self.env,
             cwd=ROOT,
             stdout=log,
@@ -122,10 +126,34 @@ class Loop:
         with self.ledger.engine.connect() as conn:
             return list(conn.execute(sa.select(webhook_inbox.c.payload)).scalars())
 
+    def stripe_routes(self) -> dict[str, int]:
+        """Requests the Stripe stand-in answered so far, per route (`GET /v1/charges`, `GET /v1/invoices/{id}`)."""
+        return requests.get(f"{self.sandbox.stripe_url}/_sandbox/stats", timeout=10).json()["by_route"]
+
+    def full_day_run(self, day: str) -> None:
+        """The whole day's assets, as the daily schedule runs them, in a child process on this instance."""
+        subprocess.run([sys.executable, "-c", FULL_DAY_RUN, day], env=self.env, cwd=ROOT, check=True, timeout=1800)
+
+
+# The schedule's run of one whole day (no scope), on the loop's instance and ledger.
+FULL_DAY_RUN = """
+import sys
+import dagster as dg
+from sync_pipeline.definitions import ALL_ASSETS, build_resources
+result = dg.materialize(ALL_ASSETS, partition_key=sys.argv[1], resources=build_resources(),
+                        instance=dg.DagsterInstance.get(), tags={"sync_pipeline/trigger": "schedule"})
+sys.exit(0 if result.success else 1)
+"""
+
 
 @contextmanager
 def running_loop(
-    tmp: Path, source: str = "webhooks", netsuite_latency_ms: float = 5, dagster_yaml_extra: str = ""
+    tmp: Path,
+    source: str = "webhooks",
+    netsuite_latency_ms: float = 5,
+    dagster_yaml_extra: str = "",
+    workspace: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Loop]:
     """Stand-ins, receiver (registered as the Stripe endpoint) and daemon; everything stopped on exit.
 
@@ -149,6 +177,7 @@ def running_loop(
             "DAGSTER_HOME": str(home),
             "SYNC_DATABASE_URL": database_url,
             "SYNC_EVENT_SOURCE": source,
+            **(extra_env or {}),
         }
         client = stripe.StripeClient(stripe_sandbox.api_key, base_addresses={"api": stripe_sandbox.url})
         if source == "webhooks":
@@ -159,6 +188,9 @@ def running_loop(
             ledger,
             env,
             tmp / "daemon.log",
+            stripe_state=stripe_sandbox.state,
+            stripe_config=stripe_sandbox.config,
+            workspace=workspace or ROOT / "workspace.yaml",
         )
         stack.callback(state.stop_daemon)
         # Create Dagster's SQLite storage before the daemon starts: two processes creating it at once race

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync_pipeline import stripe_to_netsuite_sensor
+from sync_pipeline import event_scope, stripe_to_netsuite_sensor
 from sync_pipeline.jobs import STRIPE_TO_NETSUITE_JOB
 from sync_pipeline.mapping import events as routing
 from sync_pipeline.resources.ledger import Ledger
@@ -340,6 +340,7 @@ def test_events_of_a_partition_whose_run_has_not_started_join_its_next_run(sandb
     assert second.run_requests == [], "the queued run has not read Stripe yet: no second run"
     deferred = json.loads(second.cursor)["deferred"][today]
     assert set(_event_ids(sandbox, about=later.id)) <= set(deferred)
+    assert json.loads(second.cursor)["deferred_scope"] == {today: [later.id]}, "the documents they name wait too"
 
     instance.report_run_failed(queued)  # whatever happens to it, the waiting events get their own run
     third = tick(instance, second.cursor)
@@ -347,4 +348,32 @@ def test_events_of_a_partition_whose_run_has_not_started_join_its_next_run(sandb
     (rerun,) = third.run_requests
     assert rerun.partition_key == today
     assert set(deferred) <= set(rerun.tags["sync_pipeline/events"].split(","))
+    assert rerun.run_config["ops"]["stripe_invoices"]["config"]["only_ids"] == [later.id]
     assert json.loads(third.cursor)["deferred"] == {}
+
+
+# -- the sensor against the Stripe stand-in --------------------------------------------------------------------
+
+
+def test_a_paid_invoice_requests_a_run_of_that_invoice_only(sandbox, instance):
+    invoice = sandbox.invoice(sandbox.customer("Scoped Payer", "usd"), "usd", [4200])
+
+    (request,) = tick(instance).run_requests
+
+    assert request.partition_key == _day_of(invoice.created)
+    assert request.run_config["ops"]["stripe_invoices"]["config"]["only_ids"] == [invoice.id]
+    assert request.run_config["execution"] == {"config": {"in_process": {}}}
+    assert request.tags[event_scope.SCOPE_TAG] == f"1 document(s): {invoice.id}"
+
+
+def test_more_documents_than_the_bound_make_a_whole_day_run(sandbox, instance, monkeypatch, now):
+    monkeypatch.setenv("SYNC_EVENT_RUN_MAX_DOCUMENTS", "1")
+    sandbox.clock(now)  # both invoices on one day, even at midnight
+    customer = sandbox.customer("Two Invoices", "usd")
+    sandbox.invoice(customer, "usd", [1000])
+    sandbox.invoice(customer, "usd", [2000])
+
+    (request,) = tick(instance).run_requests
+
+    assert "ops" not in request.run_config
+    assert request.tags[event_scope.SCOPE_TAG] == event_scope.WHOLE_DAY
