@@ -139,7 +139,7 @@ def test_a_status_salesforce_no_longer_shows_is_a_difference(world):
     # The same from a shell: `sync-pipeline reconcile` adds the deals when Salesforce is configured, exit 1.
     out = io.StringIO()
     day = dt.date.today().isoformat()
-    args = argparse.Namespace(start=day, end=day, currency=None, format="json")
+    args = argparse.Namespace(start=day, end=day, currency=None, format="json", account=None)
     assert run_reconcile(args, out) == 1
     assert [(d["opportunity"], d["field"]) for d in json.loads(out.getvalue())["deals_differing"]] == [
         (deal, "billing status")

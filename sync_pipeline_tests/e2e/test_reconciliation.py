@@ -70,4 +70,4 @@ def test_the_books_of_a_day_match_until_someone_edits_netsuite(tmp_path, monkeyp
 
 
 def _args(day: str, fmt: str = "table", currency: str | None = None) -> argparse.Namespace:
-    return argparse.Namespace(start=day, end=day, currency=currency, format=fmt)
+    return argparse.Namespace(start=day, end=day, currency=currency, format=fmt, account=None)
