@@ -63,6 +63,11 @@ class Progress:
     writes: int
     seconds: float
     expected_writes: int | None = None
+    # The run's steps done, of all, and those running now: what moves while the days done cannot (one run takes
+    # each asset, one after the other, through the whole range, so every asset has done a day only at the end).
+    steps_done: int | None = None
+    steps: int | None = None
+    running: tuple[str, ...] = ()
 
     @property
     def writes_per_second(self) -> float:
@@ -70,25 +75,35 @@ class Progress:
 
     @property
     def seconds_left(self) -> float | None:
-        """At the rate so far, for the writes the plans announced; None before the plans are done or any write."""
-        if self.expected_writes is None or not self.writes:
+        """At the rate so far, for the writes the plans announced; None before the plans are done or any write
+        (0 when none are left, as on a re-run that has nothing to write)."""
+        if self.expected_writes is None:
             return None
-        return max(0, self.expected_writes - self.writes) / self.writes_per_second
+        left = max(0, self.expected_writes - self.writes)
+        if not left:
+            return 0.0
+        return left / self.writes_per_second if self.writes else None
 
     def line(self, final: bool = False) -> str:
+        steps = ""
+        if self.steps:
+            now = f", now {', '.join(self.running)}" if self.running and not final else ""
+            steps = f" ({self.steps_done}/{self.steps} steps{now})"
         if final:
             return (
-                f"{self.days_done}/{self.days} days done, {self.writes:,} NetSuite writes in "
+                f"{self.days_done}/{self.days} days done{steps}, {self.writes:,} NetSuite writes in "
                 f"{_duration(self.seconds)}, {self.writes_per_second:.1f} writes/s"
             )
         left = self.seconds_left
         if left is None:
             eta = "time left: after the first writes" if self.expected_writes is None else "time left: estimating"
+        elif not left:
+            eta = "no writes left"
         else:
             eta = f"about {_duration(left)} left"
         expected = f" of {self.expected_writes:,}" if self.expected_writes is not None else ""
         return (
-            f"{self.days_done}/{self.days} days done, {self.writes:,}{expected} NetSuite writes, "
+            f"{self.days_done}/{self.days} days done{steps}, {self.writes:,}{expected} NetSuite writes, "
             f"{self.writes_per_second:.1f} writes/s, {eta} ({_duration(self.seconds)} so far)"
         )
 
@@ -185,6 +200,19 @@ query($id: String!) {
   }
 }"""
 
+RUN_STEPS = """
+query($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run {
+      stepStats { stepKey status }
+      executionPlan { steps { key } }
+      assetMaterializations { assetKey { path } partition }
+    }
+  }
+}"""
+STEP_ENDED = {"SUCCESS", "FAILURE", "SKIPPED"}
+
 PLAN_METADATA = """
 query($key: AssetKeyInput!, $partitions: [String!]) {
   assetOrError(assetKey: $key) {
@@ -197,7 +225,14 @@ query($key: AssetKeyInput!, $partitions: [String!]) {
   }
 }"""
 
-FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+# A backfill's statuses once it has ended (BulkActionStatus), as the command says them.
+FINISHED = {
+    "COMPLETED": "completed",
+    "COMPLETED_SUCCESS": "completed",
+    "COMPLETED_FAILED": "completed with failures",
+    "FAILED": "failed",
+    "CANCELED": "canceled",
+}
 
 
 def _graphql(url: str) -> Callable[[str, dict], dict]:
@@ -209,10 +244,17 @@ def _graphql(url: str) -> Callable[[str, dict], dict]:
 
     def call(query: str, variables: dict) -> dict:
         answer = requests.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables}, timeout=60)
-        answer.raise_for_status()
-        body = answer.json()
+        try:
+            body = answer.json()
+        except ValueError:
+            answer.raise_for_status()
+            raise
         if body.get("errors"):
-            raise RuntimeError(body["errors"][0].get("message"))
+            raise RuntimeError(f"the Dagster webserver answered: {body['errors'][0].get('message')}")
+        # A mutation that failed (a PythonError) comes as HTTP 500 with its error type in the data: the caller
+        # reads it there and says what it is.
+        if not body.get("data"):
+            answer.raise_for_status()
         return body["data"]
 
     return call
@@ -232,7 +274,7 @@ def submit(call: Callable[[str, dict], dict], days: Sequence[str], account: Stri
     }
     launched = call(LAUNCH, {"params": params})["launchPartitionBackfill"]
     if launched["__typename"] != "LaunchBackfillSuccess":
-        raise RuntimeError(launched.get("message") or launched["__typename"])
+        raise RuntimeError((launched.get("message") or launched["__typename"]).strip())
     return launched["backfillId"]
 
 
@@ -249,6 +291,40 @@ def _plan_metadata(call, account: StripeAccount, days: Sequence[str], run_ids: s
     return found
 
 
+@dataclass(frozen=True)
+class RunsProgress:
+    """Where the backfill's runs are, as their own events say (the backfill's counts lag behind them)."""
+
+    steps_done: int
+    steps: int
+    running: tuple[str, ...]
+    days_materialized: dict[tuple[str, ...], set[str]]
+
+    def days_done(self, assets: int) -> int:
+        """Days every one of the backfill's `assets` has materialized in these runs."""
+        if not assets or len(self.days_materialized) < assets:
+            return 0
+        return min(len(days) for days in self.days_materialized.values())
+
+
+def _runs_progress(call, run_ids: Sequence[str]) -> RunsProgress:
+    ended, planned, running = 0, 0, []
+    days: dict[tuple[str, ...], set[str]] = {}
+    for run_id in run_ids:
+        run = call(RUN_STEPS, {"runId": run_id})["runOrError"]
+        if run["__typename"] != "Run":
+            continue
+        planned += len((run.get("executionPlan") or {}).get("steps") or [])
+        for step in run["stepStats"] or []:
+            ended += step["status"] in STEP_ENDED
+            if step["status"] == "IN_PROGRESS":
+                running.append(step["stepKey"])
+        for event in run.get("assetMaterializations") or []:
+            if event.get("partition"):
+                days.setdefault(tuple(event["assetKey"]["path"]), set()).add(event["partition"])
+    return RunsProgress(ended, planned, tuple(running), days)
+
+
 def follow(call, backfill_id: str, days: Sequence[str], account: StripeAccount, poll: float = POLL_SECONDS) -> bool:
     """Print the backfill's progress until it ends; whether every day synced."""
     started = time.monotonic()
@@ -259,16 +335,22 @@ def follow(call, backfill_id: str, days: Sequence[str], account: StripeAccount, 
             raise RuntimeError(backfill.get("message") or backfill["__typename"])
         run_ids = {r["runId"] for r in backfill["runs"] or []}
         counts = [s for s in backfill["assetBackfillData"]["assetBackfillStatuses"] if "numPartitionsTargeted" in s]
-        done = min((s["numPartitionsMaterialized"] for s in counts), default=0)
         failed = max((s["numPartitionsFailed"] for s in counts), default=0)
+        # The backfill's counts move when the daemon next looks at its runs (up to half a minute after); the run's
+        # own events as it goes: its steps, and each asset's days (recorded when its step is through the range).
+        runs = _runs_progress(call, sorted(run_ids))
+        done = max(min((s["numPartitionsMaterialized"] for s in counts), default=0), runs.days_done(len(counts)))
         if expected is None and run_ids:
             plans = _plan_metadata(call, account, days, run_ids)
             expected = None if plans is None else expected_writes(plans)
-        progress = Progress(len(days), done, _ledger_writes(sorted(run_ids)), time.monotonic() - started, expected)
-        print(progress.line(), flush=True)
-        if backfill["status"] in FINISHED:
-            print(f"Backfill {backfill_id}: {backfill['status'].lower()}, {failed} day(s) failed.")
-            return failed == 0 and done == len(days) and backfill["status"] != "CANCELED"
+        writes = _ledger_writes(sorted(run_ids))
+        seconds = time.monotonic() - started
+        progress = Progress(len(days), done, writes, seconds, expected, runs.steps_done, runs.steps, runs.running)
+        ended = FINISHED.get(backfill["status"])
+        print(progress.line(final=ended is not None), flush=True)
+        if ended is not None:
+            print(f"Backfill {backfill_id}: {ended}, {failed} day(s) failed.")
+            return failed == 0 and done == len(days) and ended == "completed"
         time.sleep(poll)
 
 
@@ -298,7 +380,13 @@ def run_backfill(args: argparse.Namespace) -> int:
             f"no Dagster webserver answered at {args.url} ({type(error).__name__}): start it with "
             "`sync-pipeline dev` (make dev) or pass --url, or run the range here with --in-process"
         )
-    backfill_id = submit(call, days, account)
+    try:
+        backfill_id = submit(call, days, account)
+    except RuntimeError as error:
+        return _fail(
+            f"the Dagster webserver at {args.url} did not take the backfill: {error} (an unknown asset key means "
+            "its code location is older than this command's: reload it)"
+        )
     page = f"{args.url.rstrip('/')}/overview/backfills/{backfill_id}"
     print(f"Backfill {backfill_id} submitted: {label}; in the UI at {page}")
     if args.no_wait:

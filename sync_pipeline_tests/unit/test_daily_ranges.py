@@ -45,6 +45,15 @@ def test_progress_estimates_time_left_from_the_rate_so_far_and_the_announced_wri
     assert Progress(2, 2, 50, 1.0, expected_writes=40).seconds_left == 0
 
 
+def test_progress_says_no_writes_are_left_and_which_steps_the_run_is_at():
+    # A re-run of a synced range: the plans announce nothing to write, so there is nothing to estimate.
+    rerun = Progress(3, 0, 0, 12.0, expected_writes=0, steps_done=5, steps=16, running=("netsuite_invoices",))
+    assert rerun.seconds_left == 0
+    assert rerun.line().startswith("0/3 days done (5/16 steps, now netsuite_invoices), 0 of 0 NetSuite writes, 0.0 ")
+    assert "no writes left" in rerun.line()
+    assert Progress(3, 3, 36, 40.0).line(final=True) == "3/3 days done, 36 NetSuite writes in 40 s, 0.9 writes/s"
+
+
 def test_expected_writes_adds_what_each_days_plan_would_create_or_update():
     plans = [{"would_create": 3, "would_update": 1, "would_stay_unchanged": 9}, {"would_create": 2}]
     assert expected_writes(plans) == 6
