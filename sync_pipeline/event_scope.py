@@ -29,7 +29,7 @@ from pydantic import Field
 
 from sync_pipeline import settings
 
-# The extract assets that take a scope (their op names carry the account's key prefix).
+# The extract assets that take a scope.
 SCOPED_ASSETS = ("stripe_invoices", "stripe_charges", "stripe_payouts")
 SCOPE_TAG = "sync_pipeline/scope"
 WHOLE_DAY = "day"
@@ -77,16 +77,13 @@ def bounded(documents: Iterable[str] | None, limit: int) -> list[str] | None:
     return ids
 
 
-def op_name(asset: str, account_prefix: str | None) -> str:
-    return dg.AssetKey([account_prefix, asset] if account_prefix else [asset]).to_python_identifier()
-
-
-def scoped_run_config(base: Mapping[str, Any], ids: Sequence[str] | None, account_prefix: str | None) -> dict:
-    """`base` (the sensor's executor config) with the scope of each extract asset; unchanged for a whole day."""
+def scoped_run_config(base: Mapping[str, Any], ids: Sequence[str] | None) -> dict:
+    """`base` (the sensor's executor config) with the scope of each extract asset; unchanged for a whole day. Op
+    names are the assets' own names for every Stripe account (a key prefix leaves them as they are, and each
+    account's job holds only its own assets)."""
     if ids is None:
         return dict(base)
-    ops = {op_name(asset, account_prefix): {"config": {"only_ids": list(ids)}} for asset in SCOPED_ASSETS}
-    return {**base, "ops": ops}
+    return {**base, "ops": {asset: {"config": {"only_ids": list(ids)}} for asset in SCOPED_ASSETS}}
 
 
 def scope_tag(ids: Sequence[str] | None) -> str:

@@ -211,10 +211,9 @@ def evaluate(
     daily: dg.DailyPartitionsDefinition,
     now: int,
     sensor_name: str = SENSOR_NAME,
-    account_prefix: str | None = None,
 ) -> dg.SensorResult:
-    """One tick of the sensor `sensor_name` (one Stripe account's, `account_prefix` its asset key prefix): read,
-    route, request runs, each syncing the documents its events name (`event_scope`), move the cursor."""
+    """One tick of the sensor `sensor_name` (one Stripe account's): read, route, request runs, each syncing the
+    documents its events name (`event_scope`), move the cursor."""
     cursor = routing.EventCursor.parse(context.cursor)
     batch = read_inbox(ledger, cursor) if source == "webhooks" else read_events_api(stripe, cursor, now)
     if _was_stopped(context, cursor):
@@ -231,7 +230,7 @@ def evaluate(
     for note in batch.notes:
         context.log.info(note)
     waiting = _not_started_partitions(context.instance, sensor_name)
-    requests = _run_requests(context, routed, batch, source, daily, now, waiting, sensor_name, account_prefix)
+    requests = _run_requests(context, routed, batch, source, daily, now, waiting, sensor_name)
     batch.cursor.evaluated_at = now
     if source == "webhooks":
         batch.cursor.pending_acks = {r.run_key: r_ids for r, r_ids in requests}
@@ -257,7 +256,6 @@ def _run_requests(
     now: int,
     waiting: set[str],
     sensor_name: str,
-    account_prefix: str | None = None,
 ) -> list[tuple[dg.RunRequest, list[str]]]:
     valid = set(daily.get_partition_keys())
     limit = event_scope.max_documents()
@@ -299,7 +297,7 @@ def _run_requests(
                 dg.RunRequest(
                     run_key=key,
                     partition_key=partition_key,
-                    run_config=event_scope.scoped_run_config(SENSOR_RUN_CONFIG, ids, account_prefix),
+                    run_config=event_scope.scoped_run_config(SENSOR_RUN_CONFIG, ids),
                     tags={
                         **event_tags(event_ids, source, sensor_name),
                         event_scope.SCOPE_TAG: event_scope.scope_tag(ids),
@@ -340,6 +338,6 @@ def build_stripe_to_netsuite_sensor(
         account_stripe = stripe.for_account(account.name) if account.prefix else stripe
         account_ledger = ledger.get_ledger().for_account(account.prefix)
         # The ledger view is the account's: its inbox events only (webhooks), its records for routing.
-        return evaluate(context, account_stripe, account_ledger, source, daily, int(time.time()), name, account.prefix)
+        return evaluate(context, account_stripe, account_ledger, source, daily, int(time.time()), name)
 
     return stripe_to_netsuite_on_events

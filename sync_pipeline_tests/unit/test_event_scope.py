@@ -82,17 +82,23 @@ def test_the_limit_is_a_setting_with_a_default_of_500():
     assert event_scope.max_documents({"SYNC_EVENT_RUN_MAX_DOCUMENTS": "0"}) == 0
 
 
-def test_run_config_scopes_the_three_extract_assets_of_the_account():
+def test_run_config_scopes_the_three_extract_assets_of_any_account():
+    from sync_pipeline.account_sets import account_assets
+    from sync_pipeline.assets import cash, stripe
+    from sync_pipeline.stripe_accounts import StripeAccount
+
     base = {"execution": {"config": {"in_process": {}}}}
 
-    config = event_scope.scoped_run_config(base, ["in_1", "po_1"], "eu")
+    config = event_scope.scoped_run_config(base, ["in_1", "po_1"])
 
     assert config["execution"] == base["execution"]
-    assert config["ops"] == {
-        f"eu__{asset}": {"config": {"only_ids": ["in_1", "po_1"]}} for asset in event_scope.SCOPED_ASSETS
-    }
+    assert config["ops"] == {asset: {"config": {"only_ids": ["in_1", "po_1"]}} for asset in event_scope.SCOPED_ASSETS}
+    # Another account's assets are prefixed (eu/stripe_invoices) but keep their op names.
+    eu_assets = account_assets(StripeAccount("eu", default=False), [stripe, cash], "2026-01-01")
+    ops = {a.op.name for a in eu_assets if a.key.path[-1] in event_scope.SCOPED_ASSETS}
+    assert ops == set(event_scope.SCOPED_ASSETS)
     assert event_scope.is_partial_run(config)
-    assert event_scope.scoped_run_config(base, None, None) == base
+    assert event_scope.scoped_run_config(base, None) == base
     assert not event_scope.is_partial_run(base)
     assert not event_scope.is_partial_run(None)
 
