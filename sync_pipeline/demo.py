@@ -223,7 +223,7 @@ def run_demo(days: int, invoices: int, seed: int) -> int:
             print(
                 "\nHeld back, each with its fix (`sync-pipeline exceptions --open`; the UI: open_exceptions_worklist):"
             )
-            run_exceptions(argparse.Namespace(open_only=True, code=None, format="table"))
+            run_exceptions(argparse.Namespace(open_only=True, code=None, format="table", account=None))
             print(
                 "Fix one in field_mapping.yaml (or in Stripe), then `sync-pipeline exceptions retry --in-process` "
                 "re-runs the days it affects (README: Fixing an exception)."
