@@ -189,7 +189,7 @@ def run(size: int, count: int, seconds: float, source: str, seed: int, scope: st
                 lambda: len(set(paid) & set(_payments_by_invoice(loop))) == count,
                 timeout=1800,
             )
-            loop.wait_until_idle()
+            loop.wait_until_idle(timeout=1800)  # whole-day runs of 10,000 invoices take minutes each
             loop.wait_for("the floor's runs", lambda: len(_floor_latencies(floor, floor_names)) == floors, timeout=300)
             load_after = os.getloadavg()[0]
             paid_at = _paid_event_times(loop)

@@ -115,11 +115,12 @@ class Loop:
         tail = self.log_path.read_text(errors="replace")[-3000:]
         raise AssertionError(f"timed out waiting for {what}; daemon log tail:\n{tail}")
 
-    def wait_until_idle(self) -> None:
+    def wait_until_idle(self, timeout: float = SYNC_TIMEOUT) -> None:
         """Inbox drained and acknowledged, and every run the sensor requested has finished."""
         self.wait_for(
             "an idle loop",
             lambda: self.ledger.inbox_status().depth == 0 and all(r.status in FINISHED for r in self.sensor_runs()),
+            timeout=timeout,
         )
 
     def inbox_payloads(self) -> list[str]:
