@@ -202,8 +202,14 @@ def test_lost_responses_and_a_429_storm_still_land_every_record_exactly_once(tmp
         monkeypatch.setenv("NETSUITE_CONCURRENCY", "5")  # misconfigured above the account's real limit
         sandbox.clock(at(DAY, 14))
         customers = [sandbox.customer(f"Storm {i}", "usd") for i in range(4)]
+
+        # One thread per customer: an invoice takes its customer's pending items, so two threads invoicing the
+        # same customer at once could each take the other's (one invoice empty, paid at zero, `pay` refused).
+        def six_invoices(c: int) -> list[str]:
+            return [sandbox.invoice(customers[c], "usd", [1000 + c + 4 * k]).id for k in range(6)]
+
         with ThreadPoolExecutor(4) as pool:
-            invoices = list(pool.map(lambda i: sandbox.invoice(customers[i % 4], "usd", [1000 + i]).id, range(24)))
+            invoices = [invoice for batch in pool.map(six_invoices, range(4)) for invoice in batch]
         sandbox.clock(None)
 
         result = sandbox.materialize()
