@@ -340,4 +340,79 @@ def test_every_deposit_and_journal_balances_in_transactionline(api, customer_id)
     sums: dict[str, Decimal] = defaultdict(Decimal)
     for row in all_items(api, "SELECT transaction, foreignamount FROM transactionline"):
         sums[row["transaction"]] += Decimal(row["foreignamount"])
-    assert set(sums.values()) == {Decimal(0)} and len(sums) == 2
+    assert set(sums.values()) == {Decimal(0)} and len(sums) == 4  # the two payments, the deposit, the journal
+
+
+# ---- Undeposited Funds: payments' lines, the GL account of each line, the balance per currency at a date ---------
+RECEIVABLES, REFUNDS = "20", "70"
+# The balance of one account per transaction currency at the end of a day, as the reconciliation asks real NetSuite:
+# the GL account is on transactionaccountingline, the amounts in the transaction's currency on transactionline.
+ACCOUNT_BALANCE = (
+    "SELECT t.currency AS currency, SUM(tl.debitforeignamount) AS debit, SUM(tl.creditforeignamount) AS credit "
+    "FROM transactionaccountingline tal "
+    "INNER JOIN transactionline tl ON tl.transaction = tal.transaction AND tl.id = tal.transactionline "
+    "INNER JOIN transaction t ON t.id = tal.transaction "
+    "WHERE tal.account = {account} AND tal.posting = 'T' AND t.trandate <= TO_DATE('{day}', 'YYYY-MM-DD') "
+    "GROUP BY t.currency ORDER BY currency"
+)
+
+
+def test_a_payment_has_a_main_line_into_its_account_and_a_receivable_line(api, customer_id):
+    payment_id = payment(api, "ch_1", customer_id, "100.00")
+    lines = all_items(
+        api,
+        "SELECT id, mainline, foreignamount, debitforeignamount, creditforeignamount FROM transactionline "
+        f"WHERE transaction = {payment_id} ORDER BY id",
+    )
+    assert lines == [
+        {"id": "0", "mainline": "T", "foreignamount": "100", "debitforeignamount": "100"},
+        {"id": "1", "mainline": "F", "foreignamount": "-100", "creditforeignamount": "100"},
+    ]
+    postings = all_items(
+        api,
+        "SELECT transactionline, account, posting, debit, credit FROM transactionaccountingline "
+        f"WHERE transaction = {payment_id} ORDER BY transactionline",
+    )
+    assert postings == [
+        {"transactionline": "0", "account": UNDEPOSITED, "posting": "T", "debit": "100"},
+        {"transactionline": "1", "account": RECEIVABLES, "posting": "T", "credit": "100"},
+    ]
+
+
+def test_a_refund_credits_the_account_it_was_paid_from(api, customer_id):
+    paid = payment(api, "ch_1", customer_id, "100.00")  # unapplied: the customer's credit, 30 of it refunded
+    body = {"customer": {"id": customer_id}, "currency": {"id": USD}, "tranDate": "2026-11-02",
+            "account": {"id": REFUNDS}, "apply": receivables.applications((paid, "30.00"))}  # fmt: skip
+    refund_id = api.upserted_id("customerRefund", "stripe-re_1", body)
+    postings = all_items(
+        api, f"SELECT account, amount FROM transactionaccountingline WHERE transaction = {refund_id} ORDER BY account"
+    )
+    assert postings == [{"account": RECEIVABLES, "amount": "30"}, {"account": REFUNDS, "amount": "-30"}]
+
+
+def test_undeposited_funds_per_currency_at_a_date_sums_payments_in_and_deposit_lines_out(api, customer_id):
+    first = payment(api, "ch_1", customer_id, "100.00")
+    payment(api, "ch_2", customer_id, "20.50")
+    payment(api, "ch_eur", customer_id, "75.00", EUR, exchangeRate=Decimal("1.1"))
+    payment(api, "ch_oob", customer_id, "9.99", account={"id": OUT_OF_BAND})  # paid outside Stripe: not in UF
+    payment(api, "ch_late", customer_id, "7.00", tranDate="2026-11-04")  # after the day asked
+    api.upserted_id("deposit", "stripe-po_123", deposit_body([first], cashback=[(FEES, "2.90")]))  # on 2026-11-03
+
+    def balance(day: str) -> list[dict[str, Any]]:
+        return all_items(api, ACCOUNT_BALANCE.format(account=UNDEPOSITED, day=day))
+
+    assert balance("2026-11-01") == []
+    # Before the deposit: every Stripe payment of the day, per transaction currency.
+    assert balance("2026-11-02") == [
+        {"currency": USD, "debit": "120.5"},
+        {"currency": EUR, "debit": "75"},
+    ]
+    # The deposit's payment line took ch_1 out (its credit); the fee line is on another account.
+    assert balance("2026-11-03") == [
+        {"currency": USD, "debit": "120.5", "credit": "100"},
+        {"currency": EUR, "debit": "75"},
+    ]
+    assert balance("2026-11-04")[0] == {"currency": USD, "debit": "127.5", "credit": "100"}
+    # A query's total over all lines of a GL account's postings agrees with the base-currency amounts.
+    total = all_items(api, f"SELECT SUM(amount) AS uf FROM transactionaccountingline WHERE account = {UNDEPOSITED}")
+    assert total == [{"uf": "110"}]  # 120.50 + 7.00 - 100 in USD, EUR 75 at 1.1 = 82.50

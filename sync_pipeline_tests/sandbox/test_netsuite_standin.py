@@ -829,7 +829,9 @@ def test_suiteql_filters_and_orders(api):
 @pytest.mark.parametrize(
     "query",
     [
-        "SELECT id FROM transaction GROUP BY id",
+        "SELECT id FROM transaction GROUP BY currency",
+        "SELECT currency, SUM(foreigntotal) FROM transaction GROUP BY currency HAVING SUM(foreigntotal) > 0",
+        "SELECT t.id FROM transaction t LEFT JOIN transactionline tl ON tl.transaction = t.id",
         "SELECT nonsense FROM transaction",
         "SELECT id FROM salesorder",
         "DELETE FROM transaction",

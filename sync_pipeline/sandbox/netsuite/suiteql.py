@@ -1,18 +1,21 @@
-"""A SuiteQL subset over the `customer`, `transaction` and `transactionline` tables.
+"""A SuiteQL subset over the `customer`, `transaction`, `transactionline` and `transactionaccountingline` tables.
 
-Supported: `SELECT * | col [AS alias], ... | COUNT(*) [AS alias] FROM customer|transaction|transactionline
-[alias] [WHERE ...] [ORDER BY col [ASC|DESC], ...]`, where conditions combine with AND / OR / NOT and
-parentheses: `col = | <> | != | < | <= | > | >= value`, `col [NOT] IN (v, ...)`,
-`col [NOT] LIKE 'x%'`, `col IS [NOT] NULL`; values are 'strings', numbers or
-TO_DATE('2026-11-02', 'YYYY-MM-DD'). Anything else (joins, GROUP BY, functions) is refused with NetSuite's
-400: a reconciliation reads a document's lines with a second query, `... FROM transactionline WHERE transaction
-IN (<ids from a transaction query>) AND mainline = 'F'`.
+Supported: `SELECT * | item [AS alias], ... FROM table [alias] [[INNER] JOIN table [alias] ON a.x = b.y [AND ...]]
+... [WHERE ...] [GROUP BY col, ...] [ORDER BY col|alias [ASC|DESC], ...]`, where an item is a column, `COUNT(*)`
+or `SUM(col)` (with aggregates, every plain column must be grouped), and conditions combine with AND / OR / NOT
+and parentheses: `col = | <> | != | < | <= | > | >= value`, `col [NOT] IN (v, ...)`, `col [NOT] LIKE 'x%'`,
+`col IS [NOT] NULL`; values are 'strings', numbers or TO_DATE('2026-11-02', 'YYYY-MM-DD'). Joins are inner, on
+column equalities (hashed, so a join costs what its tables hold). Anything else (outer joins, other functions,
+expressions, HAVING, subqueries) is refused with NetSuite's 400. What the reconciliation asks: a document's lines
+(`... FROM transactionline WHERE transaction IN (<ids>) AND mainline = 'F'`), and an account's balance per
+currency at a date (`SUM` over `transactionaccountingline` joined to `transactionline` and `transaction`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -112,8 +115,8 @@ CUSTOMER_COLUMNS = (
 #     the request left them out (NetSuite may fill them in).
 #   - `id` = `linesequencenumber` = the line's 1-based position in the `item` sublist (the REST `line` number),
 #     renumbered when lines are replaced (NetSuite keeps a removed line's id unused); `uniquekey` is not served.
-#   - `taxline` is always 'F' (the stand-in has no tax lines). Invoices, credit memos, deposits and journal
-#     entries have rows; payments and refunds have none (NetSuite has lines for them too).
+#   - `taxline` is always 'F' (the stand-in has no tax lines). Every transaction has rows (see customer payments
+#     and refunds below).
 #
 # Deposits and journal entries (the cash side):
 #   Confirmed: `transactionline` has the columns `expenseaccount`, `createdfrom`, `debitforeignamount` and
@@ -141,6 +144,15 @@ CUSTOMER_COLUMNS = (
 #     deposit statuses); a journal (type 'Journal') is 'B' (Approved for Posting); `foreigntotal` is a deposit's
 #     net total and a journal's total debits, `account` a deposit's bank account, `exchangerate` the
 #     `exchangeRate` a payment (or deposit) was saved with.
+#
+# Customer payments and refunds (what the Undeposited Funds balance is summed from):
+#   Assumed here (NetSuite serves lines for them; which columns it fills on them is not confirmed by a source):
+#   - A payment's main line (line 0) debits the account the payment was received into (its `account`: Undeposited
+#     Funds unless it names another), +total; line 1 credits Accounts Receivable, -total (applied or not: an
+#     unapplied payment is a credit on the customer's receivable). A refund the other way round: its main line
+#     credits the account it was paid from, -total; line 1 debits Accounts Receivable, +total.
+#   - Their `item`, `quantity`, `rate` and `expenseaccount` are null (the account is served through
+#     `transactionaccountingline`, below).
 TRANSACTION_LINE_COLUMNS = (
     "transaction",
     "id",
@@ -158,11 +170,43 @@ TRANSACTION_LINE_COLUMNS = (
     "createdfrom",
     "memo",
 )
+# `transactionaccountingline`: a line's posting to the general ledger, per accounting book.
+#   Confirmed: its columns `transaction`, `transactionline`, `accountingbook`, `account`, `posting`, `amount`, `debit`,
+#     `credit`, `netamount`, `exchangerate` (CData's column list, cdn.cdata.com/help/DNN/ado/
+#     pg_SuiteQLtable-transactionaccountingline.htm); it joins `transactionline` on `tal.transaction =
+#     tl.transaction AND tal.transactionline = tl.id` (Tim Dietrich's public "GL impact" SuiteQL); its amounts are
+#     in the accounting book's currency (the subsidiary's base currency), the line's own currency amounts stay in
+#     `transactionline.foreignamount` / `debitforeignamount` / `creditforeignamount`.
+#   Assumed here:
+#   - One accounting book (id 1), and every line of every transaction posts (`posting` 'T'): the stand-in holds
+#     no non-posting transactions (orders, estimates).
+#   - `account` is the line's GL account: a deposit's and a journal's line account (`expenseaccount` above), a
+#     payment's or refund's main line its record's `account` (a payment without one: Undeposited Funds), the
+#     Accounts Receivable line of an invoice, credit memo, payment or refund the account file's first `AcctRec`
+#     account; an item line's income account is not modelled: null.
+#   - `amount` = the line's `foreignamount` times the transaction's `exchangerate` (1 when it has none: the
+#     stand-in converts nothing else), not rounded; `netamount` = `amount`; `debit`/`credit` its unsigned sides.
+TRANSACTION_ACCOUNTING_LINE_COLUMNS = (
+    "transaction",
+    "transactionline",
+    "accountingbook",
+    "account",
+    "posting",
+    "amount",
+    "debit",
+    "credit",
+    "netamount",
+    "exchangerate",
+)
 TABLE_COLUMNS = {
     "transaction": TRANSACTION_COLUMNS,
     "customer": CUSTOMER_COLUMNS,
     "transactionline": TRANSACTION_LINE_COLUMNS,
+    "transactionaccountingline": TRANSACTION_ACCOUNTING_LINE_COLUMNS,
 }
+PRIMARY_ACCOUNTING_BOOK = 1
+# A line's GL account for `transactionaccountingline` where `expenseaccount` does not say it (not a column).
+LINE_ACCOUNT = "_account"
 # The sign of item lines' `foreignamount`/`netamount`/`quantity` per record type (credits negative); the main
 # line takes the opposite sign.
 ITEM_LINE_SIGNS: dict[str, int] = {"invoice": -1, "creditMemo": 1}
@@ -256,9 +300,16 @@ def _line_row(transaction: int, number: int, amount: Decimal | None, **columns: 
     return row
 
 
-def _item_document_lines(record: dict[str, Any], sign: int) -> list[Row]:
+def _receivables_account(state: NetSuiteState) -> int | None:
+    """The account file's first Accounts Receivable account (the A/R line of invoices, memos, payments, refunds)."""
+    ids = [rid for rid, row in state.reference["account"].items() if row.get("acctType") == "AcctRec"]
+    return _int_or_none(min(ids, key=int)) if ids else None
+
+
+def _item_document_lines(record: dict[str, Any], sign: int, receivable: int | None) -> list[Row]:
     transaction = int(record["id"])
-    rows = [_line_row(transaction, 0, _signed(record.get("total"), -sign), mainline="T", memo=record.get("memo"))]
+    main = _signed(record.get("total"), -sign)
+    rows = [_line_row(transaction, 0, main, mainline="T", memo=record.get("memo"), **{LINE_ACCOUNT: receivable})]
     for number, line in enumerate(record.get("item", []), start=1):
         rows.append(
             _line_row(
@@ -319,11 +370,35 @@ def _journal_lines(record: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _cash_document_lines(record: dict[str, Any], sign: int, account: Any, receivable: int | None) -> list[Row]:
+    """A customer payment's (`sign` +1: debit where the money went) or refund's (-1: credit where it came from) main
+    line, and its Accounts Receivable line the other way."""
+    transaction = int(record["id"])
+    return [
+        _line_row(
+            transaction,
+            0,
+            _signed(record.get("total"), sign),
+            mainline="T",
+            memo=record.get("memo"),
+            **{LINE_ACCOUNT: _int_or_none(account)},
+        ),
+        _line_row(transaction, 1, _signed(record.get("total"), -sign), **{LINE_ACCOUNT: receivable}),
+    ]
+
+
 def transaction_line_rows(state: NetSuiteState) -> list[Row]:
     rows = []
+    receivable = _receivables_account(state)
     for record_type, sign in ITEM_LINE_SIGNS.items():
         for record in state.iter_records(record_type):
-            rows.extend(_item_document_lines(record, sign))
+            rows.extend(_item_document_lines(record, sign, receivable))
+    undeposited = sorted(documents.undeposited_funds_accounts(state), key=int)
+    for record in state.iter_records("customerPayment"):
+        account = record.get("account") or (undeposited[0] if undeposited else None)
+        rows.extend(_cash_document_lines(record, 1, account, receivable))
+    for record in state.iter_records("customerRefund"):
+        rows.extend(_cash_document_lines(record, -1, record.get("account"), receivable))
     for record in state.iter_records("deposit"):
         rows.extend(_deposit_lines(state, record))
     for record in state.iter_records("journalEntry"):
@@ -331,13 +406,45 @@ def transaction_line_rows(state: NetSuiteState) -> list[Row]:
     return rows
 
 
+def transaction_accounting_line_rows(state: NetSuiteState) -> list[Row]:
+    rates = {
+        int(record["id"]): Decimal(str(record["exchangeRate"]))
+        for record_type in TRANSACTION_TYPES
+        for record in state.iter_records(record_type)
+        if record.get("exchangeRate") is not None
+    }
+    rows = []
+    for line in transaction_line_rows(state):
+        rate = rates.get(line["transaction"])
+        amount = None if line["foreignamount"] is None else line["foreignamount"] * (rate or 1)
+        rows.append(
+            {
+                "transaction": line["transaction"],
+                "transactionline": line["id"],
+                "accountingbook": PRIMARY_ACCOUNTING_BOOK,
+                "account": line.get(LINE_ACCOUNT) or line["expenseaccount"],
+                "posting": "T",
+                "amount": amount,
+                "debit": amount if amount is not None and amount > 0 else None,
+                "credit": -amount if amount is not None and amount < 0 else None,
+                "netamount": amount,
+                "exchangerate": rate or Decimal(1),
+            }
+        )
+    return rows
+
+
 TABLE_ROWS: dict[str, Callable[[NetSuiteState], list[Row]]] = {
     "transaction": transaction_rows,
     "customer": customer_rows,
     "transactionline": transaction_line_rows,
+    "transactionaccountingline": transaction_accounting_line_rows,
 }
 # Rows come in this order unless ORDER BY says otherwise (a line's `id` is unique only within its transaction).
-TABLE_KEYS: dict[str, Callable[[Row], Any]] = {"transactionline": lambda row: (row["transaction"], row["id"])}
+TABLE_KEYS: dict[str, Callable[[Row], Any]] = {
+    "transactionline": lambda row: (row["transaction"], row["id"]),
+    "transactionaccountingline": lambda row: (row["transaction"], row["transactionline"]),
+}
 
 
 # ---- parsing ------------------------------------------------------------------------------------
@@ -375,22 +482,65 @@ def tokenize(sql: str) -> list[Token]:
     return tokens
 
 
+@dataclass(frozen=True)
+class Source:
+    """A table of the FROM clause and its alias (the table's name when it has none)."""
+
+    table: str
+    alias: str
+
+
+@dataclass(frozen=True)
+class Join:
+    source: Source
+    pairs: tuple[tuple[str, str], ...]  # (key of the rows joined so far, column of the joined table)
+
+
+@dataclass(frozen=True)
+class SelectItem:
+    kind: str  # COLUMN, COUNT or SUM
+    key: str  # where the value is in a result row
+    name: str  # the output name (NetSuite lower-cases it)
+    column: str | None = None  # SUM's column
+
+
+COLUMN, COUNT, SUM = "column", "count", "sum"
+AGGREGATES = (COUNT, SUM)
+# Words that end a table reference (so they are never read as its alias).
+_CLAUSE_WORDS = frozenset({"WHERE", "ORDER", "GROUP", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "ON"})
+
+
 @dataclass
 class Query:
-    table: str
-    columns: list[tuple[str, str]]  # (column, output name)
-    count_alias: str | None
+    sources: list[Source]
+    joins: list[Join]
+    items: list[SelectItem]
     where: Predicate | None
-    order: list[tuple[str, bool]]  # (column, descending)
+    group: list[str] | None  # GROUP BY keys; [] when aggregates stand alone (one group)
+    order: list[tuple[str, bool]]  # (key, descending)
+
+    @property
+    def table(self) -> str:
+        return self.sources[0].table
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """(key in a result row, output name) of each selected value."""
+        return [(item.key, item.name) for item in self.items]
 
 
 class _Parser:
-    """Recursive descent over the tokens; column names are checked against the table."""
+    """Recursive descent over the tokens; column names are checked against their tables.
+
+    A query of one table reads its rows as they are, keyed by column name (a qualifier is accepted and ignored); a
+    query with joins keys each row's values by `alias.column`, and an unqualified column must belong to one table.
+    """
 
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
         self.position = 0
-        self.table = ""
+        self.sources: list[Source] = []
+        self.joined = any(token.upper == "JOIN" for token in tokens)
 
     # token helpers
     def peek(self, offset: int = 0) -> Token | None:
@@ -424,65 +574,142 @@ class _Parser:
             self.position += 1
         select_end = self.position
         self.expect("FROM")
-        self.table = self.take().text.lower()
-        if self.table not in TABLE_COLUMNS:
-            raise query_error(f"Record '{self.table}' was not found.")
-        if self.peek() is not None and self.peek().kind == "word" and self.peek().upper not in ("WHERE", "ORDER"):  # type: ignore[union-attr]
-            self.position += 1  # table alias
+        self.sources.append(self.source())
+        joins = []
+        while self.peek() is not None and self.peek().upper in ("INNER", "JOIN"):  # type: ignore[union-attr]
+            self.accept("INNER")
+            self.expect("JOIN")
+            source = self.source()
+            self.sources.append(source)
+            self.expect("ON")
+            joins.append(Join(source, self.join_condition(source)))
         after_from = self.position
         self.position = select_start
-        columns, count_alias = self.select_list(select_end)
+        items = self.select_list(select_end)
         self.position = after_from
         where = self.condition() if self.accept("WHERE") else None
-        order = self.order_by() if self.accept("ORDER") else []
+        group = None
+        if self.accept("GROUP"):
+            self.expect("BY")
+            group = [self.column()]
+            while self.accept(","):
+                group.append(self.column())
+        if group is None and any(item.kind in AGGREGATES for item in items):
+            group = []
+        if group is not None:
+            for item in items:
+                if item.kind == COLUMN and item.key not in group:
+                    raise query_error(f"'{item.name}' is not a GROUP BY expression.")
+        order = self.order_by(items, group) if self.accept("ORDER") else []
         if self.peek() is not None:
             raise query_error(f"Unsupported SuiteQL near '{self.peek().text}'.")  # type: ignore[union-attr]
-        return Query(self.table, columns, count_alias, where, order)
+        return Query(self.sources, joins, items, where, group, order)
+
+    def source(self) -> Source:
+        table = self.take().text.lower()
+        if table not in TABLE_COLUMNS:
+            raise query_error(f"Record '{table}' was not found.")
+        alias = table
+        token = self.peek()
+        if token is not None and token.kind == "word" and token.upper not in _CLAUSE_WORDS:
+            alias = self.take().text.lower()
+        if any(s.alias == alias for s in self.sources):
+            raise query_error(f"The table alias '{alias}' is used twice.")
+        return Source(table, alias)
+
+    def join_condition(self, joined: Source) -> tuple[tuple[str, str], ...]:
+        """`a.x = b.y [AND ...]`: equalities between the joined table and the tables before it."""
+        pairs = []
+        while True:
+            left, right = self.column(), None
+            token = self.take()
+            if token.text != "=":
+                raise query_error(f"This subset joins on column equalities only, near '{token.text}'.")
+            right = self.column()
+            ours = joined.alias + "."
+            if right.startswith(ours) and not left.startswith(ours):
+                pairs.append((left, right[len(ours) :]))
+            elif left.startswith(ours) and not right.startswith(ours):
+                pairs.append((right, left[len(ours) :]))
+            else:
+                raise query_error(f"The join condition of '{joined.alias}' must relate it to a table before it.")
+            if not self.accept("AND"):
+                return tuple(pairs)
 
     def column(self) -> str:
+        """A column's key in the rows: its name, or `alias.name` in a query with joins."""
         token = self.take()
         if token.kind != "word":
             raise query_error(f"Expected a column near '{token.text}'.")
-        name = token.text.split(".")[-1].lower()
-        if name not in TABLE_COLUMNS[self.table]:
-            raise query_error(f"Field '{name}' for record '{self.table}' was not found.")
-        return name
+        qualifier, _, name = token.text.lower().rpartition(".")
+        if not self.joined:
+            table = self.sources[0].table
+            if name not in TABLE_COLUMNS[table]:
+                raise query_error(f"Field '{name}' for record '{table}' was not found.")
+            return name
+        if qualifier:
+            source = next((s for s in self.sources if s.alias == qualifier), None)
+            if source is None:
+                raise query_error(f"'{qualifier}' is not a table of this query.")
+            if name not in TABLE_COLUMNS[source.table]:
+                raise query_error(f"Field '{name}' for record '{source.table}' was not found.")
+            return f"{source.alias}.{name}"
+        holders = [s for s in self.sources if name in TABLE_COLUMNS[s.table]]
+        if len(holders) != 1:
+            where = "is ambiguous" if holders else "was not found in any table of this query"
+            raise query_error(f"Field '{name}' {where}.")
+        return f"{holders[0].alias}.{name}"
 
     def alias(self, default: str) -> str:
         if self.accept("AS"):
             return self.take().text.lower()
         return default
 
-    def select_list(self, end: int) -> tuple[list[tuple[str, str]], str | None]:
+    def select_list(self, end: int) -> list[SelectItem]:
         if self.accept("*"):
-            return [(c, c) for c in TABLE_COLUMNS[self.table]], None
-        if self.peek() is not None and self.peek().upper == "COUNT":  # type: ignore[union-attr]
-            self.position += 1
-            for symbol in ("(", "*", ")"):
-                self.expect(symbol)
-            alias = self.alias("expr1")
-            if self.position != end:
-                raise query_error("COUNT(*) cannot be combined with other columns (no GROUP BY in this subset).")
-            return [], alias
-        columns = []
+            if self.joined:
+                raise query_error("SELECT * is not supported with joins in this subset: name the columns.")
+            return [SelectItem(COLUMN, c, c) for c in TABLE_COLUMNS[self.sources[0].table]]
+        items: list[SelectItem] = []
         while True:
-            name = self.column()
-            columns.append((name, self.alias(name)))
+            token, following = self.peek(), self.peek(1)
+            unnamed = f"expr{sum(1 for i in items if i.kind in AGGREGATES) + 1}"
+            if token is not None and token.upper == "COUNT" and following is not None and following.text == "(":
+                self.position += 1
+                for symbol in ("(", "*", ")"):
+                    self.expect(symbol)
+                items.append(SelectItem(COUNT, f"#{len(items)}", self.alias(unnamed)))
+            elif token is not None and token.upper == "SUM" and following is not None and following.text == "(":
+                self.position += 2
+                column = self.column()
+                self.expect(")")
+                items.append(SelectItem(SUM, f"#{len(items)}", self.alias(unnamed), column))
+            else:
+                key = self.column()
+                items.append(SelectItem(COLUMN, key, self.alias(key.rpartition(".")[2])))
             if self.position >= end or not self.accept(","):
                 break
         if self.position != end:
             raise query_error(f"Unsupported select list near '{self.peek().text}'.")  # type: ignore[union-attr]
-        return columns, None
+        return items
 
-    def order_by(self) -> list[tuple[str, bool]]:
+    def order_by(self, items: list[SelectItem], group: list[str] | None) -> list[tuple[str, bool]]:
         self.expect("BY")
+        named = {item.name: item.key for item in items}
         order = []
         while True:
-            name = self.column()
+            token = self.peek()
+            if group is not None and token is not None and token.text.lower() in named:
+                self.position += 1
+                key = named[token.text.lower()]
+            else:
+                key = self.column()
+                if group is not None and key not in group:
+                    raise query_error(f"ORDER BY '{key}' is not a GROUP BY expression.")
             descending = self.accept("DESC")
             if not descending:
                 self.accept("ASC")
-            order.append((name, descending))
+            order.append((key, descending))
             if not self.accept(","):
                 return order
 
@@ -629,8 +856,8 @@ def _item(row: Row, columns: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
-def _sorted(rows: list[Row], order: list[tuple[str, bool]], table: str) -> list[Row]:
-    rows = sorted(rows, key=TABLE_KEYS.get(table, lambda row: row["id"]))
+def _sorted(rows: list[Row], order: list[tuple[str, bool]], default: Callable[[Row], Any] | None) -> list[Row]:
+    rows = sorted(rows, key=default) if default is not None else list(rows)
     for name, descending in reversed(order):
         present = [r for r in rows if r[name] is not None]
         missing = [r for r in rows if r[name] is None]
@@ -638,6 +865,59 @@ def _sorted(rows: list[Row], order: list[tuple[str, bool]], table: str) -> list[
         # Oracle puts nulls last ascending and first descending.
         rows = missing + present if descending else present + missing
     return rows
+
+
+def _join_key(value: Any) -> Any:
+    """A value as a join compares it: numbers as numbers (7 joins '7' and 7.0), anything else as text."""
+    number = _number(value)
+    return number if number is not None else str(value)
+
+
+def _joined_rows(tables: Mapping[str, list[Row]], query: Query) -> list[Row]:
+    """Inner joins by hashing each joined table on its join columns; rows keyed `alias.column`."""
+    first = query.sources[0].alias
+    rows = [{f"{first}.{column}": value for column, value in row.items()} for row in tables[first]]
+    for join in query.joins:
+        index: dict[tuple, list[Row]] = defaultdict(list)
+        for row in tables[join.source.alias]:
+            values = [row[column] for _, column in join.pairs]
+            if None not in values:  # null never equals anything
+                index[tuple(_join_key(v) for v in values)].append(row)
+        prefix = join.source.alias + "."
+        joined = []
+        for row in rows:
+            values = [row[key] for key, _ in join.pairs]
+            if None in values:
+                continue
+            for match in index.get(tuple(_join_key(v) for v in values), ()):
+                joined.append({**row, **{prefix + column: value for column, value in match.items()}})
+        rows = joined
+    return rows
+
+
+def _aggregate(item: SelectItem, rows: list[Row]) -> Any:
+    if item.kind == COUNT:
+        return len(rows)
+    values = [Decimal(row[item.column]) for row in rows if row[item.column] is not None]  # type: ignore[index]
+    return sum(values, Decimal(0)) if values else None  # SUM over no value is null, as in Oracle
+
+
+def _grouped(rows: list[Row], query: Query) -> list[Row]:
+    """One result row per group (one in all when aggregates stand without GROUP BY, even over no rows)."""
+    keys = query.group or []
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[key] for key in keys)].append(row)
+    if not keys and not groups:
+        groups[()] = []
+    out = []
+    for values in sorted(groups, key=lambda vs: tuple((v is None, v if v is not None else 0) for v in vs)):
+        result = dict(zip(keys, values, strict=True))
+        for item in query.items:
+            if item.kind in AGGREGATES:
+                result[item.key] = _aggregate(item, groups[values])
+        out.append(result)
+    return out
 
 
 def check_paging(limit: int, offset: int) -> None:
@@ -656,15 +936,17 @@ def execute(state: NetSuiteState, sql: str, limit: int, offset: int, base_url: s
     check_paging(limit, offset)
     query = parse(sql)
     with state.lock:
-        rows = TABLE_ROWS[query.table](state)
+        tables = {source.alias: TABLE_ROWS[source.table](state) for source in query.sources}
+    rows = _joined_rows(tables, query) if query.joins else tables[query.sources[0].alias]
     if query.where is not None:
         rows = [row for row in rows if query.where(row)]
-    if query.count_alias is not None:
-        total = 1
-        items = [{"links": [], query.count_alias: _format(len(rows))}][offset : offset + limit]
+    if query.group is not None:
+        rows = _sorted(_grouped(rows, query), query.order, None)
     else:
-        total = len(rows)
-        items = [_item(row, query.columns) for row in _sorted(rows, query.order, query.table)[offset : offset + limit]]
+        default = None if query.joins else TABLE_KEYS.get(query.table, lambda row: row["id"])
+        rows = _sorted(rows, query.order, default)
+    total = len(rows)
+    items = [_item(row, query.columns) for row in rows[offset : offset + limit]]
     has_more = offset + len(items) < total
     return {
         "links": _page_links(base_url, limit, offset, total, has_more),
