@@ -247,7 +247,9 @@ def each_day(fn: Callable | None = None, *, in_order: bool = False) -> Callable:
 
     # A range run's inputs and output are DailyFrames, not the body's DataFrames: Dagster checks no type for them
     # (resources keep their annotations, by which Dagster knows them).
-    hints = {name: Any if hint is pd.DataFrame else hint for name, hint in typing.get_type_hints(fn).items()}
+    # include_extras keeps `dg.ResourceParam[...]` (an Annotated type) as Dagster needs it.
+    hints = typing.get_type_hints(fn, include_extras=True)
+    hints = {name: Any if hint is pd.DataFrame else hint for name, hint in hints.items()}
     hints.pop("return", None)
     signature = inspect.signature(fn)
     run.__annotations__ = hints

@@ -144,13 +144,16 @@ def _day_report(day: str, result, seconds: float) -> DayReport:
 
 
 def books_summary(reports: list[DayReport]) -> list[dict[str, str]]:
-    """The month's books per currency and category from the days' reconciliation rows, as exact Decimal text."""
-    from sync_pipeline.assets.reconciliation import CATEGORIES
+    """The month's books per currency and category from the days' reconciliation rows, as exact Decimal text; for
+    Undeposited Funds, a balance, the last day's."""
+    from sync_pipeline.assets.reconciliation import CATEGORIES, UNDEPOSITED
 
     sums: dict[tuple[str, str], list[Decimal]] = {}
     for report in reports:
         for row in report.books:
             entry = sums.setdefault((row["currency"], row["category"]), [Decimal(0), Decimal(0)])
+            if row["category"] == UNDEPOSITED:
+                entry[:] = [Decimal(0), Decimal(0)]
             entry[0] += Decimal(row["stripe"])
             entry[1] += Decimal(row["netsuite"])
     return [

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -20,8 +22,19 @@ RUN_SNAPSHOTS = "_runs"
 RUN_SNAPSHOT_SECONDS = 2 * 24 * 3600
 # A sensor run that syncs only the documents its events name (`event_scope`) holds a subset of its day: its outputs
 # go to `_partial/<day>.<run id>.parquet`, which its own downstream steps read, and the day's file stays the last
-# whole day's, for any later reader of the day. Removed after RUN_SNAPSHOT_SECONDS too.
+# whole day's, for any later reader of the day. Removed after RUN_SNAPSHOT_SECONDS too. A partial run also touches
+# `_partial/<day>.last` (kept): a day's file older than it lacks what that run synced (`stored_days`).
 PARTIAL_SNAPSHOTS = "_partial"
+PARTIAL_MARK = ".last"
+
+
+@dataclass(frozen=True)
+class StoredDays:
+    """Which of a daily asset's days have a whole-day file, and which of those a partial run synced after."""
+
+    paths: dict[str, Path]  # day -> its whole-day file
+    missing: list[str]  # never materialized as a whole day
+    superseded: list[str]  # a partial run of the day came after its whole-day file
 
 
 def _write(obj: pd.DataFrame, path: Path) -> None:
@@ -92,6 +105,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             metadata["partial_run"] = "rows of the documents this run's events named; the day's file is untouched"
             _write(obj, path)
             _prune(path.parent)
+            (path.parent / f"{context.asset_partition_key}{PARTIAL_MARK}").touch()
             context.add_output_metadata(metadata)
             return
         if not context.has_asset_partitions:
@@ -114,3 +128,20 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         run_id = None if context.has_asset_partitions else _upstream_run_id(context)
         own = path.parent / RUN_SNAPSHOTS / f"{run_id}.parquet"
         return pd.read_parquet(own if run_id and own.exists() else path)
+
+    def stored_days(self, asset_key: dg.AssetKey, days: Sequence[str]) -> StoredDays:
+        """The whole-day files of `days` of a daily asset (outside a run: what a later reader of the days gets)."""
+        folder = Path(self.base_dir, *asset_key.path)
+        paths, missing, superseded = {}, [], []
+        for day in days:
+            path = folder / f"{day}.parquet"
+            try:
+                written = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                missing.append(day)
+                continue
+            paths[day] = path
+            mark = folder / PARTIAL_SNAPSHOTS / f"{day}{PARTIAL_MARK}"
+            if mark.exists() and mark.stat().st_mtime_ns > written:
+                superseded.append(day)
+        return StoredDays(paths, missing, superseded)

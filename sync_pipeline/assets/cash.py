@@ -407,12 +407,9 @@ def undeposited_check(
     planned = planned_deposits(plan)
     expected: dict[str, str] = {}  # payment external id -> payout
     for row in transactions.itertuples(index=False):
-        if row.payout_id not in planned or not row.source_id:
-            continue
-        if row.type in cash.CHARGE_TYPES:
-            expected[netsuite_external_id(row.source_id)] = row.payout_id
-        elif row.type == "adjustment" and row.reporting_category == "dispute_reversal":
-            expected[cash.dispute_reinstated_external_id(row.source_id)] = row.payout_id
+        payment = cash.undeposited_payment(row.type, row.reporting_category, row.source_id)
+        if row.payout_id in planned and payment:
+            expected[payment] = row.payout_id
     payments = records_by_external_id(client, ns.CUSTOMER_PAYMENT, sorted(expected))
     payment_ids = {str(r["externalid"]): str(r["id"]) for r in payments}
     deposited: dict[str, str] = {}  # payment internal id -> deposit external id

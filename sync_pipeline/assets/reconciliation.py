@@ -12,13 +12,24 @@ disputes, payouts and their balance transactions), never with the plan or the le
 - reinstated: won disputes' reinstated funds -> customer payments `stripe-dp_…-reinstated`;
 - open receivables: open invoices' amount remaining -> those invoices' amount remaining;
 - paid out: payouts arriving that day (paid, or failed after) -> deposits `stripe-po_…` (all parts);
-- fees: the payouts' fees (fee_details and Stripe's fee transactions) -> the deposits' lines on fee accounts.
+- fees: the payouts' fees (fee_details and Stripe's fee transactions) -> the deposits' lines on fee accounts;
+- undeposited funds: the balance at the end of the day, cumulative from SYNC_START_DATE (`mapping/undeposited.py`):
+  Stripe's succeeded charges and reinstated disputes since the start less what the payouts arrived since carried ->
+  Undeposited Funds (`accounts.payments`) per transaction currency, one SuiteQL sum over the account's postings
+  dated up to the day. Stripe's side adds `stripe_undeposited_movements` of every day since the start (the day's
+  own, and the earlier days' stored files); a day never materialized, or synced by a partial run after its last
+  whole-day run, makes the row not comparable (`undeposited_funds_not_comparable` names the days and the fix)
+  rather than a false difference; a partial run does not compare it.
 
 Each category is a sum per currency (Decimal text, at NetSuite's precision) and, under it, one row per document
-that differs. Numeric metadata per currency (`stripe_invoiced_usd`, `netsuite_invoiced_usd`, ...) feeds Dagster's
-Plots tab; the exact amounts are in the tables. `sync-pipeline reconcile` runs the same comparison from a shell.
+that differs (for undeposited funds: one row per currency). Numeric metadata per currency (`stripe_invoiced_usd`,
+`netsuite_invoiced_usd`, ...) feeds Dagster's Plots tab; the exact amounts are in the tables.
+`sync-pipeline reconcile` runs the same comparison from a shell.
 """
 
+import datetime as dt
+import functools
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +38,14 @@ from decimal import Decimal
 import dagster as dg
 import pandas as pd
 
+from sync_pipeline import settings
 from sync_pipeline.assets.cash import fee_accounts, payout_trees, planned_deposits
-from sync_pipeline.assets.netsuite import NETSUITE_POOL, records_by_external_id, suiteql_in
+from sync_pipeline.assets.netsuite import NETSUITE_POOL, _currency_codes, records_by_external_id, suiteql_in
 from sync_pipeline.assets.stripe import read_trees
 from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
-from sync_pipeline.mapping import cash
+from sync_pipeline.event_scope import WHOLE_DAY, is_partial_run
+from sync_pipeline.io_managers import ParquetIOManager, StoredDays
+from sync_pipeline.mapping import cash, undeposited
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import (
     deposit_external_id,
@@ -44,7 +58,7 @@ from sync_pipeline.mapping.money import to_precision
 from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, daily_check
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
-from sync_pipeline.stripe_accounts import scoped
+from sync_pipeline.stripe_accounts import account_of, scoped
 from sync_pipeline.writers.report import amounts_markdown, plot_metadata
 
 BOOKS_CHECK = "books_match_stripe"
@@ -58,6 +72,20 @@ CATEGORIES = (
     "open_receivables",
     "paid_out",
     "fees",
+    "undeposited_funds",
+)
+UNDEPOSITED = "undeposited_funds"
+MOVEMENTS = "stripe_undeposited_movements"
+# Undeposited Funds per transaction currency at the end of a day, from NetSuite's books: the account's GL postings
+# (transactionaccountingline) in the lines' own currency (transactionline's foreign amounts), by transaction date.
+# An account with Multi-Book Accounting would add `AND tal.accountingbook = <the primary book>`.
+UNDEPOSITED_QUERY = (
+    "SELECT t.currency AS currency, SUM(tl.debitforeignamount) AS debit, SUM(tl.creditforeignamount) AS credit "
+    "FROM transactionaccountingline tal "
+    "INNER JOIN transactionline tl ON tl.transaction = tal.transaction AND tl.id = tal.transactionline "
+    "INNER JOIN transaction t ON t.id = tal.transaction "
+    "WHERE tal.account = {account} AND tal.posting = 'T' AND t.trandate <= TO_DATE('{day}', 'YYYY-MM-DD')"
+    "{subsidiaries} GROUP BY t.currency"
 )
 SUMMARY_COLUMNS = ["currency", "category", "documents", "stripe", "netsuite", "difference"]
 DIFFERENCE_COLUMNS = ["category", "document", "currency", "stripe", "netsuite", "difference"]
@@ -89,10 +117,10 @@ def _mapped(currency: object, fm: FieldMapping) -> str | None:
 
 def _charge_figures(charge: Mapping, fm: FieldMapping) -> list[Expected]:
     out: list[Expected] = []
-    code = _mapped(charge.get("currency"), fm)
-    if code is None or charge.get("status") != "succeeded" or charge.get("captured") is False:
+    code, collected = _mapped(charge.get("currency"), fm), undeposited.collected_minor(charge)
+    if code is None or collected is None:
         return out
-    amount = _amount(charge.get("amount_captured") or charge.get("amount") or 0, code, fm)
+    amount = _amount(collected, code, fm)
     out.append(Expected("collected", ns.CUSTOMER_PAYMENT, (netsuite_external_id(charge["id"]),), code, amount))
     return out
 
@@ -245,7 +273,6 @@ def compare_books(expected: Sequence[Expected], held: Mapping[tuple[str, str], M
                     "difference": str(figure.amount - netsuite),
                 }
             )
-    order = {c: i for i, c in enumerate(CATEGORIES)}
     summary = [
         {
             "currency": code,
@@ -255,11 +282,112 @@ def compare_books(expected: Sequence[Expected], held: Mapping[tuple[str, str], M
             "netsuite": str(_like(netsuite, stripe)),
             "difference": str(_like(stripe - netsuite, stripe)),
         }
-        for (code, category), (count, stripe, netsuite) in sorted(
-            sums.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])
-        )
+        for (code, category), (count, stripe, netsuite) in sums.items()
     ]
+    return _ordered(summary), differences
+
+
+# -- undeposited funds: a balance, cumulative from SYNC_START_DATE --------------------------------------------------
+
+
+def netsuite_undeposited(client: NetSuiteClient, fm: FieldMapping, day: str) -> dict[str, Decimal]:
+    """Per currency, Undeposited Funds (`accounts.payments`) at the end of `day` as NetSuite's books hold it, in
+    the transactions' own currency, over the subsidiaries the mapped currencies book to."""
+    if not fm.accounts.payments:
+        return {}
+    subsidiaries = sorted({c.subsidiary for c in fm.currencies.values() if c.subsidiary}, key=int)
+    within = f" AND t.subsidiary IN ({', '.join(subsidiaries)})" if subsidiaries else ""
+    query = UNDEPOSITED_QUERY.format(account=fm.accounts.payments, day=day, subsidiaries=within)
+    codes = _currency_codes(fm)
+    out = {}
+    for row in client.suiteql(query):
+        code = codes.get(str(row.get("currency")), f"currency {row.get('currency')}")
+        out[code] = Decimal(str(row.get("debit") or "0")) - Decimal(str(row.get("credit") or "0"))
+    return out
+
+
+def compare_undeposited(
+    stripe: Mapping[str, tuple[Decimal, int]], netsuite: Mapping[str, Decimal], fm: FieldMapping, day: str
+) -> tuple[list, list]:
+    """(summary rows, difference rows) of Undeposited Funds per currency at the end of `day`: Stripe's balance
+    (amount, documents that moved it) against NetSuite's, at NetSuite's precision."""
+    summary, differences = [], []
+    for code in sorted(set(stripe) | set(netsuite)):
+        places = fm.netsuite_precision(code) if fm.currency(code) is not None else 2
+        zero = Decimal(0).scaleb(-places)
+        in_stripe, documents = stripe.get(code, (zero, 0))
+        row = {
+            "currency": code,
+            "stripe": str(_like(in_stripe, zero)),
+            "netsuite": str(_like(netsuite.get(code, zero), zero)),
+            "difference": str(_like(in_stripe - netsuite.get(code, zero), zero)),
+        }
+        summary.append({**row, "category": UNDEPOSITED, "documents": str(documents)})
+        if in_stripe != netsuite.get(code, zero):
+            differences.append(
+                {**row, "category": UNDEPOSITED, "document": f"Undeposited Funds ({code}) at end of {day}"}
+            )
     return summary, differences
+
+
+def _ranges(days: Sequence[str]) -> str:
+    """Days as short ranges: 2026-11-01..2026-11-03, 2026-11-07."""
+    spans: list[list[dt.date]] = []
+    for day in sorted(dt.date.fromisoformat(d) for d in days):
+        if spans and (day - spans[-1][1]).days == 1:
+            spans[-1][1] = day
+        else:
+            spans.append([day, day])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in spans)
+
+
+def not_comparable(stored: StoredDays, account: str | None = None) -> str | None:
+    """Why Stripe's side of Undeposited Funds cannot be added up from the stored days, and the fix; None if it can."""
+    reasons = []
+    if stored.missing:
+        reasons.append(f"{MOVEMENTS} was never materialized for {_ranges(stored.missing)}")
+    if stored.superseded:
+        reasons.append(f"a partial (event) run synced {_ranges(stored.superseded)} after its last whole-day run")
+    if not reasons:
+        return None
+    days = sorted([*stored.missing, *stored.superseded])
+    flag = f" --account {account}" if account else ""
+    return (
+        "Undeposited Funds not compared (it is cumulative from SYNC_START_DATE): "
+        + "; ".join(reasons)
+        + f". Run those days whole (sync-pipeline backfill --from {days[0]} --to {days[-1]}{flag}, or a backfill "
+        "in the UI), then this day again."
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _stored_movements(path: str, written_ns: int) -> tuple[dict, ...]:
+    # Each unchanged day's file is read once per process: a backfill reconciling a year reads a day once, not once
+    # per later day. `written_ns` (the file's mtime) keys the cache, so a re-materialized day is read again.
+    return tuple(pd.read_parquet(path).to_dict("records"))
+
+
+def undeposited_through(
+    day: str, own: Iterable[Mapping], stored: StoredDays, account: str | None = None
+) -> tuple[dict[str, tuple[Decimal, int]] | None, str | None]:
+    """Stripe's Undeposited Funds at the end of `day` from the day's own movements and the stored earlier days',
+    or (None, why not and the fix) when an earlier day is missing or out of date."""
+    problem = not_comparable(stored, account)
+    if problem:
+        return None, problem
+    earlier = (row for path in stored.paths.values() for row in _stored_movements(str(path), path.stat().st_mtime_ns))
+    return undeposited.balance(itertools.chain(earlier, own), day), None
+
+
+def days_before(day: str) -> list[str]:
+    """Every day from SYNC_START_DATE up to the day before `day`."""
+    first, last = dt.date.fromisoformat(settings.start_date()), dt.date.fromisoformat(day)
+    return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days)]
+
+
+def _ordered(rows: Iterable[Mapping]) -> list:
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    return sorted(rows, key=lambda row: (row["currency"], order[row["category"]]))
 
 
 def reconcile_day(
@@ -269,11 +397,54 @@ def reconcile_day(
     charge_trees: Iterable[Mapping],
     payouts: Iterable[tuple[Mapping, Sequence[Mapping]]],
     deposits_of: Mapping[str, Sequence[str]] | None = None,
+    undeposited_at: tuple[str, Mapping[str, tuple[Decimal, int]]] | None = None,
 ) -> tuple[list, list]:
-    """One day's books: Stripe's figures against NetSuite's, read back now (summary, differences)."""
+    """One day's books: Stripe's figures against NetSuite's, read back now (summary, differences). With
+    `undeposited_at` (the day, Stripe's Undeposited Funds at its end per currency), that balance too."""
     expected = stripe_document_figures(invoice_trees, charge_trees, fm)
     expected += stripe_payout_figures(payouts, fm, deposits_of or {})
-    return compare_books(expected, _netsuite_figures(client, expected, fm))
+    summary, differences = compare_books(expected, _netsuite_figures(client, expected, fm))
+    if undeposited_at is not None:
+        day, balance = undeposited_at
+        funds, off = compare_undeposited(balance, netsuite_undeposited(client, fm, day), fm, day)
+        summary, differences = _ordered([*summary, *funds]), [*differences, *off]
+    return summary, differences
+
+
+@dg.asset(
+    group_name="stripe",
+    partitions_def=DECLARED_DAILY_PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    description="What the day moved in Undeposited Funds, from Stripe: per currency and date, the succeeded charges "
+    "and reinstated disputes of the day's documents (in) and what the payouts arriving that day carried (out), "
+    "Decimal text at NetSuite's precision. `reconciliation` adds up every day since SYNC_START_DATE.",
+)
+@each_day
+@scoped
+def stripe_undeposited_movements(
+    context: dg.AssetExecutionContext,
+    stripe_invoices: pd.DataFrame,
+    stripe_charges: pd.DataFrame,
+    stripe_payouts: pd.DataFrame,
+    stripe_balance_transactions: pd.DataFrame,
+    field_mapping: FieldMappingResource,
+) -> pd.DataFrame:
+    rows = undeposited.day_movements(
+        read_trees(stripe_invoices),
+        read_trees(stripe_charges),
+        payout_trees(stripe_payouts, stripe_balance_transactions),
+        field_mapping.load(),
+        settings.start_date(),
+    )
+    # A partial run's frame is that run's own file (io_managers.py): the day's stays the last whole day's.
+    partial = is_partial_run(context.run.run_config)
+    context.add_output_metadata(
+        {
+            "movements": dg.MetadataValue.md(amounts_markdown(rows, undeposited.MOVEMENT_COLUMNS, "None.")),
+            "scope": "partial" if partial else WHOLE_DAY,
+        }
+    )
+    return pd.DataFrame(rows, columns=undeposited.MOVEMENT_COLUMNS)
 
 
 @dg.asset(
@@ -288,11 +459,14 @@ def reconcile_day(
             BOOKS_CHECK,
             asset="reconciliation",
             description="Read back from NetSuite, per currency: invoiced, credited, collected, refunded, disputed, "
-            "open receivables, paid out and fees equal Stripe's own figures for the day, document by document.",
+            "open receivables, paid out and fees equal Stripe's own figures for the day, document by document, and "
+            "Undeposited Funds at the end of the day equals what Stripe collected since SYNC_START_DATE less what "
+            "its payouts carried.",
         )
     ],
     description="The day's books from both systems, per currency and category (Decimal text): Stripe's figures, "
-    "NetSuite's read back by external id, the difference; then every document that differs.",
+    "NetSuite's read back by external id (Undeposited Funds: its balance by SuiteQL), the difference; then every "
+    "document that differs.",
 )
 @each_day
 @scoped
@@ -302,11 +476,22 @@ def reconciliation(
     stripe_charges: pd.DataFrame,
     stripe_payouts: pd.DataFrame,
     stripe_balance_transactions: pd.DataFrame,
+    stripe_undeposited_movements: pd.DataFrame,
     netsuite_deposit_plan: pd.DataFrame,
     netsuite: NetSuiteResource,
     field_mapping: FieldMappingResource,
+    io_manager: dg.ResourceParam[ParquetIOManager],
 ):
     fm = field_mapping.load()
+    day = context.partition_key
+    if is_partial_run(context.run.run_config):
+        # Its inputs hold only the documents its events named, not the day's movements.
+        funds, why_not = None, "Undeposited Funds are compared by whole-day runs, not by a partial (event) run."
+    else:
+        movements_key = dg.AssetKey([*context.asset_key.path[:-1], MOVEMENTS])
+        stored = io_manager.stored_days(movements_key, days_before(day))
+        own = stripe_undeposited_movements.to_dict("records")
+        funds, why_not = undeposited_through(day, own, stored, account_of(context))
     summary, differences = reconcile_day(
         netsuite.get_client(),
         fm,
@@ -314,16 +499,19 @@ def reconciliation(
         read_trees(stripe_charges),
         payout_trees(stripe_payouts, stripe_balance_transactions),
         planned_deposits(netsuite_deposit_plan),
+        None if funds is None else (day, funds),
     )
     frame = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
     table = amounts_markdown(summary, SUMMARY_COLUMNS, "Nothing happened this day.")
     off = amounts_markdown(differences[:50], DIFFERENCE_COLUMNS, "No differences.")
+    not_compared = {"undeposited_funds_not_comparable": why_not} if why_not else {}
     yield dg.Output(
         frame,
         metadata={
             "by_currency_and_category": dg.MetadataValue.md(table),
             "differences": len(differences),
             "first_differences": dg.MetadataValue.md(off),
+            **not_compared,
             **plot_metadata(summary),
         },
     )
@@ -331,10 +519,11 @@ def reconciliation(
         check_name=BOOKS_CHECK,
         passed=not differences,
         metadata={
-            "documents_compared": sum(int(r["documents"]) for r in summary),
+            "documents_compared": sum(int(r["documents"]) for r in summary if r["category"] != UNDEPOSITED),
             "differences": len(differences),
             "first_differences": dg.MetadataValue.md(off),
             "by_currency_and_category": dg.MetadataValue.md(table),
+            **not_compared,
         },
         description=None
         if not differences

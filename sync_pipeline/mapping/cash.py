@@ -270,9 +270,32 @@ def _converted(ctx: _Payout, txn: Mapping, source: str) -> Decimal | None:
             settled=settled,
             rate=rate,
         )
-    precision = ctx.fm.netsuite_precision(settled)
-    exact = to_decimal(int(presented["amount"]), code) * Decimal(str(rate))
+    return converted_amount(int(presented["amount"]), code, rate, ctx.fm.netsuite_precision(settled))
+
+
+def converted_amount(presented_minor: int, presented_currency: str, rate: Any, precision: int) -> Decimal:
+    """What NetSuite takes a converted payment in at: its own amount times the exchange rate on it, rounded half-up
+    to the deposit currency's precision."""
+    exact = to_decimal(presented_minor, presented_currency) * Decimal(str(rate))
     return exact.quantize(Decimal(1).scaleb(-precision), rounding=ROUND_HALF_UP)
+
+
+def undeposited_payment(txn_type: object, category: object, source: str | None) -> str | None:
+    """The customer payment a payout's balance transaction takes out of Undeposited Funds (a payment line of its
+    deposit): a charge's `stripe-<ch>`, a won dispute's `stripe-<dp>-reinstated`; None for any other line."""
+    if not source:
+        return None
+    if txn_type in CHARGE_TYPES:
+        return netsuite_external_id(source)
+    if txn_type == "adjustment" and category == "dispute_reversal":
+        return dispute_reinstated_external_id(source)
+    return None
+
+
+def is_deposited(payout: Mapping) -> bool:
+    """Whether a payout has its deposit: it arrived (a pending or in-transit one is booked when it arrives), or it
+    failed after it was paid."""
+    return payout.get("status") not in ("pending", "in_transit") or bool(payout.get("failure_balance_transaction"))
 
 
 def _fee_lines(ctx: _Payout, txns: Sequence[Mapping], currency: str) -> list[DepositLine]:
@@ -396,7 +419,7 @@ def map_payout(
 def _map_payout(ctx: _Payout, payout: Mapping, txns: Sequence[Mapping], sync_start: dt.date | None) -> MappingResult:
     fm = ctx.fm
     status = payout.get("status")
-    if status in ("pending", "in_transit") and not payout.get("failure_balance_transaction"):
+    if not is_deposited(payout):
         reason = f"payout {ctx.id} is {status}: its deposit is booked when it arrives"
         return MappingResult(skips=[Skip(DEPOSIT, ctx.id, reason, ctx.external_id)])
     money = _money(payout.get("currency"), fm, DEPOSIT, ctx.external_id, ctx.id)

@@ -1,0 +1,148 @@
+"""Undeposited Funds per currency from Stripe's own objects: what entered it, what payouts carried out of it.
+
+This pipeline books a customer payment into Undeposited Funds (`accounts.payments`) for the money that passed
+through Stripe: each succeeded charge (`stripe-ch_…`, its captured amount, dated when the charge was created) and
+each won dispute's reinstated funds (`stripe-dp_…-reinstated`, dated when they came back). A payout's deposit takes
+them out as payment lines: its charge, payment and reinstated-dispute balance transactions, dated the payout's
+arrival day. Refunds and chargebacks are paid from `accounts.refunds`, so they never touch Undeposited Funds.
+
+Stripe says which payout carried a charge, never the reverse, so the balance is cumulative from `SYNC_START_DATE`:
+UF(D) = what entered on [start, D] - what the payouts arriving on [start, D] carried out (their balance transactions
+created since the start; older ones hold the deposit back, `PAYOUT_BEFORE_SYNC_START`). `day_movements` gives one
+day's partition its part; `balance` adds the parts up to D. A partition's movements may be dated after its day (an
+invoice of day P paid on a later day), never before it.
+
+Amounts are at NetSuite's precision, each document rounded as its NetSuite record is (a KWD charge's third decimal;
+a charge Stripe converted leaves in the payout's currency at the payment's amount times Stripe's rate, as NetSuite
+converts it), so the sum is the one NetSuite can hold. Per transaction currency, as NetSuite's foreign amounts are:
+a converted charge enters in its own currency and leaves in the payout's. No HTTP, no Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+
+from sync_pipeline.mapping import netsuite as ns
+from sync_pipeline.mapping.cash import converted_amount, is_deposited, undeposited_payment
+from sync_pipeline.mapping.field_mapping import FieldMapping
+from sync_pipeline.mapping.money import to_precision
+
+IN, OUT = "in", "out"
+# One day's movements: per currency, the day a movement is dated and its direction, how many documents, and their
+# sum (Decimal text at NetSuite's precision). A handful of rows per day, so a year of days is cheap to add up.
+MOVEMENT_COLUMNS = ["currency", "date", "direction", "documents", "amount"]
+
+
+def _day(timestamp: object) -> str | None:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        return None
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date().isoformat()
+
+
+def _mapped(currency: object, fm: FieldMapping) -> str | None:
+    code = str(currency or "").upper()
+    return code if fm.currency(code) is not None else None
+
+
+def collected_minor(charge: Mapping) -> int | None:
+    """What a charge collected (its captured amount), or None when it collected nothing (failed, not captured)."""
+    if charge.get("status") != "succeeded" or charge.get("captured") is False:
+        return None
+    return int(charge.get("amount_captured") or charge.get("amount") or 0)
+
+
+def _entered(invoice_trees: Iterable[Mapping], charge_trees: Iterable[Mapping]) -> Iterable[tuple[Mapping, str]]:
+    """(charge or dispute, kind) of every document of the day's trees that may put money into Undeposited Funds."""
+    for tree in invoice_trees:
+        yield from ((charge, "charge") for charge in tree.get("charges") or ())
+        yield from ((dispute, "dispute") for dispute in tree.get("disputes") or ())
+    for tree in charge_trees:
+        yield tree["charge"], "charge"
+        yield from ((dispute, "dispute") for dispute in tree.get("disputes") or ())
+
+
+def entered(
+    invoice_trees: Iterable[Mapping], charge_trees: Iterable[Mapping], fm: FieldMapping
+) -> list[tuple[str, str, Decimal]]:
+    """(currency, date, amount at NetSuite's precision) of each payment into Undeposited Funds the trees hold."""
+    out = []
+    for document, kind in _entered(invoice_trees, charge_trees):
+        code = _mapped(document.get("currency"), fm)
+        if code is None:
+            continue  # an unmapped currency is not synced (an exception says so)
+        if kind == "charge":
+            minor, when = collected_minor(document), document.get("created")
+        else:
+            movement = ns.dispute_movement(document, ns.DISPUTE_REINSTATED)
+            minor = None if movement is None else int(document.get("amount") or 0)
+            when = None if movement is None else movement.get("created")
+        day = _day(when)
+        if minor is not None and day is not None:
+            out.append((code, day, to_precision(minor, code, fm.netsuite_precision(code))))
+    return out
+
+
+def carried_out(
+    payouts: Iterable[tuple[Mapping, Iterable[Mapping]]], fm: FieldMapping, sync_start: str
+) -> list[tuple[str, str, Decimal]]:
+    """(currency, arrival date, amount at NetSuite's precision) of each payment line the day's deposited payouts
+    take out of Undeposited Funds: their charge and reinstated-dispute balance transactions created since
+    `sync_start` (YYYY-MM-DD)."""
+    out = []
+    for payout, txns in payouts:
+        code, day = _mapped(payout.get("currency"), fm), _day(payout.get("arrival_date"))
+        if code is None or day is None or not is_deposited(payout):
+            continue
+        precision = fm.netsuite_precision(code)
+        for txn in txns:
+            source = txn.get("source")
+            if not undeposited_payment(txn.get("type"), txn.get("reporting_category"), source):
+                continue
+            if (_day(txn.get("created")) or "") < sync_start:
+                continue
+            presented, rate = txn.get("presented"), txn.get("exchange_rate")
+            if rate is not None and presented:
+                amount = converted_amount(int(presented["amount"]), str(presented["currency"]), rate, precision)
+            else:
+                amount = to_precision(int(txn.get("amount") or 0), code, precision)
+            out.append((code, day, amount))
+    return out
+
+
+def day_movements(
+    invoice_trees: Iterable[Mapping],
+    charge_trees: Iterable[Mapping],
+    payouts: Iterable[tuple[Mapping, Iterable[Mapping]]],
+    fm: FieldMapping,
+    sync_start: str,
+) -> list[dict[str, str]]:
+    """One day's part of Undeposited Funds: rows of MOVEMENT_COLUMNS, amounts as Decimal text."""
+    sums: dict[tuple[str, str, str], list] = {}
+    for direction, moves in (
+        (IN, entered(invoice_trees, charge_trees, fm)),
+        (OUT, carried_out(payouts, fm, sync_start)),
+    ):
+        for code, day, amount in moves:
+            entry = sums.setdefault((code, day, direction), [0, Decimal(0)])
+            entry[0] += 1
+            entry[1] += amount
+    return [
+        {"currency": code, "date": day, "direction": direction, "documents": str(count), "amount": str(amount)}
+        for (code, day, direction), (count, amount) in sorted(sums.items())
+    ]
+
+
+def balance(movements: Iterable[Mapping], through: str) -> dict[str, tuple[Decimal, int]]:
+    """Per currency, (Undeposited Funds at the end of `through`, documents that moved it) from the movements of
+    every day since the start: what entered less what was carried out, dated on or before `through`."""
+    totals: dict[str, list] = defaultdict(lambda: [Decimal(0), 0])
+    for row in movements:
+        if str(row["date"]) > through:
+            continue
+        sign = 1 if row["direction"] == IN else -1
+        totals[str(row["currency"])][0] += sign * Decimal(str(row["amount"]))
+        totals[str(row["currency"])][1] += int(row["documents"])
+    return {code: (amount, count) for code, (amount, count) in sorted(totals.items())}
