@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -104,7 +104,6 @@ def upsert_records(
     internal_ids = dependency_internal_ids(records, ledger)
     exceptions: list[ExceptionRow] = []
     pending_ledger: list[LedgerEntry] = []
-    to_send: list[tuple[NetSuiteRecord, dict, str]] = []
     denied: AccessDenied | None = None
 
     def book(
@@ -189,24 +188,27 @@ def upsert_records(
             if len(pending_ledger) >= LEDGER_BATCH:
                 flush()
 
-    for record in records:
-        body = body_to_send(record, internal_ids)
-        if isinstance(body, SyncIssue):
-            book(record, Action.QUARANTINED, issue=body)
-            continue
-        digest = content_hash(body)
-        known = existing.get(record.external_id)
-        if known is not None and known.content_hash == digest:
-            book(record, Action.UNCHANGED, internal_id=known.internal_id)
-            continue
-        to_send.append((record, body, digest))
+    def changed() -> Iterator[tuple[NetSuiteRecord, dict, str]]:
+        """The records to send, prepared one by one as slots free up: the first write leaves at once instead of
+        after every body of the partition is resolved and hashed (seconds at tens of thousands of records)."""
+        for record in records:
+            body = body_to_send(record, internal_ids)
+            if isinstance(body, SyncIssue):
+                book(record, Action.QUARANTINED, issue=body)
+                continue
+            digest = content_hash(body)
+            known = existing.get(record.external_id)
+            if known is not None and known.content_hash == digest:
+                book(record, Action.UNCHANGED, internal_id=known.internal_id)
+                continue
+            yield record, body, digest
 
     try:
         # Threads only wait on HTTP; the client's limiter caps requests in flight at NETSUITE_CONCURRENCY.
         # Twice as many threads as slots: the next request is signed and waiting when a slot frees up.
         with ThreadPoolExecutor(max_workers=2 * max(1, client.concurrency), thread_name_prefix="netsuite") as pool:
             futures: dict[Future, tuple[NetSuiteRecord, dict, str]] = {}
-            queue = iter(to_send)
+            queue = changed()
             # Bounded submission keeps memory flat for partitions of tens of thousands of records.
             window = client.concurrency * 4
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -629,6 +630,53 @@ def test_payment_cannot_over_apply_and_reupserting_does_not_double_apply(api):
     api.upserted_id("customerPayment", "stripe-ch_2", api.payment_body(customer_id, "40.00", [(invoice_id, "40.00")]))
     paid = api.get("invoice", invoice_id).json()
     assert paid["status"] == {"id": "B", "refName": "Paid In Full"} and Decimal(str(paid["amountRemaining"])) == 0
+
+
+def test_suiteql_answers_from_the_records_as_they_are_after_every_write(api, netsuite):
+    """SuiteQL's table rows are built once per change of the records: each write, update, duplicate or delete
+    between two queries shows in the second (amount remaining included, derived from other records)."""
+    customer_id = api.customer()
+    invoice_id = api.invoice("stripe-in_Q", customer_id, "100.00")
+    query = "SELECT externalid, foreignamountremaining FROM transaction WHERE type = 'CustInvc' ORDER BY externalid"
+
+    def remaining() -> list[tuple[str, Decimal]]:
+        rows = api.suiteql(query).json()["items"]
+        return [(row["externalid"], Decimal(str(row["foreignamountremaining"]))) for row in rows]
+
+    assert remaining() == [("stripe-in_Q", Decimal("100.00"))]
+    assert remaining() == [("stripe-in_Q", Decimal("100.00"))]  # the same rows, answered again
+    api.upserted_id("customerPayment", "stripe-ch_Q", api.payment_body(customer_id, "60.00", [(invoice_id, "60.00")]))
+    assert remaining() == [("stripe-in_Q", Decimal("40.00"))]
+    api.invoice("stripe-in_R", customer_id, "10.00")
+    assert remaining() == [("stripe-in_Q", Decimal("40.00")), ("stripe-in_R", Decimal("10.00"))]
+    netsuite.state.duplicate("invoice", "eid:stripe-in_R")
+    assert [eid for eid, _ in remaining()] == ["stripe-in_Q", "stripe-in_R", "stripe-in_R"]
+    assert api.http.delete(f"{api.url}{RECORD}/customerPayment/eid:stripe-ch_Q", timeout=10).status_code == 204
+    assert remaining()[0] == ("stripe-in_Q", Decimal("100.00"))
+
+
+def test_latency_is_the_response_time_with_the_work_inside_it(api):
+    """`latency_ms` is how long NetSuite takes to answer, its own work included: never faster, and the stand-in's
+    processing is not added on top of it (so `limit / latency` is the ceiling a client can reach)."""
+    customer_id = api.customer()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda n: api.invoice(f"stripe-in_L{n}", customer_id, "1.00"), range(3000)))
+    query = "SELECT id, foreignamountremaining, status FROM transaction WHERE type = 'CustInvc'"
+
+    def timed_read_after_a_write(number: int) -> float:
+        api.customer(f"stripe-cus_L{number}")  # a write: the read rebuilds its rows (the stand-in's work)
+        started = time.perf_counter()
+        assert api.suiteql(query, limit=5).status_code == 200
+        return time.perf_counter() - started
+
+    api.configure(latency_ms=0)
+    work = statistics.median(timed_read_after_a_write(n) for n in range(5))
+    assert work > 0.02, f"the read should take the stand-in some work: {work:.3f} s"
+    api.configure(latency_ms=60)
+    timings = [timed_read_after_a_write(n) for n in range(5, 10)]
+    assert min(timings) >= 0.060, timings
+    # Added on top, the median would be about 60 ms + the work.
+    assert statistics.median(timings) < 0.060 + work / 2 + 0.010, (work, timings)
 
 
 def test_credit_memo_applies_to_an_open_invoice_and_stays_credit_on_a_paid_one(api):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -150,9 +151,22 @@ class NetSuiteApp:
             )
         stats.in_flight += 1
         stats.peak_concurrency = max(stats.peak_concurrency, stats.in_flight)
+        # `latency_ms` is NetSuite's response time, its own work included: the stand-in's processing is part of
+        # it, not added to it, so `limit / latency` is the account's ceiling as NetSuite would impose it
+        # (wire-protocols.md, Governance). Slower processing than the latency is simply slower.
+        answer_at = time.monotonic() + config.latency_ms / 1000
         try:
-            if config.latency_ms:
-                await asyncio.sleep(config.latency_ms / 1000)
+            response = await self._answer(request, handler, authenticate)
+        finally:
+            remaining = answer_at - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+            stats.in_flight -= 1
+        return response
+
+    async def _answer(self, request: Request, handler: Handler, authenticate: bool) -> Response:
+        config = self.config
+        try:
             if authenticate:
                 await self._authenticate(request)
             fault = self._draw_fault()
@@ -170,10 +184,8 @@ class NetSuiteApp:
             return ResponseLostResponse() if fault == "lost_response" else response
         except NetSuiteError as error:
             if error.status == 401:
-                stats.auth_failures += 1
+                self.stats.auth_failures += 1
             return _json_error(error)
-        finally:
-            stats.in_flight -= 1
 
     async def _handle(self, request: Request, handler: Handler) -> Response:
         try:

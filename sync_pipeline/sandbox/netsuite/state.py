@@ -126,6 +126,12 @@ class NetSuiteState:
             # Sandbox only: amounts sent with more decimals than their currency holds
             # (GET /_sandbox/precision_violations).
             self.precision_violations: list[dict[str, Any]] = []
+            self.changed()
+
+    def changed(self) -> None:
+        """Count a change of any record or link: SuiteQL's table rows, derived from all of them, are rebuilt."""
+        self.generation = getattr(self, "generation", 0) + 1
+        self.row_cache: dict[str, tuple[int, list[dict[str, Any]]]] = {}
 
     def to_json(self) -> dict[str, Any]:
         with self.lock:
@@ -273,6 +279,7 @@ class NetSuiteState:
                 copy["tranId"] = self._next_tran_id(record_type)
             self.records[record_type][new_id] = {"id": new_id, **copy}
             self.type_of[new_id] = record_type
+            self.changed()
             return new_id
 
     def delete(self, record_type: str, key: str) -> None:
@@ -295,6 +302,7 @@ class NetSuiteState:
             self._replace_outgoing(rid, {})
             self._replace_credits(rid, {})
             self._replace_deposits(rid, frozenset())
+            self.changed()
 
     def _save(self, record_type: str, rid: str | None, fields: dict[str, Any], rules: AccountRules) -> str:
         existing = self.records[record_type].get(rid) if rid else None
@@ -338,6 +346,7 @@ class NetSuiteState:
         self._replace_outgoing(rid, derived.outgoing)
         self._replace_credits(rid, derived.credits)
         self._replace_deposits(rid, derived.deposits)
+        self.changed()
         return rid
 
     def _next_tran_id(self, record_type: str) -> str:
