@@ -124,7 +124,8 @@ def reconcile_days(
                 fm,
                 settings.start_date(),
             )
-            funds, why_not = books.undeposited_through(day, moved, stored, account.prefix)
+            # From Stripe and NetSuite only: a record held back is a difference here, as it is in the books.
+            every, why_not = books.movements_through(moved, stored, account.prefix)
             # A payout split into several deposits: their external ids come from the same mapping the writer uses.
             deposits_of: dict[str, list[str]] = defaultdict(list)
             mapped = map_payouts(frames["stripe_payouts"], frames["stripe_balance_transactions"], fm)
@@ -138,7 +139,7 @@ def reconcile_days(
                 read_trees(frames["stripe_charges"]),
                 payout_trees(frames["stripe_payouts"], frames["stripe_balance_transactions"]),
                 deposits_of,
-                None if funds is None else (day, funds),
+                None if every is None else (day, every),
             )
             out.append((day, summary, differences, why_not))
     return out

@@ -19,7 +19,10 @@ disputes, payouts and their balance transactions), never with the plan or the le
   dated up to the day. Stripe's side adds `stripe_undeposited_movements` of every day since the start (the day's
   own, and the earlier days' stored files); a day never materialized, or synced by a partial run after its last
   whole-day run, makes the row not comparable (`undeposited_funds_not_comparable` names the days and the fix)
-  rather than a false difference; a partial run does not compare it.
+  rather than a false difference; a partial run does not compare it. A difference that the movements of records the
+  writers held back account for exactly (open exceptions, a deposit waiting for its payments: each listed with its
+  fix on its own day) is known, not a new difference every later day; `sync-pipeline reconcile`, reading Stripe and
+  NetSuite only, shows it.
 
 Each category is a sum per currency (Decimal text, at NetSuite's precision) and, under it, one row per document
 that differs (for undeposited funds: one row per currency). Numeric metadata per currency (`stripe_invoiced_usd`,
@@ -59,7 +62,7 @@ from sync_pipeline.partitions import DECLARED_DAILY_PARTITIONS, daily_check
 from sync_pipeline.resources.field_mapping import FieldMappingResource
 from sync_pipeline.resources.netsuite import NetSuiteClient, NetSuiteResource
 from sync_pipeline.stripe_accounts import account_of, scoped
-from sync_pipeline.writers.report import amounts_markdown, plot_metadata
+from sync_pipeline.writers.report import IN_TARGET, amounts_markdown, plot_metadata
 
 BOOKS_CHECK = "books_match_stripe"
 CATEGORIES = (
@@ -307,11 +310,18 @@ def netsuite_undeposited(client: NetSuiteClient, fm: FieldMapping, day: str) -> 
 
 
 def compare_undeposited(
-    stripe: Mapping[str, tuple[Decimal, int]], netsuite: Mapping[str, Decimal], fm: FieldMapping, day: str
+    stripe: Mapping[str, tuple[Decimal, int]],
+    netsuite: Mapping[str, Decimal],
+    fm: FieldMapping,
+    day: str,
+    held: Mapping[str, Decimal] | None = None,
 ) -> tuple[list, list]:
     """(summary rows, difference rows) of Undeposited Funds per currency at the end of `day`: Stripe's balance
-    (amount, documents that moved it) against NetSuite's, at NetSuite's precision."""
+    (amount, documents that moved it) against NetSuite's, at NetSuite's precision. `held`: the part of Stripe's
+    whose NetSuite records the writers held back (open exceptions); a difference of exactly that much is known,
+    not a difference row."""
     summary, differences = [], []
+    held = held or {}
     for code in sorted(set(stripe) | set(netsuite)):
         places = fm.netsuite_precision(code) if fm.currency(code) is not None else 2
         zero = Decimal(0).scaleb(-places)
@@ -323,10 +333,12 @@ def compare_undeposited(
             "difference": str(_like(in_stripe - netsuite.get(code, zero), zero)),
         }
         summary.append({**row, "category": UNDEPOSITED, "documents": str(documents)})
-        if in_stripe != netsuite.get(code, zero):
-            differences.append(
-                {**row, "category": UNDEPOSITED, "document": f"Undeposited Funds ({code}) at end of {day}"}
-            )
+        known = held.get(code, Decimal(0))
+        if in_stripe - netsuite.get(code, zero) != known:
+            document = f"Undeposited Funds ({code}) at end of {day}"
+            if known:
+                document += f" ({_like(known, zero)} of it held back: open exceptions)"
+            differences.append({**row, "category": UNDEPOSITED, "document": document})
     return summary, differences
 
 
@@ -367,16 +379,16 @@ def _stored_movements(path: str, written_ns: int) -> tuple[dict, ...]:
     return tuple(pd.read_parquet(path).to_dict("records"))
 
 
-def undeposited_through(
-    day: str, own: Iterable[Mapping], stored: StoredDays, account: str | None = None
-) -> tuple[dict[str, tuple[Decimal, int]] | None, str | None]:
-    """Stripe's Undeposited Funds at the end of `day` from the day's own movements and the stored earlier days',
-    or (None, why not and the fix) when an earlier day is missing or out of date."""
+def movements_through(
+    own: Iterable[Mapping], stored: StoredDays, account: str | None = None
+) -> tuple[list[Mapping] | None, str | None]:
+    """Every movement since the start: the stored earlier days' and the day's own, or (None, why not and the fix)
+    when an earlier day is missing or out of date."""
     problem = not_comparable(stored, account)
     if problem:
         return None, problem
     earlier = (row for path in stored.paths.values() for row in _stored_movements(str(path), path.stat().st_mtime_ns))
-    return undeposited.balance(itertools.chain(earlier, own), day), None
+    return list(itertools.chain(earlier, own)), None
 
 
 def days_before(day: str) -> list[str]:
@@ -397,16 +409,20 @@ def reconcile_day(
     charge_trees: Iterable[Mapping],
     payouts: Iterable[tuple[Mapping, Sequence[Mapping]]],
     deposits_of: Mapping[str, Sequence[str]] | None = None,
-    undeposited_at: tuple[str, Mapping[str, tuple[Decimal, int]]] | None = None,
+    undeposited_at: tuple[str, Sequence[Mapping]] | None = None,
+    known_held: bool = False,
 ) -> tuple[list, list]:
     """One day's books: Stripe's figures against NetSuite's, read back now (summary, differences). With
-    `undeposited_at` (the day, Stripe's Undeposited Funds at its end per currency), that balance too."""
+    `undeposited_at` (the day, every movement since the start), Undeposited Funds at the end of the day too;
+    `known_held`: a difference the movements' held-back rows account for exactly is not one."""
     expected = stripe_document_figures(invoice_trees, charge_trees, fm)
     expected += stripe_payout_figures(payouts, fm, deposits_of or {})
     summary, differences = compare_books(expected, _netsuite_figures(client, expected, fm))
     if undeposited_at is not None:
-        day, balance = undeposited_at
-        funds, off = compare_undeposited(balance, netsuite_undeposited(client, fm, day), fm, day)
+        day, moved = undeposited_at
+        held = {code: amount for code, (amount, _) in undeposited.balance(moved, day, undeposited.HELD).items()}
+        stripe = undeposited.balance(moved, day)
+        funds, off = compare_undeposited(stripe, netsuite_undeposited(client, fm, day), fm, day, known_held and held)
         summary, differences = _ordered([*summary, *funds]), [*differences, *off]
     return summary, differences
 
@@ -427,14 +443,22 @@ def stripe_undeposited_movements(
     stripe_charges: pd.DataFrame,
     stripe_payouts: pd.DataFrame,
     stripe_balance_transactions: pd.DataFrame,
+    netsuite_customer_payments: pd.DataFrame,
+    netsuite_deposits: pd.DataFrame,
     field_mapping: FieldMappingResource,
 ) -> pd.DataFrame:
+    # What the day's writers left in NetSuite: the movements of records they held back are marked as such.
+    payments = netsuite_customer_payments[netsuite_customer_payments["action"].isin(IN_TARGET)]
+    deposits = netsuite_deposits[netsuite_deposits["record_type"] == cash.DEPOSIT]
+    held_deposits = set(deposits.loc[~deposits["action"].isin(IN_TARGET), "source_id"])
     rows = undeposited.day_movements(
         read_trees(stripe_invoices),
         read_trees(stripe_charges),
         payout_trees(stripe_payouts, stripe_balance_transactions),
         field_mapping.load(),
         settings.start_date(),
+        in_netsuite=set(payments["external_id"]),
+        deposited=set(deposits["source_id"]) - held_deposits,
     )
     # A partial run's frame is that run's own file (io_managers.py): the day's stays the last whole day's.
     partial = is_partial_run(context.run.run_config)
@@ -486,12 +510,12 @@ def reconciliation(
     day = context.partition_key
     if is_partial_run(context.run.run_config):
         # Its inputs hold only the documents its events named, not the day's movements.
-        funds, why_not = None, "Undeposited Funds are compared by whole-day runs, not by a partial (event) run."
+        moved, why_not = None, "Undeposited Funds are compared by whole-day runs, not by a partial (event) run."
     else:
         movements_key = dg.AssetKey([*context.asset_key.path[:-1], MOVEMENTS])
         stored = io_manager.stored_days(movements_key, days_before(day))
         own = stripe_undeposited_movements.to_dict("records")
-        funds, why_not = undeposited_through(day, own, stored, account_of(context))
+        moved, why_not = movements_through(own, stored, account_of(context))
     summary, differences = reconcile_day(
         netsuite.get_client(),
         fm,
@@ -499,7 +523,8 @@ def reconciliation(
         read_trees(stripe_charges),
         payout_trees(stripe_payouts, stripe_balance_transactions),
         planned_deposits(netsuite_deposit_plan),
-        None if funds is None else (day, funds),
+        None if moved is None else (day, moved),
+        known_held=True,
     )
     frame = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
     table = amounts_markdown(summary, SUMMARY_COLUMNS, "Nothing happened this day.")
