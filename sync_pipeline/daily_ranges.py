@@ -162,6 +162,18 @@ def check_evaluation(
     )
 
 
+# What the days of one range step share (`step_memo`); unset outside a range step.
+_STEP_MEMO: contextvars.ContextVar[dict[str, dict] | None] = contextvars.ContextVar("step_memo", default=None)
+
+
+def step_memo(name: str) -> dict:
+    """A dict every day of this range step shares under `name` (a fresh one in a one-day run): for answers that do
+    not depend on the day, such as a customer's invoices listed from Stripe as they are now, fetched once per step
+    rather than once per day the customer appears in. Days run side by side: two may fill the same key."""
+    memo = _STEP_MEMO.get()
+    return {} if memo is None else memo.setdefault(name, {})
+
+
 def _one_day(fn: Callable, context: dg.AssetExecutionContext, day: str, args: tuple, kwargs: dict) -> tuple:
     """Run the body for `day`: its events and the metadata it added, for the step's thread to record."""
     day_context = DayContext(context, day)
@@ -177,15 +189,23 @@ def _one_day(fn: Callable, context: dg.AssetExecutionContext, day: str, args: tu
 def _days_done(fn: Callable, context: dg.AssetExecutionContext, args: tuple, kwargs: dict, threads: int) -> Iterator:
     """(day, events, metadata) for every day of the range, in order; up to `threads` days run at once."""
     days = list(context.partition_keys)
+    memo: dict[str, dict] = {}
+
+    def day_context() -> contextvars.Context:
+        # Each day in a copy of the step's context, so what a body sets there (its Stripe account) stays its own;
+        # the step's memo is the one thing the days share.
+        copied = contextvars.copy_context()
+        copied.run(_STEP_MEMO.set, memo)
+        return copied
+
     if threads <= 1:
         for day in days:
-            yield day, *_one_day(fn, context, day, args, kwargs)
+            yield day, *day_context().run(_one_day, fn, context, day, args, kwargs)
         return
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="day") as pool:
         running: deque = deque()
         for day in days:
-            # Each day in a copy of the step's context, so what a body sets there (its Stripe account) stays its own.
-            running.append((day, pool.submit(contextvars.copy_context().run, _one_day, fn, context, day, args, kwargs)))
+            running.append((day, pool.submit(day_context().run, _one_day, fn, context, day, args, kwargs)))
             if len(running) >= threads:
                 first, future = running.popleft()
                 yield first, *future.result()

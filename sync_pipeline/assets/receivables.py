@@ -26,7 +26,7 @@ import pandas as pd
 from sync_pipeline import exact_json
 from sync_pipeline.assets.netsuite import NETSUITE_POOL, _currency_codes, records_by_external_id, suiteql_in
 from sync_pipeline.assets.stripe import in_parallel, read_trees
-from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, each_day, step_memo
 from sync_pipeline.mapping import netsuite as ns
 from sync_pipeline.mapping.external_ids import (
     netsuite_external_id,
@@ -322,6 +322,11 @@ def netsuite_open_receivables(rows: Iterable[Mapping], codes: Mapping[str, str])
     return dict(out)
 
 
+def _receivable_fields(invoice: Mapping) -> dict:
+    """What the open-receivable comparison reads of an invoice: kept for a whole range step, so not the lines."""
+    return {key: invoice.get(key) for key in ("id", "status", "currency", "amount_remaining")}
+
+
 def _open_receivable_differences(
     stripe: StripeResource,
     ledger: Ledger,
@@ -344,10 +349,14 @@ def _open_receivable_differences(
         if customer["id"] not in netsuite_ids and entry is not None:
             netsuite_ids[customer["id"]] = entry.internal_id
     comparable = [c for c in customers if c["id"] in netsuite_ids]
-    invoices_of = dict(
+    # Stripe's invoices of a customer as they are now, whatever the day: listed once per step of a range run (a
+    # backfill), not once per day the customer appears in; NetSuite is read per day, after every day is written.
+    invoices_of = step_memo("stripe_invoices_of_customer")
+    unlisted = [c for c in comparable if c["id"] not in invoices_of]
+    invoices_of.update(
         zip(
-            [c["id"] for c in comparable],
-            in_parallel(lambda c: list(stripe.list_invoices(customer=c["id"])), comparable),
+            [c["id"] for c in unlisted],
+            in_parallel(lambda c: [_receivable_fields(i) for i in stripe.list_invoices(customer=c["id"])], unlisted),
             strict=True,
         )
     )

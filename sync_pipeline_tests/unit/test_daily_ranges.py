@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sync_pipeline.backfill_cli import Progress, days_between, expected_writes
-from sync_pipeline.daily_ranges import BACKFILL_POLICY, DailyFrames, each_day
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, DailyFrames, each_day, step_memo
 from sync_pipeline.io_managers import ParquetIOManager
 
 TODAY = dt.date(2026, 12, 1)
@@ -128,3 +128,34 @@ def test_a_one_day_run_is_the_body_as_it_is(tmp_path):
     [evaluation] = result.get_asset_check_evaluations()
     assert (evaluation.partition, evaluation.passed) == ("2026-01-02", False)
     assert result.asset_materializations_for_node("doubled")[0].metadata["total"].value == 8
+
+
+LISTED: list[str] = []
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=BACKFILL_POLICY)
+@each_day
+def customer_lists(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    """Each day names the customers it saw; a customer's list (the same whatever the day) is fetched once a step."""
+    customers = ["cus_A", "cus_B"] if context.partition_key != "2026-01-02" else ["cus_A", "cus_C"]
+    lists = step_memo("lists")
+    for customer in customers:
+        if customer not in lists:
+            LISTED.append(customer)
+            lists[customer] = [f"{customer} list"]
+    return pd.DataFrame({"customer": customers, "list": [lists[c][0] for c in customers]})
+
+
+def test_days_of_a_range_step_share_its_memo_and_separate_runs_do_not(tmp_path):
+    LISTED.clear()
+    resources = {"io_manager": ParquetIOManager(base_dir=str(tmp_path))}
+    tags = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-04"}
+    assert dg.materialize([customer_lists], resources=resources, tags=tags).success
+    assert sorted(LISTED) == ["cus_A", "cus_B", "cus_C"], "four days, each customer listed once"
+    day = pd.read_parquet(tmp_path / "customer_lists" / "2026-01-03.parquet")
+    assert list(day["list"]) == ["cus_A list", "cus_B list"]
+
+    LISTED.clear()
+    for key in ("2026-01-01", "2026-01-03"):
+        assert dg.materialize([customer_lists], resources=resources, partition_key=key).success
+    assert LISTED == ["cus_A", "cus_B", "cus_A", "cus_B"], "one-day runs share nothing"
