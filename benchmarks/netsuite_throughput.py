@@ -4,11 +4,14 @@ The Stripe and NetSuite stand-ins run in a separate process (so they never share
 pipeline); the pipeline materializes one daily partition with real Dagster, in a child process per
 size so each child's peak RSS is its own.
 
-    .venv/bin/python benchmarks/netsuite_throughput.py                 # 2,000 invoices at 50 ms, limit 5
+    .venv/bin/python benchmarks/netsuite_throughput.py                 # 2,000 invoices at 50 ms, limit 5, 3 runs
+    .venv/bin/python benchmarks/netsuite_throughput.py --repeat 1      # one run
     .venv/bin/python benchmarks/netsuite_throughput.py --memory 20000  # plus peak memory at 20,000 (latency 0)
 
-Target: >= 90 % of the ceiling (limit / latency = 100 writes/s), peak concurrency <= limit, the no-op
-re-run < 10 % of the first run's time with zero writes, peak memory of 20,000 invoices < 1 GiB.
+Targets (issue 16): >= 95 % of the ceiling (limit / latency = 100 writes/s), median of 3 runs (fresh stand-ins
+each), peak concurrency never above the limit; the no-op re-run < 5 % of the first run's time with zero writes;
+peak memory of 20,000 invoices < 1 GiB. The no-op re-run's time is broken down by step, split into the sync path
+(extract, plan, write) and the read-back checks, which read NetSuite again on every run by design.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +75,10 @@ print(json.dumps({"runs": out, "peak_rss_mib": resource.getrusage(resource.RUSAG
 """
 
 
+# Steps that only read NetSuite back and compare with Stripe (the books' checks), as opposed to the sync path.
+READ_BACK_STEPS = ("reconciliation", "receivables_reconciliation", "deal_reconciliation")
+
+
 def run_child(script: str, args: list[str], env: dict) -> dict:
     """Run a measuring script in a fresh Python process (its own peak memory); its last stdout line is JSON."""
     child = subprocess.run(
@@ -108,53 +116,83 @@ def run_partition(invoices: int, latency_ms: float, limit: int, runs: int) -> di
         server.wait(timeout=30)
 
 
+def _rate(run: dict, step: str) -> float:
+    return run["steps"][step]["writes_per_second"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--limit", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="runs, each with fresh stand-ins; medians are judged")
     parser.add_argument("--memory", type=int, nargs="*", default=[], help="also measure peak memory at these sizes")
     args = parser.parse_args()
 
     ceiling = args.limit / (args.latency_ms / 1000)
-    result = run_partition(args.invoices, args.latency_ms, args.limit, runs=2)
-    first, second = result["runs"]
     print(
         f"partition of {args.invoices} invoices, NetSuite latency {args.latency_ms:g} ms, limit {args.limit} "
-        f"(ceiling {ceiling:.0f} writes/s)"
+        f"(ceiling {ceiling:.0f} writes/s), {args.repeat} run(s)"
     )
-    for name, step in first["steps"].items():
+    measured = []
+    for n in range(args.repeat):
+        result = run_partition(args.invoices, args.latency_ms, args.limit, runs=2)
+        first, second = result["runs"]
+        measured.append((first, second))
+        print(f"run {n + 1}:")
+        for name, step in first["steps"].items():
+            print(
+                f"  {name:28s} {step['writes']:6d} writes in {step['seconds']:7.2f} s = "
+                f"{step['writes_per_second']:6.1f} writes/s ({step['writes_per_second'] / ceiling:5.1%} of ceiling), "
+                f"client peak in flight {step['netsuite_peak_in_flight']}"
+            )
         print(
-            f"  {name:28s} {step['writes']:6d} writes in {step['seconds']:7.2f} s = {step['writes_per_second']:6.1f}"
-            f" writes/s ({step['writes_per_second'] / ceiling:5.1%} of ceiling), client peak in flight "
-            f"{step['netsuite_peak_in_flight']}"
+            f"  whole run: {first['seconds']:.1f} s, {first['writes']} writes, server peak concurrency "
+            f"{first['server_peak_concurrency']} (limit {args.limit}), 429s {first['rejections']}"
         )
-    invoices_rate = first["steps"]["netsuite_invoices"]["writes_per_second"]
-    print(
-        f"  whole run: {first['seconds']:.1f} s, {first['writes']} writes, server peak concurrency "
-        f"{first['server_peak_concurrency']} (limit {args.limit}), 429s {first['rejections']}"
+        read_back = sum(v for k, v in second["step_seconds"].items() if k in READ_BACK_STEPS)
+        print(
+            f"  no-op re-run: {second['seconds']:.1f} s = {second['seconds'] / first['seconds']:.1%} of the first "
+            f"run, {second['writes']} NetSuite writes; steps {sum(second['step_seconds'].values()):.1f} s, of which "
+            f"read-back checks {read_back:.1f} s (the rest: Dagster's own time)"
+        )
+        print(f"  peak RSS of the pipeline process: {result['peak_rss_mib']:.0f} MiB")
+        for label, run in (("first run", first), ("no-op re-run", second)):
+            slowest = sorted(run["step_seconds"].items(), key=lambda kv: -kv[1])[:8]
+            print(f"  {label} steps (s): " + ", ".join(f"{step} {seconds:.2f}" for step, seconds in slowest))
+
+    def median(values) -> float:
+        return statistics.median(list(values))
+
+    rates = {
+        step: median(_rate(first, step) for first, _ in measured)
+        for step in ("netsuite_customers", "netsuite_invoices", "netsuite_customer_payments")
+    }
+    noop_share = median(second["seconds"] / first["seconds"] for first, second in measured)
+    sync_share = median(
+        (second["seconds"] - sum(v for k, v in second["step_seconds"].items() if k in READ_BACK_STEPS))
+        / first["seconds"]
+        for first, second in measured
     )
-    print(
-        f"no-op re-run: {second['seconds']:.1f} s = {second['seconds'] / first['seconds']:.1%} of the first run, "
-        f"{second['writes']} NetSuite writes"
-    )
-    print(f"peak RSS of the pipeline process ({args.invoices} invoices): {result['peak_rss_mib']:.0f} MiB")
-    for label, run in (("first run", first), ("no-op re-run", second)):
-        slowest = sorted(run["step_seconds"].items(), key=lambda kv: -kv[1])[:6]
-        print(f"  {label} steps (s): " + ", ".join(f"{step} {seconds:.2f}" for step, seconds in slowest))
+    print(f"median of {args.repeat}:")
+    for step, rate in rates.items():
+        print(f"  {step:28s} {rate:6.1f} writes/s = {rate / ceiling:5.1%} of ceiling")
+    print(f"  no-op re-run {noop_share:.1%} of the first run; without the read-back checks {sync_share:.1%}")
     verdicts = {
-        "throughput >= 90% of ceiling": invoices_rate >= 0.9 * ceiling,
-        "peak concurrency <= limit": first["server_peak_concurrency"] <= args.limit,
-        "no-op re-run: zero writes": second["writes"] == 0,
-        "no-op re-run < 10% of first": second["seconds"] < 0.1 * first["seconds"],
+        "throughput >= 95% of ceiling (invoices and payments, median)": min(
+            rates["netsuite_invoices"], rates["netsuite_customer_payments"]
+        )
+        >= 0.95 * ceiling,
+        "peak concurrency <= limit (every run)": all(f["server_peak_concurrency"] <= args.limit for f, _ in measured),
+        "no-op re-run: zero writes (every run)": all(s["writes"] == 0 for _, s in measured),
+        "no-op re-run < 5% of first (median)": noop_share < 0.05,
     }
     for size in args.memory:
-        measured = run_partition(size, 0.0, args.limit, runs=1)
-        ok = measured["peak_rss_mib"] < 1024
-        verdicts[f"peak memory at {size} invoices < 1 GiB"] = ok
+        memory = run_partition(size, 0.0, args.limit, runs=1)
+        verdicts[f"peak memory at {size} invoices < 1 GiB"] = memory["peak_rss_mib"] < 1024
         print(
-            f"peak RSS of the pipeline process ({size} invoices, latency 0): {measured['peak_rss_mib']:.0f} MiB "
-            f"in {measured['runs'][0]['seconds']:.0f} s"
+            f"peak RSS of the pipeline process ({size} invoices, latency 0): {memory['peak_rss_mib']:.0f} MiB "
+            f"in {memory['runs'][0]['seconds']:.0f} s"
         )
     for name, ok in verdicts.items():
         print(f"  [{'ok' if ok else 'MISSED'}] {name}")
