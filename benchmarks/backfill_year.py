@@ -8,6 +8,11 @@ run over every day, `backfill_cli.materialize_range`), in a child process of its
     .venv/bin/python benchmarks/backfill_year.py                             # 365 days, 100,000 invoices
     .venv/bin/python benchmarks/backfill_year.py --days 30 --invoices 3000   # a few minutes
     .venv/bin/python benchmarks/backfill_year.py --days 30 --invoices 3000 --repeat 3   # medians
+    .venv/bin/python benchmarks/backfill_year.py --days 30 --invoices 3000 --storage postgres
+
+`--storage postgres` runs on the production storage: Dagster's instance from `deploy/dagster-postgres.yaml` and the
+ledger, each in a scratch database on PostgreSQL (`--postgres-url`, dropped afterwards). Dagster stores a few events
+per asset and day (materialization, check evaluations); on the default SQLite storage each costs about 20 ms.
 
 Prints the wall time, NetSuite writes, the ceiling (limit / latency) and the ratio wall ÷ (writes ÷ ceiling), the
 time a run takes over the least the writes alone could take. Target <= 1.1.
@@ -16,12 +21,18 @@ time a run takes over the least the writes alone could take. Target <= 1.1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
+import shutil
 import statistics
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from netsuite_throughput import run_child, start_server  # noqa: E402 - the benchmarks share their child runner
@@ -66,20 +77,56 @@ print(json.dumps({"runs": out, "peak_rss_mib": resource.getrusage(resource.RUSAG
 """
 
 
-def backfill(days: int, invoices: int, latency_ms: float, limit: int) -> dict:
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[sa.URL]:
+    """A new, empty database on the server of `admin_url`, dropped on exit."""
+    name = f"sync_bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(admin_url).set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def storage_env(storage: str, home: Path, postgres_url: str) -> Iterator[dict[str, str]]:
+    """Environment for the pipeline's Dagster instance and ledger on `storage` (sqlite or postgres)."""
+    if storage == "sqlite":
+        yield {"SYNC_DATABASE_URL": f"sqlite:///{home}/ledger.sqlite"}
+        return
+    shutil.copy(ROOT / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
+    with scratch_database(postgres_url) as dagster_db, scratch_database(postgres_url) as ledger_db:
+        yield {
+            "DAGSTER_PG_HOST": dagster_db.host or "127.0.0.1",
+            "DAGSTER_PG_PORT": str(dagster_db.port or 5432),
+            "DAGSTER_PG_USER": dagster_db.username or "postgres",
+            "DAGSTER_PG_PASSWORD": dagster_db.password or "",
+            "DAGSTER_PG_DB": dagster_db.database,
+            "SYNC_DATABASE_URL": ledger_db.render_as_string(hide_password=False),
+        }
+
+
+def backfill(days: int, invoices: int, latency_ms: float, limit: int, storage: str, postgres_url: str) -> dict:
     last = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
     first = last - dt.timedelta(days=days - 1)
     server, sandbox_env = start_server(
         SERVER, [str(days), str(invoices), str(latency_ms), str(limit), first.isoformat()]
     )
     try:
-        with tempfile.TemporaryDirectory() as home:
+        with tempfile.TemporaryDirectory() as home, storage_env(storage, Path(home), postgres_url) as stored:
             env = {
                 **os.environ,
                 **{k: v for k, v in sandbox_env.items() if k != "seed_seconds"},
+                **stored,
                 "DAGSTER_HOME": home,
                 "SYNC_START_DATE": first.isoformat(),
-                "SYNC_DATABASE_URL": f"sqlite:///{home}/ledger.sqlite",
                 "NETSUITE_CONCURRENCY": str(limit),
             }
             day_keys = [(first + dt.timedelta(days=n)).isoformat() for n in range(days)]
@@ -97,16 +144,20 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--limit", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1, help="runs (fresh stand-ins each); medians are printed")
+    parser.add_argument(
+        "--storage", choices=("sqlite", "postgres"), default="sqlite", help="Dagster's and the ledger's"
+    )
+    parser.add_argument("--postgres-url", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
 
     ceiling = args.limit / (args.latency_ms / 1000)
     print(
         f"backfill of {args.days} days, {args.invoices:,} invoices (every tenth partly refunded), NetSuite latency "
-        f"{args.latency_ms:g} ms, limit {args.limit}: ceiling {ceiling:.0f} writes/s"
+        f"{args.latency_ms:g} ms, limit {args.limit}: ceiling {ceiling:.0f} writes/s; storage {args.storage}"
     )
     ratios, walls = [], []
     for n in range(args.repeat):
-        measured = backfill(args.days, args.invoices, args.latency_ms, args.limit)
+        measured = backfill(args.days, args.invoices, args.latency_ms, args.limit, args.storage, args.postgres_url)
         first, rerun = measured["runs"]
         floor = first["writes"] / ceiling
         ratio = first["seconds"] / floor if floor else float("inf")
