@@ -167,7 +167,7 @@ def main() -> None:
         print(
             f"  no-op re-run: {second['seconds']:.1f} s = {second['seconds'] / first['seconds']:.1%} of the first "
             f"run, {second['writes']} NetSuite writes; steps {sum(second['step_seconds'].values()):.1f} s, of which "
-            f"read-back checks {read_back:.1f} s (the rest: Dagster's own time)"
+            f"read-back checks {read_back:.1f} s (the run beyond its steps: Dagster's own time)"
         )
         print(f"  peak RSS of the pipeline process: {result['peak_rss_mib']:.0f} MiB")
         for label, run in (("first run", first), ("no-op re-run", second)):
