@@ -53,6 +53,8 @@ class NetSuiteConfig:
     # Governance: more requests in flight than this are refused at once.
     concurrency_limit: int = 5
     concurrency_status: int = 429  # one capture shows 400 for the same error body
+    # NetSuite's response time, the stand-in's own work included (it waits only what is left), so that
+    # concurrency_limit / latency is the ceiling a client can reach, as wire-protocols.md states it.
     latency_ms: float = 0
     # Faults on /services/rest paths (never on /_sandbox).
     error_rate: float = 0
