@@ -14,7 +14,8 @@ each step goes through the days, calling the asset's own one-day body for each (
 - each day's figures are its own materialization's metadata (`add_asset_metadata(partition_key=day)`: Dagster
   records one materialization per day of the range), and each day's check results are evaluations of that day
   (an `AssetCheckEvaluation` with `partition=day`; an `AssetCheckResult` in a range run would belong to no day);
-- memory stays a few days' (`DAYS_AT_ONCE`), whatever the range: a step's output is a `DailyFrames`, each day's
+- memory stays a few days' (`DAYS_AT_ONCE`, and no more documents side by side than `DOCUMENTS_AT_ONCE`: a big
+  day runs alone), whatever the range: a step's output is a `DailyFrames`, each day's
   frame spilled to a Parquet file as soon as the day is done (a day of 20,000 invoices peaks near 1 GiB; a year of
   them would not fit), and its input is a `DailyFrames` that reads a day when asked.
 
@@ -44,6 +45,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 
 # Not exported by Dagster 1.13: what ties a check evaluation to the materialization it checked (the UI's link).
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -55,6 +57,9 @@ BACKFILL_POLICY = dg.BackfillPolicy.single_run()
 # Stripe lists, the ledger), so a few days side by side keep NetSuite's slots busy; the client's one limiter still
 # caps requests in flight for them all. Memory: at most this many days' peak.
 DAYS_AT_ONCE = 4
+# ... as long as the days side by side hold no more documents than this together: a day of 20,000 invoices peaks near
+# 1 GiB on its own, so a big day runs alone (four of them at once measured 2.2 GiB and more at 10,000 invoices each).
+DOCUMENTS_AT_ONCE = 5_000
 PROGRESS_LOG_SECONDS = 30.0
 # `backfill_policy=` on an asset is a Dagster beta in 1.13 (pinned <1.14 in pyproject.toml): the warning is expected,
 # once per asset at import, and would otherwise print on every command's stderr.
@@ -89,6 +94,11 @@ class DailyFrames(Mapping[str, pd.DataFrame]):
 
     def __getitem__(self, day: str) -> pd.DataFrame:
         return pd.read_parquet(self._paths[day])
+
+    def rows(self, day: str) -> int:
+        """The day's row count, from its file's footer (nothing loaded); 0 for a day it does not hold."""
+        path = self._paths.get(day)
+        return pq.read_metadata(path).num_rows if path is not None else 0
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._paths))
@@ -202,14 +212,30 @@ def _days_done(fn: Callable, context: dg.AssetExecutionContext, args: tuple, kwa
         for day in days:
             yield day, *day_context().run(_one_day, fn, context, day, args, kwargs)
         return
+    inputs = [value for value in kwargs.values() if isinstance(value, DailyFrames)]
+    largest_output: int | None = None
+
+    def size(day: str) -> int:
+        # A day's documents: its largest input; an extract has none, so it is taken as big as the largest day the
+        # step has produced so far, and the first day runs alone until that is known.
+        if inputs:
+            return max(frames.rows(day) for frames in inputs)
+        return DOCUMENTS_AT_ONCE if largest_output is None else largest_output
+
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="day") as pool:
         running: deque = deque()
+        documents = 0
         for day in days:
-            running.append((day, pool.submit(day_context().run, _one_day, fn, context, day, args, kwargs)))
-            if len(running) >= threads:
-                first, future = running.popleft()
-                yield first, *future.result()
-        for day, future in running:
+            while running and (len(running) >= threads or documents + size(day) > DOCUMENTS_AT_ONCE):
+                first, future, first_size = running.popleft()
+                events, added = future.result()
+                documents -= first_size
+                produced = [len(e.value) for e in events if isinstance(e, dg.Output) and hasattr(e.value, "__len__")]
+                largest_output = max([largest_output or 0, *produced])
+                yield first, events, added
+            running.append((day, pool.submit(day_context().run, _one_day, fn, context, day, args, kwargs), size(day)))
+            documents += running[-1][2]
+        for day, future, _ in running:
             yield day, *future.result()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 import warnings
 
 import dagster as dg
@@ -10,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sync_pipeline.backfill_cli import Progress, days_between, expected_writes
-from sync_pipeline.daily_ranges import BACKFILL_POLICY, DailyFrames, each_day, step_memo
+from sync_pipeline.daily_ranges import BACKFILL_POLICY, DOCUMENTS_AT_ONCE, DailyFrames, each_day, step_memo
 from sync_pipeline.io_managers import ParquetIOManager
 
 TODAY = dt.date(2026, 12, 1)
@@ -159,3 +161,45 @@ def test_days_of_a_range_step_share_its_memo_and_separate_runs_do_not(tmp_path):
     for key in ("2026-01-01", "2026-01-03"):
         assert dg.materialize([customer_lists], resources=resources, partition_key=key).success
     assert LISTED == ["cus_A", "cus_B", "cus_A", "cus_B"], "one-day runs share nothing"
+
+
+BIG_DAY = "2026-01-03"
+SIDE_BY_SIDE: dict[str, set[str]] = {}
+_running: set[str] = set()
+_lock = threading.Lock()
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=BACKFILL_POLICY)
+@each_day
+def documents(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    """An extract: how big a day is shows only once it is listed."""
+    rows = DOCUMENTS_AT_ONCE if context.partition_key == BIG_DAY else 10
+    return pd.DataFrame({"n": range(rows)})
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=BACKFILL_POLICY)
+@each_day
+def per_document(context: dg.AssetExecutionContext, documents: pd.DataFrame) -> pd.DataFrame:
+    day = context.partition_key
+    with _lock:
+        _running.add(day)
+        SIDE_BY_SIDE[day] = set(_running)
+    time.sleep(0.2)  # long enough for the days admitted with this one to be seen running
+    with _lock:
+        SIDE_BY_SIDE[day] |= _running
+        _running.discard(day)
+    return documents
+
+
+def test_a_big_day_runs_alone_and_small_days_side_by_side(tmp_path):
+    SIDE_BY_SIDE.clear()
+    tags = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-06"}
+    result = dg.materialize(
+        [documents, per_document], resources={"io_manager": ParquetIOManager(base_dir=str(tmp_path))}, tags=tags
+    )
+
+    assert result.success
+    assert SIDE_BY_SIDE[BIG_DAY] == {BIG_DAY}, "a day of DOCUMENTS_AT_ONCE documents runs alone"
+    assert all(BIG_DAY not in seen for day, seen in SIDE_BY_SIDE.items() if day != BIG_DAY)
+    assert SIDE_BY_SIDE["2026-01-01"] >= {"2026-01-01", "2026-01-02"}, "small days still run side by side"
+    assert len(pd.read_parquet(tmp_path / "per_document" / f"{BIG_DAY}.parquet")) == DOCUMENTS_AT_ONCE
