@@ -360,15 +360,21 @@ def _open_receivable_differences(
             strict=True,
         )
     )
+    finalized_of = {
+        customer["id"]: [
+            netsuite_external_id(i["id"])
+            for i in invoices_of[customer["id"]]
+            if i.get("status") in ns.FINALIZED_INVOICE_STATUSES
+        ]
+        for customer in comparable
+    }
+    # One ledger query for all the day's customers (an invoice below zero is a credit memo under its id).
+    every_eid = [eid for eids in finalized_of.values() for eid in eids]
+    synced = ledger.synced_external_ids(NETSUITE_TARGET, (ns.INVOICE, ns.CREDIT_MEMO), every_eid)
     not_yet: list[str] = []
     compared: list[Mapping] = []
     for customer in comparable:
-        finalized = [i for i in invoices_of[customer["id"]] if i.get("status") in ns.FINALIZED_INVOICE_STATUSES]
-        eids = [netsuite_external_id(i["id"]) for i in finalized]
-        synced = set(ledger.lookup(NETSUITE_TARGET, ns.INVOICE, eids)) | set(
-            ledger.lookup(NETSUITE_TARGET, ns.CREDIT_MEMO, eids)
-        )
-        (compared if set(eids) <= synced else not_yet).append(customer)
+        (compared if set(finalized_of[customer["id"]]) <= synced else not_yet).append(customer)
     rows = suiteql_in(
         client,
         "SELECT entity, type, currency, foreignamountremaining FROM transaction "

@@ -56,6 +56,20 @@ def test_lookup_handles_more_ids_than_sqlite_binds(database_url):
     assert len(found) == 2500
 
 
+def test_synced_external_ids_answers_which_ids_are_held_under_any_of_the_types(database_url):
+    ledger = Ledger(database_url)
+    ledger.record_synced([_entry(f"stripe-in_{i}", str(i), {"i": i}) for i in range(1000)])
+    memo = _entry("stripe-in_credit", "9001", {"credit": True})
+    ledger.record_synced([LedgerEntry("netsuite", "creditMemo", memo.external_id, "9001", memo.content_hash)])
+    asked = [f"stripe-in_{i}" for i in range(990, 1010)] + ["stripe-in_credit"]
+
+    held = ledger.synced_external_ids("netsuite", ("invoice", "creditMemo"), asked)
+
+    assert held == {f"stripe-in_{i}" for i in range(990, 1000)} | {"stripe-in_credit"}
+    assert ledger.synced_external_ids("netsuite", ("invoice",), asked) == {f"stripe-in_{i}" for i in range(990, 1000)}
+    assert ledger.synced_external_ids("salesforce", ("invoice", "creditMemo"), asked) == set()
+
+
 def test_float_money_is_refused_by_the_hash():
     with pytest.raises(TypeError, match="Decimal"):
         content_hash({"amount": 1.5})
