@@ -113,14 +113,9 @@ def _amount(minor: int, currency: str, fm: FieldMapping) -> Decimal:
     return to_precision(int(minor), currency, fm.netsuite_precision(currency))
 
 
-def _mapped(currency: object, fm: FieldMapping) -> str | None:
-    code = str(currency or "").upper()
-    return code if fm.currency(code) is not None else None
-
-
 def _charge_figures(charge: Mapping, fm: FieldMapping) -> list[Expected]:
     out: list[Expected] = []
-    code, collected = _mapped(charge.get("currency"), fm), undeposited.collected_minor(charge)
+    code, collected = undeposited.mapped_currency(charge.get("currency"), fm), undeposited.collected_minor(charge)
     if code is None or collected is None:
         return out
     amount = _amount(collected, code, fm)
@@ -129,7 +124,7 @@ def _charge_figures(charge: Mapping, fm: FieldMapping) -> list[Expected]:
 
 
 def _refund_figures(refund: Mapping, fm: FieldMapping) -> list[Expected]:
-    code = _mapped(refund.get("currency"), fm)
+    code = undeposited.mapped_currency(refund.get("currency"), fm)
     if code is None or refund.get("status") != "succeeded":
         return []
     eid = netsuite_external_id(refund["id"])
@@ -137,7 +132,7 @@ def _refund_figures(refund: Mapping, fm: FieldMapping) -> list[Expected]:
 
 
 def _dispute_figures(dispute: Mapping, fm: FieldMapping) -> list[Expected]:
-    code = _mapped(dispute.get("currency"), fm)
+    code = undeposited.mapped_currency(dispute.get("currency"), fm)
     if code is None:
         return []
     amount = _amount(dispute.get("amount") or 0, code, fm)
@@ -157,7 +152,7 @@ def stripe_document_figures(
     out: list[Expected] = []
     for tree in invoice_trees:
         invoice = tree["invoice"]
-        code = _mapped(invoice.get("currency"), fm)
+        code = undeposited.mapped_currency(invoice.get("currency"), fm)
         if code is None or invoice.get("status") not in ns.FINALIZED_INVOICE_STATUSES:
             continue
         eid = netsuite_external_id(invoice["id"])
@@ -200,7 +195,7 @@ def stripe_payout_figures(
     the deposits' external ids; a payout not in it is one deposit `stripe-po_…`)."""
     out: list[Expected] = []
     for payout, txns in payouts:
-        code = _mapped(payout.get("currency"), fm)
+        code = undeposited.mapped_currency(payout.get("currency"), fm)
         if code is None or payout.get("status") in ("pending", "in_transit"):
             continue
         eids = tuple(deposits_of.get(payout["id"]) or (deposit_external_id(payout["id"]),))

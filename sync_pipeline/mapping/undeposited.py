@@ -25,7 +25,6 @@ payment held back on day P would otherwise turn every later day red). No HTTP, n
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
@@ -35,6 +34,7 @@ from sync_pipeline.mapping.cash import converted_amount, is_deposited, undeposit
 from sync_pipeline.mapping.external_ids import dispute_reinstated_external_id, netsuite_external_id
 from sync_pipeline.mapping.field_mapping import FieldMapping
 from sync_pipeline.mapping.money import to_precision
+from sync_pipeline.mapping.netsuite import _utc_date
 
 IN, OUT = "in", "out"
 HELD_IN, HELD_OUT = "held_in", "held_out"  # the same movements, whose NetSuite record the writers held back
@@ -44,13 +44,8 @@ HELD = (HELD_IN, HELD_OUT)
 MOVEMENT_COLUMNS = ["currency", "date", "direction", "documents", "amount"]
 
 
-def _day(timestamp: object) -> str | None:
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
-        return None
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date().isoformat()
-
-
-def _mapped(currency: object, fm: FieldMapping) -> str | None:
+def mapped_currency(currency: object, fm: FieldMapping) -> str | None:
+    """The currency's code when field_mapping.yaml maps it (an unmapped one is not synced: an exception says so)."""
     code = str(currency or "").upper()
     return code if fm.currency(code) is not None else None
 
@@ -79,7 +74,7 @@ def entered(
     Funds the trees hold."""
     out = []
     for document, kind in _entered(invoice_trees, charge_trees):
-        code = _mapped(document.get("currency"), fm)
+        code = mapped_currency(document.get("currency"), fm)
         if code is None:
             continue  # an unmapped currency is not synced (an exception says so)
         if kind == "charge":
@@ -90,7 +85,7 @@ def entered(
             minor = None if movement is None else int(document.get("amount") or 0)
             when = None if movement is None else movement.get("created")
             payment = dispute_reinstated_external_id(document["id"])
-        day = _day(when)
+        day = _utc_date(when)
         if minor is not None and day is not None:
             out.append((code, day, to_precision(minor, code, fm.netsuite_precision(code)), payment))
     return out
@@ -104,7 +99,7 @@ def carried_out(
     `sync_start` (YYYY-MM-DD)."""
     out = []
     for payout, txns in payouts:
-        code, day = _mapped(payout.get("currency"), fm), _day(payout.get("arrival_date"))
+        code, day = mapped_currency(payout.get("currency"), fm), _utc_date(payout.get("arrival_date"))
         if code is None or day is None or not is_deposited(payout):
             continue
         precision = fm.netsuite_precision(code)
@@ -112,7 +107,7 @@ def carried_out(
             source = txn.get("source")
             if not undeposited_payment(txn.get("type"), txn.get("reporting_category"), source):
                 continue
-            if (_day(txn.get("created")) or "") < sync_start:
+            if (_utc_date(txn.get("created")) or "") < sync_start:
                 continue
             presented, rate = txn.get("presented"), txn.get("exchange_rate")
             if rate is not None and presented:
